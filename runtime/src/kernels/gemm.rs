@@ -1,0 +1,553 @@
+//! Single-precision matrix multiplication, `C = A·B` or `C += A·B`: the one kernel that
+//! convolutions (through im2col) and dense layers spend their time in, forward and backward.
+//!
+//! `A` and `B` are strided views ([`MatRef`]), so a transposed operand costs nothing to describe:
+//! the weight gradients read `Xᵀ` and the input gradients read `Wᵀ` straight from the stored
+//! tensors. `B` is copied ("packed") into zero-padded panels `NR` columns wide and `KC` rows
+//! deep, sized to stay in L1 while every row tile of `A` streams past it; `A` is read in place
+//! and broadcast one element at a time. The register tile (`MR` rows × `NV` vectors) is a const
+//! parameter, chosen per instruction set in its own file, so one generic body compiles to a fully
+//! unrolled microkernel for each.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::Isa;
+use super::simd::SimdF32;
+
+/// Most rows of packed `B` per block: 128 rows of a 64-wide panel are 32 KiB, two thirds of the
+/// L1 data cache of current x86 cores. K is split into equal blocks no deeper than this.
+const KC_MAX: usize = 128;
+
+/// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A `rows × cols` row-major matrix.
+    ///
+    /// # Panics
+    /// If `data` holds fewer than `rows * cols` values.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols, 1)
+    }
+
+    /// A matrix with arbitrary strides.
+    ///
+    /// # Panics
+    /// If the last element lies outside `data`.
+    pub fn strided(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        if rows > 0 && cols > 0 {
+            let last = (rows - 1) * row_stride + (cols - 1) * col_stride;
+            assert!(
+                last < data.len(),
+                "a {rows}x{cols} view with strides ({row_stride}, {col_stride}) needs {} values, \
+                 the slice has {}",
+                last + 1,
+                data.len()
+            );
+        }
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    /// The transpose, without copying.
+    pub fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Element `(i, j)`.
+    pub fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.row_stride + j * self.col_stride]
+    }
+
+    /// The view of rows `start..start + rows`.
+    fn row_range(self, start: usize, rows: usize) -> Self {
+        Self {
+            data: &self.data[start * self.row_stride..],
+            rows,
+            ..self
+        }
+    }
+}
+
+/// A writable row-major matrix view whose rows may be further apart than its width.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    data: &'a mut [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+}
+
+impl<'a> MatMut<'a> {
+    /// A `rows × cols` row-major matrix.
+    ///
+    /// # Panics
+    /// If `data` holds fewer than `rows * cols` values.
+    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        assert!(
+            data.len() >= rows * cols,
+            "a {rows}x{cols} matrix needs {} values, the slice has {}",
+            rows * cols,
+            data.len()
+        );
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+        }
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Splits into views of at most `rows_per_part` rows each.
+    fn split_rows(self, rows_per_part: usize) -> impl Iterator<Item = (usize, MatMut<'a>)> {
+        let (rows, cols, row_stride) = (self.rows, self.cols, self.row_stride);
+        self.data
+            .chunks_mut(rows_per_part * row_stride)
+            .enumerate()
+            .map(move |(part, data)| {
+                let start = part * rows_per_part;
+                let part_rows = rows_per_part.min(rows - start);
+                (
+                    start,
+                    MatMut {
+                        data,
+                        rows: part_rows,
+                        cols,
+                        row_stride,
+                    },
+                )
+            })
+            .take(rows.div_ceil(rows_per_part.max(1)))
+    }
+}
+
+/// One GEMM call as the instruction-set entry points receive it.
+pub(super) struct GemmArgs<'a> {
+    c: MatMut<'a>,
+    a: MatRef<'a>,
+    b: MatRef<'a>,
+    accumulate: bool,
+}
+
+impl GemmArgs<'_> {
+    /// Columns of the output, from which each instruction set picks its tile.
+    pub(super) fn n(&self) -> usize {
+        self.c.cols
+    }
+}
+
+/// `C = A·B`, or `C += A·B` with `accumulate`, on this thread with the active instruction set.
+///
+/// # Panics
+/// If the shapes do not agree (`A` is m×k, `B` k×n, `C` m×n).
+///
+/// # Example
+/// ```
+/// use constnet_runtime::kernels::gemm::{gemm, MatMut, MatRef};
+/// let a = [1.0, 2.0, 3.0, 4.0]; // [[1, 2], [3, 4]]
+/// let b = [5.0, 6.0, 7.0, 8.0]; // [[5, 6], [7, 8]]
+/// let mut c = [0.0; 4];
+/// gemm(MatMut::row_major(&mut c, 2, 2), MatRef::row_major(&a, 2, 2), MatRef::row_major(&b, 2, 2), false);
+/// assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
+/// ```
+pub fn gemm(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
+    gemm_with(Isa::active(), c, a, b, accumulate);
+}
+
+/// [`gemm`] on a chosen instruction-set path.
+///
+/// # Panics
+/// If the shapes do not agree, or the CPU does not support `isa`.
+pub fn gemm_with(isa: Isa, c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
+    assert!(
+        a.rows == c.rows && b.cols == c.cols && a.cols == b.rows,
+        "gemm shapes disagree: A is {}x{}, B {}x{}, C {}x{}",
+        a.rows,
+        a.cols,
+        b.rows,
+        b.cols,
+        c.rows,
+        c.cols
+    );
+    assert!(isa.is_supported(), "this CPU cannot run the {isa:?} path");
+    if c.rows == 0 || c.cols == 0 {
+        return;
+    }
+    if a.cols == 0 {
+        if !accumulate {
+            for row in c.data.chunks_mut(c.row_stride).take(c.rows) {
+                row[..c.cols].fill(0.0);
+            }
+        }
+        return;
+    }
+    let args = GemmArgs {
+        c,
+        a,
+        b,
+        accumulate,
+    };
+    match isa {
+        // SAFETY: `is_supported` confirmed the CPU features each path needs.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { super::x86_avx512::gemm(args) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { super::x86_avx2::gemm(args) },
+        Isa::Portable => super::portable::gemm(args),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("non-x86 paths are never supported"),
+    }
+}
+
+/// [`gemm`] with the rows of `C` split across the rayon pool when the product is large enough to
+/// gain (at least about a million multiply-adds per thread).
+///
+/// # Panics
+/// As [`gemm`].
+pub fn gemm_parallel(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
+    const MIN_MULS_PER_PART: usize = 1 << 20;
+    let threads = rayon::current_num_threads();
+    let muls = c.rows * c.cols * a.cols;
+    let parts = threads.min(muls / MIN_MULS_PER_PART).min(c.rows / 16);
+    if parts < 2 {
+        return gemm(c, a, b, accumulate);
+    }
+    assert_eq!(a.rows, c.rows, "gemm shapes disagree: A has {} rows, C {}", a.rows, c.rows);
+    let rows_per_part = c.rows.div_ceil(parts);
+    c.split_rows(rows_per_part)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .for_each(|(start, part)| {
+            let rows = part.rows;
+            gemm(part, a.row_range(start, rows), b, accumulate)
+        });
+}
+
+thread_local! {
+    /// Packed panels of `B`, reused by every GEMM this thread runs.
+    static PACKED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The GEMM with `MR × (NV · LANES)` register tiles of vector type `V`.
+///
+/// # Safety
+/// The CPU must support `V`'s instruction set; shapes were checked by [`gemm_with`].
+#[inline(always)]
+pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usize>(
+    args: GemmArgs<'_>,
+) {
+    let GemmArgs {
+        c,
+        a,
+        b,
+        accumulate,
+    } = args;
+    let nr = NV * V::LANES;
+    let (m, n, k) = (c.rows, c.cols, a.cols);
+    let panels = n.div_ceil(nr);
+    let blocks = k.div_ceil(KC_MAX);
+    let kc_max = k.div_ceil(blocks);
+    PACKED_B.with_borrow_mut(|packed| {
+        packed.resize(panels * kc_max * nr, 0.0);
+        for block in 0..blocks {
+            let k0 = block * kc_max;
+            let kc = kc_max.min(k - k0);
+            pack_b(b, k0, kc, nr, packed);
+            let add_to_c = accumulate || block > 0;
+            for panel in 0..panels {
+                let j0 = panel * nr;
+                let cols = nr.min(n - j0);
+                let b_panel = &packed[panel * kc * nr..(panel + 1) * kc * nr];
+                for i0 in (0..m).step_by(MR) {
+                    let rows = MR.min(m - i0);
+                    let tile = TileArgs {
+                        a: a.data[i0 * a.row_stride + k0 * a.col_stride..].as_ptr(),
+                        a_row_stride: a.row_stride,
+                        a_col_stride: a.col_stride,
+                        b: b_panel.as_ptr(),
+                        kc,
+                        c: c.data[i0 * c.row_stride + j0..].as_mut_ptr(),
+                        c_row_stride: c.row_stride,
+                        rows,
+                        cols,
+                        add_to_c,
+                    };
+                    // SAFETY: the tile's rows and columns lie inside A, the packed panel and C
+                    // (rows beyond `rows` are clamped to the last valid row of A).
+                    unsafe {
+                        if a.row_stride == 1 {
+                            microkernel::<V, MR, NV, true>(tile)
+                        } else {
+                            microkernel::<V, MR, NV, false>(tile)
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Copies rows `k0..k0 + kc` of `B` into `panels` of `nr` columns, each `kc` rows of `nr`
+/// contiguous values, zero-padding the last panel.
+#[inline(always)]
+fn pack_b(b: MatRef<'_>, k0: usize, kc: usize, nr: usize, packed: &mut [f32]) {
+    for (panel, dst) in packed.chunks_mut(kc * nr).take(b.cols.div_ceil(nr)).enumerate() {
+        let j0 = panel * nr;
+        let cols = nr.min(b.cols - j0);
+        if b.col_stride == 1 {
+            for (kk, row) in dst.chunks_mut(nr).enumerate() {
+                let src = (k0 + kk) * b.row_stride + j0;
+                row[..cols].copy_from_slice(&b.data[src..src + cols]);
+                row[cols..].fill(0.0);
+            }
+        } else {
+            for j in 0..nr {
+                for kk in 0..kc {
+                    dst[kk * nr + j] = if j < cols {
+                        b.data[(k0 + kk) * b.row_stride + (j0 + j) * b.col_stride]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// One register tile: raw pointers into A, the packed panel and C.
+struct TileArgs {
+    a: *const f32,
+    a_row_stride: usize,
+    a_col_stride: usize,
+    b: *const f32,
+    kc: usize,
+    c: *mut f32,
+    c_row_stride: usize,
+    rows: usize,
+    cols: usize,
+    add_to_c: bool,
+}
+
+/// Computes one `MR × NV·LANES` tile of `A·B` in registers, then stores (or adds) the `rows ×
+/// cols` part of it that lies inside C. `UNIT_ROW_STRIDE` specialises the common transposed-A
+/// case (weight gradients) so the row offsets are constants.
+///
+/// # Safety
+/// `V`'s instruction set must be available; the pointers must cover the tile as described.
+#[inline(always)]
+unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, const UNIT_ROW_STRIDE: bool>(
+    t: TileArgs,
+) {
+    const { assert!(NV * V::LANES <= 64, "edge tiles spill into 64-wide rows") };
+    let nr = NV * V::LANES;
+    let row_stride = if UNIT_ROW_STRIDE { 1 } else { t.a_row_stride };
+    let row_offsets: [usize; MR] = std::array::from_fn(|i| i.min(t.rows - 1) * row_stride);
+    unsafe {
+        let mut acc = [[V::zero(); NV]; MR];
+        let mut a_k = t.a;
+        let mut b_k = t.b;
+        for _ in 0..t.kc {
+            let b_vec: [V; NV] = std::array::from_fn(|j| V::load(b_k.add(j * V::LANES)));
+            for i in 0..MR {
+                let a_val = V::splat(*a_k.add(row_offsets[i]));
+                for j in 0..NV {
+                    acc[i][j] = a_val.mul_add(b_vec[j], acc[i][j]);
+                }
+            }
+            a_k = a_k.add(t.a_col_stride);
+            b_k = b_k.add(nr);
+        }
+        if t.rows == MR && t.cols == nr {
+            for (i, acc_row) in acc.iter().enumerate() {
+                let c_row = t.c.add(i * t.c_row_stride);
+                for (j, value) in acc_row.iter().enumerate() {
+                    let dst = c_row.add(j * V::LANES);
+                    let out = if t.add_to_c {
+                        value.add(V::load(dst))
+                    } else {
+                        *value
+                    };
+                    out.store(dst);
+                }
+            }
+        } else {
+            // Edge tile: spill the registers to a stack buffer and copy the part inside C.
+            let mut spill = [[0.0f32; 64]; MR];
+            for (i, acc_row) in acc.iter().enumerate() {
+                for (j, value) in acc_row.iter().enumerate() {
+                    value.store(spill[i][j * V::LANES..].as_mut_ptr());
+                }
+            }
+            for (i, spilled) in spill.iter().enumerate().take(t.rows) {
+                let c_row = t.c.add(i * t.c_row_stride);
+                for (j, &value) in spilled.iter().enumerate().take(t.cols) {
+                    let dst = c_row.add(j);
+                    *dst = if t.add_to_c { *dst + value } else { value };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    fn random(len: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> {
+        (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    /// The obviously-correct triple loop, in f64.
+    fn reference(a: MatRef<'_>, b: MatRef<'_>) -> Vec<f64> {
+        let mut c = vec![0.0; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                c[i * b.cols + j] = (0..a.cols)
+                    .map(|p| a.at(i, p) as f64 * b.at(p, j) as f64)
+                    .sum();
+            }
+        }
+        c
+    }
+
+    /// Every path against the reference, for row-major and transposed operands, odd sizes that
+    /// leave edge tiles in both directions, K spanning several packed blocks, and accumulation.
+    #[test]
+    fn every_path_matches_the_reference() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+        let sizes = [(1, 1, 1), (5, 7, 3), (13, 10, 9), (37, 65, 300), (64, 128, 17), (7, 33, 200)];
+        for isa in Isa::supported() {
+            for &(m, n, k) in &sizes {
+                for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
+                    let a_data = random(m * k, &mut rng);
+                    let b_data = random(k * n, &mut rng);
+                    let a = if a_t {
+                        MatRef::row_major(&a_data, k, m).t()
+                    } else {
+                        MatRef::row_major(&a_data, m, k)
+                    };
+                    let b = if b_t {
+                        MatRef::row_major(&b_data, n, k).t()
+                    } else {
+                        MatRef::row_major(&b_data, k, n)
+                    };
+                    let expected = reference(a, b);
+                    let initial = random(m * n, &mut rng);
+                    for accumulate in [false, true] {
+                        let mut c = initial.clone();
+                        gemm_with(isa, MatMut::row_major(&mut c, m, n), a, b, accumulate);
+                        for (idx, (&got, &want)) in c.iter().zip(&expected).enumerate() {
+                            let want = want + if accumulate { initial[idx] as f64 } else { 0.0 };
+                            assert!(
+                                (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()) * (k as f64).sqrt(),
+                                "{isa:?} m={m} n={n} k={k} a_t={a_t} b_t={b_t} acc={accumulate} \
+                                 at {idx}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn paths_agree_with_each_other() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);
+        let (m, n, k) = (50, 64, 288);
+        let a_data = random(m * k, &mut rng);
+        let b_data = random(k * n, &mut rng);
+        let run = |isa| {
+            let mut c = vec![0.0; m * n];
+            gemm_with(
+                isa,
+                MatMut::row_major(&mut c, m, n),
+                MatRef::row_major(&a_data, m, k),
+                MatRef::row_major(&b_data, k, n),
+                false,
+            );
+            c
+        };
+        let portable = run(Isa::Portable);
+        for isa in Isa::supported() {
+            for (x, y) in run(isa).iter().zip(&portable) {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{isa:?}: {x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_split_matches_single_thread() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+        let (m, n, k) = (300, 128, 2000);
+        let a_data = random(m * k, &mut rng);
+        let b_data = random(k * n, &mut rng);
+        let a = MatRef::row_major(&a_data, m, k);
+        let b = MatRef::row_major(&b_data, k, n);
+        let mut single = vec![0.0; m * n];
+        let mut parallel = vec![0.0; m * n];
+        gemm(MatMut::row_major(&mut single, m, n), a, b, false);
+        gemm_parallel(MatMut::row_major(&mut parallel, m, n), a, b, false);
+        assert_eq!(single, parallel);
+    }
+
+    #[test]
+    #[should_panic(expected = "gemm shapes disagree")]
+    fn mismatched_shapes_are_rejected() {
+        let data = [0.0; 12];
+        let mut c = [0.0; 4];
+        gemm(
+            MatMut::row_major(&mut c, 2, 2),
+            MatRef::row_major(&data, 2, 3),
+            MatRef::row_major(&data, 2, 2),
+            false,
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! CPU kernels and the choice of instruction set they run with.
+//!
+//! Every heavy kernel (the GEMM behind convolutions and dense layers) is written once, generic
+//! over [`simd::SimdF32`], and compiled three times: for AVX-512, for AVX2 with FMA, and for a
+//! portable fallback that needs nothing beyond the x86-64 (or any other) baseline. Which one runs
+//! is decided at run time from the CPU's features ([`Isa::active`]), so `cargo run --release` is
+//! fast without `RUSTFLAGS`. Setting `CONSTNET_ISA=portable|avx2|avx512` forces a path (if the
+//! CPU has it); tests use it to check that all paths agree.
+
+pub mod gemm;
+mod portable;
+pub mod simd;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512;
+
+use std::sync::OnceLock;
+
+/// An instruction-set path of the kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// 512-bit vectors (AVX-512F): 16 lanes, 32 registers.
+    Avx512,
+    /// 256-bit vectors with fused multiply-add (AVX2 + FMA): 8 lanes, 16 registers.
+    Avx2,
+    /// Plain Rust that the compiler vectorises for the baseline target.
+    Portable,
+}
+
+impl Isa {
+    /// Every path, fastest first.
+    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
+
+    /// The name `CONSTNET_ISA` accepts for this path.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512",
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn is_supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            Isa::Portable => true,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The paths this CPU can run, fastest first.
+    pub fn supported() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|isa| isa.is_supported()).collect()
+    }
+
+    /// The path the kernels use: `CONSTNET_ISA` if it names a supported path, otherwise the
+    /// fastest supported one. Decided once per process.
+    pub fn active() -> Isa {
+        static ACTIVE: OnceLock<Isa> = OnceLock::new();
+        *ACTIVE.get_or_init(|| {
+            let requested = std::env::var("CONSTNET_ISA").ok();
+            match requested.as_deref().map(Isa::from_name) {
+                Some(Some(isa)) if isa.is_supported() => isa,
+                Some(_) => {
+                    let best = Isa::supported()[0];
+                    eprintln!(
+                        "constnet: CONSTNET_ISA={} is not a supported path on this CPU \
+                         (one of: {}); using {}",
+                        requested.unwrap_or_default(),
+                        Isa::supported().iter().map(|isa| isa.name()).collect::<Vec<_>>().join(", "),
+                        best.name()
+                    );
+                    best
+                }
+                None => Isa::supported()[0],
+            }
+        })
+    }
+
+    /// The path called `name` (`avx512`, `avx2` or `portable`).
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL.into_iter().find(|isa| isa.name() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portable_is_always_supported_and_names_round_trip() {
+        assert!(Isa::Portable.is_supported());
+        assert!(Isa::active().is_supported());
+        for isa in Isa::ALL {
+            assert_eq!(Isa::from_name(isa.name()), Some(isa));
+        }
+        assert_eq!(Isa::from_name("sse9"), None);
+    }
+}

@@ -1,0 +1,29 @@
+//! The vector operations the generic kernels are written in.
+//!
+//! [`SimdF32`] is implemented once per instruction set (`x86_avx512.rs`, `x86_avx2.rs`,
+//! `portable.rs`). Kernels are generic over it and marked `#[inline(always)]`; each instruction
+//! set's entry point is a `#[target_feature]` function that instantiates them, so the intrinsics
+//! inline into code compiled for that set.
+
+/// A vector of `LANES` `f32` values.
+///
+/// # Safety
+/// Implementations use intrinsics of one instruction set: their methods may only be called from
+/// code running on a CPU that supports it (the dispatch in [`super::Isa`] guarantees that).
+/// Pointers passed to `load` and `store` must be valid for `LANES` consecutive `f32`s.
+pub unsafe trait SimdF32: Copy {
+    /// Number of `f32` lanes.
+    const LANES: usize;
+    /// All lanes zero.
+    unsafe fn zero() -> Self;
+    /// All lanes `x`.
+    unsafe fn splat(x: f32) -> Self;
+    /// Loads `LANES` values from `ptr` (no alignment needed).
+    unsafe fn load(ptr: *const f32) -> Self;
+    /// Stores the lanes to `ptr` (no alignment needed).
+    unsafe fn store(self, ptr: *mut f32);
+    /// `self * b + acc`, fused where the instruction set has FMA.
+    unsafe fn mul_add(self, b: Self, acc: Self) -> Self;
+    /// Lane-wise sum.
+    unsafe fn add(self, b: Self) -> Self;
+}

@@ -1,0 +1,56 @@
+//! AVX2 + FMA vectors: 8 lanes, 16 registers.
+
+use std::arch::x86_64::*;
+
+use super::gemm::{GemmArgs, gemm_with_tiles};
+use super::simd::SimdF32;
+
+/// Eight `f32` lanes in a 256-bit register.
+#[derive(Clone, Copy)]
+pub struct Avx2(__m256);
+
+// SAFETY: only reached through `gemm`, which the dispatcher calls when AVX2 and FMA are present.
+unsafe impl SimdF32 for Avx2 {
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Avx2(unsafe { _mm256_setzero_ps() })
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        Avx2(unsafe { _mm256_set1_ps(x) })
+    }
+    #[inline(always)]
+    unsafe fn load(ptr: *const f32) -> Self {
+        Avx2(unsafe { _mm256_loadu_ps(ptr) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, ptr: *mut f32) {
+        unsafe { _mm256_storeu_ps(ptr, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, acc: Self) -> Self {
+        Avx2(unsafe { _mm256_fmadd_ps(self.0, b.0, acc.0) })
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        Avx2(unsafe { _mm256_add_ps(self.0, b.0) })
+    }
+}
+
+/// The GEMM on the AVX2 path: 6x16 tiles (12 accumulators, 2 B vectors, 1 broadcast) when the
+/// output is wider than one vector, 8x8 otherwise.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn gemm(args: GemmArgs<'_>) {
+    unsafe {
+        if args.n() > 8 {
+            gemm_with_tiles::<Avx2, 6, 2>(args)
+        } else {
+            gemm_with_tiles::<Avx2, 8, 1>(args)
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! AVX-512F vectors: 16 lanes, 32 registers.
+
+use std::arch::x86_64::*;
+
+use super::gemm::{GemmArgs, gemm_with_tiles};
+use super::simd::SimdF32;
+
+/// Sixteen `f32` lanes in a 512-bit register.
+#[derive(Clone, Copy)]
+pub struct Avx512(__m512);
+
+// SAFETY: only reached through `gemm`, which the dispatcher calls when AVX-512F is present.
+unsafe impl SimdF32 for Avx512 {
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Avx512(unsafe { _mm512_setzero_ps() })
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        Avx512(unsafe { _mm512_set1_ps(x) })
+    }
+    #[inline(always)]
+    unsafe fn load(ptr: *const f32) -> Self {
+        Avx512(unsafe { _mm512_loadu_ps(ptr) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, ptr: *mut f32) {
+        unsafe { _mm512_storeu_ps(ptr, self.0) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, acc: Self) -> Self {
+        Avx512(unsafe { _mm512_fmadd_ps(self.0, b.0, acc.0) })
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        Avx512(unsafe { _mm512_add_ps(self.0, b.0) })
+    }
+}
+
+/// The GEMM on the AVX-512 path. The tile is chosen by the output width: 6x64 (24 accumulators,
+/// 4 B vectors, 1 broadcast: 29 of the 32 registers) for wide outputs such as conv(64) or
+/// dense(128), 12x32 for 17 to 32 columns, 12x16 for narrower ones such as dense(10).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn gemm(args: GemmArgs<'_>) {
+    unsafe {
+        match args.n() {
+            33.. => gemm_with_tiles::<Avx512, 6, 4>(args),
+            17..=32 => gemm_with_tiles::<Avx512, 12, 2>(args),
+            _ => gemm_with_tiles::<Avx512, 12, 1>(args),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The runtime of constnet: typed tensors, layers with const-generic shapes, and the SIMD
+//! kernels they run on.
+//!
+//! A layer is a struct whose input and output shapes are type parameters ([`shape::Flat`],
+//! [`shape::Hwc`]); layers are chained only when the compiler can prove the shapes agree
+//! ([`layers::Chain`]). Each layer has an inference forward pass, a training forward pass that
+//! keeps what its backward pass needs, and a backward pass that produces the gradient with
+//! respect to its input and to each of its parameters. The heavy work runs in [`kernels`], which
+//! picks AVX-512, AVX2 or portable code at run time.
+#![warn(missing_docs)]
+
+pub mod kernels;
+pub mod shape;
+pub mod tensor;
+
+pub use shape::{Flat, Hwc, Image, SameShape, Shape};
+pub use tensor::{Batch, ShapeError, Tensor};
