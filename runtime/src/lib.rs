@@ -9,9 +9,16 @@
 //! picks AVX-512, AVX2 or portable code at run time.
 #![warn(missing_docs)]
 
+pub mod gradcheck;
+pub mod init;
 pub mod kernels;
+pub mod layers;
+pub mod loss;
+#[cfg(test)]
+mod reference;
 pub mod shape;
 pub mod tensor;
 
+pub use rand;
 pub use shape::{Flat, Hwc, Image, SameShape, Shape};
 pub use tensor::{Batch, ShapeError, Tensor};

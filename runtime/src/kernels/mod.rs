@@ -15,6 +15,7 @@ mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512;
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 /// An instruction-set path of the kernels.
@@ -90,6 +91,24 @@ impl Isa {
     pub fn from_name(name: &str) -> Option<Isa> {
         Isa::ALL.into_iter().find(|isa| isa.name() == name)
     }
+}
+
+thread_local! {
+    /// Scratch buffers of this thread, lent out by [`with_scratch`] and returned after use.
+    static SCRATCH_POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Lends `f` a scratch buffer of `len` values (contents unspecified) from a per-thread pool, so
+/// kernels that need workspace (im2col patches) allocate it once per thread, not once per call.
+/// Calls may nest.
+pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buffer = SCRATCH_POOL
+        .with_borrow_mut(Vec::pop)
+        .unwrap_or_default();
+    buffer.resize(len, 0.0);
+    let result = f(&mut buffer[..len]);
+    SCRATCH_POOL.with_borrow_mut(|pool| pool.push(buffer));
+    result
 }
 
 #[cfg(test)]

@@ -1,0 +1,190 @@
+//! Element-wise activations: one generic layer, [`Activation`], and one [`ActivationFn`] per
+//! function (ReLU, leaky ReLU, sigmoid, tanh), each a value and a derivative. The loops are plain
+//! and contiguous, so the compiler vectorises them; they are memory-bound, not compute-bound.
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+
+use rayon::prelude::*;
+
+use super::Layer;
+use crate::shape::Shape;
+use crate::tensor::Batch;
+
+/// Values per parallel task: small batches stay on the calling thread.
+const PARALLEL_MIN_VALUES: usize = 1 << 16;
+
+/// An element-wise function and its derivative.
+pub trait ActivationFn: Clone + Debug + Send + Sync {
+    /// `f(x)`.
+    fn value(&self, x: f32) -> f32;
+    /// `f'(x)`, given `x` and `y = f(x)` (whichever is cheaper to use).
+    fn derivative(&self, x: f32, y: f32) -> f32;
+}
+
+/// `max(x, 0)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReluFn;
+
+impl ActivationFn for ReluFn {
+    fn value(&self, x: f32) -> f32 {
+        x.max(0.0)
+    }
+    fn derivative(&self, x: f32, _y: f32) -> f32 {
+        if x > 0.0 { 1.0 } else { 0.0 }
+    }
+}
+
+/// `x` for positive `x`, `alpha · x` otherwise.
+#[derive(Clone, Copy, Debug)]
+pub struct LeakyReluFn {
+    /// Slope for negative inputs.
+    pub alpha: f32,
+}
+
+impl ActivationFn for LeakyReluFn {
+    fn value(&self, x: f32) -> f32 {
+        if x > 0.0 { x } else { self.alpha * x }
+    }
+    fn derivative(&self, x: f32, _y: f32) -> f32 {
+        if x > 0.0 { 1.0 } else { self.alpha }
+    }
+}
+
+/// `1 / (1 + e^-x)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SigmoidFn;
+
+impl ActivationFn for SigmoidFn {
+    fn value(&self, x: f32) -> f32 {
+        1.0 / (1.0 + (-x).exp())
+    }
+    fn derivative(&self, _x: f32, y: f32) -> f32 {
+        y * (1.0 - y)
+    }
+}
+
+/// `tanh(x)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TanhFn;
+
+impl ActivationFn for TanhFn {
+    fn value(&self, x: f32) -> f32 {
+        x.tanh()
+    }
+    fn derivative(&self, _x: f32, y: f32) -> f32 {
+        1.0 - y * y
+    }
+}
+
+/// Applies `F` to every value of samples of shape `S`.
+#[derive(Clone, Debug)]
+pub struct Activation<S: Shape, F: ActivationFn> {
+    /// The function.
+    pub function: F,
+    shape: PhantomData<fn() -> S>,
+}
+
+/// ReLU over samples of shape `S`.
+pub type Relu<S> = Activation<S, ReluFn>;
+/// Leaky ReLU over samples of shape `S`.
+pub type LeakyRelu<S> = Activation<S, LeakyReluFn>;
+/// Sigmoid over samples of shape `S`.
+pub type Sigmoid<S> = Activation<S, SigmoidFn>;
+/// Tanh over samples of shape `S`.
+pub type Tanh<S> = Activation<S, TanhFn>;
+
+impl<S: Shape, F: ActivationFn + Default> Activation<S, F> {
+    /// The activation (for functions without settings).
+    pub fn new() -> Self {
+        Self::with(F::default())
+    }
+}
+
+impl<S: Shape, F: ActivationFn + Default> Default for Activation<S, F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Shape, F: ActivationFn> Activation<S, F> {
+    /// The activation of a configured function, e.g. `LeakyRelu::with(LeakyReluFn { alpha: 0.1 })`.
+    pub fn with(function: F) -> Self {
+        Self {
+            function,
+            shape: PhantomData,
+        }
+    }
+}
+
+impl<S: Shape> LeakyRelu<S> {
+    /// Leaky ReLU with slope `alpha` for negative inputs.
+    pub fn leaky(alpha: f32) -> Self {
+        Self::with(LeakyReluFn { alpha })
+    }
+}
+
+impl<S: Shape, F: ActivationFn> Layer for Activation<S, F> {
+    type Input = S;
+    type Output = S;
+    type Cache = ();
+
+    fn forward(&self, input: &Batch<S>, output: &mut Batch<S>) {
+        output.resize(input.len());
+        output
+            .as_mut_slice()
+            .par_chunks_mut(PARALLEL_MIN_VALUES)
+            .zip(input.as_slice().par_chunks(PARALLEL_MIN_VALUES))
+            .for_each(|(y, x)| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = self.function.value(x);
+                }
+            });
+    }
+
+    fn forward_train(&mut self, input: &Batch<S>, output: &mut Batch<S>, _cache: &mut ()) {
+        self.forward(input, output);
+    }
+
+    fn backward(
+        &self,
+        input: &Batch<S>,
+        output: &Batch<S>,
+        grad_output: &Batch<S>,
+        _cache: &mut (),
+        grad_input: Option<&mut Batch<S>>,
+        _grads: &mut Self::Grads,
+    ) {
+        let Some(grad_input) = grad_input else { return };
+        grad_input.resize(input.len());
+        grad_input
+            .as_mut_slice()
+            .par_chunks_mut(PARALLEL_MIN_VALUES)
+            .zip(input.as_slice().par_chunks(PARALLEL_MIN_VALUES))
+            .zip(output.as_slice().par_chunks(PARALLEL_MIN_VALUES))
+            .zip(grad_output.as_slice().par_chunks(PARALLEL_MIN_VALUES))
+            .for_each(|(((dx, x), y), dy)| {
+                for (((dx, &x), &y), &dy) in dx.iter_mut().zip(x).zip(y).zip(dy) {
+                    *dx = dy * self.function.derivative(x, y);
+                }
+            });
+    }
+
+    no_params!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values() {
+        assert_eq!(ReluFn.value(-2.0), 0.0);
+        assert_eq!(ReluFn.value(3.0), 3.0);
+        assert_eq!(LeakyReluFn { alpha: 0.1 }.value(-2.0), -0.2);
+        assert!((SigmoidFn.value(0.0) - 0.5).abs() < 1e-7);
+        assert!((TanhFn.value(1.0) - 1f32.tanh()).abs() < 1e-7);
+        assert_eq!(SigmoidFn.value(-100.0), 0.0);
+        assert_eq!(SigmoidFn.value(100.0), 1.0);
+    }
+}

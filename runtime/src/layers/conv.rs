@@ -1,0 +1,385 @@
+//! 2-D convolution ([`Conv2d`]) with its kernels: im2col, col2im and the GEMM calls.
+//!
+//! Each image's patches are copied into a scratch matrix (one row per output pixel, `k·k·C`
+//! columns in `(kh, kw, c)` order; in NHWC a patch row is `k·C` contiguous floats, so this is a
+//! few `memcpy`s per pixel), and the convolution becomes one GEMM with the weights, stored
+//! `[k, k, in_channels, filters]` as Keras stores them:
+//! - forward: `Y = patches · W + b`;
+//! - weight gradient: `dW = Σ_images patchesᵀ · dY`, `db = Σ dY`;
+//! - input gradient: `dpatches = dY · Wᵀ`, scattered back onto the image (col2im).
+//!
+//! Images are split into one contiguous group per rayon thread; each group keeps its own patch
+//! buffer and partial weight gradient.
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+
+use rand::Rng;
+use rayon::prelude::*;
+
+use super::{Layer, WeightBias};
+use crate::init::Init;
+use crate::kernels::gemm::{MatMut, MatRef, gemm};
+use crate::kernels::with_scratch;
+use crate::shape::Image;
+use crate::tensor::Batch;
+
+/// How a convolution treats the border: [`Valid`] or [`Same`].
+pub trait Padding: 'static + Copy + Default + Debug + Send + Sync {
+    /// Whether the input is zero-padded so the output has `ceil(input / stride)` rows and columns.
+    const SAME: bool;
+}
+
+/// No padding: the kernel only visits positions where it fits entirely inside the input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Valid;
+
+impl Padding for Valid {
+    const SAME: bool = false;
+}
+
+/// Zero padding so the output has `ceil(input / stride)` rows and columns; as in Keras, an odd
+/// total padding puts the extra row (column) at the bottom (right).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Same;
+
+impl Padding for Same {
+    const SAME: bool = true;
+}
+
+/// Output length of a convolution along one axis (`0` when a valid kernel does not fit).
+pub const fn conv_output_len(input: usize, kernel: usize, stride: usize, same: bool) -> usize {
+    if same {
+        input.div_ceil(stride)
+    } else if input < kernel {
+        0
+    } else {
+        (input - kernel) / stride + 1
+    }
+}
+
+/// Zero rows (columns) added before the input along one axis.
+pub const fn padding_before(input: usize, kernel: usize, stride: usize, same: bool) -> usize {
+    if !same {
+        return 0;
+    }
+    let covered = (input.div_ceil(stride) - 1) * stride + kernel;
+    if covered > input {
+        (covered - input) / 2
+    } else {
+        0
+    }
+}
+
+/// A 2-D convolution of `I` into `O` with `O::C` filters of `K × K`, stride `STRIDE` and padding
+/// `P`, followed by a bias per filter.
+///
+/// `O`'s rows and columns must be those the convolution produces; a type that says otherwise
+/// fails to compile when the layer is built.
+///
+/// ```
+/// use constnet_runtime::layers::{Conv2d, Layer};
+/// use constnet_runtime::{Batch, Hwc, init::seeded_rng};
+/// let conv = Conv2d::<Hwc<28, 28, 1>, Hwc<26, 26, 32>, 3>::new(&mut seeded_rng(0));
+/// let mut output = Batch::default();
+/// conv.forward(&Batch::zeros(2), &mut output);
+/// assert_eq!(output.len(), 2);
+/// assert_eq!(<Conv2d<Hwc<28, 28, 1>, Hwc<26, 26, 32>, 3> as Layer>::PARAMS, 320);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Conv2d<I: Image, O: Image, const K: usize, const STRIDE: usize = 1, P: Padding = Valid>
+{
+    /// `weight`: `[K, K, I::C, O::C]`; `bias`: `[O::C]`.
+    pub params: WeightBias,
+    shapes: PhantomData<fn() -> (I, O, P)>,
+}
+
+impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
+    Conv2d<I, O, K, STRIDE, P>
+{
+    const WEIGHT_DIMS: &'static [usize] = &[K, K, I::C, O::C];
+    /// Columns of the patch matrix: one input window.
+    const PATCH: usize = K * K * I::C;
+    /// Rows of the patch matrix: one per output pixel.
+    const PIXELS: usize = O::H * O::W;
+    const PAD_TOP: usize = padding_before(I::H, K, STRIDE, P::SAME);
+    const PAD_LEFT: usize = padding_before(I::W, K, STRIDE, P::SAME);
+
+    /// Evaluated when the layer is built: the declared shapes must be what the convolution makes.
+    const SHAPES_AGREE: () = {
+        assert!(K > 0, "conv2d: the kernel size must be at least 1");
+        assert!(STRIDE > 0, "conv2d: the stride must be at least 1");
+        assert!(
+            P::SAME || (I::H >= K && I::W >= K),
+            "conv2d: the kernel is larger than its input (see the layer's type for both sizes)"
+        );
+        assert!(
+            O::H == conv_output_len(I::H, K, STRIDE, P::SAME)
+                && O::W == conv_output_len(I::W, K, STRIDE, P::SAME),
+            "conv2d: the output's rows and columns are not what this kernel, stride and padding \
+             make of the input"
+        );
+    };
+
+    /// A convolution with Glorot-uniform weights and zero biases (Keras's defaults).
+    pub fn new<R: Rng + ?Sized>(rng: &mut R) -> Self {
+        Self::with_init(Init::GlorotUniform, rng)
+    }
+
+    /// A convolution whose weights are drawn by `init`, with zero biases.
+    pub fn with_init<R: Rng + ?Sized>(init: Init, rng: &mut R) -> Self {
+        let () = Self::SHAPES_AGREE;
+        let mut params = WeightBias::zeros(Self::WEIGHT_DIMS, O::C);
+        init.fill(&mut params.weight, K * K * I::C, K * K * O::C, rng);
+        Self {
+            params,
+            shapes: PhantomData,
+        }
+    }
+
+    /// Walks one patch row per output pixel and calls `visit(column_offset, source, len)` for
+    /// each run of it: `source` is the run's offset in the image, or `None` where the window
+    /// hangs over the zero padding.
+    fn for_each_patch_run(mut visit: impl FnMut(usize, Option<usize>, usize)) {
+        let row_run = K * I::C;
+        for oh in 0..O::H {
+            for ow in 0..O::W {
+                let patch = (oh * O::W + ow) * Self::PATCH;
+                let iw0 = (ow * STRIDE) as isize - Self::PAD_LEFT as isize;
+                for kh in 0..K {
+                    let ih = (oh * STRIDE + kh) as isize - Self::PAD_TOP as isize;
+                    let run = patch + kh * row_run;
+                    if ih < 0 || ih >= I::H as isize {
+                        visit(run, None, row_run);
+                    } else if iw0 >= 0 && iw0 as usize + K <= I::W {
+                        visit(run, Some((ih as usize * I::W + iw0 as usize) * I::C), row_run);
+                    } else {
+                        for kw in 0..K {
+                            let iw = iw0 + kw as isize;
+                            let inside = iw >= 0 && iw < I::W as isize;
+                            let source = inside.then(|| (ih as usize * I::W + iw as usize) * I::C);
+                            visit(run + kw * I::C, source, I::C);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies the patches of `image` into `patches` (`PIXELS × PATCH`).
+    fn im2col(image: &[f32], patches: &mut [f32]) {
+        Self::for_each_patch_run(|col, source, len| {
+            let dst = &mut patches[col..col + len];
+            match source {
+                Some(src) => dst.copy_from_slice(&image[src..src + len]),
+                None => dst.fill(0.0),
+            }
+        });
+    }
+
+    /// Adds each patch gradient back onto the image position it was copied from.
+    fn col2im(patch_grads: &[f32], image_grad: &mut [f32]) {
+        image_grad.fill(0.0);
+        Self::for_each_patch_run(|col, source, len| {
+            if let Some(src) = source {
+                for (dst, grad) in image_grad[src..src + len]
+                    .iter_mut()
+                    .zip(&patch_grads[col..col + len])
+                {
+                    *dst += grad;
+                }
+            }
+        });
+    }
+}
+
+/// Samples per rayon task: one contiguous group per thread.
+pub(super) fn samples_per_task(samples: usize) -> usize {
+    samples.div_ceil(rayon::current_num_threads()).max(1)
+}
+
+impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
+    for Conv2d<I, O, K, STRIDE, P>
+{
+    type Input = I;
+    type Output = O;
+    type Grads = WeightBias;
+    type Cache = ();
+    const PARAMS: usize = K * K * I::C * O::C + O::C;
+
+    fn forward(&self, input: &Batch<I>, output: &mut Batch<O>) {
+        let () = Self::SHAPES_AGREE;
+        output.resize(input.len());
+        let group = samples_per_task(input.len());
+        let weight = MatRef::row_major(&self.params.weight, Self::PATCH, O::C);
+        input
+            .as_slice()
+            .par_chunks(group * I::LEN)
+            .zip(output.as_mut_slice().par_chunks_mut(group * O::LEN))
+            .for_each(|(images, outputs)| {
+                with_scratch(Self::PIXELS * Self::PATCH, |patches| {
+                    for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
+                        Self::im2col(image, patches);
+                        for pixel in out.chunks_mut(O::C) {
+                            pixel.copy_from_slice(&self.params.bias);
+                        }
+                        let patches = MatRef::row_major(patches, Self::PIXELS, Self::PATCH);
+                        gemm(MatMut::row_major(out, Self::PIXELS, O::C), patches, weight, true);
+                    }
+                })
+            });
+    }
+
+    fn forward_train(&mut self, input: &Batch<I>, output: &mut Batch<O>, _cache: &mut ()) {
+        self.forward(input, output);
+    }
+
+    fn backward(
+        &self,
+        input: &Batch<I>,
+        _output: &Batch<O>,
+        grad_output: &Batch<O>,
+        _cache: &mut (),
+        grad_input: Option<&mut Batch<I>>,
+        grads: &mut WeightBias,
+    ) {
+        let samples = input.len();
+        let group = samples_per_task(samples);
+        let weight_t = MatRef::row_major(&self.params.weight, Self::PATCH, O::C).t();
+        let input_grad_groups: Vec<Option<&mut [f32]>> = match grad_input {
+            Some(grad_input) => {
+                grad_input.resize(samples);
+                grad_input
+                    .as_mut_slice()
+                    .chunks_mut(group * I::LEN)
+                    .map(Some)
+                    .collect()
+            }
+            None => (0..samples.div_ceil(group)).map(|_| None).collect(),
+        };
+        let partial_weight_grads: Vec<Vec<f32>> = input
+            .as_slice()
+            .par_chunks(group * I::LEN)
+            .zip(grad_output.as_slice().par_chunks(group * O::LEN))
+            .zip(input_grad_groups)
+            .map(|((images, output_grads), mut image_grads)| {
+                let mut weight_grad = vec![0.0; Self::PATCH * O::C];
+                with_scratch(Self::PIXELS * Self::PATCH, |patches| {
+                    for (s, (image, dy)) in images
+                        .chunks(I::LEN)
+                        .zip(output_grads.chunks(O::LEN))
+                        .enumerate()
+                    {
+                        let dy = MatRef::row_major(dy, Self::PIXELS, O::C);
+                        Self::im2col(image, patches);
+                        gemm(
+                            MatMut::row_major(&mut weight_grad, Self::PATCH, O::C),
+                            MatRef::row_major(patches, Self::PIXELS, Self::PATCH).t(),
+                            dy,
+                            true,
+                        );
+                        if let Some(image_grads) = image_grads.as_deref_mut() {
+                            // The patch matrix is no longer needed: reuse it for its gradient.
+                            gemm(
+                                MatMut::row_major(patches, Self::PIXELS, Self::PATCH),
+                                dy,
+                                weight_t,
+                                false,
+                            );
+                            Self::col2im(patches, &mut image_grads[s * I::LEN..(s + 1) * I::LEN]);
+                        }
+                    }
+                });
+                weight_grad
+            })
+            .collect();
+        grads.weight.fill(0.0);
+        for partial in &partial_weight_grads {
+            for (total, part) in grads.weight.iter_mut().zip(partial) {
+                *total += part;
+            }
+        }
+        grads.bias.fill(0.0);
+        for pixel in grad_output.as_slice().chunks(O::C) {
+            for (total, grad) in grads.bias.iter_mut().zip(pixel) {
+                *total += grad;
+            }
+        }
+    }
+
+    params_in_field!(params);
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::RngExt;
+
+    use super::*;
+    use crate::init::seeded_rng;
+    use crate::reference::{Geometry, assert_close, conv2d_backward, conv2d_forward};
+    use crate::shape::Hwc;
+
+    /// Forward, input, weight and bias gradients of one convolution against the reference.
+    fn matches_reference<I: Image, O: Image, const K: usize, const S: usize, P: Padding>(
+        samples: usize,
+    ) {
+        let mut rng = seeded_rng(K as u64 * 100 + S as u64);
+        let mut conv = Conv2d::<I, O, K, S, P>::new(&mut rng);
+        conv.params.bias.iter_mut().for_each(|b| *b = rng.random_range(-1.0..1.0));
+        let x = Batch::<I>::from_fn(samples, |_| rng.random_range(-1.0..1.0));
+        let dy = Batch::<O>::from_fn(samples, |_| rng.random_range(-1.0..1.0));
+        let geometry = Geometry {
+            in_h: I::H,
+            in_w: I::W,
+            in_c: I::C,
+            out_c: O::C,
+            kernel: K,
+            stride: S,
+            same: P::SAME,
+        };
+        let what = format!("conv {} -> {} k{K} s{S} same={}", I::describe(), O::describe(), P::SAME);
+
+        let mut y = Batch::default();
+        conv.forward_train(&x, &mut y, &mut ());
+        let want = conv2d_forward(geometry, x.as_slice(), &conv.params.weight, &conv.params.bias, samples);
+        assert_close(&format!("{what}: forward"), y.as_slice(), &want, 1e-4);
+
+        let mut dx = Batch::default();
+        let mut grads = conv.new_grads();
+        conv.backward(&x, &y, &dy, &mut (), Some(&mut dx), &mut grads);
+        let (want_dx, want_dw, want_db) =
+            conv2d_backward(geometry, x.as_slice(), &conv.params.weight, dy.as_slice(), samples);
+        assert_close(&format!("{what}: input gradient"), dx.as_slice(), &want_dx, 1e-4);
+        assert_close(&format!("{what}: weight gradient"), &grads.weight, &want_dw, 1e-4);
+        assert_close(&format!("{what}: bias gradient"), &grads.bias, &want_db, 1e-4);
+
+        let mut grads_without_input = conv.new_grads();
+        conv.backward(&x, &y, &dy, &mut (), None, &mut grads_without_input);
+        assert_eq!(grads_without_input, grads, "skipping the input gradient changes nothing else");
+    }
+
+    #[test]
+    fn odd_sizes_strides_and_padding_match_the_reference() {
+        matches_reference::<Hwc<5, 7, 3>, Hwc<3, 4, 4>, 3, 2, Same>(3);
+        matches_reference::<Hwc<5, 7, 3>, Hwc<3, 5, 4>, 3, 1, Valid>(3);
+        matches_reference::<Hwc<5, 7, 3>, Hwc<2, 3, 5>, 3, 2, Valid>(2);
+        matches_reference::<Hwc<5, 7, 3>, Hwc<5, 7, 2>, 2, 1, Same>(2);
+        matches_reference::<Hwc<6, 6, 1>, Hwc<3, 3, 3>, 4, 2, Same>(2);
+        matches_reference::<Hwc<9, 9, 2>, Hwc<9, 9, 17>, 5, 1, Same>(2);
+    }
+
+    #[test]
+    fn mnist_shapes_match_the_reference() {
+        matches_reference::<Hwc<28, 28, 1>, Hwc<26, 26, 32>, 3, 1, Valid>(3);
+        matches_reference::<Hwc<26, 26, 32>, Hwc<24, 24, 64>, 3, 1, Valid>(2);
+    }
+
+    #[test]
+    fn same_padding_puts_the_extra_row_after() {
+        assert_eq!(conv_output_len(5, 3, 2, true), 3);
+        assert_eq!(padding_before(5, 3, 2, true), 1);
+        assert_eq!(padding_before(7, 2, 1, true), 0);
+        assert_eq!(padding_before(6, 4, 2, true), 1);
+        assert_eq!(conv_output_len(4, 5, 1, false), 0);
+    }
+}

@@ -1,0 +1,256 @@
+//! Layers: the [`Layer`] contract every layer fulfils, its parameter sets, and [`Chain`], the
+//! compile-time checked composition of two layers.
+//!
+//! A layer's input and output shapes are associated types fixed by its type parameters, so a
+//! mismatch between two chained layers is a type error. Each layer has three passes:
+//! - [`Layer::forward`]: inference (dropout is the identity, batch normalisation uses its running
+//!   statistics);
+//! - [`Layer::forward_train`]: training, which fills the layer's [`Layer::Cache`] with what
+//!   backward needs beyond the input and output;
+//! - [`Layer::backward`]: the gradient with respect to the input (skipped when the caller passes
+//!   `None`, as for a network's first layer) and to every parameter.
+//!
+//! Passes write into caller-owned batches and caches, which keep their allocations between calls:
+//! a training loop that reuses them allocates nothing per sample.
+
+#[macro_use]
+mod params;
+mod activation;
+mod batchnorm;
+mod conv;
+mod dense;
+mod dropout;
+mod flatten;
+mod pool;
+mod softmax;
+
+pub use activation::{
+    Activation, ActivationFn, LeakyRelu, LeakyReluFn, Relu, ReluFn, Sigmoid, SigmoidFn, Tanh,
+    TanhFn,
+};
+pub use batchnorm::{BatchNorm, BatchNormCache};
+pub use conv::{Conv2d, Padding, Same, Valid, conv_output_len, padding_before};
+pub use dense::Dense;
+pub use dropout::{Dropout, DropoutCache};
+pub use flatten::Flatten;
+pub use params::{NoParams, ParamSet, WeightBias};
+pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolOp, pool_output_len};
+pub use softmax::Softmax;
+
+use crate::shape::{SameShape, Shape};
+use crate::tensor::Batch;
+
+/// A layer whose input and output shapes are known to the compiler.
+pub trait Layer: Send + Sync {
+    /// Shape of one input sample.
+    type Input: Shape;
+    /// Shape of one output sample.
+    type Output: Shape;
+    /// The gradients of the trainable parameters, one tensor per parameter tensor.
+    type Grads: ParamSet;
+    /// What a training forward pass keeps for the backward pass, beyond input and output.
+    type Cache: Default + Send + Sync;
+
+    /// Number of trainable parameters.
+    const PARAMS: usize;
+
+    /// Inference forward pass: `output` is resized to `input.len()` samples and overwritten.
+    fn forward(&self, input: &Batch<Self::Input>, output: &mut Batch<Self::Output>);
+
+    /// Training forward pass: like [`Layer::forward`], in training mode, filling `cache`.
+    fn forward_train(
+        &mut self,
+        input: &Batch<Self::Input>,
+        output: &mut Batch<Self::Output>,
+        cache: &mut Self::Cache,
+    );
+
+    /// Backward pass for the batch last run through [`Layer::forward_train`] with this `cache`:
+    /// overwrites `grads` with the gradient of the loss with respect to each parameter, and
+    /// `grad_input` (if asked for) with its gradient with respect to the input.
+    fn backward(
+        &self,
+        input: &Batch<Self::Input>,
+        output: &Batch<Self::Output>,
+        grad_output: &Batch<Self::Output>,
+        cache: &mut Self::Cache,
+        grad_input: Option<&mut Batch<Self::Input>>,
+        grads: &mut Self::Grads,
+    );
+
+    /// A zeroed gradient set shaped like this layer's parameters.
+    fn new_grads(&self) -> Self::Grads;
+
+    /// Visits each trainable parameter tensor: name (`weight`, `bias`), dimensions, values.
+    fn visit_params(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32]));
+
+    /// Visits each trainable parameter tensor mutably, by name (for weight loading).
+    fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32]));
+
+    /// Visits each trainable parameter tensor with its gradient from `grads` (for optimisers).
+    fn update_params(
+        &mut self,
+        grads: &Self::Grads,
+        update: &mut dyn FnMut(&str, &mut [f32], &[f32]),
+    );
+
+    /// Visits state that is saved with the layer but not trained (batch normalisation's running
+    /// statistics): name, dimensions, values.
+    fn visit_buffers(&self, _visit: &mut dyn FnMut(&str, &[usize], &[f32])) {}
+
+    /// Visits the same state as [`Layer::visit_buffers`], mutably (for weight loading).
+    fn visit_buffers_mut(&mut self, _visit: &mut dyn FnMut(&str, &mut [f32])) {}
+}
+
+/// Two layers run one after the other. It is a layer itself, so chains nest.
+///
+/// `Chain::new(a, b)` only compiles when `a`'s output shape is `b`'s input shape:
+/// ```
+/// use constnet_runtime::layers::{Chain, Dense, Relu};
+/// use constnet_runtime::Flat;
+/// let mut rng = constnet_runtime::init::seeded_rng(0);
+/// let net = Chain::new(Dense::<4, 8>::new(&mut rng), Relu::<Flat<8>>::new());
+/// ```
+/// ```compile_fail
+/// use constnet_runtime::layers::{Chain, Dense};
+/// let mut rng = constnet_runtime::init::seeded_rng(0);
+/// // shape mismatch: the previous layer outputs `Flat<8>`, but the next layer expects `Flat<9>`
+/// let net = Chain::new(Dense::<4, 8>::new(&mut rng), Dense::<9, 2>::new(&mut rng));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Chain<A, B> {
+    /// The layer that runs first.
+    pub first: A,
+    /// The layer fed by `first`.
+    pub second: B,
+}
+
+impl<A: Layer, B: Layer> Chain<A, B>
+where
+    A::Output: SameShape<B::Input>,
+{
+    /// Chains `first` into `second`.
+    pub fn new(first: A, second: B) -> Self {
+        Self { first, second }
+    }
+}
+
+/// What a [`Chain`] keeps between its training forward and backward passes.
+pub struct ChainCache<A: Layer, B: Layer> {
+    first: A::Cache,
+    second: B::Cache,
+    middle: Batch<A::Output>,
+    grad_middle: Batch<A::Output>,
+}
+
+impl<A: Layer, B: Layer> Default for ChainCache<A, B> {
+    fn default() -> Self {
+        Self {
+            first: A::Cache::default(),
+            second: B::Cache::default(),
+            middle: Batch::default(),
+            grad_middle: Batch::default(),
+        }
+    }
+}
+
+impl<A: Layer, B: Layer> Layer for Chain<A, B>
+where
+    A::Output: SameShape<B::Input>,
+{
+    type Input = A::Input;
+    type Output = B::Output;
+    type Grads = (A::Grads, B::Grads);
+    type Cache = ChainCache<A, B>;
+    const PARAMS: usize = A::PARAMS + B::PARAMS;
+
+    fn forward(&self, input: &Batch<A::Input>, output: &mut Batch<B::Output>) {
+        let mut middle = Batch::default();
+        self.first.forward(input, &mut middle);
+        self.second.forward(A::Output::same(&middle), output);
+    }
+
+    fn forward_train(
+        &mut self,
+        input: &Batch<A::Input>,
+        output: &mut Batch<B::Output>,
+        cache: &mut Self::Cache,
+    ) {
+        self.first
+            .forward_train(input, &mut cache.middle, &mut cache.first);
+        self.second
+            .forward_train(A::Output::same(&cache.middle), output, &mut cache.second);
+    }
+
+    fn backward(
+        &self,
+        input: &Batch<A::Input>,
+        output: &Batch<B::Output>,
+        grad_output: &Batch<B::Output>,
+        cache: &mut Self::Cache,
+        grad_input: Option<&mut Batch<A::Input>>,
+        grads: &mut Self::Grads,
+    ) {
+        self.second.backward(
+            A::Output::same(&cache.middle),
+            output,
+            grad_output,
+            &mut cache.second,
+            Some(A::Output::same_mut(&mut cache.grad_middle)),
+            &mut grads.1,
+        );
+        self.first.backward(
+            input,
+            &cache.middle,
+            &cache.grad_middle,
+            &mut cache.first,
+            grad_input,
+            &mut grads.0,
+        );
+    }
+
+    fn new_grads(&self) -> Self::Grads {
+        (self.first.new_grads(), self.second.new_grads())
+    }
+
+    fn visit_params(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32])) {
+        self.first
+            .visit_params(&mut |name, dims, values| visit(&format!("0.{name}"), dims, values));
+        self.second
+            .visit_params(&mut |name, dims, values| visit(&format!("1.{name}"), dims, values));
+    }
+
+    fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32])) {
+        self.first
+            .visit_params_mut(&mut |name, values| visit(&format!("0.{name}"), values));
+        self.second
+            .visit_params_mut(&mut |name, values| visit(&format!("1.{name}"), values));
+    }
+
+    fn update_params(
+        &mut self,
+        grads: &Self::Grads,
+        update: &mut dyn FnMut(&str, &mut [f32], &[f32]),
+    ) {
+        self.first.update_params(&grads.0, &mut |name, values, grad| {
+            update(&format!("0.{name}"), values, grad)
+        });
+        self.second.update_params(&grads.1, &mut |name, values, grad| {
+            update(&format!("1.{name}"), values, grad)
+        });
+    }
+
+    fn visit_buffers(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32])) {
+        self.first
+            .visit_buffers(&mut |name, dims, values| visit(&format!("0.{name}"), dims, values));
+        self.second
+            .visit_buffers(&mut |name, dims, values| visit(&format!("1.{name}"), dims, values));
+    }
+
+    fn visit_buffers_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32])) {
+        self.first
+            .visit_buffers_mut(&mut |name, values| visit(&format!("0.{name}"), values));
+        self.second
+            .visit_buffers_mut(&mut |name, values| visit(&format!("1.{name}"), values));
+    }
+}

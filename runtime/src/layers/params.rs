@@ -1,0 +1,141 @@
+//! Parameter sets: the named tensors a layer trains, which also serve as its gradients.
+//!
+//! Dense, convolution and batch normalisation layers hold a [`WeightBias`] (a weight tensor of
+//! any rank and a bias vector, the names weight files use); parameter-free layers have
+//! [`NoParams`]. Optimisers, weight files and gradient checks reach them through [`ParamSet`]'s
+//! visitors by name, without knowing the layer type.
+
+/// A set of named parameter tensors.
+pub trait ParamSet: Clone + Send + Sync {
+    /// A set of the same tensor shapes, all zeros.
+    fn zeros_like(&self) -> Self;
+    /// Visits each tensor: name, dimensions, values.
+    fn visit(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32]));
+    /// Visits each tensor mutably.
+    fn visit_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32]));
+    /// Visits each tensor mutably together with the same-named tensor of `other`.
+    fn zip_mut(&mut self, other: &Self, visit: &mut dyn FnMut(&str, &mut [f32], &[f32]));
+}
+
+/// The parameters of a layer that has none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoParams;
+
+impl ParamSet for NoParams {
+    fn zeros_like(&self) -> Self {
+        NoParams
+    }
+    fn visit(&self, _visit: &mut dyn FnMut(&str, &[usize], &[f32])) {}
+    fn visit_mut(&mut self, _visit: &mut dyn FnMut(&str, &mut [f32])) {}
+    fn zip_mut(&mut self, _other: &Self, _visit: &mut dyn FnMut(&str, &mut [f32], &[f32])) {}
+}
+
+/// A weight tensor and a bias vector, named `weight` and `bias`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightBias {
+    /// The weights, laid out as `weight_dims` says (row-major).
+    pub weight: Vec<f32>,
+    /// One bias per output channel or feature.
+    pub bias: Vec<f32>,
+    /// Dimensions of `weight`, e.g. `[in, out]` for dense, `[k, k, in_channels, filters]` for
+    /// convolutions.
+    pub weight_dims: &'static [usize],
+}
+
+impl WeightBias {
+    /// Zeros of the given dimensions and bias length.
+    pub fn zeros(weight_dims: &'static [usize], bias_len: usize) -> Self {
+        Self {
+            weight: vec![0.0; weight_dims.iter().product()],
+            bias: vec![0.0; bias_len],
+            weight_dims,
+        }
+    }
+}
+
+impl ParamSet for WeightBias {
+    fn zeros_like(&self) -> Self {
+        Self::zeros(self.weight_dims, self.bias.len())
+    }
+    fn visit(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32])) {
+        visit("weight", self.weight_dims, &self.weight);
+        visit("bias", &[self.bias.len()], &self.bias);
+    }
+    fn visit_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32])) {
+        visit("weight", &mut self.weight);
+        visit("bias", &mut self.bias);
+    }
+    fn zip_mut(&mut self, other: &Self, visit: &mut dyn FnMut(&str, &mut [f32], &[f32])) {
+        visit("weight", &mut self.weight, &other.weight);
+        visit("bias", &mut self.bias, &other.bias);
+    }
+}
+
+/// Two sets side by side (a [`Chain`](super::Chain)'s), their names prefixed `0.` and `1.`.
+impl<A: ParamSet, B: ParamSet> ParamSet for (A, B) {
+    fn zeros_like(&self) -> Self {
+        (self.0.zeros_like(), self.1.zeros_like())
+    }
+    fn visit(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32])) {
+        self.0
+            .visit(&mut |name, dims, values| visit(&format!("0.{name}"), dims, values));
+        self.1
+            .visit(&mut |name, dims, values| visit(&format!("1.{name}"), dims, values));
+    }
+    fn visit_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32])) {
+        self.0
+            .visit_mut(&mut |name, values| visit(&format!("0.{name}"), values));
+        self.1
+            .visit_mut(&mut |name, values| visit(&format!("1.{name}"), values));
+    }
+    fn zip_mut(&mut self, other: &Self, visit: &mut dyn FnMut(&str, &mut [f32], &[f32])) {
+        self.0.zip_mut(&other.0, &mut |name, values, grad| {
+            visit(&format!("0.{name}"), values, grad)
+        });
+        self.1.zip_mut(&other.1, &mut |name, values, grad| {
+            visit(&format!("1.{name}"), values, grad)
+        });
+    }
+}
+
+/// The [`Layer`](super::Layer) parameter methods of a layer whose parameters are the
+/// [`ParamSet`] in field `$field`.
+macro_rules! params_in_field {
+    ($field:ident) => {
+        fn new_grads(&self) -> Self::Grads {
+            $crate::layers::ParamSet::zeros_like(&self.$field)
+        }
+        fn visit_params(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32])) {
+            $crate::layers::ParamSet::visit(&self.$field, visit)
+        }
+        fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32])) {
+            $crate::layers::ParamSet::visit_mut(&mut self.$field, visit)
+        }
+        fn update_params(
+            &mut self,
+            grads: &Self::Grads,
+            update: &mut dyn FnMut(&str, &mut [f32], &[f32]),
+        ) {
+            $crate::layers::ParamSet::zip_mut(&mut self.$field, grads, update)
+        }
+    };
+}
+
+/// The [`Layer`](super::Layer) parameter methods of a layer without parameters.
+macro_rules! no_params {
+    () => {
+        type Grads = $crate::layers::NoParams;
+        const PARAMS: usize = 0;
+        fn new_grads(&self) -> Self::Grads {
+            $crate::layers::NoParams
+        }
+        fn visit_params(&self, _visit: &mut dyn FnMut(&str, &[usize], &[f32])) {}
+        fn visit_params_mut(&mut self, _visit: &mut dyn FnMut(&str, &mut [f32])) {}
+        fn update_params(
+            &mut self,
+            _grads: &Self::Grads,
+            _update: &mut dyn FnMut(&str, &mut [f32], &[f32]),
+        ) {
+        }
+    };
+}

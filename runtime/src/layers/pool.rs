@@ -1,0 +1,248 @@
+//! 2-D pooling ([`Pool2d`]): one window walk, generic over the reduction ([`Max`], [`Avg`]).
+//! Windows do not pad (Keras's `valid`); the stride defaults to the window size.
+//!
+//! The innermost loop runs over the channels, contiguous in NHWC, so it vectorises. Max pooling's
+//! backward pass recomputes each window's maximum rather than storing argmax indices: it sends the
+//! gradient to the first position holding the maximum, as TensorFlow does.
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+
+use rayon::prelude::*;
+
+use super::Layer;
+use super::conv::samples_per_task;
+use crate::shape::Image;
+use crate::tensor::Batch;
+
+/// A window reduction: how values combine and where the gradient goes.
+pub trait PoolOp: 'static + Copy + Debug + Default + Send + Sync {
+    /// The value a window starts from.
+    const START: f32;
+    /// Folds one more value into the window's running result.
+    fn combine(acc: f32, x: f32) -> f32;
+    /// The window's output from its running result and its size.
+    fn finish(acc: f32, window: usize) -> f32;
+    /// The share of the window's output gradient `dy` that goes to value `x`, given the window's
+    /// output `y`; values are visited in window order and `routed` says whether an earlier one
+    /// already took the gradient (it is updated).
+    fn route(y: f32, dy: f32, window: usize, x: f32, routed: &mut bool) -> f32;
+}
+
+/// The window's maximum.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Max;
+
+impl PoolOp for Max {
+    const START: f32 = f32::NEG_INFINITY;
+    fn combine(acc: f32, x: f32) -> f32 {
+        acc.max(x)
+    }
+    fn finish(acc: f32, _window: usize) -> f32 {
+        acc
+    }
+    fn route(y: f32, dy: f32, _window: usize, x: f32, routed: &mut bool) -> f32 {
+        if !*routed && x == y {
+            *routed = true;
+            dy
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The window's mean.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Avg;
+
+impl PoolOp for Avg {
+    const START: f32 = 0.0;
+    fn combine(acc: f32, x: f32) -> f32 {
+        acc + x
+    }
+    fn finish(acc: f32, window: usize) -> f32 {
+        acc / window as f32
+    }
+    fn route(_y: f32, dy: f32, window: usize, _x: f32, _routed: &mut bool) -> f32 {
+        dy / window as f32
+    }
+}
+
+/// Output length of a pooling window along one axis (`0` when the window does not fit).
+pub const fn pool_output_len(input: usize, window: usize, stride: usize) -> usize {
+    if input < window { 0 } else { (input - window) / stride + 1 }
+}
+
+/// Pools `K × K` windows of `I`, `STRIDE` apart, into `O` with the reduction `Op`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pool2d<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> {
+    shapes: PhantomData<fn() -> (I, O, Op)>,
+}
+
+/// Max pooling of `K × K` windows, `STRIDE` apart (by default, `K`).
+pub type MaxPool2d<I, O, const K: usize, const STRIDE: usize = K> = Pool2d<I, O, Max, K, STRIDE>;
+/// Average pooling of `K × K` windows, `STRIDE` apart (by default, `K`).
+pub type AvgPool2d<I, O, const K: usize, const STRIDE: usize = K> = Pool2d<I, O, Avg, K, STRIDE>;
+
+impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Pool2d<I, O, Op, K, STRIDE> {
+    const WINDOW: usize = K * K;
+
+    /// Evaluated when the layer is built: the window must fit and the output shape must be the
+    /// one pooling produces.
+    const SHAPES_AGREE: () = {
+        assert!(K > 0 && STRIDE > 0, "pool2d: the window and stride must be at least 1");
+        assert!(
+            I::H >= K && I::W >= K,
+            "pool2d: the window is larger than its input (see the layer's type for both sizes)"
+        );
+        assert!(
+            O::H == pool_output_len(I::H, K, STRIDE) && O::W == pool_output_len(I::W, K, STRIDE),
+            "pool2d: the output's rows and columns are not what this window and stride make of \
+             the input"
+        );
+        assert!(O::C == I::C, "pool2d: pooling keeps the number of channels");
+    };
+
+    /// The layer.
+    pub fn new() -> Self {
+        let () = Self::SHAPES_AGREE;
+        Self { shapes: PhantomData }
+    }
+
+    /// Offsets (into one image) of the `K × K` window values of output pixel `(oh, ow)`, channel 0.
+    fn window(oh: usize, ow: usize) -> impl Iterator<Item = usize> {
+        (0..K).flat_map(move |kh| {
+            (0..K).map(move |kw| ((oh * STRIDE + kh) * I::W + ow * STRIDE + kw) * I::C)
+        })
+    }
+}
+
+impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
+    for Pool2d<I, O, Op, K, STRIDE>
+{
+    type Input = I;
+    type Output = O;
+    type Cache = ();
+
+    fn forward(&self, input: &Batch<I>, output: &mut Batch<O>) {
+        let () = Self::SHAPES_AGREE;
+        output.resize(input.len());
+        let group = samples_per_task(input.len());
+        input
+            .as_slice()
+            .par_chunks(group * I::LEN)
+            .zip(output.as_mut_slice().par_chunks_mut(group * O::LEN))
+            .for_each(|(images, outputs)| {
+                for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
+                    for (pixel, y) in out.chunks_mut(O::C).enumerate() {
+                        y.fill(Op::START);
+                        for offset in Self::window(pixel / O::W, pixel % O::W) {
+                            for (y, &x) in y.iter_mut().zip(&image[offset..offset + I::C]) {
+                                *y = Op::combine(*y, x);
+                            }
+                        }
+                        y.iter_mut().for_each(|y| *y = Op::finish(*y, Self::WINDOW));
+                    }
+                }
+            });
+    }
+
+    fn forward_train(&mut self, input: &Batch<I>, output: &mut Batch<O>, _cache: &mut ()) {
+        self.forward(input, output);
+    }
+
+    fn backward(
+        &self,
+        input: &Batch<I>,
+        output: &Batch<O>,
+        grad_output: &Batch<O>,
+        _cache: &mut (),
+        grad_input: Option<&mut Batch<I>>,
+        _grads: &mut Self::Grads,
+    ) {
+        let Some(grad_input) = grad_input else { return };
+        grad_input.resize(input.len());
+        grad_input
+            .as_mut_slice()
+            .par_chunks_mut(I::LEN)
+            .zip(input.as_slice().par_chunks(I::LEN))
+            .zip(output.as_slice().par_chunks(O::LEN))
+            .zip(grad_output.as_slice().par_chunks(O::LEN))
+            .for_each(|(((dx, x), y), dy)| {
+                dx.fill(0.0);
+                for pixel in 0..O::H * O::W {
+                    for c in 0..O::C {
+                        let out = pixel * O::C + c;
+                        let mut routed = false;
+                        for offset in Self::window(pixel / O::W, pixel % O::W) {
+                            let at = offset + c;
+                            dx[at] += Op::route(y[out], dy[out], Self::WINDOW, x[at], &mut routed);
+                        }
+                    }
+                }
+            });
+    }
+
+    no_params!();
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::RngExt;
+
+    use super::*;
+    use crate::init::seeded_rng;
+    use crate::layers::NoParams;
+    use crate::reference::{Geometry, assert_close, pool_backward, pool_forward};
+    use crate::shape::Hwc;
+
+    fn matches_reference<I: Image, O: Image, Op: PoolOp, const K: usize, const S: usize>(
+        max: bool,
+    ) {
+        let mut rng = seeded_rng(K as u64);
+        let samples = 3;
+        let mut pool = Pool2d::<I, O, Op, K, S>::new();
+        let x = Batch::<I>::from_fn(samples, |_| rng.random_range(-1.0..1.0));
+        let dy = Batch::<O>::from_fn(samples, |_| rng.random_range(-1.0..1.0));
+        let geometry = Geometry {
+            in_h: I::H,
+            in_w: I::W,
+            in_c: I::C,
+            out_c: I::C,
+            kernel: K,
+            stride: S,
+            same: false,
+        };
+        let what = format!("{:?} pool {} -> {} k{K} s{S}", Op::default(), I::describe(), O::describe());
+        let mut y = Batch::default();
+        pool.forward_train(&x, &mut y, &mut ());
+        let want = pool_forward(geometry, max, x.as_slice(), samples);
+        assert_close(&format!("{what}: forward"), y.as_slice(), &want, 1e-6);
+        let mut dx = Batch::default();
+        pool.backward(&x, &y, &dy, &mut (), Some(&mut dx), &mut NoParams);
+        let want = pool_backward(geometry, max, x.as_slice(), dy.as_slice(), samples);
+        assert_close(&format!("{what}: input gradient"), dx.as_slice(), &want, 1e-6);
+    }
+
+    #[test]
+    fn odd_sizes_and_strides_match_the_reference() {
+        matches_reference::<Hwc<5, 7, 3>, Hwc<2, 3, 3>, Max, 2, 2>(true);
+        matches_reference::<Hwc<5, 7, 3>, Hwc<2, 3, 3>, Avg, 2, 2>(false);
+        matches_reference::<Hwc<5, 7, 3>, Hwc<2, 3, 3>, Max, 3, 2>(true);
+        matches_reference::<Hwc<5, 7, 3>, Hwc<3, 5, 3>, Avg, 3, 1>(false);
+        matches_reference::<Hwc<24, 24, 64>, Hwc<12, 12, 64>, Max, 2, 2>(true);
+    }
+
+    #[test]
+    fn ties_send_the_gradient_to_the_first_maximum_only() {
+        let pool = MaxPool2d::<Hwc<2, 2, 1>, Hwc<1, 1, 1>, 2>::new();
+        let x = Batch::<Hwc<2, 2, 1>>::from_vec(vec![1.0, 3.0, 3.0, 0.0]).unwrap();
+        let mut y = Batch::default();
+        pool.forward(&x, &mut y);
+        assert_eq!(y.as_slice(), &[3.0]);
+        let mut dx = Batch::default();
+        let dy = Batch::from_vec(vec![1.0]).unwrap();
+        pool.backward(&x, &y, &dy, &mut (), Some(&mut dx), &mut NoParams);
+        assert_eq!(dx.as_slice(), &[0.0, 1.0, 0.0, 0.0]);
+    }
+}
