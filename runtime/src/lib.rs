@@ -20,5 +20,5 @@ pub mod shape;
 pub mod tensor;
 
 pub use rand;
-pub use shape::{Flat, Hwc, Image, SameShape, Shape};
+pub use shape::{Flat, Hwc, Image, Shape};
 pub use tensor::{Batch, ShapeError, Tensor};

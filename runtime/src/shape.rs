@@ -3,8 +3,8 @@
 //! A shape is a zero-sized marker type whose dimensions are const generic parameters: [`Flat<N>`]
 //! is a vector of `N` features, [`Hwc<H, W, C>`] an image of `H` rows, `W` columns and `C`
 //! channels stored channels-innermost. Tensors and layers are generic over these markers, so two
-//! layers can only be chained when the compiler can prove that one's output shape is the other's
-//! input shape ([`SameShape`]).
+//! layers can only be chained when one's output shape is the other's input shape: a mismatch is
+//! a type error that prints both shapes (`expected Flat<8>, found Flat<9>`).
 //!
 //! Why channels-innermost (NHWC): every hot kernel (convolution through im2col, pooling,
 //! batch normalisation, the element-wise activations) walks the channel axis in its innermost
@@ -13,8 +13,6 @@
 //! `memcpy`s per output pixel instead of a gather.
 
 use std::fmt::Debug;
-
-use crate::tensor::Batch;
 
 /// A tensor shape whose dimensions are compile-time constants.
 pub trait Shape: 'static + Copy + Default + Debug + Send + Sync {
@@ -70,32 +68,6 @@ impl<const H: usize, const W: usize, const C: usize> Image for Hwc<H, W, C> {
     const H: usize = H;
     const W: usize = W;
     const C: usize = C;
-}
-
-/// Proof that two shapes are the same type, with a message that names both when they are not.
-///
-/// Implemented only for `S: SameShape<S>`. [`Chain`](crate::layers::Chain) requires
-/// `A::Output: SameShape<B::Input>`, so chaining layers whose shapes disagree fails to compile
-/// with both shapes in the message.
-#[diagnostic::on_unimplemented(
-    message = "shape mismatch: the previous layer outputs `{Self}`, but the next layer expects `{T}`",
-    label = "these layers cannot be chained",
-    note = "a layer's input shape must equal the output shape of the layer before it"
-)]
-pub trait SameShape<T: Shape>: Shape {
-    /// The same batch, seen under the other (identical) shape name.
-    fn same(batch: &Batch<Self>) -> &Batch<T>;
-    /// The same batch, mutably, seen under the other (identical) shape name.
-    fn same_mut(batch: &mut Batch<Self>) -> &mut Batch<T>;
-}
-
-impl<S: Shape> SameShape<S> for S {
-    fn same(batch: &Batch<S>) -> &Batch<S> {
-        batch
-    }
-    fn same_mut(batch: &mut Batch<S>) -> &mut Batch<S> {
-        batch
-    }
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ pub use params::{NoParams, ParamSet, WeightBias};
 pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolOp, pool_output_len};
 pub use softmax::Softmax;
 
-use crate::shape::{SameShape, Shape};
+use crate::shape::Shape;
 use crate::tensor::Batch;
 
 /// A layer whose input and output shapes are known to the compiler.
@@ -114,7 +114,7 @@ pub trait Layer: Send + Sync {
 /// ```compile_fail
 /// use constnet_runtime::layers::{Chain, Dense};
 /// let mut rng = constnet_runtime::init::seeded_rng(0);
-/// // shape mismatch: the previous layer outputs `Flat<8>`, but the next layer expects `Flat<9>`
+/// // error[E0271]: type mismatch resolving `<Dense<9, 2> as Layer>::Input == Flat<8>`
 /// let net = Chain::new(Dense::<4, 8>::new(&mut rng), Dense::<9, 2>::new(&mut rng));
 /// ```
 #[derive(Clone, Debug)]
@@ -125,10 +125,7 @@ pub struct Chain<A, B> {
     pub second: B,
 }
 
-impl<A: Layer, B: Layer> Chain<A, B>
-where
-    A::Output: SameShape<B::Input>,
-{
+impl<A: Layer, B: Layer<Input = A::Output>> Chain<A, B> {
     /// Chains `first` into `second`.
     pub fn new(first: A, second: B) -> Self {
         Self { first, second }
@@ -154,10 +151,7 @@ impl<A: Layer, B: Layer> Default for ChainCache<A, B> {
     }
 }
 
-impl<A: Layer, B: Layer> Layer for Chain<A, B>
-where
-    A::Output: SameShape<B::Input>,
-{
+impl<A: Layer, B: Layer<Input = A::Output>> Layer for Chain<A, B> {
     type Input = A::Input;
     type Output = B::Output;
     type Grads = (A::Grads, B::Grads);
@@ -167,7 +161,7 @@ where
     fn forward(&self, input: &Batch<A::Input>, output: &mut Batch<B::Output>) {
         let mut middle = Batch::default();
         self.first.forward(input, &mut middle);
-        self.second.forward(A::Output::same(&middle), output);
+        self.second.forward(&middle, output);
     }
 
     fn forward_train(
@@ -179,7 +173,7 @@ where
         self.first
             .forward_train(input, &mut cache.middle, &mut cache.first);
         self.second
-            .forward_train(A::Output::same(&cache.middle), output, &mut cache.second);
+            .forward_train(&cache.middle, output, &mut cache.second);
     }
 
     fn backward(
@@ -192,11 +186,11 @@ where
         grads: &mut Self::Grads,
     ) {
         self.second.backward(
-            A::Output::same(&cache.middle),
+            &cache.middle,
             output,
             grad_output,
             &mut cache.second,
-            Some(A::Output::same_mut(&mut cache.grad_middle)),
+            Some(&mut cache.grad_middle),
             &mut grads.1,
         );
         self.first.backward(
