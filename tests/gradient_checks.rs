@@ -13,7 +13,11 @@ fn away_from_zero<S: Shape>(samples: usize, seed: u64) -> Batch<S> {
     let mut rng = seeded_rng(seed);
     Batch::from_fn(samples, |_| {
         let magnitude = rng.random_range(0.1..1.0);
-        if rng.random::<bool>() { magnitude } else { -magnitude }
+        if rng.random::<bool>() {
+            magnitude
+        } else {
+            -magnitude
+        }
     })
 }
 
@@ -21,7 +25,9 @@ fn away_from_zero<S: Shape>(samples: usize, seed: u64) -> Batch<S> {
 fn well_separated<S: Shape>(samples: usize, seed: u64) -> Batch<S> {
     let mut rng = seeded_rng(seed);
     let len = samples * S::LEN;
-    let mut values: Vec<f32> = (0..len).map(|i| (i as f32 - len as f32 / 2.0) * 0.05).collect();
+    let mut values: Vec<f32> = (0..len)
+        .map(|i| (i as f32 - len as f32 / 2.0) * 0.05)
+        .collect();
     for i in (1..len).rev() {
         values.swap(i, rng.random_range(0..=i));
     }
@@ -43,7 +49,10 @@ fn passes<L: Layer + Clone>(name: &str, layer: &L, input: &Batch<L::Input>) {
 fn conv2d_valid_and_same_with_stride() {
     let mut rng = seeded_rng(1);
     let mut conv = Conv2d::<Hwc<5, 7, 3>, Hwc<3, 4, 4>, 3, 2, Same>::new(&mut rng);
-    conv.params.bias.iter_mut().for_each(|b| *b = rng.random_range(-0.5..0.5));
+    conv.params
+        .bias
+        .iter_mut()
+        .for_each(|b| *b = rng.random_range(-0.5..0.5));
     passes("conv same stride 2", &conv, &away_from_zero(2, 2));
     let conv = Conv2d::<Hwc<6, 5, 2>, Hwc<4, 3, 3>, 3>::new(&mut rng);
     passes("conv valid", &conv, &away_from_zero(3, 3));
@@ -72,33 +81,67 @@ fn pools() {
 fn dense_and_flatten() {
     let mut rng = seeded_rng(7);
     let mut dense = Dense::<13, 6>::new(&mut rng);
-    dense.params.bias.iter_mut().for_each(|b| *b = rng.random_range(-0.5..0.5));
+    dense
+        .params
+        .bias
+        .iter_mut()
+        .for_each(|b| *b = rng.random_range(-0.5..0.5));
     passes("dense", &dense, &away_from_zero(4, 8));
-    passes("flatten", &Flatten::<Hwc<3, 2, 2>, 12>::new(), &away_from_zero(2, 9));
+    passes(
+        "flatten",
+        &Flatten::<Hwc<3, 2, 2>, 12>::new(),
+        &away_from_zero(2, 9),
+    );
 }
 
 #[test]
 fn activations() {
     passes("relu", &Relu::<Hwc<3, 3, 2>>::new(), &away_from_zero(2, 10));
-    passes("leaky relu", &LeakyRelu::<Flat<9>>::leaky(0.1), &away_from_zero(3, 11));
-    passes("sigmoid", &Sigmoid::<Flat<9>>::new(), &away_from_zero(3, 12));
+    passes(
+        "leaky relu",
+        &LeakyRelu::<Flat<9>>::leaky(0.1),
+        &away_from_zero(3, 11),
+    );
+    passes(
+        "sigmoid",
+        &Sigmoid::<Flat<9>>::new(),
+        &away_from_zero(3, 12),
+    );
     passes("tanh", &Tanh::<Flat<9>>::new(), &away_from_zero(3, 13));
-    passes("softmax", &Softmax::<Flat<7>>::new(), &away_from_zero(3, 14));
+    passes(
+        "softmax",
+        &Softmax::<Flat<7>>::new(),
+        &away_from_zero(3, 14),
+    );
 }
 
 #[test]
 fn dropout_in_training_mode() {
-    passes("dropout", &Dropout::<Flat<20>>::new(0.3, 5), &away_from_zero(4, 15));
+    passes(
+        "dropout",
+        &Dropout::<Flat<20>>::new(0.3, 5),
+        &away_from_zero(4, 15),
+    );
 }
 
 #[test]
 fn batchnorm_on_images_and_vectors() {
     let mut rng = seeded_rng(16);
     let mut bn = BatchNorm::<Hwc<3, 3, 4>>::new();
-    bn.params.weight.iter_mut().for_each(|g| *g = rng.random_range(0.5..1.5));
-    bn.params.bias.iter_mut().for_each(|b| *b = rng.random_range(-0.5..0.5));
+    bn.params
+        .weight
+        .iter_mut()
+        .for_each(|g| *g = rng.random_range(0.5..1.5));
+    bn.params
+        .bias
+        .iter_mut()
+        .for_each(|b| *b = rng.random_range(-0.5..0.5));
     passes("batchnorm hwc", &bn, &away_from_zero(4, 17));
-    passes("batchnorm flat", &BatchNorm::<Flat<6>>::new(), &away_from_zero(5, 18));
+    passes(
+        "batchnorm flat",
+        &BatchNorm::<Flat<6>>::new(),
+        &away_from_zero(5, 18),
+    );
 }
 
 #[test]
@@ -123,7 +166,13 @@ fn a_chain_of_layers_end_to_end() {
     let names: Vec<_> = report.tensors.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
         names,
-        ["input", "0.weight", "0.bias", "1.1.1.1.weight", "1.1.1.1.bias"]
+        [
+            "input",
+            "0.weight",
+            "0.bias",
+            "1.1.1.1.weight",
+            "1.1.1.1.bias"
+        ]
     );
 }
 
@@ -152,6 +201,13 @@ fn softmax_cross_entropy_gradient() {
     let soft_targets = Batch::<Flat<6>>::from_fn(4, |_| 1.0 / 6.0);
     let mut soft_grad = Batch::default();
     softmax_cross_entropy(&logits, &soft_targets, &mut soft_grad);
-    let row_sums: Vec<f32> = soft_grad.as_slice().chunks(6).map(|r| r.iter().sum()).collect();
-    assert!(row_sums.iter().all(|s| s.abs() < 1e-6), "softmax − target sums to 0: {row_sums:?}");
+    let row_sums: Vec<f32> = soft_grad
+        .as_slice()
+        .chunks(6)
+        .map(|r| r.iter().sum())
+        .collect();
+    assert!(
+        row_sums.iter().all(|s| s.abs() < 1e-6),
+        "softmax − target sums to 0: {row_sums:?}"
+    );
 }

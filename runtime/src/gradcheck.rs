@@ -128,12 +128,20 @@ impl GradCheck {
                 shifted.as_mut_slice()[index] += delta;
                 loss(layer, &shifted)
             });
-            self.compare("input", index, grad_input.as_slice()[index] as f64, numeric, &mut report)?;
+            self.compare(
+                "input",
+                index,
+                grad_input.as_slice()[index] as f64,
+                numeric,
+                &mut report,
+            )?;
         }
         report.tensors.push(("input".into(), entries.len()));
 
         let mut analytic_params: Vec<(String, Vec<f32>)> = Vec::new();
-        grads.visit(&mut |name, _, values| analytic_params.push((name.to_string(), values.to_vec())));
+        grads.visit(&mut |name, _, values| {
+            analytic_params.push((name.to_string(), values.to_vec()))
+        });
         for (name, analytic) in &analytic_params {
             let entries = self.entries(analytic.len(), &mut rng);
             for &index in &entries {
@@ -176,8 +184,8 @@ impl GradCheck {
         numeric: f64,
         report: &mut GradCheckReport,
     ) -> Result<(), GradMismatch> {
-        let allowed = self.relative_tolerance * analytic.abs().max(numeric.abs())
-            + self.absolute_tolerance;
+        let allowed =
+            self.relative_tolerance * analytic.abs().max(numeric.abs()) + self.absolute_tolerance;
         let ratio = (analytic - numeric).abs() / allowed;
         report.worst_ratio = report.worst_ratio.max(ratio);
         if ratio <= 1.0 {

@@ -36,7 +36,10 @@ pub fn sparse_softmax_cross_entropy<const N: usize>(
     );
     fused(logits, grad, |sample, class| {
         let label = labels[sample];
-        assert!(label < N, "softmax cross-entropy: label {label} of sample {sample} is not below {N}");
+        assert!(
+            label < N,
+            "softmax cross-entropy: label {label} of sample {sample} is not below {N}"
+        );
         if class == label { 1.0 } else { 0.0 }
     })
 }
@@ -102,7 +105,9 @@ pub fn argmax<const N: usize>(scores: &Batch<Flat<N>>) -> Vec<usize> {
         .map(|row| {
             row.iter()
                 .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                    if v > best.1 { (i, v) } else { best }
+                })
                 .0
         })
         .collect()
@@ -114,7 +119,8 @@ mod tests {
 
     #[test]
     fn matches_the_textbook_formula_on_moderate_logits() {
-        let logits = Batch::<Flat<4>>::from_vec(vec![0.5, -1.0, 2.0, 0.0, 1.0, 1.0, 1.0, 1.0]).unwrap();
+        let logits =
+            Batch::<Flat<4>>::from_vec(vec![0.5, -1.0, 2.0, 0.0, 1.0, 1.0, 1.0, 1.0]).unwrap();
         let mut grad = Batch::default();
         let loss = sparse_softmax_cross_entropy(&logits, &[2, 0], &mut grad);
         let row = |z: &[f64], label: usize| {
@@ -122,11 +128,17 @@ mod tests {
             -(z[label].exp() / sum).ln()
         };
         let expected = (row(&[0.5, -1.0, 2.0, 0.0], 2) + row(&[1.0; 4], 0)) / 2.0;
-        assert!((loss as f64 - expected).abs() < 1e-6, "{loss} vs {expected}");
+        assert!(
+            (loss as f64 - expected).abs() < 1e-6,
+            "{loss} vs {expected}"
+        );
         assert!((grad.sample(1)[0] - (0.25 - 1.0) / 2.0).abs() < 1e-7);
         let one_hot = Batch::<Flat<4>>::from_vec(vec![0., 0., 1., 0., 1., 0., 0., 0.]).unwrap();
         let mut grad_dense = Batch::default();
-        assert_eq!(softmax_cross_entropy(&logits, &one_hot, &mut grad_dense), loss);
+        assert_eq!(
+            softmax_cross_entropy(&logits, &one_hot, &mut grad_dense),
+            loss
+        );
         assert_eq!(grad_dense, grad);
     }
 

@@ -33,7 +33,8 @@ impl Geometry {
         if !self.same {
             return 0;
         }
-        let total = ((self.out_len(input) - 1) * self.stride + self.kernel) as isize - input as isize;
+        let total =
+            ((self.out_len(input) - 1) * self.stride + self.kernel) as isize - input as isize;
         total.max(0) / 2
     }
     fn in_index(&self, h: usize, w: usize, c: usize) -> usize {
@@ -70,7 +71,8 @@ pub fn conv2d_forward(g: Geometry, x: &[f32], weight: &[f32], bias: &[f32], n: u
                         for kw in 0..g.kernel {
                             if let Some((ih, iw)) = g.source(oh, ow, kh, kw) {
                                 for c in 0..g.in_c {
-                                    let w = weight[((kh * g.kernel + kw) * g.in_c + c) * g.out_c + f];
+                                    let w =
+                                        weight[((kh * g.kernel + kw) * g.in_c + c) * g.out_c + f];
                                     sum += x[g.in_index(ih, iw, c)] as f64 * w as f64;
                                 }
                             }

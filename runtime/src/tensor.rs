@@ -133,7 +133,7 @@ impl<S: Shape> Batch<S> {
 
     /// Wraps `data`, whose length must be a multiple of `S::LEN`, as consecutive samples.
     pub fn from_vec(data: Vec<f32>) -> Result<Self, ShapeError> {
-        if S::LEN == 0 || data.len() % S::LEN != 0 {
+        if S::LEN == 0 || !data.len().is_multiple_of(S::LEN) {
             return Err(ShapeError {
                 expected: S::describe(),
                 sample_len: S::LEN,

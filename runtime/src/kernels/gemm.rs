@@ -3,9 +3,11 @@
 //!
 //! `A` and `B` are strided views ([`MatRef`]), so a transposed operand costs nothing to describe:
 //! the weight gradients read `Xᵀ` and the input gradients read `Wᵀ` straight from the stored
-//! tensors. `B` is copied ("packed") into zero-padded panels `NR` columns wide and `KC` rows
-//! deep, sized to stay in L1 while every row tile of `A` streams past it; `A` is read in place
-//! and broadcast one element at a time. The register tile (`MR` rows × `NV` vectors) is a const
+//! tensors. `B` is read in `NR`-column panels, `KC` rows at a time, sized to stay in L1 while
+//! every row tile of `A` streams past it. A row-major `B` whose width is a whole number of panels
+//! (conv and dense weights, output gradients) is read in place; any other `B` is first copied
+//! ("packed") into zero-padded contiguous panels. `A` is read in place and broadcast one element
+//! at a time. The register tile (`MR` rows × `NV` vectors) is a const
 //! parameter, chosen per instruction set in its own file, so one generic body compiles to a fully
 //! unrolled microkernel for each.
 
@@ -176,6 +178,11 @@ pub(super) struct GemmArgs<'a> {
 }
 
 impl GemmArgs<'_> {
+    /// Rows of the output, from which each instruction set picks its tile.
+    pub(super) fn m(&self) -> usize {
+        self.c.rows
+    }
+
     /// Columns of the output, from which each instruction set picks its tile.
     pub(super) fn n(&self) -> usize {
         self.c.cols
@@ -258,7 +265,11 @@ pub fn gemm_parallel(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bo
     if parts < 2 {
         return gemm(c, a, b, accumulate);
     }
-    assert_eq!(a.rows, c.rows, "gemm shapes disagree: A has {} rows, C {}", a.rows, c.rows);
+    assert_eq!(
+        a.rows, c.rows,
+        "gemm shapes disagree: A has {} rows, C {}",
+        a.rows, c.rows
+    );
     let rows_per_part = c.rows.div_ceil(parts);
     c.split_rows(rows_per_part)
         .collect::<Vec<_>>()
@@ -293,33 +304,42 @@ pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usiz
     let panels = n.div_ceil(nr);
     let blocks = k.div_ceil(KC_MAX);
     let kc_max = k.div_ceil(blocks);
+    let in_place = b.col_stride == 1 && n.is_multiple_of(nr);
     PACKED_B.with_borrow_mut(|packed| {
-        packed.resize(panels * kc_max * nr, 0.0);
+        if !in_place {
+            packed.resize(panels * kc_max * nr, 0.0);
+        }
         for block in 0..blocks {
             let k0 = block * kc_max;
             let kc = kc_max.min(k - k0);
-            pack_b(b, k0, kc, nr, packed);
+            if !in_place {
+                pack_b(b, k0, kc, nr, packed);
+            }
             let add_to_c = accumulate || block > 0;
             for panel in 0..panels {
                 let j0 = panel * nr;
-                let cols = nr.min(n - j0);
-                let b_panel = &packed[panel * kc * nr..(panel + 1) * kc * nr];
+                let (b_panel, b_row_stride) = if in_place {
+                    (b.data[k0 * b.row_stride + j0..].as_ptr(), b.row_stride)
+                } else {
+                    (packed[panel * kc * nr..].as_ptr(), nr)
+                };
                 for i0 in (0..m).step_by(MR) {
-                    let rows = MR.min(m - i0);
                     let tile = TileArgs {
                         a: a.data[i0 * a.row_stride + k0 * a.col_stride..].as_ptr(),
                         a_row_stride: a.row_stride,
                         a_col_stride: a.col_stride,
-                        b: b_panel.as_ptr(),
+                        b: b_panel,
+                        b_row_stride,
                         kc,
                         c: c.data[i0 * c.row_stride + j0..].as_mut_ptr(),
                         c_row_stride: c.row_stride,
-                        rows,
-                        cols,
+                        rows: MR.min(m - i0),
+                        cols: nr.min(n - j0),
                         add_to_c,
                     };
-                    // SAFETY: the tile's rows and columns lie inside A, the packed panel and C
-                    // (rows beyond `rows` are clamped to the last valid row of A).
+                    // SAFETY: the tile's rows and columns lie inside A, B (or its packed panel)
+                    // and C; rows beyond `rows` are clamped to the last valid row of A, and an
+                    // in-place B has only full panels.
                     unsafe {
                         if a.row_stride == 1 {
                             microkernel::<V, MR, NV, true>(tile)
@@ -337,7 +357,11 @@ pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usiz
 /// contiguous values, zero-padding the last panel.
 #[inline(always)]
 fn pack_b(b: MatRef<'_>, k0: usize, kc: usize, nr: usize, packed: &mut [f32]) {
-    for (panel, dst) in packed.chunks_mut(kc * nr).take(b.cols.div_ceil(nr)).enumerate() {
+    for (panel, dst) in packed
+        .chunks_mut(kc * nr)
+        .take(b.cols.div_ceil(nr))
+        .enumerate()
+    {
         let j0 = panel * nr;
         let cols = nr.min(b.cols - j0);
         if b.col_stride == 1 {
@@ -360,12 +384,13 @@ fn pack_b(b: MatRef<'_>, k0: usize, kc: usize, nr: usize, packed: &mut [f32]) {
     }
 }
 
-/// One register tile: raw pointers into A, the packed panel and C.
+/// One register tile: raw pointers into A, the panel of B and C.
 struct TileArgs {
     a: *const f32,
     a_row_stride: usize,
     a_col_stride: usize,
     b: *const f32,
+    b_row_stride: usize,
     kc: usize,
     c: *mut f32,
     c_row_stride: usize,
@@ -401,7 +426,7 @@ unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, const UNIT_R
                 }
             }
             a_k = a_k.add(t.a_col_stride);
-            b_k = b_k.add(nr);
+            b_k = b_k.add(t.b_row_stride);
         }
         if t.rows == MR && t.cols == nr {
             for (i, acc_row) in acc.iter().enumerate() {
@@ -463,7 +488,17 @@ mod tests {
     #[test]
     fn every_path_matches_the_reference() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
-        let sizes = [(1, 1, 1), (5, 7, 3), (13, 10, 9), (37, 65, 300), (64, 128, 17), (7, 33, 200)];
+        let sizes = [
+            (1, 1, 1),
+            (5, 7, 3),
+            (13, 10, 9),
+            (37, 65, 300),
+            (64, 128, 17),
+            (7, 33, 200),
+            (1, 128, 300),
+            (1, 20, 7),
+            (9, 64, 257),
+        ];
         for isa in Isa::supported() {
             for &(m, n, k) in &sizes {
                 for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -487,7 +522,8 @@ mod tests {
                         for (idx, (&got, &want)) in c.iter().zip(&expected).enumerate() {
                             let want = want + if accumulate { initial[idx] as f64 } else { 0.0 };
                             assert!(
-                                (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()) * (k as f64).sqrt(),
+                                (got as f64 - want).abs()
+                                    <= 1e-4 * (1.0 + want.abs()) * (k as f64).sqrt(),
                                 "{isa:?} m={m} n={n} k={k} a_t={a_t} b_t={b_t} acc={accumulate} \
                                  at {idx}: {got} vs {want}"
                             );
@@ -518,7 +554,10 @@ mod tests {
         let portable = run(Isa::Portable);
         for isa in Isa::supported() {
             for (x, y) in run(isa).iter().zip(&portable) {
-                assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{isa:?}: {x} vs {y}");
+                assert!(
+                    (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                    "{isa:?}: {x} vs {y}"
+                );
             }
         }
     }

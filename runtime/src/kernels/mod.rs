@@ -8,6 +8,7 @@
 //! CPU has it); tests use it to check that all paths agree.
 
 pub mod gemm;
+pub mod peak;
 mod portable;
 pub mod simd;
 #[cfg(target_arch = "x86_64")]
@@ -60,7 +61,10 @@ impl Isa {
 
     /// The paths this CPU can run, fastest first.
     pub fn supported() -> Vec<Isa> {
-        Isa::ALL.into_iter().filter(|isa| isa.is_supported()).collect()
+        Isa::ALL
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+            .collect()
     }
 
     /// The path the kernels use: `CONSTNET_ISA` if it names a supported path, otherwise the
@@ -77,7 +81,11 @@ impl Isa {
                         "constnet: CONSTNET_ISA={} is not a supported path on this CPU \
                          (one of: {}); using {}",
                         requested.unwrap_or_default(),
-                        Isa::supported().iter().map(|isa| isa.name()).collect::<Vec<_>>().join(", "),
+                        Isa::supported()
+                            .iter()
+                            .map(|isa| isa.name())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         best.name()
                     );
                     best
@@ -102,9 +110,7 @@ thread_local! {
 /// kernels that need workspace (im2col patches) allocate it once per thread, not once per call.
 /// Calls may nest.
 pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buffer = SCRATCH_POOL
-        .with_borrow_mut(Vec::pop)
-        .unwrap_or_default();
+    let mut buffer = SCRATCH_POOL.with_borrow_mut(Vec::pop).unwrap_or_default();
     buffer.resize(len, 0.0);
     let result = f(&mut buffer[..len]);
     SCRATCH_POOL.with_borrow_mut(|pool| pool.push(buffer));

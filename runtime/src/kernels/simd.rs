@@ -15,15 +15,33 @@ pub unsafe trait SimdF32: Copy {
     /// Number of `f32` lanes.
     const LANES: usize;
     /// All lanes zero.
+    ///
+    /// # Safety
+    /// As for the trait: the CPU must support the instruction set.
     unsafe fn zero() -> Self;
     /// All lanes `x`.
+    ///
+    /// # Safety
+    /// As for the trait: the CPU must support the instruction set.
     unsafe fn splat(x: f32) -> Self;
     /// Loads `LANES` values from `ptr` (no alignment needed).
+    ///
+    /// # Safety
+    /// As for the trait: the CPU must support the instruction set and `ptr` must cover `LANES` floats.
     unsafe fn load(ptr: *const f32) -> Self;
     /// Stores the lanes to `ptr` (no alignment needed).
+    ///
+    /// # Safety
+    /// As for the trait: the CPU must support the instruction set and `ptr` must cover `LANES` floats.
     unsafe fn store(self, ptr: *mut f32);
     /// `self * b + acc`, fused where the instruction set has FMA.
+    ///
+    /// # Safety
+    /// As for the trait: the CPU must support the instruction set.
     unsafe fn mul_add(self, b: Self, acc: Self) -> Self;
     /// Lane-wise sum.
+    ///
+    /// # Safety
+    /// As for the trait: the CPU must support the instruction set.
     unsafe fn add(self, b: Self) -> Self;
 }

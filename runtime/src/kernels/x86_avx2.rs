@@ -40,17 +40,17 @@ unsafe impl SimdF32 for Avx2 {
 }
 
 /// The GEMM on the AVX2 path: 6x16 tiles (12 accumulators, 2 B vectors, 1 broadcast) when the
-/// output is wider than one vector, 8x8 otherwise.
+/// output is wider than one vector, 8x8 otherwise, and one-row tiles for a single row.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn gemm(args: GemmArgs<'_>) {
     unsafe {
-        if args.n() > 8 {
-            gemm_with_tiles::<Avx2, 6, 2>(args)
-        } else {
-            gemm_with_tiles::<Avx2, 8, 1>(args)
+        match (args.m(), args.n()) {
+            (1, _) => gemm_with_tiles::<Avx2, 1, 2>(args),
+            (_, 9..) => gemm_with_tiles::<Avx2, 6, 2>(args),
+            _ => gemm_with_tiles::<Avx2, 8, 1>(args),
         }
     }
 }

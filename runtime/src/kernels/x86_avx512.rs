@@ -41,16 +41,19 @@ unsafe impl SimdF32 for Avx512 {
 
 /// The GEMM on the AVX-512 path. The tile is chosen by the output width: 6x64 (24 accumulators,
 /// 4 B vectors, 1 broadcast: 29 of the 32 registers) for wide outputs such as conv(64) or
-/// dense(128), 12x32 for 17 to 32 columns, 12x16 for narrower ones such as dense(10).
+/// dense(128), 12x32 for 17 to 32 columns, 12x16 for narrower ones such as dense(10). A single
+/// row (batch-1 inference) uses one-row tiles, so no work is spent on rows that do not exist.
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn gemm(args: GemmArgs<'_>) {
     unsafe {
-        match args.n() {
-            33.. => gemm_with_tiles::<Avx512, 6, 4>(args),
-            17..=32 => gemm_with_tiles::<Avx512, 12, 2>(args),
+        match (args.m(), args.n()) {
+            (1, 33..) => gemm_with_tiles::<Avx512, 1, 4>(args),
+            (1, _) => gemm_with_tiles::<Avx512, 1, 2>(args),
+            (_, 33..) => gemm_with_tiles::<Avx512, 6, 4>(args),
+            (_, 17..=32) => gemm_with_tiles::<Avx512, 12, 2>(args),
             _ => gemm_with_tiles::<Avx512, 12, 1>(args),
         }
     }

@@ -82,7 +82,7 @@ impl ActivationFn for TanhFn {
 pub struct Activation<S: Shape, F: ActivationFn> {
     /// The function.
     pub function: F,
-    shape: PhantomData<fn() -> S>,
+    shape: PhantomData<S>,
 }
 
 /// ReLU over samples of shape `S`.

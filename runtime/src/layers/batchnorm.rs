@@ -7,7 +7,7 @@
 
 use std::marker::PhantomData;
 
-use super::{Layer, WeightBias};
+use super::{Layer, TensorVisitor, TensorVisitorMut, WeightBias};
 use crate::shape::Shape;
 use crate::tensor::Batch;
 
@@ -24,7 +24,7 @@ pub struct BatchNorm<S: Shape> {
     pub momentum: f32,
     /// Added to the variance before the square root.
     pub epsilon: f32,
-    shape: PhantomData<fn() -> S>,
+    shape: PhantomData<S>,
 }
 
 /// What a training pass keeps for backward: normalised values and `1 / σ` per channel.
@@ -117,7 +117,12 @@ impl<S: Shape> Layer for BatchNorm<S> {
         );
     }
 
-    fn forward_train(&mut self, input: &Batch<S>, output: &mut Batch<S>, cache: &mut BatchNormCache) {
+    fn forward_train(
+        &mut self,
+        input: &Batch<S>,
+        output: &mut Batch<S>,
+        cache: &mut BatchNormCache,
+    ) {
         output.resize(input.len());
         let x = input.as_slice();
         let rows = (x.len() / S::CHANNELS).max(1) as f64;
@@ -125,12 +130,14 @@ impl<S: Shape> Layer for BatchNorm<S> {
             .iter()
             .map(|s| (s / rows) as f32)
             .collect();
-        let var: Vec<f32> =
-            channel_sums(x, S::CHANNELS, |c, v| ((v - mean[c]) as f64).powi(2))
-                .iter()
-                .map(|s| (s / rows) as f32)
-                .collect();
-        cache.inv_std = var.iter().map(|v| 1.0 / (v + self.epsilon).sqrt()).collect();
+        let var: Vec<f32> = channel_sums(x, S::CHANNELS, |c, v| ((v - mean[c]) as f64).powi(2))
+            .iter()
+            .map(|s| (s / rows) as f32)
+            .collect();
+        cache.inv_std = var
+            .iter()
+            .map(|v| 1.0 / (v + self.epsilon).sqrt())
+            .collect();
         cache.normalized.resize(x.len(), 0.0);
         self.normalize(
             x,
@@ -140,8 +147,10 @@ impl<S: Shape> Layer for BatchNorm<S> {
             Some(&mut cache.normalized),
         );
         for c in 0..S::CHANNELS {
-            self.running_mean[c] = self.momentum * self.running_mean[c] + (1.0 - self.momentum) * mean[c];
-            self.running_var[c] = self.momentum * self.running_var[c] + (1.0 - self.momentum) * var[c];
+            self.running_mean[c] =
+                self.momentum * self.running_mean[c] + (1.0 - self.momentum) * mean[c];
+            self.running_var[c] =
+                self.momentum * self.running_var[c] + (1.0 - self.momentum) * var[c];
         }
     }
 
@@ -190,12 +199,12 @@ impl<S: Shape> Layer for BatchNorm<S> {
 
     params_in_field!(params);
 
-    fn visit_buffers(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32])) {
+    fn visit_buffers(&self, visit: &mut TensorVisitor<'_>) {
         visit("running_mean", Self::WEIGHT_DIMS, &self.running_mean);
         visit("running_var", Self::WEIGHT_DIMS, &self.running_var);
     }
 
-    fn visit_buffers_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32])) {
+    fn visit_buffers_mut(&mut self, visit: &mut TensorVisitorMut<'_>) {
         visit("running_mean", &mut self.running_mean);
         visit("running_var", &mut self.running_var);
     }

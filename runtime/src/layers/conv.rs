@@ -87,11 +87,10 @@ pub const fn padding_before(input: usize, kernel: usize, stride: usize, same: bo
 /// assert_eq!(<Conv2d<Hwc<28, 28, 1>, Hwc<26, 26, 32>, 3> as Layer>::PARAMS, 320);
 /// ```
 #[derive(Clone, Debug)]
-pub struct Conv2d<I: Image, O: Image, const K: usize, const STRIDE: usize = 1, P: Padding = Valid>
-{
+pub struct Conv2d<I: Image, O: Image, const K: usize, const STRIDE: usize = 1, P: Padding = Valid> {
     /// `weight`: `[K, K, I::C, O::C]`; `bias`: `[O::C]`.
     pub params: WeightBias,
-    shapes: PhantomData<fn() -> (I, O, P)>,
+    shapes: PhantomData<(I, O, P)>,
 }
 
 impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
@@ -152,7 +151,11 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
                     if ih < 0 || ih >= I::H as isize {
                         visit(run, None, row_run);
                     } else if iw0 >= 0 && iw0 as usize + K <= I::W {
-                        visit(run, Some((ih as usize * I::W + iw0 as usize) * I::C), row_run);
+                        visit(
+                            run,
+                            Some((ih as usize * I::W + iw0 as usize) * I::C),
+                            row_run,
+                        );
                     } else {
                         for kw in 0..K {
                             let iw = iw0 + kw as isize;
@@ -224,7 +227,12 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
                             pixel.copy_from_slice(&self.params.bias);
                         }
                         let patches = MatRef::row_major(patches, Self::PIXELS, Self::PATCH);
-                        gemm(MatMut::row_major(out, Self::PIXELS, O::C), patches, weight, true);
+                        gemm(
+                            MatMut::row_major(out, Self::PIXELS, O::C),
+                            patches,
+                            weight,
+                            true,
+                        );
                     }
                 })
             });
@@ -325,7 +333,10 @@ mod tests {
     ) {
         let mut rng = seeded_rng(K as u64 * 100 + S as u64);
         let mut conv = Conv2d::<I, O, K, S, P>::new(&mut rng);
-        conv.params.bias.iter_mut().for_each(|b| *b = rng.random_range(-1.0..1.0));
+        conv.params
+            .bias
+            .iter_mut()
+            .for_each(|b| *b = rng.random_range(-1.0..1.0));
         let x = Batch::<I>::from_fn(samples, |_| rng.random_range(-1.0..1.0));
         let dy = Batch::<O>::from_fn(samples, |_| rng.random_range(-1.0..1.0));
         let geometry = Geometry {
@@ -337,25 +348,59 @@ mod tests {
             stride: S,
             same: P::SAME,
         };
-        let what = format!("conv {} -> {} k{K} s{S} same={}", I::describe(), O::describe(), P::SAME);
+        let what = format!(
+            "conv {} -> {} k{K} s{S} same={}",
+            I::describe(),
+            O::describe(),
+            P::SAME
+        );
 
         let mut y = Batch::default();
         conv.forward_train(&x, &mut y, &mut ());
-        let want = conv2d_forward(geometry, x.as_slice(), &conv.params.weight, &conv.params.bias, samples);
+        let want = conv2d_forward(
+            geometry,
+            x.as_slice(),
+            &conv.params.weight,
+            &conv.params.bias,
+            samples,
+        );
         assert_close(&format!("{what}: forward"), y.as_slice(), &want, 1e-4);
 
         let mut dx = Batch::default();
         let mut grads = conv.new_grads();
         conv.backward(&x, &y, &dy, &mut (), Some(&mut dx), &mut grads);
-        let (want_dx, want_dw, want_db) =
-            conv2d_backward(geometry, x.as_slice(), &conv.params.weight, dy.as_slice(), samples);
-        assert_close(&format!("{what}: input gradient"), dx.as_slice(), &want_dx, 1e-4);
-        assert_close(&format!("{what}: weight gradient"), &grads.weight, &want_dw, 1e-4);
-        assert_close(&format!("{what}: bias gradient"), &grads.bias, &want_db, 1e-4);
+        let (want_dx, want_dw, want_db) = conv2d_backward(
+            geometry,
+            x.as_slice(),
+            &conv.params.weight,
+            dy.as_slice(),
+            samples,
+        );
+        assert_close(
+            &format!("{what}: input gradient"),
+            dx.as_slice(),
+            &want_dx,
+            1e-4,
+        );
+        assert_close(
+            &format!("{what}: weight gradient"),
+            &grads.weight,
+            &want_dw,
+            1e-4,
+        );
+        assert_close(
+            &format!("{what}: bias gradient"),
+            &grads.bias,
+            &want_db,
+            1e-4,
+        );
 
         let mut grads_without_input = conv.new_grads();
         conv.backward(&x, &y, &dy, &mut (), None, &mut grads_without_input);
-        assert_eq!(grads_without_input, grads, "skipping the input gradient changes nothing else");
+        assert_eq!(
+            grads_without_input, grads,
+            "skipping the input gradient changes nothing else"
+        );
     }
 
     #[test]

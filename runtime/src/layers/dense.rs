@@ -129,22 +129,51 @@ mod tests {
     fn matches_reference<const IN: usize, const OUT: usize>(samples: usize) {
         let mut rng = seeded_rng(IN as u64);
         let mut dense = Dense::<IN, OUT>::new(&mut rng);
-        dense.params.bias.iter_mut().for_each(|b| *b = rng.random_range(-1.0..1.0));
+        dense
+            .params
+            .bias
+            .iter_mut()
+            .for_each(|b| *b = rng.random_range(-1.0..1.0));
         let x = Batch::<Flat<IN>>::from_fn(samples, |_| rng.random_range(-1.0..1.0));
         let dy = Batch::<Flat<OUT>>::from_fn(samples, |_| rng.random_range(-1.0..1.0));
         let what = format!("dense {IN} -> {OUT}, {samples} samples");
         let mut y = Batch::default();
         dense.forward_train(&x, &mut y, &mut ());
-        let want = dense_forward(x.as_slice(), &dense.params.weight, &dense.params.bias, samples);
+        let want = dense_forward(
+            x.as_slice(),
+            &dense.params.weight,
+            &dense.params.bias,
+            samples,
+        );
         assert_close(&format!("{what}: forward"), y.as_slice(), &want, 1e-4);
         let mut dx = Batch::default();
         let mut grads = dense.new_grads();
         dense.backward(&x, &y, &dy, &mut (), Some(&mut dx), &mut grads);
-        let (want_dx, want_dw, want_db) =
-            dense_backward(x.as_slice(), &dense.params.weight, dy.as_slice(), samples, OUT);
-        assert_close(&format!("{what}: input gradient"), dx.as_slice(), &want_dx, 1e-4);
-        assert_close(&format!("{what}: weight gradient"), &grads.weight, &want_dw, 1e-4);
-        assert_close(&format!("{what}: bias gradient"), &grads.bias, &want_db, 1e-4);
+        let (want_dx, want_dw, want_db) = dense_backward(
+            x.as_slice(),
+            &dense.params.weight,
+            dy.as_slice(),
+            samples,
+            OUT,
+        );
+        assert_close(
+            &format!("{what}: input gradient"),
+            dx.as_slice(),
+            &want_dx,
+            1e-4,
+        );
+        assert_close(
+            &format!("{what}: weight gradient"),
+            &grads.weight,
+            &want_dw,
+            1e-4,
+        );
+        assert_close(
+            &format!("{what}: bias gradient"),
+            &grads.bias,
+            &want_db,
+            1e-4,
+        );
     }
 
     #[test]

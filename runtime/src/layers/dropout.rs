@@ -21,7 +21,7 @@ pub struct Dropout<S: Shape> {
     rate: f32,
     seed: u64,
     calls: u64,
-    shape: PhantomData<fn() -> S>,
+    shape: PhantomData<S>,
 }
 
 /// The scale (`0` or `1 / (1 - rate)`) applied to each value in the last training pass.
@@ -87,7 +87,11 @@ impl<S: Shape> Layer for Dropout<S> {
             .for_each(|(sample, ((mask, y), x))| {
                 let mut rng = SeededRng::seed_from_u64(mask_seed(seed, call, sample as u64));
                 for ((m, y), &x) in mask.iter_mut().zip(y).zip(x) {
-                    *m = if rng.random::<f32>() < rate { 0.0 } else { keep_scale };
+                    *m = if rng.random::<f32>() < rate {
+                        0.0
+                    } else {
+                        keep_scale
+                    };
                     *y = x * *m;
                 }
             });
@@ -130,7 +134,10 @@ mod tests {
         let mut cache = DropoutCache::default();
         dropout.forward_train(&input, &mut output, &mut cache);
         let dropped = output.as_slice().iter().filter(|&&v| v == 0.0).count();
-        assert!((4500..5500).contains(&dropped), "dropped {dropped} of 20000");
+        assert!(
+            (4500..5500).contains(&dropped),
+            "dropped {dropped} of 20000"
+        );
         let mean = output.as_slice().iter().sum::<f32>() / 20_000.0;
         assert!((mean - 1.0).abs() < 0.03, "mean {mean}");
         let first = output.clone();

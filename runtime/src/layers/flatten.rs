@@ -10,7 +10,7 @@ use crate::tensor::Batch;
 /// Reshapes samples of shape `I` into `Flat<N>`; `N` must be `I::LEN`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Flatten<I: Shape, const N: usize> {
-    shape: PhantomData<fn() -> I>,
+    shape: PhantomData<I>,
 }
 
 impl<I: Shape, const N: usize> Flatten<I, N> {

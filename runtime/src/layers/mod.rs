@@ -33,7 +33,7 @@ pub use conv::{Conv2d, Padding, Same, Valid, conv_output_len, padding_before};
 pub use dense::Dense;
 pub use dropout::{Dropout, DropoutCache};
 pub use flatten::Flatten;
-pub use params::{NoParams, ParamSet, WeightBias};
+pub use params::{NoParams, ParamSet, TensorVisitor, TensorVisitorMut, UpdateVisitor, WeightBias};
 pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolOp, pool_output_len};
 pub use softmax::Softmax;
 
@@ -82,24 +82,20 @@ pub trait Layer: Send + Sync {
     fn new_grads(&self) -> Self::Grads;
 
     /// Visits each trainable parameter tensor: name (`weight`, `bias`), dimensions, values.
-    fn visit_params(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32]));
+    fn visit_params(&self, visit: &mut TensorVisitor<'_>);
 
     /// Visits each trainable parameter tensor mutably, by name (for weight loading).
-    fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32]));
+    fn visit_params_mut(&mut self, visit: &mut TensorVisitorMut<'_>);
 
     /// Visits each trainable parameter tensor with its gradient from `grads` (for optimisers).
-    fn update_params(
-        &mut self,
-        grads: &Self::Grads,
-        update: &mut dyn FnMut(&str, &mut [f32], &[f32]),
-    );
+    fn update_params(&mut self, grads: &Self::Grads, update: &mut UpdateVisitor<'_>);
 
     /// Visits state that is saved with the layer but not trained (batch normalisation's running
     /// statistics): name, dimensions, values.
-    fn visit_buffers(&self, _visit: &mut dyn FnMut(&str, &[usize], &[f32])) {}
+    fn visit_buffers(&self, _visit: &mut TensorVisitor<'_>) {}
 
     /// Visits the same state as [`Layer::visit_buffers`], mutably (for weight loading).
-    fn visit_buffers_mut(&mut self, _visit: &mut dyn FnMut(&str, &mut [f32])) {}
+    fn visit_buffers_mut(&mut self, _visit: &mut TensorVisitorMut<'_>) {}
 }
 
 /// Two layers run one after the other. It is a layer itself, so chains nest.
@@ -207,41 +203,39 @@ impl<A: Layer, B: Layer<Input = A::Output>> Layer for Chain<A, B> {
         (self.first.new_grads(), self.second.new_grads())
     }
 
-    fn visit_params(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32])) {
+    fn visit_params(&self, visit: &mut TensorVisitor<'_>) {
         self.first
             .visit_params(&mut |name, dims, values| visit(&format!("0.{name}"), dims, values));
         self.second
             .visit_params(&mut |name, dims, values| visit(&format!("1.{name}"), dims, values));
     }
 
-    fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32])) {
+    fn visit_params_mut(&mut self, visit: &mut TensorVisitorMut<'_>) {
         self.first
             .visit_params_mut(&mut |name, values| visit(&format!("0.{name}"), values));
         self.second
             .visit_params_mut(&mut |name, values| visit(&format!("1.{name}"), values));
     }
 
-    fn update_params(
-        &mut self,
-        grads: &Self::Grads,
-        update: &mut dyn FnMut(&str, &mut [f32], &[f32]),
-    ) {
-        self.first.update_params(&grads.0, &mut |name, values, grad| {
-            update(&format!("0.{name}"), values, grad)
-        });
-        self.second.update_params(&grads.1, &mut |name, values, grad| {
-            update(&format!("1.{name}"), values, grad)
-        });
+    fn update_params(&mut self, grads: &Self::Grads, update: &mut UpdateVisitor<'_>) {
+        self.first
+            .update_params(&grads.0, &mut |name, values, grad| {
+                update(&format!("0.{name}"), values, grad)
+            });
+        self.second
+            .update_params(&grads.1, &mut |name, values, grad| {
+                update(&format!("1.{name}"), values, grad)
+            });
     }
 
-    fn visit_buffers(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32])) {
+    fn visit_buffers(&self, visit: &mut TensorVisitor<'_>) {
         self.first
             .visit_buffers(&mut |name, dims, values| visit(&format!("0.{name}"), dims, values));
         self.second
             .visit_buffers(&mut |name, dims, values| visit(&format!("1.{name}"), dims, values));
     }
 
-    fn visit_buffers_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32])) {
+    fn visit_buffers_mut(&mut self, visit: &mut TensorVisitorMut<'_>) {
         self.first
             .visit_buffers_mut(&mut |name, values| visit(&format!("0.{name}"), values));
         self.second

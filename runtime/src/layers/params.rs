@@ -5,16 +5,23 @@
 //! [`NoParams`]. Optimisers, weight files and gradient checks reach them through [`ParamSet`]'s
 //! visitors by name, without knowing the layer type.
 
+/// Receives a named tensor: name, dimensions, values.
+pub type TensorVisitor<'a> = dyn FnMut(&str, &[usize], &[f32]) + 'a;
+/// Receives a named tensor's values, mutably.
+pub type TensorVisitorMut<'a> = dyn FnMut(&str, &mut [f32]) + 'a;
+/// Receives a named parameter tensor, mutably, with its gradient.
+pub type UpdateVisitor<'a> = dyn FnMut(&str, &mut [f32], &[f32]) + 'a;
+
 /// A set of named parameter tensors.
 pub trait ParamSet: Clone + Send + Sync {
     /// A set of the same tensor shapes, all zeros.
     fn zeros_like(&self) -> Self;
     /// Visits each tensor: name, dimensions, values.
-    fn visit(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32]));
+    fn visit(&self, visit: &mut TensorVisitor<'_>);
     /// Visits each tensor mutably.
-    fn visit_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32]));
+    fn visit_mut(&mut self, visit: &mut TensorVisitorMut<'_>);
     /// Visits each tensor mutably together with the same-named tensor of `other`.
-    fn zip_mut(&mut self, other: &Self, visit: &mut dyn FnMut(&str, &mut [f32], &[f32]));
+    fn zip_mut(&mut self, other: &Self, visit: &mut UpdateVisitor<'_>);
 }
 
 /// The parameters of a layer that has none.
@@ -25,9 +32,9 @@ impl ParamSet for NoParams {
     fn zeros_like(&self) -> Self {
         NoParams
     }
-    fn visit(&self, _visit: &mut dyn FnMut(&str, &[usize], &[f32])) {}
-    fn visit_mut(&mut self, _visit: &mut dyn FnMut(&str, &mut [f32])) {}
-    fn zip_mut(&mut self, _other: &Self, _visit: &mut dyn FnMut(&str, &mut [f32], &[f32])) {}
+    fn visit(&self, _visit: &mut TensorVisitor<'_>) {}
+    fn visit_mut(&mut self, _visit: &mut TensorVisitorMut<'_>) {}
+    fn zip_mut(&mut self, _other: &Self, _visit: &mut UpdateVisitor<'_>) {}
 }
 
 /// A weight tensor and a bias vector, named `weight` and `bias`.
@@ -57,15 +64,15 @@ impl ParamSet for WeightBias {
     fn zeros_like(&self) -> Self {
         Self::zeros(self.weight_dims, self.bias.len())
     }
-    fn visit(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32])) {
+    fn visit(&self, visit: &mut TensorVisitor<'_>) {
         visit("weight", self.weight_dims, &self.weight);
         visit("bias", &[self.bias.len()], &self.bias);
     }
-    fn visit_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32])) {
+    fn visit_mut(&mut self, visit: &mut TensorVisitorMut<'_>) {
         visit("weight", &mut self.weight);
         visit("bias", &mut self.bias);
     }
-    fn zip_mut(&mut self, other: &Self, visit: &mut dyn FnMut(&str, &mut [f32], &[f32])) {
+    fn zip_mut(&mut self, other: &Self, visit: &mut UpdateVisitor<'_>) {
         visit("weight", &mut self.weight, &other.weight);
         visit("bias", &mut self.bias, &other.bias);
     }
@@ -76,19 +83,19 @@ impl<A: ParamSet, B: ParamSet> ParamSet for (A, B) {
     fn zeros_like(&self) -> Self {
         (self.0.zeros_like(), self.1.zeros_like())
     }
-    fn visit(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32])) {
+    fn visit(&self, visit: &mut TensorVisitor<'_>) {
         self.0
             .visit(&mut |name, dims, values| visit(&format!("0.{name}"), dims, values));
         self.1
             .visit(&mut |name, dims, values| visit(&format!("1.{name}"), dims, values));
     }
-    fn visit_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32])) {
+    fn visit_mut(&mut self, visit: &mut TensorVisitorMut<'_>) {
         self.0
             .visit_mut(&mut |name, values| visit(&format!("0.{name}"), values));
         self.1
             .visit_mut(&mut |name, values| visit(&format!("1.{name}"), values));
     }
-    fn zip_mut(&mut self, other: &Self, visit: &mut dyn FnMut(&str, &mut [f32], &[f32])) {
+    fn zip_mut(&mut self, other: &Self, visit: &mut UpdateVisitor<'_>) {
         self.0.zip_mut(&other.0, &mut |name, values, grad| {
             visit(&format!("0.{name}"), values, grad)
         });
@@ -105,16 +112,16 @@ macro_rules! params_in_field {
         fn new_grads(&self) -> Self::Grads {
             $crate::layers::ParamSet::zeros_like(&self.$field)
         }
-        fn visit_params(&self, visit: &mut dyn FnMut(&str, &[usize], &[f32])) {
+        fn visit_params(&self, visit: &mut $crate::layers::TensorVisitor<'_>) {
             $crate::layers::ParamSet::visit(&self.$field, visit)
         }
-        fn visit_params_mut(&mut self, visit: &mut dyn FnMut(&str, &mut [f32])) {
+        fn visit_params_mut(&mut self, visit: &mut $crate::layers::TensorVisitorMut<'_>) {
             $crate::layers::ParamSet::visit_mut(&mut self.$field, visit)
         }
         fn update_params(
             &mut self,
             grads: &Self::Grads,
-            update: &mut dyn FnMut(&str, &mut [f32], &[f32]),
+            update: &mut $crate::layers::UpdateVisitor<'_>,
         ) {
             $crate::layers::ParamSet::zip_mut(&mut self.$field, grads, update)
         }
@@ -129,12 +136,12 @@ macro_rules! no_params {
         fn new_grads(&self) -> Self::Grads {
             $crate::layers::NoParams
         }
-        fn visit_params(&self, _visit: &mut dyn FnMut(&str, &[usize], &[f32])) {}
-        fn visit_params_mut(&mut self, _visit: &mut dyn FnMut(&str, &mut [f32])) {}
+        fn visit_params(&self, _visit: &mut $crate::layers::TensorVisitor<'_>) {}
+        fn visit_params_mut(&mut self, _visit: &mut $crate::layers::TensorVisitorMut<'_>) {}
         fn update_params(
             &mut self,
             _grads: &Self::Grads,
-            _update: &mut dyn FnMut(&str, &mut [f32], &[f32]),
+            _update: &mut $crate::layers::UpdateVisitor<'_>,
         ) {
         }
     };

@@ -12,7 +12,7 @@ use crate::tensor::Batch;
 /// Softmax over the innermost axis of samples of shape `S` (all features of a `Flat<N>`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Softmax<S: Shape> {
-    shape: PhantomData<fn() -> S>,
+    shape: PhantomData<S>,
 }
 
 impl<S: Shape> Softmax<S> {
