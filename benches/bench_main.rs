@@ -1,6 +1,7 @@
 //! constnet's benchmarks: every kernel at the shapes of the Keras MNIST network, forward and
 //! backward, at batch 1 and 128, with throughput in GFLOP/s beside the measured FMA peak of one
-//! core. Kernel figures are single-threaded unless the benchmark name says otherwise.
+//! core. Kernel figures are single-threaded unless the benchmark name says otherwise. Whole
+//! training steps of the network are measured in images/s.
 //!
 //! Run with `cargo bench --bench bench_main`; add a filter (`-- conv`) to run a subset.
 
@@ -10,9 +11,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 use benchmarks::measurement::WallClock;
 
-fn config() -> Criterion<WallClock> {
+fn config(measurement: WallClock) -> Criterion<WallClock> {
     Criterion::default()
-        .with_measurement(WallClock::flops())
+        .with_measurement(measurement)
         .sample_size(10)
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2))
@@ -20,11 +21,16 @@ fn config() -> Criterion<WallClock> {
 
 criterion_group! {
     name = kernels;
-    config = config();
+    config = config(WallClock::flops());
     targets = benchmarks::peak::bench,
         benchmarks::conv::bench,
         benchmarks::pool::bench,
         benchmarks::dense::bench,
         benchmarks::elementwise::bench
 }
-criterion_main!(kernels);
+criterion_group! {
+    name = networks;
+    config = config(WallClock::images());
+    targets = benchmarks::network::bench
+}
+criterion_main!(kernels, networks);

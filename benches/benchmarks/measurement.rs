@@ -1,12 +1,13 @@
-//! Wall-clock time whose throughput criterion prints in a named unit: GFLOP/s for kernels
-//! (`Throughput::Elements` counts floating-point operations), not criterion's generic "elem/s".
+//! Wall-clock time whose throughput criterion prints in a named unit rather than its generic
+//! "elem/s": GFLOP/s for kernels (`Throughput::Elements` counts floating-point operations),
+//! images/s for whole training steps (it counts images).
 
 use std::time::{Duration, Instant};
 
 use criterion::Throughput;
 use criterion::measurement::{Measurement, ValueFormatter};
 
-/// Wall-clock time, like criterion's `WallTime`, with throughput shown as `G{unit}/s`.
+/// Wall-clock time, like criterion's `WallTime`, with throughput in a fixed unit.
 pub struct WallClock {
     formatter: UnitFormatter,
 }
@@ -15,7 +16,20 @@ impl WallClock {
     /// Throughput in GFLOP/s.
     pub fn flops() -> Self {
         Self {
-            formatter: UnitFormatter { unit: "GFLOP/s" },
+            formatter: UnitFormatter {
+                unit: "GFLOP/s",
+                per_nanosecond: 1.0,
+            },
+        }
+    }
+
+    /// Throughput in images/s.
+    pub fn images() -> Self {
+        Self {
+            formatter: UnitFormatter {
+                unit: "images/s",
+                per_nanosecond: 1e9,
+            },
         }
     }
 }
@@ -46,6 +60,8 @@ impl Measurement for WallClock {
 
 struct UnitFormatter {
     unit: &'static str,
+    /// Units per second for one counted element per nanosecond.
+    per_nanosecond: f64,
 }
 
 impl ValueFormatter for UnitFormatter {
@@ -73,8 +89,10 @@ impl ValueFormatter for UnitFormatter {
             Throughput::ElementsAndBytes { elements, .. } => elements as f64,
             Throughput::Bits(n) => n as f64,
         };
-        // values are nanoseconds per iteration: G-units per second is units per nanosecond.
-        values.iter_mut().for_each(|ns| *ns = per_iteration / *ns);
+        // values are nanoseconds per iteration.
+        values
+            .iter_mut()
+            .for_each(|ns| *ns = per_iteration / *ns * self.per_nanosecond);
         self.unit
     }
 

@@ -4,6 +4,7 @@ pub mod conv;
 pub mod dense;
 pub mod elementwise;
 pub mod measurement;
+pub mod network;
 pub mod peak;
 pub mod pool;
 

@@ -130,4 +130,16 @@ mod tests {
         }
         assert_eq!(Isa::from_name("sse9"), None);
     }
+
+    /// CI runs the kernel tests once per path through `CONSTNET_ISA`: prove the path switched.
+    #[test]
+    fn constnet_isa_selects_the_path() {
+        match std::env::var("CONSTNET_ISA")
+            .ok()
+            .and_then(|name| Isa::from_name(&name))
+        {
+            Some(isa) if isa.is_supported() => assert_eq!(Isa::active(), isa),
+            _ => assert_eq!(Isa::active(), Isa::supported()[0]),
+        }
+    }
 }

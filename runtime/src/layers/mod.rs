@@ -37,6 +37,8 @@ pub use params::{NoParams, ParamSet, TensorVisitor, TensorVisitorMut, UpdateVisi
 pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolOp, pool_output_len};
 pub use softmax::Softmax;
 
+use std::sync::{Mutex, PoisonError};
+
 use crate::shape::Shape;
 use crate::tensor::Batch;
 
@@ -113,18 +115,31 @@ pub trait Layer: Send + Sync {
 /// // error[E0271]: type mismatch resolving `<Dense<9, 2> as Layer>::Input == Flat<8>`
 /// let net = Chain::new(Dense::<4, 8>::new(&mut rng), Dense::<9, 2>::new(&mut rng));
 /// ```
-#[derive(Clone, Debug)]
-pub struct Chain<A, B> {
+#[derive(Debug)]
+pub struct Chain<A: Layer, B> {
     /// The layer that runs first.
     pub first: A,
     /// The layer fed by `first`.
     pub second: B,
+    /// The intermediate batch of inference, kept so repeated calls allocate nothing. Inference
+    /// takes `&self`; the lock is uncontended unless one chain serves several threads at once.
+    inference_middle: Mutex<Batch<A::Output>>,
 }
 
 impl<A: Layer, B: Layer<Input = A::Output>> Chain<A, B> {
     /// Chains `first` into `second`.
     pub fn new(first: A, second: B) -> Self {
-        Self { first, second }
+        Self {
+            first,
+            second,
+            inference_middle: Mutex::default(),
+        }
+    }
+}
+
+impl<A: Layer + Clone, B: Layer<Input = A::Output> + Clone> Clone for Chain<A, B> {
+    fn clone(&self) -> Self {
+        Self::new(self.first.clone(), self.second.clone())
     }
 }
 
@@ -155,7 +170,10 @@ impl<A: Layer, B: Layer<Input = A::Output>> Layer for Chain<A, B> {
     const PARAMS: usize = A::PARAMS + B::PARAMS;
 
     fn forward(&self, input: &Batch<A::Input>, output: &mut Batch<B::Output>) {
-        let mut middle = Batch::default();
+        let mut middle = self
+            .inference_middle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.first.forward(input, &mut middle);
         self.second.forward(&middle, output);
     }
