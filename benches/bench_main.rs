@@ -26,7 +26,8 @@ criterion_group! {
         benchmarks::conv::bench,
         benchmarks::pool::bench,
         benchmarks::dense::bench,
-        benchmarks::elementwise::bench
+        benchmarks::elementwise::bench,
+        benchmarks::gemm::bench
 }
 criterion_group! {
     name = networks;
