@@ -3,12 +3,12 @@
 //! the forward pass, as much again for each of the two gradients.
 
 use constnet::init::seeded_rng;
-use constnet::layers::{Conv2d, Layer};
-use constnet::{Batch, Hwc, Image};
-use criterion::{BenchmarkId, Criterion, Throughput};
+use constnet::layers::Conv2d;
+use constnet::{Hwc, Image};
+use criterion::Criterion;
 
 use super::measurement::WallClock;
-use super::{RUNS, noise, threads};
+use super::{Ops, forward_and_backward};
 
 fn conv<I: Image, O: Image, const K: usize>(c: &mut Criterion<WallClock>) {
     let mut group = c.benchmark_group(format!(
@@ -21,41 +21,14 @@ fn conv<I: Image, O: Image, const K: usize>(c: &mut Criterion<WallClock>) {
         O::C
     ));
     let layer = Conv2d::<I, O, K>::new(&mut seeded_rng(0));
-    for (label, samples, thread_count) in RUNS {
-        let pool = threads(thread_count);
-        let input = noise::<I>(samples);
-        let grad_output = noise::<O>(samples);
-        let mut output = Batch::default();
-        let mut grad_input = Batch::default();
-        let mut grads = layer.new_grads();
-        let forward_flops = (2 * samples * O::H * O::W * O::C * K * K * I::C) as u64;
-
-        group.throughput(Throughput::Elements(forward_flops));
-        group.bench_function(BenchmarkId::new("forward", label), |b| {
-            pool.install(|| b.iter(|| layer.forward(&input, &mut output)))
-        });
-        group.throughput(Throughput::Elements(2 * forward_flops));
-        group.bench_function(BenchmarkId::new("backward (input + weight)", label), |b| {
-            pool.install(|| {
-                b.iter(|| {
-                    layer.backward(
-                        &input,
-                        &output,
-                        &grad_output,
-                        &mut (),
-                        Some(&mut grad_input),
-                        &mut grads,
-                    )
-                })
-            })
-        });
-        group.throughput(Throughput::Elements(forward_flops));
-        group.bench_function(BenchmarkId::new("backward (weight only)", label), |b| {
-            pool.install(|| {
-                b.iter(|| layer.backward(&input, &output, &grad_output, &mut (), None, &mut grads))
-            })
-        });
-    }
+    forward_and_backward(&mut group, &layer, |samples| {
+        let forward = (2 * samples * O::H * O::W * O::C * K * K * I::C) as u64;
+        Ops {
+            forward,
+            backward: 2 * forward,
+            backward_params_only: Some(forward),
+        }
+    });
     group.finish();
 }
 

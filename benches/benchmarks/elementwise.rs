@@ -2,45 +2,23 @@
 //! softmax cross-entropy on 10 logits. "FLOPs" count one operation per value (ReLU) and five per
 //! logit (max, exp, sum, log-sum-exp, gradient) for the loss.
 
-use constnet::layers::{Layer, NoParams, Relu};
+use constnet::layers::Relu;
 use constnet::loss::sparse_softmax_cross_entropy;
 use constnet::{Batch, Flat, Hwc, Shape};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
 use super::measurement::WallClock;
-use super::{RUNS, noise, threads};
+use super::{Ops, forward_and_backward, noise};
 
 type Activations = Hwc<24, 24, 64>;
 
 pub fn bench(c: &mut Criterion<WallClock>) {
     let mut group = c.benchmark_group("relu 24x24x64");
-    let relu = Relu::<Activations>::new();
-    for (label, samples, thread_count) in RUNS {
-        let pool = threads(thread_count);
-        let input = noise::<Activations>(samples);
-        let grad_output = noise::<Activations>(samples);
-        let mut output = Batch::default();
-        let mut grad_input = Batch::default();
-        relu.forward(&input, &mut output);
-        group.throughput(Throughput::Elements((samples * Activations::LEN) as u64));
-        group.bench_function(BenchmarkId::new("forward", label), |b| {
-            pool.install(|| b.iter(|| relu.forward(&input, &mut output)))
-        });
-        group.bench_function(BenchmarkId::new("backward", label), |b| {
-            pool.install(|| {
-                b.iter(|| {
-                    relu.backward(
-                        &input,
-                        &output,
-                        &grad_output,
-                        &mut (),
-                        Some(&mut grad_input),
-                        &mut NoParams,
-                    )
-                })
-            })
-        });
-    }
+    forward_and_backward(&mut group, &Relu::<Activations>::new(), |samples| Ops {
+        forward: (samples * Activations::LEN) as u64,
+        backward: (samples * Activations::LEN) as u64,
+        backward_params_only: None,
+    });
     group.finish();
 
     let mut group = c.benchmark_group("softmax cross-entropy, 10 classes");

@@ -10,9 +10,13 @@ pub mod peak;
 pub mod pool;
 
 use constnet::init::seeded_rng;
+use constnet::layers::Layer;
 use constnet::rand::RngExt;
 use constnet::{Batch, Shape};
+use criterion::{BenchmarkGroup, BenchmarkId, Throughput};
 use rayon::{ThreadPool, ThreadPoolBuilder};
+
+use measurement::WallClock;
 
 /// A rayon pool of `threads` threads, to run a kernel on exactly that many cores.
 pub fn threads(threads: usize) -> ThreadPool {
@@ -34,3 +38,65 @@ pub const RUNS: [(&str, usize, usize); 3] = [
     ("batch 128", 128, 1),
     ("batch 128, 2 threads", 128, 2),
 ];
+
+/// Operation counts of one layer pass, for a whole batch.
+pub struct Ops {
+    /// Forward pass.
+    pub forward: u64,
+    /// Backward pass computing the input and parameter gradients.
+    pub backward: u64,
+    /// Backward pass computing only the parameter gradients (a network's first layer), if the
+    /// layer has parameters.
+    pub backward_params_only: Option<u64>,
+}
+
+/// Benchmarks `layer`'s forward and backward passes in every configuration of [`RUNS`];
+/// `ops(samples)` counts the work of each pass.
+pub fn forward_and_backward<L: Layer>(
+    group: &mut BenchmarkGroup<'_, WallClock>,
+    layer: &L,
+    ops: impl Fn(usize) -> Ops,
+) {
+    for (label, samples, thread_count) in RUNS {
+        let pool = threads(thread_count);
+        let input = noise::<L::Input>(samples);
+        let grad_output = noise::<L::Output>(samples);
+        let mut output = Batch::default();
+        let mut grad_input = Batch::default();
+        let mut grads = layer.new_grads();
+        let mut cache = L::Cache::default();
+        layer.forward(&input, &mut output);
+        let ops = ops(samples);
+
+        group.throughput(Throughput::Elements(ops.forward));
+        group.bench_function(BenchmarkId::new("forward", label), |b| {
+            pool.install(|| b.iter(|| layer.forward(&input, &mut output)))
+        });
+        group.throughput(Throughput::Elements(ops.backward));
+        group.bench_function(BenchmarkId::new("backward (input + params)", label), |b| {
+            pool.install(|| {
+                b.iter(|| {
+                    let grad_input = Some(&mut grad_input);
+                    layer.backward(
+                        &input,
+                        &output,
+                        &grad_output,
+                        &mut cache,
+                        grad_input,
+                        &mut grads,
+                    )
+                })
+            })
+        });
+        if let Some(params_only) = ops.backward_params_only {
+            group.throughput(Throughput::Elements(params_only));
+            group.bench_function(BenchmarkId::new("backward (params only)", label), |b| {
+                pool.install(|| {
+                    b.iter(|| {
+                        layer.backward(&input, &output, &grad_output, &mut cache, None, &mut grads)
+                    })
+                })
+            });
+        }
+    }
+}

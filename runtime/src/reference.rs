@@ -239,3 +239,30 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tolerance: f32) {
         );
     }
 }
+
+/// Asserts a layer's input, weight and bias gradients agree with the reference's.
+pub fn assert_gradients_close(
+    what: &str,
+    (input, weight, bias): (&[f32], &[f32], &[f32]),
+    (want_input, want_weight, want_bias): (Vec<f32>, Vec<f32>, Vec<f32>),
+    tolerance: f32,
+) {
+    assert_close(
+        &format!("{what}: input gradient"),
+        input,
+        &want_input,
+        tolerance,
+    );
+    assert_close(
+        &format!("{what}: weight gradient"),
+        weight,
+        &want_weight,
+        tolerance,
+    );
+    assert_close(
+        &format!("{what}: bias gradient"),
+        bias,
+        &want_bias,
+        tolerance,
+    );
+}

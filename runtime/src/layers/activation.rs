@@ -142,10 +142,6 @@ impl<S: Shape, F: ActivationFn> Layer for Activation<S, F> {
             });
     }
 
-    fn forward_train(&mut self, input: &Batch<S>, output: &mut Batch<S>, _cache: &mut ()) {
-        self.forward(input, output);
-    }
-
     fn backward(
         &self,
         input: &Batch<S>,

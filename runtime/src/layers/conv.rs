@@ -238,10 +238,6 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
             });
     }
 
-    fn forward_train(&mut self, input: &Batch<I>, output: &mut Batch<O>, _cache: &mut ()) {
-        self.forward(input, output);
-    }
-
     fn backward(
         &self,
         input: &Batch<I>,
@@ -324,7 +320,9 @@ mod tests {
 
     use super::*;
     use crate::init::seeded_rng;
-    use crate::reference::{Geometry, assert_close, conv2d_backward, conv2d_forward};
+    use crate::reference::{
+        Geometry, assert_close, assert_gradients_close, conv2d_backward, conv2d_forward,
+    };
     use crate::shape::Hwc;
 
     /// Forward, input, weight and bias gradients of one convolution against the reference.
@@ -369,29 +367,16 @@ mod tests {
         let mut dx = Batch::default();
         let mut grads = conv.new_grads();
         conv.backward(&x, &y, &dy, &mut (), Some(&mut dx), &mut grads);
-        let (want_dx, want_dw, want_db) = conv2d_backward(
-            geometry,
-            x.as_slice(),
-            &conv.params.weight,
-            dy.as_slice(),
-            samples,
-        );
-        assert_close(
-            &format!("{what}: input gradient"),
-            dx.as_slice(),
-            &want_dx,
-            1e-4,
-        );
-        assert_close(
-            &format!("{what}: weight gradient"),
-            &grads.weight,
-            &want_dw,
-            1e-4,
-        );
-        assert_close(
-            &format!("{what}: bias gradient"),
-            &grads.bias,
-            &want_db,
+        assert_gradients_close(
+            &what,
+            (dx.as_slice(), &grads.weight, &grads.bias),
+            conv2d_backward(
+                geometry,
+                x.as_slice(),
+                &conv.params.weight,
+                dy.as_slice(),
+                samples,
+            ),
             1e-4,
         );
 

@@ -72,15 +72,6 @@ impl<const IN: usize, const OUT: usize> Layer for Dense<IN, OUT> {
         );
     }
 
-    fn forward_train(
-        &mut self,
-        input: &Batch<Flat<IN>>,
-        output: &mut Batch<Flat<OUT>>,
-        _cache: &mut (),
-    ) {
-        self.forward(input, output);
-    }
-
     fn backward(
         &self,
         input: &Batch<Flat<IN>>,
@@ -124,7 +115,7 @@ mod tests {
 
     use super::*;
     use crate::init::seeded_rng;
-    use crate::reference::{assert_close, dense_backward, dense_forward};
+    use crate::reference::{assert_close, assert_gradients_close, dense_backward, dense_forward};
 
     fn matches_reference<const IN: usize, const OUT: usize>(samples: usize) {
         let mut rng = seeded_rng(IN as u64);
@@ -149,29 +140,16 @@ mod tests {
         let mut dx = Batch::default();
         let mut grads = dense.new_grads();
         dense.backward(&x, &y, &dy, &mut (), Some(&mut dx), &mut grads);
-        let (want_dx, want_dw, want_db) = dense_backward(
-            x.as_slice(),
-            &dense.params.weight,
-            dy.as_slice(),
-            samples,
-            OUT,
-        );
-        assert_close(
-            &format!("{what}: input gradient"),
-            dx.as_slice(),
-            &want_dx,
-            1e-4,
-        );
-        assert_close(
-            &format!("{what}: weight gradient"),
-            &grads.weight,
-            &want_dw,
-            1e-4,
-        );
-        assert_close(
-            &format!("{what}: bias gradient"),
-            &grads.bias,
-            &want_db,
+        assert_gradients_close(
+            &what,
+            (dx.as_slice(), &grads.weight, &grads.bias),
+            dense_backward(
+                x.as_slice(),
+                &dense.params.weight,
+                dy.as_slice(),
+                samples,
+                OUT,
+            ),
             1e-4,
         );
     }

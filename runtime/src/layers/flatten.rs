@@ -38,10 +38,6 @@ impl<I: Shape, const N: usize> Layer for Flatten<I, N> {
         output.as_mut_slice().copy_from_slice(input.as_slice());
     }
 
-    fn forward_train(&mut self, input: &Batch<I>, output: &mut Batch<Flat<N>>, _cache: &mut ()) {
-        self.forward(input, output);
-    }
-
     fn backward(
         &self,
         _input: &Batch<I>,

@@ -59,13 +59,17 @@ pub trait Layer: Send + Sync {
     /// Inference forward pass: `output` is resized to `input.len()` samples and overwritten.
     fn forward(&self, input: &Batch<Self::Input>, output: &mut Batch<Self::Output>);
 
-    /// Training forward pass: like [`Layer::forward`], in training mode, filling `cache`.
+    /// Training forward pass: like [`Layer::forward`], in training mode, filling `cache`. By
+    /// default the inference pass, for layers that behave the same in both modes and keep
+    /// nothing for backward.
     fn forward_train(
         &mut self,
         input: &Batch<Self::Input>,
         output: &mut Batch<Self::Output>,
-        cache: &mut Self::Cache,
-    );
+        _cache: &mut Self::Cache,
+    ) {
+        self.forward(input, output);
+    }
 
     /// Backward pass for the batch last run through [`Layer::forward_train`] with this `cache`:
     /// overwrites `grads` with the gradient of the loss with respect to each parameter, and

@@ -158,10 +158,6 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
             });
     }
 
-    fn forward_train(&mut self, input: &Batch<I>, output: &mut Batch<O>, _cache: &mut ()) {
-        self.forward(input, output);
-    }
-
     fn backward(
         &self,
         input: &Batch<I>,

@@ -51,10 +51,6 @@ impl<S: Shape> Layer for Softmax<S> {
         }
     }
 
-    fn forward_train(&mut self, input: &Batch<S>, output: &mut Batch<S>, _cache: &mut ()) {
-        self.forward(input, output);
-    }
-
     /// `dx = y ⊙ (dy − Σ dy ⊙ y)` per row.
     fn backward(
         &self,
