@@ -6,4 +6,5 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub use constnet_macros::network;
 pub use constnet_runtime::*;

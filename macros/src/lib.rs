@@ -1,5 +1,24 @@
 //! The `network!` procedural macro of constnet.
 //!
-//! It will parse a layer list, infer every shape at expansion time and generate a statically
-//! shaped network built from `constnet-runtime` types. Until then this crate only reserves its
-//! place in the workspace, so that the facade's public surface does not change when it lands.
+//! `network! { pub MnistCnn<input(28, 28, 1) conv(32, 3) relu ... dense(10) softmax> }` parses
+//! the layer list ([`ast`]), checks every argument and infers every shape at expansion time
+//! ([`valid`]), and writes a statically shaped network of `constnet` runtime layers with
+//! straight-line passes ([`expand`]). A mistake becomes a `compile_error!` on the layer (or
+//! argument) at fault, saying what shape reached it.
+
+mod ast;
+mod expand;
+mod valid;
+
+use proc_macro::TokenStream;
+
+/// Defines a network from its layer list; see the `constnet` crate's documentation for the
+/// grammar and what is generated.
+#[proc_macro]
+pub fn network(input: TokenStream) -> TokenStream {
+    let def = syn::parse_macro_input!(input as ast::NetworkDef);
+    match valid::validate(def) {
+        Ok(network) => expand::expand(&network).into(),
+        Err(error) => error.to_compile_error().into(),
+    }
+}

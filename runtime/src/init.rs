@@ -15,6 +15,11 @@ pub fn seeded_rng(seed: u64) -> SeededRng {
     SeededRng::seed_from_u64(seed)
 }
 
+/// A fresh 64-bit seed drawn from `rng` (for the dropout layers of a network built from one seed).
+pub fn next_seed(rng: &mut SeededRng) -> u64 {
+    rng.random()
+}
+
 /// How a weight tensor is filled.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Init {

@@ -14,6 +14,7 @@ pub mod init;
 pub mod kernels;
 pub mod layers;
 pub mod loss;
+pub mod network;
 #[cfg(test)]
 mod reference;
 pub mod shape;

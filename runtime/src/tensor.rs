@@ -173,6 +173,12 @@ impl<S: Shape> Batch<S> {
         self.data.resize(len * S::LEN, 0.0);
     }
 
+    /// Makes this batch a copy of `other`, keeping the allocation when it is large enough.
+    pub fn copy_from(&mut self, other: &Batch<S>) {
+        self.resize(other.len());
+        self.data.copy_from_slice(&other.data);
+    }
+
     /// Sets every value to zero.
     pub fn fill_zero(&mut self) {
         self.data.fill(0.0);

@@ -100,6 +100,7 @@ impl<S: Shape> Layer for BatchNorm<S> {
     type Grads = WeightBias;
     type Cache = BatchNormCache;
     const PARAMS: usize = 2 * S::CHANNELS;
+    const BUFFERS: usize = 2 * S::CHANNELS;
 
     fn forward(&self, input: &Batch<S>, output: &mut Batch<S>) {
         output.resize(input.len());

@@ -55,6 +55,8 @@ pub trait Layer: Send + Sync {
 
     /// Number of trainable parameters.
     const PARAMS: usize;
+    /// Number of values saved with the layer but not trained (see [`Layer::visit_buffers`]).
+    const BUFFERS: usize = 0;
 
     /// Inference forward pass: `output` is resized to `input.len()` samples and overwritten.
     fn forward(&self, input: &Batch<Self::Input>, output: &mut Batch<Self::Output>);
@@ -172,6 +174,7 @@ impl<A: Layer, B: Layer<Input = A::Output>> Layer for Chain<A, B> {
     type Grads = (A::Grads, B::Grads);
     type Cache = ChainCache<A, B>;
     const PARAMS: usize = A::PARAMS + B::PARAMS;
+    const BUFFERS: usize = A::BUFFERS + B::BUFFERS;
 
     fn forward(&self, input: &Batch<A::Input>, output: &mut Batch<B::Output>) {
         let mut middle = self

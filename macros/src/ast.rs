@@ -1,0 +1,213 @@
+//! The syntax of `network!`, parsed but not yet checked.
+//!
+//! ```text
+//! network := attribute* visibility NAME '<' (layer ','?)* '>'
+//! layer    := IDENT ( '(' (argument (',' argument)*)? ')' )?
+//! argument := value | IDENT '=' value
+//! value    := '-'? LITERAL | IDENT
+//! ```
+//! Meaning (which layers exist, how many arguments they take, what their shapes become) is
+//! `valid.rs`'s business; this module only keeps each piece with the tokens it came from, so
+//! errors can point at them.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::ToTokens;
+use syn::parse::{Parse, ParseStream};
+use syn::{Attribute, Ident, Lit, Token, Visibility, parenthesized, token};
+
+/// A whole `network!` invocation.
+pub struct NetworkDef {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub layers: Vec<LayerDef>,
+    /// The `<` ... `>` brackets, for errors about the list as a whole.
+    pub brackets: TokenStream,
+}
+
+/// One layer as written: `conv(32, 3, stride = 2)`.
+pub struct LayerDef {
+    pub kind: Ident,
+    pub args: Vec<Arg>,
+    /// The parentheses, if the layer has them (`relu` has none).
+    pub paren: Option<token::Paren>,
+}
+
+/// One argument of a layer: positional (`32`) or named (`stride = 2`).
+pub struct Arg {
+    pub name: Option<Ident>,
+    pub value: Value,
+    pub tokens: TokenStream,
+}
+
+/// An argument's value.
+pub enum Value {
+    /// A literal, possibly negated: `3`, `0.25`, `-5`.
+    Number { negative: bool, literal: Lit },
+    /// A bare word: `same`.
+    Word(Ident),
+}
+
+impl LayerDef {
+    /// The layer as a user reads it: `conv(32, 3, stride = 2)`.
+    pub fn spec(&self) -> String {
+        if self.paren.is_none() {
+            return self.kind.to_string();
+        }
+        let args: Vec<String> = self.args.iter().map(Arg::text).collect();
+        format!("{}({})", self.kind, args.join(", "))
+    }
+
+    /// The tokens of the whole layer, so an error spans name and arguments.
+    pub fn tokens(&self) -> TokenStream {
+        let mut tokens = self.kind.to_token_stream();
+        if let Some(paren) = &self.paren {
+            paren.surround(&mut tokens, |inner| {
+                for arg in &self.args {
+                    inner.extend(arg.tokens.clone());
+                }
+            });
+        }
+        tokens
+    }
+}
+
+impl Arg {
+    /// The argument as written, with normalised spacing: `stride = 2`, `-5`.
+    pub fn text(&self) -> String {
+        let value = match &self.value {
+            Value::Number { negative, literal } => {
+                format!(
+                    "{}{}",
+                    if *negative { "-" } else { "" },
+                    literal.to_token_stream()
+                )
+            }
+            Value::Word(word) => word.to_string(),
+        };
+        match &self.name {
+            Some(name) => format!("{name} = {value}"),
+            None => value,
+        }
+    }
+}
+
+impl Parse for NetworkDef {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        let name: Ident = input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "expected the network's name, e.g. `pub MnistCnn<...>`",
+            )
+        })?;
+        let open: Token![<] = input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "expected `<` and the layer list, e.g. `MnistCnn<input(28, 28, 1) dense(10)>`",
+            )
+        })?;
+        let mut layers = Vec::new();
+        while !input.peek(Token![>]) {
+            if input.is_empty() {
+                return Err(syn::Error::new(
+                    Span::call_site(),
+                    "the layer list is not closed: expected `>` after the last layer",
+                ));
+            }
+            if input.peek(Token![,]) {
+                input.parse::<Token![,]>()?;
+                continue;
+            }
+            layers.push(input.parse()?);
+        }
+        let close: Token![>] = input.parse()?;
+        if !input.is_empty() {
+            return Err(input.error("unexpected tokens after the layer list's closing `>`"));
+        }
+        let mut brackets = open.to_token_stream();
+        close.to_tokens(&mut brackets);
+        Ok(Self {
+            attrs,
+            vis,
+            name,
+            layers,
+            brackets,
+        })
+    }
+}
+
+impl Parse for LayerDef {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let kind: Ident = input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "expected a layer, e.g. `conv(32, 3)`, `relu` or `dense(10)`",
+            )
+        })?;
+        if !input.peek(token::Paren) {
+            return Ok(Self {
+                kind,
+                args: Vec::new(),
+                paren: None,
+            });
+        }
+        let content;
+        let paren = parenthesized!(content in input);
+        let mut args = Vec::new();
+        while !content.is_empty() {
+            args.push(content.parse()?);
+            if !content.is_empty() {
+                content.parse::<Token![,]>()?;
+            }
+        }
+        Ok(Self {
+            kind,
+            args,
+            paren: Some(paren),
+        })
+    }
+}
+
+impl Parse for Arg {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut tokens = TokenStream::new();
+        let name = if input.peek(syn::Ident) && input.peek2(Token![=]) {
+            let name: Ident = input.parse()?;
+            let eq: Token![=] = input.parse()?;
+            name.to_tokens(&mut tokens);
+            eq.to_tokens(&mut tokens);
+            Some(name)
+        } else {
+            None
+        };
+        let value = if input.peek(syn::Ident) {
+            let word: Ident = input.parse()?;
+            word.to_tokens(&mut tokens);
+            Value::Word(word)
+        } else {
+            let negative = input.peek(Token![-]);
+            if negative {
+                input.parse::<Token![-]>()?.to_tokens(&mut tokens);
+            }
+            let literal: Lit = input.parse().map_err(|e| {
+                syn::Error::new(e.span(), "expected a number or a word such as `same`")
+            })?;
+            literal.to_tokens(&mut tokens);
+            Value::Number { negative, literal }
+        };
+        if !input.is_empty() && !input.peek(Token![,]) {
+            let unexpected: TokenTree = input.parse()?;
+            return Err(syn::Error::new_spanned(
+                unexpected,
+                "expected `,` between a layer's arguments",
+            ));
+        }
+        Ok(Self {
+            name,
+            value,
+            tokens,
+        })
+    }
+}

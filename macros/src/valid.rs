@@ -1,0 +1,603 @@
+//! Meaning and shapes: turns the parsed layer list into layers with checked arguments and the
+//! shape every layer receives and produces, or an error on the layer (or argument) at fault that
+//! says what shape reached it and why that cannot work.
+
+use std::fmt;
+
+use quote::{ToTokens, format_ident};
+use syn::{Attribute, Ident, Lit, Visibility};
+
+use crate::ast::{Arg, LayerDef, NetworkDef, Value};
+
+/// A sample shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// A vector of features.
+    Flat(usize),
+    /// Rows, columns, channels.
+    Image(usize, usize, usize),
+}
+
+impl Shape {
+    pub fn len(self) -> usize {
+        match self {
+            Shape::Flat(n) => n,
+            Shape::Image(h, w, c) => h * w * c,
+        }
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Flat(n) => write!(f, "a flat vector of {n}"),
+            Shape::Image(h, w, c) => write!(f, "{h}x{w}x{c}"),
+        }
+    }
+}
+
+/// What a layer does, with its checked arguments.
+#[derive(Clone)]
+pub enum Kind {
+    Conv {
+        filters: usize,
+        kernel: usize,
+        stride: usize,
+        same: bool,
+    },
+    Pool {
+        max: bool,
+        size: usize,
+        stride: usize,
+    },
+    Dense {
+        units: usize,
+    },
+    Flatten,
+    Relu,
+    LeakyRelu {
+        alpha: Lit,
+    },
+    Sigmoid,
+    Tanh,
+    Softmax,
+    Dropout {
+        rate: Lit,
+    },
+    BatchNorm,
+}
+
+impl Kind {
+    /// Whether the layer has trainable parameters (and so a gradient field).
+    pub fn has_params(&self) -> bool {
+        matches!(
+            self,
+            Kind::Conv { .. } | Kind::Dense { .. } | Kind::BatchNorm
+        )
+    }
+}
+
+/// A checked layer with its shapes.
+pub struct Layer {
+    pub kind: Kind,
+    /// Field name in the generated struct: `conv1`, `relu2`, ...
+    pub field: Ident,
+    /// The layer as written: `conv(32, 3)`.
+    pub spec: String,
+    pub input: Shape,
+    pub output: Shape,
+}
+
+/// A checked network.
+pub struct Network {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub input: Shape,
+    pub layers: Vec<Layer>,
+}
+
+impl Network {
+    /// Whether the last layer is softmax (the only place it may be).
+    pub fn ends_with_softmax(&self) -> bool {
+        matches!(self.layers.last().map(|l| &l.kind), Some(Kind::Softmax))
+    }
+}
+
+/// Every layer the grammar knows, with its signature, for messages and did-you-mean.
+const LAYERS: &[(&str, &str)] = &[
+    ("input", "input(h, w, c) or input(n)"),
+    (
+        "conv",
+        "conv(filters, kernel) with optional stride = s, padding = same | valid",
+    ),
+    ("maxpool", "maxpool(size) with optional stride = s"),
+    ("avgpool", "avgpool(size) with optional stride = s"),
+    ("dense", "dense(units)"),
+    ("flatten", "flatten"),
+    ("relu", "relu"),
+    ("leaky_relu", "leaky_relu(alpha)"),
+    ("sigmoid", "sigmoid"),
+    ("tanh", "tanh"),
+    ("softmax", "softmax"),
+    ("dropout", "dropout(rate)"),
+    ("batchnorm", "batchnorm"),
+];
+
+fn error(tokens: impl ToTokens, message: impl fmt::Display) -> syn::Error {
+    syn::Error::new_spanned(tokens, message)
+}
+
+/// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
+fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|candidate| (strsim::jaro_winkler(word, candidate), candidate))
+        .filter(|&(similarity, _)| similarity >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| candidate)
+}
+
+/// A layer's arguments, split into positional and named, checked against its signature.
+struct Args<'a> {
+    layer: &'a LayerDef,
+    spec: String,
+    positional: Vec<&'a Arg>,
+}
+
+impl<'a> Args<'a> {
+    /// Checks that the layer has exactly the positional arguments `names` and only the named
+    /// options `options` (each at most once).
+    fn new(
+        layer: &'a LayerDef,
+        names: &[&str],
+        options: &[&str],
+        example: &str,
+    ) -> syn::Result<Self> {
+        let spec = layer.spec();
+        let kind = layer.kind.to_string();
+        let positional: Vec<&Arg> = layer.args.iter().filter(|a| a.name.is_none()).collect();
+        if names.is_empty() && layer.paren.is_some() && options.is_empty() {
+            return Err(error(
+                layer.tokens(),
+                format!("`{kind}` takes no arguments: write `{kind}`"),
+            ));
+        }
+        if positional.len() < names.len() {
+            let missing = names[positional.len()..].join(" and ");
+            return Err(error(
+                layer.tokens(),
+                format!("`{spec}` is missing its {missing}: write e.g. `{example}`"),
+            ));
+        }
+        if let Some(extra) = positional.get(names.len()) {
+            let takes = match names.len() {
+                0 => "no positional arguments".to_string(),
+                1 => format!("one argument ({})", names[0]),
+                n => format!("{n} arguments ({})", names.join(", ")),
+            };
+            return Err(error(
+                &extra.tokens,
+                format!("`{kind}` takes {takes}, e.g. `{example}`"),
+            ));
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for arg in layer.args.iter().filter(|a| a.name.is_some()) {
+            let name = arg.name.as_ref().expect("named").to_string();
+            if !options.contains(&name.as_str()) {
+                let hint = match did_you_mean(&name, options.iter().copied()) {
+                    Some(option) => format!("; did you mean `{option}`?"),
+                    None if options.is_empty() => String::new(),
+                    None => format!("; its options are {}", list(options)),
+                };
+                return Err(error(
+                    &arg.tokens,
+                    format!("`{kind}` has no option `{name}`{hint}"),
+                ));
+            }
+            if seen.contains(&name) {
+                return Err(error(
+                    &arg.tokens,
+                    format!("`{name}` is given twice in `{spec}`"),
+                ));
+            }
+            seen.push(name);
+        }
+        Ok(Self {
+            layer,
+            spec,
+            positional,
+        })
+    }
+
+    /// The named option `name`, if given.
+    fn option(&self, name: &str) -> Option<&'a Arg> {
+        self.layer
+            .args
+            .iter()
+            .find(|a| a.name.as_ref().is_some_and(|n| n == name))
+    }
+
+    /// A whole number of at least 1.
+    fn positive_int(&self, arg: &Arg, what: &str) -> syn::Result<usize> {
+        let text = arg.text();
+        let not = |why: &str| {
+            error(
+                &arg.tokens,
+                format!("`{}`: {what} must be {why}, not `{text}`", self.spec),
+            )
+        };
+        match &arg.value {
+            Value::Number {
+                negative: false,
+                literal: Lit::Int(int),
+            } => {
+                let value: usize = int
+                    .base10_parse()
+                    .map_err(|_| not("a whole number that fits in usize"))?;
+                if value == 0 {
+                    Err(error(
+                        &arg.tokens,
+                        format!("`{}`: {what} must be at least 1", self.spec),
+                    ))
+                } else {
+                    Ok(value)
+                }
+            }
+            Value::Number { negative: true, .. } => Err(not("a positive whole number")),
+            Value::Number {
+                literal: Lit::Float(_),
+                ..
+            } => Err(not("a whole number")),
+            _ => Err(not("a positive whole number")),
+        }
+    }
+
+    /// A number (integer or float literal), possibly negative, as written.
+    fn number(&self, arg: &Arg, what: &str) -> syn::Result<(f64, Lit)> {
+        match &arg.value {
+            Value::Number { negative, literal } => {
+                let value: f64 = match literal {
+                    Lit::Int(int) => int.base10_parse()?,
+                    Lit::Float(float) => float.base10_parse()?,
+                    _ => {
+                        return Err(error(
+                            &arg.tokens,
+                            format!("`{}`: {what} must be a number", self.spec),
+                        ));
+                    }
+                };
+                let value = if *negative { -value } else { value };
+                let float = syn::LitFloat::new(&format!("{value:?}f32"), literal.span());
+                Ok((value, Lit::Float(float)))
+            }
+            Value::Word(word) => Err(error(
+                word,
+                format!("`{}`: {what} must be a number, not `{word}`", self.spec),
+            )),
+        }
+    }
+}
+
+/// `a`, `b` and `c`.
+fn list(items: &[&str]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("`{i}`")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => quoted.join(""),
+    }
+}
+
+/// Where a layer's input comes from, for messages: "the output of maxpool(2)".
+fn source(previous: Option<&Layer>) -> String {
+    match previous {
+        Some(layer) => format!("the output of `{}`", layer.spec),
+        None => "the network's input".into(),
+    }
+}
+
+/// Checks the whole network.
+pub fn validate(def: NetworkDef) -> syn::Result<Network> {
+    let NetworkDef {
+        attrs,
+        vis,
+        name,
+        layers: defs,
+        brackets,
+    } = def;
+    let Some((first, rest)) = defs.split_first() else {
+        return Err(error(
+            brackets,
+            "the network has no layers: write its input shape, e.g. `input(28, 28, 1)`, then at \
+             least one layer",
+        ));
+    };
+    if first.kind != "input" {
+        return Err(error(
+            first.tokens(),
+            format!(
+                "a network starts with its input shape, `input(h, w, c)` or `input(n)`, but this \
+                 one starts with `{}`",
+                first.spec()
+            ),
+        ));
+    }
+    let input = input_shape(first)?;
+    if rest.is_empty() {
+        return Err(error(
+            first.tokens(),
+            format!(
+                "the network has only an input: add at least one layer after `{}`",
+                first.spec()
+            ),
+        ));
+    }
+    let mut layers: Vec<Layer> = Vec::new();
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for (index, def) in rest.iter().enumerate() {
+        let received = layers.last().map_or(input, |l| l.output);
+        let kind = interpret(def, received, layers.last())?;
+        if matches!(kind, Kind::Softmax) && index + 1 < rest.len() {
+            return Err(error(
+                def.tokens(),
+                format!(
+                    "`softmax` must be the last layer (training fuses it with the cross-entropy \
+                     loss), but it is followed by `{}`",
+                    rest[index + 1].spec()
+                ),
+            ));
+        }
+        let output = output_shape(&kind, received);
+        let kind_name = def.kind.to_string();
+        let count = match counts.iter_mut().find(|(k, _)| *k == kind_name) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                counts.push((kind_name.clone(), 1));
+                1
+            }
+        };
+        layers.push(Layer {
+            kind,
+            field: format_ident!("{}{}", kind_name, count, span = def.kind.span()),
+            spec: def.spec(),
+            input: received,
+            output,
+        });
+    }
+    if let [only] = &layers[..]
+        && matches!(only.kind, Kind::Softmax)
+    {
+        return Err(error(
+            rest[0].tokens(),
+            "`softmax` turns logits into probabilities: it needs a layer before it that makes the \
+             logits, e.g. `dense(10) softmax`",
+        ));
+    }
+    Ok(Network {
+        attrs,
+        vis,
+        name,
+        input,
+        layers,
+    })
+}
+
+fn input_shape(def: &LayerDef) -> syn::Result<Shape> {
+    let example = "input(28, 28, 1)";
+    let dims: Vec<&Arg> = def.args.iter().collect();
+    let args = match dims.len() {
+        1 => Args::new(def, &["size"], &[], "input(784)")?,
+        3 => Args::new(def, &["height", "width", "channels"], &[], example)?,
+        _ => {
+            return Err(error(
+                def.tokens(),
+                format!(
+                    "`{}`: the input is `input(height, width, channels)` for images or \
+                     `input(size)` for flat vectors",
+                    def.spec()
+                ),
+            ));
+        }
+    };
+    let sizes = args
+        .positional
+        .iter()
+        .zip(["the height", "the width", "the number of channels"])
+        .map(|(arg, what)| args.positive_int(arg, if dims.len() == 1 { "the size" } else { what }))
+        .collect::<syn::Result<Vec<usize>>>()?;
+    Ok(match sizes[..] {
+        [n] => Shape::Flat(n),
+        [h, w, c] => Shape::Image(h, w, c),
+        _ => unreachable!("one or three dimensions were checked above"),
+    })
+}
+
+/// Checks one layer's arguments against its signature and its input shape.
+fn interpret(def: &LayerDef, received: Shape, previous: Option<&Layer>) -> syn::Result<Kind> {
+    let kind = def.kind.to_string();
+    let spec = def.spec();
+    let needs_image = |what: &str| -> syn::Result<(usize, usize, usize)> {
+        match received {
+            Shape::Image(h, w, c) => Ok((h, w, c)),
+            Shape::Flat(n) => Err(error(
+                def.tokens(),
+                format!(
+                    "`{spec}` needs an image (height x width x channels), but receives a flat \
+                     vector of {n} ({}): {what} cannot follow `flatten` or a dense layer",
+                    source(previous)
+                ),
+            )),
+        }
+    };
+    let window_fits = |size: usize, what: &str, h: usize, w: usize| -> syn::Result<()> {
+        if h < size || w < size {
+            return Err(error(
+                def.tokens(),
+                format!(
+                    "`{spec}` needs an input of at least {size}x{size}, but receives {received} \
+                     ({}): the {what} is larger than its input",
+                    source(previous)
+                ),
+            ));
+        }
+        Ok(())
+    };
+    Ok(match kind.as_str() {
+        "conv" => {
+            let args = Args::new(
+                def,
+                &["number of filters", "kernel size"],
+                &["stride", "padding"],
+                "conv(32, 3)",
+            )?;
+            let filters = args.positive_int(args.positional[0], "the number of filters")?;
+            let kernel = args.positive_int(args.positional[1], "the kernel size")?;
+            let stride = match args.option("stride") {
+                Some(arg) => args.positive_int(arg, "the stride")?,
+                None => 1,
+            };
+            let same = match args.option("padding").map(|a| &a.value) {
+                None => false,
+                Some(Value::Word(word)) if word == "valid" => false,
+                Some(Value::Word(word)) if word == "same" => true,
+                Some(_) => {
+                    let arg = args.option("padding").expect("present");
+                    return Err(error(
+                        &arg.tokens,
+                        format!(
+                            "`{spec}`: padding is `same` or `valid`, not `{}`",
+                            arg.text()
+                        ),
+                    ));
+                }
+            };
+            let (h, w, _) = needs_image("a convolution")?;
+            if !same {
+                window_fits(kernel, "kernel", h, w)?;
+            }
+            Kind::Conv {
+                filters,
+                kernel,
+                stride,
+                same,
+            }
+        }
+        "maxpool" | "avgpool" => {
+            let example = format!("{kind}(2)");
+            let args = Args::new(def, &["pool size"], &["stride"], &example)?;
+            let size = args.positive_int(args.positional[0], "the pool size")?;
+            let stride = match args.option("stride") {
+                Some(arg) => args.positive_int(arg, "the stride")?,
+                None => size,
+            };
+            let (h, w, _) = needs_image("pooling")?;
+            window_fits(size, "pooling window", h, w)?;
+            Kind::Pool {
+                max: kind == "maxpool",
+                size,
+                stride,
+            }
+        }
+        "dense" => {
+            let args = Args::new(def, &["number of units"], &[], "dense(128)")?;
+            let units = args.positive_int(args.positional[0], "the number of units")?;
+            if let Shape::Image(..) = received {
+                return Err(error(
+                    def.tokens(),
+                    format!(
+                        "`{spec}` needs a flat input, but receives {received} ({}): add `flatten` \
+                         before it",
+                        source(previous)
+                    ),
+                ));
+            }
+            Kind::Dense { units }
+        }
+        "leaky_relu" => {
+            let args = Args::new(def, &["slope alpha"], &[], "leaky_relu(0.1)")?;
+            let (_, alpha) = args.number(args.positional[0], "the slope alpha")?;
+            Kind::LeakyRelu { alpha }
+        }
+        "dropout" => {
+            let args = Args::new(def, &["rate"], &[], "dropout(0.25)")?;
+            let (rate, literal) = args.number(args.positional[0], "the rate")?;
+            if !(0.0..1.0).contains(&rate) {
+                return Err(error(
+                    &args.positional[0].tokens,
+                    format!(
+                        "`{spec}`: the dropout rate is the fraction of values dropped, so it must \
+                         be in [0, 1), not {rate}"
+                    ),
+                ));
+            }
+            Kind::Dropout { rate: literal }
+        }
+        "flatten" | "relu" | "sigmoid" | "tanh" | "softmax" | "batchnorm" => {
+            Args::new(def, &[], &[], &kind)?;
+            match kind.as_str() {
+                "flatten" => Kind::Flatten,
+                "relu" => Kind::Relu,
+                "sigmoid" => Kind::Sigmoid,
+                "tanh" => Kind::Tanh,
+                "softmax" => Kind::Softmax,
+                _ => Kind::BatchNorm,
+            }
+        }
+        "input" => {
+            return Err(error(
+                def.tokens(),
+                format!("`{spec}`: a network has one input, its first layer; remove this one"),
+            ));
+        }
+        unknown => {
+            let names = LAYERS.iter().map(|(name, _)| *name);
+            let hint = match did_you_mean(unknown, names) {
+                Some(name) => {
+                    let signature = LAYERS.iter().find(|(n, _)| *n == name).expect("known").1;
+                    format!("did you mean `{name}` ({signature})?")
+                }
+                None => format!(
+                    "the layers are {}",
+                    list(&LAYERS.iter().map(|(name, _)| *name).collect::<Vec<_>>())
+                ),
+            };
+            return Err(error(
+                &def.kind,
+                format!("unknown layer `{unknown}`: {hint}"),
+            ));
+        }
+    })
+}
+
+/// The shape a (checked) layer produces from `input`.
+fn output_shape(kind: &Kind, input: Shape) -> Shape {
+    let image = |h, w, c| Shape::Image(h, w, c);
+    match kind {
+        Kind::Conv {
+            filters,
+            kernel,
+            stride,
+            same,
+        } => match input {
+            Shape::Image(h, w, _) if *same => {
+                image(h.div_ceil(*stride), w.div_ceil(*stride), *filters)
+            }
+            Shape::Image(h, w, _) => image(
+                (h - kernel) / stride + 1,
+                (w - kernel) / stride + 1,
+                *filters,
+            ),
+            Shape::Flat(_) => unreachable!("checked by interpret"),
+        },
+        Kind::Pool { size, stride, .. } => match input {
+            Shape::Image(h, w, c) => image((h - size) / stride + 1, (w - size) / stride + 1, c),
+            Shape::Flat(_) => unreachable!("checked by interpret"),
+        },
+        Kind::Dense { units } => Shape::Flat(*units),
+        Kind::Flatten => Shape::Flat(input.len()),
+        _ => input,
+    }
+}
