@@ -79,7 +79,7 @@ fn parameter_count_and_summary_match_keras() {
     assert_eq!(outputs[0], &[26, 26, 32]);
     assert_eq!(outputs[4], &[12, 12, 64]);
     assert_eq!(outputs[10], &[10]);
-    assert!(MnistCnn::ENDS_WITH_SOFTMAX);
+    const { assert!(MnistCnn::ENDS_WITH_SOFTMAX) };
     let strided: Vec<&str> = Strided::LAYERS.iter().map(|l| l.spec).collect();
     assert_eq!(strided[0], "conv(4, 3, stride = 2)");
     assert_eq!(
@@ -103,18 +103,18 @@ fn matches_the_same_layers_composed_by_hand() {
                 Chain::new(
                     net.relu2.clone(),
                     Chain::new(
-                        net.maxpool1.clone(),
+                        net.maxpool1,
                         Chain::new(
                             net.dropout1.clone(),
                             Chain::new(
-                                net.flatten1.clone(),
+                                net.flatten1,
                                 Chain::new(
                                     net.dense1.clone(),
                                     Chain::new(
                                         net.relu3.clone(),
                                         Chain::new(
                                             net.dropout2.clone(),
-                                            Chain::new(net.dense2.clone(), net.softmax1.clone()),
+                                            Chain::new(net.dense2.clone(), net.softmax1),
                                         ),
                                     ),
                                 ),

@@ -75,19 +75,20 @@ impl LayerDef {
 impl Arg {
     /// The argument as written, with normalised spacing: `stride = 2`, `-5`.
     pub fn text(&self) -> String {
-        let value = match &self.value {
+        match &self.name {
+            Some(name) => format!("{name} = {}", self.value_text()),
+            None => self.value_text(),
+        }
+    }
+
+    /// The value alone, as written: `2` in `stride = 2`.
+    pub fn value_text(&self) -> String {
+        match &self.value {
             Value::Number { negative, literal } => {
-                format!(
-                    "{}{}",
-                    if *negative { "-" } else { "" },
-                    literal.to_token_stream()
-                )
+                let sign = if *negative { "-" } else { "" };
+                format!("{sign}{}", literal.to_token_stream())
             }
             Value::Word(word) => word.to_string(),
-        };
-        match &self.name {
-            Some(name) => format!("{name} = {value}"),
-            None => value,
         }
     }
 }

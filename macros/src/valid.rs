@@ -469,7 +469,7 @@ fn interpret(def: &LayerDef, received: Shape, previous: Option<&Layer>) -> syn::
                         &arg.tokens,
                         format!(
                             "`{spec}`: padding is `same` or `valid`, not `{}`",
-                            arg.text()
+                            arg.value_text()
                         ),
                     ));
                 }

@@ -1,0 +1,6 @@
+// No layers at all.
+constnet::network! {
+    Net<>
+}
+
+fn main() {}

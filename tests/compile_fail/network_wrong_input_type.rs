@@ -1,0 +1,15 @@
+// A generated network fed images of another shape.
+use constnet::layers::Layer;
+use constnet::network::Network;
+use constnet::{Batch, Hwc};
+
+constnet::network! {
+    MnistMlp<input(28, 28, 1) flatten dense(128) relu dense(10)>
+}
+
+fn main() {
+    let net = MnistMlp::new(0);
+    let cifar_images = Batch::<Hwc<32, 32, 3>>::zeros(1);
+    let mut output = Batch::default();
+    net.forward(&cifar_images, &mut output);
+}
