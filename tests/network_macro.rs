@@ -3,7 +3,7 @@
 
 use constnet::gradcheck::GradCheck;
 use constnet::init::seeded_rng;
-use constnet::layers::*;
+use constnet::layers::{Chain, Layer, ParamSet};
 use constnet::loss::sparse_softmax_cross_entropy;
 use constnet::network::Network;
 use constnet::rand::RngExt;

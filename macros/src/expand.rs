@@ -158,7 +158,8 @@ pub fn expand(net: &Network) -> TokenStream {
             quote!(&mut ::constnet::layers::NoParams)
         };
         quote! {
-            self.#field.backward(
+            ::constnet::layers::Layer::backward(
+                &self.#field,
                 #src,
                 &workspace.#field.output,
                 &workspace.#field.grad_output,
@@ -174,11 +175,12 @@ pub fn expand(net: &Network) -> TokenStream {
             let sm = &softmax.field;
             (
                 quote! {
-                    self.#sm.forward_train(&workspace.#last.output, &mut workspace.#sm.output, &mut workspace.#sm.cache);
+                    ::constnet::layers::Layer::forward_train(&mut self.#sm, &workspace.#last.output, &mut workspace.#sm.output, &mut workspace.#sm.cache);
                     output.copy_from(&workspace.#sm.output);
                 },
                 quote! {
-                    self.#sm.backward(
+                    ::constnet::layers::Layer::backward(
+                        &self.#sm,
                         &workspace.#last.output,
                         &workspace.#sm.output,
                         grad_output,
@@ -286,7 +288,7 @@ pub fn expand(net: &Network) -> TokenStream {
 
             /// Training forward pass through every layer up to the logits.
             fn train_layers(&mut self, input: &::constnet::Batch<#input_ty>, workspace: &mut #workspace) {
-                #( self.#body_fields.forward_train(#body_sources, &mut workspace.#body_fields.output, &mut workspace.#body_fields.cache); )*
+                #( ::constnet::layers::Layer::forward_train(&mut self.#body_fields, #body_sources, &mut workspace.#body_fields.output, &mut workspace.#body_fields.cache); )*
             }
 
             /// Backward pass from the gradient in `workspace.<last layer>.grad_output`, last layer first.
@@ -402,7 +404,7 @@ pub fn expand(net: &Network) -> TokenStream {
                 input: &::constnet::Batch<#input_ty>,
                 workspace: &'w mut #workspace,
             ) -> &'w ::constnet::Batch<#output_ty> {
-                #( self.#fields.forward(#sources, &mut workspace.#fields.output); )*
+                #( ::constnet::layers::Layer::forward(&self.#fields, #sources, &mut workspace.#fields.output); )*
                 &workspace.#last_output.output
             }
 

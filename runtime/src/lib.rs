@@ -9,16 +9,21 @@
 //! picks AVX-512, AVX2 or portable code at run time.
 #![warn(missing_docs)]
 
+pub mod data;
 pub mod gradcheck;
 pub mod init;
 pub mod kernels;
 pub mod layers;
 pub mod loss;
+pub mod metrics;
 pub mod network;
+pub mod optim;
 #[cfg(test)]
 mod reference;
 pub mod shape;
+pub mod train;
 pub mod tensor;
+pub mod weights;
 
 pub use rand;
 pub use shape::{Flat, Hwc, Image, Shape};

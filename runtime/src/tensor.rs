@@ -179,6 +179,22 @@ impl<S: Shape> Batch<S> {
         self.data.copy_from_slice(&other.data);
     }
 
+    /// Makes this batch hold `values` (whole samples), keeping the allocation when it is large
+    /// enough.
+    ///
+    /// # Panics
+    /// If `values` is not a whole number of samples.
+    pub fn set_samples(&mut self, values: &[f32]) {
+        assert!(
+            values.len().is_multiple_of(S::LEN.max(1)),
+            "{} values are not whole samples of {}",
+            values.len(),
+            S::describe()
+        );
+        self.resize(values.len() / S::LEN.max(1));
+        self.data.copy_from_slice(values);
+    }
+
     /// Sets every value to zero.
     pub fn fill_zero(&mut self) {
         self.data.fill(0.0);

@@ -36,6 +36,7 @@ pub use flatten::Flatten;
 pub use params::{NoParams, ParamSet, TensorVisitor, TensorVisitorMut, UpdateVisitor, WeightBias};
 pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolOp, pool_output_len};
 pub use softmax::Softmax;
+pub(crate) use softmax::softmax_row;
 
 use std::sync::{Mutex, PoisonError};
 

@@ -1,0 +1,225 @@
+//! What every MNIST example does, whatever its network: command-line flags, data (downloaded if
+//! missing), training, evaluation, predictions, plots and weight files.
+
+mod plots;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::ValueEnum;
+use constnet::data::{download, load_mnist};
+use constnet::network::Network;
+use constnet::optim::{Adadelta, Adam, OptimizerState, RmsProp, Sgd};
+use constnet::train::{EarlyStopping, FitConfig, Validation, evaluate, fit, predict};
+use constnet::{Flat, Hwc, weights};
+
+/// Command-line flags shared by the examples.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directory of the four IDX files (MNIST, or any data set of 28x28 grayscale images in 10
+    /// classes laid out like it). Missing MNIST files are downloaded into it.
+    #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
+    pub data: PathBuf,
+    /// Passes over the training set.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Samples per gradient step.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// The update rule.
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerName>,
+    /// Learning rate (default: the optimiser's Keras default, 1.0 for Adadelta).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Save the trained weights (safetensors) here.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// Start from these weights (safetensors) instead of a fresh initialisation.
+    #[arg(long)]
+    pub load: Option<PathBuf>,
+    /// Layers whose parameters stay fixed, comma-separated (e.g. `conv1,conv2`).
+    #[arg(long, value_delimiter = ',')]
+    pub freeze: Vec<String>,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Validate on this fraction of the training set instead of on the test set.
+    #[arg(long)]
+    pub validation_split: Option<f32>,
+    /// Stop after this many epochs without a better validation loss.
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Random shifts (±2 px) and rotations (±10°) of training images.
+    #[arg(long)]
+    pub augment: bool,
+    /// Seed of initialisation, shuffling, dropout and augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Fail instead of downloading missing files.
+    #[arg(long)]
+    pub no_download: bool,
+    /// Where to write the PNGs of the training curves and of misclassified test digits.
+    #[arg(long, default_value = ".")]
+    pub plots: PathBuf,
+}
+
+/// The update rules the examples offer.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OptimizerName {
+    /// Keras's `SGD` (momentum 0.9).
+    Sgd,
+    /// Keras's `Adam`.
+    Adam,
+    /// Keras's `Adadelta`.
+    Adadelta,
+    /// Keras's `RMSprop`.
+    Rmsprop,
+}
+
+/// Training settings an example chooses when the flags do not.
+pub struct Defaults {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerName,
+}
+
+fn optimizer(name: OptimizerName, lr: Option<f32>) -> OptimizerState {
+    match name {
+        OptimizerName::Sgd => OptimizerState::new(Sgd {
+            momentum: 0.9,
+            ..Sgd::new(lr.unwrap_or(0.01))
+        }),
+        OptimizerName::Adam => OptimizerState::new(Adam {
+            learning_rate: lr.unwrap_or(1e-3),
+            ..Adam::default()
+        }),
+        OptimizerName::Adadelta => OptimizerState::new(Adadelta {
+            learning_rate: lr.unwrap_or(1.0),
+            ..Adadelta::default()
+        }),
+        OptimizerName::Rmsprop => OptimizerState::new(RmsProp {
+            learning_rate: lr.unwrap_or(1e-3),
+            ..RmsProp::default()
+        }),
+    }
+}
+
+type Image = Hwc<28, 28, 1>;
+
+/// Trains, evaluates and reports on network `N`; errors are printed by `main`.
+pub fn run<N>(args: &Args, defaults: Defaults) -> Result<(), Box<dyn std::error::Error>>
+where
+    N: Network<Input = Image, Output = Flat<10>>,
+{
+    if let Some(threads) = args.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+    }
+    if !args.no_download {
+        download::ensure_mnist(&args.data, &download::MNIST_MIRRORS)?;
+    }
+    let (mut train, test) = load_mnist::<Image>(&args.data)?;
+    if let Some(limit) = args.limit {
+        train = train.take(limit);
+    }
+    println!(
+        "{} training and {} test images from {}",
+        train.len(),
+        test.len(),
+        args.data.display()
+    );
+
+    let mut network = N::new(args.seed);
+    if let Some(path) = &args.load {
+        weights::load(&mut network, path)?;
+        println!("Loaded weights from {}", path.display());
+    }
+    print!("{}", N::summary());
+
+    let mut optimizer = optimizer(args.optimizer.unwrap_or(defaults.optimizer), args.lr);
+    let trainable: Vec<&str> = N::LAYERS.iter().filter(|l| l.params > 0).map(|l| l.name).collect();
+    for layer in &args.freeze {
+        if !trainable.contains(&layer.as_str()) {
+            return Err(format!(
+                "--freeze {layer}: this network has no such layer with parameters; it has {}",
+                trainable.join(", ")
+            )
+            .into());
+        }
+    }
+    optimizer.freeze(&args.freeze.iter().map(String::as_str).collect::<Vec<_>>());
+    let config = FitConfig {
+        epochs: args.epochs.unwrap_or(defaults.epochs),
+        batch_size: args.batch_size.unwrap_or(defaults.batch_size),
+        seed: args.seed,
+        early_stopping: args.patience.map(|patience| EarlyStopping {
+            patience,
+            min_delta: 0.0,
+        }),
+        augment: args.augment.then_some(constnet::data::Augment {
+            max_shift: 2.0,
+            max_rotation_degrees: 10.0,
+        }),
+        ..FitConfig::default()
+    };
+    let validation = match args.validation_split {
+        Some(fraction) => Validation::Split(fraction),
+        None => Validation::Data(&test),
+    };
+    println!(
+        "Training for {} epochs, batch size {}, {} (learning rate {}){}",
+        config.epochs,
+        config.batch_size,
+        optimizer.optimizer().name(),
+        optimizer.learning_rate(0),
+        if args.freeze.is_empty() { String::new() } else { format!(", frozen: {}", args.freeze.join(", ")) }
+    );
+    let started = Instant::now();
+    let history = fit(&mut network, &mut optimizer, &train, validation, &config)?;
+    println!("Trained in {:.1}s", started.elapsed().as_secs_f64());
+
+    let evaluation = evaluate(&network, &test, 256);
+    println!("Test loss: {:.4}", evaluation.loss);
+    println!("Test accuracy: {:.4}", evaluation.accuracy);
+
+    let first = constnet::Batch::from_vec(test.images.as_slice()[..10 * 784].to_vec())?;
+    let predictions = predict(&network, &first, 10);
+    println!("First 10 test images:");
+    for (i, class) in predictions.classes.iter().enumerate() {
+        let probabilities: Vec<String> = predictions
+            .probabilities
+            .sample(i)
+            .iter()
+            .map(|p| format!("{p:.3}"))
+            .collect();
+        println!(
+            "  #{i}: predicted {class} (true {}), p = [{}]",
+            test.labels[i],
+            probabilities.join(", ")
+        );
+    }
+    println!("Confusion matrix (rows: true class, columns: predicted):\n{}", evaluation.confusion);
+    print!("{}", evaluation.confusion.report());
+
+    let all = predict(&network, &test.images, 256);
+    plots::write(&args.plots, N::NAME, &history, &test, &all.classes)?;
+    if let Some(path) = &args.save {
+        weights::save(&network, path)?;
+        println!("Saved weights to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Runs `N` with `args`, and exits with status 1 and the error on failure.
+pub fn main<N>(args: &Args, defaults: Defaults)
+where
+    N: Network<Input = Image, Output = Flat<10>>,
+{
+    if let Err(error) = run::<N>(args, defaults) {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,313 @@
+//! Data: reading IDX files into typed datasets, preparing them (scaling, standardisation, one-hot
+//! labels, validation splits), and serving seeded shuffled batches, optionally augmented.
+//!
+//! A [`Dataset<S>`] holds images already shaped as the network's input `S` and scaled to
+//! `[0, 1]`, so shape mismatches between data and network are caught when the files are read, with
+//! the file named in the error.
+
+mod augment;
+pub mod download;
+pub mod idx;
+
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+pub use augment::Augment;
+
+use crate::init::SeededRng;
+use crate::shape::{Flat, Shape};
+use crate::tensor::Batch;
+
+/// What can go wrong reading or fetching data; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file could not be read or written.
+    #[error("{}: {source}", file.display())]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file's content is not what it should be.
+    #[error("{}: {problem}", file.display())]
+    Format {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// An image file and its label file disagree.
+    #[error("{} and {} disagree: {problem}", images.display(), labels.display())]
+    Mismatch {
+        /// The image file.
+        images: PathBuf,
+        /// The label file.
+        labels: PathBuf,
+        /// How they disagree.
+        problem: String,
+    },
+    /// A download failed; nothing was left at `file`.
+    #[error("downloading {} from {url}: {problem}", file.display())]
+    Download {
+        /// Where the file was to be written.
+        file: PathBuf,
+        /// Where it was fetched from.
+        url: String,
+        /// What went wrong.
+        problem: String,
+    },
+}
+
+/// Labelled images of shape `S`, pixels scaled to `[0, 1]`.
+#[derive(Clone, Debug)]
+pub struct Dataset<S: Shape> {
+    /// The images, one sample each.
+    pub images: Batch<S>,
+    /// The class of each image, below `classes`.
+    pub labels: Vec<usize>,
+    /// Number of classes.
+    pub classes: usize,
+}
+
+impl<S: Shape> Dataset<S> {
+    /// Reads an IDX image file and its IDX label file. The images must have the network's input
+    /// shape (`[n, 28, 28]` for `Hwc<28, 28, 1>` or `Flat<784>`), every label must be below
+    /// `classes`, and both files must hold the same number of samples.
+    pub fn from_idx(images: &Path, labels: &Path, classes: usize) -> Result<Self, DataError> {
+        let image_array = idx::read_idx(images)?;
+        let label_array = idx::read_idx(labels)?;
+        let format = |file: &Path, problem: String| DataError::Format {
+            file: file.to_path_buf(),
+            problem,
+        };
+        let (&count, sample_dims) = image_array
+            .dims
+            .split_first()
+            .expect("an IDX array has at least one dimension");
+        let sample_len: usize = sample_dims.iter().product();
+        let image_like = S::DIMS.len() == 3 && matches!(sample_dims, [h, w] if [*h, *w, 1] == S::DIMS);
+        if sample_dims.is_empty() || (sample_len != S::LEN || (S::DIMS.len() == 3 && sample_dims != S::DIMS && !image_like)) {
+            let found: Vec<String> = sample_dims.iter().map(ToString::to_string).collect();
+            return Err(format(
+                images,
+                format!(
+                    "the images are {} but the network expects {}",
+                    if found.is_empty() { "scalars".into() } else { found.join("x") },
+                    S::describe()
+                ),
+            ));
+        }
+        if label_array.dims.len() != 1 {
+            return Err(format(
+                labels,
+                format!("labels must be one-dimensional, not {:?}", label_array.dims),
+            ));
+        }
+        if label_array.dims[0] != count {
+            return Err(DataError::Mismatch {
+                images: images.to_path_buf(),
+                labels: labels.to_path_buf(),
+                problem: format!("{count} images but {} labels", label_array.dims[0]),
+            });
+        }
+        let labels_out: Vec<usize> = label_array.data.iter().map(|&l| l as usize).collect();
+        if let Some((sample, &label)) = labels_out.iter().enumerate().find(|(_, l)| **l >= classes) {
+            return Err(format(
+                labels,
+                format!("label {label} of sample {sample} is not below the {classes} classes"),
+            ));
+        }
+        let pixels = image_array.data.iter().map(|&p| p as f32 / 255.0).collect();
+        Ok(Self {
+            images: Batch::from_vec(pixels).expect("length checked against S::LEN"),
+            labels: labels_out,
+            classes,
+        })
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there is no sample.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The first `n` samples (all of them if there are fewer).
+    pub fn take(&self, n: usize) -> Self {
+        let n = n.min(self.len());
+        Self {
+            images: Batch::from_vec(self.images.as_slice()[..n * S::LEN].to_vec())
+                .expect("whole samples"),
+            labels: self.labels[..n].to_vec(),
+            classes: self.classes,
+        }
+    }
+
+    /// Splits off the last `fraction` of the samples as validation data, as Keras's
+    /// `validation_split` does (before any shuffling).
+    pub fn split_validation(self, fraction: f32) -> (Self, Self) {
+        let validation = ((self.len() as f32) * fraction.clamp(0.0, 1.0)).round() as usize;
+        let train = self.len() - validation;
+        let (train_images, validation_images) = self.images.as_slice().split_at(train * S::LEN);
+        let part = |images: &[f32], labels: &[usize]| Self {
+            images: Batch::from_vec(images.to_vec()).expect("whole samples"),
+            labels: labels.to_vec(),
+            classes: self.classes,
+        };
+        (
+            part(train_images, &self.labels[..train]),
+            part(validation_images, &self.labels[train..]),
+        )
+    }
+
+    /// Mean and standard deviation of all pixels.
+    pub fn pixel_stats(&self) -> (f32, f32) {
+        let values = self.images.as_slice();
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        (mean as f32, var.sqrt() as f32)
+    }
+
+    /// Standardises every pixel: `(x − mean) / std` (use the training set's statistics for
+    /// every split).
+    pub fn standardize(&mut self, mean: f32, std: f32) {
+        let scale = 1.0 / std.max(f32::EPSILON);
+        self.images
+            .as_mut_slice()
+            .iter_mut()
+            .for_each(|v| *v = (*v - mean) * scale);
+    }
+
+    /// The labels as one-hot vectors of `N` classes.
+    ///
+    /// # Panics
+    /// If `N` differs from the dataset's number of classes.
+    pub fn one_hot<const N: usize>(&self) -> Batch<Flat<N>> {
+        assert_eq!(N, self.classes, "one-hot vectors of {N} for {} classes", self.classes);
+        let mut out = Batch::zeros(self.len());
+        for (row, &label) in out.as_mut_slice().chunks_mut(N).zip(&self.labels) {
+            row[label] = 1.0;
+        }
+        out
+    }
+
+    /// Copies the samples at `indices` into `images` and `labels` (resized; their allocations
+    /// are kept).
+    pub fn gather(&self, indices: &[usize], images: &mut Batch<S>, labels: &mut Vec<usize>) {
+        images.resize(indices.len());
+        labels.clear();
+        for (dst, &i) in images.as_mut_slice().chunks_mut(S::LEN).zip(indices) {
+            dst.copy_from_slice(self.images.sample(i));
+            labels.push(self.labels[i]);
+        }
+    }
+}
+
+/// The indices `0..len`, shuffled by a generator seeded with `seed`.
+pub fn shuffled_indices(len: usize, seed: u64) -> Vec<usize> {
+    let mut indices: Vec<usize> = (0..len).collect();
+    indices.shuffle(&mut SeededRng::seed_from_u64(seed));
+    indices
+}
+
+/// The four files of MNIST (and of data sets laid out like it, such as Fashion-MNIST), by the
+/// names they are published under; each may also be present without the `.gz`.
+pub const MNIST_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+];
+
+/// The path of `name` in `dir`, preferring the file as named, else without `.gz`.
+fn find(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    if path.exists() {
+        return path;
+    }
+    let raw = dir.join(name.trim_end_matches(".gz"));
+    if raw.exists() { raw } else { path }
+}
+
+/// Reads the MNIST training and test sets from `dir` (10 classes).
+pub fn load_mnist<S: Shape>(dir: &Path) -> Result<(Dataset<S>, Dataset<S>), DataError> {
+    let [train_images, train_labels, test_images, test_labels] = MNIST_FILES.map(|f| find(dir, f));
+    Ok((
+        Dataset::from_idx(&train_images, &train_labels, 10)?,
+        Dataset::from_idx(&test_images, &test_labels, 10)?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shape::Hwc;
+
+    fn write_pair(dir: &Path, image_dims: &[usize], labels: &[u8]) -> (PathBuf, PathBuf) {
+        let images = dir.join("images.idx");
+        let label_file = dir.join("labels.idx");
+        let len: usize = image_dims.iter().product();
+        idx::write_idx(&images, image_dims, &(0..len).map(|i| (i % 256) as u8).collect::<Vec<_>>()).unwrap();
+        idx::write_idx(&label_file, &[labels.len()], labels).unwrap();
+        (images, label_file)
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("constnet-data-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn reads_scales_splits_and_batches() {
+        let dir = temp_dir("ok");
+        let (images, labels) = write_pair(&dir, &[4, 2, 3], &[0, 1, 2, 1]);
+        let data = Dataset::<Hwc<2, 3, 1>>::from_idx(&images, &labels, 3).unwrap();
+        assert_eq!(data.len(), 4);
+        assert_eq!(data.images.sample(1)[0], 6.0 / 255.0);
+        let flat = Dataset::<Flat<6>>::from_idx(&images, &labels, 3).unwrap();
+        assert_eq!(flat.images, Batch::from_vec(data.images.as_slice().to_vec()).unwrap());
+        assert_eq!(data.one_hot::<3>().sample(2), &[0.0, 0.0, 1.0]);
+        let (train, validation) = data.clone().split_validation(0.25);
+        assert_eq!((train.len(), validation.len()), (3, 1));
+        assert_eq!(validation.labels, [1]);
+        let (mut batch, mut batch_labels) = (Batch::default(), Vec::new());
+        data.gather(&[3, 0], &mut batch, &mut batch_labels);
+        assert_eq!(batch_labels, [1, 0]);
+        assert_eq!(batch.sample(0), data.images.sample(3));
+        let mut standardized = data.clone();
+        let (mean, std) = data.pixel_stats();
+        standardized.standardize(mean, std);
+        let (new_mean, new_std) = standardized.pixel_stats();
+        assert!(new_mean.abs() < 1e-5 && (new_std - 1.0).abs() < 1e-4);
+        assert_eq!(shuffled_indices(10, 1), shuffled_indices(10, 1));
+        assert_ne!(shuffled_indices(10, 1), shuffled_indices(10, 2));
+    }
+
+    #[test]
+    fn mismatches_are_errors_that_name_the_files() {
+        let dir = temp_dir("bad");
+        let (images, labels) = write_pair(&dir, &[3, 2, 3], &[0, 1]);
+        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&images, &labels, 3).unwrap_err().to_string();
+        assert!(error.contains("images.idx and") && error.contains("3 images but 2 labels"), "{error}");
+
+        let (images, labels) = write_pair(&dir, &[2, 4, 4], &[0, 1]);
+        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&images, &labels, 3).unwrap_err().to_string();
+        assert!(error.contains("images.idx: the images are 4x4 but the network expects 2x3x1"), "{error}");
+
+        let (images, labels) = write_pair(&dir, &[2, 2, 3], &[0, 7]);
+        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&images, &labels, 3).unwrap_err().to_string();
+        assert!(error.contains("labels.idx: label 7 of sample 1 is not below the 3 classes"), "{error}");
+
+        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&dir.join("missing"), &labels, 3).unwrap_err().to_string();
+        assert!(error.contains("missing:"), "{error}");
+    }
+}

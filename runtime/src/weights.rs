@@ -1,0 +1,146 @@
+//! Weight files in the safetensors format: one `F32` tensor per parameter and buffer, named as
+//! the network names them (`conv1.weight`, `batchnorm1.running_mean`, ...), with the layer's
+//! dimensions.
+//!
+//! Saving writes a temporary file beside the destination, syncs it and renames it over the
+//! destination, so a crash leaves either the old file or the new one, never a torn one. Loading
+//! checks every tensor first and changes nothing unless all match, listing every mismatch.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::layers::Layer;
+
+/// What can go wrong saving or loading weights; every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    /// The file could not be read or written.
+    #[error("{}: {source}", file.display())]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a readable safetensors file.
+    #[error("{}: not a valid safetensors file: {problem}", file.display())]
+    Format {
+        /// The file.
+        file: PathBuf,
+        /// What the parser said.
+        problem: String,
+    },
+    /// The file's tensors do not fit the network; nothing was loaded.
+    #[error("{}: the weights do not fit this network (nothing was loaded):\n  - {}", file.display(), problems.join("\n  - "))]
+    Mismatch {
+        /// The file.
+        file: PathBuf,
+        /// One line per missing, extra or misshapen tensor.
+        problems: Vec<String>,
+    },
+}
+
+/// Every tensor of `network`: name, dimensions, values (parameters, then buffers).
+fn tensors<L: Layer>(network: &L) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut all = Vec::new();
+    let mut collect = |name: &str, dims: &[usize], values: &[f32]| {
+        all.push((name.to_string(), dims.to_vec(), values.to_vec()));
+    };
+    network.visit_params(&mut collect);
+    network.visit_buffers(&mut collect);
+    all
+}
+
+/// Saves every parameter and buffer of `network` to `path`, atomically.
+pub fn save<L: Layer>(network: &L, path: &Path) -> Result<(), WeightsError> {
+    let io = |source| WeightsError::Io {
+        file: path.to_path_buf(),
+        source,
+    };
+    let tensors = tensors(network);
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, dims, values)| {
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name, dims, bytes)
+        })
+        .collect();
+    let views = bytes.iter().map(|(name, dims, data)| {
+        let view = TensorView::new(Dtype::F32, dims.clone(), data)
+            .expect("dimensions match the data they describe");
+        (name.as_str(), view)
+    });
+    let serialized = safetensors::serialize(views, None).map_err(|e| WeightsError::Format {
+        file: path.to_path_buf(),
+        problem: e.to_string(),
+    })?;
+    let name = path.file_name().map_or("weights".into(), |n| n.to_string_lossy());
+    let partial = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let written = std::fs::File::create(&partial).and_then(|mut file| {
+        file.write_all(&serialized)?;
+        file.sync_all()
+    });
+    if let Err(source) = written.and_then(|()| std::fs::rename(&partial, path)) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(io(source));
+    }
+    Ok(())
+}
+
+/// Loads every parameter and buffer of `network` from `path`. If any tensor is missing, extra,
+/// of another type or of another shape, nothing is changed and the error lists each problem.
+pub fn load<L: Layer>(network: &mut L, path: &Path) -> Result<(), WeightsError> {
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| WeightsError::Format {
+        file: path.to_path_buf(),
+        problem: e.to_string(),
+    })?;
+    let expected = tensors(network);
+    let mut problems = Vec::new();
+    let mut values: HashMap<String, Vec<f32>> = HashMap::new();
+    for (name, dims, _) in &expected {
+        match file.tensor(name) {
+            Err(_) => problems.push(format!("`{name}` {dims:?} is missing")),
+            Ok(view) if view.dtype() != Dtype::F32 => {
+                problems.push(format!("`{name}` is {:?}, not F32", view.dtype()))
+            }
+            Ok(view) if view.shape() != dims.as_slice() => problems.push(format!(
+                "`{name}` is {:?} in the file but {dims:?} in this network",
+                view.shape()
+            )),
+            Ok(view) => {
+                let floats = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                values.insert(name.clone(), floats);
+            }
+        }
+    }
+    let mut extra: Vec<&str> = file
+        .names()
+        .into_iter()
+        .filter(|name| !expected.iter().any(|(n, _, _)| n == name))
+        .collect();
+    extra.sort_unstable();
+    problems.extend(extra.iter().map(|name| format!("`{name}` is not a tensor of this network")));
+    if !problems.is_empty() {
+        return Err(WeightsError::Mismatch {
+            file: path.to_path_buf(),
+            problems,
+        });
+    }
+    let mut copy = |name: &str, target: &mut [f32]| target.copy_from_slice(&values[name]);
+    network.visit_params_mut(&mut copy);
+    network.visit_buffers_mut(&mut copy);
+    Ok(())
+}
