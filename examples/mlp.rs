@@ -21,9 +21,12 @@ struct Cli {
 }
 
 fn main() {
-    common::main::<MnistMlp>(&Cli::parse().args, Defaults {
-        epochs: 5,
-        batch_size: 32,
-        optimizer: OptimizerName::Adam,
-    });
+    common::main::<MnistMlp>(
+        &Cli::parse().args,
+        Defaults {
+            epochs: 5,
+            batch_size: 32,
+            optimizer: OptimizerName::Adam,
+        },
+    );
 }

@@ -29,7 +29,8 @@ pub struct Args {
     /// The update rule.
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerName>,
-    /// Learning rate (default: the optimiser's Keras default, 1.0 for Adadelta).
+    /// Learning rate (default: the optimiser's Keras default; 1.0 for Adadelta, as in Keras's
+    /// MNIST example).
     #[arg(long)]
     pub lr: Option<f32>,
     /// Save the trained weights (safetensors) here.
@@ -116,7 +117,9 @@ where
     N: Network<Input = Image, Output = Flat<10>>,
 {
     if let Some(threads) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()?;
     }
     if !args.no_download {
         download::ensure_mnist(&args.data, &download::MNIST_MIRRORS)?;
@@ -140,7 +143,11 @@ where
     print!("{}", N::summary());
 
     let mut optimizer = optimizer(args.optimizer.unwrap_or(defaults.optimizer), args.lr);
-    let trainable: Vec<&str> = N::LAYERS.iter().filter(|l| l.params > 0).map(|l| l.name).collect();
+    let trainable: Vec<&str> = N::LAYERS
+        .iter()
+        .filter(|l| l.params > 0)
+        .map(|l| l.name)
+        .collect();
     for layer in &args.freeze {
         if !trainable.contains(&layer.as_str()) {
             return Err(format!(
@@ -175,7 +182,11 @@ where
         config.batch_size,
         optimizer.optimizer().name(),
         optimizer.learning_rate(0),
-        if args.freeze.is_empty() { String::new() } else { format!(", frozen: {}", args.freeze.join(", ")) }
+        if args.freeze.is_empty() {
+            String::new()
+        } else {
+            format!(", frozen: {}", args.freeze.join(", "))
+        }
     );
     let started = Instant::now();
     let history = fit(&mut network, &mut optimizer, &train, validation, &config)?;
@@ -201,7 +212,10 @@ where
             probabilities.join(", ")
         );
     }
-    println!("Confusion matrix (rows: true class, columns: predicted):\n{}", evaluation.confusion);
+    println!(
+        "Confusion matrix (rows: true class, columns: predicted):\n{}",
+        evaluation.confusion
+    );
     print!("{}", evaluation.confusion.report());
 
     let all = predict(&network, &test.images, 256);

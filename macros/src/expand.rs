@@ -267,13 +267,13 @@ pub fn expand(net: &Network) -> TokenStream {
                 Self { #( #param_fields: ::constnet::layers::ParamSet::zeros_like(&self.#param_fields), )* }
             }
             fn visit(&self, #visit: &mut ::constnet::layers::TensorVisitor<'_>) {
-                #( ::constnet::network::visit_prefixed(#param_names, &self.#param_fields, visit); )*
+                #( ::constnet::layers::visit_prefixed(#param_names, &self.#param_fields, visit); )*
             }
             fn visit_mut(&mut self, #visit: &mut ::constnet::layers::TensorVisitorMut<'_>) {
-                #( ::constnet::network::visit_mut_prefixed(#param_names, &mut self.#param_fields, visit); )*
+                #( ::constnet::layers::visit_mut_prefixed(#param_names, &mut self.#param_fields, visit); )*
             }
             fn zip_mut(&mut self, #other: &Self, #visit: &mut ::constnet::layers::UpdateVisitor<'_>) {
-                #( ::constnet::network::zip_mut_prefixed(#param_names, &mut self.#param_fields, &other.#param_fields, visit); )*
+                #( ::constnet::layers::zip_mut_prefixed(#param_names, &mut self.#param_fields, &other.#param_fields, visit); )*
             }
         }
 
@@ -356,23 +356,23 @@ pub fn expand(net: &Network) -> TokenStream {
             }
 
             fn visit_params(&self, #visit: &mut ::constnet::layers::TensorVisitor<'_>) {
-                #( ::constnet::network::visit_layer_params(#param_names, &self.#param_fields, visit); )*
+                #( ::constnet::layers::visit_layer_params(#param_names, &self.#param_fields, visit); )*
             }
 
             fn visit_params_mut(&mut self, #visit: &mut ::constnet::layers::TensorVisitorMut<'_>) {
-                #( ::constnet::network::visit_layer_params_mut(#param_names, &mut self.#param_fields, visit); )*
+                #( ::constnet::layers::visit_layer_params_mut(#param_names, &mut self.#param_fields, visit); )*
             }
 
             fn update_params(&mut self, #grads_arg: &#grads, #update: &mut ::constnet::layers::UpdateVisitor<'_>) {
-                #( ::constnet::network::update_layer_params(#param_names, &mut self.#param_fields, &grads.#param_fields, update); )*
+                #( ::constnet::layers::update_layer_params(#param_names, &mut self.#param_fields, &grads.#param_fields, update); )*
             }
 
             fn visit_buffers(&self, #buffer_visit: &mut ::constnet::layers::TensorVisitor<'_>) {
-                #( ::constnet::network::visit_layer_buffers(#buffer_names, &self.#buffer_fields, visit); )*
+                #( ::constnet::layers::visit_layer_buffers(#buffer_names, &self.#buffer_fields, visit); )*
             }
 
             fn visit_buffers_mut(&mut self, #buffer_visit: &mut ::constnet::layers::TensorVisitorMut<'_>) {
-                #( ::constnet::network::visit_layer_buffers_mut(#buffer_names, &mut self.#buffer_fields, visit); )*
+                #( ::constnet::layers::visit_layer_buffers_mut(#buffer_names, &mut self.#buffer_fields, visit); )*
             }
         }
 

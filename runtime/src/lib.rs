@@ -21,8 +21,8 @@ pub mod optim;
 #[cfg(test)]
 mod reference;
 pub mod shape;
-pub mod train;
 pub mod tensor;
+pub mod train;
 pub mod weights;
 
 pub use rand;

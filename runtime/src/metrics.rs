@@ -61,12 +61,19 @@ impl ConfusionMatrix {
     /// Harmonic mean of precision and recall.
     pub fn f1(&self, class: usize) -> f32 {
         let (p, r) = (self.precision(class), self.recall(class));
-        if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
     }
 
     /// Precision, recall, F1 and support per class, as scikit-learn's report prints them.
     pub fn report(&self) -> String {
-        let mut out = format!("{:>5} {:>9} {:>9} {:>9} {:>9}\n", "class", "precision", "recall", "f1", "support");
+        let mut out = format!(
+            "{:>5} {:>9} {:>9} {:>9} {:>9}\n",
+            "class", "precision", "recall", "f1", "support"
+        );
         for c in 0..self.classes {
             let support: usize = (0..self.classes).map(|p| self.count(c, p)).sum();
             out += &format!(
@@ -81,13 +88,22 @@ impl ConfusionMatrix {
 }
 
 fn ratio(part: usize, whole: usize) -> f32 {
-    if whole == 0 { 0.0 } else { part as f32 / whole as f32 }
+    if whole == 0 {
+        0.0
+    } else {
+        part as f32 / whole as f32
+    }
 }
 
 impl fmt::Display for ConfusionMatrix {
     /// Rows are true classes, columns predicted ones.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let width = self.counts.iter().max().map_or(1, |m| m.to_string().len()).max(4);
+        let width = self
+            .counts
+            .iter()
+            .max()
+            .map_or(1, |m| m.to_string().len())
+            .max(4);
         write!(f, "{:>6}", "true\\pred")?;
         for p in 0..self.classes {
             write!(f, " {p:>width$}")?;
@@ -127,10 +143,16 @@ mod tests {
         }
         assert_eq!(m.total(), 7);
         assert!((m.accuracy() - 5.0 / 7.0).abs() < 1e-6);
-        assert!((m.precision(1) - 0.5).abs() < 1e-6, "2 of 4 predicted 1 are 1");
+        assert!(
+            (m.precision(1) - 0.5).abs() < 1e-6,
+            "2 of 4 predicted 1 are 1"
+        );
         assert!((m.recall(0) - 2.0 / 3.0).abs() < 1e-6);
         assert!((m.f1(2) - 2.0 * 1.0 * 0.5 / 1.5).abs() < 1e-6);
-        assert!(m.report().contains("    1    0.5000    1.0000    0.6667         2"));
+        assert!(
+            m.report()
+                .contains("    1    0.5000    1.0000    0.6667         2")
+        );
         assert!(m.to_string().contains("        0    2    1    0"));
     }
 }

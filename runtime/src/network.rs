@@ -7,7 +7,7 @@
 //! when the network ends with softmax (the loss fuses softmax with cross-entropy), parameters
 //! and buffers by name (`conv1.weight`), and the layer table.
 
-use crate::layers::{Layer, ParamSet, TensorVisitor, TensorVisitorMut, UpdateVisitor};
+use crate::layers::Layer;
 use crate::tensor::Batch;
 
 /// What one layer of a network keeps between passes: its output, its training cache, and the
@@ -99,68 +99,6 @@ pub trait Network: Layer {
     fn summary() -> String {
         summary_table(Self::NAME, Self::LAYERS)
     }
-}
-
-/// Visits `set`'s tensors with their names prefixed by `layer.`.
-pub fn visit_prefixed(layer: &str, set: &impl ParamSet, visit: &mut TensorVisitor<'_>) {
-    set.visit(&mut |name, dims, values| visit(&format!("{layer}.{name}"), dims, values));
-}
-
-/// Visits `set`'s tensors mutably with their names prefixed by `layer.`.
-pub fn visit_mut_prefixed(layer: &str, set: &mut impl ParamSet, visit: &mut TensorVisitorMut<'_>) {
-    set.visit_mut(&mut |name, values| visit(&format!("{layer}.{name}"), values));
-}
-
-/// Visits `set`'s tensors mutably beside `other`'s, with names prefixed by `layer.`.
-pub fn zip_mut_prefixed<P: ParamSet>(
-    layer: &str,
-    set: &mut P,
-    other: &P,
-    visit: &mut UpdateVisitor<'_>,
-) {
-    set.zip_mut(other, &mut |name, values, grad| {
-        visit(&format!("{layer}.{name}"), values, grad)
-    });
-}
-
-/// Runs `layer`'s parameter visitor with names prefixed by `prefix.`.
-pub fn visit_layer_params<L: Layer>(prefix: &str, layer: &L, visit: &mut TensorVisitor<'_>) {
-    layer.visit_params(&mut |name, dims, values| visit(&format!("{prefix}.{name}"), dims, values));
-}
-
-/// Runs `layer`'s mutable parameter visitor with names prefixed by `prefix.`.
-pub fn visit_layer_params_mut<L: Layer>(
-    prefix: &str,
-    layer: &mut L,
-    visit: &mut TensorVisitorMut<'_>,
-) {
-    layer.visit_params_mut(&mut |name, values| visit(&format!("{prefix}.{name}"), values));
-}
-
-/// Runs `layer`'s update visitor with names prefixed by `prefix.`.
-pub fn update_layer_params<L: Layer>(
-    prefix: &str,
-    layer: &mut L,
-    grads: &L::Grads,
-    update: &mut UpdateVisitor<'_>,
-) {
-    layer.update_params(grads, &mut |name, values, grad| {
-        update(&format!("{prefix}.{name}"), values, grad)
-    });
-}
-
-/// Runs `layer`'s buffer visitor with names prefixed by `prefix.`.
-pub fn visit_layer_buffers<L: Layer>(prefix: &str, layer: &L, visit: &mut TensorVisitor<'_>) {
-    layer.visit_buffers(&mut |name, dims, values| visit(&format!("{prefix}.{name}"), dims, values));
-}
-
-/// Runs `layer`'s mutable buffer visitor with names prefixed by `prefix.`.
-pub fn visit_layer_buffers_mut<L: Layer>(
-    prefix: &str,
-    layer: &mut L,
-    visit: &mut TensorVisitorMut<'_>,
-) {
-    layer.visit_buffers_mut(&mut |name, values| visit(&format!("{prefix}.{name}"), values));
 }
 
 /// `1199882` as `1,199,882`.

@@ -135,6 +135,9 @@ pub enum TrainError {
     Checkpoint(#[from] WeightsError),
 }
 
+/// A data set `fit` either borrows or owns (when it split off validation data).
+type TrainSet<'a, S> = Cow<'a, Dataset<S>>;
+
 /// Trains `network` on `train` with `optimizer`.
 pub fn fit<N, const C: usize>(
     network: &mut N,
@@ -154,9 +157,11 @@ where
         )));
     }
     if config.augment.is_some() && <N::Input as crate::shape::Shape>::DIMS.len() != 3 {
-        return Err(TrainError::Config("augmentation needs image inputs (h, w, c)".into()));
+        return Err(TrainError::Config(
+            "augmentation needs image inputs (h, w, c)".into(),
+        ));
     }
-    let (train, validation): (Cow<'_, Dataset<N::Input>>, Option<Cow<'_, Dataset<N::Input>>>) =
+    let (train, validation): (TrainSet<'_, N::Input>, Option<TrainSet<'_, N::Input>>) =
         match validation {
             Validation::None => (Cow::Borrowed(train), None),
             Validation::Data(data) => (Cow::Borrowed(train), Some(Cow::Borrowed(data))),
@@ -184,10 +189,17 @@ where
         for (step, indices) in order.chunks(config.batch_size).enumerate() {
             train.gather(indices, &mut batch, &mut labels);
             if let Some(augment) = &config.augment {
-                augment.apply(&mut batch, config.seed ^ ((epoch * steps + step) as u64) << 20);
+                augment.apply(
+                    &mut batch,
+                    config.seed ^ ((epoch * steps + step) as u64) << 20,
+                );
             }
             let logits = network.forward_logits(&batch, &mut workspace);
-            correct += argmax(logits).iter().zip(&labels).filter(|(p, l)| p == l).count();
+            correct += argmax(logits)
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| p == l)
+                .count();
             let loss = sparse_softmax_cross_entropy(logits, &labels, &mut grad_logits);
             if !loss.is_finite() {
                 bar.abandon();
@@ -242,7 +254,9 @@ where
             {
                 history.stopped_early = true;
                 if config.verbose {
-                    println!("Early stopping: no improvement for {epochs_without_improvement} epochs");
+                    println!(
+                        "Early stopping: no improvement for {epochs_without_improvement} epochs"
+                    );
                 }
                 break;
             }
@@ -293,14 +307,22 @@ fn infer_batches<N, const C: usize>(
     let mut workspace = N::Cache::default();
     let (mut batch, mut probabilities) = (Batch::default(), Batch::default());
     let sample_len = <N::Input as crate::shape::Shape>::LEN;
-    for (chunk, values) in images.as_slice().chunks(batch_size.max(1) * sample_len).enumerate() {
+    for (chunk, values) in images
+        .as_slice()
+        .chunks(batch_size.max(1) * sample_len)
+        .enumerate()
+    {
         batch.set_samples(values);
         let output = network.infer(&batch, &mut workspace);
         if N::ENDS_WITH_SOFTMAX {
             probabilities.copy_from(output);
         } else {
             probabilities.resize(output.len());
-            for (logits, p) in output.as_slice().chunks(C).zip(probabilities.as_mut_slice().chunks_mut(C)) {
+            for (logits, p) in output
+                .as_slice()
+                .chunks(C)
+                .zip(probabilities.as_mut_slice().chunks_mut(C))
+            {
                 softmax_row(logits, p);
             }
         }
@@ -310,7 +332,11 @@ fn infer_batches<N, const C: usize>(
 
 /// Loss, accuracy and confusion matrix of `network` on `data`, in inference mode. The loss is
 /// the mean of `−ln p(label)`, with `p` clipped at 1e-7 as Keras does.
-pub fn evaluate<N, const C: usize>(network: &N, data: &Dataset<N::Input>, batch_size: usize) -> Evaluation
+pub fn evaluate<N, const C: usize>(
+    network: &N,
+    data: &Dataset<N::Input>,
+    batch_size: usize,
+) -> Evaluation
 where
     N: Network<Output = Flat<C>>,
 {
@@ -346,7 +372,11 @@ pub struct Predictions<const C: usize> {
 
 /// Class probabilities (softmax applied if the network does not end with it) and the predicted
 /// class of every image, in inference mode.
-pub fn predict<N, const C: usize>(network: &N, images: &Batch<N::Input>, batch_size: usize) -> Predictions<C>
+pub fn predict<N, const C: usize>(
+    network: &N,
+    images: &Batch<N::Input>,
+    batch_size: usize,
+) -> Predictions<C>
 where
     N: Network<Output = Flat<C>>,
 {

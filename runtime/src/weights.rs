@@ -79,7 +79,9 @@ pub fn save<L: Layer>(network: &L, path: &Path) -> Result<(), WeightsError> {
         file: path.to_path_buf(),
         problem: e.to_string(),
     })?;
-    let name = path.file_name().map_or("weights".into(), |n| n.to_string_lossy());
+    let name = path
+        .file_name()
+        .map_or("weights".into(), |n| n.to_string_lossy());
     let partial = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let written = std::fs::File::create(&partial).and_then(|mut file| {
         file.write_all(&serialized)?;
@@ -132,7 +134,11 @@ pub fn load<L: Layer>(network: &mut L, path: &Path) -> Result<(), WeightsError> 
         .filter(|name| !expected.iter().any(|(n, _, _)| n == name))
         .collect();
     extra.sort_unstable();
-    problems.extend(extra.iter().map(|name| format!("`{name}` is not a tensor of this network")));
+    problems.extend(
+        extra
+            .iter()
+            .map(|name| format!("`{name}` is not a tensor of this network")),
+    );
     if !problems.is_empty() {
         return Err(WeightsError::Mismatch {
             file: path.to_path_buf(),

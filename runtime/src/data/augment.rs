@@ -24,9 +24,16 @@ impl Augment {
     /// If `S` is not an image shape (height, width, channels).
     pub fn apply<S: Shape>(&self, batch: &mut Batch<S>, seed: u64) {
         let &[height, width, channels] = S::DIMS else {
-            panic!("augmentation needs images, not samples of shape {}", S::describe())
+            panic!(
+                "augmentation needs images, not samples of shape {}",
+                S::describe()
+            )
         };
-        let dims = Dims { height, width, channels };
+        let dims = Dims {
+            height,
+            width,
+            channels,
+        };
         let mut rng = SeededRng::seed_from_u64(seed);
         let mut source = vec![0.0; S::LEN];
         for sample in 0..batch.len() {
@@ -50,7 +57,11 @@ struct Dims {
 
 /// Writes into `out` the image `src` rotated by `angle` about its centre and shifted.
 fn transform(dims: Dims, src: &[f32], out: &mut [f32], angle: f32, shift_y: f32, shift_x: f32) {
-    let Dims { height, width, channels } = dims;
+    let Dims {
+        height,
+        width,
+        channels,
+    } = dims;
     let (sin, cos) = angle.sin_cos();
     let (cy, cx) = ((height as f32 - 1.0) / 2.0, (width as f32 - 1.0) / 2.0);
     let at = |y: isize, x: isize, c: usize| -> f32 {
@@ -87,7 +98,11 @@ mod tests {
     fn identity_shift_and_quarter_turn() {
         let src: Vec<f32> = (0..9).map(|v| v as f32).collect();
         let mut out = vec![0.0; 9];
-        let dims = Dims { height: 3, width: 3, channels: 1 };
+        let dims = Dims {
+            height: 3,
+            width: 3,
+            channels: 1,
+        };
         transform(dims, &src, &mut out, 0.0, 0.0, 0.0);
         assert_eq!(out, src);
         transform(dims, &src, &mut out, 0.0, 0.0, 1.0);
@@ -100,7 +115,10 @@ mod tests {
     #[test]
     fn augmentation_is_seeded() {
         let batch = Batch::<Hwc<4, 4, 1>>::from_fn(2, |i| i as f32);
-        let augment = Augment { max_shift: 1.0, max_rotation_degrees: 10.0 };
+        let augment = Augment {
+            max_shift: 1.0,
+            max_rotation_degrees: 10.0,
+        };
         let (mut a, mut b) = (batch.clone(), batch.clone());
         augment.apply(&mut a, 5);
         augment.apply(&mut b, 5);

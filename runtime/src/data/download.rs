@@ -54,7 +54,9 @@ pub fn download_verified(url: &str, dest: &Path, sha256_hex: &str) -> Result<(),
 /// `dir/.name.partial-<pid>`: beside the destination (so the rename is atomic), hidden, and
 /// unique to this process.
 fn partial_path(dest: &Path) -> PathBuf {
-    let name = dest.file_name().map_or("download".into(), |n| n.to_string_lossy());
+    let name = dest
+        .file_name()
+        .map_or("download".into(), |n| n.to_string_lossy());
     dest.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
@@ -68,8 +70,13 @@ fn fetch_into(url: &str, path: &Path, sha256_hex: &str) -> Result<(), String> {
         ureq::Error::StatusCode(code) => format!("the server answered HTTP {code}"),
         other => other.to_string(),
     })?;
-    let mut body = response.into_body().into_with_config().limit(MAX_BYTES).reader();
-    let mut file = File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let mut body = response
+        .into_body()
+        .into_with_config()
+        .limit(MAX_BYTES)
+        .reader();
+    let mut file =
+        File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     let mut hasher = HashingWriter {
         inner: &mut file,
         hasher: Sha256::new(),

@@ -48,7 +48,10 @@ pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
 /// Parses IDX bytes; the error says what is wrong, without the file name.
 pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
     let [zero_a, zero_b, type_code, rank] = *bytes.get(..4).ok_or_else(|| {
-        format!("{} bytes is too short for an IDX header (4 bytes at least)", bytes.len())
+        format!(
+            "{} bytes is too short for an IDX header (4 bytes at least)",
+            bytes.len()
+        )
     })?
     else {
         unreachable!("four bytes were taken")
@@ -82,7 +85,11 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
     if found != expected {
         return Err(format!(
             "the dimensions {dims:?} need {expected} values but the file holds {found}{}",
-            if found < expected { " (truncated?)" } else { "" }
+            if found < expected {
+                " (truncated?)"
+            } else {
+                ""
+            }
         ));
     }
     Ok(IdxArray {
@@ -110,7 +117,8 @@ mod tests {
 
     fn header(rank: u8, dims: &[u32]) -> Vec<u8> {
         let mut bytes = vec![0, 0, 0x08, rank];
-        dims.iter().for_each(|d| bytes.extend_from_slice(&d.to_be_bytes()));
+        dims.iter()
+            .for_each(|d| bytes.extend_from_slice(&d.to_be_bytes()));
         bytes
     }
 
@@ -131,13 +139,23 @@ mod tests {
             (vec![0, 0, 0x0d, 1, 0, 0, 0, 0], "values of type 0x0d"),
             (vec![0, 0, 0x08, 0], "zero dimensions"),
             (vec![0, 0, 0x08, 3, 0, 0, 0, 1], "ends inside it"),
-            ([header(1, &[5]), vec![1, 2]].concat(), "need 5 values but the file holds 2 (truncated?)"),
+            (
+                [header(1, &[5]), vec![1, 2]].concat(),
+                "need 5 values but the file holds 2 (truncated?)",
+            ),
         ];
         for (bytes, expected) in cases {
             let problem = parse_idx(&bytes).unwrap_err();
-            assert!(problem.contains(expected), "{problem:?} should say {expected:?}");
+            assert!(
+                problem.contains(expected),
+                "{problem:?} should say {expected:?}"
+            );
         }
         let too_long = [header(1, &[1]), vec![7, 8]].concat();
-        assert!(parse_idx(&too_long).unwrap_err().contains("need 1 values but the file holds 2"));
+        assert!(
+            parse_idx(&too_long)
+                .unwrap_err()
+                .contains("need 1 values but the file holds 2")
+        );
     }
 }

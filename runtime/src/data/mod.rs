@@ -89,14 +89,22 @@ impl<S: Shape> Dataset<S> {
             .split_first()
             .expect("an IDX array has at least one dimension");
         let sample_len: usize = sample_dims.iter().product();
-        let image_like = S::DIMS.len() == 3 && matches!(sample_dims, [h, w] if [*h, *w, 1] == S::DIMS);
-        if sample_dims.is_empty() || (sample_len != S::LEN || (S::DIMS.len() == 3 && sample_dims != S::DIMS && !image_like)) {
+        let image_like =
+            S::DIMS.len() == 3 && matches!(sample_dims, [h, w] if [*h, *w, 1] == S::DIMS);
+        if sample_dims.is_empty()
+            || (sample_len != S::LEN
+                || (S::DIMS.len() == 3 && sample_dims != S::DIMS && !image_like))
+        {
             let found: Vec<String> = sample_dims.iter().map(ToString::to_string).collect();
             return Err(format(
                 images,
                 format!(
                     "the images are {} but the network expects {}",
-                    if found.is_empty() { "scalars".into() } else { found.join("x") },
+                    if found.is_empty() {
+                        "scalars".into()
+                    } else {
+                        found.join("x")
+                    },
                     S::describe()
                 ),
             ));
@@ -115,7 +123,8 @@ impl<S: Shape> Dataset<S> {
             });
         }
         let labels_out: Vec<usize> = label_array.data.iter().map(|&l| l as usize).collect();
-        if let Some((sample, &label)) = labels_out.iter().enumerate().find(|(_, l)| **l >= classes) {
+        if let Some((sample, &label)) = labels_out.iter().enumerate().find(|(_, l)| **l >= classes)
+        {
             return Err(format(
                 labels,
                 format!("label {label} of sample {sample} is not below the {classes} classes"),
@@ -172,7 +181,11 @@ impl<S: Shape> Dataset<S> {
         let values = self.images.as_slice();
         let n = values.len().max(1) as f64;
         let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let var = values
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
         (mean as f32, var.sqrt() as f32)
     }
 
@@ -191,7 +204,11 @@ impl<S: Shape> Dataset<S> {
     /// # Panics
     /// If `N` differs from the dataset's number of classes.
     pub fn one_hot<const N: usize>(&self) -> Batch<Flat<N>> {
-        assert_eq!(N, self.classes, "one-hot vectors of {N} for {} classes", self.classes);
+        assert_eq!(
+            N, self.classes,
+            "one-hot vectors of {N} for {} classes",
+            self.classes
+        );
         let mut out = Batch::zeros(self.len());
         for (row, &label) in out.as_mut_slice().chunks_mut(N).zip(&self.labels) {
             row[label] = 1.0;
@@ -255,7 +272,12 @@ mod tests {
         let images = dir.join("images.idx");
         let label_file = dir.join("labels.idx");
         let len: usize = image_dims.iter().product();
-        idx::write_idx(&images, image_dims, &(0..len).map(|i| (i % 256) as u8).collect::<Vec<_>>()).unwrap();
+        idx::write_idx(
+            &images,
+            image_dims,
+            &(0..len).map(|i| (i % 256) as u8).collect::<Vec<_>>(),
+        )
+        .unwrap();
         idx::write_idx(&label_file, &[labels.len()], labels).unwrap();
         (images, label_file)
     }
@@ -274,7 +296,10 @@ mod tests {
         assert_eq!(data.len(), 4);
         assert_eq!(data.images.sample(1)[0], 6.0 / 255.0);
         let flat = Dataset::<Flat<6>>::from_idx(&images, &labels, 3).unwrap();
-        assert_eq!(flat.images, Batch::from_vec(data.images.as_slice().to_vec()).unwrap());
+        assert_eq!(
+            flat.images,
+            Batch::from_vec(data.images.as_slice().to_vec()).unwrap()
+        );
         assert_eq!(data.one_hot::<3>().sample(2), &[0.0, 0.0, 1.0]);
         let (train, validation) = data.clone().split_validation(0.25);
         assert_eq!((train.len(), validation.len()), (3, 1));
@@ -296,18 +321,35 @@ mod tests {
     fn mismatches_are_errors_that_name_the_files() {
         let dir = temp_dir("bad");
         let (images, labels) = write_pair(&dir, &[3, 2, 3], &[0, 1]);
-        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&images, &labels, 3).unwrap_err().to_string();
-        assert!(error.contains("images.idx and") && error.contains("3 images but 2 labels"), "{error}");
+        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&images, &labels, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("images.idx and") && error.contains("3 images but 2 labels"),
+            "{error}"
+        );
 
         let (images, labels) = write_pair(&dir, &[2, 4, 4], &[0, 1]);
-        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&images, &labels, 3).unwrap_err().to_string();
-        assert!(error.contains("images.idx: the images are 4x4 but the network expects 2x3x1"), "{error}");
+        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&images, &labels, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("images.idx: the images are 4x4 but the network expects 2x3x1"),
+            "{error}"
+        );
 
         let (images, labels) = write_pair(&dir, &[2, 2, 3], &[0, 7]);
-        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&images, &labels, 3).unwrap_err().to_string();
-        assert!(error.contains("labels.idx: label 7 of sample 1 is not below the 3 classes"), "{error}");
+        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&images, &labels, 3)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("labels.idx: label 7 of sample 1 is not below the 3 classes"),
+            "{error}"
+        );
 
-        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&dir.join("missing"), &labels, 3).unwrap_err().to_string();
+        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&dir.join("missing"), &labels, 3)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("missing:"), "{error}");
     }
 }

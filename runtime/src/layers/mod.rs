@@ -33,7 +33,11 @@ pub use conv::{Conv2d, Padding, Same, Valid, conv_output_len, padding_before};
 pub use dense::Dense;
 pub use dropout::{Dropout, DropoutCache};
 pub use flatten::Flatten;
-pub use params::{NoParams, ParamSet, TensorVisitor, TensorVisitorMut, UpdateVisitor, WeightBias};
+pub use params::{
+    NoParams, ParamSet, TensorVisitor, TensorVisitorMut, UpdateVisitor, WeightBias,
+    update_layer_params, visit_layer_buffers, visit_layer_buffers_mut, visit_layer_params,
+    visit_layer_params_mut, visit_mut_prefixed, visit_prefixed, zip_mut_prefixed,
+};
 pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolOp, pool_output_len};
 pub use softmax::Softmax;
 pub(crate) use softmax::softmax_row;
@@ -230,41 +234,27 @@ impl<A: Layer, B: Layer<Input = A::Output>> Layer for Chain<A, B> {
     }
 
     fn visit_params(&self, visit: &mut TensorVisitor<'_>) {
-        self.first
-            .visit_params(&mut |name, dims, values| visit(&format!("0.{name}"), dims, values));
-        self.second
-            .visit_params(&mut |name, dims, values| visit(&format!("1.{name}"), dims, values));
+        visit_layer_params("0", &self.first, visit);
+        visit_layer_params("1", &self.second, visit);
     }
 
     fn visit_params_mut(&mut self, visit: &mut TensorVisitorMut<'_>) {
-        self.first
-            .visit_params_mut(&mut |name, values| visit(&format!("0.{name}"), values));
-        self.second
-            .visit_params_mut(&mut |name, values| visit(&format!("1.{name}"), values));
+        visit_layer_params_mut("0", &mut self.first, visit);
+        visit_layer_params_mut("1", &mut self.second, visit);
     }
 
     fn update_params(&mut self, grads: &Self::Grads, update: &mut UpdateVisitor<'_>) {
-        self.first
-            .update_params(&grads.0, &mut |name, values, grad| {
-                update(&format!("0.{name}"), values, grad)
-            });
-        self.second
-            .update_params(&grads.1, &mut |name, values, grad| {
-                update(&format!("1.{name}"), values, grad)
-            });
+        update_layer_params("0", &mut self.first, &grads.0, update);
+        update_layer_params("1", &mut self.second, &grads.1, update);
     }
 
     fn visit_buffers(&self, visit: &mut TensorVisitor<'_>) {
-        self.first
-            .visit_buffers(&mut |name, dims, values| visit(&format!("0.{name}"), dims, values));
-        self.second
-            .visit_buffers(&mut |name, dims, values| visit(&format!("1.{name}"), dims, values));
+        visit_layer_buffers("0", &self.first, visit);
+        visit_layer_buffers("1", &self.second, visit);
     }
 
     fn visit_buffers_mut(&mut self, visit: &mut TensorVisitorMut<'_>) {
-        self.first
-            .visit_buffers_mut(&mut |name, values| visit(&format!("0.{name}"), values));
-        self.second
-            .visit_buffers_mut(&mut |name, values| visit(&format!("1.{name}"), values));
+        visit_layer_buffers_mut("0", &mut self.first, visit);
+        visit_layer_buffers_mut("1", &mut self.second, visit);
     }
 }

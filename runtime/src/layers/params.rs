@@ -84,25 +84,85 @@ impl<A: ParamSet, B: ParamSet> ParamSet for (A, B) {
         (self.0.zeros_like(), self.1.zeros_like())
     }
     fn visit(&self, visit: &mut TensorVisitor<'_>) {
-        self.0
-            .visit(&mut |name, dims, values| visit(&format!("0.{name}"), dims, values));
-        self.1
-            .visit(&mut |name, dims, values| visit(&format!("1.{name}"), dims, values));
+        visit_prefixed("0", &self.0, visit);
+        visit_prefixed("1", &self.1, visit);
     }
     fn visit_mut(&mut self, visit: &mut TensorVisitorMut<'_>) {
-        self.0
-            .visit_mut(&mut |name, values| visit(&format!("0.{name}"), values));
-        self.1
-            .visit_mut(&mut |name, values| visit(&format!("1.{name}"), values));
+        visit_mut_prefixed("0", &mut self.0, visit);
+        visit_mut_prefixed("1", &mut self.1, visit);
     }
     fn zip_mut(&mut self, other: &Self, visit: &mut UpdateVisitor<'_>) {
-        self.0.zip_mut(&other.0, &mut |name, values, grad| {
-            visit(&format!("0.{name}"), values, grad)
-        });
-        self.1.zip_mut(&other.1, &mut |name, values, grad| {
-            visit(&format!("1.{name}"), values, grad)
-        });
+        zip_mut_prefixed("0", &mut self.0, &other.0, visit);
+        zip_mut_prefixed("1", &mut self.1, &other.1, visit);
     }
+}
+
+/// Prefixing names: how a network (or a [`Chain`](super::Chain)) names the tensors of its
+/// parts, `conv1.weight` for the `weight` of its `conv1`.
+/// Visits `set`'s tensors with their names prefixed by `layer.`.
+pub fn visit_prefixed(layer: &str, set: &impl ParamSet, visit: &mut TensorVisitor<'_>) {
+    set.visit(&mut |name, dims, values| visit(&format!("{layer}.{name}"), dims, values));
+}
+
+/// Visits `set`'s tensors mutably with their names prefixed by `layer.`.
+pub fn visit_mut_prefixed(layer: &str, set: &mut impl ParamSet, visit: &mut TensorVisitorMut<'_>) {
+    set.visit_mut(&mut |name, values| visit(&format!("{layer}.{name}"), values));
+}
+
+/// Visits `set`'s tensors mutably beside `other`'s, with names prefixed by `layer.`.
+pub fn zip_mut_prefixed<P: ParamSet>(
+    layer: &str,
+    set: &mut P,
+    other: &P,
+    visit: &mut UpdateVisitor<'_>,
+) {
+    set.zip_mut(other, &mut |name, values, grad| {
+        visit(&format!("{layer}.{name}"), values, grad)
+    });
+}
+
+/// Runs `layer`'s parameter visitor with names prefixed by `prefix.`.
+pub fn visit_layer_params<L: super::Layer>(prefix: &str, layer: &L, visit: &mut TensorVisitor<'_>) {
+    layer.visit_params(&mut |name, dims, values| visit(&format!("{prefix}.{name}"), dims, values));
+}
+
+/// Runs `layer`'s mutable parameter visitor with names prefixed by `prefix.`.
+pub fn visit_layer_params_mut<L: super::Layer>(
+    prefix: &str,
+    layer: &mut L,
+    visit: &mut TensorVisitorMut<'_>,
+) {
+    layer.visit_params_mut(&mut |name, values| visit(&format!("{prefix}.{name}"), values));
+}
+
+/// Runs `layer`'s update visitor with names prefixed by `prefix.`.
+pub fn update_layer_params<L: super::Layer>(
+    prefix: &str,
+    layer: &mut L,
+    grads: &L::Grads,
+    update: &mut UpdateVisitor<'_>,
+) {
+    layer.update_params(grads, &mut |name, values, grad| {
+        update(&format!("{prefix}.{name}"), values, grad)
+    });
+}
+
+/// Runs `layer`'s buffer visitor with names prefixed by `prefix.`.
+pub fn visit_layer_buffers<L: super::Layer>(
+    prefix: &str,
+    layer: &L,
+    visit: &mut TensorVisitor<'_>,
+) {
+    layer.visit_buffers(&mut |name, dims, values| visit(&format!("{prefix}.{name}"), dims, values));
+}
+
+/// Runs `layer`'s mutable buffer visitor with names prefixed by `prefix.`.
+pub fn visit_layer_buffers_mut<L: super::Layer>(
+    prefix: &str,
+    layer: &mut L,
+    visit: &mut TensorVisitorMut<'_>,
+) {
+    layer.visit_buffers_mut(&mut |name, values| visit(&format!("{prefix}.{name}"), values));
 }
 
 /// The [`Layer`](super::Layer) parameter methods of a layer whose parameters are the

@@ -36,7 +36,9 @@ impl Optimizer for Adadelta {
     }
     fn update(&self, _t: u64, lr: f32, values: &mut [f32], grad: &[f32], slots: &mut [Vec<f32>]) {
         let (rho, eps) = (self.rho, self.epsilon);
-        let [grad_avg, delta_avg] = slots else { unreachable!("two slots") };
+        let [grad_avg, delta_avg] = slots else {
+            unreachable!("two slots")
+        };
         for (((w, &g), a), d) in values
             .iter_mut()
             .zip(grad)

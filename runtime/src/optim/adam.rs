@@ -40,8 +40,15 @@ impl Optimizer for Adam {
     fn update(&self, t: u64, lr: f32, values: &mut [f32], grad: &[f32], slots: &mut [Vec<f32>]) {
         let (b1, b2) = (self.beta1, self.beta2);
         let step = lr * (1.0 - b2.powi(t as i32)).sqrt() / (1.0 - b1.powi(t as i32));
-        let [m, v] = slots else { unreachable!("two slots") };
-        for (((w, &g), m), v) in values.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let [m, v] = slots else {
+            unreachable!("two slots")
+        };
+        for (((w, &g), m), v) in values
+            .iter_mut()
+            .zip(grad)
+            .zip(m.iter_mut())
+            .zip(v.iter_mut())
+        {
             *m = b1 * *m + (1.0 - b1) * g;
             *v = b2 * *v + (1.0 - b2) * g * g;
             *w -= step * *m / (v.sqrt() + self.epsilon);

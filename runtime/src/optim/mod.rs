@@ -192,7 +192,14 @@ mod tests {
     #[test]
     fn schedules() {
         assert_eq!(Schedule::Constant.factor(7), 1.0);
-        assert_eq!(Schedule::Step { every: 2, factor: 0.5 }.factor(5), 0.25);
+        assert_eq!(
+            Schedule::Step {
+                every: 2,
+                factor: 0.5
+            }
+            .factor(5),
+            0.25
+        );
         assert!((Schedule::Exponential { decay: 0.9 }.factor(2) - 0.81).abs() < 1e-6);
         assert_eq!(Schedule::Cosine { epochs: 4 }.factor(0), 1.0);
         assert!((Schedule::Cosine { epochs: 4 }.factor(2) - 0.5).abs() < 1e-6);
@@ -213,10 +220,22 @@ mod tests {
         state.regularization.l2 = 0.5;
         state.step(&mut net, &grads, 0);
         assert_eq!(net.first.params, before.first.params);
-        for (w, w0) in net.second.params.weight.iter().zip(&before.second.params.weight) {
+        for (w, w0) in net
+            .second
+            .params
+            .weight
+            .iter()
+            .zip(&before.second.params.weight)
+        {
             assert!((w - (w0 - 0.1 * (1.0 + w0))).abs() < 1e-6);
         }
-        assert!(net.second.params.bias.iter().all(|&b| (b + 0.1).abs() < 1e-7));
+        assert!(
+            net.second
+                .params
+                .bias
+                .iter()
+                .all(|&b| (b + 0.1).abs() < 1e-7)
+        );
         assert!(state.is_frozen("0.weight") && !state.is_frozen("1.weight"));
     }
 

@@ -59,10 +59,16 @@ mod tests {
         // Plain: 1 − 0.1·0.5 − 0.1·0.5.
         assert!((run(Sgd::new(0.1)) - 0.9).abs() < 1e-7);
         // Momentum 0.9: v1 = −0.05, w = 0.95; v2 = −0.045 − 0.05 = −0.095, w = 0.855.
-        let momentum = Sgd { momentum: 0.9, ..Sgd::new(0.1) };
+        let momentum = Sgd {
+            momentum: 0.9,
+            ..Sgd::new(0.1)
+        };
         assert!((run(momentum) - 0.855).abs() < 1e-6);
         // Nesterov: w1 = 1 + 0.9·(−0.05) − 0.05 = 0.905; w2 = 0.905 + 0.9·(−0.095) − 0.05 = 0.7695.
-        let nesterov = Sgd { nesterov: true, ..momentum };
+        let nesterov = Sgd {
+            nesterov: true,
+            ..momentum
+        };
         assert!((run(nesterov) - 0.7695).abs() < 1e-6);
     }
 }
