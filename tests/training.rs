@@ -91,14 +91,7 @@ fn real_mnist_trains_to_high_accuracy_in_seconds() {
         verbose: false,
         ..FitConfig::default()
     };
-    fit(
-        &mut net,
-        &mut optimizer,
-        &train.take(20_000),
-        Validation::None,
-        &config,
-    )
-    .unwrap();
+    fit(&mut net, &mut optimizer, &train, Validation::None, &config).unwrap();
     let result = evaluate(&net, &test, 256);
     assert!(
         result.accuracy >= 0.95,
