@@ -14,6 +14,7 @@ use benchmarks::measurement::WallClock;
 fn config(measurement: WallClock) -> Criterion<WallClock> {
     Criterion::default()
         .with_measurement(measurement)
+        .without_plots()
         .sample_size(10)
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2))

@@ -34,7 +34,7 @@ impl Optimizer for Adadelta {
     fn slots(&self) -> usize {
         2
     }
-    fn update(&self, _t: u64, lr: f32, values: &mut [f32], grad: &[f32], slots: &mut [Vec<f32>]) {
+    fn update(&self, _t: u64, lr: f32, values: &mut [f32], grad: &[f32], slots: &mut [&mut [f32]]) {
         let (rho, eps) = (self.rho, self.epsilon);
         let [grad_avg, delta_avg] = slots else {
             unreachable!("two slots")
@@ -60,7 +60,8 @@ mod tests {
     #[test]
     fn hand_computed_update() {
         let adadelta = Adadelta::default();
-        let (mut w, mut slots) = (vec![1.0f32], vec![vec![0.0], vec![0.0]]);
+        let (mut w, mut m, mut v) = (vec![1.0f32], [0.0f32], [0.0f32]);
+        let mut slots: [&mut [f32]; 2] = [&mut m, &mut v];
         // a = 0.05·0.25 = 0.0125; Δ = −√1e-7/√(0.0125001)·0.5 = −0.00141421;
         // d = 0.05·Δ² = 1.0e-7; w = 1 − 0.00141421.
         adadelta.update(1, 1.0, &mut w, &[0.5], &mut slots);

@@ -37,7 +37,7 @@ impl Optimizer for Adam {
     fn slots(&self) -> usize {
         2
     }
-    fn update(&self, t: u64, lr: f32, values: &mut [f32], grad: &[f32], slots: &mut [Vec<f32>]) {
+    fn update(&self, t: u64, lr: f32, values: &mut [f32], grad: &[f32], slots: &mut [&mut [f32]]) {
         let (b1, b2) = (self.beta1, self.beta2);
         let step = lr * (1.0 - b2.powi(t as i32)).sqrt() / (1.0 - b1.powi(t as i32));
         let [m, v] = slots else {
@@ -63,7 +63,8 @@ mod tests {
     #[test]
     fn hand_computed_updates() {
         let adam = Adam::default();
-        let (mut w, mut slots) = (vec![1.0f32], vec![vec![0.0], vec![0.0]]);
+        let (mut w, mut m, mut v) = (vec![1.0f32], [0.0f32], [0.0f32]);
+        let mut slots: [&mut [f32]; 2] = [&mut m, &mut v];
         // Step 1: m = 0.05, v = 0.00025, step size = 0.001·√0.001/0.1;
         // w = 1 − 0.001·0.316228 · 0.05/(0.0158114 + 1e-7) = 1 − 0.001 (Adam's first step is lr·sign(g)).
         adam.update(1, 1e-3, &mut w, &[0.5], &mut slots);

@@ -10,6 +10,8 @@ mod sgd;
 
 use std::fmt::Debug;
 
+use rayon::prelude::*;
+
 pub use adadelta::Adadelta;
 pub use adam::Adam;
 pub use rmsprop::RmsProp;
@@ -17,7 +19,8 @@ pub use sgd::Sgd;
 
 use crate::layers::Layer;
 
-/// An update rule for one parameter tensor.
+/// An update rule for one parameter tensor. Rules are element-wise: [`OptimizerState`] applies
+/// them to chunks of large tensors in parallel.
 pub trait Optimizer: Debug + Send + Sync {
     /// The rule's name, for logs.
     fn name(&self) -> &'static str;
@@ -26,8 +29,9 @@ pub trait Optimizer: Debug + Send + Sync {
     /// Number of state vectors the rule keeps per tensor (momentum, moments, ...).
     fn slots(&self) -> usize;
     /// Updates `values` from `grad` at step `t` (1 for the first), with learning rate `lr`;
-    /// `slots` holds this tensor's state, each as long as `values`.
-    fn update(&self, t: u64, lr: f32, values: &mut [f32], grad: &[f32], slots: &mut [Vec<f32>]);
+    /// `slots` holds the state of these values, each slot as long as `values`. Each element must
+    /// be updated from its own values alone (it may be called on any chunk of a tensor).
+    fn update(&self, t: u64, lr: f32, values: &mut [f32], grad: &[f32], slots: &mut [&mut [f32]]);
 }
 
 /// Penalties added to the loss for every tensor named `weight` (kernels of conv and dense layers,
@@ -170,9 +174,36 @@ impl OptimizerState {
             } else {
                 grad
             };
-            optimizer.update(t, lr, values, grad, tensor_state);
+            update_in_chunks(optimizer.as_ref(), t, lr, values, grad, tensor_state);
         });
     }
+}
+
+/// Values per parallel task of an update: small tensors stay on the calling thread.
+const UPDATE_CHUNK: usize = 1 << 15;
+
+/// Applies `optimizer` to matching chunks of `values`, `grad` and every state slot, in parallel.
+fn update_in_chunks(
+    optimizer: &dyn Optimizer,
+    t: u64,
+    lr: f32,
+    values: &mut [f32],
+    grad: &[f32],
+    state: &mut [Vec<f32>],
+) {
+    let mut slot_chunks: Vec<Vec<&mut [f32]>> = (0..values.len().div_ceil(UPDATE_CHUNK))
+        .map(|_| Vec::with_capacity(state.len()))
+        .collect();
+    for slot in state.iter_mut() {
+        for (chunk, part) in slot.chunks_mut(UPDATE_CHUNK).enumerate() {
+            slot_chunks[chunk].push(part);
+        }
+    }
+    values
+        .par_chunks_mut(UPDATE_CHUNK)
+        .zip(grad.par_chunks(UPDATE_CHUNK))
+        .zip(slot_chunks)
+        .for_each(|((values, grad), mut slots)| optimizer.update(t, lr, values, grad, &mut slots));
 }
 
 /// Whether the tensor `name` (`conv1.weight`) belongs to one of `layers` (`conv1`).
@@ -237,6 +268,31 @@ mod tests {
                 .all(|&b| (b + 0.1).abs() < 1e-7)
         );
         assert!(state.is_frozen("0.weight") && !state.is_frozen("1.weight"));
+    }
+
+    /// A tensor larger than one chunk is updated in parallel pieces, bit for bit as in one piece.
+    #[test]
+    fn chunked_updates_equal_whole_updates() {
+        let mut net = Dense::<300, 300>::new(&mut seeded_rng(2));
+        let mut grads = net.new_grads();
+        grads.visit_mut(&mut |_, g| {
+            g.iter_mut()
+                .enumerate()
+                .for_each(|(i, v)| *v = (i % 7) as f32 - 3.0)
+        });
+        let adam = Adam::default();
+        let (mut weight, mut m, mut v) = (
+            net.params.weight.clone(),
+            vec![0.0; 90_000],
+            vec![0.0; 90_000],
+        );
+        let mut state = OptimizerState::new(adam);
+        for t in 1..=3 {
+            state.step(&mut net, &grads, 0);
+            adam.update(t, 1e-3, &mut weight, &grads.weight, &mut [&mut m, &mut v]);
+        }
+        assert!(weight.len() > UPDATE_CHUNK);
+        assert_eq!(net.params.weight, weight);
     }
 
     /// L1 adds `l1 · sign(w)`.

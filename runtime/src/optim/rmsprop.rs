@@ -33,7 +33,7 @@ impl Optimizer for RmsProp {
     fn slots(&self) -> usize {
         1
     }
-    fn update(&self, _t: u64, lr: f32, values: &mut [f32], grad: &[f32], slots: &mut [Vec<f32>]) {
+    fn update(&self, _t: u64, lr: f32, values: &mut [f32], grad: &[f32], slots: &mut [&mut [f32]]) {
         for ((w, &g), a) in values.iter_mut().zip(grad).zip(slots[0].iter_mut()) {
             *a = self.rho * *a + (1.0 - self.rho) * g * g;
             *w -= lr * g / (*a + self.epsilon).sqrt();
@@ -48,7 +48,8 @@ mod tests {
     #[test]
     fn hand_computed_updates() {
         let rmsprop = RmsProp::default();
-        let (mut w, mut slots) = (vec![1.0f32], vec![vec![0.0]]);
+        let (mut w, mut state) = (vec![1.0f32], [0.0f32]);
+        let mut slots: [&mut [f32]; 1] = [&mut state];
         // a = 0.1·0.25 = 0.025; w = 1 − 0.001·0.5/√0.0250001 = 1 − 0.00316227.
         rmsprop.update(1, 1e-3, &mut w, &[0.5], &mut slots);
         assert!((w[0] - (1.0 - 0.003_162_27)).abs() < 1e-6, "{}", w[0]);

@@ -35,7 +35,7 @@ impl Optimizer for Sgd {
     fn slots(&self) -> usize {
         1
     }
-    fn update(&self, _t: u64, lr: f32, values: &mut [f32], grad: &[f32], slots: &mut [Vec<f32>]) {
+    fn update(&self, _t: u64, lr: f32, values: &mut [f32], grad: &[f32], slots: &mut [&mut [f32]]) {
         let m = self.momentum;
         for ((w, &g), v) in values.iter_mut().zip(grad).zip(slots[0].iter_mut()) {
             *v = m * *v - lr * g;
@@ -51,7 +51,8 @@ mod tests {
     #[test]
     fn hand_computed_updates() {
         let run = |sgd: Sgd| {
-            let (mut w, mut slots) = (vec![1.0f32], vec![vec![0.0]]);
+            let (mut w, mut state) = (vec![1.0f32], [0.0f32]);
+            let mut slots: [&mut [f32]; 1] = [&mut state];
             sgd.update(1, sgd.learning_rate, &mut w, &[0.5], &mut slots);
             sgd.update(2, sgd.learning_rate, &mut w, &[0.5], &mut slots);
             w[0]
