@@ -305,7 +305,13 @@ pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usiz
     let blocks = k.div_ceil(KC_MAX);
     let kc_max = k.div_ceil(blocks);
     let in_place = b.col_stride == 1 && n.is_multiple_of(nr);
-    PACKED_B.with_borrow_mut(|packed| {
+    // The buffer is taken out of the thread-local rather than borrowed in a `with` closure: a
+    // closure is a function without this instruction set's target features, and left
+    // un-inlined (as it is with several codegen units, Cargo's default) it would keep every
+    // vector operation inside it from inlining: the kernels ran 60 times slower.
+    let mut packed = PACKED_B.take();
+    {
+        let packed = &mut packed;
         if !in_place {
             packed.resize(panels * kc_max * nr, 0.0);
         }
@@ -350,7 +356,8 @@ pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usiz
                 }
             }
         }
-    });
+    }
+    PACKED_B.set(packed);
 }
 
 /// Copies rows `k0..k0 + kc` of `B` into `panels` of `nr` columns, each `kc` rows of `nr`
@@ -418,7 +425,13 @@ unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, const UNIT_R
         let mut a_k = t.a;
         let mut b_k = t.b;
         for _ in 0..t.kc {
-            let b_vec: [V; NV] = std::array::from_fn(|j| V::load(b_k.add(j * V::LANES)));
+            // A plain loop, not `array::from_fn`: a closure is a function without this
+            // instruction set's target features, and one left un-inlined (as happens with
+            // several codegen units) turns every vector load into a call.
+            let mut b_vec = [V::zero(); NV];
+            for (j, b) in b_vec.iter_mut().enumerate() {
+                *b = V::load(b_k.add(j * V::LANES));
+            }
             for i in 0..MR {
                 let a_val = V::splat(*a_k.add(row_offsets[i]));
                 for j in 0..NV {

@@ -67,7 +67,10 @@ unsafe fn chains<V: SimdF32, const CHAINS: usize>(iterations: u64) -> f32 {
                 *value = value.mul_add(a, b);
             }
         }
-        let total = acc.iter().fold(V::zero(), |sum, &value| sum.add(value));
+        let mut total = V::zero();
+        for value in acc {
+            total = total.add(value);
+        }
         let mut lanes = [0.0f32; 16];
         total.store(lanes.as_mut_ptr());
         lanes[0] / CHAINS as f32

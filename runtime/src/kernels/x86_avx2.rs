@@ -13,29 +13,35 @@ pub struct Avx2(__m256);
 unsafe impl SimdF32 for Avx2 {
     const LANES: usize = 8;
 
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn zero() -> Self {
-        Avx2(unsafe { _mm256_setzero_ps() })
+        Avx2(_mm256_setzero_ps())
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn splat(x: f32) -> Self {
-        Avx2(unsafe { _mm256_set1_ps(x) })
+        Avx2(_mm256_set1_ps(x))
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn load(ptr: *const f32) -> Self {
         Avx2(unsafe { _mm256_loadu_ps(ptr) })
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn store(self, ptr: *mut f32) {
         unsafe { _mm256_storeu_ps(ptr, self.0) }
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn mul_add(self, b: Self, acc: Self) -> Self {
-        Avx2(unsafe { _mm256_fmadd_ps(self.0, b.0, acc.0) })
+        Avx2(_mm256_fmadd_ps(self.0, b.0, acc.0))
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn add(self, b: Self) -> Self {
-        Avx2(unsafe { _mm256_add_ps(self.0, b.0) })
+        Avx2(_mm256_add_ps(self.0, b.0))
     }
 }
 

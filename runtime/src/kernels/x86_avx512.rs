@@ -13,29 +13,35 @@ pub struct Avx512(__m512);
 unsafe impl SimdF32 for Avx512 {
     const LANES: usize = 16;
 
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
     unsafe fn zero() -> Self {
-        Avx512(unsafe { _mm512_setzero_ps() })
+        Avx512(_mm512_setzero_ps())
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
     unsafe fn splat(x: f32) -> Self {
-        Avx512(unsafe { _mm512_set1_ps(x) })
+        Avx512(_mm512_set1_ps(x))
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
     unsafe fn load(ptr: *const f32) -> Self {
         Avx512(unsafe { _mm512_loadu_ps(ptr) })
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
     unsafe fn store(self, ptr: *mut f32) {
         unsafe { _mm512_storeu_ps(ptr, self.0) }
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
     unsafe fn mul_add(self, b: Self, acc: Self) -> Self {
-        Avx512(unsafe { _mm512_fmadd_ps(self.0, b.0, acc.0) })
+        Avx512(_mm512_fmadd_ps(self.0, b.0, acc.0))
     }
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx512f")]
     unsafe fn add(self, b: Self) -> Self {
-        Avx512(unsafe { _mm512_add_ps(self.0, b.0) })
+        Avx512(_mm512_add_ps(self.0, b.0))
     }
 }
 
