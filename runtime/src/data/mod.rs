@@ -88,13 +88,13 @@ impl<S: Shape> Dataset<S> {
             .dims
             .split_first()
             .expect("an IDX array has at least one dimension");
-        let sample_len: usize = sample_dims.iter().product();
-        let image_like =
-            S::DIMS.len() == 3 && matches!(sample_dims, [h, w] if [*h, *w, 1] == S::DIMS);
-        if sample_dims.is_empty()
-            || (sample_len != S::LEN
-                || (S::DIMS.len() == 3 && sample_dims != S::DIMS && !image_like))
-        {
+        // A flat network takes any sample of the right length; an image network takes samples
+        // of its exact dimensions, the channel axis being optional for one channel.
+        let fits = match S::DIMS {
+            [len] => !sample_dims.is_empty() && sample_dims.iter().product::<usize>() == *len,
+            dims => sample_dims == dims || [sample_dims, &[1]].concat() == dims,
+        };
+        if !fits {
             let found: Vec<String> = sample_dims.iter().map(ToString::to_string).collect();
             return Err(format(
                 images,
