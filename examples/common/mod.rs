@@ -196,10 +196,9 @@ where
     println!("Test loss: {:.4}", evaluation.loss);
     println!("Test accuracy: {:.4}", evaluation.accuracy);
 
-    let first = constnet::Batch::from_vec(test.images.as_slice()[..10 * 784].to_vec())?;
-    let predictions = predict(&network, &first, 10);
+    let predictions = predict(&network, &test.images, 256);
     println!("First 10 test images:");
-    for (i, class) in predictions.classes.iter().enumerate() {
+    for (i, class) in predictions.classes.iter().enumerate().take(10) {
         let probabilities: Vec<String> = predictions
             .probabilities
             .sample(i)
@@ -218,8 +217,7 @@ where
     );
     print!("{}", evaluation.confusion.report());
 
-    let all = predict(&network, &test.images, 256);
-    plots::write(&args.plots, N::NAME, &history, &test, &all.classes)?;
+    plots::write(&args.plots, N::NAME, &history, &test, &predictions.classes)?;
     if let Some(path) = &args.save {
         weights::save(&network, path)?;
         println!("Saved weights to {}", path.display());

@@ -88,13 +88,6 @@ pub trait Network: Layer {
         grads: &mut Self::Grads,
     );
 
-    /// Trainable parameters, non-trainable buffers included in the total as Keras counts them.
-    fn param_count() -> (usize, usize) {
-        Self::LAYERS.iter().fold((0, 0), |(p, b), layer| {
-            (p + layer.params, b + layer.buffers)
-        })
-    }
-
     /// The layer table, as Keras's `model.summary()` prints it.
     fn summary() -> String {
         summary_table(Self::NAME, Self::LAYERS)

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::layers::Layer;
+use crate::layers::{Layer, TensorVisitor};
 
 /// What can go wrong saving or loading weights; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -45,15 +45,10 @@ pub enum WeightsError {
     },
 }
 
-/// Every tensor of `network`: name, dimensions, values (parameters, then buffers).
-fn tensors<L: Layer>(network: &L) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let mut all = Vec::new();
-    let mut collect = |name: &str, dims: &[usize], values: &[f32]| {
-        all.push((name.to_string(), dims.to_vec(), values.to_vec()));
-    };
-    network.visit_params(&mut collect);
-    network.visit_buffers(&mut collect);
-    all
+/// Visits every tensor of `network` that a weight file holds: parameters, then buffers.
+fn visit_tensors<L: Layer>(network: &L, visit: &mut TensorVisitor<'_>) {
+    network.visit_params(visit);
+    network.visit_buffers(visit);
 }
 
 /// Saves every parameter and buffer of `network` to `path`, atomically.
@@ -62,14 +57,11 @@ pub fn save<L: Layer>(network: &L, path: &Path) -> Result<(), WeightsError> {
         file: path.to_path_buf(),
         source,
     };
-    let tensors = tensors(network);
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(name, dims, values)| {
-            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name, dims, bytes)
-        })
-        .collect();
+    let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    visit_tensors(network, &mut |name, dims, values| {
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes.push((name.to_string(), dims.to_vec(), data));
+    });
     let views = bytes.iter().map(|(name, dims, data)| {
         let view = TensorView::new(Dtype::F32, dims.clone(), data)
             .expect("dimensions match the data they describe");
@@ -105,10 +97,13 @@ pub fn load<L: Layer>(network: &mut L, path: &Path) -> Result<(), WeightsError> 
         file: path.to_path_buf(),
         problem: e.to_string(),
     })?;
-    let expected = tensors(network);
+    let mut expected: Vec<(String, Vec<usize>)> = Vec::new();
+    visit_tensors(network, &mut |name, dims, _| {
+        expected.push((name.to_string(), dims.to_vec()))
+    });
     let mut problems = Vec::new();
     let mut values: HashMap<String, Vec<f32>> = HashMap::new();
-    for (name, dims, _) in &expected {
+    for (name, dims) in &expected {
         match file.tensor(name) {
             Err(_) => problems.push(format!("`{name}` {dims:?} is missing")),
             Ok(view) if view.dtype() != Dtype::F32 => {
@@ -131,7 +126,7 @@ pub fn load<L: Layer>(network: &mut L, path: &Path) -> Result<(), WeightsError> 
     let mut extra: Vec<&str> = file
         .names()
         .into_iter()
-        .filter(|name| !expected.iter().any(|(n, _, _)| n == name))
+        .filter(|name| !expected.iter().any(|(n, _)| n == name))
         .collect();
     extra.sort_unstable();
     problems.extend(

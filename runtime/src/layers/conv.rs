@@ -17,7 +17,7 @@ use std::marker::PhantomData;
 use rand::Rng;
 use rayon::prelude::*;
 
-use super::{Layer, WeightBias};
+use super::{Layer, WeightBias, for_each_sample_group, samples_per_task};
 use crate::init::Init;
 use crate::kernels::gemm::{MatMut, MatRef, gemm};
 use crate::kernels::with_scratch;
@@ -196,11 +196,6 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     }
 }
 
-/// Samples per rayon task: one contiguous group per thread.
-pub(super) fn samples_per_task(samples: usize) -> usize {
-    samples.div_ceil(rayon::current_num_threads()).max(1)
-}
-
 impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     for Conv2d<I, O, K, STRIDE, P>
 {
@@ -212,30 +207,24 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
 
     fn forward(&self, input: &Batch<I>, output: &mut Batch<O>) {
         let () = Self::SHAPES_AGREE;
-        output.resize(input.len());
-        let group = samples_per_task(input.len());
         let weight = MatRef::row_major(&self.params.weight, Self::PATCH, O::C);
-        input
-            .as_slice()
-            .par_chunks(group * I::LEN)
-            .zip(output.as_mut_slice().par_chunks_mut(group * O::LEN))
-            .for_each(|(images, outputs)| {
-                with_scratch(Self::PIXELS * Self::PATCH, |patches| {
-                    for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
-                        Self::im2col(image, patches);
-                        for pixel in out.chunks_mut(O::C) {
-                            pixel.copy_from_slice(&self.params.bias);
-                        }
-                        let patches = MatRef::row_major(patches, Self::PIXELS, Self::PATCH);
-                        gemm(
-                            MatMut::row_major(out, Self::PIXELS, O::C),
-                            patches,
-                            weight,
-                            true,
-                        );
+        for_each_sample_group(input, output, |images, outputs| {
+            with_scratch(Self::PIXELS * Self::PATCH, |patches| {
+                for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
+                    Self::im2col(image, patches);
+                    for pixel in out.chunks_mut(O::C) {
+                        pixel.copy_from_slice(&self.params.bias);
                     }
-                })
-            });
+                    let patches = MatRef::row_major(patches, Self::PIXELS, Self::PATCH);
+                    gemm(
+                        MatMut::row_major(out, Self::PIXELS, O::C),
+                        patches,
+                        weight,
+                        true,
+                    );
+                }
+            })
+        });
     }
 
     fn backward(

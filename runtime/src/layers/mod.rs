@@ -44,8 +44,32 @@ pub(crate) use softmax::softmax_row;
 
 use std::sync::{Mutex, PoisonError};
 
+use rayon::prelude::*;
+
 use crate::shape::Shape;
 use crate::tensor::Batch;
+
+/// Samples per rayon task: one contiguous group per thread.
+pub(crate) fn samples_per_task(samples: usize) -> usize {
+    samples.div_ceil(rayon::current_num_threads()).max(1)
+}
+
+/// Resizes `output` to `input`'s number of samples and runs `f(inputs, outputs)` in parallel on
+/// one contiguous group of samples per rayon thread (each slice holds the group's samples one
+/// after another), so per-group workspace is set up once per thread, not once per sample.
+pub(crate) fn for_each_sample_group<I: Shape, O: Shape>(
+    input: &Batch<I>,
+    output: &mut Batch<O>,
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
+) {
+    output.resize(input.len());
+    let group = samples_per_task(input.len());
+    input
+        .as_slice()
+        .par_chunks(group * I::LEN)
+        .zip(output.as_mut_slice().par_chunks_mut(group * O::LEN))
+        .for_each(|(inputs, outputs)| f(inputs, outputs));
+}
 
 /// A layer whose input and output shapes are known to the compiler.
 pub trait Layer: Send + Sync {

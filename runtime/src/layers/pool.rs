@@ -10,8 +10,7 @@ use std::marker::PhantomData;
 
 use rayon::prelude::*;
 
-use super::Layer;
-use super::conv::samples_per_task;
+use super::{Layer, for_each_sample_group, samples_per_task};
 use crate::shape::Image;
 use crate::tensor::Batch;
 
@@ -137,25 +136,19 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
 
     fn forward(&self, input: &Batch<I>, output: &mut Batch<O>) {
         let () = Self::SHAPES_AGREE;
-        output.resize(input.len());
-        let group = samples_per_task(input.len());
-        input
-            .as_slice()
-            .par_chunks(group * I::LEN)
-            .zip(output.as_mut_slice().par_chunks_mut(group * O::LEN))
-            .for_each(|(images, outputs)| {
-                for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
-                    for (pixel, y) in out.chunks_mut(O::C).enumerate() {
-                        y.fill(Op::START);
-                        for offset in Self::window(pixel / O::W, pixel % O::W) {
-                            for (y, &x) in y.iter_mut().zip(&image[offset..offset + I::C]) {
-                                *y = Op::combine(*y, x);
-                            }
+        for_each_sample_group(input, output, |images, outputs| {
+            for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
+                for (pixel, y) in out.chunks_mut(O::C).enumerate() {
+                    y.fill(Op::START);
+                    for offset in Self::window(pixel / O::W, pixel % O::W) {
+                        for (y, &x) in y.iter_mut().zip(&image[offset..offset + I::C]) {
+                            *y = Op::combine(*y, x);
                         }
-                        y.iter_mut().for_each(|y| *y = Op::finish(*y, Self::WINDOW));
                     }
+                    y.iter_mut().for_each(|y| *y = Op::finish(*y, Self::WINDOW));
                 }
-            });
+            }
+        });
     }
 
     fn backward(
