@@ -97,6 +97,34 @@ impl<'a> MatRef<'a> {
         self.data[i * self.row_stride + j * self.col_stride]
     }
 
+    /// Writes the matrix into `out` row-major (`rows × cols` contiguous values): how a
+    /// transposed view is turned into a matrix GEMM can read in place. Works in square blocks
+    /// so both the reads and the writes of a transpose stay within a few cache lines.
+    ///
+    /// # Panics
+    /// If `out` does not hold exactly `rows * cols` values.
+    pub fn copy_to(&self, out: &mut [f32]) {
+        const BLOCK: usize = 16;
+        assert_eq!(
+            out.len(),
+            self.rows * self.cols,
+            "copying a {}x{} matrix into {} values",
+            self.rows,
+            self.cols,
+            out.len()
+        );
+        for i0 in (0..self.rows).step_by(BLOCK) {
+            for j0 in (0..self.cols).step_by(BLOCK) {
+                for i in i0..(i0 + BLOCK).min(self.rows) {
+                    let row = &mut out[i * self.cols..(i + 1) * self.cols];
+                    for (j, value) in row.iter_mut().enumerate().take(j0 + BLOCK).skip(j0) {
+                        *value = self.data[i * self.row_stride + j * self.col_stride];
+                    }
+                }
+            }
+        }
+    }
+
     /// The view of rows `start..start + rows`.
     fn row_range(self, start: usize, rows: usize) -> Self {
         Self {
@@ -455,16 +483,29 @@ unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, const UNIT_R
                 }
             }
         } else {
-            // Edge tile: spill the registers to a stack buffer and copy the part inside C.
+            // Edge tile: spill the registers to a stack buffer (indexing `acc` by a run-time
+            // count would move it out of registers for the whole kernel, 3x slower), then copy
+            // the part inside C, whole vectors at a time and the column tail value by value.
             let mut spill = [[0.0f32; 64]; MR];
             for (i, acc_row) in acc.iter().enumerate() {
                 for (j, value) in acc_row.iter().enumerate() {
                     value.store(spill[i][j * V::LANES..].as_mut_ptr());
                 }
             }
+            let whole = t.cols - t.cols % V::LANES;
             for (i, spilled) in spill.iter().enumerate().take(t.rows) {
                 let c_row = t.c.add(i * t.c_row_stride);
-                for (j, &value) in spilled.iter().enumerate().take(t.cols) {
+                for j in (0..whole).step_by(V::LANES) {
+                    let value = V::load(spilled[j..].as_ptr());
+                    let dst = c_row.add(j);
+                    let out = if t.add_to_c {
+                        value.add(V::load(dst))
+                    } else {
+                        value
+                    };
+                    out.store(dst);
+                }
+                for (j, &value) in spilled.iter().enumerate().take(t.cols).skip(whole) {
                     let dst = c_row.add(j);
                     *dst = if t.add_to_c { *dst + value } else { value };
                 }
@@ -511,6 +552,9 @@ mod tests {
             (1, 128, 300),
             (1, 20, 7),
             (9, 64, 257),
+            // Edge panels of whole vectors with no column tail (the conv2 input gradient).
+            (13, 288, 64),
+            (8, 48, 5),
         ];
         for isa in Isa::supported() {
             for &(m, n, k) in &sizes {

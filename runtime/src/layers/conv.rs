@@ -6,7 +6,8 @@
 //! `[k, k, in_channels, filters]` as Keras stores them:
 //! - forward: `Y = patches · W + b`;
 //! - weight gradient: `dW = Σ_images patchesᵀ · dY`, `db = Σ dY`;
-//! - input gradient: `dpatches = dY · Wᵀ`, scattered back onto the image (col2im).
+//! - input gradient: `dpatches = dY · Wᵀ` (`Wᵀ` copied out once per call), scattered back onto
+//!   the image (col2im).
 //!
 //! Images are split into one contiguous group per rayon thread; each group keeps its own patch
 //! buffer and partial weight gradient.
@@ -238,7 +239,13 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     ) {
         let samples = input.len();
         let group = samples_per_task(samples);
-        let weight_t = MatRef::row_major(&self.params.weight, Self::PATCH, O::C).t();
+        // `Wᵀ` made contiguous once per call, rather than gathered from the transposed view by
+        // each image's GEMM.
+        let mut weight_t = vec![0.0; Self::PATCH * O::C];
+        MatRef::row_major(&self.params.weight, Self::PATCH, O::C)
+            .t()
+            .copy_to(&mut weight_t);
+        let weight_t = MatRef::row_major(&weight_t, O::C, Self::PATCH);
         let input_grad_groups: Vec<Option<&mut [f32]>> = match grad_input {
             Some(grad_input) => {
                 grad_input.resize(samples);

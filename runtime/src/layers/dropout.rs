@@ -7,7 +7,7 @@
 
 use std::marker::PhantomData;
 
-use rand::{RngExt, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use super::Layer;
@@ -24,10 +24,11 @@ pub struct Dropout<S: Shape> {
     shape: PhantomData<S>,
 }
 
-/// The scale (`0` or `1 / (1 - rate)`) applied to each value in the last training pass.
+/// Which values the last training pass kept (`1`) or dropped (`0`), and the scale of the kept.
 #[derive(Clone, Debug, Default)]
 pub struct DropoutCache {
-    mask: Vec<f32>,
+    kept: Vec<u8>,
+    keep_scale: f32,
 }
 
 /// Mixes `(seed, call, sample)` into one well-spread generator seed (SplitMix64's finaliser).
@@ -36,6 +37,22 @@ fn mask_seed(seed: u64, call: u64, sample: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The integer form of "`rng.random::<f32>() < rate`": that draw is `(r >> 8) · 2⁻²⁴` for
+/// `r = rng.next_u32()`, so it is below `rate` exactly when `r` is below the returned threshold.
+/// Comparing integers keeps the masks of the float form bit for bit and leaves the draw loop free
+/// of float conversion and of branches on random data.
+fn drop_threshold(rate: f32) -> u32 {
+    let below = (f64::from(rate) * f64::from(1u32 << 24)).ceil() as u32;
+    below << 8
+}
+
+/// `out = x · kept · keep_scale`, value by value: the forward pass and the gradient alike.
+fn scale_kept(x: &[f32], kept: &[u8], keep_scale: f32, out: &mut [f32]) {
+    for ((out, &x), &k) in out.iter_mut().zip(x).zip(kept) {
+        *out = x * (f32::from(k) * keep_scale);
+    }
 }
 
 impl<S: Shape> Dropout<S> {
@@ -76,24 +93,25 @@ impl<S: Shape> Layer for Dropout<S> {
         let (rate, seed, call) = (self.rate, self.seed, self.calls);
         self.calls += 1;
         let keep_scale = 1.0 / (1.0 - rate);
+        let drop_below = drop_threshold(rate);
         output.resize(input.len());
-        cache.mask.resize(input.as_slice().len(), 0.0);
+        cache.kept.resize(input.as_slice().len(), 0);
+        cache.keep_scale = keep_scale;
+        // Two passes per sample, both over L1-resident data: the serial generator fills the
+        // flags, then a branch-free loop the compiler vectorises scales the input. (One fused
+        // loop measured 2.5x slower.)
         cache
-            .mask
+            .kept
             .par_chunks_mut(S::LEN)
             .zip(output.as_mut_slice().par_chunks_mut(S::LEN))
             .zip(input.as_slice().par_chunks(S::LEN))
             .enumerate()
-            .for_each(|(sample, ((mask, y), x))| {
+            .for_each(|(sample, ((kept, y), x))| {
                 let mut rng = SeededRng::seed_from_u64(mask_seed(seed, call, sample as u64));
-                for ((m, y), &x) in mask.iter_mut().zip(y).zip(x) {
-                    *m = if rng.random::<f32>() < rate {
-                        0.0
-                    } else {
-                        keep_scale
-                    };
-                    *y = x * *m;
+                for k in kept.iter_mut() {
+                    *k = u8::from(rng.next_u32() >= drop_below);
                 }
+                scale_kept(x, kept, keep_scale, y);
             });
     }
 
@@ -108,14 +126,12 @@ impl<S: Shape> Layer for Dropout<S> {
     ) {
         let Some(grad_input) = grad_input else { return };
         grad_input.resize(grad_output.len());
-        for ((dx, &dy), &m) in grad_input
-            .as_mut_slice()
-            .iter_mut()
-            .zip(grad_output.as_slice())
-            .zip(&cache.mask)
-        {
-            *dx = dy * m;
-        }
+        scale_kept(
+            grad_output.as_slice(),
+            &cache.kept,
+            cache.keep_scale,
+            grad_input.as_mut_slice(),
+        );
     }
 
     no_params!();
@@ -145,6 +161,35 @@ mod tests {
         assert_ne!(first, output, "each training call draws a new mask");
         dropout.forward(&input, &mut output);
         assert_eq!(output, input, "inference is the identity");
+    }
+
+    #[test]
+    fn integer_threshold_drops_exactly_what_the_float_draw_drops() {
+        use rand::RngExt;
+        for rate in [
+            0.0,
+            1e-9,
+            0.2,
+            0.25,
+            0.3,
+            0.5,
+            0.7,
+            f32::from_bits(0x3f7f_ffff),
+        ] {
+            let drop_below = drop_threshold(rate);
+            let mut float_rng = SeededRng::seed_from_u64(7);
+            let mut int_rng = float_rng.clone();
+            for _ in 0..100_000 {
+                let float_drops = float_rng.random::<f32>() < rate;
+                assert_eq!(int_rng.next_u32() < drop_below, float_drops, "rate {rate}");
+            }
+        }
+        // The boundary draws themselves: the largest r kept and the smallest dropped.
+        let rate = 0.25;
+        let boundary = drop_threshold(rate);
+        assert_eq!(boundary, 1 << 30);
+        assert!((((boundary - 1) >> 8) as f32 / (1u32 << 24) as f32) < rate);
+        assert!(((boundary >> 8) as f32 / (1u32 << 24) as f32) >= rate);
     }
 
     #[test]
