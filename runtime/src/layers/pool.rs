@@ -231,7 +231,8 @@ mod tests {
         pool.forward_train(&x, &mut y, &mut ());
         let want = pool_forward(geometry, max, x.as_slice(), samples);
         assert_close(&format!("{what}: forward"), y.as_slice(), &want, 1e-6);
-        let mut dx = Batch::default();
+        // A buffer left over from an earlier pass: every value must be overwritten.
+        let mut dx = Batch::<I>::from_fn(samples, |_| f32::NAN);
         pool.backward(&x, &y, &dy, &mut (), Some(&mut dx), &mut NoParams);
         let want = pool_backward(geometry, max, x.as_slice(), dy.as_slice(), samples);
         assert_close(
@@ -249,6 +250,7 @@ mod tests {
         matches_reference::<Hwc<5, 7, 3>, Hwc<2, 3, 3>, Max, 3, 2>(true);
         matches_reference::<Hwc<5, 7, 3>, Hwc<3, 5, 3>, Avg, 3, 1>(false);
         matches_reference::<Hwc<24, 24, 64>, Hwc<12, 12, 64>, Max, 2, 2>(true);
+        matches_reference::<Hwc<6, 9, 5>, Hwc<2, 3, 5>, Avg, 3, 3>(false);
     }
 
     #[test]
