@@ -4,11 +4,12 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 
 use constnet::data::download::download_verified;
 use sha2::{Digest, Sha256};
+use tempfile::TempDir;
 
 /// Serves `responses` (raw HTTP bytes) to the next connections on 127.0.0.1, one each, then stops.
 fn serve(responses: Vec<Vec<u8>>) -> String {
@@ -41,11 +42,12 @@ fn sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn empty_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("constnet-download-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh empty directory, removed with everything in it when the returned guard is dropped.
+fn empty_dir(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("constnet-download-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -63,9 +65,9 @@ const BODY: &[u8] = b"the bytes of a data file, long enough to be split in two";
 fn a_good_file_lands_intact() {
     let dir = empty_dir("good");
     let url = serve(vec![ok_response(BODY, BODY.len())]);
-    download_verified(&url, &dir.join("file.gz"), &sha256(BODY)).unwrap();
-    assert_eq!(std::fs::read(dir.join("file.gz")).unwrap(), BODY);
-    assert_eq!(files_in(&dir), ["file.gz"]);
+    download_verified(&url, &dir.path().join("file.gz"), &sha256(BODY)).unwrap();
+    assert_eq!(std::fs::read(dir.path().join("file.gz")).unwrap(), BODY);
+    assert_eq!(files_in(dir.path()), ["file.gz"]);
 }
 
 #[test]
@@ -74,7 +76,7 @@ fn a_corrupted_file_is_rejected_and_removed() {
     let mut corrupted = BODY.to_vec();
     corrupted[3] ^= 0x20;
     let url = serve(vec![ok_response(&corrupted, corrupted.len())]);
-    let error = download_verified(&url, &dir.join("file.gz"), &sha256(BODY))
+    let error = download_verified(&url, &dir.path().join("file.gz"), &sha256(BODY))
         .unwrap_err()
         .to_string();
     assert!(error.contains("file.gz from http://127.0.0.1"), "{error}");
@@ -86,21 +88,29 @@ fn a_corrupted_file_is_rejected_and_removed() {
         )),
         "{error}"
     );
-    assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+    assert!(
+        files_in(dir.path()).is_empty(),
+        "{:?}",
+        files_in(dir.path())
+    );
 }
 
 #[test]
 fn a_truncated_transfer_is_rejected_and_removed() {
     let dir = empty_dir("truncated");
     let url = serve(vec![ok_response(&BODY[..20], BODY.len())]);
-    let error = download_verified(&url, &dir.join("file.gz"), &sha256(BODY))
+    let error = download_verified(&url, &dir.path().join("file.gz"), &sha256(BODY))
         .unwrap_err()
         .to_string();
     assert!(
         error.contains("the transfer broke off after 20 bytes"),
         "{error}"
     );
-    assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+    assert!(
+        files_in(dir.path()).is_empty(),
+        "{:?}",
+        files_in(dir.path())
+    );
 }
 
 #[test]
@@ -109,17 +119,17 @@ fn a_server_error_is_reported_and_nothing_written() {
     let response =
         b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     let url = serve(vec![response.to_vec()]);
-    let error = download_verified(&url, &dir.join("file.gz"), &sha256(BODY))
+    let error = download_verified(&url, &dir.path().join("file.gz"), &sha256(BODY))
         .unwrap_err()
         .to_string();
     assert!(error.contains("the server answered HTTP 500"), "{error}");
-    assert!(files_in(&dir).is_empty());
+    assert!(files_in(dir.path()).is_empty());
 }
 
 #[test]
 fn an_existing_file_is_replaced_only_by_a_verified_one() {
     let dir = empty_dir("replace");
-    let dest = dir.join("file.gz");
+    let dest = dir.path().join("file.gz");
     std::fs::write(&dest, b"old").unwrap();
     let url = serve(vec![ok_response(&BODY[..10], BODY.len())]);
     assert!(download_verified(&url, &dest, &sha256(BODY)).is_err());

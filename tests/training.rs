@@ -2,7 +2,7 @@
 //! fine-tuning with frozen layers, early stopping, and every malformed input the readers meet.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use constnet::data::{Dataset, idx, load_mnist};
 use constnet::init::seeded_rng;
@@ -13,6 +13,7 @@ use constnet::rand::RngExt;
 use constnet::train::{EarlyStopping, FitConfig, Validation, evaluate, fit, predict};
 use constnet::weights::{self, WeightsError};
 use constnet::{Batch, Hwc, network};
+use tempfile::TempDir;
 
 network! {
     Tiny<input(8, 8, 1) conv(4, 3) relu maxpool(2) flatten dense(16) relu dropout(0.1) dense(3) softmax>
@@ -26,10 +27,12 @@ network! {
     Mlp<input(28, 28, 1) flatten dense(128) relu dense(10) softmax>
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("constnet-training-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory, removed with everything in it when the returned guard is dropped.
+fn temp_dir(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("constnet-training-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// Three classes of 8x8 images: a bright row, a bright column, or a bright diagonal, with noise.
@@ -133,7 +136,8 @@ fn save_then_load_reproduces_predictions_exactly() {
     let mut net = Tiny::new(4);
     let mut optimizer = OptimizerState::new(Adam::default());
     fit(&mut net, &mut optimizer, &data, Validation::None, &quiet(2)).unwrap();
-    let path = temp_dir("roundtrip").join("tiny.safetensors");
+    let dir = temp_dir("roundtrip");
+    let path = dir.path().join("tiny.safetensors");
     weights::save(&net, &path).unwrap();
     let mut loaded = Tiny::new(99);
     weights::load(&mut loaded, &path).unwrap();
@@ -162,7 +166,8 @@ fn fine_tuning_leaves_frozen_layers_bit_identical() {
         &quiet(1),
     )
     .unwrap();
-    let path = temp_dir("finetune").join("pretrained.safetensors");
+    let dir = temp_dir("finetune");
+    let path = dir.path().join("pretrained.safetensors");
     weights::save(&net, &path).unwrap();
 
     let mut tuned = Tiny::new(0);
@@ -196,7 +201,8 @@ fn early_stopping_and_best_checkpoint() {
     let mut net = Tiny::new(6);
     // A learning rate this large makes the loss climb: training must stop early.
     let mut optimizer = OptimizerState::new(Sgd::new(3.0));
-    let checkpoint = temp_dir("checkpoint").join("best.safetensors");
+    let dir = temp_dir("checkpoint");
+    let checkpoint = dir.path().join("best.safetensors");
     let config = FitConfig {
         early_stopping: Some(EarlyStopping {
             patience: 2,
@@ -226,7 +232,7 @@ fn early_stopping_and_best_checkpoint() {
 #[test]
 fn weights_of_another_network_are_rejected_with_every_mismatch_and_nothing_loaded() {
     let dir = temp_dir("mismatch");
-    let path = dir.join("other.safetensors");
+    let path = dir.path().join("other.safetensors");
     weights::save(&OtherTiny::new(0), &path).unwrap();
     let mut net = Tiny::new(1);
     let before = params_of(&net);
@@ -243,7 +249,7 @@ fn weights_of_another_network_are_rejected_with_every_mismatch_and_nothing_loade
     }
     assert_eq!(before, params_of(&net), "a failed load changes nothing");
 
-    let truncated = dir.join("truncated.safetensors");
+    let truncated = dir.path().join("truncated.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let error = weights::load(&mut net, &truncated).unwrap_err().to_string();
@@ -251,7 +257,7 @@ fn weights_of_another_network_are_rejected_with_every_mismatch_and_nothing_loade
         error.contains("truncated.safetensors: not a valid safetensors file"),
         "{error}"
     );
-    let error = weights::load(&mut net, &dir.join("absent.safetensors"))
+    let error = weights::load(&mut net, &dir.path().join("absent.safetensors"))
         .unwrap_err()
         .to_string();
     assert!(error.contains("absent.safetensors"), "{error}");
@@ -261,14 +267,14 @@ fn weights_of_another_network_are_rejected_with_every_mismatch_and_nothing_loade
 #[test]
 fn malformed_idx_files_are_clear_errors() {
     let dir = temp_dir("idx");
-    let good_images = dir.join("images.idx");
-    let good_labels = dir.join("labels.idx");
+    let good_images = dir.path().join("images.idx");
+    let good_labels = dir.path().join("labels.idx");
     idx::write_idx(&good_images, &[2, 8, 8], &[0; 128]).unwrap();
     idx::write_idx(&good_labels, &[2], &[0, 1]).unwrap();
     assert!(Dataset::<Hwc<8, 8, 1>>::from_idx(&good_images, &good_labels, 3).is_ok());
 
     let write = |name: &str, bytes: &[u8]| {
-        let path = dir.join(name);
+        let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         path
     };
@@ -311,7 +317,11 @@ fn malformed_idx_files_are_clear_errors() {
             good_labels.clone(),
             "small-images.idx: the images are 4x4 but the network expects 8x8x1",
         ),
-        (dir.join("missing.idx"), good_labels.clone(), "missing.idx"),
+        (
+            dir.path().join("missing.idx"),
+            good_labels.clone(),
+            "missing.idx",
+        ),
     ];
     for (images, labels, expected) in cases {
         let error = Dataset::<Hwc<8, 8, 1>>::from_idx(&images, &labels, 3)

@@ -282,16 +282,18 @@ mod tests {
         (images, label_file)
     }
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("constnet-data-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A fresh directory, removed with everything in it when the returned guard is dropped.
+    fn temp_dir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("constnet-data-{name}-"))
+            .tempdir()
+            .unwrap()
     }
 
     #[test]
     fn reads_scales_splits_and_batches() {
         let dir = temp_dir("ok");
-        let (images, labels) = write_pair(&dir, &[4, 2, 3], &[0, 1, 2, 1]);
+        let (images, labels) = write_pair(dir.path(), &[4, 2, 3], &[0, 1, 2, 1]);
         let data = Dataset::<Hwc<2, 3, 1>>::from_idx(&images, &labels, 3).unwrap();
         assert_eq!(data.len(), 4);
         assert_eq!(data.images.sample(1)[0], 6.0 / 255.0);
@@ -320,7 +322,7 @@ mod tests {
     #[test]
     fn mismatches_are_errors_that_name_the_files() {
         let dir = temp_dir("bad");
-        let (images, labels) = write_pair(&dir, &[3, 2, 3], &[0, 1]);
+        let (images, labels) = write_pair(dir.path(), &[3, 2, 3], &[0, 1]);
         let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&images, &labels, 3)
             .unwrap_err()
             .to_string();
@@ -329,7 +331,7 @@ mod tests {
             "{error}"
         );
 
-        let (images, labels) = write_pair(&dir, &[2, 4, 4], &[0, 1]);
+        let (images, labels) = write_pair(dir.path(), &[2, 4, 4], &[0, 1]);
         let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&images, &labels, 3)
             .unwrap_err()
             .to_string();
@@ -338,7 +340,7 @@ mod tests {
             "{error}"
         );
 
-        let (images, labels) = write_pair(&dir, &[2, 2, 3], &[0, 7]);
+        let (images, labels) = write_pair(dir.path(), &[2, 2, 3], &[0, 7]);
         let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&images, &labels, 3)
             .unwrap_err()
             .to_string();
@@ -347,7 +349,7 @@ mod tests {
             "{error}"
         );
 
-        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&dir.join("missing"), &labels, 3)
+        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&dir.path().join("missing"), &labels, 3)
             .unwrap_err()
             .to_string();
         assert!(error.contains("missing:"), "{error}");
