@@ -97,9 +97,18 @@ impl<'a> MatRef<'a> {
         self.data[i * self.row_stride + j * self.col_stride]
     }
 
-    /// Writes the matrix into `out` row-major (`rows × cols` contiguous values): how a
-    /// transposed view is turned into a matrix GEMM can read in place. Works in square blocks
-    /// so both the reads and the writes of a transpose stay within a few cache lines.
+    /// Writes the matrix into `out` row-major (`rows × cols` contiguous values), e.g. to turn
+    /// a transposed view into a matrix that many GEMMs then read without gathering it each
+    /// time. Works in square blocks so both the reads and the writes of a transpose stay
+    /// within a few cache lines.
+    ///
+    /// ```
+    /// use constnet_runtime::kernels::gemm::MatRef;
+    /// let w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // [[1, 2, 3], [4, 5, 6]]
+    /// let mut w_t = [0.0; 6];
+    /// MatRef::row_major(&w, 2, 3).t().copy_to(&mut w_t);
+    /// assert_eq!(w_t, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    /// ```
     ///
     /// # Panics
     /// If `out` does not hold exactly `rows * cols` values.
@@ -606,6 +615,24 @@ mod tests {
                             );
                         }
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn copy_to_writes_any_view_row_major() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let data = random(37 * 19, &mut rng);
+        for view in [
+            MatRef::row_major(&data, 37, 19),
+            MatRef::row_major(&data, 37, 19).t(),
+        ] {
+            let mut out = vec![f32::NAN; view.rows() * view.cols()];
+            view.copy_to(&mut out);
+            for i in 0..view.rows() {
+                for j in 0..view.cols() {
+                    assert_eq!(out[i * view.cols() + j], view.at(i, j), "({i}, {j})");
                 }
             }
         }
