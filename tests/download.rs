@@ -88,11 +88,7 @@ fn a_corrupted_file_is_rejected_and_removed() {
         )),
         "{error}"
     );
-    assert!(
-        files_in(dir.path()).is_empty(),
-        "{:?}",
-        files_in(dir.path())
-    );
+    assert_eq!(files_in(dir.path()), Vec::<String>::new());
 }
 
 #[test]
@@ -106,11 +102,7 @@ fn a_truncated_transfer_is_rejected_and_removed() {
         error.contains("the transfer broke off after 20 bytes"),
         "{error}"
     );
-    assert!(
-        files_in(dir.path()).is_empty(),
-        "{:?}",
-        files_in(dir.path())
-    );
+    assert_eq!(files_in(dir.path()), Vec::<String>::new());
 }
 
 #[test]
@@ -123,7 +115,7 @@ fn a_server_error_is_reported_and_nothing_written() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("the server answered HTTP 500"), "{error}");
-    assert!(files_in(dir.path()).is_empty());
+    assert_eq!(files_in(dir.path()), Vec::<String>::new());
 }
 
 #[test]
