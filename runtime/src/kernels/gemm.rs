@@ -224,6 +224,27 @@ impl GemmArgs<'_> {
     pub(super) fn n(&self) -> usize {
         self.c.cols
     }
+
+    /// The same product restricted to output columns `start..start + cols` (and the same
+    /// columns of `B`), so one call can be split between tiles of different widths.
+    pub(super) fn columns(&mut self, start: usize, cols: usize) -> GemmArgs<'_> {
+        assert!(start + cols <= self.c.cols, "columns outside the output");
+        GemmArgs {
+            c: MatMut {
+                data: &mut self.c.data[start..],
+                rows: self.c.rows,
+                cols,
+                row_stride: self.c.row_stride,
+            },
+            a: self.a,
+            b: MatRef {
+                data: &self.b.data[start * self.b.col_stride..],
+                cols,
+                ..self.b
+            },
+            accumulate: self.accumulate,
+        }
+    }
 }
 
 /// `C = A·B`, or `C += A·B` with `accumulate`, on this thread with the active instruction set.

@@ -47,17 +47,25 @@ unsafe impl SimdF32 for Avx512 {
 
 /// The GEMM on the AVX-512 path. The tile is chosen by the output width: 6x64 (24 accumulators,
 /// 4 B vectors, 1 broadcast: 29 of the 32 registers) for wide outputs such as conv(64) or
-/// dense(128), 12x32 for 17 to 32 columns, 12x16 for narrower ones such as dense(10). A single
-/// row (batch-1 inference) uses one-row tiles, so no work is spent on rows that do not exist.
+/// dense(128), 12x32 for 17 to 32 columns, 12x16 for narrower ones such as dense(10). A wide
+/// output whose last 64-column panel would be at most half full (the 288 columns of the conv2
+/// input gradient) finishes with 12x32 tiles instead. A single row (batch-1 inference) uses
+/// one-row tiles, so no work is spent on rows that do not exist.
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn gemm(args: GemmArgs<'_>) {
+pub(super) unsafe fn gemm(mut args: GemmArgs<'_>) {
     unsafe {
-        match (args.m(), args.n()) {
+        let (m, n) = (args.m(), args.n());
+        match (m, n) {
             (1, 33..) => gemm_with_tiles::<Avx512, 1, 4>(args),
             (1, _) => gemm_with_tiles::<Avx512, 1, 2>(args),
+            (_, 65..) if (1..=32).contains(&(n % 64)) => {
+                let wide = n - n % 64;
+                gemm_with_tiles::<Avx512, 6, 4>(args.columns(0, wide));
+                gemm_with_tiles::<Avx512, 12, 2>(args.columns(wide, n - wide));
+            }
             (_, 33..) => gemm_with_tiles::<Avx512, 6, 4>(args),
             (_, 17..=32) => gemm_with_tiles::<Avx512, 12, 2>(args),
             _ => gemm_with_tiles::<Avx512, 12, 1>(args),
