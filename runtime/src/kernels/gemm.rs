@@ -99,8 +99,7 @@ impl<'a> MatRef<'a> {
 
     /// Writes the matrix into `out` row-major (`rows × cols` contiguous values), e.g. to turn
     /// a transposed view into a matrix that many GEMMs then read without gathering it each
-    /// time. Works in square blocks so both the reads and the writes of a transpose stay
-    /// within a few cache lines.
+    /// time.
     ///
     /// ```
     /// use constnet_runtime::kernels::gemm::MatRef;
@@ -113,7 +112,6 @@ impl<'a> MatRef<'a> {
     /// # Panics
     /// If `out` does not hold exactly `rows * cols` values.
     pub fn copy_to(&self, out: &mut [f32]) {
-        const BLOCK: usize = 16;
         assert_eq!(
             out.len(),
             self.rows * self.cols,
@@ -122,23 +120,56 @@ impl<'a> MatRef<'a> {
             self.cols,
             out.len()
         );
-        for i0 in (0..self.rows).step_by(BLOCK) {
-            for j0 in (0..self.cols).step_by(BLOCK) {
-                for i in i0..(i0 + BLOCK).min(self.rows) {
-                    let row = &mut out[i * self.cols..(i + 1) * self.cols];
-                    for (j, value) in row.iter_mut().enumerate().take(j0 + BLOCK).skip(j0) {
-                        *value = self.data[i * self.row_stride + j * self.col_stride];
+        self.copy_rows_into(out, self.cols);
+    }
+
+    /// Writes row `i` of the matrix to `out[i * out_row_stride..][..cols]`, leaving the values
+    /// between rows untouched: the one copy behind [`MatRef::copy_to`] and the GEMM's packing
+    /// of `B`. Rows are copied whole when they are contiguous; a transposed matrix (contiguous
+    /// columns) goes through 16 x 16 blocks in a local array, so both the reads and the writes
+    /// are runs.
+    #[inline(always)]
+    fn copy_rows_into(&self, out: &mut [f32], out_row_stride: usize) {
+        const BLOCK: usize = 16;
+        let (rows, cols) = (self.rows, self.cols);
+        if self.col_stride == 1 {
+            for i in 0..rows {
+                let src = i * self.row_stride;
+                out[i * out_row_stride..][..cols].copy_from_slice(&self.data[src..src + cols]);
+            }
+        } else if self.row_stride == 1 {
+            for j0 in (0..cols).step_by(BLOCK) {
+                let span = BLOCK.min(cols - j0);
+                for i0 in (0..rows).step_by(BLOCK) {
+                    let depth = BLOCK.min(rows - i0);
+                    let mut block = [[0.0f32; BLOCK]; BLOCK];
+                    for (t, column) in block.iter_mut().enumerate().take(span) {
+                        let src = (j0 + t) * self.col_stride + i0;
+                        column[..depth].copy_from_slice(&self.data[src..src + depth]);
                     }
+                    for i in 0..depth {
+                        let row = &mut out[(i0 + i) * out_row_stride + j0..][..span];
+                        for (value, column) in row.iter_mut().zip(&block) {
+                            *value = column[i];
+                        }
+                    }
+                }
+            }
+        } else {
+            for i in 0..rows {
+                for (j, value) in out[i * out_row_stride..][..cols].iter_mut().enumerate() {
+                    *value = self.at(i, j);
                 }
             }
         }
     }
 
-    /// The view of rows `start..start + rows`.
-    fn row_range(self, start: usize, rows: usize) -> Self {
+    /// The view of rows `i0..i0 + rows`, columns `j0..j0 + cols`.
+    fn block(self, i0: usize, rows: usize, j0: usize, cols: usize) -> Self {
         Self {
-            data: &self.data[start * self.row_stride..],
+            data: &self.data[i0 * self.row_stride + j0 * self.col_stride..],
             rows,
+            cols,
             ..self
         }
     }
@@ -237,11 +268,7 @@ impl GemmArgs<'_> {
                 row_stride: self.c.row_stride,
             },
             a: self.a,
-            b: MatRef {
-                data: &self.b.data[start * self.b.col_stride..],
-                cols,
-                ..self.b
-            },
+            b: self.b.block(0, self.b.rows, start, cols),
             accumulate: self.accumulate,
         }
     }
@@ -334,7 +361,7 @@ pub fn gemm_parallel(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bo
         .into_par_iter()
         .for_each(|(start, part)| {
             let rows = part.rows;
-            gemm(part, a.row_range(start, rows), b, accumulate)
+            gemm(part, a.block(start, rows, 0, a.cols), b, accumulate)
         });
 }
 
@@ -425,46 +452,10 @@ pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usiz
 fn pack_b_panel(b: MatRef<'_>, k0: usize, kc: usize, j0: usize, nr: usize, packed: &mut [f32]) {
     let cols = nr.min(b.cols - j0);
     let packed = &mut packed[..kc * nr];
-    if b.col_stride == 1 {
-        for (kk, row) in packed.chunks_mut(nr).enumerate() {
-            let src = (k0 + kk) * b.row_stride + j0;
-            row[..cols].copy_from_slice(&b.data[src..src + cols]);
-            row[cols..].fill(0.0);
-        }
-    } else if b.row_stride == 1 {
-        // A transposed row-major matrix (a weight read as `Wᵀ`): each column of the panel is
-        // a contiguous run of the source. Move 16 x 16 blocks through a local array so both
-        // the reads and the writes are runs.
-        const BLOCK: usize = 16;
-        for jb in (0..cols).step_by(BLOCK) {
-            let span = BLOCK.min(cols - jb);
-            for kb in (0..kc).step_by(BLOCK) {
-                let depth = BLOCK.min(kc - kb);
-                let mut block = [[0.0f32; BLOCK]; BLOCK];
-                for (t, column) in block.iter_mut().enumerate().take(span) {
-                    let src = (j0 + jb + t) * b.col_stride + k0 + kb;
-                    column[..depth].copy_from_slice(&b.data[src..src + depth]);
-                }
-                for kk in 0..depth {
-                    let row = &mut packed[(kb + kk) * nr + jb..][..span];
-                    for (value, column) in row.iter_mut().zip(&block) {
-                        *value = column[kk];
-                    }
-                }
-            }
-        }
+    b.block(k0, kc, j0, cols).copy_rows_into(packed, nr);
+    if cols < nr {
         for row in packed.chunks_mut(nr) {
             row[cols..].fill(0.0);
-        }
-    } else {
-        for j in 0..nr {
-            for kk in 0..kc {
-                packed[kk * nr + j] = if j < cols {
-                    b.data[(k0 + kk) * b.row_stride + (j0 + j) * b.col_stride]
-                } else {
-                    0.0
-                };
-            }
         }
     }
 }
