@@ -127,8 +127,8 @@ fn matches_the_same_layers_composed_by_hand() {
     );
     let input = noise::<Hwc<28, 28, 1>>(5, 1);
     let (mut net_out, mut chain_out) = (Batch::default(), Batch::default());
-    net.forward(&input, &mut net_out);
-    chain.forward(&input, &mut chain_out);
+    net.forward(&input, &mut net_out, &mut Default::default());
+    chain.forward(&input, &mut chain_out, &mut Default::default());
     assert_close("inference", net_out.as_slice(), chain_out.as_slice());
 
     let mut workspace = Default::default();

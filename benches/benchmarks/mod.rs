@@ -65,12 +65,12 @@ pub fn forward_and_backward<L: Layer>(
         let mut grad_input = Batch::default();
         let mut grads = layer.new_grads();
         let mut cache = L::Cache::default();
-        layer.forward(&input, &mut output);
+        layer.forward(&input, &mut output, &mut cache);
         let ops = ops(samples);
 
         group.throughput(Throughput::Elements(ops.forward));
         group.bench_function(BenchmarkId::new("forward", label), |b| {
-            pool.install(|| b.iter(|| layer.forward(&input, &mut output)))
+            pool.install(|| b.iter(|| layer.forward(&input, &mut output, &mut cache)))
         });
         group.throughput(Throughput::Elements(ops.backward));
         group.bench_function(BenchmarkId::new("backward (input + params)", label), |b| {

@@ -241,7 +241,6 @@ pub fn expand(net: &Network) -> TokenStream {
                 #[doc = #field_docs]
                 pub #fields: #types,
             )*
-            inference_workspace: ::std::sync::Mutex<#workspace>,
         }
 
         #[doc = #workspace_doc]
@@ -305,10 +304,7 @@ pub fn expand(net: &Network) -> TokenStream {
 
         impl ::std::clone::Clone for #name {
             fn clone(&self) -> Self {
-                Self {
-                    #( #fields: ::std::clone::Clone::clone(&self.#fields), )*
-                    inference_workspace: ::std::default::Default::default(),
-                }
+                Self { #( #fields: ::std::clone::Clone::clone(&self.#fields), )* }
             }
         }
 
@@ -320,12 +316,13 @@ pub fn expand(net: &Network) -> TokenStream {
             const PARAMS: usize = 0 #( + <#types as ::constnet::layers::Layer>::PARAMS )*;
             const BUFFERS: usize = 0 #( + <#types as ::constnet::layers::Layer>::BUFFERS )*;
 
-            fn forward(&self, input: &::constnet::Batch<#input_ty>, output: &mut ::constnet::Batch<#output_ty>) {
-                let mut workspace = self
-                    .inference_workspace
-                    .lock()
-                    .unwrap_or_else(::std::sync::PoisonError::into_inner);
-                output.copy_from(::constnet::network::Network::infer(self, input, &mut workspace));
+            fn forward(
+                &self,
+                input: &::constnet::Batch<#input_ty>,
+                output: &mut ::constnet::Batch<#output_ty>,
+                workspace: &mut #workspace,
+            ) {
+                output.copy_from(::constnet::network::Network::infer(self, input, workspace));
             }
 
             fn forward_train(
@@ -393,10 +390,7 @@ pub fn expand(net: &Network) -> TokenStream {
 
             fn new(seed: u64) -> Self {
                 #seed_rng
-                Self {
-                    #( #fields: #constructors, )*
-                    inference_workspace: ::std::default::Default::default(),
-                }
+                Self { #( #fields: #constructors, )* }
             }
 
             fn infer<'w>(
@@ -404,7 +398,7 @@ pub fn expand(net: &Network) -> TokenStream {
                 input: &::constnet::Batch<#input_ty>,
                 workspace: &'w mut #workspace,
             ) -> &'w ::constnet::Batch<#output_ty> {
-                #( ::constnet::layers::Layer::forward(&self.#fields, #sources, &mut workspace.#fields.output); )*
+                #( ::constnet::layers::Layer::forward(&self.#fields, #sources, &mut workspace.#fields.output, &mut workspace.#fields.cache); )*
                 &workspace.#last_output.output
             }
 

@@ -11,5 +11,5 @@ fn main() {
     let net = MnistMlp::new(0);
     let cifar_images = Batch::<Hwc<32, 32, 3>>::zeros(1);
     let mut output = Batch::default();
-    net.forward(&cifar_images, &mut output);
+    net.forward(&cifar_images, &mut output, &mut Default::default());
 }

@@ -28,6 +28,10 @@ fn main() {
         ),
     );
     let mut logits = Batch::default();
-    net.forward(&Batch::<Hwc<28, 28, 1>>::zeros(1), &mut logits);
+    net.forward(
+        &Batch::<Hwc<28, 28, 1>>::zeros(1),
+        &mut logits,
+        &mut Default::default(),
+    );
     assert_eq!(logits.len(), 1);
 }

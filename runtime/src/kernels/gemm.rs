@@ -409,21 +409,26 @@ pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usiz
                 // Each panel is packed just before its row tiles use it, into one L1-sized
                 // buffer: packing all of B up front wrote (and read back) a copy as large as B,
                 // which for a 9216 x 128 weight doubled the time of the GEMM.
-                let (b_panel, b_row_stride) = if in_place {
-                    (b.data[k0 * b.row_stride + j0..].as_ptr(), b.row_stride)
+                let (b_panel, b_row_stride): (&[f32], usize) = if in_place {
+                    (&b.data[k0 * b.row_stride + j0..], b.row_stride)
                 } else {
                     pack_b_panel(b, k0, kc, j0, nr, packed);
-                    (packed.as_ptr(), nr)
+                    (&packed[..], nr)
                 };
                 for i0 in (0..m).step_by(MR) {
+                    let a_tile = &a.data[i0 * a.row_stride + k0 * a.col_stride..];
+                    let c_tile = &mut c.data[i0 * c.row_stride + j0..];
                     let tile = TileArgs {
-                        a: a.data[i0 * a.row_stride + k0 * a.col_stride..].as_ptr(),
+                        a: a_tile.as_ptr(),
+                        a_len: a_tile.len(),
                         a_row_stride: a.row_stride,
                         a_col_stride: a.col_stride,
-                        b: b_panel,
+                        b: b_panel.as_ptr(),
+                        b_len: b_panel.len(),
                         b_row_stride,
                         kc,
-                        c: c.data[i0 * c.row_stride + j0..].as_mut_ptr(),
+                        c_len: c_tile.len(),
+                        c: c_tile.as_mut_ptr(),
                         c_row_stride: c.row_stride,
                         rows: MR.min(m - i0),
                         cols: nr.min(n - j0),
@@ -460,15 +465,19 @@ fn pack_b_panel(b: MatRef<'_>, k0: usize, kc: usize, j0: usize, nr: usize, packe
     }
 }
 
-/// One register tile: raw pointers into A, the panel of B and C.
+/// One register tile: raw pointers into A, the panel of B and C, each with the number of values
+/// readable (writable) from it, which the microkernel's debug assertions check its reach against.
 struct TileArgs {
     a: *const f32,
+    a_len: usize,
     a_row_stride: usize,
     a_col_stride: usize,
     b: *const f32,
+    b_len: usize,
     b_row_stride: usize,
     kc: usize,
     c: *mut f32,
+    c_len: usize,
     c_row_stride: usize,
     rows: usize,
     cols: usize,
@@ -487,6 +496,20 @@ unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, const UNIT_R
 ) {
     const { assert!(NV * V::LANES <= 64, "edge tiles spill into 64-wide rows") };
     let nr = NV * V::LANES;
+    debug_assert!((1..=MR).contains(&t.rows) && (1..=nr).contains(&t.cols) && t.kc > 0);
+    debug_assert!(
+        (t.rows - 1) * t.a_row_stride + (t.kc - 1) * t.a_col_stride < t.a_len,
+        "the tile reads past the end of A"
+    );
+    debug_assert!(
+        (t.kc - 1) * t.b_row_stride + nr <= t.b_len,
+        "the tile reads past the end of B's panel"
+    );
+    debug_assert!(
+        (t.rows - 1) * t.c_row_stride + t.cols <= t.c_len,
+        "the tile writes past the end of C"
+    );
+    debug_assert!(!UNIT_ROW_STRIDE || t.a_row_stride == 1);
     let row_stride = if UNIT_ROW_STRIDE { 1 } else { t.a_row_stride };
     let row_offsets: [usize; MR] = std::array::from_fn(|i| i.min(t.rows - 1) * row_stride);
     unsafe {
@@ -507,8 +530,10 @@ unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, const UNIT_R
                     acc[i][j] = a_val.mul_add(b_vec[j], acc[i][j]);
                 }
             }
-            a_k = a_k.add(t.a_col_stride);
-            b_k = b_k.add(t.b_row_stride);
+            // `wrapping_add`: after the last step the pointers point one step past their
+            // buffers and are never read; `add` would make computing them undefined behaviour.
+            a_k = a_k.wrapping_add(t.a_col_stride);
+            b_k = b_k.wrapping_add(t.b_row_stride);
         }
         if t.rows == MR && t.cols == nr {
             for (i, acc_row) in acc.iter().enumerate() {

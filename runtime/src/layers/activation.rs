@@ -129,7 +129,7 @@ impl<S: Shape, F: ActivationFn> Layer for Activation<S, F> {
     type Output = S;
     type Cache = ();
 
-    fn forward(&self, input: &Batch<S>, output: &mut Batch<S>) {
+    fn forward(&self, input: &Batch<S>, output: &mut Batch<S>, _workspace: &mut ()) {
         output.resize(input.len());
         output
             .as_mut_slice()

@@ -27,7 +27,8 @@ pub struct BatchNorm<S: Shape> {
     shape: PhantomData<S>,
 }
 
-/// What a training pass keeps for backward: normalised values and `1 / σ` per channel.
+/// What a training pass keeps for backward: normalised values and `1 / σ` per channel (inference
+/// reuses `1 / σ`'s buffer for the running statistics').
 #[derive(Clone, Debug, Default)]
 pub struct BatchNormCache {
     normalized: Vec<f32>,
@@ -102,18 +103,20 @@ impl<S: Shape> Layer for BatchNorm<S> {
     const PARAMS: usize = 2 * S::CHANNELS;
     const BUFFERS: usize = 2 * S::CHANNELS;
 
-    fn forward(&self, input: &Batch<S>, output: &mut Batch<S>) {
+    fn forward(&self, input: &Batch<S>, output: &mut Batch<S>, workspace: &mut BatchNormCache) {
         output.resize(input.len());
-        let inv_std: Vec<f32> = self
-            .running_var
-            .iter()
-            .map(|v| 1.0 / (v + self.epsilon).sqrt())
-            .collect();
+        let inv_std = &mut workspace.inv_std;
+        inv_std.clear();
+        inv_std.extend(
+            self.running_var
+                .iter()
+                .map(|v| 1.0 / (v + self.epsilon).sqrt()),
+        );
         self.normalize(
             input.as_slice(),
             output.as_mut_slice(),
             &self.running_mean,
-            &inv_std,
+            inv_std,
             None,
         );
     }

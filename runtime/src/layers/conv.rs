@@ -83,7 +83,7 @@ pub const fn padding_before(input: usize, kernel: usize, stride: usize, same: bo
 /// use constnet_runtime::{Batch, Hwc, init::seeded_rng};
 /// let conv = Conv2d::<Hwc<28, 28, 1>, Hwc<26, 26, 32>, 3>::new(&mut seeded_rng(0));
 /// let mut output = Batch::default();
-/// conv.forward(&Batch::zeros(2), &mut output);
+/// conv.forward(&Batch::zeros(2), &mut output, &mut ());
 /// assert_eq!(output.len(), 2);
 /// assert_eq!(<Conv2d<Hwc<28, 28, 1>, Hwc<26, 26, 32>, 3> as Layer>::PARAMS, 320);
 /// ```
@@ -206,7 +206,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     type Cache = ();
     const PARAMS: usize = K * K * I::C * O::C + O::C;
 
-    fn forward(&self, input: &Batch<I>, output: &mut Batch<O>) {
+    fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _workspace: &mut ()) {
         let () = Self::SHAPES_AGREE;
         let weight = MatRef::row_major(&self.params.weight, Self::PATCH, O::C);
         for_each_sample_group(input, output, |images, outputs| {

@@ -21,7 +21,7 @@ use crate::tensor::Batch;
 /// let dense = Dense::<9216, 128>::new(&mut seeded_rng(0));
 /// assert_eq!(<Dense<9216, 128> as Layer>::PARAMS, 1_179_776);
 /// let mut output = Batch::default();
-/// dense.forward(&Batch::<Flat<9216>>::zeros(4), &mut output);
+/// dense.forward(&Batch::<Flat<9216>>::zeros(4), &mut output, &mut ());
 /// assert_eq!(output.as_slice(), &[0.0; 4 * 128][..]);
 /// ```
 #[derive(Clone, Debug)]
@@ -58,7 +58,7 @@ impl<const IN: usize, const OUT: usize> Layer for Dense<IN, OUT> {
     type Cache = ();
     const PARAMS: usize = IN * OUT + OUT;
 
-    fn forward(&self, input: &Batch<Flat<IN>>, output: &mut Batch<Flat<OUT>>) {
+    fn forward(&self, input: &Batch<Flat<IN>>, output: &mut Batch<Flat<OUT>>, _workspace: &mut ()) {
         let samples = input.len();
         output.resize(samples);
         for row in output.as_mut_slice().chunks_mut(OUT) {

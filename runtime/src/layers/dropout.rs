@@ -84,7 +84,7 @@ impl<S: Shape> Layer for Dropout<S> {
     type Output = S;
     type Cache = DropoutCache;
 
-    fn forward(&self, input: &Batch<S>, output: &mut Batch<S>) {
+    fn forward(&self, input: &Batch<S>, output: &mut Batch<S>, _workspace: &mut DropoutCache) {
         output.resize(input.len());
         output.as_mut_slice().copy_from_slice(input.as_slice());
     }
@@ -159,7 +159,7 @@ mod tests {
         let first = output.clone();
         dropout.forward_train(&input, &mut output, &mut cache);
         assert_ne!(first, output, "each training call draws a new mask");
-        dropout.forward(&input, &mut output);
+        dropout.forward(&input, &mut output, &mut DropoutCache::default());
         assert_eq!(output, input, "inference is the identity");
     }
 

@@ -32,7 +32,7 @@ impl<I: Shape, const N: usize> Layer for Flatten<I, N> {
     type Output = Flat<N>;
     type Cache = ();
 
-    fn forward(&self, input: &Batch<I>, output: &mut Batch<Flat<N>>) {
+    fn forward(&self, input: &Batch<I>, output: &mut Batch<Flat<N>>, _workspace: &mut ()) {
         let () = Self::LENGTHS_AGREE;
         output.resize(input.len());
         output.as_mut_slice().copy_from_slice(input.as_slice());

@@ -42,8 +42,6 @@ pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolOp, pool_output_len};
 pub use softmax::Softmax;
 pub(crate) use softmax::softmax_row;
 
-use std::sync::{Mutex, PoisonError};
-
 use rayon::prelude::*;
 
 use crate::shape::Shape;
@@ -88,7 +86,17 @@ pub trait Layer: Send + Sync {
     const BUFFERS: usize = 0;
 
     /// Inference forward pass: `output` is resized to `input.len()` samples and overwritten.
-    fn forward(&self, input: &Batch<Self::Input>, output: &mut Batch<Self::Output>);
+    ///
+    /// `workspace` is the caller's scratch (intermediate batches of a chain or network, per-call
+    /// tables); its buffers keep their allocations between calls. The layer itself is only
+    /// read, so one layer shared by reference serves any number of threads at once, each with
+    /// its own workspace.
+    fn forward(
+        &self,
+        input: &Batch<Self::Input>,
+        output: &mut Batch<Self::Output>,
+        workspace: &mut Self::Cache,
+    );
 
     /// Training forward pass: like [`Layer::forward`], in training mode, filling `cache`. By
     /// default the inference pass, for layers that behave the same in both modes and keep
@@ -97,9 +105,9 @@ pub trait Layer: Send + Sync {
         &mut self,
         input: &Batch<Self::Input>,
         output: &mut Batch<Self::Output>,
-        _cache: &mut Self::Cache,
+        cache: &mut Self::Cache,
     ) {
-        self.forward(input, output);
+        self.forward(input, output, cache);
     }
 
     /// Backward pass for the batch last run through [`Layer::forward_train`] with this `cache`:
@@ -139,10 +147,13 @@ pub trait Layer: Send + Sync {
 ///
 /// `Chain::new(a, b)` only compiles when `a`'s output shape is `b`'s input shape:
 /// ```
-/// use constnet_runtime::layers::{Chain, Dense, Relu};
-/// use constnet_runtime::Flat;
+/// use constnet_runtime::layers::{Chain, Dense, Layer, Relu};
+/// use constnet_runtime::{Batch, Flat};
 /// let mut rng = constnet_runtime::init::seeded_rng(0);
 /// let net = Chain::new(Dense::<4, 8>::new(&mut rng), Relu::<Flat<8>>::new());
+/// let (mut output, mut workspace) = (Batch::default(), Default::default());
+/// net.forward(&Batch::<Flat<4>>::zeros(3), &mut output, &mut workspace);
+/// assert_eq!(output.len(), 3);
 /// ```
 /// ```compile_fail
 /// use constnet_runtime::layers::{Chain, Dense};
@@ -150,35 +161,23 @@ pub trait Layer: Send + Sync {
 /// // error[E0271]: type mismatch resolving `<Dense<9, 2> as Layer>::Input == Flat<8>`
 /// let net = Chain::new(Dense::<4, 8>::new(&mut rng), Dense::<9, 2>::new(&mut rng));
 /// ```
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Chain<A: Layer, B> {
     /// The layer that runs first.
     pub first: A,
     /// The layer fed by `first`.
     pub second: B,
-    /// The intermediate batch of inference, kept so repeated calls allocate nothing. Inference
-    /// takes `&self`; the lock is uncontended unless one chain serves several threads at once.
-    inference_middle: Mutex<Batch<A::Output>>,
 }
 
 impl<A: Layer, B: Layer<Input = A::Output>> Chain<A, B> {
     /// Chains `first` into `second`.
     pub fn new(first: A, second: B) -> Self {
-        Self {
-            first,
-            second,
-            inference_middle: Mutex::default(),
-        }
+        Self { first, second }
     }
 }
 
-impl<A: Layer + Clone, B: Layer<Input = A::Output> + Clone> Clone for Chain<A, B> {
-    fn clone(&self) -> Self {
-        Self::new(self.first.clone(), self.second.clone())
-    }
-}
-
-/// What a [`Chain`] keeps between its training forward and backward passes.
+/// What a [`Chain`] keeps between its training forward and backward passes, and the
+/// intermediate batch of its inference.
 pub struct ChainCache<A: Layer, B: Layer> {
     first: A::Cache,
     second: B::Cache,
@@ -205,13 +204,16 @@ impl<A: Layer, B: Layer<Input = A::Output>> Layer for Chain<A, B> {
     const PARAMS: usize = A::PARAMS + B::PARAMS;
     const BUFFERS: usize = A::BUFFERS + B::BUFFERS;
 
-    fn forward(&self, input: &Batch<A::Input>, output: &mut Batch<B::Output>) {
-        let mut middle = self
-            .inference_middle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        self.first.forward(input, &mut middle);
-        self.second.forward(&middle, output);
+    fn forward(
+        &self,
+        input: &Batch<A::Input>,
+        output: &mut Batch<B::Output>,
+        workspace: &mut Self::Cache,
+    ) {
+        self.first
+            .forward(input, &mut workspace.middle, &mut workspace.first);
+        self.second
+            .forward(&workspace.middle, output, &mut workspace.second);
     }
 
     fn forward_train(

@@ -134,7 +134,7 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
     type Output = O;
     type Cache = ();
 
-    fn forward(&self, input: &Batch<I>, output: &mut Batch<O>) {
+    fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _workspace: &mut ()) {
         let () = Self::SHAPES_AGREE;
         for_each_sample_group(input, output, |images, outputs| {
             for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
@@ -258,7 +258,7 @@ mod tests {
         let pool = MaxPool2d::<Hwc<2, 2, 1>, Hwc<1, 1, 1>, 2>::new();
         let x = Batch::<Hwc<2, 2, 1>>::from_vec(vec![1.0, 3.0, 3.0, 0.0]).unwrap();
         let mut y = Batch::default();
-        pool.forward(&x, &mut y);
+        pool.forward(&x, &mut y, &mut ());
         assert_eq!(y.as_slice(), &[3.0]);
         let mut dx = Batch::default();
         let dy = Batch::from_vec(vec![1.0]).unwrap();

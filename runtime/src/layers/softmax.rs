@@ -40,7 +40,7 @@ impl<S: Shape> Layer for Softmax<S> {
     type Output = S;
     type Cache = ();
 
-    fn forward(&self, input: &Batch<S>, output: &mut Batch<S>) {
+    fn forward(&self, input: &Batch<S>, output: &mut Batch<S>, _workspace: &mut ()) {
         output.resize(input.len());
         for (x, y) in input
             .as_slice()
