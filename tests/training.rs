@@ -52,11 +52,7 @@ fn synthetic(samples: usize, seed: u64) -> Dataset<Hwc<8, 8, 1>> {
             *pixel = if bright { 1.0 } else { 0.0 } + rng.random_range(0.0..0.3);
         }
     }
-    Dataset {
-        images,
-        labels,
-        classes: 3,
-    }
+    Dataset::new(images, labels, 3).unwrap()
 }
 
 fn quiet(epochs: usize) -> FitConfig {
@@ -95,7 +91,7 @@ fn real_mnist_trains_to_high_accuracy_in_seconds() {
         ..FitConfig::default()
     };
     fit(&mut net, &mut optimizer, &train, Validation::None, &config).unwrap();
-    let result = evaluate(&net, &test, 256);
+    let result = evaluate(&net, &test, 256).unwrap();
     assert!(
         result.accuracy >= 0.95,
         "test accuracy {} after one epoch",
@@ -142,8 +138,8 @@ fn save_then_load_reproduces_predictions_exactly() {
     let mut loaded = Tiny::new(99);
     weights::load(&mut loaded, &path).unwrap();
     let (before, after) = (
-        predict(&net, &data.images, 32),
-        predict(&loaded, &data.images, 32),
+        predict(&net, data.images(), 32).unwrap(),
+        predict(&loaded, data.images(), 32).unwrap(),
     );
     assert_eq!(before, after);
     let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
@@ -177,7 +173,7 @@ fn fine_tuning_leaves_frozen_layers_bit_identical() {
         momentum: 0.9,
         ..Sgd::new(0.001)
     });
-    optimizer.freeze(&["conv1"]);
+    optimizer.freeze(&tuned, &["conv1"]).unwrap();
     fit(
         &mut tuned,
         &mut optimizer,

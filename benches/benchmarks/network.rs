@@ -64,7 +64,9 @@ fn workload<N>(
                             None,
                             &mut grads,
                         );
-                        optimizer.step(&mut network, &grads, 0);
+                        optimizer
+                            .step(&mut network, &grads, 0)
+                            .expect("the state belongs to this network");
                     })
                 })
             },

@@ -143,21 +143,10 @@ where
     print!("{}", N::summary());
 
     let mut optimizer = optimizer(args.optimizer.unwrap_or(defaults.optimizer), args.lr);
-    let trainable: Vec<&str> = N::LAYERS
-        .iter()
-        .filter(|l| l.params > 0)
-        .map(|l| l.name)
-        .collect();
-    for layer in &args.freeze {
-        if !trainable.contains(&layer.as_str()) {
-            return Err(format!(
-                "--freeze {layer}: this network has no such layer with parameters; it has {}",
-                trainable.join(", ")
-            )
-            .into());
-        }
-    }
-    optimizer.freeze(&args.freeze.iter().map(String::as_str).collect::<Vec<_>>());
+    let frozen: Vec<&str> = args.freeze.iter().map(String::as_str).collect();
+    optimizer
+        .freeze(&network, &frozen)
+        .map_err(|error| format!("--freeze: {error}"))?;
     let config = FitConfig {
         epochs: args.epochs.unwrap_or(defaults.epochs),
         batch_size: args.batch_size.unwrap_or(defaults.batch_size),
@@ -192,11 +181,11 @@ where
     let history = fit(&mut network, &mut optimizer, &train, validation, &config)?;
     println!("Trained in {:.1}s", started.elapsed().as_secs_f64());
 
-    let evaluation = evaluate(&network, &test, 256);
+    let evaluation = evaluate(&network, &test, 256)?;
     println!("Test loss: {:.4}", evaluation.loss);
     println!("Test accuracy: {:.4}", evaluation.accuracy);
 
-    let predictions = predict(&network, &test.images, 256);
+    let predictions = predict(&network, test.images(), 256)?;
     println!("First 10 test images:");
     for (i, class) in predictions.classes.iter().enumerate().take(10) {
         let probabilities: Vec<String> = predictions
@@ -207,7 +196,7 @@ where
             .collect();
         println!(
             "  #{i}: predicted {class} (true {}), p = [{}]",
-            test.labels[i],
+            test.labels()[i],
             probabilities.join(", ")
         );
     }

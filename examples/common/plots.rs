@@ -135,11 +135,11 @@ fn misclassified(
         .into_drawing_area();
     root.fill(&WHITE)?;
     let wrong = (0..test.len())
-        .filter(|&i| predicted[i] != test.labels[i])
+        .filter(|&i| predicted[i] != test.labels()[i])
         .take(COLUMNS * ROWS);
     for (slot, index) in wrong.enumerate() {
         let (x0, y0) = ((slot % COLUMNS) * CELL + 10, (slot / COLUMNS) * CELL + 4);
-        for (pixel, &value) in test.images.sample(index).iter().enumerate() {
+        for (pixel, &value) in test.images().sample(index).iter().enumerate() {
             let shade = 255 - (value.clamp(0.0, 1.0) * 255.0) as u8;
             let (x, y) = (x0 + (pixel % 28) * SCALE, y0 + (pixel / 28) * SCALE);
             root.draw(&Rectangle::new(
@@ -151,7 +151,7 @@ fn misclassified(
             ))?;
         }
         if text {
-            let caption = format!("{} → {}", test.labels[index], predicted[index]);
+            let caption = format!("{} → {}", test.labels()[index], predicted[index]);
             root.draw(&Text::new(
                 caption,
                 (x0 as i32, (y0 + 28 * SCALE + 2) as i32),

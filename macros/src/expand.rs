@@ -411,6 +411,13 @@ pub fn expand(net: &Network) -> TokenStream {
                 &workspace.#last.output
             }
 
+            fn visit_activations(
+                workspace: &#workspace,
+                visit: &mut ::constnet::network::ActivationVisitor<'_>,
+            ) {
+                #( visit(#field_names, workspace.#fields.output.as_slice(), workspace.#fields.grad_output.as_slice()); )*
+            }
+
             fn backward_logits(
                 &self,
                 input: &::constnet::Batch<#input_ty>,

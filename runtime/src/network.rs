@@ -32,6 +32,10 @@ impl<L: Layer> Default for LayerState<L> {
     }
 }
 
+/// Receives one layer's activations: its name, its output and the gradient with respect to
+/// its output.
+pub type ActivationVisitor<'a> = dyn FnMut(&'static str, &[f32], &[f32]) + 'a;
+
 /// One row of a network's layer table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerInfo {
@@ -87,6 +91,11 @@ pub trait Network: Layer {
         grad_input: Option<&mut Batch<Self::Input>>,
         grads: &mut Self::Grads,
     );
+
+    /// Visits what the last passes left in `workspace` for each layer, first layer first:
+    /// `visit(layer name, output, output gradient)`. [`fit`](crate::train::fit) uses it to name
+    /// the layer where a value first became non-finite.
+    fn visit_activations(workspace: &Self::Cache, visit: &mut ActivationVisitor<'_>);
 
     /// The layer table, as Keras's `model.summary()` prints it.
     fn summary() -> String {

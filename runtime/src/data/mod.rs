@@ -20,7 +20,8 @@ use crate::init::SeededRng;
 use crate::shape::{Flat, Shape};
 use crate::tensor::Batch;
 
-/// What can go wrong reading or fetching data; every variant names the file.
+/// What can go wrong reading, fetching or assembling data; each variant names the file, or the
+/// samples and labels, at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be read or written.
@@ -60,20 +61,110 @@ pub enum DataError {
         /// What went wrong.
         problem: String,
     },
+    /// A data set was given different numbers of images and labels.
+    #[error("a data set needs one label per image: {images} images but {labels} labels")]
+    CountMismatch {
+        /// Number of images.
+        images: usize,
+        /// Number of labels.
+        labels: usize,
+    },
+    /// A label is not below the number of classes.
+    #[error("label {label} of sample {sample} is not below the {classes} classes")]
+    LabelOutOfRange {
+        /// The sample's index.
+        sample: usize,
+        /// Its label.
+        label: usize,
+        /// The number of classes.
+        classes: usize,
+    },
+    /// A fixed number of classes was asked of a data set with another.
+    #[error("{asked} classes were asked of a data set of {classes} classes")]
+    ClassCount {
+        /// The number asked for.
+        asked: usize,
+        /// The data set's number of classes.
+        classes: usize,
+    },
+    /// A validation fraction that leaves no training or no validation sample.
+    #[error(
+        "a validation split of {fraction} of {samples} samples leaves {train} for training and \
+         {validation} for validation; both need at least one (the fraction must be in (0, 1))"
+    )]
+    ValidationSplit {
+        /// The fraction asked for.
+        fraction: f32,
+        /// Samples in the data set.
+        samples: usize,
+        /// Samples the split would leave for training.
+        train: usize,
+        /// Samples the split would leave for validation.
+        validation: usize,
+    },
 }
 
-/// Labelled images of shape `S`, pixels scaled to `[0, 1]`.
+/// Labelled images of shape `S`: one label per image, each below the number of classes (the
+/// constructors check both, and nothing can break them afterwards).
 #[derive(Clone, Debug)]
 pub struct Dataset<S: Shape> {
-    /// The images, one sample each.
-    pub images: Batch<S>,
-    /// The class of each image, below `classes`.
-    pub labels: Vec<usize>,
-    /// Number of classes.
-    pub classes: usize,
+    images: Batch<S>,
+    labels: Vec<usize>,
+    classes: usize,
 }
 
 impl<S: Shape> Dataset<S> {
+    /// A data set of `images` labelled `labels` in `classes` classes.
+    ///
+    /// ```
+    /// use constnet::data::{DataError, Dataset};
+    /// use constnet::{Batch, Flat};
+    /// let images = Batch::<Flat<2>>::zeros(3);
+    /// let data = Dataset::new(images.clone(), vec![0, 1, 1], 2).unwrap();
+    /// assert_eq!(data.len(), 3);
+    /// let error = Dataset::new(images, vec![0, 2, 1], 2).unwrap_err();
+    /// assert!(matches!(error, DataError::LabelOutOfRange { sample: 1, label: 2, classes: 2 }));
+    /// ```
+    ///
+    /// # Errors
+    /// [`DataError::CountMismatch`] unless there is one label per image,
+    /// [`DataError::LabelOutOfRange`] for the first label not below `classes`.
+    pub fn new(images: Batch<S>, labels: Vec<usize>, classes: usize) -> Result<Self, DataError> {
+        if images.len() != labels.len() {
+            return Err(DataError::CountMismatch {
+                images: images.len(),
+                labels: labels.len(),
+            });
+        }
+        if let Some((sample, &label)) = labels.iter().enumerate().find(|(_, l)| **l >= classes) {
+            return Err(DataError::LabelOutOfRange {
+                sample,
+                label,
+                classes,
+            });
+        }
+        Ok(Self {
+            images,
+            labels,
+            classes,
+        })
+    }
+
+    /// The images, one sample each.
+    pub fn images(&self) -> &Batch<S> {
+        &self.images
+    }
+
+    /// The class of each image, below [`Dataset::classes`].
+    pub fn labels(&self) -> &[usize] {
+        &self.labels
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
     /// Reads an IDX image file and its IDX label file. The images must have the network's input
     /// shape (`[n, 28, 28]` for `Hwc<28, 28, 1>` or `Flat<784>`), every label must be below
     /// `classes`, and both files must hold the same number of samples.
@@ -123,19 +214,10 @@ impl<S: Shape> Dataset<S> {
             });
         }
         let labels_out: Vec<usize> = label_array.data.iter().map(|&l| l as usize).collect();
-        if let Some((sample, &label)) = labels_out.iter().enumerate().find(|(_, l)| **l >= classes)
-        {
-            return Err(format(
-                labels,
-                format!("label {label} of sample {sample} is not below the {classes} classes"),
-            ));
-        }
         let pixels = image_array.data.iter().map(|&p| p as f32 / 255.0).collect();
-        Ok(Self {
-            images: Batch::from_vec(pixels).expect("length checked against S::LEN"),
-            labels: labels_out,
-            classes,
-        })
+        let images_out = Batch::from_vec(pixels).expect("length checked against S::LEN");
+        Self::new(images_out, labels_out, classes)
+            .map_err(|error| format(labels, error.to_string()))
     }
 
     /// Number of samples.
@@ -159,21 +241,37 @@ impl<S: Shape> Dataset<S> {
         }
     }
 
-    /// Splits off the last `fraction` of the samples as validation data, as Keras's
+    /// Splits off the last `fraction` of the samples (rounded) as validation data, as Keras's
     /// `validation_split` does (before any shuffling).
-    pub fn split_validation(self, fraction: f32) -> (Self, Self) {
-        let validation = ((self.len() as f32) * fraction.clamp(0.0, 1.0)).round() as usize;
-        let train = self.len() - validation;
+    ///
+    /// # Errors
+    /// [`DataError::ValidationSplit`] unless both parts hold at least one sample.
+    pub fn split_validation(&self, fraction: f32) -> Result<(Self, Self), DataError> {
+        let samples = self.len();
+        let validation = if fraction > 0.0 && fraction < 1.0 {
+            ((samples as f32) * fraction).round() as usize
+        } else {
+            0
+        };
+        let train = samples - validation.min(samples);
+        if validation == 0 || train == 0 {
+            return Err(DataError::ValidationSplit {
+                fraction,
+                samples,
+                train: if validation == 0 { samples } else { train },
+                validation,
+            });
+        }
         let (train_images, validation_images) = self.images.as_slice().split_at(train * S::LEN);
         let part = |images: &[f32], labels: &[usize]| Self {
             images: Batch::from_vec(images.to_vec()).expect("whole samples"),
             labels: labels.to_vec(),
             classes: self.classes,
         };
-        (
+        Ok((
             part(train_images, &self.labels[..train]),
             part(validation_images, &self.labels[train..]),
-        )
+        ))
     }
 
     /// Mean and standard deviation of all pixels.
@@ -201,19 +299,20 @@ impl<S: Shape> Dataset<S> {
 
     /// The labels as one-hot vectors of `N` classes.
     ///
-    /// # Panics
-    /// If `N` differs from the dataset's number of classes.
-    pub fn one_hot<const N: usize>(&self) -> Batch<Flat<N>> {
-        assert_eq!(
-            N, self.classes,
-            "one-hot vectors of {N} for {} classes",
-            self.classes
-        );
+    /// # Errors
+    /// [`DataError::ClassCount`] if `N` is not the data set's number of classes.
+    pub fn one_hot<const N: usize>(&self) -> Result<Batch<Flat<N>>, DataError> {
+        if N != self.classes {
+            return Err(DataError::ClassCount {
+                asked: N,
+                classes: self.classes,
+            });
+        }
         let mut out = Batch::zeros(self.len());
         for (row, &label) in out.as_mut_slice().chunks_mut(N).zip(&self.labels) {
             row[label] = 1.0;
         }
-        out
+        Ok(out)
     }
 
     /// Copies the samples at `indices` into `images` and `labels` (resized; their allocations
@@ -302,8 +401,15 @@ mod tests {
             flat.images,
             Batch::from_vec(data.images.as_slice().to_vec()).unwrap()
         );
-        assert_eq!(data.one_hot::<3>().sample(2), &[0.0, 0.0, 1.0]);
-        let (train, validation) = data.clone().split_validation(0.25);
+        assert_eq!(data.one_hot::<3>().unwrap().sample(2), &[0.0, 0.0, 1.0]);
+        assert!(matches!(
+            data.one_hot::<4>(),
+            Err(DataError::ClassCount {
+                asked: 4,
+                classes: 3
+            })
+        ));
+        let (train, validation) = data.split_validation(0.25).unwrap();
         assert_eq!((train.len(), validation.len()), (3, 1));
         assert_eq!(validation.labels, [1]);
         let (mut batch, mut batch_labels) = (Batch::default(), Vec::new());
@@ -317,6 +423,48 @@ mod tests {
         assert!(new_mean.abs() < 1e-5 && (new_std - 1.0).abs() < 1e-4);
         assert_eq!(shuffled_indices(10, 1), shuffled_indices(10, 1));
         assert_ne!(shuffled_indices(10, 1), shuffled_indices(10, 2));
+    }
+
+    /// The checked constructor and the validation split refuse what would train on nothing or
+    /// index past the class count, and say so in numbers.
+    #[test]
+    fn inconsistent_data_sets_and_splits_are_errors() {
+        let images = Batch::<Flat<2>>::zeros(8);
+        let error = Dataset::new(images.clone(), vec![0; 6], 3).unwrap_err();
+        assert!(matches!(
+            error,
+            DataError::CountMismatch {
+                images: 8,
+                labels: 6
+            }
+        ));
+        assert_eq!(
+            error.to_string(),
+            "a data set needs one label per image: 8 images but 6 labels"
+        );
+        let error = Dataset::new(images.clone(), vec![0, 1, 2, 0, 3, 1, 0, 0], 3).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "label 3 of sample 4 is not below the 3 classes"
+        );
+        let data = Dataset::new(images, vec![0; 8], 3).unwrap();
+        for (fraction, train, validation) in [
+            (0.0, 8, 0),
+            (1.0, 8, 0),
+            (-0.5, 8, 0),
+            (f32::NAN, 8, 0),
+            (0.05, 8, 0),
+            (0.97, 0, 8),
+        ] {
+            let error = data.split_validation(fraction).unwrap_err();
+            assert!(
+                matches!(error, DataError::ValidationSplit { train: t, validation: v, samples: 8, .. } if (t, v) == (train, validation)),
+                "{fraction}: {error}"
+            );
+            assert!(error.to_string().contains("both need at least one"));
+        }
+        let (train, validation) = data.split_validation(0.5).unwrap();
+        assert_eq!((train.len(), validation.len()), (4, 4));
     }
 
     #[test]

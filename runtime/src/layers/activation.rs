@@ -22,13 +22,15 @@ pub trait ActivationFn: Clone + Debug + Send + Sync {
     fn derivative(&self, x: f32, y: f32) -> f32;
 }
 
-/// `max(x, 0)`.
+/// `max(x, 0)`, NaN for NaN (as in PyTorch and TensorFlow, so a NaN surfaces at the layer
+/// that made it instead of vanishing).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReluFn;
 
 impl ActivationFn for ReluFn {
     fn value(&self, x: f32) -> f32 {
-        x.max(0.0)
+        // Not `x.max(0.0)`, which returns 0 for NaN; `x < 0` is false for NaN.
+        if x < 0.0 { 0.0 } else { x }
     }
     fn derivative(&self, x: f32, _y: f32) -> f32 {
         if x > 0.0 { 1.0 } else { 0.0 }
@@ -182,5 +184,21 @@ mod tests {
         assert!((TanhFn.value(1.0) - 1f32.tanh()).abs() < 1e-7);
         assert_eq!(SigmoidFn.value(-100.0), 0.0);
         assert_eq!(SigmoidFn.value(100.0), 1.0);
+    }
+
+    /// A NaN input stays NaN through every activation, and ReLU's layer pass keeps it.
+    #[test]
+    fn nan_propagates() {
+        assert!(ReluFn.value(f32::NAN).is_nan());
+        assert!(LeakyReluFn { alpha: 0.1 }.value(f32::NAN).is_nan());
+        assert!(SigmoidFn.value(f32::NAN).is_nan());
+        assert!(TanhFn.value(f32::NAN).is_nan());
+        let relu = Relu::<crate::Flat<4>>::new();
+        let input = Batch::from_vec(vec![-1.0, f32::NAN, 2.0, -0.0]).unwrap();
+        let mut output = Batch::default();
+        relu.forward(&input, &mut output, &mut ());
+        let y = output.as_slice();
+        assert_eq!((y[0], y[2]), (0.0, 2.0));
+        assert!(y[1].is_nan(), "{y:?}");
     }
 }

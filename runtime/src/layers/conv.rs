@@ -9,8 +9,10 @@
 //! - input gradient: `dpatches = dY · Wᵀ` (`Wᵀ` copied out once per call), scattered back onto
 //!   the image (col2im).
 //!
-//! Images are split into one contiguous group per rayon thread; each group keeps its own patch
-//! buffer and partial weight gradient.
+//! Inference splits the images into one contiguous group per rayon thread. Backward sums the
+//! weight gradient over fixed groups of images (`GRADIENT_GROUP`), one partial sum each, and adds
+//! the partial sums in group order, so the result is the same bit for bit on any number of
+//! threads.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -18,7 +20,7 @@ use std::marker::PhantomData;
 use rand::Rng;
 use rayon::prelude::*;
 
-use super::{Layer, WeightBias, for_each_sample_group, samples_per_task};
+use super::{GRADIENT_GROUP, Layer, WeightBias, for_each_sample_group, sum_in_order};
 use crate::init::Init;
 use crate::kernels::gemm::{MatMut, MatRef, gemm};
 use crate::kernels::with_scratch;
@@ -72,6 +74,14 @@ pub const fn padding_before(input: usize, kernel: usize, stride: usize, same: bo
     }
 }
 
+/// The buffers a convolution's backward pass reuses between calls: `Wᵀ` and the partial weight
+/// gradient of each group of images.
+#[derive(Clone, Debug, Default)]
+pub struct ConvCache {
+    weight_t: Vec<f32>,
+    partial_weight_grads: Vec<f32>,
+}
+
 /// A 2-D convolution of `I` into `O` with `O::C` filters of `K × K`, stride `STRIDE` and padding
 /// `P`, followed by a bias per filter.
 ///
@@ -83,7 +93,7 @@ pub const fn padding_before(input: usize, kernel: usize, stride: usize, same: bo
 /// use constnet_runtime::{Batch, Hwc, init::seeded_rng};
 /// let conv = Conv2d::<Hwc<28, 28, 1>, Hwc<26, 26, 32>, 3>::new(&mut seeded_rng(0));
 /// let mut output = Batch::default();
-/// conv.forward(&Batch::zeros(2), &mut output, &mut ());
+/// conv.forward(&Batch::zeros(2), &mut output, &mut Default::default());
 /// assert_eq!(output.len(), 2);
 /// assert_eq!(<Conv2d<Hwc<28, 28, 1>, Hwc<26, 26, 32>, 3> as Layer>::PARAMS, 320);
 /// ```
@@ -203,10 +213,10 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     type Input = I;
     type Output = O;
     type Grads = WeightBias;
-    type Cache = ();
+    type Cache = ConvCache;
     const PARAMS: usize = K * K * I::C * O::C + O::C;
 
-    fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _workspace: &mut ()) {
+    fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _workspace: &mut ConvCache) {
         let () = Self::SHAPES_AGREE;
         let weight = MatRef::row_major(&self.params.weight, Self::PATCH, O::C);
         for_each_sample_group(input, output, |images, outputs| {
@@ -233,37 +243,44 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
         input: &Batch<I>,
         _output: &Batch<O>,
         grad_output: &Batch<O>,
-        _cache: &mut (),
+        cache: &mut ConvCache,
         grad_input: Option<&mut Batch<I>>,
         grads: &mut WeightBias,
     ) {
         let samples = input.len();
-        let group = samples_per_task(samples);
+        let weight_len = Self::PATCH * O::C;
+        let ConvCache {
+            weight_t,
+            partial_weight_grads,
+        } = cache;
         // `Wᵀ` made contiguous once per call, rather than gathered from the transposed view by
         // each image's GEMM.
-        let mut weight_t = vec![0.0; Self::PATCH * O::C];
+        weight_t.resize(weight_len, 0.0);
         MatRef::row_major(&self.params.weight, Self::PATCH, O::C)
             .t()
-            .copy_to(&mut weight_t);
-        let weight_t = MatRef::row_major(&weight_t, O::C, Self::PATCH);
+            .copy_to(weight_t);
+        let weight_t = MatRef::row_major(weight_t, O::C, Self::PATCH);
+        let groups = samples.div_ceil(GRADIENT_GROUP);
         let input_grad_groups: Vec<Option<&mut [f32]>> = match grad_input {
             Some(grad_input) => {
                 grad_input.resize(samples);
                 grad_input
                     .as_mut_slice()
-                    .chunks_mut(group * I::LEN)
+                    .chunks_mut(GRADIENT_GROUP * I::LEN)
                     .map(Some)
                     .collect()
             }
-            None => (0..samples.div_ceil(group)).map(|_| None).collect(),
+            None => (0..groups).map(|_| None).collect(),
         };
-        let partial_weight_grads: Vec<Vec<f32>> = input
+        partial_weight_grads.resize(groups * weight_len, 0.0);
+        input
             .as_slice()
-            .par_chunks(group * I::LEN)
-            .zip(grad_output.as_slice().par_chunks(group * O::LEN))
+            .par_chunks(GRADIENT_GROUP * I::LEN)
+            .zip(grad_output.as_slice().par_chunks(GRADIENT_GROUP * O::LEN))
             .zip(input_grad_groups)
-            .map(|((images, output_grads), mut image_grads)| {
-                let mut weight_grad = vec![0.0; Self::PATCH * O::C];
+            .zip(partial_weight_grads.par_chunks_mut(weight_len))
+            .for_each(|(((images, output_grads), mut image_grads), weight_grad)| {
+                weight_grad.fill(0.0);
                 with_scratch(Self::PIXELS * Self::PATCH, |patches| {
                     for (s, (image, dy)) in images
                         .chunks(I::LEN)
@@ -273,7 +290,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
                         let dy = MatRef::row_major(dy, Self::PIXELS, O::C);
                         Self::im2col(image, patches);
                         gemm(
-                            MatMut::row_major(&mut weight_grad, Self::PATCH, O::C),
+                            MatMut::row_major(weight_grad, Self::PATCH, O::C),
                             MatRef::row_major(patches, Self::PIXELS, Self::PATCH).t(),
                             dy,
                             true,
@@ -290,15 +307,11 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
                         }
                     }
                 });
-                weight_grad
-            })
-            .collect();
-        grads.weight.fill(0.0);
-        for partial in &partial_weight_grads {
-            for (total, part) in grads.weight.iter_mut().zip(partial) {
-                *total += part;
-            }
-        }
+            });
+        sum_in_order(
+            &partial_weight_grads[..groups * weight_len],
+            &mut grads.weight,
+        );
         grads.bias.fill(0.0);
         for pixel in grad_output.as_slice().chunks(O::C) {
             for (total, grad) in grads.bias.iter_mut().zip(pixel) {
@@ -350,7 +363,7 @@ mod tests {
         );
 
         let mut y = Batch::default();
-        conv.forward_train(&x, &mut y, &mut ());
+        conv.forward_train(&x, &mut y, &mut ConvCache::default());
         let want = conv2d_forward(
             geometry,
             x.as_slice(),
@@ -362,7 +375,14 @@ mod tests {
 
         let mut dx = Batch::default();
         let mut grads = conv.new_grads();
-        conv.backward(&x, &y, &dy, &mut (), Some(&mut dx), &mut grads);
+        conv.backward(
+            &x,
+            &y,
+            &dy,
+            &mut ConvCache::default(),
+            Some(&mut dx),
+            &mut grads,
+        );
         assert_gradients_close(
             &what,
             (dx.as_slice(), &grads.weight, &grads.bias),
@@ -377,7 +397,14 @@ mod tests {
         );
 
         let mut grads_without_input = conv.new_grads();
-        conv.backward(&x, &y, &dy, &mut (), None, &mut grads_without_input);
+        conv.backward(
+            &x,
+            &y,
+            &dy,
+            &mut ConvCache::default(),
+            None,
+            &mut grads_without_input,
+        );
         assert_eq!(
             grads_without_input, grads,
             "skipping the input gradient changes nothing else"

@@ -29,7 +29,7 @@ pub use activation::{
     TanhFn,
 };
 pub use batchnorm::{BatchNorm, BatchNormCache};
-pub use conv::{Conv2d, Padding, Same, Valid, conv_output_len, padding_before};
+pub use conv::{Conv2d, ConvCache, Padding, Same, Valid, conv_output_len, padding_before};
 pub use dense::Dense;
 pub use dropout::{Dropout, DropoutCache};
 pub use flatten::Flatten;
@@ -46,6 +46,22 @@ use rayon::prelude::*;
 
 use crate::shape::Shape;
 use crate::tensor::Batch;
+
+/// Samples whose contributions to a weight gradient one task sums before the partial sums are
+/// added in group order. A constant, not a share of the thread count, so the order of every
+/// floating-point sum, and with it the trained weights, is the same on any number of threads.
+pub(crate) const GRADIENT_GROUP: usize = 8;
+
+/// Adds the consecutive `total.len()`-long partial sums in `partials` into `total`, first to
+/// last (a fixed order, so the result does not depend on which thread made which part).
+pub(crate) fn sum_in_order(partials: &[f32], total: &mut [f32]) {
+    total.fill(0.0);
+    for partial in partials.chunks(total.len()) {
+        for (sum, part) in total.iter_mut().zip(partial) {
+            *sum += part;
+        }
+    }
+}
 
 /// Samples per rayon task: one contiguous group per thread.
 pub(crate) fn samples_per_task(samples: usize) -> usize {

@@ -85,7 +85,36 @@ impl Schedule {
     }
 }
 
+/// Why an optimiser state cannot be applied to a network; nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OptimizerError {
+    /// `freeze` named a layer the network does not have.
+    #[error("cannot freeze `{layer}`: the network has no such layer with parameters; it has {}", available.join(", "))]
+    UnknownLayer {
+        /// The name given.
+        layer: String,
+        /// The layers with parameters the network has, in order.
+        available: Vec<String>,
+    },
+    /// The state was made by steps on a network whose parameters differ from this one's.
+    #[error(
+        "this optimiser state belongs to another network: its tensor {index} is {expected}, \
+         but this network's is {found}"
+    )]
+    StateMismatch {
+        /// Index of the first tensor that differs, in visiting order.
+        index: usize,
+        /// That tensor in the state (`conv1.weight` of 288 values), or `absent`.
+        expected: String,
+        /// That tensor in the network, or `absent`.
+        found: String,
+    },
+}
+
 /// An update rule applied to a network: per-tensor state, regularisation, schedule, frozen layers.
+///
+/// The state is bound to the first network it steps: each later step checks that the network's
+/// parameter tensors have the same names and sizes, and refuses another network.
 #[derive(Debug)]
 pub struct OptimizerState {
     optimizer: Box<dyn Optimizer>,
@@ -94,6 +123,9 @@ pub struct OptimizerState {
     /// Learning rate by epoch.
     pub schedule: Schedule,
     frozen: Vec<String>,
+    /// Name and length of each parameter tensor of the network the state belongs to, in
+    /// visiting order (empty before the first step).
+    tensors: Vec<(String, usize)>,
     /// Per tensor (in visiting order), per slot.
     state: Vec<Vec<Vec<f32>>>,
     steps: u64,
@@ -107,6 +139,7 @@ impl OptimizerState {
             regularization: Regularization::default(),
             schedule: Schedule::default(),
             frozen: Vec::new(),
+            tensors: Vec::new(),
             state: Vec::new(),
             steps: 0,
         }
@@ -117,10 +150,68 @@ impl OptimizerState {
         self.optimizer.as_ref()
     }
 
-    /// Freezes the layers named in `layers` (`conv1`, ...): their parameters and state are
-    /// never touched.
-    pub fn freeze(&mut self, layers: &[&str]) {
+    /// Freezes the layers of `network` named in `layers` (`conv1`, ...): their parameters and
+    /// state are never touched.
+    ///
+    /// # Errors
+    /// [`OptimizerError::UnknownLayer`], listing the layers with parameters, if a name is not
+    /// one of them; then nothing is frozen.
+    pub fn freeze<L: Layer>(&mut self, network: &L, layers: &[&str]) -> Result<(), OptimizerError> {
+        let available = layers_with_params(network);
+        if let Some(unknown) = layers.iter().find(|layer| {
+            !available
+                .iter()
+                .any(|owner| *owner == **layer || belongs_to_any(owner, &[layer.to_string()]))
+        }) {
+            return Err(OptimizerError::UnknownLayer {
+                layer: unknown.to_string(),
+                available,
+            });
+        }
         self.frozen.extend(layers.iter().map(|l| l.to_string()));
+        Ok(())
+    }
+
+    /// Checks that `network` has the parameter tensors this state was made for (any network
+    /// fits a state that has not stepped yet).
+    ///
+    /// # Errors
+    /// [`OptimizerError::StateMismatch`], naming the first tensor that differs.
+    pub fn check_network<L: Layer>(&self, network: &L) -> Result<(), OptimizerError> {
+        if self.tensors.is_empty() {
+            return Ok(());
+        }
+        let found = parameter_tensors(network);
+        let describe = |tensor: Option<&(String, usize)>| {
+            tensor.map_or("absent".to_string(), |(name, len)| {
+                format!("`{name}` of {len} values")
+            })
+        };
+        let first_difference =
+            (0..found.len().max(self.tensors.len())).find(|&i| found.get(i) != self.tensors.get(i));
+        match first_difference {
+            None => Ok(()),
+            Some(index) => Err(OptimizerError::StateMismatch {
+                index,
+                expected: describe(self.tensors.get(index)),
+                found: describe(found.get(index)),
+            }),
+        }
+    }
+
+    /// Steps applied so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The rule's state of the parameter tensor `name` (`conv1.weight`), one vector per slot
+    /// (Adam's moments, ...); `None` before its first update and for frozen tensors.
+    pub fn tensor_state(&self, name: &str) -> Option<&[Vec<f32>]> {
+        let index = self.tensors.iter().position(|(tensor, _)| tensor == name)?;
+        self.state
+            .get(index)
+            .filter(|slots| !slots.is_empty())
+            .map(Vec::as_slice)
     }
 
     /// Whether the tensor `name` (`conv1.weight`) belongs to a frozen layer.
@@ -134,7 +225,20 @@ impl OptimizerState {
     }
 
     /// Applies one step to every unfrozen parameter of `network` from `grads`.
-    pub fn step<L: Layer>(&mut self, network: &mut L, grads: &L::Grads, epoch: usize) {
+    ///
+    /// # Errors
+    /// [`OptimizerError::StateMismatch`] if the state was made on another network; then
+    /// nothing is changed.
+    pub fn step<L: Layer>(
+        &mut self,
+        network: &mut L,
+        grads: &L::Grads,
+        epoch: usize,
+    ) -> Result<(), OptimizerError> {
+        self.check_network(network)?;
+        if self.tensors.is_empty() {
+            self.tensors = parameter_tensors(network);
+        }
         self.steps += 1;
         let (t, lr) = (self.steps, self.learning_rate(epoch));
         let Self {
@@ -176,7 +280,27 @@ impl OptimizerState {
             };
             update_in_chunks(optimizer.as_ref(), t, lr, values, grad, tensor_state);
         });
+        Ok(())
     }
+}
+
+/// Name and length of every parameter tensor of `network`, in visiting order.
+fn parameter_tensors<L: Layer>(network: &L) -> Vec<(String, usize)> {
+    let mut tensors = Vec::new();
+    network.visit_params(&mut |name, _, values| tensors.push((name.to_string(), values.len())));
+    tensors
+}
+
+/// The layers that own parameters (`conv1` for `conv1.weight`), in order, each once.
+fn layers_with_params<L: Layer>(network: &L) -> Vec<String> {
+    let mut layers: Vec<String> = Vec::new();
+    network.visit_params(&mut |name, _, _| {
+        let owner = name.rsplit_once('.').map_or(name, |(owner, _)| owner);
+        if layers.last().is_none_or(|last| last != owner) {
+            layers.push(owner.to_string());
+        }
+    });
+    layers
 }
 
 /// Values per parallel task of an update: small tensors stay on the calling thread.
@@ -247,9 +371,9 @@ mod tests {
         let mut grads = net.new_grads();
         grads.visit_mut(&mut |_, g| g.fill(1.0));
         let mut state = OptimizerState::new(Sgd::new(0.1));
-        state.freeze(&["0"]);
+        state.freeze(&net, &["0"]).unwrap();
         state.regularization.l2 = 0.5;
-        state.step(&mut net, &grads, 0);
+        state.step(&mut net, &grads, 0).unwrap();
         assert_eq!(net.first.params, before.first.params);
         for (w, w0) in net
             .second
@@ -288,11 +412,77 @@ mod tests {
         );
         let mut state = OptimizerState::new(adam);
         for t in 1..=3 {
-            state.step(&mut net, &grads, 0);
+            state.step(&mut net, &grads, 0).unwrap();
             adam.update(t, 1e-3, &mut weight, &grads.weight, &mut [&mut m, &mut v]);
         }
         assert!(weight.len() > UPDATE_CHUNK);
         assert_eq!(net.params.weight, weight);
+    }
+
+    /// Freezing a layer the network lacks names it and lists the layers it has; nothing is
+    /// frozen. Nested chains name layers by path, and a path prefix freezes a whole branch.
+    #[test]
+    fn freezing_an_unknown_layer_is_an_error() {
+        let mut rng = seeded_rng(0);
+        let net = Chain::new(
+            Dense::<3, 4>::new(&mut rng),
+            Chain::new(Dense::<4, 2>::new(&mut rng), Dense::<2, 2>::new(&mut rng)),
+        );
+        let mut state = OptimizerState::new(Sgd::new(0.1));
+        let error = state.freeze(&net, &["0", "conv"]).unwrap_err();
+        assert_eq!(
+            error,
+            OptimizerError::UnknownLayer {
+                layer: "conv".into(),
+                available: vec!["0".into(), "1.0".into(), "1.1".into()],
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            "cannot freeze `conv`: the network has no such layer with parameters; it has 0, 1.0, 1.1"
+        );
+        assert!(
+            !state.is_frozen("0.weight"),
+            "a failed freeze freezes nothing"
+        );
+        state.freeze(&net, &["1"]).unwrap();
+        assert!(state.is_frozen("1.0.weight") && state.is_frozen("1.1.bias"));
+        assert!(!state.is_frozen("0.weight"));
+    }
+
+    /// A state that has stepped one network refuses another, naming the first tensor that
+    /// differs, and changes neither.
+    #[test]
+    fn a_state_refuses_another_network() {
+        let mut rng = seeded_rng(0);
+        let mut first = Dense::<3, 4>::new(&mut rng);
+        let mut state = OptimizerState::new(Adam::default());
+        let grads = first.new_grads();
+        state.step(&mut first, &grads, 0).unwrap();
+        let moments = state.tensor_state("weight").unwrap().to_vec();
+
+        let mut other = Chain::new(Dense::<3, 4>::new(&mut rng), Dense::<4, 1>::new(&mut rng));
+        let before = other.clone();
+        let other_grads = other.new_grads();
+        let error = state.step(&mut other, &other_grads, 0).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "this optimiser state belongs to another network: its tensor 0 is `weight` of 12 \
+             values, but this network's is `0.weight` of 12 values"
+        );
+        assert_eq!(other.first.params, before.first.params);
+        assert_eq!(other.second.params, before.second.params);
+        assert_eq!(state.steps(), 1);
+        assert_eq!(state.tensor_state("weight").unwrap(), moments.as_slice());
+
+        let mut wider = Dense::<3, 5>::new(&mut rng);
+        let wider_grads = wider.new_grads();
+        let error = state.step(&mut wider, &wider_grads, 0).unwrap_err();
+        assert!(
+            matches!(&error, OptimizerError::StateMismatch { index: 0, expected, found }
+                if expected == "`weight` of 12 values" && found == "`weight` of 15 values"),
+            "{error}"
+        );
     }
 
     /// L1 adds `l1 · sign(w)`.
@@ -303,7 +493,7 @@ mod tests {
         let grads = net.new_grads();
         let mut state = OptimizerState::new(Sgd::new(1.0));
         state.regularization.l1 = 0.1;
-        state.step(&mut net, &grads, 0);
+        state.step(&mut net, &grads, 0).unwrap();
         assert_eq!(net.params.weight, [0.4, -0.15]);
     }
 }
