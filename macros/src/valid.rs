@@ -18,12 +18,72 @@ pub enum Shape {
     Image(usize, usize, usize),
 }
 
+/// The most values one sample of a layer's output, or one parameter tensor, may hold: 2^32 − 1
+/// (16 GiB of `f32`). Sizes are checked against it before anything multiplies them, so no
+/// arithmetic in the macro, or in the constants it generates, can overflow.
+const MAX_VALUES: usize = u32::MAX as usize;
+
 impl Shape {
+    /// The values in one sample; only called on shapes [`check_size`] accepted.
     pub fn len(self) -> usize {
         match self {
             Shape::Flat(n) => n,
             Shape::Image(h, w, c) => h * w * c,
         }
+    }
+
+    /// The values in one sample, if they fit in `usize`.
+    fn checked_len(self) -> Option<usize> {
+        match self {
+            Shape::Flat(n) => Some(n),
+            Shape::Image(h, w, c) => h.checked_mul(w)?.checked_mul(c),
+        }
+    }
+}
+
+/// Refuses a layer (or the input) whose output sample, or whose parameter count, holds more
+/// than [`MAX_VALUES`] values, with an error spanned on it.
+fn check_size(def: &LayerDef, output: Shape, params: Option<usize>) -> syn::Result<()> {
+    let too_many = |what: String| {
+        error(
+            def.tokens(),
+            format!(
+                "`{}` is too large: {what}, and constnet's tensors hold at most {MAX_VALUES} \
+                 values (2^32 - 1)",
+                def.spec()
+            ),
+        )
+    };
+    match output.checked_len() {
+        Some(len) if len <= MAX_VALUES => {}
+        Some(len) => return Err(too_many(format!("its output {output} holds {len} values"))),
+        None => {
+            return Err(too_many(format!(
+                "its output {output} holds more values than a usize can count"
+            )));
+        }
+    }
+    match params {
+        Some(count) if count > MAX_VALUES => Err(too_many(format!("it has {count} parameters"))),
+        _ => Ok(()),
+    }
+}
+
+/// The parameter count of a checked layer fed `input` (`None` if it overflows `usize`).
+fn param_count(kind: &Kind, input: Shape) -> Option<usize> {
+    match (kind, input) {
+        (
+            Kind::Conv {
+                filters, kernel, ..
+            },
+            Shape::Image(_, _, channels),
+        ) => kernel
+            .checked_mul(*kernel)?
+            .checked_mul(channels)?
+            .checked_mul(*filters)?
+            .checked_add(*filters),
+        (Kind::Dense { units }, input) => input.len().checked_mul(*units)?.checked_add(*units),
+        _ => Some(0),
     }
 }
 
@@ -323,6 +383,7 @@ pub fn validate(def: NetworkDef) -> syn::Result<Network> {
         ));
     }
     let input = input_shape(first)?;
+    check_size(first, input, None)?;
     if rest.is_empty() {
         return Err(error(
             first.tokens(),
@@ -348,6 +409,8 @@ pub fn validate(def: NetworkDef) -> syn::Result<Network> {
             ));
         }
         let output = output_shape(&kind, received);
+        let params = param_count(&kind, received).unwrap_or(usize::MAX);
+        check_size(def, output, Some(params))?;
         let kind_name = def.kind.to_string();
         let count = match counts.iter_mut().find(|(k, _)| *k == kind_name) {
             Some((_, n)) => {

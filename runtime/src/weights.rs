@@ -83,16 +83,49 @@ pub fn save<L: Layer>(network: &L, path: &Path) -> Result<(), WeightsError> {
         let _ = std::fs::remove_file(&partial);
         return Err(io(source));
     }
+    sync_directory(path).map_err(io)
+}
+
+/// Makes the rename that put `path` in place durable (Unix records it in the directory, which
+/// has to be synced too); elsewhere there is nothing to do.
+fn sync_directory(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 
+/// The largest safetensors header accepted, as the `safetensors` crate bounds it (100 MB).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 /// Loads every parameter and buffer of `network` from `path`. If any tensor is missing, extra,
 /// of another type or of another shape, nothing is changed and the error lists each problem.
+///
+/// A file longer than this network's tensors and the largest header is refused before it is
+/// read, so memory stays within the network's own size (plus the header) whatever the file.
 pub fn load<L: Layer>(network: &mut L, path: &Path) -> Result<(), WeightsError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+    let io = |source| WeightsError::Io {
         file: path.to_path_buf(),
         source,
-    })?;
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    let tensor_bytes = 4 * (L::PARAMS + L::BUFFERS) as u64;
+    if size > tensor_bytes + 8 + MAX_HEADER_BYTES {
+        return Err(WeightsError::Format {
+            file: path.to_path_buf(),
+            problem: format!(
+                "the file is {size} bytes, more than this network's {tensor_bytes} bytes of \
+                 tensors and the largest header allow"
+            ),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
     let file = SafeTensors::deserialize(&bytes).map_err(|e| WeightsError::Format {
         file: path.to_path_buf(),
         problem: e.to_string(),

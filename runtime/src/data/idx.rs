@@ -4,7 +4,8 @@
 //! not their name. Only unsigned bytes (type `0x08`), the type every image and label file of
 //! these data sets uses, are read.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
@@ -23,56 +24,108 @@ pub struct IdxArray {
 /// The type code of unsigned bytes.
 const UNSIGNED_BYTE: u8 = 0x08;
 
-/// Reads an IDX file of unsigned bytes, gzip-compressed or not.
+/// The first two bytes of every gzip file.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// The most values an IDX file may declare: 2^32 (4 GiB), a hundred times MNIST's training
+/// images. A header declaring more is refused before anything is allocated for its values.
+pub const MAX_VALUES: usize = 1 << 32;
+
+/// Reads an IDX file of unsigned bytes, gzip-compressed or not, streaming: the header is checked
+/// before any value is read, and memory grows only with the values actually read, never past
+/// the declared size. A raw file's length is checked against its header before its values are
+/// allocated; a gzip stream that inflates past its declared size (a "gzip bomb") is refused as
+/// soon as it does.
 pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
-    let error = |problem: String| DataError::Format {
-        file: path.to_path_buf(),
-        problem,
-    };
-    let raw = std::fs::read(path).map_err(|source| DataError::Io {
+    let io = |source| DataError::Io {
         file: path.to_path_buf(),
         source,
-    })?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut decompressed = Vec::new();
-        GzDecoder::new(&raw[..])
-            .read_to_end(&mut decompressed)
-            .map_err(|e| error(format!("the gzip data is corrupt or truncated ({e})")))?;
-        decompressed
-    } else {
-        raw
     };
-    parse_idx(&bytes).map_err(error)
+    let file = File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut reader = BufReader::new(file);
+    let gzip = reader.fill_buf().map_err(io)?.starts_with(&GZIP_MAGIC);
+    let parsed = if gzip {
+        read_values(GzDecoder::new(reader), None)
+    } else {
+        read_values(reader, Some(size))
+    };
+    parsed.map_err(|problem| DataError::Format {
+        file: path.to_path_buf(),
+        problem: problem.describe(gzip),
+    })
 }
 
-/// Parses IDX bytes; the error says what is wrong, without the file name.
+/// Parses IDX bytes (uncompressed); the error says what is wrong, without the file name.
 pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
-    let [zero_a, zero_b, type_code, rank] = *bytes.get(..4).ok_or_else(|| {
-        format!(
-            "{} bytes is too short for an IDX header (4 bytes at least)",
-            bytes.len()
-        )
-    })?
-    else {
-        unreachable!("four bytes were taken")
-    };
+    read_values(bytes, Some(bytes.len() as u64)).map_err(|problem| problem.describe(false))
+}
+
+/// What went wrong reading an IDX stream.
+enum Problem {
+    /// The bytes are not a valid IDX file.
+    Format(String),
+    /// Reading failed (for gzip: the compressed data is corrupt or truncated).
+    Read(std::io::Error),
+}
+
+impl Problem {
+    fn describe(self, gzip: bool) -> String {
+        match self {
+            Problem::Format(problem) => problem,
+            Problem::Read(error) if gzip => {
+                format!("the gzip data is corrupt or truncated ({error})")
+            }
+            Problem::Read(error) => format!("reading failed ({error})"),
+        }
+    }
+}
+
+/// Reads up to `buf.len()` bytes, stopping early only at the end of the stream; returns how
+/// many were read.
+fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> Result<usize, Problem> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Problem::Read(e)),
+        }
+    }
+    Ok(filled)
+}
+
+/// Reads an IDX header and its values from `input`, whose total length is `size` when known.
+fn read_values(mut input: impl Read, size: Option<u64>) -> Result<IdxArray, Problem> {
+    let format = |problem: String| Problem::Format(problem);
+    let mut magic = [0u8; 4];
+    let got = read_up_to(&mut input, &mut magic)?;
+    if got < 4 {
+        return Err(format(format!(
+            "{got} bytes is too short for an IDX header (4 bytes at least)"
+        )));
+    }
+    let [zero_a, zero_b, type_code, rank] = magic;
     if zero_a != 0 || zero_b != 0 {
-        return Err(format!(
+        return Err(format(format!(
             "not an IDX file: it starts with {zero_a:#04x} {zero_b:#04x}, not the magic 0x00 0x00"
-        ));
+        )));
     }
     if type_code != UNSIGNED_BYTE {
-        return Err(format!(
+        return Err(format(format!(
             "values of type {type_code:#04x}; only unsigned bytes (0x08) are supported"
-        ));
+        )));
     }
     if rank == 0 {
-        return Err("the header declares zero dimensions".into());
+        return Err(format("the header declares zero dimensions".into()));
     }
-    let header_len = 4 + 4 * rank as usize;
-    let header = bytes.get(4..header_len).ok_or_else(|| {
-        format!("the header declares {rank} dimensions but the file ends inside it")
-    })?;
+    let mut header = vec![0u8; 4 * rank as usize];
+    if read_up_to(&mut input, &mut header)? < header.len() {
+        return Err(format(format!(
+            "the header declares {rank} dimensions but the file ends inside it"
+        )));
+    }
     let dims: Vec<usize> = header
         .chunks(4)
         .map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize)
@@ -80,22 +133,40 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray, String> {
     let expected = dims
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .ok_or_else(|| format!("the dimensions {dims:?} overflow"))?;
-    let found = bytes.len() - header_len;
-    if found != expected {
-        return Err(format!(
+        .filter(|&n| n <= MAX_VALUES)
+        .ok_or_else(|| {
+            format(format!(
+                "the dimensions {dims:?} declare more than {MAX_VALUES} values, the most an IDX \
+                 file may hold here"
+            ))
+        })?;
+    let mismatch = |found: String, short: bool| {
+        format(format!(
             "the dimensions {dims:?} need {expected} values but the file holds {found}{}",
-            if found < expected {
-                " (truncated?)"
-            } else {
-                ""
-            }
-        ));
+            if short { " (truncated?)" } else { "" }
+        ))
+    };
+    if let Some(size) = size {
+        let found = size.saturating_sub(4 + header.len() as u64);
+        if found != expected as u64 {
+            return Err(mismatch(found.to_string(), found < expected as u64));
+        }
     }
-    Ok(IdxArray {
-        dims,
-        data: bytes[header_len..].to_vec(),
-    })
+    // Capacity grows with what arrives (at most twice it), not with what the header claims.
+    let mut data = Vec::with_capacity(if size.is_some() { expected } else { 0 });
+    (&mut input)
+        .take(expected as u64)
+        .read_to_end(&mut data)
+        .map_err(Problem::Read)?;
+    if data.len() < expected {
+        return Err(mismatch(data.len().to_string(), true));
+    }
+    // One byte more must be the end: more data is an error, and reaching the end makes a gzip
+    // decoder verify its checksum.
+    if read_up_to(&mut input, &mut [0u8; 1])? > 0 {
+        return Err(mismatch(format!("more than {expected}"), false));
+    }
+    Ok(IdxArray { dims, data })
 }
 
 /// Writes an IDX file of unsigned bytes (uncompressed). Used to make test data.
@@ -156,6 +227,18 @@ mod tests {
             parse_idx(&too_long)
                 .unwrap_err()
                 .contains("need 1 values but the file holds 2")
+        );
+        let huge = header(3, &[1 << 16, 1 << 16, 2]);
+        assert!(
+            parse_idx(&huge)
+                .unwrap_err()
+                .contains("declare more than 4294967296 values"),
+        );
+        let overflowing = header(4, &[u32::MAX, u32::MAX, u32::MAX, u32::MAX]);
+        assert!(
+            parse_idx(&overflowing)
+                .unwrap_err()
+                .contains("declare more than")
         );
     }
 }
