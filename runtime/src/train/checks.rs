@@ -48,16 +48,18 @@ pub(super) fn check_labels<S: Shape>(
     }
 }
 
+/// The training set and the validation set, if any, each borrowed or (after a split) owned.
+pub(super) type TrainingSets<'a, S> = (Cow<'a, Dataset<S>>, Option<Cow<'a, Dataset<S>>>);
+
 /// The training set and validation set (if any) `fit` runs on: `train` itself or, for a
 /// validation split, its two parts; both checked against the configuration and a network of
 /// `outputs` classes.
-#[allow(clippy::type_complexity)]
 pub(super) fn training_sets<'a, S: Shape>(
     train: &'a Dataset<S>,
     validation: Validation<'a, S>,
     config: &FitConfig,
     outputs: usize,
-) -> Result<(Cow<'a, Dataset<S>>, Option<Cow<'a, Dataset<S>>>), TrainError> {
+) -> Result<TrainingSets<'a, S>, TrainError> {
     check_batch_size(config.batch_size)?;
     check_not_empty("training", train.len())?;
     check_labels("training", train, outputs)?;
