@@ -181,6 +181,18 @@ impl OptimizerState {
         if self.tensors.is_empty() {
             return Ok(());
         }
+        // The common case, every step: compare in place, allocating nothing.
+        let (mut visited, mut same) = (0, true);
+        network.visit_params(&mut |name, _, values| {
+            same &= self
+                .tensors
+                .get(visited)
+                .is_some_and(|(tensor, len)| tensor == name && *len == values.len());
+            visited += 1;
+        });
+        if same && visited == self.tensors.len() {
+            return Ok(());
+        }
         let found = parameter_tensors(network);
         let describe = |tensor: Option<&(String, usize)>| {
             tensor.map_or("absent".to_string(), |(name, len)| {
