@@ -1,5 +1,7 @@
 //! Single-precision matrix multiplication, `C = A·B` or `C += A·B`: the one kernel that
 //! convolutions (through im2col) and dense layers spend their time in, forward and backward.
+//! Its [`Epilogue`] adds a bias per column and applies an activation as each register tile is
+//! stored, so a fused convolution or dense layer writes its activated output in one pass.
 //!
 //! `A` and `B` are strided views ([`MatRef`]), so a transposed operand costs nothing to describe:
 //! the weight gradients read `Xᵀ` and the input gradients read `Wᵀ` straight from the stored
@@ -16,6 +18,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::Isa;
+use super::elementwise::{ActivationKind, relu};
 use super::simd::SimdF32;
 
 /// Most rows of packed `B` per block: 128 rows of a 64-wide panel are 32 KiB, two thirds of the
@@ -213,27 +216,29 @@ impl<'a> MatMut<'a> {
     pub fn cols(&self) -> usize {
         self.cols
     }
+}
 
-    /// Splits into views of at most `rows_per_part` rows each.
-    fn split_rows(self, rows_per_part: usize) -> impl Iterator<Item = (usize, MatMut<'a>)> {
-        let (rows, cols, row_stride) = (self.rows, self.cols, self.row_stride);
-        self.data
-            .chunks_mut(rows_per_part * row_stride)
-            .enumerate()
-            .map(move |(part, data)| {
-                let start = part * rows_per_part;
-                let part_rows = rows_per_part.min(rows - start);
-                (
-                    start,
-                    MatMut {
-                        data,
-                        rows: part_rows,
-                        cols,
-                        row_stride,
-                    },
-                )
-            })
-            .take(rows.div_ceil(rows_per_part.max(1)))
+/// How the GEMM writes `C`: `C = A·B` (or `C += A·B` with `accumulate`), plus `bias[j]` on
+/// every row's column `j`, then `activation` on every value. The bias is added as the first
+/// block of `K` is stored and the activation applied as the last one is, so the result equals
+/// filling `C` with the bias, accumulating `A·B` and applying the activation afterwards, bit for
+/// bit. A `bool` converts to the plain product (`true`: accumulate).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Epilogue<'a> {
+    /// Add the product to `C` instead of overwriting it.
+    pub accumulate: bool,
+    /// One value per column of `C`.
+    pub bias: Option<&'a [f32]>,
+    /// Applied to every value of `C` after the product and the bias.
+    pub activation: ActivationKind,
+}
+
+impl From<bool> for Epilogue<'_> {
+    fn from(accumulate: bool) -> Self {
+        Self {
+            accumulate,
+            ..Self::default()
+        }
     }
 }
 
@@ -242,7 +247,7 @@ pub(super) struct GemmArgs<'a> {
     c: MatMut<'a>,
     a: MatRef<'a>,
     b: MatRef<'a>,
-    accumulate: bool,
+    epilogue: Epilogue<'a>,
 }
 
 impl GemmArgs<'_> {
@@ -269,15 +274,19 @@ impl GemmArgs<'_> {
             },
             a: self.a,
             b: self.b.block(0, self.b.rows, start, cols),
-            accumulate: self.accumulate,
+            epilogue: Epilogue {
+                bias: self.epilogue.bias.map(|bias| &bias[start..start + cols]),
+                ..self.epilogue
+            },
         }
     }
 }
 
-/// `C = A·B`, or `C += A·B` with `accumulate`, on this thread with the active instruction set.
+/// `C = A·B`, or `C += A·B` with `accumulate`, then the rest of the [`Epilogue`], on this thread
+/// with the active instruction set.
 ///
 /// # Panics
-/// If the shapes do not agree (`A` is m×k, `B` k×n, `C` m×n).
+/// If the shapes do not agree (`A` is m×k, `B` k×n, `C` m×n, the bias n values).
 ///
 /// # Example
 /// ```
@@ -288,15 +297,15 @@ impl GemmArgs<'_> {
 /// gemm(MatMut::row_major(&mut c, 2, 2), MatRef::row_major(&a, 2, 2), MatRef::row_major(&b, 2, 2), false);
 /// assert_eq!(c, [19.0, 22.0, 43.0, 50.0]);
 /// ```
-pub fn gemm(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
-    gemm_with(Isa::active(), c, a, b, accumulate);
+pub fn gemm<'e>(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, epilogue: impl Into<Epilogue<'e>>) {
+    gemm_with(Isa::active(), c, a, b, epilogue.into());
 }
 
 /// [`gemm`] on a chosen instruction-set path.
 ///
 /// # Panics
 /// If the shapes do not agree, or the CPU does not support `isa`.
-pub fn gemm_with(isa: Isa, c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
+pub fn gemm_with(isa: Isa, c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, epilogue: Epilogue<'_>) {
     assert!(
         a.rows == c.rows && b.cols == c.cols && a.cols == b.rows,
         "gemm shapes disagree: A is {}x{}, B {}x{}, C {}x{}",
@@ -307,24 +316,24 @@ pub fn gemm_with(isa: Isa, c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumula
         c.rows,
         c.cols
     );
+    if let Some(bias) = epilogue.bias {
+        assert_eq!(
+            bias.len(),
+            c.cols,
+            "gemm bias has {} values for {} columns",
+            bias.len(),
+            c.cols
+        );
+    }
     assert!(isa.is_supported(), "this CPU cannot run the {isa:?} path");
     if c.rows == 0 || c.cols == 0 {
         return;
     }
     if a.cols == 0 {
-        if !accumulate {
-            for row in c.data.chunks_mut(c.row_stride).take(c.rows) {
-                row[..c.cols].fill(0.0);
-            }
-        }
+        empty_product(c, epilogue);
         return;
     }
-    let args = GemmArgs {
-        c,
-        a,
-        b,
-        accumulate,
-    };
+    let args = GemmArgs { c, a, b, epilogue };
     match isa {
         // SAFETY: `is_supported` confirmed the CPU features each path needs.
         #[cfg(target_arch = "x86_64")]
@@ -337,31 +346,82 @@ pub fn gemm_with(isa: Isa, c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumula
     }
 }
 
-/// [`gemm`] with the rows of `C` split across the rayon pool when the product is large enough to
-/// gain (at least about a million multiply-adds per thread).
+/// The epilogue alone, for a product with `k = 0`.
+fn empty_product(c: MatMut<'_>, epilogue: Epilogue<'_>) {
+    for row in c.data.chunks_mut(c.row_stride).take(c.rows) {
+        for (j, value) in row[..c.cols].iter_mut().enumerate() {
+            let product = if epilogue.accumulate { *value } else { 0.0 };
+            let biased = product + epilogue.bias.map_or(0.0, |bias| bias[j]);
+            *value = epilogue.activation.apply(biased);
+        }
+    }
+}
+
+/// [`gemm`] split across the rayon pool when the product is large enough to gain: by rows of
+/// `C` (at least about a million multiply-adds and 16 rows per part), or, for a single row
+/// (batch-1 inference of a dense layer, bound by reading `B`), by 64-column panels.
 ///
 /// # Panics
 /// As [`gemm`].
-pub fn gemm_parallel(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {
+pub fn gemm_parallel<'e>(
+    c: MatMut<'_>,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    epilogue: impl Into<Epilogue<'e>>,
+) {
     const MIN_MULS_PER_PART: usize = 1 << 20;
+    const MIN_MULS_PER_COLUMN_PART: usize = 1 << 18;
+    const PANEL: usize = 64;
+    let epilogue = epilogue.into();
     let threads = rayon::current_num_threads();
     let muls = c.rows * c.cols * a.cols;
-    let parts = threads.min(muls / MIN_MULS_PER_PART).min(c.rows / 16);
-    if parts < 2 {
-        return gemm(c, a, b, accumulate);
-    }
     assert_eq!(
         a.rows, c.rows,
         "gemm shapes disagree: A has {} rows, C {}",
         a.rows, c.rows
     );
+    if c.rows == 1 {
+        let parts = threads
+            .min(muls / MIN_MULS_PER_COLUMN_PART)
+            .min(c.cols / PANEL);
+        if parts >= 2 {
+            let cols_per_part = c.cols.div_ceil(parts).next_multiple_of(PANEL);
+            let (k, n) = (a.cols, c.cols);
+            return c.data[..n]
+                .par_chunks_mut(cols_per_part)
+                .enumerate()
+                .for_each(|(part, row)| {
+                    let (start, cols) = (part * cols_per_part, row.len());
+                    let epilogue = Epilogue {
+                        bias: epilogue.bias.map(|bias| &bias[start..start + cols]),
+                        ..epilogue
+                    };
+                    let c = MatMut::row_major(row, 1, cols);
+                    gemm(c, a, b.block(0, k, start, cols), epilogue);
+                });
+        }
+    }
+    let parts = threads.min(muls / MIN_MULS_PER_PART).min(c.rows / 16);
+    if parts < 2 {
+        return gemm(c, a, b, epilogue);
+    }
     let rows_per_part = c.rows.div_ceil(parts);
-    c.split_rows(rows_per_part)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .for_each(|(start, part)| {
-            let rows = part.rows;
-            gemm(part, a.block(start, rows, 0, a.cols), b, accumulate)
+    let (rows, cols, row_stride) = (c.rows, c.cols, c.row_stride);
+    c.data
+        .par_chunks_mut(rows_per_part * row_stride)
+        .enumerate()
+        .for_each(|(part, data)| {
+            let start = part * rows_per_part;
+            if start < rows {
+                let part_rows = rows_per_part.min(rows - start);
+                let c = MatMut {
+                    data,
+                    rows: part_rows,
+                    cols,
+                    row_stride,
+                };
+                gemm(c, a.block(start, part_rows, 0, a.cols), b, epilogue)
+            }
         });
 }
 
@@ -378,12 +438,7 @@ thread_local! {
 pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usize>(
     args: GemmArgs<'_>,
 ) {
-    let GemmArgs {
-        c,
-        a,
-        b,
-        accumulate,
-    } = args;
+    let GemmArgs { c, a, b, epilogue } = args;
     let nr = NV * V::LANES;
     let (m, n, k) = (c.rows, c.cols, a.cols);
     let panels = n.div_ceil(nr);
@@ -403,7 +458,14 @@ pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usiz
         for block in 0..blocks {
             let k0 = block * kc_max;
             let kc = kc_max.min(k - k0);
-            let add_to_c = accumulate || block > 0;
+            let add_to_c = epilogue.accumulate || block > 0;
+            // The bias joins the first block's store, the activation the last one's.
+            let bias = epilogue.bias.filter(|_| block == 0);
+            let activation = if block + 1 == blocks {
+                epilogue.activation
+            } else {
+                ActivationKind::Identity
+            };
             for panel in 0..panels {
                 let j0 = panel * nr;
                 // Each panel is packed just before its row tiles use it, into one L1-sized
@@ -433,6 +495,8 @@ pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usiz
                         rows: MR.min(m - i0),
                         cols: nr.min(n - j0),
                         add_to_c,
+                        bias: bias.map_or(std::ptr::null(), |bias| bias[j0..].as_ptr()),
+                        activation,
                     };
                     // SAFETY: the tile's rows and columns lie inside A, B (or its packed panel)
                     // and C; rows beyond `rows` are clamped to the last valid row of A, and an
@@ -466,7 +530,9 @@ fn pack_b_panel(b: MatRef<'_>, k0: usize, kc: usize, j0: usize, nr: usize, packe
 }
 
 /// One register tile: raw pointers into A, the panel of B and C, each with the number of values
-/// readable (writable) from it, which the microkernel's debug assertions check its reach against.
+/// readable (writable) from it, which the microkernel's debug assertions check its reach against;
+/// and the tile's part of the epilogue (`bias` is null or points at the bias of column `j0`,
+/// with at least `cols` values).
 struct TileArgs {
     a: *const f32,
     a_len: usize,
@@ -482,6 +548,8 @@ struct TileArgs {
     rows: usize,
     cols: usize,
     add_to_c: bool,
+    bias: *const f32,
+    activation: ActivationKind,
 }
 
 /// Computes one `MR × NV·LANES` tile of `A·B` in registers, then stores (or adds) the `rows ×
@@ -538,14 +606,8 @@ unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, const UNIT_R
         if t.rows == MR && t.cols == nr {
             for (i, acc_row) in acc.iter().enumerate() {
                 let c_row = t.c.add(i * t.c_row_stride);
-                for (j, value) in acc_row.iter().enumerate() {
-                    let dst = c_row.add(j * V::LANES);
-                    let out = if t.add_to_c {
-                        value.add(V::load(dst))
-                    } else {
-                        *value
-                    };
-                    out.store(dst);
+                for (j, &value) in acc_row.iter().enumerate() {
+                    finish_vector(value, &t, c_row, j * V::LANES);
                 }
             }
         } else {
@@ -562,21 +624,59 @@ unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, const UNIT_R
             for (i, spilled) in spill.iter().enumerate().take(t.rows) {
                 let c_row = t.c.add(i * t.c_row_stride);
                 for j in (0..whole).step_by(V::LANES) {
-                    let value = V::load(spilled[j..].as_ptr());
-                    let dst = c_row.add(j);
-                    let out = if t.add_to_c {
-                        value.add(V::load(dst))
-                    } else {
-                        value
-                    };
-                    out.store(dst);
+                    finish_vector(V::load(spilled[j..].as_ptr()), &t, c_row, j);
                 }
                 for (j, &value) in spilled.iter().enumerate().take(t.cols).skip(whole) {
                     let dst = c_row.add(j);
-                    *dst = if t.add_to_c { *dst + value } else { value };
+                    let mut out = if t.add_to_c { *dst + value } else { value };
+                    if !t.bias.is_null() {
+                        out += *t.bias.add(j);
+                    }
+                    *dst = if t.activation == ActivationKind::Relu {
+                        relu(out)
+                    } else {
+                        out
+                    };
                 }
             }
         }
+        if !matches!(
+            t.activation,
+            ActivationKind::Identity | ActivationKind::Relu
+        ) {
+            // Functions without a vector form run over the tile just stored, still in L1.
+            for i in 0..t.rows {
+                let c_row = t.c.add(i * t.c_row_stride);
+                for j in 0..t.cols {
+                    *c_row.add(j) = t.activation.apply(*c_row.add(j));
+                }
+            }
+        }
+    }
+}
+
+/// Stores one vector of the tile at column `j` of `c_row`: the product, plus C's old value when
+/// adding, plus the bias, then ReLU when the epilogue asks for it (other activations follow over
+/// the stored tile).
+///
+/// # Safety
+/// As [`microkernel`]; columns `j..j + LANES` lie inside the tile.
+#[inline(always)]
+unsafe fn finish_vector<V: SimdF32>(value: V, t: &TileArgs, c_row: *mut f32, j: usize) {
+    unsafe {
+        let dst = c_row.add(j);
+        let mut out = if t.add_to_c {
+            value.add(V::load(dst))
+        } else {
+            value
+        };
+        if !t.bias.is_null() {
+            out = out.add(V::load(t.bias.add(j)));
+        }
+        if t.activation == ActivationKind::Relu {
+            out = out.relu();
+        }
+        out.store(dst);
     }
 }
 
@@ -641,7 +741,8 @@ mod tests {
                     let initial = random(m * n, &mut rng);
                     for accumulate in [false, true] {
                         let mut c = initial.clone();
-                        gemm_with(isa, MatMut::row_major(&mut c, m, n), a, b, accumulate);
+                        let c_view = MatMut::row_major(&mut c, m, n);
+                        gemm_with(isa, c_view, a, b, accumulate.into());
                         for (idx, (&got, &want)) in c.iter().zip(&expected).enumerate() {
                             let want = want + if accumulate { initial[idx] as f64 } else { 0.0 };
                             assert!(
@@ -650,6 +751,74 @@ mod tests {
                                 "{isa:?} m={m} n={n} k={k} a_t={a_t} b_t={b_t} acc={accumulate} \
                                  at {idx}: {got} vs {want}"
                             );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The epilogue on every path equals the plain product followed by the bias and the
+    /// activation, bit for bit, at sizes with edge tiles, several blocks of K and k = 0.
+    #[test]
+    fn epilogue_equals_bias_then_activation() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+        let activations = [
+            ActivationKind::Identity,
+            ActivationKind::Relu,
+            ActivationKind::LeakyRelu(0.2),
+            ActivationKind::Sigmoid,
+            ActivationKind::Tanh,
+        ];
+        for isa in Isa::supported() {
+            for &(m, n, k) in &[
+                (5, 7, 3),
+                (13, 70, 300),
+                (1, 128, 9),
+                (12, 32, 0),
+                (7, 64, 129),
+            ] {
+                let a_data = random(m * k, &mut rng);
+                let b_data = random(k * n, &mut rng);
+                let bias = random(n, &mut rng);
+                let (a, b) = (
+                    MatRef::row_major(&a_data, m, k),
+                    MatRef::row_major(&b_data, k, n),
+                );
+                for activation in activations {
+                    for accumulate in [false, true] {
+                        let initial = random(m * n, &mut rng);
+                        let mut want = initial.clone();
+                        if !accumulate {
+                            for row in want.chunks_mut(n) {
+                                row.copy_from_slice(&bias);
+                            }
+                        }
+                        let c_view = MatMut::row_major(&mut want, m, n);
+                        gemm_with(isa, c_view, a, b, true.into());
+                        if accumulate {
+                            for row in want.chunks_mut(n) {
+                                for (value, bias) in row.iter_mut().zip(&bias) {
+                                    *value += bias;
+                                }
+                            }
+                        }
+                        want.iter_mut().for_each(|v| *v = activation.apply(*v));
+                        let mut got = initial.clone();
+                        let epilogue = Epilogue {
+                            accumulate,
+                            bias: Some(&bias),
+                            activation,
+                        };
+                        gemm_with(isa, MatMut::row_major(&mut got, m, n), a, b, epilogue);
+                        let what = format!("{isa:?} {m}x{n}x{k} {activation:?} acc={accumulate}");
+                        if accumulate {
+                            // `C + AB + bias` is summed in another order than the reference.
+                            for (g, w) in got.iter().zip(&want) {
+                                assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{what}");
+                            }
+                        } else {
+                            assert_eq!(got, want, "{what}");
                         }
                     }
                 }
@@ -688,7 +857,7 @@ mod tests {
                 MatMut::row_major(&mut c, m, n),
                 MatRef::row_major(&a_data, m, k),
                 MatRef::row_major(&b_data, k, n),
-                false,
+                Epilogue::default(),
             );
             c
         };

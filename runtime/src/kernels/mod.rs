@@ -7,6 +7,7 @@
 //! fast without `RUSTFLAGS`. Setting `CONSTNET_ISA=portable|avx2|avx512` forces a path (if the
 //! CPU has it); tests use it to check that all paths agree.
 
+pub mod elementwise;
 pub mod gemm;
 pub mod peak;
 mod portable;

@@ -38,6 +38,10 @@ unsafe impl SimdF32 for Portable {
     unsafe fn add(self, b: Self) -> Self {
         Portable(std::array::from_fn(|i| self.0[i] + b.0[i]))
     }
+    #[inline(always)]
+    unsafe fn relu(self) -> Self {
+        Portable(self.0.map(super::elementwise::relu))
+    }
 }
 
 /// The GEMM on the portable path: 4x8 tiles (16 SSE registers hold them with room to spare).

@@ -50,4 +50,9 @@ pub unsafe trait SimdF32: Copy {
     /// # Safety
     /// As for the trait: the CPU must support the instruction set.
     unsafe fn add(self, b: Self) -> Self;
+    /// Lane-wise [`relu`](super::elementwise::relu): `x < 0 ? 0 : x`, NaN kept, `-0.0` kept.
+    ///
+    /// # Safety
+    /// As for the trait: the CPU must support the instruction set.
+    unsafe fn relu(self) -> Self;
 }

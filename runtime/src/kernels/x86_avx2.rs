@@ -43,6 +43,13 @@ unsafe impl SimdF32 for Avx2 {
     unsafe fn add(self, b: Self) -> Self {
         Avx2(_mm256_add_ps(self.0, b.0))
     }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn relu(self) -> Self {
+        // MAXPS returns its second operand when either is NaN or both are zero, so `x` passes
+        // through for NaN and -0.0, as the scalar `relu` does.
+        Avx2(_mm256_max_ps(_mm256_setzero_ps(), self.0))
+    }
 }
 
 /// The GEMM on the AVX2 path: 6x16 tiles (12 accumulators, 2 B vectors, 1 broadcast) when the

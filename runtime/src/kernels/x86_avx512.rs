@@ -43,6 +43,13 @@ unsafe impl SimdF32 for Avx512 {
     unsafe fn add(self, b: Self) -> Self {
         Avx512(_mm512_add_ps(self.0, b.0))
     }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn relu(self) -> Self {
+        // MAXPS returns its second operand when either is NaN or both are zero, so `x` passes
+        // through for NaN and -0.0, as the scalar `relu` does.
+        Avx512(_mm512_max_ps(_mm512_setzero_ps(), self.0))
+    }
 }
 
 /// The GEMM on the AVX-512 path. The tile is chosen by the output width: 6x64 (24 accumulators,

@@ -1,6 +1,8 @@
 //! Element-wise activations: one generic layer, [`Activation`], and one [`ActivationFn`] per
-//! function (ReLU, leaky ReLU, sigmoid, tanh), each a value and a derivative. The loops are plain
-//! and contiguous, so the compiler vectorises them; they are memory-bound, not compute-bound.
+//! function (ReLU, leaky ReLU, sigmoid, tanh), each a value and a derivative. The values are the
+//! functions of [`crate::kernels::elementwise`], which the GEMM also applies in its epilogue when
+//! an activation is fused into the layer before it. The loops are plain and contiguous, so the
+//! compiler vectorises them; they are memory-bound, not compute-bound.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -8,6 +10,7 @@ use std::marker::PhantomData;
 use rayon::prelude::*;
 
 use super::Layer;
+use crate::kernels::elementwise::{self, ActivationKind};
 use crate::shape::Shape;
 use crate::tensor::Batch;
 
@@ -20,36 +23,54 @@ pub trait ActivationFn: Clone + Debug + Send + Sync {
     fn value(&self, x: f32) -> f32;
     /// `f'(x)`, given `x` and `y = f(x)` (whichever is cheaper to use).
     fn derivative(&self, x: f32, y: f32) -> f32;
+    /// `f'(x)` from `y = f(x)` alone, equal to [`ActivationFn::derivative`] wherever it is
+    /// used: a fused layer keeps only its activated output for backward.
+    fn derivative_from_output(&self, y: f32) -> f32;
+    /// The same function as the GEMM epilogue applies it.
+    fn kind(&self) -> ActivationKind;
 }
 
-/// `max(x, 0)`, NaN for NaN (as in PyTorch and TensorFlow, so a NaN surfaces at the layer
-/// that made it instead of vanishing).
+/// `max(x, 0)`, NaN for NaN ([`elementwise::relu`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ReluFn;
 
 impl ActivationFn for ReluFn {
     fn value(&self, x: f32) -> f32 {
-        // Not `x.max(0.0)`, which returns 0 for NaN; `x < 0` is false for NaN.
-        if x < 0.0 { 0.0 } else { x }
+        elementwise::relu(x)
     }
     fn derivative(&self, x: f32, _y: f32) -> f32 {
         if x > 0.0 { 1.0 } else { 0.0 }
+    }
+    /// `y > 0` exactly when `x > 0` (NaN gives 0 either way).
+    fn derivative_from_output(&self, y: f32) -> f32 {
+        if y > 0.0 { 1.0 } else { 0.0 }
+    }
+    fn kind(&self) -> ActivationKind {
+        ActivationKind::Relu
     }
 }
 
 /// `x` for positive `x`, `alpha · x` otherwise.
 #[derive(Clone, Copy, Debug)]
 pub struct LeakyReluFn {
-    /// Slope for negative inputs.
+    /// Slope for negative inputs; at least 0 (as Keras requires) for
+    /// [`ActivationFn::derivative_from_output`] to hold.
     pub alpha: f32,
 }
 
 impl ActivationFn for LeakyReluFn {
     fn value(&self, x: f32) -> f32 {
-        if x > 0.0 { x } else { self.alpha * x }
+        elementwise::leaky_relu(x, self.alpha)
     }
     fn derivative(&self, x: f32, _y: f32) -> f32 {
         if x > 0.0 { 1.0 } else { self.alpha }
+    }
+    /// With `alpha >= 0`, `y > 0` exactly when `x > 0`.
+    fn derivative_from_output(&self, y: f32) -> f32 {
+        if y > 0.0 { 1.0 } else { self.alpha }
+    }
+    fn kind(&self) -> ActivationKind {
+        ActivationKind::LeakyRelu(self.alpha)
     }
 }
 
@@ -59,10 +80,16 @@ pub struct SigmoidFn;
 
 impl ActivationFn for SigmoidFn {
     fn value(&self, x: f32) -> f32 {
-        1.0 / (1.0 + (-x).exp())
+        elementwise::sigmoid(x)
     }
     fn derivative(&self, _x: f32, y: f32) -> f32 {
+        self.derivative_from_output(y)
+    }
+    fn derivative_from_output(&self, y: f32) -> f32 {
         y * (1.0 - y)
+    }
+    fn kind(&self) -> ActivationKind {
+        ActivationKind::Sigmoid
     }
 }
 
@@ -72,10 +99,16 @@ pub struct TanhFn;
 
 impl ActivationFn for TanhFn {
     fn value(&self, x: f32) -> f32 {
-        x.tanh()
+        elementwise::tanh(x)
     }
     fn derivative(&self, _x: f32, y: f32) -> f32 {
+        self.derivative_from_output(y)
+    }
+    fn derivative_from_output(&self, y: f32) -> f32 {
         1.0 - y * y
+    }
+    fn kind(&self) -> ActivationKind {
+        ActivationKind::Tanh
     }
 }
 

@@ -9,20 +9,25 @@
 //! - input gradient: `dpatches = dY · Wᵀ` (`Wᵀ` copied out once per call), scattered back onto
 //!   the image (col2im).
 //!
-//! Inference splits the images into one contiguous group per rayon thread. Backward sums the
+//! Inference splits the images into one contiguous group per rayon thread, or, for batches
+//! smaller than the pool, each image's output pixels; the bias and a fused activation are
+//! applied in the GEMM's epilogue ([`Linear`]). Backward sums the
 //! weight gradient over fixed groups of images (`GRADIENT_GROUP`), one partial sum each, and adds
 //! the partial sums in group order, so the result is the same bit for bit on any number of
 //! threads.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
+use std::ops::Range;
 
 use rand::Rng;
 use rayon::prelude::*;
 
+use super::fused::{Linear, pixel_parts};
 use super::{GRADIENT_GROUP, Layer, WeightBias, for_each_sample_group, sum_in_order};
 use crate::init::Init;
-use crate::kernels::gemm::{MatMut, MatRef, gemm};
+use crate::kernels::elementwise::ActivationKind;
+use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
 use crate::kernels::with_scratch;
 use crate::shape::Image;
 use crate::tensor::Batch;
@@ -147,42 +152,47 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         }
     }
 
-    /// Walks one patch row per output pixel and calls `visit(column_offset, source, len)` for
-    /// each run of it: `source` is the run's offset in the image, or `None` where the window
-    /// hangs over the zero padding.
-    fn for_each_patch_run(mut visit: impl FnMut(usize, Option<usize>, usize)) {
+    /// Walks one patch row per output pixel of `pixels` and calls `visit(column_offset, source,
+    /// len)` for each run of it: `column_offset` counts from the patch row of `pixels.start`,
+    /// `source` is the run's offset in the image, or `None` where the window hangs over the zero
+    /// padding.
+    fn for_each_patch_run(
+        pixels: Range<usize>,
+        mut visit: impl FnMut(usize, Option<usize>, usize),
+    ) {
         let row_run = K * I::C;
-        for oh in 0..O::H {
-            for ow in 0..O::W {
-                let patch = (oh * O::W + ow) * Self::PATCH;
-                let iw0 = (ow * STRIDE) as isize - Self::PAD_LEFT as isize;
-                for kh in 0..K {
-                    let ih = (oh * STRIDE + kh) as isize - Self::PAD_TOP as isize;
-                    let run = patch + kh * row_run;
-                    if ih < 0 || ih >= I::H as isize {
-                        visit(run, None, row_run);
-                    } else if iw0 >= 0 && iw0 as usize + K <= I::W {
-                        visit(
-                            run,
-                            Some((ih as usize * I::W + iw0 as usize) * I::C),
-                            row_run,
-                        );
-                    } else {
-                        for kw in 0..K {
-                            let iw = iw0 + kw as isize;
-                            let inside = iw >= 0 && iw < I::W as isize;
-                            let source = inside.then(|| (ih as usize * I::W + iw as usize) * I::C);
-                            visit(run + kw * I::C, source, I::C);
-                        }
+        let first = pixels.start;
+        for pixel in pixels {
+            let (oh, ow) = (pixel / O::W, pixel % O::W);
+            let patch = (pixel - first) * Self::PATCH;
+            let iw0 = (ow * STRIDE) as isize - Self::PAD_LEFT as isize;
+            for kh in 0..K {
+                let ih = (oh * STRIDE + kh) as isize - Self::PAD_TOP as isize;
+                let run = patch + kh * row_run;
+                if ih < 0 || ih >= I::H as isize {
+                    visit(run, None, row_run);
+                } else if iw0 >= 0 && iw0 as usize + K <= I::W {
+                    visit(
+                        run,
+                        Some((ih as usize * I::W + iw0 as usize) * I::C),
+                        row_run,
+                    );
+                } else {
+                    for kw in 0..K {
+                        let iw = iw0 + kw as isize;
+                        let inside = iw >= 0 && iw < I::W as isize;
+                        let source = inside.then(|| (ih as usize * I::W + iw as usize) * I::C);
+                        visit(run + kw * I::C, source, I::C);
                     }
                 }
             }
         }
     }
 
-    /// Copies the patches of `image` into `patches` (`PIXELS × PATCH`).
-    fn im2col(image: &[f32], patches: &mut [f32]) {
-        Self::for_each_patch_run(|col, source, len| {
+    /// Copies the patches of output pixels `pixels` of `image` into `patches` (one row of
+    /// `PATCH` values per pixel).
+    fn im2col(image: &[f32], pixels: Range<usize>, patches: &mut [f32]) {
+        Self::for_each_patch_run(pixels, |col, source, len| {
             let dst = &mut patches[col..col + len];
             match source {
                 Some(src) => dst.copy_from_slice(&image[src..src + len]),
@@ -191,10 +201,35 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         });
     }
 
+    /// `out = activation(patches(pixels) · W + b)` for output pixels `pixels` of one image, `out`
+    /// holding exactly those pixels.
+    fn forward_pixels(
+        &self,
+        image: &[f32],
+        pixels: Range<usize>,
+        out: &mut [f32],
+        activation: ActivationKind,
+    ) {
+        let rows = pixels.len();
+        with_scratch(rows * Self::PATCH, |patches| {
+            Self::im2col(image, pixels, patches);
+            gemm(
+                MatMut::row_major(out, rows, O::C),
+                MatRef::row_major(patches, rows, Self::PATCH),
+                MatRef::row_major(&self.params.weight, Self::PATCH, O::C),
+                Epilogue {
+                    accumulate: false,
+                    bias: Some(&self.params.bias),
+                    activation,
+                },
+            );
+        });
+    }
+
     /// Adds each patch gradient back onto the image position it was copied from.
     fn col2im(patch_grads: &[f32], image_grad: &mut [f32]) {
         image_grad.fill(0.0);
-        Self::for_each_patch_run(|col, source, len| {
+        Self::for_each_patch_run(0..Self::PIXELS, |col, source, len| {
             if let Some(src) = source {
                 for (dst, grad) in image_grad[src..src + len]
                     .iter_mut()
@@ -217,25 +252,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     const PARAMS: usize = K * K * I::C * O::C + O::C;
 
     fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _workspace: &mut ConvCache) {
-        let () = Self::SHAPES_AGREE;
-        let weight = MatRef::row_major(&self.params.weight, Self::PATCH, O::C);
-        for_each_sample_group(input, output, |images, outputs| {
-            with_scratch(Self::PIXELS * Self::PATCH, |patches| {
-                for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
-                    Self::im2col(image, patches);
-                    for pixel in out.chunks_mut(O::C) {
-                        pixel.copy_from_slice(&self.params.bias);
-                    }
-                    let patches = MatRef::row_major(patches, Self::PIXELS, Self::PATCH);
-                    gemm(
-                        MatMut::row_major(out, Self::PIXELS, O::C),
-                        patches,
-                        weight,
-                        true,
-                    );
-                }
-            })
-        });
+        self.forward_activated(input, output, ActivationKind::Identity);
     }
 
     fn backward(
@@ -288,7 +305,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
                         .enumerate()
                     {
                         let dy = MatRef::row_major(dy, Self::PIXELS, O::C);
-                        Self::im2col(image, patches);
+                        Self::im2col(image, 0..Self::PIXELS, patches);
                         gemm(
                             MatMut::row_major(weight_grad, Self::PATCH, O::C),
                             MatRef::row_major(patches, Self::PIXELS, Self::PATCH).t(),
@@ -321,6 +338,47 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     }
 
     params_in_field!(params);
+}
+
+impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Linear
+    for Conv2d<I, O, K, STRIDE, P>
+{
+    /// Batches of at least one image per thread run one contiguous group of images per thread.
+    /// Smaller batches split each image's output pixels between the threads (when the image
+    /// has enough work to gain), so a batch of one uses every core.
+    fn forward_activated(
+        &self,
+        input: &Batch<I>,
+        output: &mut Batch<O>,
+        activation: ActivationKind,
+    ) {
+        let () = Self::SHAPES_AGREE;
+        let samples = input.len();
+        let parts = pixel_parts(samples, Self::PIXELS, Self::PATCH * O::C);
+        if parts < 2 {
+            for_each_sample_group(input, output, |images, outputs| {
+                for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
+                    self.forward_pixels(image, 0..Self::PIXELS, out, activation);
+                }
+            });
+            return;
+        }
+        output.resize(samples);
+        let pixels_per_part = Self::PIXELS.div_ceil(parts);
+        for (image, out) in input
+            .as_slice()
+            .chunks(I::LEN)
+            .zip(output.as_mut_slice().chunks_mut(O::LEN))
+        {
+            out.par_chunks_mut(pixels_per_part * O::C)
+                .enumerate()
+                .for_each(|(part, out)| {
+                    let start = part * pixels_per_part;
+                    let pixels = start..start + out.len() / O::C;
+                    self.forward_pixels(image, pixels, out, activation);
+                });
+        }
+    }
 }
 
 #[cfg(test)]

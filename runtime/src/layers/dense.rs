@@ -1,15 +1,18 @@
 //! Fully connected layer ([`Dense`]): `y = x · W + b`, its weights stored `[in, out]` as Keras
 //! stores them. All three passes are one GEMM over the whole batch, split by rows across the
 //! rayon pool:
-//! - forward: `Y = X · W` (after filling `Y` with the bias);
+//! - forward: `Y = X · W + b`, the bias (and a fused activation, [`Linear`]) added in the GEMM's
+//!   epilogue; a single sample is split by 64-column panels instead;
 //! - weight gradient: `dW = Xᵀ · dY` (rows of `dW` split across threads), `db = Σ dY`;
 //! - input gradient: `dX = dY · Wᵀ`.
 
 use rand::Rng;
 
+use super::fused::Linear;
 use super::{Layer, WeightBias};
 use crate::init::Init;
-use crate::kernels::gemm::{MatMut, MatRef, gemm_parallel};
+use crate::kernels::elementwise::ActivationKind;
+use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm_parallel};
 use crate::shape::Flat;
 use crate::tensor::Batch;
 
@@ -59,17 +62,7 @@ impl<const IN: usize, const OUT: usize> Layer for Dense<IN, OUT> {
     const PARAMS: usize = IN * OUT + OUT;
 
     fn forward(&self, input: &Batch<Flat<IN>>, output: &mut Batch<Flat<OUT>>, _workspace: &mut ()) {
-        let samples = input.len();
-        output.resize(samples);
-        for row in output.as_mut_slice().chunks_mut(OUT) {
-            row.copy_from_slice(&self.params.bias);
-        }
-        gemm_parallel(
-            MatMut::row_major(output.as_mut_slice(), samples, OUT),
-            MatRef::row_major(input.as_slice(), samples, IN),
-            self.weight(),
-            true,
-        );
+        self.forward_activated(input, output, ActivationKind::Identity);
     }
 
     fn backward(
@@ -107,6 +100,28 @@ impl<const IN: usize, const OUT: usize> Layer for Dense<IN, OUT> {
     }
 
     params_in_field!(params);
+}
+
+impl<const IN: usize, const OUT: usize> Linear for Dense<IN, OUT> {
+    fn forward_activated(
+        &self,
+        input: &Batch<Flat<IN>>,
+        output: &mut Batch<Flat<OUT>>,
+        activation: ActivationKind,
+    ) {
+        let samples = input.len();
+        output.resize(samples);
+        gemm_parallel(
+            MatMut::row_major(output.as_mut_slice(), samples, OUT),
+            MatRef::row_major(input.as_slice(), samples, IN),
+            self.weight(),
+            Epilogue {
+                accumulate: false,
+                bias: Some(&self.params.bias),
+                activation,
+            },
+        );
+    }
 }
 
 #[cfg(test)]
