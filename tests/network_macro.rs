@@ -300,3 +300,42 @@ fn same_seed_same_network() {
     assert_eq!(a.dense1.params, b.dense1.params);
     assert_ne!(a.dense1.params, c.dense1.params);
 }
+
+/// The plan of the Keras CNN: each conv and dense layer fused with its ReLU, flatten a view,
+/// dropout absent from inference, outputs alternating between two buffers.
+#[test]
+fn the_plan_fuses_views_and_alternates_buffers() {
+    use constnet::plan::InferenceSlot::{Buffer, Output, View};
+    let ops: Vec<_> = MnistCnn::PLAN
+        .iter()
+        .map(|op| (op.name, op.inference))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("conv1+relu1", Buffer(0)),
+            ("conv2+relu2", Buffer(1)),
+            ("maxpool1", Buffer(0)),
+            ("flatten1", View),
+            ("dense1+relu3", Buffer(1)),
+            ("dense2", Buffer(0)),
+            ("softmax1", Output),
+        ]
+    );
+    // Kept for training: conv1+relu1, conv2+relu2, maxpool1, dropout1, dense1+relu3, dropout2,
+    // dense2 and softmax1, each output with its gradient.
+    let kept = 21_632 + 36_864 + 9_216 + 9_216 + 128 + 128 + 10 + 10;
+    assert_eq!(MnistCnn::TRAINING_VALUES, 2 * kept);
+    let plan = MnistCnn::plan(128);
+    assert!(
+        plan.contains(" conv2+relu2   conv(64, 3) + relu (epilogue)  (24, 24, 64)  buffer B\n"),
+        "{plan}"
+    );
+    assert!(
+        plan.ends_with(
+            "Activations at batch 128: inference 29,955,072 bytes (two buffers and the output), \
+             training 79,056,896 bytes (each op's output and its gradient)\n"
+        ),
+        "{plan}"
+    );
+}

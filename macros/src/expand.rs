@@ -1,16 +1,20 @@
-//! Code generation: a checked network becomes a struct of runtime layers with straight-line
-//! passes. Everything numeric happens in the runtime; this module only writes the calls.
+//! Code generation: a network and its [`Plan`] become a struct of runtime layers with
+//! straight-line passes. Everything numeric happens in the runtime; this module only writes the
+//! calls the plan lists.
 //!
 //! For `pub MnistCnn<...>` it writes:
-//! - `pub struct MnistCnn`, one public field per layer (`conv1`, `relu1`, ..., `dense2`);
-//! - `pub struct MnistCnnWorkspace`, one `LayerState` (output, cache, output gradient) per layer;
+//! - `pub struct MnistCnn`, one public field per layer (`conv1`, `relu1`, ..., `dense2`), so
+//!   parameter names (`conv1.weight`) do not depend on fusion;
+//! - `pub struct MnistCnnWorkspace`: one `LayerState` (output, cache, output gradient) per
+//!   training op (`conv1_relu1` for a fused op; none for a view) and the two inference buffers;
 //! - `pub struct MnistCnnGrads`, one gradient field per layer with parameters;
 //! - `impl Layer for MnistCnn` (the whole function, final softmax included) and
-//!   `impl Network for MnistCnn` (logits path, layer table, constructor).
+//!   `impl Network for MnistCnn` (inference, logits path, layer and plan tables, constructor).
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
 
+use crate::plan::{Graph, Op, OpKind, Plan, Slot, Source, ValueId};
 use crate::valid::{Kind, Layer, Network, Shape};
 
 fn shape_type(shape: Shape) -> TokenStream {
@@ -99,7 +103,218 @@ fn param_name(name: &str, used: bool) -> proc_macro2::Ident {
     }
 }
 
+/// A `&Batch` expression for value `value` of the training graph.
+fn train_value(graph: &Graph, value: ValueId) -> TokenStream {
+    match graph.values[value].source {
+        Source::Input => quote!(input),
+        Source::Op(op) => {
+            let field = &graph.ops[op].field;
+            quote!(&workspace.#field.output)
+        }
+        Source::View(of) => {
+            let of = train_value(graph, of);
+            quote!(::constnet::Batch::reshaped(#of))
+        }
+    }
+}
+
+/// An `Option<&mut Batch>` expression for the gradient of value `value` of the training graph.
+fn train_grad(graph: &Graph, value: ValueId) -> TokenStream {
+    match graph.values[value].source {
+        Source::Input => quote!(grad_input),
+        Source::Op(op) => {
+            let field = &graph.ops[op].field;
+            quote!(::std::option::Option::Some(&mut workspace.#field.grad_output))
+        }
+        Source::View(of) => {
+            let of = train_grad(graph, of);
+            quote!(#of.map(::constnet::Batch::reshaped_mut))
+        }
+    }
+}
+
+/// One op's training forward pass.
+fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
+    let input = train_value(graph, op.input);
+    let state = &op.field;
+    match &op.kind {
+        OpKind::Layer(layer) => {
+            let field = &layer.field;
+            quote!(::constnet::layers::Layer::forward_train(&mut self.#field, #input, &mut workspace.#state.output, &mut workspace.#state.cache);)
+        }
+        OpKind::LinearActivation { linear, activation } => {
+            let (linear, activation) = (&linear.field, &activation.field);
+            quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, &mut workspace.#state.output);)
+        }
+        OpKind::View(_) => quote!(),
+    }
+}
+
+/// One op's backward pass, from the gradient in its state into its input's gradient and its
+/// parameters' gradients.
+fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
+    let input = train_value(graph, op.input);
+    let grad_input = train_grad(graph, op.input);
+    let state = &op.field;
+    match &op.kind {
+        OpKind::Layer(layer) => {
+            let field = &layer.field;
+            let grads = if layer.kind.has_params() {
+                quote!(&mut grads.#field)
+            } else {
+                quote!(&mut ::constnet::layers::NoParams)
+            };
+            quote! {
+                ::constnet::layers::Layer::backward(
+                    &self.#field, #input, &workspace.#state.output, &workspace.#state.grad_output,
+                    &mut workspace.#state.cache, #grad_input, #grads,
+                );
+            }
+        }
+        OpKind::LinearActivation { linear, activation } => {
+            let (linear, activation) = (&linear.field, &activation.field);
+            quote! {
+                ::constnet::layers::linear_activation_backward(
+                    &self.#linear, &self.#activation.function, #input, &workspace.#state.output,
+                    &mut workspace.#state.grad_output, &mut workspace.#state.cache, #grad_input,
+                    &mut grads.#linear,
+                );
+            }
+        }
+        OpKind::View(_) => quote!(),
+    }
+}
+
+/// The local variable holding value `value` during inference.
+fn infer_var(value: ValueId) -> proc_macro2::Ident {
+    format_ident!("v{value}")
+}
+
+/// A `&Batch` expression for value `value` of the inference graph.
+fn infer_value(graph: &Graph, slots: &[Option<Slot>], value: ValueId) -> TokenStream {
+    let var = infer_var(value);
+    match (graph.values[value].source, slots[value]) {
+        (Source::Input, _) => quote!(input),
+        (Source::View(_), _) => quote!(#var),
+        _ => quote!(&#var),
+    }
+}
+
+fn slot_index(slot: Slot) -> usize {
+    match slot {
+        Slot::A => 0,
+        _ => 1,
+    }
+}
+
+/// One op of inference: its output taken from its slot, the call, and its input's storage
+/// given back to its slot.
+fn infer_op(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
+    let input = infer_value(graph, slots, op.input);
+    let out = infer_var(op.output);
+    let out_ty = shape_type(graph.values[op.output].shape);
+    if let OpKind::View(_) = op.kind {
+        return quote!(let #out: &::constnet::Batch<#out_ty> = ::constnet::Batch::reshaped(#input););
+    }
+    let (take, target) = match slots[op.output] {
+        Some(Slot::Output) => (quote!(), quote!(workspace.inference.output_mut())),
+        slot => {
+            let index = slot_index(slot.expect("an op's output has a slot"));
+            (
+                quote!(let mut #out: ::constnet::Batch<#out_ty> = workspace.inference.take(#index, input.len());),
+                quote!(&mut #out),
+            )
+        }
+    };
+    let call = match &op.kind {
+        OpKind::Layer(layer) => {
+            let (field, state) = (&layer.field, &op.field);
+            quote!(::constnet::layers::Layer::forward(&self.#field, #input, #target, &mut workspace.#state.cache);)
+        }
+        OpKind::LinearActivation { linear, activation } => {
+            let (linear, activation) = (&linear.field, &activation.field);
+            quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, #target);)
+        }
+        OpKind::View(_) => unreachable!("returned above"),
+    };
+    let root = graph.root(op.input);
+    let give = match slots[root] {
+        Some(slot @ (Slot::A | Slot::B)) => {
+            let (index, var) = (slot_index(slot), infer_var(root));
+            quote!(workspace.inference.give(#index, #var);)
+        }
+        _ => quote!(),
+    };
+    quote!(#take #call #give)
+}
+
+/// The inference pass: every op of the inference graph, or a copy when dropout was all there
+/// was.
+fn infer_body(graph: &Graph) -> TokenStream {
+    if graph.ops.is_empty() {
+        return quote!(workspace.inference.output_mut().copy_from(input););
+    }
+    let slots = graph.slots();
+    let ops = graph.ops.iter().map(|op| infer_op(graph, &slots, op));
+    quote!(#(#ops)*)
+}
+
+/// The plan table's row of one inference op.
+fn op_info(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
+    let name = &op.name;
+    let runs = match &op.kind {
+        OpKind::Layer(layer) => layer.spec.clone(),
+        OpKind::LinearActivation { linear, activation } => {
+            format!("{} + {} (epilogue)", linear.spec, activation.spec)
+        }
+        OpKind::View(layer) => format!("{} (view)", layer.spec),
+    };
+    let output = shape_type(graph.values[op.output].shape);
+    let inference = match (&op.kind, slots[op.output]) {
+        (OpKind::View(_), _) => quote!(View),
+        (_, Some(Slot::Output)) => quote!(Output),
+        (_, slot) => {
+            let index = slot_index(slot.expect("an op's output has a slot"));
+            quote!(Buffer(#index))
+        }
+    };
+    quote! {
+        ::constnet::plan::OpInfo {
+            name: #name,
+            runs: #runs,
+            output: <#output as ::constnet::Shape>::DIMS,
+            inference: ::constnet::plan::InferenceSlot::#inference,
+        }
+    }
+}
+
+/// The workspace fields: one `LayerState` per training op that has state, the final softmax,
+/// and any layer inference runs on its own that training fuses or views.
+fn state_ops<'p>(plan: &'p Plan<'p>) -> Vec<(&'p proc_macro2::Ident, &'p Layer, String)> {
+    let mut states: Vec<(&proc_macro2::Ident, &Layer, String)> = Vec::new();
+    let mut add = |field, layer: &'p Layer, name: String| {
+        if !states.iter().any(|(f, _, _)| *f == field) {
+            states.push((field, layer, name));
+        }
+    };
+    for op in &plan.train.ops {
+        if !matches!(op.kind, OpKind::View(_)) {
+            add(&op.field, op.state_layer(), op.name.clone());
+        }
+    }
+    if let Some(softmax) = plan.softmax {
+        add(&softmax.field, softmax, softmax.field.to_string());
+    }
+    for op in &plan.infer.ops {
+        if let OpKind::Layer(layer) = op.kind {
+            add(&op.field, layer, op.name.clone());
+        }
+    }
+    states
+}
+
 pub fn expand(net: &Network) -> TokenStream {
+    let plan = Plan::new(net);
     let Network {
         attrs, vis, name, ..
     } = net;
@@ -122,81 +337,77 @@ pub fn expand(net: &Network) -> TokenStream {
         quote!(let _ = seed;)
     };
 
-    // The layers trained up to the logits: all but a final softmax.
-    let body_len = net.layers.len() - usize::from(net.ends_with_softmax());
-    let body = &net.layers[..body_len];
-    let last = &body
+    let train = &plan.train;
+    let logits = &train
+        .ops
         .last()
         .expect("validated: a layer before softmax")
         .field;
-    let source = |i: usize| -> TokenStream {
-        match i {
-            0 => quote!(input),
-            _ => {
-                let previous = &net.layers[i - 1].field;
-                quote!(&workspace.#previous.output)
-            }
-        }
-    };
-    let sources: Vec<_> = (0..net.layers.len()).map(source).collect();
-    let body_fields = &fields[..body_len];
-    let body_sources = &sources[..body_len];
+    let train_forward_ops = train.ops.iter().map(|op| train_forward(train, op));
+    let backward_ops = train.ops.iter().rev().map(|op| train_backward(train, op));
+    let logits_value = train_value(train, train.result());
 
-    let backward_calls = body.iter().enumerate().rev().map(|(i, layer)| {
-        let field = &layer.field;
-        let src = &sources[i];
-        let grad_input = match i {
-            0 => quote!(grad_input),
-            _ => {
-                let previous = &net.layers[i - 1].field;
-                quote!(Some(&mut workspace.#previous.grad_output))
-            }
-        };
-        let layer_grads = if layer.kind.has_params() {
-            quote!(&mut grads.#field)
-        } else {
-            quote!(&mut ::constnet::layers::NoParams)
-        };
-        quote! {
-            ::constnet::layers::Layer::backward(
-                &self.#field,
-                #src,
-                &workspace.#field.output,
-                &workspace.#field.grad_output,
-                &mut workspace.#field.cache,
-                #grad_input,
-                #layer_grads,
-            );
-        }
-    });
-
-    let (forward_train_tail, backward_head) = match net.layers.last() {
-        Some(softmax) if net.ends_with_softmax() => {
+    let (forward_train_tail, backward_head) = match plan.softmax {
+        Some(softmax) => {
             let sm = &softmax.field;
             (
                 quote! {
-                    ::constnet::layers::Layer::forward_train(&mut self.#sm, &workspace.#last.output, &mut workspace.#sm.output, &mut workspace.#sm.cache);
+                    ::constnet::layers::Layer::forward_train(&mut self.#sm, #logits_value, &mut workspace.#sm.output, &mut workspace.#sm.cache);
                     output.copy_from(&workspace.#sm.output);
                 },
                 quote! {
                     ::constnet::layers::Layer::backward(
                         &self.#sm,
-                        &workspace.#last.output,
+                        #logits_value,
                         &workspace.#sm.output,
                         grad_output,
                         &mut workspace.#sm.cache,
-                        Some(&mut workspace.#last.grad_output),
+                        ::std::option::Option::Some(&mut workspace.#logits.grad_output),
                         &mut ::constnet::layers::NoParams,
                     );
                 },
             )
         }
-        _ => (
-            quote!(output.copy_from(&workspace.#last.output);),
-            quote!(workspace.#last.grad_output.copy_from(grad_output);),
+        None => (
+            quote!(output.copy_from(&workspace.#logits.output);),
+            quote!(workspace.#logits.grad_output.copy_from(grad_output);),
         ),
     };
-    let last_output = &net.layers.last().expect("not empty").field;
+
+    let states = state_ops(&plan);
+    let state_fields: Vec<_> = states.iter().map(|(field, _, _)| *field).collect();
+    let state_types: Vec<_> = states
+        .iter()
+        .map(|(_, layer, _)| layer_type(layer))
+        .collect();
+    let state_docs: Vec<String> = states
+        .iter()
+        .map(|(_, _, name)| format!("State of `{name}`."))
+        .collect();
+    let trained_states: Vec<(&proc_macro2::Ident, String)> = train
+        .ops
+        .iter()
+        .filter(|op| !matches!(op.kind, OpKind::View(_)))
+        .map(|op| (&op.field, op.name.clone()))
+        .chain(plan.softmax.map(|sm| (&sm.field, sm.field.to_string())))
+        .collect();
+    let visited_fields: Vec<_> = trained_states.iter().map(|(field, _)| *field).collect();
+    let visited_names: Vec<&String> = trained_states.iter().map(|(_, name)| name).collect();
+    let training_values: usize = train
+        .ops
+        .iter()
+        .filter(|op| !matches!(op.kind, OpKind::View(_)))
+        .map(|op| 2 * train.values[op.output].shape.len())
+        .chain(plan.softmax.map(|sm| 2 * sm.output.len()))
+        .sum();
+
+    let infer_ops = infer_body(&plan.infer);
+    let infer_slots = plan.infer.slots();
+    let op_infos = plan
+        .infer
+        .ops
+        .iter()
+        .map(|op| op_info(&plan.infer, &infer_slots, op));
 
     let with_params: Vec<&Layer> = net.layers.iter().filter(|l| l.kind.has_params()).collect();
     let param_fields: Vec<_> = with_params.iter().map(|l| &l.field).collect();
@@ -221,12 +432,14 @@ pub fn expand(net: &Network) -> TokenStream {
     let output_types: Vec<_> = net.layers.iter().map(|l| shape_type(l.output)).collect();
     let ends_with_softmax = net.ends_with_softmax();
     let struct_doc = format!(
-        "\n\nGenerated by `network!` from {} layers; `{name}::summary()` prints the table.",
+        "\n\nGenerated by `network!` from {} layers; `{name}::summary()` prints the table, \
+         `<{name} as Network>::plan(batch)` what was compiled.",
         net.layers.len()
     );
     let workspace_doc = format!(
-        "What [`{name}`] keeps between passes: every layer's output, training cache and output \
-         gradient. Reuse one across calls and nothing is allocated per sample."
+        "What [`{name}`] keeps between passes: each training op's output, cache and output \
+         gradient, and the two buffers inference alternates between. Reuse one across calls and \
+         nothing is allocated per call."
     );
     let grads_doc = format!(
         "Gradients of [`{name}`]'s parameters, one field per layer that has any, named as the \
@@ -247,9 +460,11 @@ pub fn expand(net: &Network) -> TokenStream {
         #[derive(Default)]
         #vis struct #workspace {
             #(
-                #[doc = #field_docs]
-                pub #fields: ::constnet::network::LayerState<#types>,
+                #[doc = #state_docs]
+                pub #state_fields: ::constnet::network::LayerState<#state_types>,
             )*
+            /// The buffers inference alternates between, and its output.
+            pub inference: ::constnet::plan::InferenceBuffers<#output_ty>,
         }
 
         #[doc = #grads_doc]
@@ -285,12 +500,12 @@ pub fn expand(net: &Network) -> TokenStream {
                 <Self as ::constnet::network::Network>::summary()
             }
 
-            /// Training forward pass through every layer up to the logits.
+            /// Training forward pass through every op up to the logits.
             fn train_layers(&mut self, input: &::constnet::Batch<#input_ty>, workspace: &mut #workspace) {
-                #( ::constnet::layers::Layer::forward_train(&mut self.#body_fields, #body_sources, &mut workspace.#body_fields.output, &mut workspace.#body_fields.cache); )*
+                ::constnet::plan::on_pool(<Self as ::constnet::layers::Layer>::SCRATCH, || { #( #train_forward_ops )* });
             }
 
-            /// Backward pass from the gradient in `workspace.<last layer>.grad_output`, last layer first.
+            /// Backward pass from the gradient in the logits op's state, last op first.
             fn backward_layers(
                 &self,
                 input: &::constnet::Batch<#input_ty>,
@@ -298,7 +513,12 @@ pub fn expand(net: &Network) -> TokenStream {
                 grad_input: ::std::option::Option<&mut ::constnet::Batch<#input_ty>>,
                 #grads_arg: &mut #grads,
             ) {
-                #( #backward_calls )*
+                ::constnet::plan::on_pool(<Self as ::constnet::layers::Layer>::SCRATCH, || { #( #backward_ops )* });
+            }
+
+            /// Inference through every op of the plan into `workspace.inference`.
+            fn run_inference(&self, input: &::constnet::Batch<#input_ty>, workspace: &mut #workspace) {
+                #infer_ops
             }
         }
 
@@ -315,6 +535,11 @@ pub fn expand(net: &Network) -> TokenStream {
             type Cache = #workspace;
             const PARAMS: usize = 0 #( + <#types as ::constnet::layers::Layer>::PARAMS )*;
             const BUFFERS: usize = 0 #( + <#types as ::constnet::layers::Layer>::BUFFERS )*;
+            const SCRATCH: usize = {
+                let scratch = 0;
+                #( let scratch = ::constnet::layers::max(scratch, <#types as ::constnet::layers::Layer>::SCRATCH); )*
+                scratch
+            };
 
             fn forward(
                 &self,
@@ -387,6 +612,8 @@ pub fn expand(net: &Network) -> TokenStream {
                 )*
             ];
             const ENDS_WITH_SOFTMAX: bool = #ends_with_softmax;
+            const PLAN: &'static [::constnet::plan::OpInfo] = &[ #( #op_infos, )* ];
+            const TRAINING_VALUES: usize = #training_values;
 
             fn new(seed: u64) -> Self {
                 #seed_rng
@@ -398,8 +625,8 @@ pub fn expand(net: &Network) -> TokenStream {
                 input: &::constnet::Batch<#input_ty>,
                 workspace: &'w mut #workspace,
             ) -> &'w ::constnet::Batch<#output_ty> {
-                #( ::constnet::layers::Layer::forward(&self.#fields, #sources, &mut workspace.#fields.output, &mut workspace.#fields.cache); )*
-                &workspace.#last_output.output
+                ::constnet::plan::on_pool(<Self as ::constnet::layers::Layer>::SCRATCH, || self.run_inference(input, workspace));
+                workspace.inference.output()
             }
 
             fn forward_logits<'w>(
@@ -408,14 +635,14 @@ pub fn expand(net: &Network) -> TokenStream {
                 workspace: &'w mut #workspace,
             ) -> &'w ::constnet::Batch<#output_ty> {
                 self.train_layers(input, workspace);
-                &workspace.#last.output
+                &workspace.#logits.output
             }
 
             fn visit_activations(
                 workspace: &#workspace,
                 visit: &mut ::constnet::network::ActivationVisitor<'_>,
             ) {
-                #( visit(#field_names, workspace.#fields.output.as_slice(), workspace.#fields.grad_output.as_slice()); )*
+                #( visit(#visited_names, workspace.#visited_fields.output.as_slice(), workspace.#visited_fields.grad_output.as_slice()); )*
             }
 
             fn backward_logits(
@@ -426,7 +653,7 @@ pub fn expand(net: &Network) -> TokenStream {
                 grad_input: ::std::option::Option<&mut ::constnet::Batch<#input_ty>>,
                 grads: &mut #grads,
             ) {
-                workspace.#last.grad_output.copy_from(grad_logits);
+                workspace.#logits.grad_output.copy_from(grad_logits);
                 self.backward_layers(input, workspace, grad_input, grads);
             }
         }

@@ -581,7 +581,15 @@ fn interpret(def: &LayerDef, received: Shape, previous: Option<&Layer>) -> syn::
         }
         "leaky_relu" => {
             let args = Args::new(def, &["slope alpha"], &[], "leaky_relu(0.1)")?;
-            let (_, alpha) = args.number(args.positional[0], "the slope alpha")?;
+            let (slope, alpha) = args.number(args.positional[0], "the slope alpha")?;
+            if slope < 0.0 {
+                return Err(error(
+                    &args.positional[0].tokens,
+                    format!(
+                        "`{spec}`: the slope for negative inputs must be at least 0 (as in Keras), not {slope}"
+                    ),
+                ));
+            }
             Kind::LeakyRelu { alpha }
         }
         "dropout" => {

@@ -18,6 +18,7 @@ pub mod loss;
 pub mod metrics;
 pub mod network;
 pub mod optim;
+pub mod plan;
 #[cfg(test)]
 mod reference;
 pub mod shape;

@@ -8,6 +8,7 @@
 //! and buffers by name (`conv1.weight`), and the layer table.
 
 use crate::layers::Layer;
+use crate::plan::{OpInfo, plan_table};
 use crate::tensor::Batch;
 
 /// What one layer of a network keeps between passes: its output, its training cache, and the
@@ -59,6 +60,10 @@ pub trait Network: Layer {
     const LAYERS: &'static [LayerInfo];
     /// Whether the last layer is softmax: [`Network::forward_logits`] then stops before it.
     const ENDS_WITH_SOFTMAX: bool;
+    /// The ops inference runs, after fusion, first to last.
+    const PLAN: &'static [OpInfo];
+    /// Values per sample a training pass keeps: each op's output and the gradient of it.
+    const TRAINING_VALUES: usize;
 
     /// Builds the network with Keras's default initialisation, drawn from `seed`.
     fn new(seed: u64) -> Self;
@@ -101,10 +106,16 @@ pub trait Network: Layer {
     fn summary() -> String {
         summary_table(Self::NAME, Self::LAYERS)
     }
+
+    /// What `network!` compiled: the ops inference runs after fusion, where each output lives,
+    /// and the bytes of the activation buffers of inference and training at `batch` samples.
+    fn plan(batch: usize) -> String {
+        plan_table(Self::NAME, Self::PLAN, Self::TRAINING_VALUES, batch)
+    }
 }
 
 /// `1199882` as `1,199,882`.
-fn thousands(n: usize) -> String {
+pub(crate) fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, digit) in digits.chars().enumerate() {

@@ -108,7 +108,11 @@ impl<S: Shape> fmt::Debug for Tensor<S> {
 }
 
 /// A batch of samples of shape `S`, stored one after another.
+///
+/// `repr(C)`: the layout does not depend on `S` (a zero-sized marker), which
+/// [`Batch::reshaped`] relies on.
 #[derive(Clone, PartialEq)]
+#[repr(C)]
 pub struct Batch<S: Shape> {
     len: usize,
     data: Vec<f32>,
@@ -224,6 +228,60 @@ impl<S: Shape> Batch<S> {
     /// If `i >= self.len()`.
     pub fn sample_mut(&mut self, i: usize) -> &mut [f32] {
         &mut self.data[i * S::LEN..(i + 1) * S::LEN]
+    }
+
+    /// The same samples seen as shape `T`, which holds as many values per sample (a flatten):
+    /// no copy. Checked at compile time.
+    ///
+    /// ```
+    /// use constnet_runtime::{Batch, Flat, Hwc};
+    /// let images = Batch::<Hwc<2, 2, 3>>::zeros(5);
+    /// let flat: &Batch<Flat<12>> = images.reshaped();
+    /// assert_eq!(flat.len(), 5);
+    /// ```
+    pub fn reshaped<T: Shape>(&self) -> &Batch<T> {
+        const {
+            assert!(
+                S::LEN == T::LEN,
+                "reshaped: the shapes hold different numbers of values"
+            )
+        };
+        // SAFETY: `Batch` is `repr(C)` and its fields do not depend on the shape (a zero-sized
+        // marker), so `Batch<S>` and `Batch<T>` have one layout; with equal sample lengths the
+        // invariant `data.len() == len * LEN` holds for `T` too.
+        unsafe { &*(self as *const Batch<S>).cast::<Batch<T>>() }
+    }
+
+    /// [`Batch::reshaped`], mutably: resizing the view resizes this batch.
+    pub fn reshaped_mut<T: Shape>(&mut self) -> &mut Batch<T> {
+        const {
+            assert!(
+                S::LEN == T::LEN,
+                "reshaped: the shapes hold different numbers of values"
+            )
+        };
+        // SAFETY: as for `reshaped`; every method of `Batch<T>` keeps the invariant for `S`.
+        unsafe { &mut *(self as *mut Batch<S>).cast::<Batch<T>>() }
+    }
+
+    /// A batch of `samples` samples over `data`, whose length must be `samples * S::LEN`.
+    pub(crate) fn from_storage(data: Vec<f32>, samples: usize) -> Self {
+        assert_eq!(data.len(), samples * S::LEN, "storage of the wrong length");
+        Self {
+            len: samples,
+            data,
+            shape: PhantomData,
+        }
+    }
+
+    /// The values' storage, for another batch to reuse.
+    pub(crate) fn into_storage(self) -> Vec<f32> {
+        self.data
+    }
+
+    /// Bytes allocated for the values.
+    pub fn capacity_bytes(&self) -> usize {
+        self.data.capacity() * size_of::<f32>()
     }
 
     /// Sample `i` as a tensor of its own (copies the values).

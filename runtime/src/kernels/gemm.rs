@@ -430,6 +430,12 @@ thread_local! {
     static PACKED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Gives this thread's packing buffer room for the widest panel any instruction set packs.
+pub(super) fn reserve_packing() {
+    const WIDEST_PANEL: usize = 64;
+    PACKED_B.with_borrow_mut(|packed| packed.reserve(KC_MAX * WIDEST_PANEL));
+}
+
 /// The GEMM with `MR × (NV · LANES)` register tiles of vector type `V`.
 ///
 /// # Safety

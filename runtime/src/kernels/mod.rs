@@ -112,10 +112,23 @@ thread_local! {
 /// Calls may nest.
 pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buffer = SCRATCH_POOL.with_borrow_mut(Vec::pop).unwrap_or_default();
-    buffer.resize(len, 0.0);
+    // Buffers only grow, so a smaller request after a larger one neither shrinks nor refills.
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
     let result = f(&mut buffer[..len]);
     SCRATCH_POOL.with_borrow_mut(|pool| pool.push(buffer));
     result
+}
+
+/// Makes sure this thread can lend a scratch buffer of `len` values, and pack any GEMM panel,
+/// without allocating.
+pub fn reserve_thread_scratch(len: usize) {
+    SCRATCH_POOL.with_borrow_mut(|pool| match pool.last_mut() {
+        Some(buffer) => buffer.reserve(len.saturating_sub(buffer.len())),
+        None => pool.push(Vec::with_capacity(len)),
+    });
+    gemm::reserve_packing();
 }
 
 #[cfg(test)]

@@ -28,11 +28,16 @@ pub struct BatchNorm<S: Shape> {
 }
 
 /// What a training pass keeps for backward: normalised values and `1 / σ` per channel (inference
-/// reuses `1 / σ`'s buffer for the running statistics').
+/// reuses `1 / σ`'s buffer for the running statistics'), and the per-channel buffers both passes
+/// compute their statistics in, kept so no pass allocates.
 #[derive(Clone, Debug, Default)]
 pub struct BatchNormCache {
     normalized: Vec<f32>,
     inv_std: Vec<f32>,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    sums: Vec<f64>,
+    products: Vec<f64>,
 }
 
 impl<S: Shape> Default for BatchNorm<S> {
@@ -84,15 +89,26 @@ impl<S: Shape> BatchNorm<S> {
     }
 }
 
-/// Per-channel sums over rows of `S::CHANNELS` values, in f64.
-fn channel_sums(values: &[f32], channels: usize, f: impl Fn(usize, f32) -> f64) -> Vec<f64> {
-    let mut sums = vec![0.0; channels];
+/// Per-channel sums of `f(channel, value)` over rows of `channels` values, in f64, into `sums`.
+fn channel_sums(
+    values: &[f32],
+    channels: usize,
+    f: impl Fn(usize, f32) -> f64,
+    sums: &mut Vec<f64>,
+) {
+    sums.clear();
+    sums.resize(channels, 0.0);
     for row in values.chunks(channels) {
         for (c, (sum, &v)) in sums.iter_mut().zip(row).enumerate() {
             *sum += f(c, v);
         }
     }
-    sums
+}
+
+/// `out = sums / rows`, as `f32`.
+fn means(sums: &[f64], rows: f64, out: &mut Vec<f32>) {
+    out.clear();
+    out.extend(sums.iter().map(|s| (s / rows) as f32));
 }
 
 impl<S: Shape> Layer for BatchNorm<S> {
@@ -130,26 +146,22 @@ impl<S: Shape> Layer for BatchNorm<S> {
         output.resize(input.len());
         let x = input.as_slice();
         let rows = (x.len() / S::CHANNELS).max(1) as f64;
-        let mean: Vec<f32> = channel_sums(x, S::CHANNELS, |_, v| v as f64)
-            .iter()
-            .map(|s| (s / rows) as f32)
-            .collect();
-        let var: Vec<f32> = channel_sums(x, S::CHANNELS, |c, v| ((v - mean[c]) as f64).powi(2))
-            .iter()
-            .map(|s| (s / rows) as f32)
-            .collect();
-        cache.inv_std = var
-            .iter()
-            .map(|v| 1.0 / (v + self.epsilon).sqrt())
-            .collect();
-        cache.normalized.resize(x.len(), 0.0);
-        self.normalize(
-            x,
-            output.as_mut_slice(),
-            &mean,
-            &cache.inv_std,
-            Some(&mut cache.normalized),
-        );
+        let BatchNormCache {
+            normalized,
+            inv_std,
+            mean,
+            var,
+            sums,
+            ..
+        } = cache;
+        channel_sums(x, S::CHANNELS, |_, v| v as f64, sums);
+        means(sums, rows, mean);
+        channel_sums(x, S::CHANNELS, |c, v| ((v - mean[c]) as f64).powi(2), sums);
+        means(sums, rows, var);
+        inv_std.clear();
+        inv_std.extend(var.iter().map(|v| 1.0 / (v + self.epsilon).sqrt()));
+        normalized.resize(x.len(), 0.0);
+        self.normalize(x, output.as_mut_slice(), mean, inv_std, Some(normalized));
         for c in 0..S::CHANNELS {
             self.running_mean[c] =
                 self.momentum * self.running_mean[c] + (1.0 - self.momentum) * mean[c];
@@ -170,18 +182,22 @@ impl<S: Shape> Layer for BatchNorm<S> {
         grads: &mut WeightBias,
     ) {
         let dy = grad_output.as_slice();
-        let x_hat = &cache.normalized;
+        let BatchNormCache {
+            normalized: x_hat,
+            inv_std,
+            sums: dbeta,
+            products: dgamma,
+            ..
+        } = cache;
         let rows = (dy.len() / S::CHANNELS).max(1) as f32;
-        let dbeta = channel_sums(dy, S::CHANNELS, |_, g| g as f64);
-        let dgamma: Vec<f64> = {
-            let mut sums = vec![0.0; S::CHANNELS];
-            for (g_row, x_row) in dy.chunks(S::CHANNELS).zip(x_hat.chunks(S::CHANNELS)) {
-                for c in 0..S::CHANNELS {
-                    sums[c] += (g_row[c] * x_row[c]) as f64;
-                }
+        channel_sums(dy, S::CHANNELS, |_, g| g as f64, dbeta);
+        dgamma.clear();
+        dgamma.resize(S::CHANNELS, 0.0);
+        for (g_row, x_row) in dy.chunks(S::CHANNELS).zip(x_hat.chunks(S::CHANNELS)) {
+            for c in 0..S::CHANNELS {
+                dgamma[c] += (g_row[c] * x_row[c]) as f64;
             }
-            sums
-        };
+        }
         for c in 0..S::CHANNELS {
             grads.weight[c] = dgamma[c] as f32;
             grads.bias[c] = dbeta[c] as f32;
@@ -195,7 +211,7 @@ impl<S: Shape> Layer for BatchNorm<S> {
             .zip(x_hat.chunks(S::CHANNELS))
         {
             for c in 0..S::CHANNELS {
-                let scale = self.params.weight[c] * cache.inv_std[c] / rows;
+                let scale = self.params.weight[c] * inv_std[c] / rows;
                 dx[c] = scale * (rows * g[c] - dbeta[c] as f32 - x[c] * dgamma[c] as f32);
             }
         }

@@ -226,6 +226,44 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         });
     }
 
+    /// Backward of one group of images: their summed weight gradient into `weight_grad` and,
+    /// if asked for, each image's input gradient.
+    fn backward_group(
+        images: &[f32],
+        output_grads: &[f32],
+        weight_t: MatRef<'_>,
+        weight_grad: &mut [f32],
+        mut image_grads: Option<&mut [f32]>,
+    ) {
+        weight_grad.fill(0.0);
+        with_scratch(Self::PIXELS * Self::PATCH, |patches| {
+            for (s, (image, dy)) in images
+                .chunks(I::LEN)
+                .zip(output_grads.chunks(O::LEN))
+                .enumerate()
+            {
+                let dy = MatRef::row_major(dy, Self::PIXELS, O::C);
+                Self::im2col(image, 0..Self::PIXELS, patches);
+                gemm(
+                    MatMut::row_major(weight_grad, Self::PATCH, O::C),
+                    MatRef::row_major(patches, Self::PIXELS, Self::PATCH).t(),
+                    dy,
+                    true,
+                );
+                if let Some(image_grads) = image_grads.as_deref_mut() {
+                    // The patch matrix is no longer needed: reuse it for its gradient.
+                    gemm(
+                        MatMut::row_major(patches, Self::PIXELS, Self::PATCH),
+                        dy,
+                        weight_t,
+                        false,
+                    );
+                    Self::col2im(patches, &mut image_grads[s * I::LEN..(s + 1) * I::LEN]);
+                }
+            }
+        });
+    }
+
     /// Adds each patch gradient back onto the image position it was copied from.
     fn col2im(patch_grads: &[f32], image_grad: &mut [f32]) {
         image_grad.fill(0.0);
@@ -250,6 +288,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     type Grads = WeightBias;
     type Cache = ConvCache;
     const PARAMS: usize = K * K * I::C * O::C + O::C;
+    const SCRATCH: usize = Self::PIXELS * Self::PATCH;
 
     fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _workspace: &mut ConvCache) {
         self.forward_activated(input, output, ActivationKind::Identity);
@@ -278,53 +317,28 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
             .copy_to(weight_t);
         let weight_t = MatRef::row_major(weight_t, O::C, Self::PATCH);
         let groups = samples.div_ceil(GRADIENT_GROUP);
-        let input_grad_groups: Vec<Option<&mut [f32]>> = match grad_input {
+        partial_weight_grads.resize(groups * weight_len, 0.0);
+        let group_inputs = input.as_slice().par_chunks(GRADIENT_GROUP * I::LEN);
+        let group_output_grads = grad_output.as_slice().par_chunks(GRADIENT_GROUP * O::LEN);
+        let group_weight_grads = partial_weight_grads.par_chunks_mut(weight_len);
+        let groups_of = group_inputs.zip(group_output_grads).zip(group_weight_grads);
+        match grad_input {
             Some(grad_input) => {
                 grad_input.resize(samples);
-                grad_input
-                    .as_mut_slice()
-                    .chunks_mut(GRADIENT_GROUP * I::LEN)
-                    .map(Some)
-                    .collect()
+                groups_of
+                    .zip(
+                        grad_input
+                            .as_mut_slice()
+                            .par_chunks_mut(GRADIENT_GROUP * I::LEN),
+                    )
+                    .for_each(|(((images, dy), dw), dx)| {
+                        Self::backward_group(images, dy, weight_t, dw, Some(dx))
+                    });
             }
-            None => (0..groups).map(|_| None).collect(),
-        };
-        partial_weight_grads.resize(groups * weight_len, 0.0);
-        input
-            .as_slice()
-            .par_chunks(GRADIENT_GROUP * I::LEN)
-            .zip(grad_output.as_slice().par_chunks(GRADIENT_GROUP * O::LEN))
-            .zip(input_grad_groups)
-            .zip(partial_weight_grads.par_chunks_mut(weight_len))
-            .for_each(|(((images, output_grads), mut image_grads), weight_grad)| {
-                weight_grad.fill(0.0);
-                with_scratch(Self::PIXELS * Self::PATCH, |patches| {
-                    for (s, (image, dy)) in images
-                        .chunks(I::LEN)
-                        .zip(output_grads.chunks(O::LEN))
-                        .enumerate()
-                    {
-                        let dy = MatRef::row_major(dy, Self::PIXELS, O::C);
-                        Self::im2col(image, 0..Self::PIXELS, patches);
-                        gemm(
-                            MatMut::row_major(weight_grad, Self::PATCH, O::C),
-                            MatRef::row_major(patches, Self::PIXELS, Self::PATCH).t(),
-                            dy,
-                            true,
-                        );
-                        if let Some(image_grads) = image_grads.as_deref_mut() {
-                            // The patch matrix is no longer needed: reuse it for its gradient.
-                            gemm(
-                                MatMut::row_major(patches, Self::PIXELS, Self::PATCH),
-                                dy,
-                                weight_t,
-                                false,
-                            );
-                            Self::col2im(patches, &mut image_grads[s * I::LEN..(s + 1) * I::LEN]);
-                        }
-                    }
-                });
-            });
+            None => groups_of.for_each(|((images, dy), dw)| {
+                Self::backward_group(images, dy, weight_t, dw, None)
+            }),
+        }
         sum_in_order(
             &partial_weight_grads[..groups * weight_len],
             &mut grads.weight,

@@ -40,7 +40,7 @@ pub use params::{
     update_layer_params, visit_layer_buffers, visit_layer_buffers_mut, visit_layer_params,
     visit_layer_params_mut, visit_mut_prefixed, visit_prefixed, zip_mut_prefixed,
 };
-pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolOp, pool_output_len};
+pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolCache, PoolOp, pool_output_len};
 pub use softmax::Softmax;
 pub(crate) use softmax::softmax_row;
 
@@ -63,6 +63,11 @@ pub(crate) fn sum_in_order(partials: &[f32], total: &mut [f32]) {
             *sum += part;
         }
     }
+}
+
+/// The larger of two sizes, in a constant.
+pub const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
 }
 
 /// Samples per rayon task: one contiguous group per thread.
@@ -102,6 +107,9 @@ pub trait Layer: Send + Sync {
     const PARAMS: usize;
     /// Number of values saved with the layer but not trained (see [`Layer::visit_buffers`]).
     const BUFFERS: usize = 0;
+    /// The most values of per-thread scratch ([`with_scratch`](crate::kernels::with_scratch))
+    /// one of the layer's passes asks for, so a network can reserve it on every thread up front.
+    const SCRATCH: usize = 0;
 
     /// Inference forward pass: `output` is resized to `input.len()` samples and overwritten.
     ///
@@ -221,6 +229,7 @@ impl<A: Layer, B: Layer<Input = A::Output>> Layer for Chain<A, B> {
     type Cache = ChainCache<A, B>;
     const PARAMS: usize = A::PARAMS + B::PARAMS;
     const BUFFERS: usize = A::BUFFERS + B::BUFFERS;
+    const SCRATCH: usize = max(A::SCRATCH, B::SCRATCH);
 
     fn forward(
         &self,

@@ -99,14 +99,32 @@ impl<A: ParamSet, B: ParamSet> ParamSet for (A, B) {
 
 /// Prefixing names: how a network (or a [`Chain`](super::Chain)) names the tensors of its
 /// parts, `conv1.weight` for the `weight` of its `conv1`.
+///
+/// Calls `f` with `prefix.name`, joined on the stack when it fits (every generated name does),
+/// so visiting a network's tensors, as each optimiser step does, allocates nothing.
+fn with_joined_name<R>(prefix: &str, name: &str, f: impl FnOnce(&str) -> R) -> R {
+    const MAX: usize = 128;
+    let len = prefix.len() + 1 + name.len();
+    if len > MAX {
+        return f(&format!("{prefix}.{name}"));
+    }
+    let mut joined = [0u8; MAX];
+    joined[..prefix.len()].copy_from_slice(prefix.as_bytes());
+    joined[prefix.len()] = b'.';
+    joined[prefix.len() + 1..len].copy_from_slice(name.as_bytes());
+    f(std::str::from_utf8(&joined[..len]).expect("two strings joined by a dot are UTF-8"))
+}
+
 /// Visits `set`'s tensors with their names prefixed by `layer.`.
 pub fn visit_prefixed(layer: &str, set: &impl ParamSet, visit: &mut TensorVisitor<'_>) {
-    set.visit(&mut |name, dims, values| visit(&format!("{layer}.{name}"), dims, values));
+    set.visit(&mut |name, dims, values| {
+        with_joined_name(layer, name, |name| visit(name, dims, values))
+    });
 }
 
 /// Visits `set`'s tensors mutably with their names prefixed by `layer.`.
 pub fn visit_mut_prefixed(layer: &str, set: &mut impl ParamSet, visit: &mut TensorVisitorMut<'_>) {
-    set.visit_mut(&mut |name, values| visit(&format!("{layer}.{name}"), values));
+    set.visit_mut(&mut |name, values| with_joined_name(layer, name, |name| visit(name, values)));
 }
 
 /// Visits `set`'s tensors mutably beside `other`'s, with names prefixed by `layer.`.
@@ -117,13 +135,15 @@ pub fn zip_mut_prefixed<P: ParamSet>(
     visit: &mut UpdateVisitor<'_>,
 ) {
     set.zip_mut(other, &mut |name, values, grad| {
-        visit(&format!("{layer}.{name}"), values, grad)
+        with_joined_name(layer, name, |name| visit(name, values, grad))
     });
 }
 
 /// Runs `layer`'s parameter visitor with names prefixed by `prefix.`.
 pub fn visit_layer_params<L: super::Layer>(prefix: &str, layer: &L, visit: &mut TensorVisitor<'_>) {
-    layer.visit_params(&mut |name, dims, values| visit(&format!("{prefix}.{name}"), dims, values));
+    layer.visit_params(&mut |name, dims, values| {
+        with_joined_name(prefix, name, |name| visit(name, dims, values))
+    });
 }
 
 /// Runs `layer`'s mutable parameter visitor with names prefixed by `prefix.`.
@@ -132,7 +152,9 @@ pub fn visit_layer_params_mut<L: super::Layer>(
     layer: &mut L,
     visit: &mut TensorVisitorMut<'_>,
 ) {
-    layer.visit_params_mut(&mut |name, values| visit(&format!("{prefix}.{name}"), values));
+    layer.visit_params_mut(&mut |name, values| {
+        with_joined_name(prefix, name, |name| visit(name, values))
+    });
 }
 
 /// Runs `layer`'s update visitor with names prefixed by `prefix.`.
@@ -143,7 +165,7 @@ pub fn update_layer_params<L: super::Layer>(
     update: &mut UpdateVisitor<'_>,
 ) {
     layer.update_params(grads, &mut |name, values, grad| {
-        update(&format!("{prefix}.{name}"), values, grad)
+        with_joined_name(prefix, name, |name| update(name, values, grad))
     });
 }
 
@@ -153,7 +175,9 @@ pub fn visit_layer_buffers<L: super::Layer>(
     layer: &L,
     visit: &mut TensorVisitor<'_>,
 ) {
-    layer.visit_buffers(&mut |name, dims, values| visit(&format!("{prefix}.{name}"), dims, values));
+    layer.visit_buffers(&mut |name, dims, values| {
+        with_joined_name(prefix, name, |name| visit(name, dims, values))
+    });
 }
 
 /// Runs `layer`'s mutable buffer visitor with names prefixed by `prefix.`.
@@ -162,7 +186,9 @@ pub fn visit_layer_buffers_mut<L: super::Layer>(
     layer: &mut L,
     visit: &mut TensorVisitorMut<'_>,
 ) {
-    layer.visit_buffers_mut(&mut |name, values| visit(&format!("{prefix}.{name}"), values));
+    layer.visit_buffers_mut(&mut |name, values| {
+        with_joined_name(prefix, name, |name| visit(name, values))
+    });
 }
 
 /// The [`Layer`](super::Layer) parameter methods of a layer whose parameters are the

@@ -2,8 +2,9 @@
 //! Windows do not pad (Keras's `valid`); the stride defaults to the window size.
 //!
 //! The innermost loop runs over the channels, contiguous in NHWC, so it vectorises. Max pooling's
-//! backward pass recomputes each window's maximum rather than storing argmax indices: it sends the
-//! gradient to the first position holding the maximum, as TensorFlow does.
+//! training pass records, for every output value, which input value it is (the first position
+//! holding the window's maximum, as in TensorFlow), and its backward pass sends each gradient
+//! there by that index ([`PoolCache`]); average pooling spreads each gradient over its window.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -18,14 +19,14 @@ use crate::tensor::Batch;
 pub trait PoolOp: 'static + Copy + Debug + Default + Send + Sync {
     /// The value a window starts from.
     const START: f32;
-    /// Folds one more value into the window's running result.
+    /// Whether the output is one of the window's values (the maximum): training records which,
+    /// and the gradient goes to it alone. Otherwise each value of the window gets an equal share.
+    const SELECTS: bool;
+    /// Folds one more value into the window's running result (a selecting op returns `acc` or
+    /// `x` itself).
     fn combine(acc: f32, x: f32) -> f32;
     /// The window's output from its running result and its size.
     fn finish(acc: f32, window: usize) -> f32;
-    /// The share of the window's output gradient `dy` that goes to value `x`, given the window's
-    /// output `y`; values are visited in window order and `routed` says whether an earlier one
-    /// already took the gradient (it is updated).
-    fn route(y: f32, dy: f32, window: usize, x: f32, routed: &mut bool) -> f32;
 }
 
 /// The window's maximum; NaN if the window holds a NaN (as in PyTorch and TensorFlow).
@@ -34,6 +35,7 @@ pub struct Max;
 
 impl PoolOp for Max {
     const START: f32 = f32::NEG_INFINITY;
+    const SELECTS: bool = true;
     /// Not `acc.max(x)`, which drops NaN: a NaN `x` replaces the result, and a NaN result is
     /// kept because no comparison with it is true.
     fn combine(acc: f32, x: f32) -> f32 {
@@ -41,14 +43,6 @@ impl PoolOp for Max {
     }
     fn finish(acc: f32, _window: usize) -> f32 {
         acc
-    }
-    /// Branch-free (`&`, not `&&`, and a select the compiler turns into a blend): whether a
-    /// value is its window's first maximum is a coin flip on real data, and a mispredicted
-    /// branch per value made this pass 30 times slower than the forward pass.
-    fn route(y: f32, dy: f32, _window: usize, x: f32, routed: &mut bool) -> f32 {
-        let first_maximum = !*routed & ((x == y) | (x.is_nan() & y.is_nan()));
-        *routed |= first_maximum;
-        if first_maximum { dy } else { 0.0 }
     }
 }
 
@@ -58,15 +52,20 @@ pub struct Avg;
 
 impl PoolOp for Avg {
     const START: f32 = 0.0;
+    const SELECTS: bool = false;
     fn combine(acc: f32, x: f32) -> f32 {
         acc + x
     }
     fn finish(acc: f32, window: usize) -> f32 {
         acc / window as f32
     }
-    fn route(_y: f32, dy: f32, window: usize, _x: f32, _routed: &mut bool) -> f32 {
-        dy / window as f32
-    }
+}
+
+/// What max pooling's training pass keeps for backward: for every output value, the offset (in
+/// its image) of the input value it is.
+#[derive(Clone, Debug, Default)]
+pub struct PoolCache {
+    selected: Vec<u32>,
 }
 
 /// Output length of a pooling window along one axis (`0` when the window does not fit).
@@ -111,6 +110,10 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
              the input"
         );
         assert!(O::C == I::C, "pool2d: pooling keeps the number of channels");
+        assert!(
+            I::LEN <= u32::MAX as usize,
+            "pool2d: an input image holds more than 2^32 - 1 values"
+        );
     };
 
     /// The layer.
@@ -127,6 +130,47 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
             (0..K).map(move |kw| ((oh * STRIDE + kh) * I::W + ow * STRIDE + kw) * I::C)
         })
     }
+
+    /// A selecting op's forward pass over one image, recording in `selected` the offset of the
+    /// input value each output value is: the first of its window that `combine` kept.
+    fn select_image(image: &[f32], out: &mut [f32], selected: &mut [u32]) {
+        for (pixel, (y, at)) in out
+            .chunks_mut(O::C)
+            .zip(selected.chunks_mut(O::C))
+            .enumerate()
+        {
+            y.fill(Op::START);
+            let mut window = Self::window(pixel / O::W, pixel % O::W);
+            let first = window.next().expect("a window holds at least one value");
+            for (c, (y, at)) in y.iter_mut().zip(at.iter_mut()).enumerate() {
+                *y = Op::combine(*y, image[first + c]);
+                *at = (first + c) as u32;
+            }
+            for offset in window {
+                let values = &image[offset..offset + I::C];
+                for (c, ((y, at), &x)) in y.iter_mut().zip(at.iter_mut()).zip(values).enumerate() {
+                    let kept = Op::combine(*y, x);
+                    // The op returns `*y` itself unless `x` replaces it.
+                    if kept.to_bits() != y.to_bits() {
+                        *at = (offset + c) as u32;
+                    }
+                    *y = kept;
+                }
+            }
+        }
+    }
+
+    /// A non-selecting op's backward pass over one image: each output gradient spread evenly
+    /// over its window.
+    fn spread_image(dx: &mut [f32], dy: &[f32]) {
+        for (pixel, dy) in dy.chunks(O::C).enumerate() {
+            for offset in Self::window(pixel / O::W, pixel % O::W) {
+                for (dx, &dy) in dx[offset..offset + I::C].iter_mut().zip(dy) {
+                    *dx += dy / Self::WINDOW as f32;
+                }
+            }
+        }
+    }
 }
 
 impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
@@ -134,9 +178,9 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
 {
     type Input = I;
     type Output = O;
-    type Cache = ();
+    type Cache = PoolCache;
 
-    fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _workspace: &mut ()) {
+    fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _workspace: &mut PoolCache) {
         let () = Self::SHAPES_AGREE;
         for_each_sample_group(input, output, |images, outputs| {
             for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
@@ -153,44 +197,71 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
         });
     }
 
+    fn forward_train(&mut self, input: &Batch<I>, output: &mut Batch<O>, cache: &mut PoolCache) {
+        if !Op::SELECTS {
+            return self.forward(input, output, cache);
+        }
+        let () = Self::SHAPES_AGREE;
+        let samples = input.len();
+        output.resize(samples);
+        cache.selected.resize(samples * O::LEN, 0);
+        let group = samples_per_task(samples);
+        input
+            .as_slice()
+            .par_chunks(group * I::LEN)
+            .zip(output.as_mut_slice().par_chunks_mut(group * O::LEN))
+            .zip(cache.selected.par_chunks_mut(group * O::LEN))
+            .for_each(|((images, outputs), selected)| {
+                let images = images.chunks(I::LEN);
+                for (image, (out, selected)) in
+                    images.zip(outputs.chunks_mut(O::LEN).zip(selected.chunks_mut(O::LEN)))
+                {
+                    Self::select_image(image, out, selected);
+                }
+            });
+    }
+
     fn backward(
         &self,
         input: &Batch<I>,
-        output: &Batch<O>,
+        _output: &Batch<O>,
         grad_output: &Batch<O>,
-        _cache: &mut (),
+        cache: &mut PoolCache,
         grad_input: Option<&mut Batch<I>>,
         _grads: &mut Self::Grads,
     ) {
         let Some(grad_input) = grad_input else { return };
         grad_input.resize(input.len());
         let group = samples_per_task(input.len());
-        grad_input
-            .as_mut_slice()
-            .par_chunks_mut(group * I::LEN)
-            .zip(input.as_slice().par_chunks(group * I::LEN))
-            .zip(output.as_slice().par_chunks(group * O::LEN))
-            .zip(grad_output.as_slice().par_chunks(group * O::LEN))
-            .for_each(|(((dx, x), y), dy)| {
-                dx.fill(0.0);
-                let mut routed = vec![false; I::C];
-                let images = dx.chunks_mut(I::LEN).zip(x.chunks(I::LEN));
-                for ((dx, x), (y, dy)) in images.zip(y.chunks(O::LEN).zip(dy.chunks(O::LEN))) {
-                    for (pixel, (y, dy)) in y.chunks(O::C).zip(dy.chunks(O::C)).enumerate() {
-                        routed.fill(false);
-                        for offset in Self::window(pixel / O::W, pixel % O::W) {
-                            let cells = dx[offset..offset + I::C]
-                                .iter_mut()
-                                .zip(&x[offset..offset + I::C]);
-                            for (((dx, &x), (&y, &dy)), routed) in
-                                cells.zip(y.iter().zip(dy)).zip(routed.iter_mut())
-                            {
-                                *dx += Op::route(y, dy, Self::WINDOW, x, routed);
-                            }
+        let dx_groups = grad_input.as_mut_slice().par_chunks_mut(group * I::LEN);
+        let dy_groups = grad_output.as_slice().par_chunks(group * O::LEN);
+        if Op::SELECTS {
+            assert_eq!(
+                cache.selected.len(),
+                input.len() * O::LEN,
+                "max pooling's backward pass needs the cache of its training pass on this batch"
+            );
+            let selected = cache.selected.par_chunks(group * O::LEN);
+            dx_groups
+                .zip(dy_groups)
+                .zip(selected)
+                .for_each(|((dx, dy), selected)| {
+                    dx.fill(0.0);
+                    let images = dx.chunks_mut(I::LEN).zip(dy.chunks(O::LEN));
+                    for ((dx, dy), selected) in images.zip(selected.chunks(O::LEN)) {
+                        for (&dy, &at) in dy.iter().zip(selected) {
+                            dx[at as usize] += dy;
                         }
                     }
+                });
+        } else {
+            dx_groups.zip(dy_groups).for_each(|(dx, dy)| {
+                dx.fill(0.0);
+                for (dx, dy) in dx.chunks_mut(I::LEN).zip(dy.chunks(O::LEN)) {
+                    Self::spread_image(dx, dy);
                 }
             });
+        }
     }
 
     no_params!();
@@ -230,12 +301,20 @@ mod tests {
             O::describe()
         );
         let mut y = Batch::default();
-        pool.forward_train(&x, &mut y, &mut ());
+        let mut cache = PoolCache::default();
+        pool.forward_train(&x, &mut y, &mut cache);
+        let mut inferred = Batch::default();
+        pool.forward(&x, &mut inferred, &mut PoolCache::default());
+        assert_eq!(
+            inferred.as_slice(),
+            y.as_slice(),
+            "{what}: inference and training"
+        );
         let want = pool_forward(geometry, max, x.as_slice(), samples);
         assert_close(&format!("{what}: forward"), y.as_slice(), &want, 1e-6);
         // A buffer left over from an earlier pass: every value must be overwritten.
         let mut dx = Batch::<I>::from_fn(samples, |_| f32::NAN);
-        pool.backward(&x, &y, &dy, &mut (), Some(&mut dx), &mut NoParams);
+        pool.backward(&x, &y, &dy, &mut cache, Some(&mut dx), &mut NoParams);
         let want = pool_backward(geometry, max, x.as_slice(), dy.as_slice(), samples);
         assert_close(
             &format!("{what}: input gradient"),
@@ -257,14 +336,15 @@ mod tests {
 
     #[test]
     fn ties_send_the_gradient_to_the_first_maximum_only() {
-        let pool = MaxPool2d::<Hwc<2, 2, 1>, Hwc<1, 1, 1>, 2>::new();
+        let mut pool = MaxPool2d::<Hwc<2, 2, 1>, Hwc<1, 1, 1>, 2>::new();
         let x = Batch::<Hwc<2, 2, 1>>::from_vec(vec![1.0, 3.0, 3.0, 0.0]).unwrap();
         let mut y = Batch::default();
-        pool.forward(&x, &mut y, &mut ());
+        let mut cache = PoolCache::default();
+        pool.forward_train(&x, &mut y, &mut cache);
         assert_eq!(y.as_slice(), &[3.0]);
         let mut dx = Batch::default();
         let dy = Batch::from_vec(vec![1.0]).unwrap();
-        pool.backward(&x, &y, &dy, &mut (), Some(&mut dx), &mut NoParams);
+        pool.backward(&x, &y, &dy, &mut cache, Some(&mut dx), &mut NoParams);
         assert_eq!(dx.as_slice(), &[0.0, 1.0, 0.0, 0.0]);
     }
 
@@ -278,7 +358,7 @@ mod tests {
             values[position] = f32::NAN;
             let x = Batch::<Hwc<2, 4, 1>>::from_vec(values).unwrap();
             let mut y = Batch::default();
-            pool.forward(&x, &mut y, &mut ());
+            pool.forward(&x, &mut y, &mut PoolCache::default());
             assert!(
                 y.as_slice()[0].is_nan(),
                 "NaN at {position}: {:?}",

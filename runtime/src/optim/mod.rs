@@ -26,7 +26,8 @@ pub trait Optimizer: Debug + Send + Sync {
     fn name(&self) -> &'static str;
     /// The base learning rate (before any schedule).
     fn learning_rate(&self) -> f32;
-    /// Number of state vectors the rule keeps per tensor (momentum, moments, ...).
+    /// Number of state vectors the rule keeps per tensor (momentum, moments, ...), at most
+    /// [`MAX_SLOTS`].
     fn slots(&self) -> usize;
     /// Updates `values` from `grad` at step `t` (1 for the first), with learning rate `lr`;
     /// `slots` holds the state of these values, each slot as long as `values`. Each element must
@@ -318,7 +319,38 @@ fn layers_with_params<L: Layer>(network: &L) -> Vec<String> {
 /// Values per parallel task of an update: small tensors stay on the calling thread.
 const UPDATE_CHUNK: usize = 1 << 15;
 
-/// Applies `optimizer` to matching chunks of `values`, `grad` and every state slot, in parallel.
+/// The most state slots (per-value moving averages) an [`Optimizer`] may keep.
+pub const MAX_SLOTS: usize = 8;
+
+/// A state slot's values, shared by the parallel tasks of one update, each of which touches
+/// only its own chunk.
+#[derive(Clone, Copy)]
+struct SlotValues {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: tasks reach the values only through `chunk`, at disjoint ranges.
+unsafe impl Send for SlotValues {}
+// SAFETY: as above.
+unsafe impl Sync for SlotValues {}
+
+impl SlotValues {
+    /// Values `index * UPDATE_CHUNK ..` of the slot, at most `UPDATE_CHUNK` of them.
+    ///
+    /// # Safety
+    /// No other live reference may cover this chunk: each task of an update takes its own.
+    unsafe fn chunk<'a>(self, index: usize) -> &'a mut [f32] {
+        let start = index * UPDATE_CHUNK;
+        let len = UPDATE_CHUNK.min(self.len - start);
+        // SAFETY: `start + len <= self.len`, inside the slot's allocation, which outlives the
+        // update; the caller guarantees exclusivity.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// Applies `optimizer` to matching chunks of `values`, `grad` and every state slot, in
+/// parallel, without allocating.
 fn update_in_chunks(
     optimizer: &dyn Optimizer,
     t: u64,
@@ -327,19 +359,37 @@ fn update_in_chunks(
     grad: &[f32],
     state: &mut [Vec<f32>],
 ) {
-    let mut slot_chunks: Vec<Vec<&mut [f32]>> = (0..values.len().div_ceil(UPDATE_CHUNK))
-        .map(|_| Vec::with_capacity(state.len()))
-        .collect();
-    for slot in state.iter_mut() {
-        for (chunk, part) in slot.chunks_mut(UPDATE_CHUNK).enumerate() {
-            slot_chunks[chunk].push(part);
-        }
+    assert!(
+        state.len() <= MAX_SLOTS,
+        "an optimiser keeps at most {MAX_SLOTS} slots"
+    );
+    let mut slots = [SlotValues {
+        ptr: std::ptr::null_mut(),
+        len: 0,
+    }; MAX_SLOTS];
+    for (slot, values_of_slot) in slots.iter_mut().zip(state.iter_mut()) {
+        assert_eq!(values_of_slot.len(), values.len(), "a slot per value");
+        *slot = SlotValues {
+            ptr: values_of_slot.as_mut_ptr(),
+            len: values_of_slot.len(),
+        };
     }
+    let count = state.len();
     values
         .par_chunks_mut(UPDATE_CHUNK)
         .zip(grad.par_chunks(UPDATE_CHUNK))
-        .zip(slot_chunks)
-        .for_each(|((values, grad), mut slots)| optimizer.update(t, lr, values, grad, &mut slots));
+        .enumerate()
+        .for_each(|(index, (values, grad))| {
+            let mut parts: [&mut [f32]; MAX_SLOTS] = std::array::from_fn(|slot| {
+                if slot < count {
+                    // SAFETY: task `index` is the only one taking chunk `index` of each slot.
+                    unsafe { slots[slot].chunk(index) }
+                } else {
+                    &mut []
+                }
+            });
+            optimizer.update(t, lr, values, grad, &mut parts[..count]);
+        });
 }
 
 /// Whether the tensor `name` (`conv1.weight`) belongs to one of `layers` (`conv1`).

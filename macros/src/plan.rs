@@ -1,0 +1,235 @@
+//! The compiled form of a checked network: the ops that run after fusion, the values they read
+//! and write, and where each value lives. `expand` only writes a plan out.
+//!
+//! A plan is a graph: every op names the value it reads and the value it writes, and a value
+//! is the network input, an op's output, or a view of another value (flatten: the same storage
+//! seen as a flat vector). Two plans are made from one network:
+//! - training, up to the logits: each op keeps its output and the gradient of it, the state its
+//!   backward reads;
+//! - inference, dropout gone: op outputs alternate between two buffers ([`Slot::A`] and
+//!   [`Slot::B`]), the last op writing the network's output.
+//!
+//! Fusion: a convolution or dense layer directly followed by relu, leaky_relu, sigmoid or tanh
+//! becomes one op with the activation in its GEMM epilogue; its backward takes the activation's
+//! derivative from the output, which the fused op keeps instead of the pre-activation.
+
+use proc_macro2::Ident;
+use quote::format_ident;
+
+use crate::valid::{Kind, Layer, Network, Shape};
+
+/// An index into [`Graph::values`].
+pub type ValueId = usize;
+
+/// Where a value's storage comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The network's input, owned by the caller.
+    Input,
+    /// The output of the op at this index.
+    Op(usize),
+    /// The same storage as this value, seen in another shape.
+    View(ValueId),
+}
+
+/// A tensor one sample of which has `shape`.
+pub struct Value {
+    pub shape: Shape,
+    pub source: Source,
+}
+
+/// What an op computes.
+pub enum OpKind<'n> {
+    /// One layer, run as itself.
+    Layer(&'n Layer),
+    /// A convolution or dense layer with the activation after it in its GEMM epilogue.
+    LinearActivation {
+        linear: &'n Layer,
+        activation: &'n Layer,
+    },
+    /// Flatten as a view: no work, no storage.
+    View(&'n Layer),
+}
+
+/// One op of a graph.
+pub struct Op<'n> {
+    pub kind: OpKind<'n>,
+    pub input: ValueId,
+    pub output: ValueId,
+    /// The workspace field of its state: the layer's name, or `conv1_relu1` for a fused op.
+    pub field: Ident,
+    /// How messages name it: the layer's name, or `conv1+relu1`.
+    pub name: String,
+}
+
+impl Op<'_> {
+    /// The layer whose type gives the op's state (output, cache, output gradient).
+    pub fn state_layer(&self) -> &Layer {
+        match &self.kind {
+            OpKind::Layer(layer) | OpKind::View(layer) => layer,
+            OpKind::LinearActivation { linear, .. } => linear,
+        }
+    }
+}
+
+/// The inference buffer a value lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    A,
+    B,
+    /// The network's output, kept in the workspace for the caller.
+    Output,
+}
+
+impl Slot {
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            _ => Slot::A,
+        }
+    }
+}
+
+/// Ops in the order they run and the values between them.
+pub struct Graph<'n> {
+    pub values: Vec<Value>,
+    pub ops: Vec<Op<'n>>,
+}
+
+impl<'n> Graph<'n> {
+    /// The value the last op writes.
+    pub fn result(&self) -> ValueId {
+        self.values.len() - 1
+    }
+
+    /// The value whose storage `value` is (itself unless it is a view).
+    pub fn root(&self, value: ValueId) -> ValueId {
+        match self.values[value].source {
+            Source::View(of) => self.root(of),
+            _ => value,
+        }
+    }
+
+    /// The graph of `layers`, fed the network input of shape `input`, fusing and viewing
+    /// where the rules in the module documentation allow.
+    fn build(input: Shape, layers: &[&'n Layer]) -> Self {
+        let mut graph = Graph {
+            values: vec![Value {
+                shape: input,
+                source: Source::Input,
+            }],
+            ops: Vec::new(),
+        };
+        let mut i = 0;
+        while i < layers.len() {
+            let layer = layers[i];
+            let is_last = i + 1 == layers.len();
+            let (kind, consumed) = match layers.get(i + 1) {
+                Some(next) if is_linear(layer) && fuses_into_epilogue(next) => (
+                    OpKind::LinearActivation {
+                        linear: layer,
+                        activation: next,
+                    },
+                    2,
+                ),
+                // A view of the caller's input could not be returned from the workspace, nor a
+                // view be the network's result.
+                _ if matches!(layer.kind, Kind::Flatten) && i > 0 && !is_last => {
+                    (OpKind::View(layer), 1)
+                }
+                _ => (OpKind::Layer(layer), 1),
+            };
+            graph.push(kind);
+            i += consumed;
+        }
+        graph
+    }
+
+    fn push(&mut self, kind: OpKind<'n>) {
+        let input = self.values.len() - 1;
+        let index = self.ops.len();
+        let (field, name, output) = match &kind {
+            OpKind::Layer(layer) | OpKind::View(layer) => {
+                (layer.field.clone(), layer.field.to_string(), layer.output)
+            }
+            OpKind::LinearActivation { linear, activation } => (
+                format_ident!("{}_{}", linear.field, activation.field),
+                format!("{}+{}", linear.field, activation.field),
+                activation.output,
+            ),
+        };
+        let source = match kind {
+            OpKind::View(_) => Source::View(input),
+            _ => Source::Op(index),
+        };
+        self.values.push(Value {
+            shape: output,
+            source,
+        });
+        self.ops.push(Op {
+            kind,
+            input,
+            output: input + 1,
+            field,
+            name,
+        });
+    }
+
+    /// The inference slot of every value (`None` for the caller's input): each op writes the
+    /// buffer its input is not in, the last op the network's output.
+    pub fn slots(&self) -> Vec<Option<Slot>> {
+        let mut slots = vec![None; self.values.len()];
+        for op in &self.ops {
+            slots[op.output] = match self.values[op.output].source {
+                Source::View(of) => slots[of],
+                _ if op.output == self.result() => Some(Slot::Output),
+                _ => Some(slots[self.root(op.input)].map_or(Slot::A, Slot::other)),
+            };
+        }
+        slots
+    }
+}
+
+/// Whether `layer` runs its GEMM with an epilogue.
+fn is_linear(layer: &Layer) -> bool {
+    matches!(layer.kind, Kind::Conv { .. } | Kind::Dense { .. })
+}
+
+/// Whether `layer` is an activation the epilogue applies exactly, with a derivative the
+/// activated output determines (leaky ReLU's slope is at least 0, checked by `valid`).
+fn fuses_into_epilogue(layer: &Layer) -> bool {
+    matches!(
+        layer.kind,
+        Kind::Relu | Kind::LeakyRelu { .. } | Kind::Sigmoid | Kind::Tanh
+    )
+}
+
+/// Both graphs of a network.
+pub struct Plan<'n> {
+    /// Every layer trained up to the logits: all but a final softmax.
+    pub train: Graph<'n>,
+    /// A final softmax, run after the training graph (the loss fuses it with cross-entropy).
+    pub softmax: Option<&'n Layer>,
+    /// Every layer but dropout, final softmax included.
+    pub infer: Graph<'n>,
+}
+
+impl<'n> Plan<'n> {
+    pub fn new(net: &'n Network) -> Self {
+        let softmax = net
+            .ends_with_softmax()
+            .then(|| net.layers.last().expect("validated: not empty"));
+        let body = &net.layers[..net.layers.len() - usize::from(softmax.is_some())];
+        let train: Vec<&Layer> = body.iter().collect();
+        let infer: Vec<&Layer> = net
+            .layers
+            .iter()
+            .filter(|layer| !matches!(layer.kind, Kind::Dropout { .. }))
+            .collect();
+        Plan {
+            train: Graph::build(net.input, &train),
+            softmax,
+            infer: Graph::build(net.input, &infer),
+        }
+    }
+}

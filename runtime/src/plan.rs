@@ -1,0 +1,178 @@
+//! The run-time side of the plan `network!` compiles: the two buffers inference alternates
+//! between ([`InferenceBuffers`]), the description of each op ([`OpInfo`]) and the plan table,
+//! and [`on_pool`], which runs a whole pass on a thread of the rayon pool.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::network::thousands;
+use crate::shape::Shape;
+use crate::tensor::Batch;
+
+/// Where an op's output lives during inference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InferenceSlot {
+    /// One of the two buffers inference alternates between (0 or 1).
+    Buffer(usize),
+    /// The network's output, kept in the workspace for the caller.
+    Output,
+    /// The same storage as the op's input (flatten).
+    View,
+}
+
+/// One op of a compiled network's inference, as the plan table shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpInfo {
+    /// `conv1+relu1` for a fused op, the layer's name otherwise.
+    pub name: &'static str,
+    /// What runs: `conv + relu (GEMM epilogue)`, `view`, or the layer as written.
+    pub runs: &'static str,
+    /// The output shape, outermost first, without the batch axis.
+    pub output: &'static [usize],
+    /// Where inference keeps the output.
+    pub inference: InferenceSlot,
+}
+
+/// The activation storage of inference: two buffers that the ops' outputs alternate between,
+/// whatever their shapes, and the network's output. After the first call at a batch size, a
+/// call allocates nothing and clears nothing.
+pub struct InferenceBuffers<O: Shape> {
+    slots: [Vec<f32>; 2],
+    /// Values of each slot written at least once: a batch taken at most this long needs no
+    /// zero fill.
+    written: [usize; 2],
+    output: Batch<O>,
+}
+
+impl<O: Shape> Default for InferenceBuffers<O> {
+    fn default() -> Self {
+        Self {
+            slots: [Vec::new(), Vec::new()],
+            written: [0; 2],
+            output: Batch::default(),
+        }
+    }
+}
+
+impl<O: Shape> InferenceBuffers<O> {
+    /// Slot `slot`'s storage as a batch of `samples` samples of shape `S` (contents
+    /// unspecified: the op that receives it overwrites it); give it back with
+    /// [`InferenceBuffers::give`].
+    pub fn take<S: Shape>(&mut self, slot: usize, samples: usize) -> Batch<S> {
+        let mut data = std::mem::take(&mut self.slots[slot]);
+        let len = samples * S::LEN;
+        if len <= self.written[slot] {
+            data.truncate(len);
+            // SAFETY: the first `written[slot]` values of this allocation were initialised by
+            // an earlier `resize` (truncation keeps them), and `len` is no more than that.
+            unsafe { data.set_len(len) };
+        } else {
+            data.resize(len, 0.0);
+            self.written[slot] = len;
+        }
+        Batch::from_storage(data, samples)
+    }
+
+    /// Returns a batch's storage to slot `slot`.
+    pub fn give<S: Shape>(&mut self, slot: usize, batch: Batch<S>) {
+        self.slots[slot] = batch.into_storage();
+    }
+
+    /// The network's output of the last call.
+    pub fn output(&self) -> &Batch<O> {
+        &self.output
+    }
+
+    /// Where the last op writes.
+    pub fn output_mut(&mut self) -> &mut Batch<O> {
+        &mut self.output
+    }
+
+    /// Bytes allocated for activations.
+    pub fn bytes(&self) -> usize {
+        let slots: usize = self.slots.iter().map(Vec::capacity).sum();
+        slots * size_of::<f32>() + self.output.capacity_bytes()
+    }
+}
+
+/// Runs `f` on a thread of the rayon pool (directly, when called from one), so the parallel
+/// loops of a whole pass split their work from a pool thread instead of each waking the pool
+/// from outside and waiting for it. Before the first pass that needs `scratch` values of
+/// per-thread scratch, every thread of the global pool reserves that much, so no pass allocates
+/// scratch whichever thread runs which part of it.
+pub fn on_pool<R: Send>(scratch: usize, f: impl FnOnce() -> R + Send) -> R {
+    /// The scratch every thread of the global pool has reserved.
+    static RESERVED: AtomicUsize = AtomicUsize::new(0);
+    if RESERVED.load(Ordering::Acquire) < scratch {
+        rayon::broadcast(|_| crate::kernels::reserve_thread_scratch(scratch));
+        RESERVED.fetch_max(scratch, Ordering::AcqRel);
+    }
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}
+
+/// The plan table of a network whose inference runs `ops` and whose training keeps
+/// `training_values` values per sample (op outputs and their gradients), with the bytes of the
+/// activation buffers of both at `batch` samples.
+pub fn plan_table(name: &str, ops: &[OpInfo], training_values: usize, batch: usize) -> String {
+    let mut slot_values = [0usize; 2];
+    let mut output_values = 0;
+    let rows: Vec<[String; 4]> = ops
+        .iter()
+        .map(|op| {
+            let values: usize = op.output.iter().product();
+            let place = match op.inference {
+                InferenceSlot::Buffer(slot) => {
+                    slot_values[slot] = slot_values[slot].max(values);
+                    format!("buffer {}", ["A", "B"][slot])
+                }
+                InferenceSlot::Output => {
+                    output_values = values;
+                    "output".to_string()
+                }
+                InferenceSlot::View => "view of its input".to_string(),
+            };
+            let dims: Vec<String> = op.output.iter().map(ToString::to_string).collect();
+            [
+                op.name.to_string(),
+                op.runs.to_string(),
+                format!("({})", dims.join(", ")),
+                place,
+            ]
+        })
+        .collect();
+    let headers = ["Op", "Runs", "Output", "Inference keeps it in"];
+    let widths: Vec<usize> = (0..4)
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .chain([headers[column].len()])
+                .max()
+                .unwrap_or(0)
+                + 2
+        })
+        .collect();
+    let line = |cells: [&str; 4]| {
+        let mut line = String::from(" ");
+        for (cell, width) in cells.iter().zip(&widths) {
+            let _ = write!(line, "{cell:<width$}");
+        }
+        line.trim_end().to_string() + "\n"
+    };
+    let mut out = format!("Plan of \"{name}\"\n") + &line(headers);
+    for row in &rows {
+        out += &line([&row[0], &row[1], &row[2], &row[3]]);
+    }
+    let bytes = |values: usize| thousands(values * batch * size_of::<f32>());
+    let _ = writeln!(
+        out,
+        "Activations at batch {batch}: inference {} bytes (two buffers and the output), \
+         training {} bytes (each op's output and its gradient)",
+        bytes(slot_values[0] + slot_values[1] + output_values),
+        bytes(training_values)
+    );
+    out
+}
