@@ -132,11 +132,8 @@ impl<'n> Graph<'n> {
                     },
                     2,
                 ),
-                // A view of the caller's input could not be returned from the workspace, nor a
-                // view be the network's result.
-                _ if matches!(layer.kind, Kind::Flatten) && i > 0 && !is_last => {
-                    (OpKind::View(layer), 1)
-                }
+                // The network's result lives in the workspace, so it is never a view.
+                _ if matches!(layer.kind, Kind::Flatten) && !is_last => (OpKind::View(layer), 1),
                 _ => (OpKind::Layer(layer), 1),
             };
             graph.push(kind);

@@ -380,7 +380,10 @@ pub fn gemm_parallel<'e>(
         "gemm shapes disagree: A has {} rows, C {}",
         a.rows, c.rows
     );
-    if c.rows == 1 {
+    if c.rows == 1 && threads >= 2 {
+        if a.cols >= 2 * ROW_PRODUCT_PART && !epilogue.accumulate {
+            return row_product_split_along_k(c, a, b, epilogue);
+        }
         let parts = threads
             .min(muls / MIN_MULS_PER_COLUMN_PART)
             .min(c.cols / PANEL);
@@ -423,6 +426,45 @@ pub fn gemm_parallel<'e>(
                 gemm(c, a.block(start, part_rows, 0, a.cols), b, epilogue)
             }
         });
+}
+
+/// Rows of `B` per task when a single row's product is split along `K`.
+const ROW_PRODUCT_PART: usize = 512;
+
+/// Scratch values [`gemm_parallel`] borrows for a `1 × k` by `k × n` product.
+pub const fn row_product_scratch(k: usize, n: usize) -> usize {
+    if k >= 2 * ROW_PRODUCT_PART {
+        k.div_ceil(ROW_PRODUCT_PART) * n
+    } else {
+        0
+    }
+}
+
+/// A single row's product (batch-1 inference of a wide dense layer, bound by reading `B`), split
+/// along `K` into fixed parts of [`ROW_PRODUCT_PART`] rows of `B`: each task streams its rows of
+/// `B` front to back into its own partial row, and the partial rows are added in order (so the
+/// result does not depend on the number of threads), then the epilogue.
+fn row_product_split_along_k(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, epilogue: Epilogue<'_>) {
+    let (k, n) = (a.cols, c.cols);
+    let parts = k.div_ceil(ROW_PRODUCT_PART);
+    super::with_scratch(parts * n, |partials| {
+        partials
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(part, partial)| {
+                let k0 = part * ROW_PRODUCT_PART;
+                let kc = ROW_PRODUCT_PART.min(k - k0);
+                let partial = MatMut::row_major(partial, 1, n);
+                gemm(partial, a.block(0, 1, k0, kc), b.block(k0, kc, 0, n), false);
+            });
+        for (j, value) in c.data[..n].iter_mut().enumerate() {
+            let mut sum = epilogue.bias.map_or(0.0, |bias| bias[j]);
+            for partial in partials.chunks(n) {
+                sum += partial[j];
+            }
+            *value = epilogue.activation.apply(sum);
+        }
+    });
 }
 
 thread_local! {

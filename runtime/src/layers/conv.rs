@@ -119,6 +119,12 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     const PIXELS: usize = O::H * O::W;
     const PAD_TOP: usize = padding_before(I::H, K, STRIDE, P::SAME);
     const PAD_LEFT: usize = padding_before(I::W, K, STRIDE, P::SAME);
+    /// Whether inference reads patches straight from the image instead of copying them
+    /// (im2col): without padding, the patches of one output row restricted to one kernel row
+    /// are a matrix whose rows lie `STRIDE · C` apart in the image, so the convolution is `K`
+    /// GEMMs per output row, accumulated. Patch rows shorter than 16 values (one input channel)
+    /// keep im2col, where the copy is cheap and one large GEMM beats many small ones.
+    const DIRECT: bool = !P::SAME && K * I::C >= 16;
 
     /// Evaluated when the layer is built: the declared shapes must be what the convolution makes.
     const SHAPES_AGREE: () = {
@@ -199,6 +205,49 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
                 None => dst.fill(0.0),
             }
         });
+    }
+
+    /// `out = activation(conv(image) + b)` for output rows `rows` of one image, `out` holding
+    /// exactly those rows: straight from the image when [`Self::DIRECT`], through im2col
+    /// otherwise.
+    fn forward_rows(
+        &self,
+        image: &[f32],
+        rows: Range<usize>,
+        out: &mut [f32],
+        activation: ActivationKind,
+    ) {
+        if !Self::DIRECT {
+            let pixels = rows.start * O::W..rows.end * O::W;
+            return self.forward_pixels(image, pixels, out, activation);
+        }
+        let row_run = K * I::C;
+        // Kernel rows outermost, so each one's weights stay in L1 across the output rows.
+        for kh in 0..K {
+            let weight = &self.params.weight[kh * row_run * O::C..(kh + 1) * row_run * O::C];
+            let epilogue = Epilogue {
+                accumulate: kh > 0,
+                bias: (kh == 0).then_some(&self.params.bias[..]),
+                activation: if kh + 1 == K {
+                    activation
+                } else {
+                    ActivationKind::Identity
+                },
+            };
+            for (oh, out_row) in rows.clone().zip(out.chunks_mut(O::W * O::C)) {
+                // Output row `oh`'s patches restricted to kernel row `kh`: pixel `ow` reads the
+                // `K · C` values from `(oh · STRIDE + kh, ow · STRIDE)` on, so the rows of this
+                // matrix are `STRIDE · C` apart in the image.
+                let first = (oh * STRIDE + kh) * I::W * I::C;
+                let patches = MatRef::strided(&image[first..], O::W, row_run, STRIDE * I::C, 1);
+                gemm(
+                    MatMut::row_major(out_row, O::W, O::C),
+                    patches,
+                    MatRef::row_major(weight, row_run, O::C),
+                    epilogue,
+                );
+            }
+        }
     }
 
     /// `out = activation(patches(pixels) · W + b)` for output pixels `pixels` of one image, `out`
@@ -368,28 +417,28 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Linear
     ) {
         let () = Self::SHAPES_AGREE;
         let samples = input.len();
-        let parts = pixel_parts(samples, Self::PIXELS, Self::PATCH * O::C);
+        let parts = pixel_parts(samples, O::H, O::W * Self::PATCH * O::C);
         if parts < 2 {
             for_each_sample_group(input, output, |images, outputs| {
                 for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
-                    self.forward_pixels(image, 0..Self::PIXELS, out, activation);
+                    self.forward_rows(image, 0..O::H, out, activation);
                 }
             });
             return;
         }
         output.resize(samples);
-        let pixels_per_part = Self::PIXELS.div_ceil(parts);
+        let rows_per_part = O::H.div_ceil(parts);
         for (image, out) in input
             .as_slice()
             .chunks(I::LEN)
             .zip(output.as_mut_slice().chunks_mut(O::LEN))
         {
-            out.par_chunks_mut(pixels_per_part * O::C)
+            out.par_chunks_mut(rows_per_part * O::W * O::C)
                 .enumerate()
                 .for_each(|(part, out)| {
-                    let start = part * pixels_per_part;
-                    let pixels = start..start + out.len() / O::C;
-                    self.forward_pixels(image, pixels, out, activation);
+                    let start = part * rows_per_part;
+                    let rows = start..start + out.len() / (O::W * O::C);
+                    self.forward_rows(image, rows, out, activation);
                 });
         }
     }
@@ -491,6 +540,10 @@ mod tests {
         matches_reference::<Hwc<5, 7, 3>, Hwc<5, 7, 2>, 2, 1, Same>(2);
         matches_reference::<Hwc<6, 6, 1>, Hwc<3, 3, 3>, 4, 2, Same>(2);
         matches_reference::<Hwc<9, 9, 2>, Hwc<9, 9, 17>, 5, 1, Same>(2);
+        // Valid padding with patch rows of at least 16 values: read straight from the image.
+        matches_reference::<Hwc<9, 8, 8>, Hwc<4, 3, 5>, 3, 2, Valid>(3);
+        matches_reference::<Hwc<7, 6, 6>, Hwc<5, 4, 70>, 3, 1, Valid>(1);
+        matches_reference::<Hwc<5, 5, 16>, Hwc<2, 2, 3>, 4, 1, Valid>(2);
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub trait Linear: Layer {
 }
 
 /// Multiply-adds one part of a split sample must have to gain from another thread.
-const MIN_MULS_PER_PART: usize = 1 << 19;
+const MIN_MULS_PER_PART: usize = 1 << 16;
 
 /// How many parts to split each sample's `pixels` output rows into (1: run whole samples per
 /// thread instead): only when the batch has fewer samples than the pool has threads and each

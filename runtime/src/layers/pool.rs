@@ -185,10 +185,16 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
         for_each_sample_group(input, output, |images, outputs| {
             for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
                 for (pixel, y) in out.chunks_mut(O::C).enumerate() {
+                    let (oh, ow) = (pixel / O::W, pixel % O::W);
                     y.fill(Op::START);
-                    for offset in Self::window(pixel / O::W, pixel % O::W) {
-                        for (y, &x) in y.iter_mut().zip(&image[offset..offset + I::C]) {
-                            *y = Op::combine(*y, x);
+                    // Plain loops rather than `window`'s iterator: this runs at inference and
+                    // the nested adaptor kept the channel loop from vectorising well.
+                    for kh in 0..K {
+                        let row = ((oh * STRIDE + kh) * I::W + ow * STRIDE) * I::C;
+                        for x in image[row..row + K * I::C].chunks_exact(I::C) {
+                            for (y, &x) in y.iter_mut().zip(x) {
+                                *y = Op::combine(*y, x);
+                            }
                         }
                     }
                     y.iter_mut().for_each(|y| *y = Op::finish(*y, Self::WINDOW));
