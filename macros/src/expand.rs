@@ -147,6 +147,7 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
             quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, &mut workspace.#state.output);)
         }
         OpKind::View(_) => quote!(),
+        OpKind::ConvPool { .. } => unreachable!("pooling is fused at inference only"),
     }
 }
 
@@ -182,6 +183,7 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
             }
         }
         OpKind::View(_) => quote!(),
+        OpKind::ConvPool { .. } => unreachable!("pooling is fused at inference only"),
     }
 }
 
@@ -235,6 +237,21 @@ fn infer_op(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
             let (linear, activation) = (&linear.field, &activation.field);
             quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, #target);)
         }
+        OpKind::ConvPool {
+            conv,
+            activation,
+            pool,
+        } => {
+            let (conv, pool) = (&conv.field, &pool.field);
+            let activation = match activation {
+                Some(layer) => {
+                    let field = &layer.field;
+                    quote!(::constnet::layers::ActivationFn::kind(&self.#field.function))
+                }
+                None => quote!(::constnet::kernels::elementwise::ActivationKind::Identity),
+            };
+            quote!(::constnet::layers::conv_activation_pool_forward(&self.#conv, #activation, &self.#pool, #input, #target);)
+        }
         OpKind::View(_) => unreachable!("returned above"),
     };
     let root = graph.root(op.input);
@@ -268,6 +285,17 @@ fn op_info(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
             format!("{} + {} (epilogue)", linear.spec, activation.spec)
         }
         OpKind::View(layer) => format!("{} (view)", layer.spec),
+        OpKind::ConvPool {
+            conv,
+            activation,
+            pool,
+        } => match activation {
+            Some(activation) => format!(
+                "{} + {} (epilogue) + {} (from scratch)",
+                conv.spec, activation.spec, pool.spec
+            ),
+            None => format!("{} + {} (from scratch)", conv.spec, pool.spec),
+        },
     };
     let output = shape_type(graph.values[op.output].shape);
     let inference = match (&op.kind, slots[op.output]) {

@@ -11,7 +11,9 @@
 //!
 //! Fusion: a convolution or dense layer directly followed by relu, leaky_relu, sigmoid or tanh
 //! becomes one op with the activation in its GEMM epilogue; its backward takes the activation's
-//! derivative from the output, which the fused op keeps instead of the pre-activation.
+//! derivative from the output, which the fused op keeps instead of the pre-activation. At
+//! inference, a convolution (with its activation) directly followed by pooling is one op too:
+//! each image's convolution output stays in per-thread scratch, pooled while it is in cache.
 
 use proc_macro2::Ident;
 use quote::format_ident;
@@ -49,6 +51,13 @@ pub enum OpKind<'n> {
     },
     /// Flatten as a view: no work, no storage.
     View(&'n Layer),
+    /// At inference, a convolution (with the activation after it, if any, in its epilogue)
+    /// and the pooling after that, each image's convolution output pooled from scratch.
+    ConvPool {
+        conv: &'n Layer,
+        activation: Option<&'n Layer>,
+        pool: &'n Layer,
+    },
 }
 
 /// One op of a graph.
@@ -68,6 +77,7 @@ impl Op<'_> {
         match &self.kind {
             OpKind::Layer(layer) | OpKind::View(layer) => layer,
             OpKind::LinearActivation { linear, .. } => linear,
+            OpKind::ConvPool { conv, .. } => conv,
         }
     }
 }
@@ -111,8 +121,9 @@ impl<'n> Graph<'n> {
     }
 
     /// The graph of `layers`, fed the network input of shape `input`, fusing and viewing
-    /// where the rules in the module documentation allow.
-    fn build(input: Shape, layers: &[&'n Layer]) -> Self {
+    /// where the rules in the module documentation allow (pooling into the convolution before
+    /// it with `fuse_pooling`).
+    fn build(input: Shape, layers: &[&'n Layer], fuse_pooling: bool) -> Self {
         let mut graph = Graph {
             values: vec![Value {
                 shape: input,
@@ -120,24 +131,11 @@ impl<'n> Graph<'n> {
             }],
             ops: Vec::new(),
         };
-        let mut i = 0;
-        while i < layers.len() {
-            let layer = layers[i];
-            let is_last = i + 1 == layers.len();
-            let (kind, consumed) = match layers.get(i + 1) {
-                Some(next) if is_linear(layer) && fuses_into_epilogue(next) => (
-                    OpKind::LinearActivation {
-                        linear: layer,
-                        activation: next,
-                    },
-                    2,
-                ),
-                // The network's result lives in the workspace, so it is never a view.
-                _ if matches!(layer.kind, Kind::Flatten) && !is_last => (OpKind::View(layer), 1),
-                _ => (OpKind::Layer(layer), 1),
-            };
+        let mut rest = layers;
+        while !rest.is_empty() {
+            let (kind, consumed) = next_op(rest, fuse_pooling);
             graph.push(kind);
-            i += consumed;
+            rest = &rest[consumed..];
         }
         graph
     }
@@ -154,6 +152,22 @@ impl<'n> Graph<'n> {
                 format!("{}+{}", linear.field, activation.field),
                 activation.output,
             ),
+            OpKind::ConvPool {
+                conv,
+                activation,
+                pool,
+            } => {
+                let fields: Vec<String> = [Some(conv), activation.as_ref(), Some(pool)]
+                    .into_iter()
+                    .flatten()
+                    .map(|layer| layer.field.to_string())
+                    .collect();
+                (
+                    format_ident!("{}", fields.join("_")),
+                    fields.join("+"),
+                    pool.output,
+                )
+            }
         };
         let source = match kind {
             OpKind::View(_) => Source::View(input),
@@ -184,6 +198,37 @@ impl<'n> Graph<'n> {
             };
         }
         slots
+    }
+}
+
+/// The op that starts at `layers[0]`, and how many layers it takes.
+fn next_op<'n>(layers: &[&'n Layer], fuse_pooling: bool) -> (OpKind<'n>, usize) {
+    let first = layers[0];
+    if fuse_pooling && matches!(first.kind, Kind::Conv { .. }) {
+        let activation = layers.get(1).copied().filter(|l| fuses_into_epilogue(l));
+        let pool_at = 1 + usize::from(activation.is_some());
+        if let Some(&pool) = layers.get(pool_at) {
+            if matches!(pool.kind, Kind::Pool { .. }) {
+                let kind = OpKind::ConvPool {
+                    conv: first,
+                    activation,
+                    pool,
+                };
+                return (kind, pool_at + 1);
+            }
+        }
+    }
+    match layers.get(1) {
+        Some(next) if is_linear(first) && fuses_into_epilogue(next) => (
+            OpKind::LinearActivation {
+                linear: first,
+                activation: next,
+            },
+            2,
+        ),
+        // The network's result lives in the workspace, so it is never a view.
+        Some(_) if matches!(first.kind, Kind::Flatten) => (OpKind::View(first), 1),
+        _ => (OpKind::Layer(first), 1),
     }
 }
 
@@ -224,9 +269,9 @@ impl<'n> Plan<'n> {
             .filter(|layer| !matches!(layer.kind, Kind::Dropout { .. }))
             .collect();
         Plan {
-            train: Graph::build(net.input, &train),
+            train: Graph::build(net.input, &train, false),
             softmax,
-            infer: Graph::build(net.input, &infer),
+            infer: Graph::build(net.input, &infer, true),
         }
     }
 }

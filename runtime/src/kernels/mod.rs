@@ -121,12 +121,17 @@ pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     result
 }
 
-/// Makes sure this thread can lend a scratch buffer of `len` values, and pack any GEMM panel,
-/// without allocating.
+/// Makes sure this thread can lend two nested scratch buffers of `len` values (a fused op's
+/// intermediate and a kernel's patches inside it), and pack any GEMM panel, without allocating.
 pub fn reserve_thread_scratch(len: usize) {
-    SCRATCH_POOL.with_borrow_mut(|pool| match pool.last_mut() {
-        Some(buffer) => buffer.reserve(len.saturating_sub(buffer.len())),
-        None => pool.push(Vec::with_capacity(len)),
+    const DEPTH: usize = 2;
+    SCRATCH_POOL.with_borrow_mut(|pool| {
+        while pool.len() < DEPTH {
+            pool.push(Vec::new());
+        }
+        for buffer in pool.iter_mut().rev().take(DEPTH) {
+            buffer.reserve(len.saturating_sub(buffer.len()));
+        }
     });
     gemm::reserve_packing();
 }

@@ -24,7 +24,7 @@ use rand::Rng;
 use rayon::prelude::*;
 
 use super::fused::{Linear, pixel_parts};
-use super::{GRADIENT_GROUP, Layer, WeightBias, for_each_sample_group, sum_in_order};
+use super::{GRADIENT_GROUP, Layer, WeightBias, for_each_sample_group, max, sum_in_order};
 use crate::init::Init;
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
@@ -210,7 +210,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     /// `out = activation(conv(image) + b)` for output rows `rows` of one image, `out` holding
     /// exactly those rows: straight from the image when [`Self::DIRECT`], through im2col
     /// otherwise.
-    fn forward_rows(
+    pub(crate) fn forward_rows(
         &self,
         image: &[f32],
         rows: Range<usize>,
@@ -337,7 +337,9 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     type Grads = WeightBias;
     type Cache = ConvCache;
     const PARAMS: usize = K * K * I::C * O::C + O::C;
-    const SCRATCH: usize = Self::PIXELS * Self::PATCH;
+    /// The patch matrix of one image (im2col), or one image's output (which a fused pooling
+    /// op keeps in scratch).
+    const SCRATCH: usize = max(Self::PIXELS * Self::PATCH, O::LEN);
 
     fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _workspace: &mut ConvCache) {
         self.forward_activated(input, output, ActivationKind::Identity);

@@ -1,12 +1,18 @@
 //! The fused operations a network's plan chooses: a linear layer (convolution or dense) with
-//! the activation after it, computed as one op. Forward applies the activation in the GEMM's
+//! the activation after it, computed as one op; and, at inference, a convolution with its
+//! activation and the pooling after it, each image's convolution output pooled from per-thread
+//! scratch while it is in cache instead of written to memory and read back. Forward applies the activation in the GEMM's
 //! epilogue while each tile is in registers, so the pre-activation is never written; backward
 //! turns the gradient of the activated output into the gradient of the pre-activation in place
 //! (`f'` taken from the output, [`ActivationFn::derivative_from_output`]) and runs the linear
 //! layer's backward. Both equal the two unfused layers bit for bit.
 
-use super::{ActivationFn, Layer};
+use rayon::prelude::*;
+
+use super::{ActivationFn, Conv2d, Layer, Padding, Pool2d, PoolOp, for_each_sample_group};
 use crate::kernels::elementwise::ActivationKind;
+use crate::kernels::with_scratch;
+use crate::shape::Image;
 use crate::tensor::Batch;
 
 /// A layer computing `activation(linear(x) + bias)` with the activation in its GEMM epilogue:
@@ -71,6 +77,67 @@ pub fn linear_activation_backward<L: Linear, F: ActivationFn>(
     linear.backward(input, output, grad_output, cache, grad_input, grads);
 }
 
+/// Inference of a convolution, `activation` (in its GEMM epilogue) and the pooling after it:
+/// `output = pool(activation(conv(input)))`. Each image's convolution output (at batches
+/// smaller than the pool, each part's rows of it) lives only in per-thread scratch, pooled
+/// right after it is computed.
+pub fn conv_activation_pool_forward<
+    I: Image,
+    M: Image,
+    O: Image,
+    const K: usize,
+    const STRIDE: usize,
+    P: Padding,
+    Op: PoolOp,
+    const POOL: usize,
+    const POOL_STRIDE: usize,
+>(
+    conv: &Conv2d<I, M, K, STRIDE, P>,
+    activation: ActivationKind,
+    // Stateless: it names the pooling's type.
+    _pool: &Pool2d<M, O, Op, POOL, POOL_STRIDE>,
+    input: &Batch<I>,
+    output: &mut Batch<O>,
+) {
+    // Convolution rows `first..end` feed output rows `rows` of the pooling.
+    let conv_rows = |rows: &std::ops::Range<usize>| {
+        let first = rows.start * POOL_STRIDE;
+        first..((rows.end - 1) * POOL_STRIDE + POOL).min(M::H)
+    };
+    let pooled_rows = |image: &[f32], rows: std::ops::Range<usize>, out: &mut [f32]| {
+        let needed = conv_rows(&rows);
+        with_scratch(needed.len() * M::W * M::C, |conv_out| {
+            conv.forward_rows(image, needed.clone(), conv_out, activation);
+            Pool2d::<M, O, Op, POOL, POOL_STRIDE>::pool_rows(conv_out, needed.start, rows, out);
+        });
+    };
+    let samples = input.len();
+    let muls_per_row = POOL_STRIDE * M::W * K * K * I::C * M::C;
+    let parts = pixel_parts(samples, O::H, muls_per_row);
+    if parts < 2 {
+        for_each_sample_group(input, output, |images, outputs| {
+            for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
+                pooled_rows(image, 0..O::H, out);
+            }
+        });
+        return;
+    }
+    output.resize(samples);
+    let rows_per_part = O::H.div_ceil(parts);
+    for (image, out) in input
+        .as_slice()
+        .chunks(I::LEN)
+        .zip(output.as_mut_slice().chunks_mut(O::LEN))
+    {
+        out.par_chunks_mut(rows_per_part * O::W * O::C)
+            .enumerate()
+            .for_each(|(part, out)| {
+                let start = part * rows_per_part;
+                pooled_rows(image, start..start + out.len() / (O::W * O::C), out);
+            });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::RngExt;
@@ -78,7 +145,8 @@ mod tests {
     use super::*;
     use crate::init::seeded_rng;
     use crate::layers::{
-        Activation, Conv2d, Dense, LeakyReluFn, ReluFn, Same, SigmoidFn, TanhFn, Valid,
+        Activation, Conv2d, Dense, LeakyReluFn, Pool2d, PoolOp, ReluFn, Same, SigmoidFn, TanhFn,
+        Valid,
     };
     use crate::shape::{Hwc, Shape};
 
@@ -178,6 +246,66 @@ mod tests {
             Conv2d::<Hwc<26, 26, 32>, Hwc<24, 24, 64>, 3>::new(&mut rng),
             1,
         );
+    }
+
+    /// Inference of the fused convolution, activation and pooling against the three layers,
+    /// bit for bit.
+    fn conv_pool_equals_the_three_layers<
+        I: Image,
+        M: Image,
+        O: Image,
+        const K: usize,
+        const S: usize,
+        P: Padding,
+        Op: PoolOp,
+        const PK: usize,
+        const PS: usize,
+    >(
+        conv: Conv2d<I, M, K, S, P>,
+        activation: ActivationKind,
+        samples: usize,
+    ) {
+        let pool = Pool2d::<M, O, Op, PK, PS>::new();
+        let x = random::<I>(samples, 3);
+        let mut conv_out = Batch::default();
+        conv.forward_activated(&x, &mut conv_out, activation);
+        let mut want = Batch::default();
+        pool.forward(&conv_out, &mut want, &mut Default::default());
+        let mut got = Batch::default();
+        conv_activation_pool_forward(&conv, activation, &pool, &x, &mut got);
+        let what = format!(
+            "{}, {activation:?}, {samples} samples",
+            std::any::type_name::<O>()
+        );
+        assert_eq!(got.as_slice(), want.as_slice(), "{what}");
+    }
+
+    #[test]
+    fn conv_activation_pool_equals_the_three_layers() {
+        use crate::layers::{Avg, Max};
+        let mut rng = seeded_rng(7);
+        for samples in [1, 3] {
+            conv_pool_equals_the_three_layers::<_, _, Hwc<12, 12, 64>, 3, 1, Valid, Max, 2, 2>(
+                Conv2d::<Hwc<26, 26, 32>, Hwc<24, 24, 64>, 3>::new(&mut rng),
+                ActivationKind::Relu,
+                samples,
+            );
+            conv_pool_equals_the_three_layers::<_, _, Hwc<3, 2, 5>, 3, 1, Valid, Max, 3, 2>(
+                Conv2d::<Hwc<9, 8, 8>, Hwc<7, 6, 5>, 3>::new(&mut rng),
+                ActivationKind::Tanh,
+                samples,
+            );
+            conv_pool_equals_the_three_layers::<_, _, Hwc<2, 3, 4>, 3, 2, Same, Avg, 2, 2>(
+                Conv2d::<Hwc<9, 13, 1>, Hwc<5, 7, 4>, 3, 2, Same>::new(&mut rng),
+                ActivationKind::Identity,
+                samples,
+            );
+            conv_pool_equals_the_three_layers::<_, _, Hwc<12, 12, 32>, 5, 1, Valid, Max, 2, 2>(
+                Conv2d::<Hwc<28, 28, 1>, Hwc<24, 24, 32>, 5>::new(&mut rng),
+                ActivationKind::Relu,
+                samples,
+            );
+        }
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub use conv::{Conv2d, ConvCache, Padding, Same, Valid, conv_output_len, padding
 pub use dense::Dense;
 pub use dropout::{Dropout, DropoutCache};
 pub use flatten::Flatten;
-pub use fused::{Linear, linear_activation_backward, linear_activation_forward};
+pub use fused::{
+    Linear, conv_activation_pool_forward, linear_activation_backward, linear_activation_forward,
+};
 pub use params::{
     NoParams, ParamSet, TensorVisitor, TensorVisitorMut, UpdateVisitor, WeightBias,
     update_layer_params, visit_layer_buffers, visit_layer_buffers_mut, visit_layer_params,

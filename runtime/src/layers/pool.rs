@@ -8,6 +8,7 @@
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -131,6 +132,33 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
         })
     }
 
+    /// Pools output rows `rows` into `out` (exactly those rows) from `input_rows`, which holds
+    /// input rows `first_input_row..` of one image: every row those windows cover.
+    pub(crate) fn pool_rows(
+        input_rows: &[f32],
+        first_input_row: usize,
+        rows: Range<usize>,
+        out: &mut [f32],
+    ) {
+        let first_row = rows.start;
+        for (pixel, y) in out.chunks_mut(O::C).enumerate() {
+            let (oh, ow) = (first_row + pixel / O::W, pixel % O::W);
+            y.fill(Op::START);
+            // Plain loops rather than `window`'s iterator: this runs at inference, and the
+            // nested adaptor kept the channel loop from vectorising well.
+            for kh in 0..K {
+                let row = oh * STRIDE + kh - first_input_row;
+                let start = (row * I::W + ow * STRIDE) * I::C;
+                for x in input_rows[start..start + K * I::C].chunks_exact(I::C) {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = Op::combine(*y, x);
+                    }
+                }
+            }
+            y.iter_mut().for_each(|y| *y = Op::finish(*y, Self::WINDOW));
+        }
+    }
+
     /// A selecting op's forward pass over one image, recording in `selected` the offset of the
     /// input value each output value is: the first of its window that `combine` kept.
     fn select_image(image: &[f32], out: &mut [f32], selected: &mut [u32]) {
@@ -184,21 +212,7 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
         let () = Self::SHAPES_AGREE;
         for_each_sample_group(input, output, |images, outputs| {
             for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
-                for (pixel, y) in out.chunks_mut(O::C).enumerate() {
-                    let (oh, ow) = (pixel / O::W, pixel % O::W);
-                    y.fill(Op::START);
-                    // Plain loops rather than `window`'s iterator: this runs at inference and
-                    // the nested adaptor kept the channel loop from vectorising well.
-                    for kh in 0..K {
-                        let row = ((oh * STRIDE + kh) * I::W + ow * STRIDE) * I::C;
-                        for x in image[row..row + K * I::C].chunks_exact(I::C) {
-                            for (y, &x) in y.iter_mut().zip(x) {
-                                *y = Op::combine(*y, x);
-                            }
-                        }
-                    }
-                    y.iter_mut().for_each(|y| *y = Op::finish(*y, Self::WINDOW));
-                }
+                Self::pool_rows(image, 0, 0..O::H, out);
             }
         });
     }
