@@ -207,15 +207,15 @@ fn next_op<'n>(layers: &[&'n Layer], fuse_pooling: bool) -> (OpKind<'n>, usize) 
     if fuse_pooling && matches!(first.kind, Kind::Conv { .. }) {
         let activation = layers.get(1).copied().filter(|l| fuses_into_epilogue(l));
         let pool_at = 1 + usize::from(activation.is_some());
-        if let Some(&pool) = layers.get(pool_at) {
-            if matches!(pool.kind, Kind::Pool { .. }) {
-                let kind = OpKind::ConvPool {
-                    conv: first,
-                    activation,
-                    pool,
-                };
-                return (kind, pool_at + 1);
-            }
+        if let Some(&pool) = layers.get(pool_at)
+            && matches!(pool.kind, Kind::Pool { .. })
+        {
+            let kind = OpKind::ConvPool {
+                conv: first,
+                activation,
+                pool,
+            };
+            return (kind, pool_at + 1);
         }
     }
     match layers.get(1) {
