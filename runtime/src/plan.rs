@@ -3,7 +3,6 @@
 //! and [`on_pool`], which runs a whole pass on a thread of the rayon pool.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::network::thousands;
 use crate::shape::Shape;
@@ -97,20 +96,22 @@ impl<O: Shape> InferenceBuffers<O> {
 
 /// Runs `f` on a thread of the rayon pool (directly, when called from one), so the parallel
 /// loops of a whole pass split their work from a pool thread instead of each waking the pool
-/// from outside and waiting for it. Before the first pass that needs `scratch` values of
-/// per-thread scratch, every thread of the global pool reserves that much, so no pass allocates
-/// scratch whichever thread runs which part of it.
+/// from outside and waiting for it.
+///
+/// The first pass on a pool that needs `scratch` values of per-thread scratch prepares every
+/// thread of that pool ([`crate::kernels::prepare_thread`]): it reserves that much scratch, so no
+/// pass allocates whichever thread runs which part of it, and flushes denormal floats to zero.
 pub fn on_pool<R: Send>(scratch: usize, f: impl FnOnce() -> R + Send) -> R {
-    /// The scratch every thread of the global pool has reserved.
-    static RESERVED: AtomicUsize = AtomicUsize::new(0);
-    if RESERVED.load(Ordering::Acquire) < scratch {
-        rayon::broadcast(|_| crate::kernels::reserve_thread_scratch(scratch));
-        RESERVED.fetch_max(scratch, Ordering::AcqRel);
-    }
-    if rayon::current_thread_index().is_some() {
+    let prepared_then_f = || {
+        if !crate::kernels::thread_prepared_for(scratch) {
+            rayon::broadcast(|_| crate::kernels::prepare_thread(scratch));
+        }
         f()
+    };
+    if rayon::current_thread_index().is_some() {
+        prepared_then_f()
     } else {
-        rayon::scope(|_| f())
+        rayon::scope(|_| prepared_then_f())
     }
 }
 

@@ -369,7 +369,7 @@ pub fn gemm_parallel<'e>(
     b: MatRef<'_>,
     epilogue: impl Into<Epilogue<'e>>,
 ) {
-    const MIN_MULS_PER_PART: usize = 1 << 20;
+    const MIN_MULS_PER_PART: usize = 1 << 22;
     const MIN_MULS_PER_COLUMN_PART: usize = 1 << 18;
     const PANEL: usize = 64;
     let epilogue = epilogue.into();

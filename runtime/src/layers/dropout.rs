@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-use super::Layer;
+use super::{Layer, MIN_TASK_VALUES};
 use crate::init::SeededRng;
 use crate::shape::Shape;
 use crate::tensor::Batch;
@@ -106,6 +106,7 @@ impl<S: Shape> Layer for Dropout<S> {
             .zip(output.as_mut_slice().par_chunks_mut(S::LEN))
             .zip(input.as_slice().par_chunks(S::LEN))
             .enumerate()
+            .with_min_len(MIN_TASK_VALUES.div_ceil(S::LEN))
             .for_each(|(sample, ((kept, y), x))| {
                 let mut rng = SeededRng::seed_from_u64(mask_seed(seed, call, sample as u64));
                 for k in kept.iter_mut() {

@@ -9,7 +9,9 @@
 
 use rayon::prelude::*;
 
-use super::{ActivationFn, Conv2d, Layer, Padding, Pool2d, PoolOp, for_each_sample_group};
+use super::{
+    ActivationFn, Conv2d, Layer, MIN_TASK_VALUES, Padding, Pool2d, PoolOp, for_each_sample_group,
+};
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::with_scratch;
 use crate::shape::Image;
@@ -71,9 +73,15 @@ pub fn linear_activation_backward<L: Linear, F: ActivationFn>(
     grad_input: Option<&mut Batch<L::Input>>,
     grads: &mut L::Grads,
 ) {
-    for (grad, &y) in grad_output.as_mut_slice().iter_mut().zip(output.as_slice()) {
-        *grad *= activation.derivative_from_output(y);
-    }
+    grad_output
+        .as_mut_slice()
+        .par_chunks_mut(MIN_TASK_VALUES)
+        .zip(output.as_slice().par_chunks(MIN_TASK_VALUES))
+        .for_each(|(grads, outputs)| {
+            for (grad, &y) in grads.iter_mut().zip(outputs) {
+                *grad *= activation.derivative_from_output(y);
+            }
+        });
     linear.backward(input, output, grad_output, cache, grad_input, grads);
 }
 

@@ -72,9 +72,16 @@ pub const fn max(a: usize, b: usize) -> usize {
     if a > b { a } else { b }
 }
 
-/// Samples per rayon task: one contiguous group per thread.
-pub(crate) fn samples_per_task(samples: usize) -> usize {
-    samples.div_ceil(rayon::current_num_threads()).max(1)
+/// Fewest values (read and written) a parallel task of an element-wise or per-sample pass is
+/// given: below it, waking another thread costs more than the task.
+pub(crate) const MIN_TASK_VALUES: usize = 1 << 15;
+
+/// Samples per rayon task, each sample touching `values_per_sample` values: one contiguous group
+/// per thread, but no group smaller than [`MIN_TASK_VALUES`] values.
+pub(crate) fn samples_per_task(samples: usize, values_per_sample: usize) -> usize {
+    let per_thread = samples.div_ceil(rayon::current_num_threads());
+    let smallest = MIN_TASK_VALUES.div_ceil(values_per_sample.max(1));
+    per_thread.max(smallest).max(1)
 }
 
 /// Resizes `output` to `input`'s number of samples and runs `f(inputs, outputs)` in parallel on
@@ -86,7 +93,7 @@ pub(crate) fn for_each_sample_group<I: Shape, O: Shape>(
     f: impl Fn(&[f32], &mut [f32]) + Sync,
 ) {
     output.resize(input.len());
-    let group = samples_per_task(input.len());
+    let group = samples_per_task(input.len(), I::LEN + O::LEN);
     input
         .as_slice()
         .par_chunks(group * I::LEN)

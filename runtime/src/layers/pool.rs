@@ -225,7 +225,7 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
         let samples = input.len();
         output.resize(samples);
         cache.selected.resize(samples * O::LEN, 0);
-        let group = samples_per_task(samples);
+        let group = samples_per_task(samples, I::LEN + O::LEN);
         input
             .as_slice()
             .par_chunks(group * I::LEN)
@@ -252,7 +252,7 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
     ) {
         let Some(grad_input) = grad_input else { return };
         grad_input.resize(input.len());
-        let group = samples_per_task(input.len());
+        let group = samples_per_task(input.len(), I::LEN + O::LEN);
         let dx_groups = grad_input.as_mut_slice().par_chunks_mut(group * I::LEN);
         let dy_groups = grad_output.as_slice().par_chunks(group * O::LEN);
         if Op::SELECTS {

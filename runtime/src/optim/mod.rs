@@ -317,7 +317,7 @@ fn layers_with_params<L: Layer>(network: &L) -> Vec<String> {
 }
 
 /// Values per parallel task of an update: small tensors stay on the calling thread.
-const UPDATE_CHUNK: usize = 1 << 15;
+const UPDATE_CHUNK: usize = 1 << 17;
 
 /// The most state slots (per-value moving averages) an [`Optimizer`] may keep.
 pub const MAX_SLOTS: usize = 8;
@@ -459,7 +459,7 @@ mod tests {
     /// A tensor larger than one chunk is updated in parallel pieces, bit for bit as in one piece.
     #[test]
     fn chunked_updates_equal_whole_updates() {
-        let mut net = Dense::<300, 300>::new(&mut seeded_rng(2));
+        let mut net = Dense::<400, 400>::new(&mut seeded_rng(2));
         let mut grads = net.new_grads();
         grads.visit_mut(&mut |_, g| {
             g.iter_mut()
@@ -469,8 +469,8 @@ mod tests {
         let adam = Adam::default();
         let (mut weight, mut m, mut v) = (
             net.params.weight.clone(),
-            vec![0.0; 90_000],
-            vec![0.0; 90_000],
+            vec![0.0; 160_000],
+            vec![0.0; 160_000],
         );
         let mut state = OptimizerState::new(adam);
         for t in 1..=3 {
