@@ -30,6 +30,12 @@ network! {
     Flat<input(12) dense(8) relu dense(3)>
 }
 
+network! {
+    /// Batch normalisation folded into a convolution at inference, with and without pooling.
+    Folded<input(9, 9, 3) conv(8, 3) batchnorm relu maxpool(2) conv(4, 2, padding = same)
+           batchnorm flatten dense(5)>
+}
+
 fn noise<S: Shape>(samples: usize, seed: u64) -> Batch<S> {
     let mut rng = seeded_rng(seed);
     Batch::from_fn(samples, |_| rng.random_range(-1.0..1.0))
@@ -299,6 +305,62 @@ fn same_seed_same_network() {
     let (a, b, c) = (MnistCnn::new(1), MnistCnn::new(1), MnistCnn::new(2));
     assert_eq!(a.dense1.params, b.dense1.params);
     assert_ne!(a.dense1.params, c.dense1.params);
+}
+
+/// Inference with batch normalisation folded into the convolutions (running statistics moved
+/// by training passes, scales and shifts set) agrees with the layers run one by one.
+#[test]
+fn folded_batchnorm_infers_as_the_layers() {
+    let mut net = Folded::new(3);
+    let mut workspace = FoldedWorkspace::default();
+    for seed in 0..5 {
+        net.forward_logits(&noise(6, seed), &mut workspace);
+    }
+    let mut rng = seeded_rng(4);
+    for values in [
+        &mut net.batchnorm1.params.weight,
+        &mut net.batchnorm1.params.bias,
+        &mut net.batchnorm2.params.weight,
+        &mut net.batchnorm2.params.bias,
+    ] {
+        values
+            .iter_mut()
+            .for_each(|v| *v = rng.random_range(-2.0..2.0));
+    }
+    let layers = Chain::new(
+        net.conv1.clone(),
+        Chain::new(
+            net.batchnorm1.clone(),
+            Chain::new(
+                net.relu1.clone(),
+                Chain::new(
+                    net.maxpool1,
+                    Chain::new(
+                        net.conv2.clone(),
+                        Chain::new(
+                            net.batchnorm2.clone(),
+                            Chain::new(net.flatten1, net.dense1.clone()),
+                        ),
+                    ),
+                ),
+            ),
+        ),
+    );
+    let input = noise::<Hwc<9, 9, 3>>(4, 9);
+    let mut want = Batch::default();
+    layers.forward(&input, &mut want, &mut Default::default());
+    let got = net.infer(&input, &mut workspace);
+    assert_close("folded inference", got.as_slice(), want.as_slice());
+    let ops: Vec<&str> = Folded::PLAN.iter().map(|op| op.name).collect();
+    assert_eq!(
+        ops,
+        [
+            "conv1+batchnorm1+relu1+maxpool1",
+            "conv2+batchnorm2",
+            "flatten1",
+            "dense1"
+        ]
+    );
 }
 
 /// The plan of the Keras CNN: each conv and dense layer fused with its ReLU, the second conv

@@ -147,7 +147,9 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
             quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, &mut workspace.#state.output);)
         }
         OpKind::View(_) => quote!(),
-        OpKind::ConvPool { .. } => unreachable!("pooling is fused at inference only"),
+        OpKind::Conv { .. } => {
+            unreachable!("batch normalisation and pooling fuse at inference only")
+        }
     }
 }
 
@@ -183,7 +185,9 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
             }
         }
         OpKind::View(_) => quote!(),
-        OpKind::ConvPool { .. } => unreachable!("pooling is fused at inference only"),
+        OpKind::Conv { .. } => {
+            unreachable!("batch normalisation and pooling fuse at inference only")
+        }
     }
 }
 
@@ -237,12 +241,23 @@ fn infer_op(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
             let (linear, activation) = (&linear.field, &activation.field);
             quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, #target);)
         }
-        OpKind::ConvPool {
+        OpKind::Conv {
             conv,
+            batchnorm,
             activation,
             pool,
         } => {
-            let (conv, pool) = (&conv.field, &pool.field);
+            let conv = &conv.field;
+            let (fold, params) = match batchnorm {
+                Some(batchnorm) => {
+                    let (batchnorm, folded) = (&batchnorm.field, &op.field);
+                    (
+                        quote!(::constnet::layers::fold_batchnorm(&self.#conv, &self.#batchnorm, &mut workspace.#folded);),
+                        quote!(&workspace.#folded),
+                    )
+                }
+                None => (quote!(), quote!(&self.#conv.params)),
+            };
             let activation = match activation {
                 Some(layer) => {
                     let field = &layer.field;
@@ -250,7 +265,16 @@ fn infer_op(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
                 }
                 None => quote!(::constnet::kernels::elementwise::ActivationKind::Identity),
             };
-            quote!(::constnet::layers::conv_activation_pool_forward(&self.#conv, #activation, &self.#pool, #input, #target);)
+            let forward = match pool {
+                Some(pool) => {
+                    let pool = &pool.field;
+                    quote!(::constnet::layers::conv_activation_pool_forward(&self.#conv, #params, #activation, &self.#pool, #input, #target);)
+                }
+                None => {
+                    quote!(::constnet::layers::conv_params_forward(&self.#conv, #params, #activation, #input, #target);)
+                }
+            };
+            quote!(#fold #forward)
         }
         OpKind::View(_) => unreachable!("returned above"),
     };
@@ -285,17 +309,24 @@ fn op_info(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
             format!("{} + {} (epilogue)", linear.spec, activation.spec)
         }
         OpKind::View(layer) => format!("{} (view)", layer.spec),
-        OpKind::ConvPool {
+        OpKind::Conv {
             conv,
+            batchnorm,
             activation,
             pool,
-        } => match activation {
-            Some(activation) => format!(
-                "{} + {} (epilogue) + {} (from scratch)",
-                conv.spec, activation.spec, pool.spec
-            ),
-            None => format!("{} + {} (from scratch)", conv.spec, pool.spec),
-        },
+        } => {
+            let mut runs = conv.spec.clone();
+            if let Some(batchnorm) = batchnorm {
+                runs += &format!(" + {} (folded)", batchnorm.spec);
+            }
+            if let Some(activation) = activation {
+                runs += &format!(" + {} (epilogue)", activation.spec);
+            }
+            if let Some(pool) = pool {
+                runs += &format!(" + {} (from scratch)", pool.spec);
+            }
+            runs
+        }
     };
     let output = shape_type(graph.values[op.output].shape);
     let inference = match (&op.kind, slots[op.output]) {
@@ -339,6 +370,24 @@ fn state_ops<'p>(plan: &'p Plan<'p>) -> Vec<(&'p proc_macro2::Ident, &'p Layer, 
         }
     }
     states
+}
+
+/// The inference ops that fold batch normalisation into a convolution: each keeps the folded
+/// weights in a workspace field named as the op.
+fn folding_ops<'p>(plan: &'p Plan<'p>) -> Vec<&'p Op<'p>> {
+    plan.infer
+        .ops
+        .iter()
+        .filter(|op| {
+            matches!(
+                op.kind,
+                OpKind::Conv {
+                    batchnorm: Some(_),
+                    ..
+                }
+            )
+        })
+        .collect()
 }
 
 pub fn expand(net: &Network) -> TokenStream {
@@ -429,6 +478,12 @@ pub fn expand(net: &Network) -> TokenStream {
         .chain(plan.softmax.map(|sm| 2 * sm.output.len()))
         .sum();
 
+    let folding = folding_ops(&plan);
+    let folded_fields: Vec<_> = folding.iter().map(|op| &op.field).collect();
+    let folded_docs: Vec<String> = folding
+        .iter()
+        .map(|op| format!("The weights of `{}` as inference folds them.", op.name))
+        .collect();
     let infer_ops = infer_body(&plan.infer);
     let infer_slots = plan.infer.slots();
     let op_infos = plan
@@ -490,6 +545,10 @@ pub fn expand(net: &Network) -> TokenStream {
             #(
                 #[doc = #state_docs]
                 pub #state_fields: ::constnet::network::LayerState<#state_types>,
+            )*
+            #(
+                #[doc = #folded_docs]
+                pub #folded_fields: ::constnet::layers::WeightBias,
             )*
             /// The buffers inference alternates between, and its output.
             pub inference: ::constnet::plan::InferenceBuffers<#output_ty>,

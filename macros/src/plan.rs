@@ -12,8 +12,9 @@
 //! Fusion: a convolution or dense layer directly followed by relu, leaky_relu, sigmoid or tanh
 //! becomes one op with the activation in its GEMM epilogue; its backward takes the activation's
 //! derivative from the output, which the fused op keeps instead of the pre-activation. At
-//! inference, a convolution (with its activation) directly followed by pooling is one op too:
-//! each image's convolution output stays in per-thread scratch, pooled while it is in cache.
+//! inference, a convolution also takes in the batch normalisation after it (folded into its
+//! weights) and the pooling after its activation (each image's convolution output stays in
+//! per-thread scratch, pooled while it is in cache).
 
 use proc_macro2::Ident;
 use quote::format_ident;
@@ -51,12 +52,15 @@ pub enum OpKind<'n> {
     },
     /// Flatten as a view: no work, no storage.
     View(&'n Layer),
-    /// At inference, a convolution (with the activation after it, if any, in its epilogue)
-    /// and the pooling after that, each image's convolution output pooled from scratch.
-    ConvPool {
+    /// At inference, a convolution with the batch normalisation after it folded into its
+    /// weights, the activation after that in its epilogue, and the pooling after that with each
+    /// image's convolution output pooled from scratch (at least one of batch normalisation and
+    /// pooling present; each optional).
+    Conv {
         conv: &'n Layer,
+        batchnorm: Option<&'n Layer>,
         activation: Option<&'n Layer>,
-        pool: &'n Layer,
+        pool: Option<&'n Layer>,
     },
 }
 
@@ -77,7 +81,7 @@ impl Op<'_> {
         match &self.kind {
             OpKind::Layer(layer) | OpKind::View(layer) => layer,
             OpKind::LinearActivation { linear, .. } => linear,
-            OpKind::ConvPool { conv, .. } => conv,
+            OpKind::Conv { conv, .. } => conv,
         }
     }
 }
@@ -121,9 +125,9 @@ impl<'n> Graph<'n> {
     }
 
     /// The graph of `layers`, fed the network input of shape `input`, fusing and viewing
-    /// where the rules in the module documentation allow (pooling into the convolution before
-    /// it with `fuse_pooling`).
-    fn build(input: Shape, layers: &[&'n Layer], fuse_pooling: bool) -> Self {
+    /// where the rules in the module documentation allow (for `inference`, batch normalisation
+    /// and pooling into the convolution before them too).
+    fn build(input: Shape, layers: &[&'n Layer], inference: bool) -> Self {
         let mut graph = Graph {
             values: vec![Value {
                 shape: input,
@@ -133,7 +137,7 @@ impl<'n> Graph<'n> {
         };
         let mut rest = layers;
         while !rest.is_empty() {
-            let (kind, consumed) = next_op(rest, fuse_pooling);
+            let (kind, consumed) = next_op(rest, inference);
             graph.push(kind);
             rest = &rest[consumed..];
         }
@@ -152,20 +156,28 @@ impl<'n> Graph<'n> {
                 format!("{}+{}", linear.field, activation.field),
                 activation.output,
             ),
-            OpKind::ConvPool {
+            OpKind::Conv {
                 conv,
+                batchnorm,
                 activation,
                 pool,
             } => {
-                let fields: Vec<String> = [Some(conv), activation.as_ref(), Some(pool)]
+                let layers = [
+                    Some(conv),
+                    batchnorm.as_ref(),
+                    activation.as_ref(),
+                    pool.as_ref(),
+                ];
+                let fields: Vec<String> = layers
                     .into_iter()
                     .flatten()
                     .map(|layer| layer.field.to_string())
                     .collect();
+                let last = pool.or(*activation).or(*batchnorm).unwrap_or(conv);
                 (
                     format_ident!("{}", fields.join("_")),
                     fields.join("+"),
-                    pool.output,
+                    last.output,
                 )
             }
         };
@@ -201,21 +213,28 @@ impl<'n> Graph<'n> {
     }
 }
 
-/// The op that starts at `layers[0]`, and how many layers it takes.
-fn next_op<'n>(layers: &[&'n Layer], fuse_pooling: bool) -> (OpKind<'n>, usize) {
+/// The op that starts at `layers[0]`, and how many layers it takes; `inference` fuses batch
+/// normalisation and pooling into the convolution before them.
+fn next_op<'n>(layers: &[&'n Layer], inference: bool) -> (OpKind<'n>, usize) {
     let first = layers[0];
-    if fuse_pooling && matches!(first.kind, Kind::Conv { .. }) {
-        let activation = layers.get(1).copied().filter(|l| fuses_into_epilogue(l));
-        let pool_at = 1 + usize::from(activation.is_some());
-        if let Some(&pool) = layers.get(pool_at)
-            && matches!(pool.kind, Kind::Pool { .. })
-        {
-            let kind = OpKind::ConvPool {
+    if inference && matches!(first.kind, Kind::Conv { .. }) {
+        let mut taken = 1;
+        let mut take = |fits: fn(&Layer) -> bool| {
+            let layer = layers.get(taken).copied().filter(|layer| fits(layer));
+            taken += usize::from(layer.is_some());
+            layer
+        };
+        let batchnorm = take(|layer| matches!(layer.kind, Kind::BatchNorm));
+        let activation = take(fuses_into_epilogue);
+        let pool = take(|layer| matches!(layer.kind, Kind::Pool { .. }));
+        if batchnorm.is_some() || pool.is_some() {
+            let kind = OpKind::Conv {
                 conv: first,
+                batchnorm,
                 activation,
                 pool,
             };
-            return (kind, pool_at + 1);
+            return (kind, taken);
         }
     }
     match layers.get(1) {

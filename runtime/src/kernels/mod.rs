@@ -188,6 +188,24 @@ mod tests {
         assert_eq!(Isa::from_name("sse9"), None);
     }
 
+    /// A prepared thread flushes a product below the smallest normal float to zero; an
+    /// unprepared one does not. (On a thread of its own, so no other test sees the mode.)
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn prepared_threads_flush_denormals_to_zero() {
+        use std::hint::black_box;
+        std::thread::spawn(|| {
+            let half_of_smallest = || black_box(f32::MIN_POSITIVE) * black_box(0.5);
+            assert!(half_of_smallest() > 0.0);
+            assert!(!thread_prepared_for(0));
+            prepare_thread(16);
+            assert_eq!(half_of_smallest(), 0.0);
+            assert!(thread_prepared_for(16) && !thread_prepared_for(17));
+        })
+        .join()
+        .expect("the checks pass");
+    }
+
     /// CI runs the kernel tests once per path through `CONSTNET_ISA`: prove the path switched.
     #[test]
     fn constnet_isa_selects_the_path() {

@@ -207,11 +207,12 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         });
     }
 
-    /// `out = activation(conv(image) + b)` for output rows `rows` of one image, `out` holding
+    /// `out = activation(conv(image) + b)` with the weights and bias of `params` (this layer's,
+    /// or with batch normalisation folded in) for output rows `rows` of one image, `out` holding
     /// exactly those rows: straight from the image when [`Self::DIRECT`], through im2col
     /// otherwise.
     pub(crate) fn forward_rows(
-        &self,
+        params: &WeightBias,
         image: &[f32],
         rows: Range<usize>,
         out: &mut [f32],
@@ -219,15 +220,15 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     ) {
         if !Self::DIRECT {
             let pixels = rows.start * O::W..rows.end * O::W;
-            return self.forward_pixels(image, pixels, out, activation);
+            return Self::forward_pixels(params, image, pixels, out, activation);
         }
         let row_run = K * I::C;
         // Kernel rows outermost, so each one's weights stay in L1 across the output rows.
         for kh in 0..K {
-            let weight = &self.params.weight[kh * row_run * O::C..(kh + 1) * row_run * O::C];
+            let weight = &params.weight[kh * row_run * O::C..(kh + 1) * row_run * O::C];
             let epilogue = Epilogue {
                 accumulate: kh > 0,
-                bias: (kh == 0).then_some(&self.params.bias[..]),
+                bias: (kh == 0).then_some(&params.bias[..]),
                 activation: if kh + 1 == K {
                     activation
                 } else {
@@ -253,7 +254,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     /// `out = activation(patches(pixels) · W + b)` for output pixels `pixels` of one image, `out`
     /// holding exactly those pixels.
     fn forward_pixels(
-        &self,
+        params: &WeightBias,
         image: &[f32],
         pixels: Range<usize>,
         out: &mut [f32],
@@ -265,10 +266,10 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
             gemm(
                 MatMut::row_major(out, rows, O::C),
                 MatRef::row_major(patches, rows, Self::PATCH),
-                MatRef::row_major(&self.params.weight, Self::PATCH, O::C),
+                MatRef::row_major(&params.weight, Self::PATCH, O::C),
                 Epilogue {
                     accumulate: false,
-                    bias: Some(&self.params.bias),
+                    bias: Some(&params.bias),
                     activation,
                 },
             );
@@ -408,11 +409,26 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
 impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Linear
     for Conv2d<I, O, K, STRIDE, P>
 {
-    /// Batches of at least one image per thread run one contiguous group of images per thread.
-    /// Smaller batches split each image's output pixels between the threads (when the image
-    /// has enough work to gain), so a batch of one uses every core.
     fn forward_activated(
         &self,
+        input: &Batch<I>,
+        output: &mut Batch<O>,
+        activation: ActivationKind,
+    ) {
+        Self::forward_with(&self.params, input, output, activation);
+    }
+}
+
+impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
+    Conv2d<I, O, K, STRIDE, P>
+{
+    /// Inference with the weights and bias of `params` (this layer's, or with batch
+    /// normalisation folded in) and `activation` in the epilogue. Batches of at least one image
+    /// per thread run one contiguous group of images per thread; smaller batches split each
+    /// image's output rows between the threads (when the image has enough work to gain), so a
+    /// batch of one uses every core.
+    pub(crate) fn forward_with(
+        params: &WeightBias,
         input: &Batch<I>,
         output: &mut Batch<O>,
         activation: ActivationKind,
@@ -423,7 +439,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Linear
         if parts < 2 {
             for_each_sample_group(input, output, |images, outputs| {
                 for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
-                    self.forward_rows(image, 0..O::H, out, activation);
+                    Self::forward_rows(params, image, 0..O::H, out, activation);
                 }
             });
             return;
@@ -440,7 +456,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Linear
                 .for_each(|(part, out)| {
                     let start = part * rows_per_part;
                     let rows = start..start + out.len() / (O::W * O::C);
-                    self.forward_rows(image, rows, out, activation);
+                    Self::forward_rows(params, image, rows, out, activation);
                 });
         }
     }

@@ -10,7 +10,8 @@
 use rayon::prelude::*;
 
 use super::{
-    ActivationFn, Conv2d, Layer, MIN_TASK_VALUES, Padding, Pool2d, PoolOp, for_each_sample_group,
+    ActivationFn, BatchNorm, Conv2d, Layer, MIN_TASK_VALUES, Padding, Pool2d, PoolOp, WeightBias,
+    for_each_sample_group,
 };
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::with_scratch;
@@ -85,10 +86,11 @@ pub fn linear_activation_backward<L: Linear, F: ActivationFn>(
     linear.backward(input, output, grad_output, cache, grad_input, grads);
 }
 
-/// Inference of a convolution, `activation` (in its GEMM epilogue) and the pooling after it:
-/// `output = pool(activation(conv(input)))`. Each image's convolution output (at batches
-/// smaller than the pool, each part's rows of it) lives only in per-thread scratch, pooled
-/// right after it is computed.
+/// Inference of a convolution with the weights and bias of `params` (the convolution's own, or
+/// with batch normalisation folded in by [`fold_batchnorm`]), `activation` (in its GEMM
+/// epilogue) and the pooling after it: `output = pool(activation(conv(input)))`. Each image's
+/// convolution output (at batches smaller than the pool, each part's rows of it) lives only in
+/// per-thread scratch, pooled right after it is computed.
 pub fn conv_activation_pool_forward<
     I: Image,
     M: Image,
@@ -100,9 +102,10 @@ pub fn conv_activation_pool_forward<
     const POOL: usize,
     const POOL_STRIDE: usize,
 >(
-    conv: &Conv2d<I, M, K, STRIDE, P>,
+    // Both layers only name the types: the weights come from `params`, and pooling is stateless.
+    _conv: &Conv2d<I, M, K, STRIDE, P>,
+    params: &WeightBias,
     activation: ActivationKind,
-    // Stateless: it names the pooling's type.
     _pool: &Pool2d<M, O, Op, POOL, POOL_STRIDE>,
     input: &Batch<I>,
     output: &mut Batch<O>,
@@ -115,7 +118,13 @@ pub fn conv_activation_pool_forward<
     let pooled_rows = |image: &[f32], rows: std::ops::Range<usize>, out: &mut [f32]| {
         let needed = conv_rows(&rows);
         with_scratch(needed.len() * M::W * M::C, |conv_out| {
-            conv.forward_rows(image, needed.clone(), conv_out, activation);
+            Conv2d::<I, M, K, STRIDE, P>::forward_rows(
+                params,
+                image,
+                needed.clone(),
+                conv_out,
+                activation,
+            );
             Pool2d::<M, O, Op, POOL, POOL_STRIDE>::pool_rows(conv_out, needed.start, rows, out);
         });
     };
@@ -143,6 +152,46 @@ pub fn conv_activation_pool_forward<
                 let start = part * rows_per_part;
                 pooled_rows(image, start..start + out.len() / (O::W * O::C), out);
             });
+    }
+}
+
+/// Inference of a convolution with the weights and bias of `params` (see
+/// [`conv_activation_pool_forward`]) and `activation` in its GEMM epilogue.
+pub fn conv_params_forward<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>(
+    // Only names the type: the weights come from `params`.
+    _conv: &Conv2d<I, O, K, STRIDE, P>,
+    params: &WeightBias,
+    activation: ActivationKind,
+    input: &Batch<I>,
+    output: &mut Batch<O>,
+) {
+    Conv2d::<I, O, K, STRIDE, P>::forward_with(params, input, output, activation);
+}
+
+/// Folds inference batch normalisation into the convolution before it: with
+/// `s = gamma / sqrt(running_var + epsilon)`, `folded` gets the weights `w[.., f] · s[f]` and
+/// the bias `(b[f] − running_mean[f]) · s[f] + beta[f]`, so the convolution alone computes both
+/// layers (up to rounding). Cheap beside the convolution (one multiply per weight), so it is
+/// redone on every call and never stale after training.
+pub fn fold_batchnorm<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>(
+    conv: &Conv2d<I, O, K, STRIDE, P>,
+    batchnorm: &BatchNorm<O>,
+    folded: &mut WeightBias,
+) {
+    let (weight, bias) = (&conv.params.weight, &conv.params.bias);
+    folded.weight_dims = conv.params.weight_dims;
+    folded.weight.resize(weight.len(), 0.0);
+    folded.bias.resize(bias.len(), 0.0);
+    let scale = |f: usize| {
+        batchnorm.params.weight[f] / (batchnorm.running_var[f] + batchnorm.epsilon).sqrt()
+    };
+    for (folded, weights) in folded.weight.chunks_mut(O::C).zip(weight.chunks(O::C)) {
+        for (f, (folded, &w)) in folded.iter_mut().zip(weights).enumerate() {
+            *folded = w * scale(f);
+        }
+    }
+    for (f, (folded, &b)) in folded.bias.iter_mut().zip(bias).enumerate() {
+        *folded = (b - batchnorm.running_mean[f]) * scale(f) + batchnorm.params.bias[f];
     }
 }
 
@@ -280,7 +329,7 @@ mod tests {
         let mut want = Batch::default();
         pool.forward(&conv_out, &mut want, &mut Default::default());
         let mut got = Batch::default();
-        conv_activation_pool_forward(&conv, activation, &pool, &x, &mut got);
+        conv_activation_pool_forward(&conv, &conv.params, activation, &pool, &x, &mut got);
         let what = format!(
             "{}, {activation:?}, {samples} samples",
             std::any::type_name::<O>()
@@ -313,6 +362,48 @@ mod tests {
                 ActivationKind::Relu,
                 samples,
             );
+        }
+    }
+
+    /// Inference of a convolution with batch normalisation folded in, against the two layers
+    /// (and ReLU), with running statistics, scale and shift far from their initial values.
+    #[test]
+    fn folded_batchnorm_matches_the_layers() {
+        use crate::layers::{Avg, BatchNorm, Relu};
+        let mut rng = seeded_rng(8);
+        let conv = Conv2d::<Hwc<9, 8, 8>, Hwc<7, 6, 5>, 3>::new(&mut rng);
+        let mut batchnorm = BatchNorm::<Hwc<7, 6, 5>>::new();
+        for values in [
+            &mut batchnorm.params.weight,
+            &mut batchnorm.params.bias,
+            &mut batchnorm.running_mean,
+        ] {
+            values
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(-2.0..2.0));
+        }
+        let variances = batchnorm.running_var.iter_mut();
+        variances.for_each(|v| *v = rng.random_range(0.01..4.0));
+        let x = random::<Hwc<9, 8, 8>>(3, 4);
+        let (mut y, mut normalized, mut want) =
+            (Batch::default(), Batch::default(), Batch::default());
+        conv.forward(&x, &mut y, &mut Default::default());
+        batchnorm.forward(&y, &mut normalized, &mut Default::default());
+        Relu::new().forward(&normalized, &mut want, &mut ());
+        let mut folded = WeightBias::default();
+        fold_batchnorm(&conv, &batchnorm, &mut folded);
+        let mut got = Batch::default();
+        conv_params_forward(&conv, &folded, ActivationKind::Relu, &x, &mut got);
+        for (g, w) in got.as_slice().iter().zip(want.as_slice()) {
+            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
+        }
+        // And with the pooling after it.
+        let pool = Pool2d::<Hwc<7, 6, 5>, Hwc<3, 3, 5>, Avg, 2, 2>::new();
+        let (mut pooled_want, mut pooled) = (Batch::default(), Batch::default());
+        pool.forward(&want, &mut pooled_want, &mut Default::default());
+        conv_activation_pool_forward(&conv, &folded, ActivationKind::Relu, &pool, &x, &mut pooled);
+        for (g, w) in pooled.as_slice().iter().zip(pooled_want.as_slice()) {
+            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
         }
     }
 

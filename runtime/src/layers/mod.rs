@@ -35,7 +35,8 @@ pub use dense::Dense;
 pub use dropout::{Dropout, DropoutCache};
 pub use flatten::Flatten;
 pub use fused::{
-    Linear, conv_activation_pool_forward, linear_activation_backward, linear_activation_forward,
+    Linear, conv_activation_pool_forward, conv_params_forward, fold_batchnorm,
+    linear_activation_backward, linear_activation_forward,
 };
 pub use params::{
     NoParams, ParamSet, TensorVisitor, TensorVisitorMut, UpdateVisitor, WeightBias,

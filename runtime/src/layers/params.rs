@@ -37,8 +37,9 @@ impl ParamSet for NoParams {
     fn zip_mut(&mut self, _other: &Self, _visit: &mut UpdateVisitor<'_>) {}
 }
 
-/// A weight tensor and a bias vector, named `weight` and `bias`.
-#[derive(Clone, Debug, PartialEq)]
+/// A weight tensor and a bias vector, named `weight` and `bias` (empty by default, as a buffer
+/// to fill).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct WeightBias {
     /// The weights, laid out as `weight_dims` says (row-major).
     pub weight: Vec<f32>,
