@@ -111,8 +111,10 @@ fn train_value(graph: &Graph, value: ValueId) -> TokenStream {
             let field = &graph.ops[op].field;
             quote!(&workspace.#field.output)
         }
-        Source::View(of) => {
-            let of = train_value(graph, of);
+        // Straight from the storage's owner: a view of a view would leave the middle shape
+        // for the compiler to guess.
+        Source::View(_) => {
+            let of = train_value(graph, graph.root(value));
             quote!(::constnet::Batch::reshaped(#of))
         }
     }
@@ -126,10 +128,47 @@ fn train_grad(graph: &Graph, value: ValueId) -> TokenStream {
             let field = &graph.ops[op].field;
             quote!(::std::option::Option::Some(&mut workspace.#field.grad_output))
         }
-        Source::View(of) => {
-            let of = train_grad(graph, of);
+        // Straight from the storage's owner: a view of a view would leave the middle shape
+        // for the compiler to guess.
+        Source::View(_) => {
+            let of = train_grad(graph, graph.root(value));
             quote!(#of.map(::constnet::Batch::reshaped_mut))
         }
+    }
+}
+
+/// A `&mut Batch` expression for the storage of value `value` of the training graph (an op's
+/// output, or a view of one).
+fn train_value_mut(graph: &Graph, value: ValueId) -> TokenStream {
+    match graph.values[value].source {
+        Source::Op(op) => {
+            let field = &graph.ops[op].field;
+            quote!(&mut workspace.#field.output)
+        }
+        // Straight from the storage's owner: a view of a view would leave the middle shape
+        // for the compiler to guess.
+        Source::View(_) => {
+            let of = train_value_mut(graph, graph.root(value));
+            quote!(::constnet::Batch::reshaped_mut(#of))
+        }
+        Source::Input => unreachable!("the plan never overwrites the caller's input"),
+    }
+}
+
+/// A `&mut Batch` expression for the gradient of value `value` of the training graph.
+fn train_grad_mut(graph: &Graph, value: ValueId) -> TokenStream {
+    match graph.values[value].source {
+        Source::Op(op) => {
+            let field = &graph.ops[op].field;
+            quote!(&mut workspace.#field.grad_output)
+        }
+        // Straight from the storage's owner: a view of a view would leave the middle shape
+        // for the compiler to guess.
+        Source::View(_) => {
+            let of = train_grad_mut(graph, graph.root(value));
+            quote!(::constnet::Batch::reshaped_mut(#of))
+        }
+        Source::Input => unreachable!("the plan never overwrites the caller's input"),
     }
 }
 
@@ -145,6 +184,11 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
         OpKind::LinearActivation { linear, activation } => {
             let (linear, activation) = (&linear.field, &activation.field);
             quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, &mut workspace.#state.output);)
+        }
+        OpKind::DropoutInPlace(layer) => {
+            let field = &layer.field;
+            let values = train_value_mut(graph, op.input);
+            quote!(::constnet::layers::Dropout::forward_train_in_place(&mut self.#field, #values, &mut workspace.#field.cache);)
         }
         OpKind::View(_) => quote!(),
         OpKind::Conv { .. } => {
@@ -183,6 +227,11 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
                     &mut grads.#linear,
                 );
             }
+        }
+        OpKind::DropoutInPlace(layer) => {
+            let field = &layer.field;
+            let grad = train_grad_mut(graph, op.input);
+            quote!(::constnet::layers::Dropout::backward_in_place(&self.#field, #grad, &workspace.#field.cache);)
         }
         OpKind::View(_) => quote!(),
         OpKind::Conv { .. } => {
@@ -277,6 +326,7 @@ fn infer_op(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
             quote!(#fold #forward)
         }
         OpKind::View(_) => unreachable!("returned above"),
+        OpKind::DropoutInPlace(_) => unreachable!("inference runs no dropout"),
     };
     let root = graph.root(op.input);
     let give = match slots[root] {
@@ -309,6 +359,7 @@ fn op_info(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
             format!("{} + {} (epilogue)", linear.spec, activation.spec)
         }
         OpKind::View(layer) => format!("{} (view)", layer.spec),
+        OpKind::DropoutInPlace(_) => unreachable!("inference runs no dropout"),
         OpKind::Conv {
             conv,
             batchnorm,
@@ -464,7 +515,7 @@ pub fn expand(net: &Network) -> TokenStream {
     let trained_states: Vec<(&proc_macro2::Ident, String)> = train
         .ops
         .iter()
-        .filter(|op| !matches!(op.kind, OpKind::View(_)))
+        .filter(|op| matches!(train.values[op.output].source, Source::Op(_)))
         .map(|op| (&op.field, op.name.clone()))
         .chain(plan.softmax.map(|sm| (&sm.field, sm.field.to_string())))
         .collect();
@@ -473,7 +524,7 @@ pub fn expand(net: &Network) -> TokenStream {
     let training_values: usize = train
         .ops
         .iter()
-        .filter(|op| !matches!(op.kind, OpKind::View(_)))
+        .filter(|op| matches!(train.values[op.output].source, Source::Op(_)))
         .map(|op| 2 * train.values[op.output].shape.len())
         .chain(plan.softmax.map(|sm| 2 * sm.output.len()))
         .sum();

@@ -9,6 +9,9 @@
 //! - inference, dropout gone: op outputs alternate between two buffers ([`Slot::A`] and
 //!   [`Slot::B`]), the last op writing the network's output.
 //!
+//! In training, dropout scales its input in place when the op before it allows (see
+//! [`OpKind::DropoutInPlace`]); at inference it is gone.
+//!
 //! Fusion: a convolution or dense layer directly followed by relu, leaky_relu, sigmoid or tanh
 //! becomes one op with the activation in its GEMM epilogue; its backward takes the activation's
 //! derivative from the output, which the fused op keeps instead of the pre-activation. At
@@ -52,6 +55,11 @@ pub enum OpKind<'n> {
     },
     /// Flatten as a view: no work, no storage.
     View(&'n Layer),
+    /// In training, dropout scaling its input's storage in place (and the gradient of it in
+    /// backward), when the op that wrote that storage does not read it in its own backward, or
+    /// reads only its sign (which dropout's positive scale keeps; where it zeroes a value, the
+    /// gradient there is zero too).
+    DropoutInPlace(&'n Layer),
     /// At inference, a convolution with the batch normalisation after it folded into its
     /// weights, the activation after that in its epilogue, and the pooling after that with each
     /// image's convolution output pooled from scratch (at least one of batch normalisation and
@@ -79,7 +87,7 @@ impl Op<'_> {
     /// The layer whose type gives the op's state (output, cache, output gradient).
     pub fn state_layer(&self) -> &Layer {
         match &self.kind {
-            OpKind::Layer(layer) | OpKind::View(layer) => layer,
+            OpKind::Layer(layer) | OpKind::View(layer) | OpKind::DropoutInPlace(layer) => layer,
             OpKind::LinearActivation { linear, .. } => linear,
             OpKind::Conv { conv, .. } => conv,
         }
@@ -137,18 +145,51 @@ impl<'n> Graph<'n> {
         };
         let mut rest = layers;
         while !rest.is_empty() {
-            let (kind, consumed) = next_op(rest, inference);
+            let (kind, consumed) = match rest {
+                [dropout, _, ..]
+                    if matches!(dropout.kind, Kind::Dropout { .. })
+                        && graph.may_overwrite(graph.result()) =>
+                {
+                    (OpKind::DropoutInPlace(dropout), 1)
+                }
+                _ => next_op(rest, inference),
+            };
             graph.push(kind);
             rest = &rest[consumed..];
         }
         graph
     }
 
+    /// Whether an op may overwrite `value`'s storage after the op that wrote it: that op's
+    /// backward pass does not read its output, or reads only its sign. The caller's input is
+    /// never overwritten.
+    fn may_overwrite(&self, value: ValueId) -> bool {
+        let Source::Op(writer) = self.values[self.root(value)].source else {
+            return false;
+        };
+        let sign_only = |layer: &Layer| matches!(layer.kind, Kind::Relu | Kind::LeakyRelu { .. });
+        match &self.ops[writer].kind {
+            OpKind::Layer(layer) => {
+                sign_only(layer)
+                    || matches!(
+                        layer.kind,
+                        Kind::Conv { .. }
+                            | Kind::Dense { .. }
+                            | Kind::Pool { .. }
+                            | Kind::BatchNorm
+                            | Kind::Dropout { .. }
+                    )
+            }
+            OpKind::LinearActivation { activation, .. } => sign_only(activation),
+            OpKind::View(_) | OpKind::DropoutInPlace(_) | OpKind::Conv { .. } => false,
+        }
+    }
+
     fn push(&mut self, kind: OpKind<'n>) {
         let input = self.values.len() - 1;
         let index = self.ops.len();
         let (field, name, output) = match &kind {
-            OpKind::Layer(layer) | OpKind::View(layer) => {
+            OpKind::Layer(layer) | OpKind::View(layer) | OpKind::DropoutInPlace(layer) => {
                 (layer.field.clone(), layer.field.to_string(), layer.output)
             }
             OpKind::LinearActivation { linear, activation } => (
@@ -182,7 +223,7 @@ impl<'n> Graph<'n> {
             }
         };
         let source = match kind {
-            OpKind::View(_) => Source::View(input),
+            OpKind::View(_) | OpKind::DropoutInPlace(_) => Source::View(input),
             _ => Source::Op(index),
         };
         self.values.push(Value {

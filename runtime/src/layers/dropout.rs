@@ -31,6 +31,25 @@ pub struct DropoutCache {
     keep_scale: f32,
 }
 
+/// The masks of one training call: sample `i`'s is drawn from `(seed, call, i)`.
+#[derive(Clone, Copy)]
+struct Masks {
+    seed: u64,
+    call: u64,
+    drop_below: u32,
+    keep_scale: f32,
+}
+
+impl Masks {
+    /// Fills `kept` with sample `sample`'s mask.
+    fn draw(&self, sample: usize, kept: &mut [u8]) {
+        let mut rng = SeededRng::seed_from_u64(mask_seed(self.seed, self.call, sample as u64));
+        for k in kept.iter_mut() {
+            *k = u8::from(rng.next_u32() >= self.drop_below);
+        }
+    }
+}
+
 /// Mixes `(seed, call, sample)` into one well-spread generator seed (SplitMix64's finaliser).
 fn mask_seed(seed: u64, call: u64, sample: u64) -> u64 {
     let mut z = seed ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ sample.rotate_left(32);
@@ -55,7 +74,52 @@ fn scale_kept(x: &[f32], kept: &[u8], keep_scale: f32, out: &mut [f32]) {
     }
 }
 
+/// [`scale_kept`] over `values` in place.
+fn scale_kept_in_place(values: &mut [f32], kept: &[u8], keep_scale: f32) {
+    for (value, &k) in values.iter_mut().zip(kept) {
+        *value *= f32::from(k) * keep_scale;
+    }
+}
+
 impl<S: Shape> Dropout<S> {
+    /// The masks of the next training call on `samples` samples, counting the call; sizes the
+    /// cache for them.
+    fn next_masks(&mut self, samples: usize, cache: &mut DropoutCache) -> Masks {
+        let masks = Masks {
+            seed: self.seed,
+            call: self.calls,
+            drop_below: drop_threshold(self.rate),
+            keep_scale: 1.0 / (1.0 - self.rate),
+        };
+        self.calls += 1;
+        cache.kept.resize(samples * S::LEN, 0);
+        cache.keep_scale = masks.keep_scale;
+        masks
+    }
+
+    /// [`Layer::forward_train`] with the output written over the input, as a network's plan
+    /// runs dropout after a layer whose backward pass does not read its output (or reads only
+    /// its sign): same masks, same values.
+    pub fn forward_train_in_place(&mut self, values: &mut Batch<S>, cache: &mut DropoutCache) {
+        let masks = self.next_masks(values.len(), cache);
+        cache
+            .kept
+            .par_chunks_mut(S::LEN)
+            .zip(values.as_mut_slice().par_chunks_mut(S::LEN))
+            .enumerate()
+            .with_min_len(MIN_TASK_VALUES.div_ceil(S::LEN))
+            .for_each(|(sample, (kept, values))| {
+                masks.draw(sample, kept);
+                scale_kept_in_place(values, kept, masks.keep_scale);
+            });
+    }
+
+    /// [`Layer::backward`] of [`Dropout::forward_train_in_place`]: the gradient with respect to
+    /// the output becomes, in place, the gradient with respect to the input.
+    pub fn backward_in_place(&self, grad: &mut Batch<S>, cache: &DropoutCache) {
+        scale_kept_in_place(grad.as_mut_slice(), &cache.kept, cache.keep_scale);
+    }
+
     /// Drops each value with probability `rate`, with masks drawn from `seed`.
     ///
     /// # Panics
@@ -90,13 +154,8 @@ impl<S: Shape> Layer for Dropout<S> {
     }
 
     fn forward_train(&mut self, input: &Batch<S>, output: &mut Batch<S>, cache: &mut DropoutCache) {
-        let (rate, seed, call) = (self.rate, self.seed, self.calls);
-        self.calls += 1;
-        let keep_scale = 1.0 / (1.0 - rate);
-        let drop_below = drop_threshold(rate);
         output.resize(input.len());
-        cache.kept.resize(input.as_slice().len(), 0);
-        cache.keep_scale = keep_scale;
+        let masks = self.next_masks(input.len(), cache);
         // Two passes per sample, both over L1-resident data: the serial generator fills the
         // flags, then a branch-free loop the compiler vectorises scales the input. (One fused
         // loop measured 2.5x slower.)
@@ -108,11 +167,8 @@ impl<S: Shape> Layer for Dropout<S> {
             .enumerate()
             .with_min_len(MIN_TASK_VALUES.div_ceil(S::LEN))
             .for_each(|(sample, ((kept, y), x))| {
-                let mut rng = SeededRng::seed_from_u64(mask_seed(seed, call, sample as u64));
-                for k in kept.iter_mut() {
-                    *k = u8::from(rng.next_u32() >= drop_below);
-                }
-                scale_kept(x, kept, keep_scale, y);
+                masks.draw(sample, kept);
+                scale_kept(x, kept, masks.keep_scale, y);
             });
     }
 
@@ -191,6 +247,33 @@ mod tests {
         assert_eq!(boundary, 1 << 30);
         assert!((((boundary - 1) >> 8) as f32 / (1u32 << 24) as f32) < rate);
         assert!(((boundary >> 8) as f32 / (1u32 << 24) as f32) >= rate);
+    }
+
+    /// In place, the same masks and values as out of place, forward and backward.
+    #[test]
+    fn in_place_equals_out_of_place() {
+        let mut dropout = Dropout::<Flat<300>>::new(0.4, 5);
+        let mut in_place = dropout.clone();
+        let input = Batch::<Flat<300>>::from_fn(7, |i| i as f32 - 1000.0);
+        let (mut output, mut cache) = (Batch::default(), DropoutCache::default());
+        dropout.forward_train(&input, &mut output, &mut cache);
+        let (mut values, mut in_place_cache) = (input.clone(), DropoutCache::default());
+        in_place.forward_train_in_place(&mut values, &mut in_place_cache);
+        assert_eq!(values, output);
+        let grad = Batch::<Flat<300>>::from_fn(7, |i| (i % 13) as f32 - 6.0);
+        let mut grad_input = Batch::default();
+        let no_params = &mut crate::layers::NoParams;
+        dropout.backward(
+            &input,
+            &output,
+            &grad,
+            &mut cache,
+            Some(&mut grad_input),
+            no_params,
+        );
+        let mut grad_in_place = grad.clone();
+        in_place.backward_in_place(&mut grad_in_place, &in_place_cache);
+        assert_eq!(grad_in_place, grad_input);
     }
 
     #[test]
