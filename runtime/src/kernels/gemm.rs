@@ -357,9 +357,9 @@ fn empty_product(c: MatMut<'_>, epilogue: Epilogue<'_>) {
     }
 }
 
-/// [`gemm`] split across the rayon pool when the product is large enough to gain: by rows of
-/// `C` (at least about a million multiply-adds and 16 rows per part), or, for a single row
-/// (batch-1 inference of a dense layer, bound by reading `B`), by 64-column panels.
+/// [`gemm`] split across the rayon pool: along `K` into a fixed number of parts when `K`
+/// dominates (see `k_parts`), else by rows of `C` when the product is large enough to gain (at
+/// least 4M multiply-adds and 16 rows per part), or, for a single row, by 64-column panels.
 ///
 /// # Panics
 /// As [`gemm`].
@@ -380,10 +380,10 @@ pub fn gemm_parallel<'e>(
         "gemm shapes disagree: A has {} rows, C {}",
         a.rows, c.rows
     );
+    if let Some(parts) = k_parts(c.rows, a.cols, epilogue) {
+        return split_along_k(c, a, b, epilogue, parts);
+    }
     if c.rows == 1 && threads >= 2 {
-        if a.cols >= 2 * ROW_PRODUCT_PART && !epilogue.accumulate {
-            return row_product_split_along_k(c, a, b, epilogue);
-        }
         let parts = threads
             .min(muls / MIN_MULS_PER_COLUMN_PART)
             .min(c.cols / PANEL);
@@ -428,41 +428,65 @@ pub fn gemm_parallel<'e>(
         });
 }
 
-/// Rows of `B` per task when a single row's product is split along `K`.
-const ROW_PRODUCT_PART: usize = 512;
+/// Parts a product split along `K` has, at most, and the fewest rows of `B` each part takes.
+const K_PARTS: usize = 8;
+const MIN_K_PART: usize = 512;
 
-/// Scratch values [`gemm_parallel`] borrows for a `1 × k` by `k × n` product.
-pub const fn row_product_scratch(k: usize, n: usize) -> usize {
-    if k >= 2 * ROW_PRODUCT_PART {
-        k.div_ceil(ROW_PRODUCT_PART) * n
+/// How many parts to split an `m × k` by `k × n` product into along `K`, if at all: when `A`
+/// has too few rows to split (a dense layer at batches under 32) and `K` dominates, so each
+/// part streams its own rows of `B` (the weight matrix) once. The count depends on the shape
+/// alone, never on the thread count, so results do not either.
+fn k_parts(m: usize, k: usize, epilogue: Epilogue<'_>) -> Option<usize> {
+    let dominated = m < 32 && k >= 2 * MIN_K_PART && k >= 16 * m;
+    (dominated && !epilogue.accumulate).then(|| K_PARTS.min(k / MIN_K_PART))
+}
+
+/// Scratch values [`gemm_parallel`] borrows for a `1 × k` by `k × n` product (as many again per
+/// further row of `A`, up to 31 rows).
+pub const fn split_k_scratch(k: usize, n: usize) -> usize {
+    if k >= 2 * MIN_K_PART {
+        let parts = if K_PARTS < k / MIN_K_PART {
+            K_PARTS
+        } else {
+            k / MIN_K_PART
+        };
+        parts * n
     } else {
         0
     }
 }
 
-/// A single row's product (batch-1 inference of a wide dense layer, bound by reading `B`), split
-/// along `K` into fixed parts of [`ROW_PRODUCT_PART`] rows of `B`: each task streams its rows of
-/// `B` front to back into its own partial row, and the partial rows are added in order (so the
-/// result does not depend on the number of threads), then the epilogue.
-fn row_product_split_along_k(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, epilogue: Epilogue<'_>) {
-    let (k, n) = (a.cols, c.cols);
-    let parts = k.div_ceil(ROW_PRODUCT_PART);
-    super::with_scratch(parts * n, |partials| {
+/// The product split along `K` into `parts` equal runs of rows of `B`: each task multiplies its
+/// columns of `A` by its rows of `B` into its own partial `C`, and the partial products are
+/// added in order (so the result does not depend on which thread made which), then the
+/// epilogue.
+fn split_along_k(
+    c: MatMut<'_>,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    epilogue: Epilogue<'_>,
+    parts: usize,
+) {
+    let (m, k, n) = (c.rows, a.cols, c.cols);
+    let part_len = k.div_ceil(parts);
+    super::with_scratch(parts * m * n, |partials| {
         partials
-            .par_chunks_mut(n)
+            .par_chunks_mut(m * n)
             .enumerate()
             .for_each(|(part, partial)| {
-                let k0 = part * ROW_PRODUCT_PART;
-                let kc = ROW_PRODUCT_PART.min(k - k0);
-                let partial = MatMut::row_major(partial, 1, n);
-                gemm(partial, a.block(0, 1, k0, kc), b.block(k0, kc, 0, n), false);
+                let k0 = part * part_len;
+                let kc = part_len.min(k - k0);
+                let partial = MatMut::row_major(partial, m, n);
+                gemm(partial, a.block(0, m, k0, kc), b.block(k0, kc, 0, n), false);
             });
-        for (j, value) in c.data[..n].iter_mut().enumerate() {
-            let mut sum = epilogue.bias.map_or(0.0, |bias| bias[j]);
-            for partial in partials.chunks(n) {
-                sum += partial[j];
+        for (i, row) in c.data.chunks_mut(c.row_stride).take(m).enumerate() {
+            for (j, value) in row[..n].iter_mut().enumerate() {
+                let mut sum = epilogue.bias.map_or(0.0, |bias| bias[j]);
+                for partial in partials.chunks(m * n) {
+                    sum += partial[i * n + j];
+                }
+                *value = epilogue.activation.apply(sum);
             }
-            *value = epilogue.activation.apply(sum);
         }
     });
 }
@@ -933,6 +957,47 @@ mod tests {
         gemm(MatMut::row_major(&mut single, m, n), a, b, false);
         gemm_parallel(MatMut::row_major(&mut parallel, m, n), a, b, false);
         assert_eq!(single, parallel);
+    }
+
+    /// Few rows and a deep `K`: split along `K`, the same bits on one thread and on three, and
+    /// the reference's values, bias and activation included.
+    #[test]
+    fn split_along_k_is_thread_count_independent() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(10);
+        for (m, k, n) in [(1, 9216, 128), (5, 3000, 70), (31, 1100, 10)] {
+            assert!(k_parts(m, k, Epilogue::default()).is_some());
+            let a_data = random(m * k, &mut rng);
+            let b_data = random(k * n, &mut rng);
+            let bias = random(n, &mut rng);
+            let (a, b) = (
+                MatRef::row_major(&a_data, m, k),
+                MatRef::row_major(&b_data, k, n),
+            );
+            let epilogue = Epilogue {
+                accumulate: false,
+                bias: Some(&bias),
+                activation: ActivationKind::Tanh,
+            };
+            let on_threads = |threads| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .expect("a pool");
+                let mut c = vec![0.0; m * n];
+                pool.install(|| gemm_parallel(MatMut::row_major(&mut c, m, n), a, b, epilogue));
+                c
+            };
+            let one = on_threads(1);
+            assert_eq!(one, on_threads(3), "{m}x{k}x{n}");
+            let product = reference(a, b);
+            for (idx, (&got, &want)) in one.iter().zip(&product).enumerate() {
+                let want = (want + f64::from(bias[idx % n])).tanh();
+                assert!(
+                    (f64::from(got) - want).abs() <= 1e-4,
+                    "{m}x{k}x{n} at {idx}"
+                );
+            }
+        }
     }
 
     #[test]

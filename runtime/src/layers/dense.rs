@@ -12,7 +12,7 @@ use super::fused::Linear;
 use super::{Layer, WeightBias};
 use crate::init::Init;
 use crate::kernels::elementwise::ActivationKind;
-use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm_parallel, row_product_scratch};
+use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm_parallel, split_k_scratch};
 use crate::shape::Flat;
 use crate::tensor::Batch;
 
@@ -60,7 +60,7 @@ impl<const IN: usize, const OUT: usize> Layer for Dense<IN, OUT> {
     type Grads = WeightBias;
     type Cache = ();
     const PARAMS: usize = IN * OUT + OUT;
-    const SCRATCH: usize = row_product_scratch(IN, OUT);
+    const SCRATCH: usize = split_k_scratch(IN, OUT);
 
     fn forward(&self, input: &Batch<Flat<IN>>, output: &mut Batch<Flat<OUT>>, _workspace: &mut ()) {
         self.forward_activated(input, output, ActivationKind::Identity);
