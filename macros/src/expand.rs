@@ -255,11 +255,12 @@ fn infer_value(graph: &Graph, slots: &[Option<Slot>], value: ValueId) -> TokenSt
     }
 }
 
-fn slot_index(slot: Slot) -> usize {
-    match slot {
+/// The index of an inference buffer, as a literal.
+fn slot_index(slot: Slot) -> Literal {
+    Literal::usize_unsuffixed(match slot {
         Slot::A => 0,
         _ => 1,
-    }
+    })
 }
 
 /// One op of inference: its output taken from its slot, the call, and its input's storage

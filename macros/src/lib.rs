@@ -24,3 +24,38 @@ pub fn network(input: TokenStream) -> TokenStream {
         Err(error) => error.to_compile_error().into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// `docs/expanded-mnist-cnn.rs` is what `network!` writes for the README's network, so a
+    /// reader can see what the plan produced. Regenerate it with
+    /// `CONSTNET_BLESS=1 cargo test -p constnet-macros`.
+    #[test]
+    fn the_documented_expansion_is_current() {
+        let tokens = quote::quote! {
+            pub MnistCnn<input(28, 28, 1) conv(32, 3) relu conv(64, 3) relu maxpool(2) dropout(0.25)
+                         flatten dense(128) relu dropout(0.5) dense(10) softmax>
+        };
+        let def: crate::ast::NetworkDef = syn::parse2(tokens).expect("the README network parses");
+        let network = crate::valid::validate(def).expect("the README network is valid");
+        let file = syn::parse2(crate::expand::expand(&network)).expect("the expansion is Rust");
+        let expanded = format!(
+            "// What `network!` writes for the README's network (`cargo test -p constnet-macros`\n\
+             // checks it is current; `CONSTNET_BLESS=1` regenerates it).\n\n{}",
+            prettyplease::unparse(&file)
+        );
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/expanded-mnist-cnn.rs");
+        if std::env::var_os("CONSTNET_BLESS").is_some() {
+            std::fs::write(&path, &expanded).expect("docs/ is writable");
+        }
+        let documented = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            documented == expanded,
+            "{} is not what network! writes now: regenerate it with \
+             `CONSTNET_BLESS=1 cargo test -p constnet-macros`",
+            path.display()
+        );
+    }
+}
