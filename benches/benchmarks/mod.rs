@@ -52,7 +52,7 @@ pub struct Ops {
 
 /// Benchmarks `layer`'s forward and backward passes in every configuration of [`RUNS`];
 /// `ops(samples)` counts the work of each pass.
-pub fn forward_and_backward<L: Layer>(
+pub fn forward_and_backward<L: Layer + Clone>(
     group: &mut BenchmarkGroup<'_, WallClock>,
     layer: &L,
     ops: impl Fn(usize) -> Ops,
@@ -64,8 +64,9 @@ pub fn forward_and_backward<L: Layer>(
         let mut output = Batch::default();
         let mut grad_input = Batch::default();
         let mut grads = layer.new_grads();
+        // Backward reads what a training pass left in the cache (max pooling's argmax).
         let mut cache = L::Cache::default();
-        layer.forward(&input, &mut output, &mut cache);
+        layer.clone().forward_train(&input, &mut output, &mut cache);
         let ops = ops(samples);
 
         group.throughput(Throughput::Elements(ops.forward));

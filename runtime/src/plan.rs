@@ -35,11 +35,25 @@ pub struct OpInfo {
 /// The activation storage of inference: two buffers that the ops' outputs alternate between,
 /// whatever their shapes, and the network's output. After the first call at a batch size, a
 /// call allocates nothing and clears nothing.
+///
+/// ```
+/// use constnet_runtime::plan::InferenceBuffers;
+/// use constnet_runtime::{Flat, Hwc};
+/// let mut buffers = InferenceBuffers::<Flat<10>>::default();
+/// let images = buffers.take::<Hwc<4, 4, 2>>(0, 3); // 3 samples of 32 values in buffer 0
+/// assert_eq!(images.as_slice().len(), 96);
+/// buffers.give(0, images);
+/// let features = buffers.take::<Flat<8>>(0, 3); // the same allocation, seen as 3 x 8
+/// assert_eq!(features.len(), 3);
+/// ```
 pub struct InferenceBuffers<O: Shape> {
     slots: [Vec<f32>; 2],
-    /// Values of each slot written at least once: a batch taken at most this long needs no
-    /// zero fill.
+    /// Values of each slot's allocation written at least once: a batch taken at most this long
+    /// needs no zero fill.
     written: [usize; 2],
+    /// The address of each slot's allocation when it was lent, to tell a returned allocation
+    /// from a replaced one.
+    lent: [usize; 2],
     output: Batch<O>,
 }
 
@@ -48,6 +62,7 @@ impl<O: Shape> Default for InferenceBuffers<O> {
         Self {
             slots: [Vec::new(), Vec::new()],
             written: [0; 2],
+            lent: [0; 2],
             output: Batch::default(),
         }
     }
@@ -63,18 +78,25 @@ impl<O: Shape> InferenceBuffers<O> {
         if len <= self.written[slot] {
             data.truncate(len);
             // SAFETY: the first `written[slot]` values of this allocation were initialised by
-            // an earlier `resize` (truncation keeps them), and `len` is no more than that.
+            // an earlier `resize` (truncation keeps them; `give` resets the count when another
+            // allocation comes back), and `len` is no more than that.
             unsafe { data.set_len(len) };
         } else {
             data.resize(len, 0.0);
             self.written[slot] = len;
         }
+        self.lent[slot] = data.as_ptr() as usize;
         Batch::from_storage(data, samples)
     }
 
     /// Returns a batch's storage to slot `slot`.
     pub fn give<S: Shape>(&mut self, slot: usize, batch: Batch<S>) {
-        self.slots[slot] = batch.into_storage();
+        let data = batch.into_storage();
+        if data.as_ptr() as usize != self.lent[slot] {
+            // Not the allocation lent: only its current values are known to be initialised.
+            self.written[slot] = data.len();
+        }
+        self.slots[slot] = data;
     }
 
     /// The network's output of the last call.

@@ -23,7 +23,7 @@ use std::ops::Range;
 use rand::Rng;
 use rayon::prelude::*;
 
-use super::fused::{Linear, pixel_parts};
+use super::fused::{Linear, row_parts};
 use super::{GRADIENT_GROUP, Layer, WeightBias, for_each_sample_group, max, sum_in_order};
 use crate::init::Init;
 use crate::kernels::elementwise::ActivationKind;
@@ -449,7 +449,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     ) {
         let () = Self::SHAPES_AGREE;
         let samples = input.len();
-        let parts = pixel_parts(samples, O::H, O::W * Self::PATCH * O::C);
+        let parts = row_parts(samples, O::H, O::W * Self::PATCH * O::C);
         if parts < 2 {
             for_each_sample_group(input, output, |images, outputs| {
                 for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {

@@ -34,17 +34,17 @@ pub trait Linear: Layer {
 /// Multiply-adds one part of a split sample must have to gain from another thread.
 const MIN_MULS_PER_PART: usize = 1 << 16;
 
-/// How many parts to split each sample's `pixels` output rows into (1: run whole samples per
+/// How many parts to split each sample's `rows` output rows into (1: run whole samples per
 /// thread instead): only when the batch has fewer samples than the pool has threads and each
-/// part keeps enough work, `muls_per_pixel` multiply-adds per row.
-pub(crate) fn pixel_parts(samples: usize, pixels: usize, muls_per_pixel: usize) -> usize {
+/// part keeps enough work, `muls_per_row` multiply-adds per row.
+pub(crate) fn row_parts(samples: usize, rows: usize, muls_per_row: usize) -> usize {
     let threads = rayon::current_num_threads();
     if samples >= threads {
         return 1;
     }
     threads
-        .min(pixels.saturating_mul(muls_per_pixel) / MIN_MULS_PER_PART)
-        .min(pixels)
+        .min(rows.saturating_mul(muls_per_row) / MIN_MULS_PER_PART)
+        .min(rows)
         .max(1)
 }
 
@@ -130,7 +130,7 @@ pub fn conv_activation_pool_forward<
     };
     let samples = input.len();
     let muls_per_row = POOL_STRIDE * M::W * K * K * I::C * M::C;
-    let parts = pixel_parts(samples, O::H, muls_per_row);
+    let parts = row_parts(samples, O::H, muls_per_row);
     if parts < 2 {
         for_each_sample_group(input, output, |images, outputs| {
             for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
