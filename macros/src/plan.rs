@@ -34,7 +34,7 @@ pub enum Source {
     Input,
     /// The output of the op at this index.
     Op(usize),
-    /// The same storage as this value, seen in another shape.
+    /// The same storage as this value: a flatten's view, or what an in-place dropout wrote.
     View(ValueId),
 }
 

@@ -1,5 +1,5 @@
-//! Whole networks: the [`Network`] trait that `network!` implements, the per-layer state a
-//! network keeps between passes ([`LayerState`]), and the Keras-style summary table.
+//! Whole networks: the [`Network`] trait that `network!` implements, the state each op of its
+//! training plan keeps between passes ([`LayerState`]), and the Keras-style summary table.
 //!
 //! A generated network is also a [`Layer`](crate::layers::Layer) whose function is the whole
 //! layer list (final softmax included), so it can be gradient-checked and composed like any
@@ -11,9 +11,10 @@ use crate::layers::Layer;
 use crate::plan::{OpInfo, plan_table};
 use crate::tensor::Batch;
 
-/// What one layer of a network keeps between passes: its output, its training cache, and the
-/// gradient of the loss with respect to its output. Buffers keep their allocations, so a
-/// network that is run repeatedly allocates nothing per sample.
+/// What one op of a network's training plan keeps between passes (a layer's, or a fused op's
+/// with the state type of its first layer): its output, its training cache, and the gradient of
+/// the loss with respect to its output. Buffers keep their allocations, so a network that is
+/// run repeatedly allocates nothing per call.
 pub struct LayerState<L: Layer> {
     /// The layer's last output.
     pub output: Batch<L::Output>,
@@ -97,9 +98,10 @@ pub trait Network: Layer {
         grads: &mut Self::Grads,
     );
 
-    /// Visits what the last passes left in `workspace` for each layer, first layer first:
-    /// `visit(layer name, output, output gradient)`. [`fit`](crate::train::fit) uses it to name
-    /// the layer where a value first became non-finite.
+    /// Visits what the last training passes left in `workspace` for each op that has its own
+    /// output, first to last: `visit(op name, output, output gradient)`, an op named by its
+    /// layers (`conv1+relu1`). [`fit`](crate::train::fit) uses it to name the op where a value
+    /// first became non-finite.
     fn visit_activations(workspace: &Self::Cache, visit: &mut ActivationVisitor<'_>);
 
     /// The layer table, as Keras's `model.summary()` prints it.

@@ -31,14 +31,14 @@ pub enum NonFinite {
         /// The sample's index in the training set.
         sample: usize,
     },
-    /// A layer's output in the forward pass.
+    /// An op's output in the forward pass.
     Output {
-        /// The layer's name (`conv1`).
+        /// The op's name: its layer's (`dense2`), or its layers' for a fused op (`conv1+relu1`).
         layer: &'static str,
     },
-    /// The gradient of the loss with respect to a layer's output, in the backward pass.
+    /// The gradient of the loss with respect to an op's output, in the backward pass.
     OutputGradient {
-        /// The layer's name.
+        /// The op's name, as for [`NonFinite::Output`].
         layer: &'static str,
     },
     /// The gradient of a parameter tensor.
