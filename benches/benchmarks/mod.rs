@@ -3,6 +3,7 @@
 pub mod conv;
 pub mod dense;
 pub mod elementwise;
+pub mod fused;
 pub mod gemm;
 pub mod measurement;
 pub mod network;
