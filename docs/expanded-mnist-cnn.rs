@@ -257,8 +257,11 @@ impl MnistCnn {
                     &workspace.dense2.output,
                     &workspace.dense2.grad_output,
                     &mut workspace.dense2.cache,
-                    ::std::option::Option::Some(&mut workspace.dense1_relu3.grad_output)
-                        .map(::constnet::Batch::reshaped_mut),
+                    ::std::option::Option::Some(
+                        ::constnet::Batch::reshaped_mut(
+                            &mut workspace.dense1_relu3.grad_output,
+                        ),
+                    ),
                     &mut grads.dense2,
                 );
                 ::constnet::layers::Dropout::backward_in_place(
@@ -273,8 +276,11 @@ impl MnistCnn {
                     &workspace.dense1_relu3.output,
                     &mut workspace.dense1_relu3.grad_output,
                     &mut workspace.dense1_relu3.cache,
-                    ::std::option::Option::Some(&mut workspace.maxpool1.grad_output)
-                        .map(::constnet::Batch::reshaped_mut),
+                    ::std::option::Option::Some(
+                        ::constnet::Batch::reshaped_mut(
+                            &mut workspace.maxpool1.grad_output,
+                        ),
+                    ),
                     &mut grads.dense1,
                 );
                 ::constnet::layers::Dropout::backward_in_place(

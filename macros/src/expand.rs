@@ -103,73 +103,64 @@ fn param_name(name: &str, used: bool) -> proc_macro2::Ident {
     }
 }
 
+/// Which of an op's training buffers an expression names.
+#[derive(Clone, Copy)]
+enum Buffer {
+    /// Its output, read.
+    Output,
+    /// Its output, written in place.
+    OutputMut,
+    /// The gradient with respect to its output, written.
+    GradMut,
+}
+
+/// A `&Batch` or `&mut Batch` expression for `buffer` of value `value` of the training graph:
+/// the buffer of the op that owns the value's storage, reshaped when the value is a view. (Straight
+/// from the owner: a view of a view would leave the middle shape for the compiler to guess.)
+/// `None` when the storage is the caller's input.
+fn train_place(graph: &Graph, value: ValueId, buffer: Buffer) -> Option<TokenStream> {
+    let root = graph.root(value);
+    let Source::Op(owner) = graph.values[root].source else {
+        return None;
+    };
+    let field = &graph.ops[owner].field;
+    let (place, reshape) = match buffer {
+        Buffer::Output => (quote!(&workspace.#field.output), quote!(reshaped)),
+        Buffer::OutputMut => (quote!(&mut workspace.#field.output), quote!(reshaped_mut)),
+        Buffer::GradMut => (
+            quote!(&mut workspace.#field.grad_output),
+            quote!(reshaped_mut),
+        ),
+    };
+    Some(if root == value {
+        place
+    } else {
+        quote!(::constnet::Batch::#reshape(#place))
+    })
+}
+
 /// A `&Batch` expression for value `value` of the training graph.
 fn train_value(graph: &Graph, value: ValueId) -> TokenStream {
-    match graph.values[value].source {
-        Source::Input => quote!(input),
-        Source::Op(op) => {
-            let field = &graph.ops[op].field;
-            quote!(&workspace.#field.output)
-        }
-        // Straight from the storage's owner: a view of a view would leave the middle shape
-        // for the compiler to guess.
-        Source::View(_) => {
-            let of = train_value(graph, graph.root(value));
-            quote!(::constnet::Batch::reshaped(#of))
-        }
-    }
+    train_place(graph, value, Buffer::Output).unwrap_or_else(|| match graph.root(value) {
+        root if root == value => quote!(input),
+        _ => quote!(::constnet::Batch::reshaped(input)),
+    })
 }
 
-/// An `Option<&mut Batch>` expression for the gradient of value `value` of the training graph.
+/// An `Option<&mut Batch>` expression for the gradient of value `value` of the training graph:
+/// the caller's `grad_input` for the network's input.
 fn train_grad(graph: &Graph, value: ValueId) -> TokenStream {
-    match graph.values[value].source {
-        Source::Input => quote!(grad_input),
-        Source::Op(op) => {
-            let field = &graph.ops[op].field;
-            quote!(::std::option::Option::Some(&mut workspace.#field.grad_output))
-        }
-        // Straight from the storage's owner: a view of a view would leave the middle shape
-        // for the compiler to guess.
-        Source::View(_) => {
-            let of = train_grad(graph, graph.root(value));
-            quote!(#of.map(::constnet::Batch::reshaped_mut))
-        }
+    match train_place(graph, value, Buffer::GradMut) {
+        Some(place) => quote!(::std::option::Option::Some(#place)),
+        None if graph.root(value) == value => quote!(grad_input),
+        None => quote!(grad_input.map(::constnet::Batch::reshaped_mut)),
     }
 }
 
-/// A `&mut Batch` expression for the storage of value `value` of the training graph (an op's
-/// output, or a view of one).
-fn train_value_mut(graph: &Graph, value: ValueId) -> TokenStream {
-    match graph.values[value].source {
-        Source::Op(op) => {
-            let field = &graph.ops[op].field;
-            quote!(&mut workspace.#field.output)
-        }
-        // Straight from the storage's owner: a view of a view would leave the middle shape
-        // for the compiler to guess.
-        Source::View(_) => {
-            let of = train_value_mut(graph, graph.root(value));
-            quote!(::constnet::Batch::reshaped_mut(#of))
-        }
-        Source::Input => unreachable!("the plan never overwrites the caller's input"),
-    }
-}
-
-/// A `&mut Batch` expression for the gradient of value `value` of the training graph.
-fn train_grad_mut(graph: &Graph, value: ValueId) -> TokenStream {
-    match graph.values[value].source {
-        Source::Op(op) => {
-            let field = &graph.ops[op].field;
-            quote!(&mut workspace.#field.grad_output)
-        }
-        // Straight from the storage's owner: a view of a view would leave the middle shape
-        // for the compiler to guess.
-        Source::View(_) => {
-            let of = train_grad_mut(graph, graph.root(value));
-            quote!(::constnet::Batch::reshaped_mut(#of))
-        }
-        Source::Input => unreachable!("the plan never overwrites the caller's input"),
-    }
+/// A `&mut Batch` expression for `buffer` of value `value`, which the plan only overwrites
+/// when an op owns its storage.
+fn train_place_mut(graph: &Graph, value: ValueId, buffer: Buffer) -> TokenStream {
+    train_place(graph, value, buffer).expect("the plan never overwrites the caller's input")
 }
 
 /// One op's training forward pass.
@@ -187,7 +178,7 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
         }
         OpKind::DropoutInPlace(layer) => {
             let field = &layer.field;
-            let values = train_value_mut(graph, op.input);
+            let values = train_place_mut(graph, op.input, Buffer::OutputMut);
             quote!(::constnet::layers::Dropout::forward_train_in_place(&mut self.#field, #values, &mut workspace.#field.cache);)
         }
         OpKind::View(_) => quote!(),
@@ -230,7 +221,7 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
         }
         OpKind::DropoutInPlace(layer) => {
             let field = &layer.field;
-            let grad = train_grad_mut(graph, op.input);
+            let grad = train_place_mut(graph, op.input, Buffer::GradMut);
             quote!(::constnet::layers::Dropout::backward_in_place(&self.#field, #grad, &workspace.#field.cache);)
         }
         OpKind::View(_) => quote!(),

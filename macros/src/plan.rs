@@ -83,6 +83,27 @@ pub struct Op<'n> {
     pub name: String,
 }
 
+impl<'n> OpKind<'n> {
+    /// The layers the op computes, first to last.
+    fn layers(&self) -> Vec<&'n Layer> {
+        match *self {
+            OpKind::Layer(layer) | OpKind::View(layer) | OpKind::DropoutInPlace(layer) => {
+                vec![layer]
+            }
+            OpKind::LinearActivation { linear, activation } => vec![linear, activation],
+            OpKind::Conv {
+                conv,
+                batchnorm,
+                activation,
+                pool,
+            } => [Some(conv), batchnorm, activation, pool]
+                .into_iter()
+                .flatten()
+                .collect(),
+        }
+    }
+}
+
 impl Op<'_> {
     /// The layer whose type gives the op's state (output, cache, output gradient).
     pub fn state_layer(&self) -> &Layer {
@@ -188,40 +209,11 @@ impl<'n> Graph<'n> {
     fn push(&mut self, kind: OpKind<'n>) {
         let input = self.values.len() - 1;
         let index = self.ops.len();
-        let (field, name, output) = match &kind {
-            OpKind::Layer(layer) | OpKind::View(layer) | OpKind::DropoutInPlace(layer) => {
-                (layer.field.clone(), layer.field.to_string(), layer.output)
-            }
-            OpKind::LinearActivation { linear, activation } => (
-                format_ident!("{}_{}", linear.field, activation.field),
-                format!("{}+{}", linear.field, activation.field),
-                activation.output,
-            ),
-            OpKind::Conv {
-                conv,
-                batchnorm,
-                activation,
-                pool,
-            } => {
-                let layers = [
-                    Some(conv),
-                    batchnorm.as_ref(),
-                    activation.as_ref(),
-                    pool.as_ref(),
-                ];
-                let fields: Vec<String> = layers
-                    .into_iter()
-                    .flatten()
-                    .map(|layer| layer.field.to_string())
-                    .collect();
-                let last = pool.or(*activation).or(*batchnorm).unwrap_or(conv);
-                (
-                    format_ident!("{}", fields.join("_")),
-                    fields.join("+"),
-                    last.output,
-                )
-            }
-        };
+        let layers = kind.layers();
+        let fields: Vec<String> = layers.iter().map(|l| l.field.to_string()).collect();
+        let field = format_ident!("{}", fields.join("_"));
+        let name = fields.join("+");
+        let output = layers.last().expect("an op computes a layer").output;
         let source = match kind {
             OpKind::View(_) | OpKind::DropoutInPlace(_) => Source::View(input),
             _ => Source::Op(index),

@@ -23,8 +23,8 @@ use std::ops::Range;
 use rand::Rng;
 use rayon::prelude::*;
 
-use super::fused::{Linear, row_parts};
-use super::{GRADIENT_GROUP, Layer, WeightBias, for_each_sample_group, max, sum_in_order};
+use super::fused::{Linear, for_each_output_rows};
+use super::{GRADIENT_GROUP, Layer, WeightBias, max, sum_in_order};
 use crate::init::Init;
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
@@ -448,31 +448,10 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         activation: ActivationKind,
     ) {
         let () = Self::SHAPES_AGREE;
-        let samples = input.len();
-        let parts = row_parts(samples, O::H, O::W * Self::PATCH * O::C);
-        if parts < 2 {
-            for_each_sample_group(input, output, |images, outputs| {
-                for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
-                    Self::forward_rows(params, image, 0..O::H, out, activation);
-                }
-            });
-            return;
-        }
-        output.resize(samples);
-        let rows_per_part = O::H.div_ceil(parts);
-        for (image, out) in input
-            .as_slice()
-            .chunks(I::LEN)
-            .zip(output.as_mut_slice().chunks_mut(O::LEN))
-        {
-            out.par_chunks_mut(rows_per_part * O::W * O::C)
-                .enumerate()
-                .for_each(|(part, out)| {
-                    let start = part * rows_per_part;
-                    let rows = start..start + out.len() / (O::W * O::C);
-                    Self::forward_rows(params, image, rows, out, activation);
-                });
-        }
+        let muls_per_row = O::W * Self::PATCH * O::C;
+        for_each_output_rows(input, output, muls_per_row, |image, rows, out| {
+            Self::forward_rows(params, image, rows, out, activation)
+        });
     }
 }
 

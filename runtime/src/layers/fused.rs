@@ -7,6 +7,8 @@
 //! (`f'` taken from the output, [`ActivationFn::derivative_from_output`]) and runs the linear
 //! layer's backward. Both equal the two unfused layers bit for bit.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::{
@@ -15,7 +17,7 @@ use super::{
 };
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::with_scratch;
-use crate::shape::Image;
+use crate::shape::{Image, Shape};
 use crate::tensor::Batch;
 
 /// A layer computing `activation(linear(x) + bias)` with the activation in its GEMM epilogue:
@@ -46,6 +48,43 @@ pub(crate) fn row_parts(samples: usize, rows: usize, muls_per_row: usize) -> usi
         .min(rows.saturating_mul(muls_per_row) / MIN_MULS_PER_PART)
         .min(rows)
         .max(1)
+}
+
+/// Runs `f(image, rows, out)` over the output rows of every sample (`out` holds exactly rows
+/// `rows` of that sample's output): whole samples, one contiguous group per thread, or, when
+/// [`row_parts`] splits samples (batches smaller than the pool), each sample's rows in parts
+/// across the threads.
+pub(crate) fn for_each_output_rows<I: Shape, O: Image>(
+    input: &Batch<I>,
+    output: &mut Batch<O>,
+    muls_per_row: usize,
+    f: impl Fn(&[f32], Range<usize>, &mut [f32]) + Sync,
+) {
+    let samples = input.len();
+    let parts = row_parts(samples, O::H, muls_per_row);
+    if parts < 2 {
+        for_each_sample_group(input, output, |images, outputs| {
+            for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
+                f(image, 0..O::H, out);
+            }
+        });
+        return;
+    }
+    output.resize(samples);
+    let row_len = O::W * O::C;
+    let rows_per_part = O::H.div_ceil(parts);
+    for (image, out) in input
+        .as_slice()
+        .chunks(I::LEN)
+        .zip(output.as_mut_slice().chunks_mut(O::LEN))
+    {
+        out.par_chunks_mut(rows_per_part * row_len)
+            .enumerate()
+            .for_each(|(part, out)| {
+                let start = part * rows_per_part;
+                f(image, start..start + out.len() / row_len, out);
+            });
+    }
 }
 
 /// `output = activation(linear(input))` in one pass, for inference and training alike (neither
@@ -111,11 +150,11 @@ pub fn conv_activation_pool_forward<
     output: &mut Batch<O>,
 ) {
     // Convolution rows `first..end` feed output rows `rows` of the pooling.
-    let conv_rows = |rows: &std::ops::Range<usize>| {
+    let conv_rows = |rows: &Range<usize>| {
         let first = rows.start * POOL_STRIDE;
         first..((rows.end - 1) * POOL_STRIDE + POOL).min(M::H)
     };
-    let pooled_rows = |image: &[f32], rows: std::ops::Range<usize>, out: &mut [f32]| {
+    let pooled_rows = |image: &[f32], rows: Range<usize>, out: &mut [f32]| {
         let needed = conv_rows(&rows);
         with_scratch(needed.len() * M::W * M::C, |conv_out| {
             Conv2d::<I, M, K, STRIDE, P>::forward_rows(
@@ -128,31 +167,8 @@ pub fn conv_activation_pool_forward<
             Pool2d::<M, O, Op, POOL, POOL_STRIDE>::pool_rows(conv_out, needed.start, rows, out);
         });
     };
-    let samples = input.len();
     let muls_per_row = POOL_STRIDE * M::W * K * K * I::C * M::C;
-    let parts = row_parts(samples, O::H, muls_per_row);
-    if parts < 2 {
-        for_each_sample_group(input, output, |images, outputs| {
-            for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
-                pooled_rows(image, 0..O::H, out);
-            }
-        });
-        return;
-    }
-    output.resize(samples);
-    let rows_per_part = O::H.div_ceil(parts);
-    for (image, out) in input
-        .as_slice()
-        .chunks(I::LEN)
-        .zip(output.as_mut_slice().chunks_mut(O::LEN))
-    {
-        out.par_chunks_mut(rows_per_part * O::W * O::C)
-            .enumerate()
-            .for_each(|(part, out)| {
-                let start = part * rows_per_part;
-                pooled_rows(image, start..start + out.len() / (O::W * O::C), out);
-            });
-    }
+    for_each_output_rows(input, output, muls_per_row, pooled_rows);
 }
 
 /// Inference of a convolution with the weights and bias of `params` (see
