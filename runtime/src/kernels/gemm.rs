@@ -762,6 +762,16 @@ mod tests {
         (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
     }
 
+    /// Random `m × k` and `k × n` matrices and an `n`-long bias.
+    fn random_operands(
+        m: usize,
+        k: usize,
+        n: usize,
+        rng: &mut Xoshiro256PlusPlus,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        (random(m * k, rng), random(k * n, rng), random(n, rng))
+    }
+
     /// The obviously-correct triple loop, in f64.
     fn reference(a: MatRef<'_>, b: MatRef<'_>) -> Vec<f64> {
         let mut c = vec![0.0; a.rows * b.cols];
@@ -850,9 +860,7 @@ mod tests {
                 (12, 32, 0),
                 (7, 64, 129),
             ] {
-                let a_data = random(m * k, &mut rng);
-                let b_data = random(k * n, &mut rng);
-                let bias = random(n, &mut rng);
+                let (a_data, b_data, bias) = random_operands(m, k, n, &mut rng);
                 let (a, b) = (
                     MatRef::row_major(&a_data, m, k),
                     MatRef::row_major(&b_data, k, n),
@@ -966,9 +974,7 @@ mod tests {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(10);
         for (m, k, n) in [(1, 9216, 128), (5, 3000, 70), (31, 1100, 10)] {
             assert!(k_parts(m, k, Epilogue::default()).is_some());
-            let a_data = random(m * k, &mut rng);
-            let b_data = random(k * n, &mut rng);
-            let bias = random(n, &mut rng);
+            let (a_data, b_data, bias) = random_operands(m, k, n, &mut rng);
             let (a, b) = (
                 MatRef::row_major(&a_data, m, k),
                 MatRef::row_major(&b_data, k, n),
