@@ -127,8 +127,8 @@ pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 ///   kernel's patches inside it) and room to pack any GEMM panel, so no pass allocates;
 /// - it sets the CPU to flush denormal results and inputs to zero (MXCSR's FTZ and DAZ on
 ///   x86-64, as TensorFlow does on its threads): values below 1.2e-38 become 0. Training on a
-///   well-fitted batch otherwise drives optimiser state into denormals, each operation on which
-///   costs the CPU a hundred cycles: an Adam step was measured 27 times slower.
+///   well-fitted batch otherwise drives optimiser state into denormals, and each operation on a
+///   denormal costs the CPU about a hundred cycles.
 pub fn prepare_thread(scratch: usize) {
     const DEPTH: usize = 2;
     SCRATCH_POOL.with_borrow_mut(|pool| {
