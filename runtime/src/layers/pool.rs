@@ -167,22 +167,27 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
             .zip(selected.chunks_mut(O::C))
             .enumerate()
         {
+            let (oh, ow) = (pixel / O::W, pixel % O::W);
+            let first = (oh * STRIDE * I::W + ow * STRIDE) * I::C;
             y.fill(Op::START);
-            let mut window = Self::window(pixel / O::W, pixel % O::W);
-            let first = window.next().expect("a window holds at least one value");
-            for (c, (y, at)) in y.iter_mut().zip(at.iter_mut()).enumerate() {
-                *y = Op::combine(*y, image[first + c]);
+            for (c, at) in at.iter_mut().enumerate() {
                 *at = (first + c) as u32;
             }
-            for offset in window {
-                let values = &image[offset..offset + I::C];
-                for (c, ((y, at), &x)) in y.iter_mut().zip(at.iter_mut()).zip(values).enumerate() {
-                    let kept = Op::combine(*y, x);
-                    // The op returns `*y` itself unless `x` replaces it.
-                    if kept.to_bits() != y.to_bits() {
-                        *at = (offset + c) as u32;
+            // Plain loops over the window, in window order, and a select rather than a branch,
+            // so the channel loop vectorises.
+            for kh in 0..K {
+                for kw in 0..K {
+                    let offset = ((oh * STRIDE + kh) * I::W + ow * STRIDE + kw) * I::C;
+                    let values = &image[offset..offset + I::C];
+                    for (c, ((y, at), &x)) in
+                        y.iter_mut().zip(at.iter_mut()).zip(values).enumerate()
+                    {
+                        let kept = Op::combine(*y, x);
+                        // The op returns `*y` itself unless `x` replaces it.
+                        let replaced = kept.to_bits() != y.to_bits();
+                        *at = if replaced { (offset + c) as u32 } else { *at };
+                        *y = kept;
                     }
-                    *y = kept;
                 }
             }
         }
