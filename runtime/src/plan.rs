@@ -24,7 +24,8 @@ pub enum InferenceSlot {
 pub struct OpInfo {
     /// `conv1+relu1` for a fused op, the layer's name otherwise.
     pub name: &'static str,
-    /// What runs: `conv + relu (GEMM epilogue)`, `view`, or the layer as written.
+    /// What runs, its layers as written: `conv(32, 3) + relu (epilogue)`, `flatten (view)`,
+    /// `dense(10)`.
     pub runs: &'static str,
     /// The output shape, outermost first, without the batch axis.
     pub output: &'static [usize],
@@ -45,6 +46,8 @@ pub struct OpInfo {
 /// buffers.give(0, images);
 /// let features = buffers.take::<Flat<8>>(0, 3); // the same allocation, seen as 3 x 8
 /// assert_eq!(features.len(), 3);
+/// buffers.give(0, features);
+/// assert!(buffers.bytes() >= 96 * size_of::<f32>());
 /// ```
 pub struct InferenceBuffers<O: Shape> {
     slots: [Vec<f32>; 2],
@@ -69,9 +72,12 @@ impl<O: Shape> Default for InferenceBuffers<O> {
 }
 
 impl<O: Shape> InferenceBuffers<O> {
-    /// Slot `slot`'s storage as a batch of `samples` samples of shape `S` (contents
+    /// Slot `slot`'s storage (0 or 1) as a batch of `samples` samples of shape `S` (contents
     /// unspecified: the op that receives it overwrites it); give it back with
     /// [`InferenceBuffers::give`].
+    ///
+    /// # Panics
+    /// If `slot` is not 0 or 1.
     pub fn take<S: Shape>(&mut self, slot: usize, samples: usize) -> Batch<S> {
         let mut data = std::mem::take(&mut self.slots[slot]);
         let len = samples * S::LEN;

@@ -117,8 +117,8 @@ pub fn linear_activation_backward<L: Linear, F: ActivationFn>(
         .as_mut_slice()
         .par_chunks_mut(MIN_TASK_VALUES)
         .zip(output.as_slice().par_chunks(MIN_TASK_VALUES))
-        .for_each(|(grads, outputs)| {
-            for (grad, &y) in grads.iter_mut().zip(outputs) {
+        .for_each(|(output_grads, outputs)| {
+            for (grad, &y) in output_grads.iter_mut().zip(outputs) {
                 *grad *= activation.derivative_from_output(y);
             }
         });
