@@ -1,10 +1,10 @@
 //! The `network!` procedural macro of constnet.
 //!
 //! `network! { pub MnistCnn<input(28, 28, 1) conv(32, 3) relu ... dense(10) softmax> }` parses
-//! the layer list ([`ast`]), checks every argument and infers every shape at expansion time
-//! ([`valid`]), compiles the network into ops after fusion and the buffers they use ([`plan`]),
+//! the layer list (`ast`), checks every argument and infers every shape at expansion time
+//! (`valid`), compiles the network into ops after fusion and the buffers they use (`plan`),
 //! and writes a statically shaped network of `constnet` runtime layers with straight-line
-//! passes ([`expand`]). A mistake becomes a `compile_error!` on the layer (or
+//! passes (`expand`). A mistake becomes a `compile_error!` on the layer (or
 //! argument) at fault, saying what shape reached it.
 
 mod ast;

@@ -1,7 +1,7 @@
 //! Whole networks: the [`Network`] trait that `network!` implements, the state each op of its
 //! training plan keeps between passes ([`LayerState`]), and the Keras-style summary table.
 //!
-//! A generated network is also a [`Layer`](crate::layers::Layer) whose function is the whole
+//! A generated network is also a [`Layer`] whose function is the whole
 //! layer list (final softmax included), so it can be gradient-checked and composed like any
 //! layer. `Network` adds what training needs on top: a training pass that stops at the logits
 //! when the network ends with softmax (the loss fuses softmax with cross-entropy), parameters
