@@ -11,7 +11,7 @@
 //! - `impl Layer for MnistCnn` (the whole function, final softmax included) and
 //!   `impl Network for MnistCnn` (inference, logits path, layer and plan tables, constructor).
 
-use proc_macro2::{Literal, TokenStream};
+use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::plan::{Graph, Op, OpKind, Plan, Slot, Source, ValueId};
@@ -95,7 +95,7 @@ fn needs_rng(layer: &Layer) -> bool {
 }
 
 /// `visit` when `used`, `_visit` otherwise, so the generated code has no unused variables.
-fn param_name(name: &str, used: bool) -> proc_macro2::Ident {
+fn param_name(name: &str, used: bool) -> Ident {
     if used {
         format_ident!("{name}")
     } else {
@@ -232,7 +232,7 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
 }
 
 /// The local variable holding value `value` during inference.
-fn infer_var(value: ValueId) -> proc_macro2::Ident {
+fn infer_var(value: ValueId) -> Ident {
     format_ident!("v{value}")
 }
 
@@ -392,8 +392,8 @@ fn op_info(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
 
 /// The workspace fields: one `LayerState` per training op that has state, the final softmax,
 /// and any layer inference runs on its own that training fuses or views.
-fn state_ops<'p>(plan: &'p Plan<'p>) -> Vec<(&'p proc_macro2::Ident, &'p Layer, String)> {
-    let mut states: Vec<(&proc_macro2::Ident, &Layer, String)> = Vec::new();
+fn state_ops<'p>(plan: &'p Plan<'p>) -> Vec<(&'p Ident, &'p Layer, String)> {
+    let mut states: Vec<(&Ident, &Layer, String)> = Vec::new();
     let mut add = |field, layer: &'p Layer, name: String| {
         if !states.iter().any(|(f, _, _)| *f == field) {
             states.push((field, layer, name));
@@ -433,16 +433,72 @@ fn folding_ops<'p>(plan: &'p Plan<'p>) -> Vec<&'p Op<'p>> {
         .collect()
 }
 
+/// What every part of the expansion refers to.
+struct Names<'n> {
+    net: &'n Network,
+    plan: Plan<'n>,
+    workspace: Ident,
+    grads: Ident,
+    input_ty: TokenStream,
+    output_ty: TokenStream,
+}
+
+impl<'n> Names<'n> {
+    fn new(net: &'n Network) -> Self {
+        let name = &net.name;
+        Names {
+            net,
+            plan: Plan::new(net),
+            workspace: format_ident!("{name}Workspace"),
+            grads: format_ident!("{name}Grads"),
+            input_ty: shape_type(net.input),
+            output_ty: shape_type(net.layers.last().expect("validated: not empty").output),
+        }
+    }
+
+    /// The workspace field of the op that computes the logits.
+    fn logits(&self) -> &Ident {
+        let last = self.plan.train.ops.last();
+        &last.expect("validated: a layer before softmax").field
+    }
+}
+
+/// The layers with trainable parameters.
+fn param_layers(net: &Network) -> Vec<&Layer> {
+    net.layers.iter().filter(|l| l.kind.has_params()).collect()
+}
+
+/// The layers with saved, untrained buffers (batch normalisation's running statistics).
+fn buffer_layers(net: &Network) -> Vec<&Layer> {
+    let with_buffers = |l: &&Layer| matches!(l.kind, Kind::BatchNorm);
+    net.layers.iter().filter(with_buffers).collect()
+}
+
 pub fn expand(net: &Network) -> TokenStream {
-    let plan = Plan::new(net);
+    let names = Names::new(net);
+    let parts = [
+        structs(&names),
+        grads(&names),
+        passes(&names),
+        layer_impl(&names),
+        network_impl(&names),
+    ];
+    quote!(#(#parts)*)
+}
+
+/// The network's struct (a field per layer) and its workspace (a state per training op, the
+/// folded weights of inference, and inference's buffers).
+fn structs(names: &Names) -> TokenStream {
+    let Names {
+        net,
+        plan,
+        workspace,
+        output_ty,
+        ..
+    } = names;
     let Network {
         attrs, vis, name, ..
     } = net;
-    let workspace = format_ident!("{name}Workspace");
-    let grads = format_ident!("{name}Grads");
-    let input_ty = shape_type(net.input);
-    let output_ty = shape_type(net.layers.last().expect("validated: not empty").output);
-
     let fields: Vec<_> = net.layers.iter().map(|l| &l.field).collect();
     let types: Vec<_> = net.layers.iter().map(layer_type).collect();
     let field_docs: Vec<String> = net
@@ -450,51 +506,7 @@ pub fn expand(net: &Network) -> TokenStream {
         .iter()
         .map(|l| format!("`{}`: {} → {}", l.spec, l.input, l.output))
         .collect();
-    let constructors: Vec<_> = net.layers.iter().map(constructor).collect();
-    let seed_rng = if net.layers.iter().any(needs_rng) {
-        quote!(let mut rng = ::constnet::init::seeded_rng(seed);)
-    } else {
-        quote!(let _ = seed;)
-    };
-
-    let train = &plan.train;
-    let logits = &train
-        .ops
-        .last()
-        .expect("validated: a layer before softmax")
-        .field;
-    let train_forward_ops = train.ops.iter().map(|op| train_forward(train, op));
-    let backward_ops = train.ops.iter().rev().map(|op| train_backward(train, op));
-    let logits_value = train_value(train, train.result());
-
-    let (forward_train_tail, backward_head) = match plan.softmax {
-        Some(softmax) => {
-            let sm = &softmax.field;
-            (
-                quote! {
-                    ::constnet::layers::Layer::forward_train(&mut self.#sm, #logits_value, &mut workspace.#sm.output, &mut workspace.#sm.cache);
-                    output.copy_from(&workspace.#sm.output);
-                },
-                quote! {
-                    ::constnet::layers::Layer::backward(
-                        &self.#sm,
-                        #logits_value,
-                        &workspace.#sm.output,
-                        grad_output,
-                        &mut workspace.#sm.cache,
-                        ::std::option::Option::Some(&mut workspace.#logits.grad_output),
-                        &mut ::constnet::layers::NoParams,
-                    );
-                },
-            )
-        }
-        None => (
-            quote!(output.copy_from(&workspace.#logits.output);),
-            quote!(workspace.#logits.grad_output.copy_from(grad_output);),
-        ),
-    };
-
-    let states = state_ops(&plan);
+    let states = state_ops(plan);
     let state_fields: Vec<_> = states.iter().map(|(field, _, _)| *field).collect();
     let state_types: Vec<_> = states
         .iter()
@@ -504,59 +516,12 @@ pub fn expand(net: &Network) -> TokenStream {
         .iter()
         .map(|(_, _, name)| format!("State of `{name}`."))
         .collect();
-    let trained_states: Vec<(&proc_macro2::Ident, String)> = train
-        .ops
-        .iter()
-        .filter(|op| matches!(train.values[op.output].source, Source::Op(_)))
-        .map(|op| (&op.field, op.name.clone()))
-        .chain(plan.softmax.map(|sm| (&sm.field, sm.field.to_string())))
-        .collect();
-    let visited_fields: Vec<_> = trained_states.iter().map(|(field, _)| *field).collect();
-    let visited_names: Vec<&String> = trained_states.iter().map(|(_, name)| name).collect();
-    let training_values: usize = train
-        .ops
-        .iter()
-        .filter(|op| matches!(train.values[op.output].source, Source::Op(_)))
-        .map(|op| 2 * train.values[op.output].shape.len())
-        .chain(plan.softmax.map(|sm| 2 * sm.output.len()))
-        .sum();
-
-    let folding = folding_ops(&plan);
+    let folding = folding_ops(plan);
     let folded_fields: Vec<_> = folding.iter().map(|op| &op.field).collect();
     let folded_docs: Vec<String> = folding
         .iter()
         .map(|op| format!("The weights of `{}` as inference folds them.", op.name))
         .collect();
-    let infer_ops = infer_body(&plan.infer);
-    let infer_slots = plan.infer.slots();
-    let op_infos = plan
-        .infer
-        .ops
-        .iter()
-        .map(|op| op_info(&plan.infer, &infer_slots, op));
-
-    let with_params: Vec<&Layer> = net.layers.iter().filter(|l| l.kind.has_params()).collect();
-    let param_fields: Vec<_> = with_params.iter().map(|l| &l.field).collect();
-    let param_names: Vec<String> = param_fields.iter().map(|f| f.to_string()).collect();
-    let param_types: Vec<_> = with_params.iter().map(|l| layer_type(l)).collect();
-    let with_buffers: Vec<&Layer> = net
-        .layers
-        .iter()
-        .filter(|l| matches!(l.kind, Kind::BatchNorm))
-        .collect();
-    let buffer_fields: Vec<_> = with_buffers.iter().map(|l| &l.field).collect();
-    let buffer_names: Vec<String> = buffer_fields.iter().map(|f| f.to_string()).collect();
-    let visit = param_name("visit", !param_fields.is_empty());
-    let update = param_name("update", !param_fields.is_empty());
-    let other = param_name("other", !param_fields.is_empty());
-    let grads_arg = param_name("grads", !param_fields.is_empty());
-    let buffer_visit = param_name("visit", !buffer_fields.is_empty());
-
-    let name_str = name.to_string();
-    let specs: Vec<&str> = net.layers.iter().map(|l| l.spec.as_str()).collect();
-    let field_names: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
-    let output_types: Vec<_> = net.layers.iter().map(|l| shape_type(l.output)).collect();
-    let ends_with_softmax = net.ends_with_softmax();
     let struct_doc = format!(
         "\n\nGenerated by `network!` from {} layers; `{name}::summary()` prints the table, \
          `<{name} as Network>::plan(batch)` what was compiled.",
@@ -567,11 +532,6 @@ pub fn expand(net: &Network) -> TokenStream {
          gradient, and the two buffers inference alternates between. Reuse one across calls and \
          nothing is allocated per call."
     );
-    let grads_doc = format!(
-        "Gradients of [`{name}`]'s parameters, one field per layer that has any, named as the \
-         layer."
-    );
-
     quote! {
         #(#attrs)*
         #[doc = #struct_doc]
@@ -597,6 +557,24 @@ pub fn expand(net: &Network) -> TokenStream {
             pub inference: ::constnet::plan::InferenceBuffers<#output_ty>,
         }
 
+    }
+}
+
+/// The gradients struct, a field per layer with parameters, and its parameter-set impl.
+fn grads(names: &Names) -> TokenStream {
+    let Names { net, grads, .. } = names;
+    let (vis, name) = (&net.vis, &net.name);
+    let with_params = param_layers(net);
+    let param_fields: Vec<_> = with_params.iter().map(|l| &l.field).collect();
+    let param_names: Vec<String> = param_fields.iter().map(|f| f.to_string()).collect();
+    let param_types: Vec<_> = with_params.iter().map(|l| layer_type(l)).collect();
+    let visit = param_name("visit", !param_fields.is_empty());
+    let other = param_name("other", !param_fields.is_empty());
+    let grads_doc = format!(
+        "Gradients of [`{name}`]'s parameters, one field per layer that has any, named as the \
+         layer."
+    );
+    quote! {
         #[doc = #grads_doc]
         #[derive(Clone, Debug)]
         #vis struct #grads {
@@ -621,6 +599,27 @@ pub fn expand(net: &Network) -> TokenStream {
             }
         }
 
+    }
+}
+
+/// The passes the plan lists (training forward, backward, inference) and `Clone`.
+fn passes(names: &Names) -> TokenStream {
+    let Names {
+        net,
+        plan,
+        workspace,
+        grads,
+        input_ty,
+        ..
+    } = names;
+    let name = &net.name;
+    let fields: Vec<_> = net.layers.iter().map(|l| &l.field).collect();
+    let train = &plan.train;
+    let train_forward_ops = train.ops.iter().map(|op| train_forward(train, op));
+    let backward_ops = train.ops.iter().rev().map(|op| train_backward(train, op));
+    let infer_ops = infer_body(&plan.infer);
+    let grads_arg = param_name("grads", !param_layers(net).is_empty());
+    quote! {
         impl #name {
             /// Trainable parameters, as Keras's summary counts them.
             pub const PARAMS: usize = <Self as ::constnet::layers::Layer>::PARAMS;
@@ -658,6 +657,58 @@ pub fn expand(net: &Network) -> TokenStream {
             }
         }
 
+    }
+}
+
+/// The network as one `Layer`: its whole function, final softmax included.
+fn layer_impl(names: &Names) -> TokenStream {
+    let Names {
+        net,
+        plan,
+        workspace,
+        grads,
+        input_ty,
+        output_ty,
+    } = names;
+    let name = &net.name;
+    let types: Vec<_> = net.layers.iter().map(layer_type).collect();
+    let logits = names.logits();
+    let logits_value = train_value(&plan.train, plan.train.result());
+    let (forward_train_tail, backward_head) = match plan.softmax {
+        Some(softmax) => {
+            let sm = &softmax.field;
+            (
+                quote! {
+                    ::constnet::layers::Layer::forward_train(&mut self.#sm, #logits_value, &mut workspace.#sm.output, &mut workspace.#sm.cache);
+                    output.copy_from(&workspace.#sm.output);
+                },
+                quote! {
+                    ::constnet::layers::Layer::backward(
+                        &self.#sm,
+                        #logits_value,
+                        &workspace.#sm.output,
+                        grad_output,
+                        &mut workspace.#sm.cache,
+                        ::std::option::Option::Some(&mut workspace.#logits.grad_output),
+                        &mut ::constnet::layers::NoParams,
+                    );
+                },
+            )
+        }
+        None => (
+            quote!(output.copy_from(&workspace.#logits.output);),
+            quote!(workspace.#logits.grad_output.copy_from(grad_output);),
+        ),
+    };
+    let param_fields: Vec<_> = param_layers(net).into_iter().map(|l| &l.field).collect();
+    let param_names: Vec<String> = param_fields.iter().map(|f| f.to_string()).collect();
+    let buffer_fields: Vec<_> = buffer_layers(net).into_iter().map(|l| &l.field).collect();
+    let buffer_names: Vec<String> = buffer_fields.iter().map(|f| f.to_string()).collect();
+    let visit = param_name("visit", !param_fields.is_empty());
+    let update = param_name("update", !param_fields.is_empty());
+    let grads_arg = param_name("grads", !param_fields.is_empty());
+    let buffer_visit = param_name("visit", !buffer_fields.is_empty());
+    quote! {
         impl ::constnet::layers::Layer for #name {
             type Input = #input_ty;
             type Output = #output_ty;
@@ -728,6 +779,59 @@ pub fn expand(net: &Network) -> TokenStream {
             }
         }
 
+    }
+}
+
+/// The `Network` impl: the layer and plan tables, the constructor, inference, the logits path.
+fn network_impl(names: &Names) -> TokenStream {
+    let Names {
+        net,
+        plan,
+        workspace,
+        grads,
+        input_ty,
+        output_ty,
+    } = names;
+    let name = &net.name;
+    let fields: Vec<_> = net.layers.iter().map(|l| &l.field).collect();
+    let types: Vec<_> = net.layers.iter().map(layer_type).collect();
+    let constructors: Vec<_> = net.layers.iter().map(constructor).collect();
+    let seed_rng = if net.layers.iter().any(needs_rng) {
+        quote!(let mut rng = ::constnet::init::seeded_rng(seed);)
+    } else {
+        quote!(let _ = seed;)
+    };
+    let name_str = name.to_string();
+    let specs: Vec<&str> = net.layers.iter().map(|l| l.spec.as_str()).collect();
+    let field_names: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+    let output_types: Vec<_> = net.layers.iter().map(|l| shape_type(l.output)).collect();
+    let ends_with_softmax = net.ends_with_softmax();
+    let infer_slots = plan.infer.slots();
+    let op_infos = plan
+        .infer
+        .ops
+        .iter()
+        .map(|op| op_info(&plan.infer, &infer_slots, op));
+    let train = &plan.train;
+    let owns_output = |op: &&Op| matches!(train.values[op.output].source, Source::Op(_));
+    let trained_states: Vec<(&Ident, String)> = train
+        .ops
+        .iter()
+        .filter(owns_output)
+        .map(|op| (&op.field, op.name.clone()))
+        .chain(plan.softmax.map(|sm| (&sm.field, sm.field.to_string())))
+        .collect();
+    let visited_fields: Vec<_> = trained_states.iter().map(|(field, _)| *field).collect();
+    let visited_names: Vec<&String> = trained_states.iter().map(|(_, name)| name).collect();
+    let training_values: usize = train
+        .ops
+        .iter()
+        .filter(owns_output)
+        .map(|op| 2 * train.values[op.output].shape.len())
+        .chain(plan.softmax.map(|sm| 2 * sm.output.len()))
+        .sum();
+    let logits = names.logits();
+    quote! {
         impl ::constnet::network::Network for #name {
             const NAME: &'static str = #name_str;
             const LAYERS: &'static [::constnet::network::LayerInfo] = &[
