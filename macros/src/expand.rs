@@ -556,7 +556,6 @@ fn structs(names: &Names) -> TokenStream {
             /// The buffers inference alternates between, and its output.
             pub inference: ::constnet::plan::InferenceBuffers<#output_ty>,
         }
-
     }
 }
 
@@ -598,7 +597,6 @@ fn grads(names: &Names) -> TokenStream {
                 #( ::constnet::layers::zip_mut_prefixed(#param_names, &mut self.#param_fields, &other.#param_fields, visit); )*
             }
         }
-
     }
 }
 
@@ -656,7 +654,6 @@ fn passes(names: &Names) -> TokenStream {
                 Self { #( #fields: ::std::clone::Clone::clone(&self.#fields), )* }
             }
         }
-
     }
 }
 
@@ -778,7 +775,6 @@ fn layer_impl(names: &Names) -> TokenStream {
                 #( ::constnet::layers::visit_layer_buffers_mut(#buffer_names, &mut self.#buffer_fields, visit); )*
             }
         }
-
     }
 }
 
