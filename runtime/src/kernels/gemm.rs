@@ -5,8 +5,8 @@
 //!
 //! `A` and `B` are strided views ([`MatRef`]), so a transposed operand costs nothing to describe:
 //! the weight gradients read `Xᵀ` and the input gradients read `Wᵀ` straight from the stored
-//! tensors. `B` is read in `NR`-column panels, `KC` rows at a time, sized to stay in L1 while
-//! every row tile of `A` streams past it. A row-major `B` whose width is a whole number of panels
+//! tensors. `B` is read in `NR`-column panels, at most `KC_MAX` rows at a time, while every row
+//! tile of `A` streams past it. A row-major `B` whose width is a whole number of panels
 //! (conv and dense weights, output gradients) is read in place; any other `B` is first copied
 //! ("packed") into zero-padded contiguous panels. `A` is read in place and broadcast one element
 //! at a time. The register tile (`MR` rows × `NV` vectors) is a const
@@ -21,9 +21,11 @@ use super::Isa;
 use super::elementwise::{ActivationKind, relu};
 use super::simd::SimdF32;
 
-/// Most rows of packed `B` per block: 128 rows of a 64-wide panel are 32 KiB, two thirds of the
-/// L1 data cache of current x86 cores. K is split into equal blocks no deeper than this.
-const KC_MAX: usize = 128;
+/// Most rows of `B` per block: K is split into equal blocks no deeper than this, and each block
+/// adds into `C` once. A 256-row block of a 64-wide panel is 64 KiB, more than L1 holds (the
+/// L2 streams it well), but it halves the passes over `C` of the deep products of weight
+/// gradients and dense layers (`K` = 576 to 9216).
+const KC_MAX: usize = 256;
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 #[derive(Clone, Copy, Debug)]
