@@ -250,7 +250,8 @@ fn infer_value(graph: &Graph, slots: &[Option<Slot>], value: ValueId) -> TokenSt
 fn slot_index(slot: Slot) -> Literal {
     Literal::usize_unsuffixed(match slot {
         Slot::A => 0,
-        _ => 1,
+        Slot::B => 1,
+        Slot::Output => unreachable!("the output is not one of the two buffers"),
     })
 }
 

@@ -896,9 +896,7 @@ mod tests {
                         let what = format!("{isa:?} {m}x{n}x{k} {activation:?} acc={accumulate}");
                         if accumulate {
                             // `C + AB + bias` is summed in another order than the reference.
-                            for (g, w) in got.iter().zip(&want) {
-                                assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{what}");
-                            }
+                            crate::reference::assert_close(&what, &got, &want, 1e-5);
                         } else {
                             assert_eq!(got, want, "{what}");
                         }

@@ -221,6 +221,7 @@ mod tests {
         Activation, Conv2d, Dense, LeakyReluFn, Pool2d, PoolOp, ReluFn, Same, SigmoidFn, TanhFn,
         Valid,
     };
+    use crate::reference::assert_close;
     use crate::shape::{Hwc, Shape};
 
     /// Random values in [-1, 1), a quarter of them exactly zero (ReLU's kink).
@@ -410,17 +411,18 @@ mod tests {
         fold_batchnorm(&conv, &batchnorm, &mut folded);
         let mut got = Batch::default();
         conv_params_forward(&conv, &folded, ActivationKind::Relu, &x, &mut got);
-        for (g, w) in got.as_slice().iter().zip(want.as_slice()) {
-            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
-        }
+        assert_close("folded", got.as_slice(), want.as_slice(), 1e-5);
         // And with the pooling after it.
         let pool = Pool2d::<Hwc<7, 6, 5>, Hwc<3, 3, 5>, Avg, 2, 2>::new();
         let (mut pooled_want, mut pooled) = (Batch::default(), Batch::default());
         pool.forward(&want, &mut pooled_want, &mut Default::default());
         conv_activation_pool_forward(&conv, &folded, ActivationKind::Relu, &pool, &x, &mut pooled);
-        for (g, w) in pooled.as_slice().iter().zip(pooled_want.as_slice()) {
-            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
-        }
+        assert_close(
+            "folded and pooled",
+            pooled.as_slice(),
+            pooled_want.as_slice(),
+            1e-5,
+        );
     }
 
     #[test]
