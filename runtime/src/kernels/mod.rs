@@ -1,7 +1,7 @@
 //! CPU kernels and the choice of instruction set they run with.
 //!
-//! Every heavy kernel (the GEMM behind convolutions and dense layers) is written once, generic
-//! over [`simd::SimdF32`], and compiled three times: for AVX-512, for AVX2 with FMA, and for a
+//! Every heavy kernel (the GEMM behind convolutions and dense layers, pooling) is written once,
+//! generic over [`simd::SimdF32`], and compiled three times: for AVX-512, for AVX2 with FMA, and for a
 //! portable fallback that needs nothing beyond the x86-64 (or any other) baseline. Which one runs
 //! is decided at run time from the CPU's features ([`Isa::active`]), so `cargo run --release` is
 //! fast without `RUSTFLAGS`. Setting `CONSTNET_ISA=portable|avx2|avx512` forces a path (if the
@@ -99,6 +99,20 @@ impl Isa {
     /// The path called `name` (`avx512`, `avx2` or `portable`).
     pub fn from_name(name: &str) -> Option<Isa> {
         Isa::ALL.into_iter().find(|isa| isa.name() == name)
+    }
+}
+
+/// Runs `kernel` on the active instruction-set path ([`Isa::active`]).
+pub(crate) fn run_vectorized<K: simd::VectorKernel>(kernel: K) -> K::Output {
+    match Isa::active() {
+        // SAFETY: the active path is one the CPU supports.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86_avx512::run(kernel) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86_avx2::run(kernel) },
+        Isa::Portable => portable::run(kernel),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("non-x86 paths are never supported"),
     }
 }
 

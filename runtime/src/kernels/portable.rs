@@ -2,7 +2,7 @@
 //! whatever the baseline target has (two SSE2 registers on x86-64).
 
 use super::gemm::{GemmArgs, gemm_with_tiles};
-use super::simd::SimdF32;
+use super::simd::{SimdF32, VectorKernel};
 
 /// Eight lanes of plain `f32` arithmetic.
 #[derive(Clone, Copy)]
@@ -42,6 +42,19 @@ unsafe impl SimdF32 for Portable {
     unsafe fn relu(self) -> Self {
         Portable(self.0.map(super::elementwise::relu))
     }
+    #[inline(always)]
+    unsafe fn max_keep_nan(self, x: Self) -> Self {
+        Portable(std::array::from_fn(|i| {
+            let (acc, x) = (self.0[i], x.0[i]);
+            if x > acc || x.is_nan() { x } else { acc }
+        }))
+    }
+}
+
+/// Runs a [`VectorKernel`] with the portable vector.
+pub(super) fn run<K: VectorKernel>(kernel: K) -> K::Output {
+    // SAFETY: the portable vector is valid on every CPU.
+    unsafe { kernel.run::<Portable>() }
 }
 
 /// The GEMM on the portable path: 4x8 tiles (16 SSE registers hold them with room to spare).

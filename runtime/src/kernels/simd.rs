@@ -55,4 +55,26 @@ pub unsafe trait SimdF32: Copy {
     /// # Safety
     /// As for the trait: the CPU must support the instruction set.
     unsafe fn relu(self) -> Self;
+    /// Lane-wise maximum that keeps NaN: `x` where `x > self` or `x` is NaN, otherwise `self`
+    /// (so a NaN in `self` stays, and of two equal values the first, `self`, is kept), as
+    /// [`Max`](crate::layers::pool::Max) combines one value into a window's running result.
+    ///
+    /// # Safety
+    /// As for the trait: the CPU must support the instruction set.
+    unsafe fn max_keep_nan(self, x: Self) -> Self;
+}
+
+/// A kernel written once over [`SimdF32`], run with the widest vector the CPU has by
+/// [`run_vectorized`](super::run_vectorized).
+///
+/// Its `run` is `#[inline(always)]` and, by the rule above, has no closure around vector work,
+/// so it compiles into each instruction set's entry point.
+pub(crate) trait VectorKernel {
+    /// What the kernel returns.
+    type Output;
+    /// Runs the kernel with vectors `S`.
+    ///
+    /// # Safety
+    /// The CPU must support `S`'s instruction set.
+    unsafe fn run<S: SimdF32>(self) -> Self::Output;
 }

@@ -3,7 +3,7 @@
 use std::arch::x86_64::*;
 
 use super::gemm::{GemmArgs, gemm_with_tiles};
-use super::simd::SimdF32;
+use super::simd::{SimdF32, VectorKernel};
 
 /// Eight `f32` lanes in a 256-bit register.
 #[derive(Clone, Copy)]
@@ -50,6 +50,24 @@ unsafe impl SimdF32 for Avx2 {
         // through for NaN and -0.0, as the scalar `relu` does.
         Avx2(_mm256_max_ps(_mm256_setzero_ps(), self.0))
     }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn max_keep_nan(self, x: Self) -> Self {
+        // MAXPS(x, self) is `x > self ? x : self` (its second operand when either is NaN); a NaN
+        // `x` is then put back.
+        let larger = _mm256_max_ps(x.0, self.0);
+        let x_is_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(x.0, x.0);
+        Avx2(_mm256_blendv_ps(larger, x.0, x_is_nan))
+    }
+}
+
+/// Runs a [`VectorKernel`] with AVX2 vectors.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn run<K: VectorKernel>(kernel: K) -> K::Output {
+    unsafe { kernel.run::<Avx2>() }
 }
 
 /// The GEMM on the AVX2 path: 6x16 tiles (12 accumulators, 2 B vectors, 1 broadcast) when the

@@ -3,7 +3,7 @@
 use std::arch::x86_64::*;
 
 use super::gemm::{GemmArgs, gemm_with_tiles};
-use super::simd::SimdF32;
+use super::simd::{SimdF32, VectorKernel};
 
 /// Sixteen `f32` lanes in a 512-bit register.
 #[derive(Clone, Copy)]
@@ -50,6 +50,24 @@ unsafe impl SimdF32 for Avx512 {
         // through for NaN and -0.0, as the scalar `relu` does.
         Avx512(_mm512_max_ps(_mm512_setzero_ps(), self.0))
     }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn max_keep_nan(self, x: Self) -> Self {
+        // MAXPS(x, self) is `x > self ? x : self` (its second operand when either is NaN); a NaN
+        // `x` is then put back.
+        let larger = _mm512_max_ps(x.0, self.0);
+        let x_is_nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x.0, x.0);
+        Avx512(_mm512_mask_mov_ps(larger, x_is_nan, x.0))
+    }
+}
+
+/// Runs a [`VectorKernel`] with AVX-512 vectors.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn run<K: VectorKernel>(kernel: K) -> K::Output {
+    unsafe { kernel.run::<Avx512>() }
 }
 
 /// The GEMM on the AVX-512 path. The tile is chosen by the output width: 6x64 (24 accumulators,

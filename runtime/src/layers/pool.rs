@@ -13,6 +13,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{Layer, for_each_sample_group, samples_per_task};
+use crate::kernels::{self, simd::SimdF32, simd::VectorKernel};
 use crate::shape::Image;
 use crate::tensor::Batch;
 
@@ -26,6 +27,11 @@ pub trait PoolOp: 'static + Copy + Debug + Default + Send + Sync {
     /// Folds one more value into the window's running result (a selecting op returns `acc` or
     /// `x` itself).
     fn combine(acc: f32, x: f32) -> f32;
+    /// [`combine`](Self::combine) on every lane.
+    ///
+    /// # Safety
+    /// The CPU must support `S`'s instruction set.
+    unsafe fn combine_lanes<S: SimdF32>(acc: S, x: S) -> S;
     /// The window's output from its running result and its size.
     fn finish(acc: f32, window: usize) -> f32;
 }
@@ -42,6 +48,10 @@ impl PoolOp for Max {
     fn combine(acc: f32, x: f32) -> f32 {
         if x > acc || x.is_nan() { x } else { acc }
     }
+    #[inline(always)]
+    unsafe fn combine_lanes<S: SimdF32>(acc: S, x: S) -> S {
+        unsafe { acc.max_keep_nan(x) }
+    }
     fn finish(acc: f32, _window: usize) -> f32 {
         acc
     }
@@ -56,6 +66,10 @@ impl PoolOp for Avg {
     const SELECTS: bool = false;
     fn combine(acc: f32, x: f32) -> f32 {
         acc + x
+    }
+    #[inline(always)]
+    unsafe fn combine_lanes<S: SimdF32>(acc: S, x: S) -> S {
+        unsafe { acc.add(x) }
     }
     fn finish(acc: f32, window: usize) -> f32 {
         acc / window as f32
@@ -134,29 +148,35 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
 
     /// Pools output rows `rows` into `out` (exactly those rows) from `input_rows`, which holds
     /// input rows `first_input_row..` of one image: every row those windows cover.
+    ///
+    /// # Panics
+    /// If `input_rows` does not reach the last window's row or `out` is not `rows` long.
     pub(crate) fn pool_rows(
         input_rows: &[f32],
         first_input_row: usize,
         rows: Range<usize>,
         out: &mut [f32],
     ) {
-        let first_row = rows.start;
-        for (pixel, y) in out.chunks_mut(O::C).enumerate() {
-            let (oh, ow) = (first_row + pixel / O::W, pixel % O::W);
-            y.fill(Op::START);
-            // Plain loops rather than `window`'s iterator: this runs at inference, and the
-            // nested adaptor kept the channel loop from vectorising well.
-            for kh in 0..K {
-                let row = oh * STRIDE + kh - first_input_row;
-                let start = (row * I::W + ow * STRIDE) * I::C;
-                for x in input_rows[start..start + K * I::C].chunks_exact(I::C) {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = Op::combine(*y, x);
-                    }
-                }
-            }
-            y.iter_mut().for_each(|y| *y = Op::finish(*y, Self::WINDOW));
+        assert_eq!(
+            out.len(),
+            rows.len() * O::W * O::C,
+            "pool_rows: output length"
+        );
+        if let Some(last) = rows.end.checked_sub(1) {
+            let rows_read = last * STRIDE + K - first_input_row;
+            assert!(
+                first_input_row <= rows.start * STRIDE
+                    && input_rows.len() >= rows_read * I::W * I::C,
+                "pool_rows: the input rows do not cover the windows"
+            );
         }
+        kernels::run_vectorized(PoolRows::<I, O, Op, K, STRIDE> {
+            input_rows,
+            first_input_row,
+            first_row: rows.start,
+            out,
+            shapes: PhantomData,
+        });
     }
 
     /// A selecting op's forward pass over one image, recording in `selected` the offset of the
@@ -201,6 +221,62 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
                 for (dx, &dy) in dx[offset..offset + I::C].iter_mut().zip(dy) {
                     *dx += dy / Self::WINDOW as f32;
                 }
+            }
+        }
+    }
+}
+
+/// The vector kernel of [`Pool2d::pool_rows`], whose checks it relies on: each output pixel's
+/// channels a vector at a time, the running result in a register across the window, the
+/// channels past the last whole vector one at a time.
+struct PoolRows<'a, I, O, Op, const K: usize, const STRIDE: usize> {
+    input_rows: &'a [f32],
+    first_input_row: usize,
+    first_row: usize,
+    out: &'a mut [f32],
+    shapes: PhantomData<(I, O, Op)>,
+}
+
+impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> VectorKernel
+    for PoolRows<'_, I, O, Op, K, STRIDE>
+{
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<S: SimdF32>(self) {
+        let whole_vectors = I::C - I::C % S::LANES;
+        let input = self.input_rows.as_ptr();
+        for (pixel, y) in self.out.chunks_exact_mut(O::C).enumerate() {
+            let (oh, ow) = (self.first_row + pixel / O::W, pixel % O::W);
+            let window = ((oh * STRIDE - self.first_input_row) * I::W + ow * STRIDE) * I::C;
+            // SAFETY: `pool_rows` checked that `input_rows` holds every row of this pixel's
+            // window, and the window's columns lie inside a row; `y` holds `C` values.
+            unsafe {
+                let mut c = 0;
+                while c < whole_vectors {
+                    let mut acc = S::splat(Op::START);
+                    for kh in 0..K {
+                        let row = input.add(window + kh * I::W * I::C + c);
+                        for kw in 0..K {
+                            acc = Op::combine_lanes(acc, S::load(row.add(kw * I::C)));
+                        }
+                    }
+                    acc.store(y.as_mut_ptr().add(c));
+                    c += S::LANES;
+                }
+                for (c, y) in y.iter_mut().enumerate().skip(whole_vectors) {
+                    let mut acc = Op::START;
+                    for kh in 0..K {
+                        let row = input.add(window + kh * I::W * I::C + c);
+                        for kw in 0..K {
+                            acc = Op::combine(acc, *row.add(kw * I::C));
+                        }
+                    }
+                    *y = acc;
+                }
+            }
+            for y in y.iter_mut() {
+                *y = Op::finish(*y, Pool2d::<I, O, Op, K, STRIDE>::WINDOW);
             }
         }
     }
@@ -357,6 +433,40 @@ mod tests {
         matches_reference::<Hwc<5, 7, 3>, Hwc<3, 5, 3>, Avg, 3, 1>(false);
         matches_reference::<Hwc<24, 24, 64>, Hwc<12, 12, 64>, Max, 2, 2>(true);
         matches_reference::<Hwc<6, 9, 5>, Hwc<2, 3, 5>, Avg, 3, 3>(false);
+        // Whole vectors of every instruction set and a remainder.
+        matches_reference::<Hwc<5, 6, 19>, Hwc<2, 3, 19>, Max, 2, 2>(true);
+        matches_reference::<Hwc<5, 6, 19>, Hwc<3, 4, 19>, Avg, 3, 1>(false);
+    }
+
+    /// The vector lanes combine as the scalar [`Max::combine`] does, bit for bit: a NaN
+    /// anywhere in the window wins, and of `-0.0` and `0.0` the first in window order is kept.
+    #[test]
+    fn vector_lanes_keep_nan_and_the_first_of_equal_values() {
+        const C: usize = 37;
+        let pool = MaxPool2d::<Hwc<2, 2, C>, Hwc<1, 1, C>, 2>::new();
+        let window_values = |c: usize| -> [f32; 4] {
+            let mut values = match c % 3 {
+                0 => [-0.0, 0.0, -1.0, -2.0],
+                1 => [0.0, -0.0, -3.0, -0.0],
+                _ => [1.0, 2.0, 2.0, -5.0],
+            };
+            if c % 5 < 4 {
+                values[c % 5] = f32::NAN;
+            }
+            values
+        };
+        let mut x = Batch::<Hwc<2, 2, C>>::zeros(1);
+        for c in 0..C {
+            for (position, value) in window_values(c).into_iter().enumerate() {
+                x.as_mut_slice()[position * C + c] = value;
+            }
+        }
+        let mut y = Batch::default();
+        pool.forward(&x, &mut y, &mut PoolCache::default());
+        for c in 0..C {
+            let want = window_values(c).into_iter().fold(Max::START, Max::combine);
+            assert_eq!(y.as_slice()[c].to_bits(), want.to_bits(), "channel {c}");
+        }
     }
 
     #[test]
