@@ -5,7 +5,8 @@
 //!
 //! `A` and `B` are strided views ([`MatRef`]), so a transposed operand costs nothing to describe:
 //! the weight gradients read `Xᵀ` and the input gradients read `Wᵀ` straight from the stored
-//! tensors. `B` is read in `NR`-column panels, at most `KC_MAX` rows at a time, while every row
+//! tensors. `A` may also be a convolution's patches read straight from the image ([`Patches`],
+//! [`gemm_patches`]), whose columns the microkernel finds through a per-block offset table. `B` is read in `NR`-column panels, at most `KC_MAX` rows at a time, while every row
 //! tile of `A` streams past it. A row-major `B` whose width is a whole number of panels
 //! (conv and dense weights, output gradients) is read in place; any other `B` is first copied
 //! ("packed") into zero-padded contiguous panels. `A` is read in place and broadcast one element
@@ -14,6 +15,7 @@
 //! unrolled microkernel for each.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -180,6 +182,145 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// The patch matrix of a convolution without padding, read straight from the image: row `r`
+/// holds the `K × K × C` input values under the window of output pixel `first + r` (in the
+/// order kernel row, kernel column, channel, as HWIO weights are), so `patches · W` is the
+/// convolution without copying the patches out (im2col). Each row is `K` runs of `K · C`
+/// contiguous values, one image row apart.
+///
+/// ```
+/// use constnet_runtime::kernels::gemm::Patches;
+/// // A 3x3 one-channel image, 2x2 windows, stride 1: the window of output pixel 3 is the
+/// // bottom-right one.
+/// let image = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0];
+/// let patches = Patches::new(&image, [3, 3, 1], 2, 1, 0..4);
+/// assert_eq!((patches.rows(), patches.cols()), (4, 4));
+/// assert_eq!((0..4).map(|k| patches.at(3, k)).collect::<Vec<_>>(), [5.0, 6.0, 8.0, 9.0]);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Patches<'a> {
+    image: &'a [f32],
+    width: usize,
+    channels: usize,
+    kernel: usize,
+    stride: usize,
+    out_width: usize,
+    first: usize,
+    rows: usize,
+}
+
+impl<'a> Patches<'a> {
+    /// The patches of output pixels `pixels` (numbered row by row) of a `kernel × kernel`
+    /// convolution with `stride` and no padding over `image`, of shape `[height, width,
+    /// channels]` (HWC).
+    ///
+    /// # Panics
+    /// If `image` does not hold `height × width × channels` values, the window does not fit
+    /// the image, or a pixel lies outside the output.
+    pub fn new(
+        image: &'a [f32],
+        [height, width, channels]: [usize; 3],
+        kernel: usize,
+        stride: usize,
+        pixels: Range<usize>,
+    ) -> Self {
+        assert_eq!(
+            image.len(),
+            height * width * channels,
+            "a {height}x{width}x{channels} image holds {} values, the slice {}",
+            height * width * channels,
+            image.len()
+        );
+        assert!(
+            kernel >= 1 && stride >= 1 && kernel <= height && kernel <= width,
+            "a {kernel}x{kernel} window with stride {stride} does not fit a {height}x{width} image"
+        );
+        let out_height = (height - kernel) / stride + 1;
+        let out_width = (width - kernel) / stride + 1;
+        assert!(
+            pixels.start <= pixels.end && pixels.end <= out_height * out_width,
+            "pixels {pixels:?} of a {out_height}x{out_width} output"
+        );
+        Self {
+            image,
+            width,
+            channels,
+            kernel,
+            stride,
+            out_width,
+            first: pixels.start,
+            rows: pixels.len(),
+        }
+    }
+
+    /// Rows: one per output pixel.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns: `K × K × C`.
+    pub fn cols(&self) -> usize {
+        self.kernel * self.run_len()
+    }
+
+    /// Element `(i, j)`: input value `j` of the window of output pixel `first + i`.
+    ///
+    /// # Panics
+    /// If `(i, j)` lies outside the matrix.
+    pub fn at(&self, i: usize, j: usize) -> f32 {
+        assert!(
+            i < self.rows && j < self.cols(),
+            "({i}, {j}) outside the patches"
+        );
+        self.image[self.row_offset(i) + self.col_offset(j)]
+    }
+
+    /// Contiguous values of a window: one kernel row.
+    fn run_len(&self) -> usize {
+        self.kernel * self.channels
+    }
+
+    /// Distance between the runs of a window: one image row.
+    fn run_step(&self) -> usize {
+        self.width * self.channels
+    }
+
+    /// Offset in the image of the first value of row `i`'s window.
+    fn row_offset(&self, i: usize) -> usize {
+        let pixel = self.first + i;
+        let (oh, ow) = (pixel / self.out_width, pixel % self.out_width);
+        (oh * self.width + ow) * self.stride * self.channels
+    }
+
+    /// Offset of column `j` from the first value of a window.
+    fn col_offset(&self, j: usize) -> usize {
+        (j / self.run_len()) * self.run_step() + j % self.run_len()
+    }
+}
+
+/// The left operand of a product: a strided matrix or a convolution's patches.
+#[derive(Clone, Copy, Debug)]
+enum Lhs<'a> {
+    Matrix(MatRef<'a>),
+    Patches(Patches<'a>),
+}
+
+impl Lhs<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            Lhs::Matrix(a) => a.rows,
+            Lhs::Patches(p) => p.rows,
+        }
+    }
+
+    fn cols(&self) -> usize {
+        match self {
+            Lhs::Matrix(a) => a.cols,
+            Lhs::Patches(p) => p.cols(),
+        }
+    }
+}
+
 /// A writable row-major matrix view whose rows may be further apart than its width.
 #[derive(Debug)]
 pub struct MatMut<'a> {
@@ -247,7 +388,7 @@ impl From<bool> for Epilogue<'_> {
 /// One GEMM call as the instruction-set entry points receive it.
 pub(super) struct GemmArgs<'a> {
     c: MatMut<'a>,
-    a: MatRef<'a>,
+    a: Lhs<'a>,
     b: MatRef<'a>,
     epilogue: Epilogue<'a>,
 }
@@ -308,11 +449,31 @@ pub fn gemm<'e>(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, epilogue: impl Into
 /// # Panics
 /// If the shapes do not agree, or the CPU does not support `isa`.
 pub fn gemm_with(isa: Isa, c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, epilogue: Epilogue<'_>) {
+    gemm_lhs(isa, c, Lhs::Matrix(a), b, epilogue);
+}
+
+/// `C = patches·B` (or `C +=`), then the rest of the [`Epilogue`]: a convolution without
+/// padding, `B` its HWIO weights as a `K·K·C × filters` matrix, without copying the patches out
+/// of the image.
+///
+/// # Panics
+/// If the shapes do not agree (`patches` m×k, `B` k×n, `C` m×n, the bias n values).
+pub fn gemm_patches<'e>(
+    c: MatMut<'_>,
+    patches: Patches<'_>,
+    b: MatRef<'_>,
+    epilogue: impl Into<Epilogue<'e>>,
+) {
+    gemm_lhs(Isa::active(), c, Lhs::Patches(patches), b, epilogue.into());
+}
+
+/// Checks the shapes, then runs the product on `isa`'s path.
+fn gemm_lhs(isa: Isa, c: MatMut<'_>, a: Lhs<'_>, b: MatRef<'_>, epilogue: Epilogue<'_>) {
     assert!(
-        a.rows == c.rows && b.cols == c.cols && a.cols == b.rows,
+        a.rows() == c.rows && b.cols == c.cols && a.cols() == b.rows,
         "gemm shapes disagree: A is {}x{}, B {}x{}, C {}x{}",
-        a.rows,
-        a.cols,
+        a.rows(),
+        a.cols(),
         b.rows,
         b.cols,
         c.rows,
@@ -331,7 +492,7 @@ pub fn gemm_with(isa: Isa, c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, epilogue
     if c.rows == 0 || c.cols == 0 {
         return;
     }
-    if a.cols == 0 {
+    if a.cols() == 0 {
         empty_product(c, epilogue);
         return;
     }
@@ -513,8 +674,28 @@ pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usiz
     args: GemmArgs<'_>,
 ) {
     let GemmArgs { c, a, b, epilogue } = args;
+    // One instantiation per kind of A, so each tile loop knows how it addresses A.
+    unsafe {
+        match a {
+            Lhs::Matrix(a) => tile_loops::<V, MR, NV, _>(c, a, b, epilogue),
+            Lhs::Patches(a) => tile_loops::<V, MR, NV, _>(c, a, b, epilogue),
+        }
+    }
+}
+
+/// [`gemm_with_tiles`] for one kind of A.
+///
+/// # Safety
+/// As [`gemm_with_tiles`].
+#[inline(always)]
+unsafe fn tile_loops<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>(
+    c: MatMut<'_>,
+    a: A,
+    b: MatRef<'_>,
+    epilogue: Epilogue<'_>,
+) {
     let nr = NV * V::LANES;
-    let (m, n, k) = (c.rows, c.cols, a.cols);
+    let (m, n, k) = (c.rows, c.cols, a.cols());
     let panels = n.div_ceil(nr);
     let blocks = k.div_ceil(KC_MAX);
     let kc_max = k.div_ceil(blocks);
@@ -524,6 +705,8 @@ pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usiz
     // un-inlined (as it is with several codegen units, Cargo's default) it would keep every
     // vector operation inside it from inlining: the kernels ran 60 times slower.
     let mut packed = PACKED_B.take();
+    // The block's column offsets, for an A that needs them.
+    let mut col_offsets = [0; KC_MAX];
     {
         let packed = &mut packed;
         if !in_place {
@@ -532,6 +715,11 @@ pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usiz
         for block in 0..blocks {
             let k0 = block * kc_max;
             let kc = kc_max.min(k - k0);
+            if !A::STRIDED {
+                for (j, offset) in col_offsets[..kc].iter_mut().enumerate() {
+                    *offset = a.col_offset(k0 + j);
+                }
+            }
             let add_to_c = epilogue.accumulate || block > 0;
             // The bias joins the first block's store, the activation the last one's.
             let bias = epilogue.bias.filter(|_| block == 0);
@@ -552,13 +740,14 @@ pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usiz
                     (&packed[..], nr)
                 };
                 for i0 in (0..m).step_by(MR) {
-                    let a_tile = &a.data[i0 * a.row_stride + k0 * a.col_stride..];
+                    let rows = MR.min(m - i0);
+                    let a_tile = a.tile(i0, k0);
                     let c_tile = &mut c.data[i0 * c.row_stride + j0..];
                     let tile = TileArgs {
                         a: a_tile.as_ptr(),
                         a_len: a_tile.len(),
-                        a_row_stride: a.row_stride,
-                        a_col_stride: a.col_stride,
+                        a_col_stride: a.strides().1,
+                        a_col_offsets: col_offsets.as_ptr(),
                         b: b_panel.as_ptr(),
                         b_len: b_panel.len(),
                         b_row_stride,
@@ -566,27 +755,96 @@ pub(super) unsafe fn gemm_with_tiles<V: SimdF32, const MR: usize, const NV: usiz
                         c_len: c_tile.len(),
                         c: c_tile.as_mut_ptr(),
                         c_row_stride: c.row_stride,
-                        rows: MR.min(m - i0),
+                        rows,
                         cols: nr.min(n - j0),
                         add_to_c,
                         bias: bias.map_or(std::ptr::null(), |bias| bias[j0..].as_ptr()),
                         activation,
                     };
                     // SAFETY: the tile's rows and columns lie inside A, B (or its packed panel)
-                    // and C; rows beyond `rows` are clamped to the last valid row of A, and an
-                    // in-place B has only full panels.
-                    unsafe {
-                        if a.row_stride == 1 {
-                            microkernel::<V, MR, NV, true>(tile)
-                        } else {
-                            microkernel::<V, MR, NV, false>(tile)
-                        }
-                    }
+                    // and C; an in-place B has only full panels.
+                    unsafe { microkernel::<V, MR, NV, A>(tile, a, i0) }
                 }
             }
         }
     }
     PACKED_B.set(packed);
+}
+
+/// How the tile loops read a kind of A.
+trait TiledLhs: Copy {
+    /// Whether rows and columns lie a fixed stride apart (a matrix view), or at irregular
+    /// offsets that the microkernel takes from tables (a convolution's patches: `K` runs of
+    /// `K · C` values, one image row apart).
+    const STRIDED: bool;
+    /// Columns (`K`).
+    fn cols(&self) -> usize;
+    /// A from row `i0`, column `k0` on; without strides, from row `i0`'s column 0.
+    fn tile(&self, i0: usize, k0: usize) -> &[f32];
+    /// Distance between rows and between columns, when strided.
+    fn strides(&self) -> (usize, usize);
+    /// Offset of row `i0 + i` from row `i0`, without strides.
+    fn row_offset(&self, i0: usize, i: usize) -> usize;
+    /// Offset of column `k` from column 0 of any row, without strides.
+    fn col_offset(&self, k: usize) -> usize;
+}
+
+impl TiledLhs for MatRef<'_> {
+    const STRIDED: bool = true;
+
+    #[inline(always)]
+    fn cols(&self) -> usize {
+        self.cols
+    }
+
+    #[inline(always)]
+    fn tile(&self, i0: usize, k0: usize) -> &[f32] {
+        &self.data[i0 * self.row_stride + k0 * self.col_stride..]
+    }
+
+    #[inline(always)]
+    fn strides(&self) -> (usize, usize) {
+        (self.row_stride, self.col_stride)
+    }
+
+    #[inline(always)]
+    fn row_offset(&self, _i0: usize, i: usize) -> usize {
+        i * self.row_stride
+    }
+
+    #[inline(always)]
+    fn col_offset(&self, k: usize) -> usize {
+        k * self.col_stride
+    }
+}
+
+impl TiledLhs for Patches<'_> {
+    const STRIDED: bool = false;
+
+    #[inline(always)]
+    fn cols(&self) -> usize {
+        Patches::cols(self)
+    }
+
+    #[inline(always)]
+    fn tile(&self, i0: usize, _k0: usize) -> &[f32] {
+        &self.image[Patches::row_offset(self, i0)..]
+    }
+
+    #[inline(always)]
+    fn strides(&self) -> (usize, usize) {
+        (0, 1)
+    }
+
+    #[inline(always)]
+    fn row_offset(&self, i0: usize, i: usize) -> usize {
+        Patches::row_offset(self, i0 + i) - Patches::row_offset(self, i0)
+    }
+
+    #[inline(always)]
+    fn col_offset(&self, k: usize) -> usize {
+        Patches::col_offset(self, k)
+    }
 }
 
 /// Copies rows `k0..k0 + kc`, columns `j0..j0 + nr` of `B` into `packed` as `kc` rows of `nr`
@@ -610,8 +868,8 @@ fn pack_b_panel(b: MatRef<'_>, k0: usize, kc: usize, j0: usize, nr: usize, packe
 struct TileArgs {
     a: *const f32,
     a_len: usize,
-    a_row_stride: usize,
     a_col_stride: usize,
+    a_col_offsets: *const usize,
     b: *const f32,
     b_len: usize,
     b_row_stride: usize,
@@ -627,20 +885,39 @@ struct TileArgs {
 }
 
 /// Computes one `MR × NV·LANES` tile of `A·B` in registers, then stores (or adds) the `rows ×
-/// cols` part of it that lies inside C. `UNIT_ROW_STRIDE` specialises the common transposed-A
-/// case (weight gradients) so the row offsets are constants.
+/// cols` part of it that lies inside C: rows `i0..` of A, read from `t.a`.
 ///
 /// # Safety
 /// `V`'s instruction set must be available; the pointers must cover the tile as described.
 #[inline(always)]
-unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, const UNIT_ROW_STRIDE: bool>(
+unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>(
     t: TileArgs,
+    a: A,
+    i0: usize,
 ) {
     const { assert!(NV * V::LANES <= 64, "edge tiles spill into 64-wide rows") };
     let nr = NV * V::LANES;
+    // Rows past `rows` read the last valid row again: a full tile's loads stay inside A and
+    // the extra sums are never stored. A strided A's offsets are written as multiples of its
+    // stride, here in the microkernel: taken from a table the caller filled, the 12-row tiles
+    // kept their accumulators in memory and ran 40% slower.
+    let (row_stride, _) = a.strides();
+    let row_offsets: [usize; MR] = if A::STRIDED {
+        std::array::from_fn(|i| i.min(t.rows - 1) * row_stride)
+    } else {
+        std::array::from_fn(|i| a.row_offset(i0, i.min(t.rows - 1)))
+    };
     debug_assert!((1..=MR).contains(&t.rows) && (1..=nr).contains(&t.cols) && t.kc > 0);
     debug_assert!(
-        (t.rows - 1) * t.a_row_stride + (t.kc - 1) * t.a_col_stride < t.a_len,
+        {
+            let reach = if !A::STRIDED {
+                // SAFETY: the table holds an offset for each of the block's `kc` columns.
+                unsafe { *t.a_col_offsets.add(t.kc - 1) }
+            } else {
+                (t.kc - 1) * t.a_col_stride
+            };
+            row_offsets.iter().all(|&offset| offset + reach < t.a_len)
+        },
         "the tile reads past the end of A"
     );
     debug_assert!(
@@ -651,14 +928,14 @@ unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, const UNIT_R
         (t.rows - 1) * t.c_row_stride + t.cols <= t.c_len,
         "the tile writes past the end of C"
     );
-    debug_assert!(!UNIT_ROW_STRIDE || t.a_row_stride == 1);
-    let row_stride = if UNIT_ROW_STRIDE { 1 } else { t.a_row_stride };
-    let row_offsets: [usize; MR] = std::array::from_fn(|i| i.min(t.rows - 1) * row_stride);
     unsafe {
         let mut acc = [[V::zero(); NV]; MR];
         let mut a_k = t.a;
         let mut b_k = t.b;
-        for _ in 0..t.kc {
+        for k in 0..t.kc {
+            if !A::STRIDED {
+                a_k = t.a.add(*t.a_col_offsets.add(k));
+            }
             // A plain loop, not `array::from_fn`: a closure is a function without this
             // instruction set's target features, and one left un-inlined (as happens with
             // several codegen units) turns every vector load into a call.
@@ -840,6 +1117,85 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A convolution's patches read straight from the image give the same product, bit for
+    /// bit, as the same patches copied into a matrix, on every path: strides, pixel ranges that
+    /// start and end mid-row, single rows, `K · K · C` over one block (a block starting inside
+    /// a kernel row), and every tile width.
+    #[test]
+    fn patches_equal_the_copied_patch_matrix() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(13);
+        // (height, width, channels, kernel, stride, pixels, filters)
+        let cases = [
+            (7, 9, 3, 3, 2, 1..11, 17),
+            (12, 11, 12, 5, 1, 0..56, 70),
+            (12, 11, 12, 5, 1, 9..30, 5),
+            (26, 26, 32, 3, 1, 120..312, 64),
+            (5, 5, 1, 2, 1, 3..4, 33),
+            (6, 6, 2, 6, 1, 0..1, 16),
+        ];
+        for isa in Isa::supported() {
+            for (h, w, channels, kernel, stride, pixels, n) in cases.clone() {
+                let image = random(h * w * channels, &mut rng);
+                let (b_data, bias) = (
+                    random(kernel * kernel * channels * n, &mut rng),
+                    random(n, &mut rng),
+                );
+                let out_w = (w - kernel) / stride + 1;
+                let mut copied = Vec::new();
+                for pixel in pixels.clone() {
+                    let (oh, ow) = (pixel / out_w, pixel % out_w);
+                    for kh in 0..kernel {
+                        for kw in 0..kernel {
+                            let at = ((oh * stride + kh) * w + ow * stride + kw) * channels;
+                            copied.extend_from_slice(&image[at..at + channels]);
+                        }
+                    }
+                }
+                let (m, k) = (pixels.len(), kernel * kernel * channels);
+                let patches = Patches::new(&image, [h, w, channels], kernel, stride, pixels);
+                assert_eq!((patches.rows(), patches.cols()), (m, k));
+                let b = MatRef::row_major(&b_data, k, n);
+                let epilogue = Epilogue {
+                    accumulate: false,
+                    bias: Some(&bias),
+                    activation: ActivationKind::Relu,
+                };
+                let mut want = vec![0.0; m * n];
+                gemm_with(
+                    isa,
+                    MatMut::row_major(&mut want, m, n),
+                    MatRef::row_major(&copied, m, k),
+                    b,
+                    epilogue,
+                );
+                let mut got = vec![f32::NAN; m * n];
+                gemm_lhs(
+                    isa,
+                    MatMut::row_major(&mut got, m, n),
+                    Lhs::Patches(patches),
+                    b,
+                    epilogue,
+                );
+                assert_eq!(
+                    got, want,
+                    "{isa:?} {h}x{w}x{channels} k{kernel} s{stride} n{n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "does not fit")]
+    fn patches_refuse_a_window_larger_than_the_image() {
+        Patches::new(&[0.0; 12], [2, 2, 3], 3, 1, 0..1);
+    }
+
+    #[test]
+    #[should_panic(expected = "of a 2x2 output")]
+    fn patches_refuse_pixels_outside_the_output() {
+        Patches::new(&[0.0; 27], [3, 3, 3], 2, 1, 2..5);
     }
 
     /// The epilogue on every path equals the plain product followed by the bias and the
