@@ -4,8 +4,7 @@
 //! c)` order; in NHWC a patch row is `k` runs of `k·C` contiguous floats), and the convolution
 //! becomes one GEMM with the weights, stored `[k, k, in_channels, filters]` as Keras stores them:
 //! - forward: `Y = patches · W + b`, the GEMM reading the patches straight from the image
-//!   ([`Patches`]) when there is no padding and several channels, else from a scratch copy
-//!   (im2col);
+//!   ([`Patches`]) when there is no padding, else from a scratch copy (im2col);
 //! - weight gradient: `dW = Σ_images patchesᵀ · dY` (patches copied out), `db = Σ dY`;
 //! - input gradient: `dpatches = dY · Wᵀ` (`Wᵀ` copied out once per call), scattered back onto
 //!   the image (col2im).
@@ -121,10 +120,8 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     const PAD_TOP: usize = padding_before(I::H, K, STRIDE, P::SAME);
     const PAD_LEFT: usize = padding_before(I::W, K, STRIDE, P::SAME);
     /// Whether the forward pass reads patches straight from the image ([`Patches`]) instead of
-    /// copying them out first (im2col): when no padding puts windows partly outside the image,
-    /// and a kernel row holds at least 16 values. Shorter runs (one input channel) read faster
-    /// from a copy: 28x28x1 -> 26x26x32 ran 7-18% slower straight from the image.
-    const DIRECT: bool = !P::SAME && K * I::C >= 16;
+    /// copying them out first (im2col): when no padding puts windows partly outside the image.
+    const DIRECT: bool = !P::SAME;
 
     /// Evaluated when the layer is built: the declared shapes must be what the convolution makes.
     const SHAPES_AGREE: () = {
