@@ -1,10 +1,65 @@
-//! constnet: small neural networks whose every tensor shape is known to the compiler.
+//! constnet: small neural networks in Rust whose every tensor shape is known to the compiler.
 //!
-//! This facade re-exports the runtime (typed tensors, layers, kernels) and, as it grows, the
-//! `network!` macro, so users depend on one crate. The README below is part of these docs, so its
-//! examples are compiled and run as tests.
-#![doc = include_str!("../README.md")]
+//! A network is written once, as a layer list. The [`network!`] macro infers every shape while
+//! it compiles, rejects a layer fed the wrong shape with an error on that layer, and generates a
+//! statically shaped network whose passes are compiled for it: activations fused into the
+//! convolutions and dense layers before them, buffers planned so a call allocates nothing, work
+//! split across cores. The kernels underneath pick AVX-512, AVX2 or portable code at run time.
+//!
+//! ```
+//! use constnet::prelude::*;
+//!
+//! network! {
+//!     /// A small classifier of 28x28 grey images.
+//!     pub Digits<input(28, 28, 1) conv(8, 3) relu maxpool(2) flatten dense(10) softmax>
+//! }
+//!
+//! // Train on a few labelled images (real programs read MNIST with `load_mnist`).
+//! let images = Batch::<Hwc<28, 28, 1>>::from_fn(40, |i| (i % 97) as f32 / 97.0);
+//! let labels = (0..40).map(|i| i % 10).collect();
+//! let data = Dataset::new(images, labels, 10).unwrap();
+//! let mut net = Digits::new(42);
+//! let mut optimizer = OptimizerState::new(Adam::default());
+//! let config = FitConfig { epochs: 2, batch_size: 8, verbose: false, ..FitConfig::default() };
+//! let history = fit(&mut net, &mut optimizer, &data, Validation::None, &config).unwrap();
+//! assert_eq!(history.epochs.len(), 2);
+//!
+//! // Inference takes `&self` and writes only into the workspace it is given.
+//! let mut workspace = DigitsWorkspace::default();
+//! let probabilities = net.infer(data.images(), &mut workspace);
+//! assert_eq!(argmax(probabilities).len(), 40);
+//! ```
+//!
+//! Shape mistakes do not compile: a `dense` after a `conv` without `flatten`, a window larger
+//! than its input, or a batch of 32x32 images given to a network of 28x28 ones is an error on the
+//! offending layer or call, naming the shapes.
+//!
+//! # Modules
+//! - [`prelude`]: what most programs need, in one `use`.
+//! - [`mod@network`]: the [`Network`](network::Network) trait every generated network implements.
+//! - [`train`]: [`fit`](train::fit), [`evaluate`](train::evaluate), [`predict`](train::predict).
+//! - [`optim`], [`loss`], [`metrics`], [`data`], `weights` (safetensors files).
+//! - [`layers`], [`tensor`], [`shape`], [`kernels`]: the typed layers, tensors and SIMD kernels
+//!   generated networks are made of, usable on their own.
+//!
+//! # Features
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `data` | yes | IDX files (gzip or raw) and MNIST-style data sets (`load_mnist`, `Dataset::from_idx`) |
+//! | `progress` | yes | a progress bar while [`fit`](train::fit) trains |
+//! | `safetensors` | yes | `weights::save` / `weights::load` and `fit`'s best-weights checkpoint |
+//! | `download` | no | fetching data sets over HTTPS, checked by SHA-256 (`data::download`) |
+//!
+//! With `default-features = false`, constnet is the macro, tensors, layers, kernels, training and
+//! inference, with no I/O dependencies.
 #![warn(missing_docs)]
+
+pub mod prelude;
 
 pub use constnet_macros::network;
 pub use constnet_runtime::*;
+
+/// The README's examples, compiled and run as tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;

@@ -37,8 +37,12 @@ pub struct Args {
     #[arg(long)]
     pub save: Option<PathBuf>,
     /// Start from these weights (safetensors) instead of a fresh initialisation.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "load_pytorch")]
     pub load: Option<PathBuf>,
+    /// Start from a PyTorch `state_dict` saved as safetensors: its modules (`0`, `3`, ... or
+    /// `conv1`, `fc1`, ...) taken in order, layouts converted (OIHW, [out, in], CHW flattening).
+    #[arg(long)]
+    pub load_pytorch: Option<PathBuf>,
     /// Layers whose parameters stay fixed, comma-separated (e.g. `conv1,conv2`).
     #[arg(long, value_delimiter = ',')]
     pub freeze: Vec<String>,
@@ -139,6 +143,10 @@ where
     if let Some(path) = &args.load {
         weights::load(&mut network, path)?;
         println!("Loaded weights from {}", path.display());
+    }
+    if let Some(path) = &args.load_pytorch {
+        weights::load_pytorch(&mut network, path, weights::TorchNames::InOrder)?;
+        println!("Loaded PyTorch weights from {}", path.display());
     }
     print!("{}", N::summary());
 

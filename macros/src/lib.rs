@@ -7,6 +7,8 @@
 //! passes (`expand`). A mistake becomes a `compile_error!` on the layer (or
 //! argument) at fault, saying what shape reached it.
 
+#![warn(missing_docs)]
+
 mod ast;
 mod expand;
 mod plan;

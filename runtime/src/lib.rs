@@ -24,6 +24,7 @@ mod reference;
 pub mod shape;
 pub mod tensor;
 pub mod train;
+#[cfg(feature = "safetensors")]
 pub mod weights;
 
 pub use rand;

@@ -6,10 +6,14 @@
 //! the file named in the error.
 
 mod augment;
+#[cfg(feature = "download")]
 pub mod download;
+#[cfg(feature = "data")]
 pub mod idx;
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "data")]
+use std::path::Path;
+use std::path::PathBuf;
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -165,9 +169,10 @@ impl<S: Shape> Dataset<S> {
         self.classes
     }
 
-    /// Reads an IDX image file and its IDX label file. The images must have the network's input
+    /// Reads an IDX image file and its IDX label file (with the `data` feature). The images must have the network's input
     /// shape (`[n, 28, 28]` for `Hwc<28, 28, 1>` or `Flat<784>`), every label must be below
     /// `classes`, and both files must hold the same number of samples.
+    #[cfg(feature = "data")]
     pub fn from_idx(images: &Path, labels: &Path, classes: usize) -> Result<Self, DataError> {
         let image_array = idx::read_idx(images)?;
         let label_array = idx::read_idx(labels)?;
@@ -336,6 +341,7 @@ pub fn shuffled_indices(len: usize, seed: u64) -> Vec<usize> {
 
 /// The four files of MNIST (and of data sets laid out like it, such as Fashion-MNIST), by the
 /// names they are published under; each may also be present without the `.gz`.
+#[cfg(feature = "data")]
 pub const MNIST_FILES: [&str; 4] = [
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -344,6 +350,7 @@ pub const MNIST_FILES: [&str; 4] = [
 ];
 
 /// The path of `name` in `dir`, preferring the file as named, else without `.gz`.
+#[cfg(feature = "data")]
 fn find(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
     if path.exists() {
@@ -353,7 +360,8 @@ fn find(dir: &Path, name: &str) -> PathBuf {
     if raw.exists() { raw } else { path }
 }
 
-/// Reads the MNIST training and test sets from `dir` (10 classes).
+/// Reads the MNIST training and test sets from `dir` (10 classes; with the `data` feature).
+#[cfg(feature = "data")]
 pub fn load_mnist<S: Shape>(dir: &Path) -> Result<(Dataset<S>, Dataset<S>), DataError> {
     let [train_images, train_labels, test_images, test_labels] = MNIST_FILES.map(|f| find(dir, f));
     Ok((
@@ -362,7 +370,7 @@ pub fn load_mnist<S: Shape>(dir: &Path) -> Result<(Dataset<S>, Dataset<S>), Data
     ))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "data"))]
 mod tests {
     use super::*;
     use crate::shape::Hwc;

@@ -57,7 +57,7 @@ pub unsafe trait SimdF32: Copy {
     unsafe fn relu(self) -> Self;
     /// Lane-wise maximum that keeps NaN: `x` where `x > self` or `x` is NaN, otherwise `self`
     /// (so a NaN in `self` stays, and of two equal values the first, `self`, is kept), as
-    /// [`Max`](crate::layers::pool::Max) combines one value into a window's running result.
+    /// [`Max`](crate::layers::Max) combines one value into a window's running result.
     ///
     /// # Safety
     /// As for the trait: the CPU must support the instruction set.

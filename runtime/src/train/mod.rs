@@ -11,11 +11,11 @@
 mod checks;
 mod divergence;
 mod inference;
+mod progress;
 
+#[cfg(feature = "safetensors")]
 use std::path::PathBuf;
 use std::time::Instant;
-
-use indicatif::{ProgressBar, ProgressStyle};
 
 pub use divergence::NonFinite;
 pub use inference::{Predictions, evaluate, predict};
@@ -26,8 +26,10 @@ use crate::network::Network;
 use crate::optim::{OptimizerError, OptimizerState};
 use crate::shape::Flat;
 use crate::tensor::Batch;
+#[cfg(feature = "safetensors")]
 use crate::weights::{self, WeightsError};
 use divergence::{BufferSnapshot, grads_finite};
+use progress::EpochBar;
 
 /// Where validation data comes from.
 #[derive(Clone, Copy, Debug, Default)]
@@ -65,7 +67,9 @@ pub struct FitConfig {
     pub seed: u64,
     /// Early stopping, if any.
     pub early_stopping: Option<EarlyStopping>,
-    /// Save the weights here whenever the monitored loss reaches a new best.
+    /// Save the weights here whenever the monitored loss reaches a new best (with the
+    /// `safetensors` feature).
+    #[cfg(feature = "safetensors")]
     pub checkpoint: Option<PathBuf>,
     /// Random shifts and rotations of training images, if any.
     pub augment: Option<Augment>,
@@ -81,6 +85,7 @@ impl Default for FitConfig {
             shuffle: true,
             seed: 0,
             early_stopping: None,
+            #[cfg(feature = "safetensors")]
             checkpoint: None,
             augment: None,
             verbose: true,
@@ -173,6 +178,7 @@ pub enum TrainError {
         learning_rate: f32,
     },
     /// The checkpoint could not be written.
+    #[cfg(feature = "safetensors")]
     #[error(transparent)]
     Checkpoint(#[from] WeightsError),
 }
@@ -220,11 +226,14 @@ where
         let progress = monitor.observe(stats.val_loss.unwrap_or(stats.loss));
         history.epochs.push(stats);
         match progress {
+            #[cfg(feature = "safetensors")]
             Progress::Improved => {
                 if let Some(path) = &config.checkpoint {
                     weights::save(network, path)?;
                 }
             }
+            #[cfg(not(feature = "safetensors"))]
+            Progress::Improved => {}
             Progress::Stalled => {}
             Progress::Stop => {
                 history.stopped_early = true;
@@ -319,7 +328,7 @@ impl<N: Network<Output = Flat<C>>, const C: usize> Stepper<N, C> {
             (0..train.len()).collect()
         };
         let steps = train.len().div_ceil(config.batch_size);
-        let bar = progress_bar(config.verbose, steps, epoch, config.epochs);
+        let bar = EpochBar::new(config.verbose, steps, epoch, config.epochs);
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         for (step, indices) in order.chunks(config.batch_size).enumerate() {
             train.gather(indices, &mut self.batch, &mut self.labels);
@@ -336,14 +345,15 @@ impl<N: Network<Output = Flat<C>>, const C: usize> Stepper<N, C> {
             loss_sum += loss as f64 * indices.len() as f64;
             correct += batch_correct;
             let seen = (step * config.batch_size + indices.len()) as f64;
-            bar.set_message(format!(
-                "loss: {:.4} - accuracy: {:.4}",
-                loss_sum / seen,
-                correct as f64 / seen
-            ));
-            bar.inc(1);
+            bar.step(|| {
+                format!(
+                    "loss: {:.4} - accuracy: {:.4}",
+                    loss_sum / seen,
+                    correct as f64 / seen
+                )
+            });
         }
-        bar.finish_and_clear();
+        bar.finish();
         Ok(EpochStats {
             epoch: epoch + 1,
             loss: (loss_sum / train.len() as f64) as f32,
@@ -442,19 +452,6 @@ impl StepFailure {
 /// The augmentation seed of one step: distinct for every step of a run.
 fn augment_seed(seed: u64, epoch: usize, steps: usize, step: usize) -> u64 {
     seed ^ ((epoch * steps + step) as u64) << 20
-}
-
-fn progress_bar(verbose: bool, steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
-    if !verbose {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} ETA {eta} - {msg}")
-            .expect("a valid template"),
-    );
-    bar.set_prefix(format!("Epoch {}/{epochs}", epoch + 1));
-    bar
 }
 
 /// The line Keras prints after an epoch.

@@ -5,6 +5,11 @@
 //! Saving writes a temporary file beside the destination, syncs it and renames it over the
 //! destination, so a crash leaves either the old file or the new one, never a torn one. Loading
 //! checks every tensor first and changes nothing unless all match, listing every mismatch.
+//! [`load_pytorch`] reads weights saved from PyTorch, converting its layouts.
+
+mod pytorch;
+
+pub use pytorch::{TorchNames, load_pytorch};
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -110,26 +115,8 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 /// A file longer than this network's tensors and the largest header is refused before it is
 /// read, so memory stays within the network's own size (plus the header) whatever the file.
 pub fn load<L: Layer>(network: &mut L, path: &Path) -> Result<(), WeightsError> {
-    let io = |source| WeightsError::Io {
-        file: path.to_path_buf(),
-        source,
-    };
-    let size = std::fs::metadata(path).map_err(io)?.len();
-    let tensor_bytes = 4 * (L::PARAMS + L::BUFFERS) as u64;
-    if size > tensor_bytes + 8 + MAX_HEADER_BYTES {
-        return Err(WeightsError::Format {
-            file: path.to_path_buf(),
-            problem: format!(
-                "the file is {size} bytes, more than this network's {tensor_bytes} bytes of \
-                 tensors and the largest header allow"
-            ),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(io)?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| WeightsError::Format {
-        file: path.to_path_buf(),
-        problem: e.to_string(),
-    })?;
+    let bytes = read_bounded(path, 4 * (L::PARAMS + L::BUFFERS) as u64)?;
+    let file = parse(path, &bytes)?;
     let mut expected: Vec<(String, Vec<usize>)> = Vec::new();
     visit_tensors(network, &mut |name, dims, _| {
         expected.push((name.to_string(), dims.to_vec()))
@@ -147,12 +134,7 @@ pub fn load<L: Layer>(network: &mut L, path: &Path) -> Result<(), WeightsError> 
                 view.shape()
             )),
             Ok(view) => {
-                let floats = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                values.insert(name.clone(), floats);
+                values.insert(name.clone(), f32_values(&view));
             }
         }
     }
@@ -177,4 +159,40 @@ pub fn load<L: Layer>(network: &mut L, path: &Path) -> Result<(), WeightsError> 
     network.visit_params_mut(&mut copy);
     network.visit_buffers_mut(&mut copy);
     Ok(())
+}
+
+/// Reads `path` whole, unless it is longer than `tensor_bytes` of tensors and the largest
+/// header allow: memory stays within the network's own size (plus the header) whatever the file.
+fn read_bounded(path: &Path, tensor_bytes: u64) -> Result<Vec<u8>, WeightsError> {
+    let io = |source| WeightsError::Io {
+        file: path.to_path_buf(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > tensor_bytes + 8 + MAX_HEADER_BYTES {
+        return Err(WeightsError::Format {
+            file: path.to_path_buf(),
+            problem: format!(
+                "the file is {size} bytes, more than this network's {tensor_bytes} bytes of \
+                 tensors and the largest header allow"
+            ),
+        });
+    }
+    std::fs::read(path).map_err(io)
+}
+
+/// The safetensors file in `bytes`, read from `path`.
+fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>, WeightsError> {
+    SafeTensors::deserialize(bytes).map_err(|e| WeightsError::Format {
+        file: path.to_path_buf(),
+        problem: e.to_string(),
+    })
+}
+
+/// The values of an `F32` tensor (safetensors stores them little-endian).
+fn f32_values(view: &TensorView<'_>) -> Vec<f32> {
+    view.data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
