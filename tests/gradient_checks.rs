@@ -78,6 +78,20 @@ fn pools() {
 }
 
 #[test]
+fn global_pools() {
+    passes(
+        "global max pool",
+        &GlobalMaxPool2d::<Hwc<3, 5, 4>, 4>::new(),
+        &well_separated(3, 11),
+    );
+    passes(
+        "global avg pool",
+        &GlobalAvgPool2d::<Hwc<3, 5, 4>, 4>::new(),
+        &away_from_zero(3, 12),
+    );
+}
+
+#[test]
 fn dense_and_flatten() {
     let mut rng = seeded_rng(7);
     let mut dense = Dense::<13, 6>::new(&mut rng);

@@ -66,6 +66,15 @@ fn layer_type(layer: &Layer) -> TokenStream {
             let len = number(layer.output.len());
             quote!(::constnet::layers::Flatten<#input, #len>)
         }
+        Kind::GlobalPool { max } => {
+            let channels = number(layer.output.len());
+            let pool = if *max {
+                quote!(GlobalMaxPool2d)
+            } else {
+                quote!(GlobalAvgPool2d)
+            };
+            quote!(::constnet::layers::#pool<#input, #channels>)
+        }
         Kind::Relu => quote!(::constnet::layers::Relu<#input>),
         Kind::LeakyRelu { .. } => quote!(::constnet::layers::LeakyRelu<#input>),
         Kind::Sigmoid => quote!(::constnet::layers::Sigmoid<#input>),

@@ -197,6 +197,7 @@ impl<'n> Graph<'n> {
                         Kind::Conv { .. }
                             | Kind::Dense { .. }
                             | Kind::Pool { .. }
+                            | Kind::GlobalPool { .. }
                             | Kind::BatchNorm
                             | Kind::Dropout { .. }
                     )

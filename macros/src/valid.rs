@@ -114,6 +114,9 @@ pub enum Kind {
         units: usize,
     },
     Flatten,
+    GlobalPool {
+        max: bool,
+    },
     Relu,
     LeakyRelu {
         alpha: Lit,
@@ -175,6 +178,8 @@ const LAYERS: &[(&str, &str)] = &[
     ("avgpool", "avgpool(size) with optional stride = s"),
     ("dense", "dense(units)"),
     ("flatten", "flatten"),
+    ("globalavgpool", "globalavgpool"),
+    ("globalmaxpool", "globalmaxpool"),
     ("relu", "relu"),
     ("leaky_relu", "leaky_relu(alpha)"),
     ("sigmoid", "sigmoid"),
@@ -564,6 +569,13 @@ fn interpret(def: &LayerDef, received: Shape, previous: Option<&Layer>) -> syn::
                 stride,
             }
         }
+        "globalavgpool" | "globalmaxpool" => {
+            Args::new(def, &[], &[], &kind)?;
+            needs_image("global pooling")?;
+            Kind::GlobalPool {
+                max: kind == "globalmaxpool",
+            }
+        }
         "dense" => {
             let args = Args::new(def, &["number of units"], &[], "dense(128)")?;
             let units = args.positive_int(args.positional[0], "the number of units")?;
@@ -669,6 +681,10 @@ fn output_shape(kind: &Kind, input: Shape) -> Shape {
         },
         Kind::Dense { units } => Shape::Flat(*units),
         Kind::Flatten => Shape::Flat(input.len()),
+        Kind::GlobalPool { .. } => match input {
+            Shape::Image(_, _, c) => Shape::Flat(c),
+            Shape::Flat(_) => unreachable!("checked by interpret"),
+        },
         _ => input,
     }
 }

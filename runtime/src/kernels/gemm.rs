@@ -6,8 +6,9 @@
 //! `A` and `B` are strided views ([`MatRef`]), so a transposed operand costs nothing to describe:
 //! the weight gradients read `Xᵀ` and the input gradients read `Wᵀ` straight from the stored
 //! tensors. `A` may also be a convolution's patches read straight from the image ([`Patches`],
-//! [`gemm_patches`]), whose columns the microkernel finds through a per-block offset table. `B` is read in `NR`-column panels, at most `KC_MAX` rows at a time, while every row
-//! tile of `A` streams past it. A row-major `B` whose width is a whole number of panels
+//! [`gemm_patches`]), whose columns the microkernel finds through a per-block offset table.
+//! `B` is read in `NR`-column panels, at most `KC_MAX` rows at a time, while every row tile of
+//! `A` streams past it. A row-major `B` whose width is a whole number of panels
 //! (conv and dense weights, output gradients) is read in place; any other `B` is first copied
 //! ("packed") into zero-padded contiguous panels. `A` is read in place and broadcast one element
 //! at a time. The register tile (`MR` rows × `NV` vectors) is a const
@@ -898,9 +899,9 @@ unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>
     const { assert!(NV * V::LANES <= 64, "edge tiles spill into 64-wide rows") };
     let nr = NV * V::LANES;
     // Rows past `rows` read the last valid row again: a full tile's loads stay inside A and
-    // the extra sums are never stored. A strided A's offsets are written as multiples of its
-    // stride, here in the microkernel: taken from a table the caller filled, the 12-row tiles
-    // kept their accumulators in memory and ran 40% slower.
+    // the extra sums are never stored. A strided A's offsets are computed here, from its
+    // stride, where the compiler sees them: passed in as a table, they made it keep the 12-row
+    // tiles' accumulators in memory (40% slower).
     let (row_stride, _) = a.strides();
     let row_offsets: [usize; MR] = if A::STRIDED {
         std::array::from_fn(|i| i.min(t.rows - 1) * row_stride)

@@ -22,6 +22,7 @@ mod dense;
 mod dropout;
 mod flatten;
 mod fused;
+mod global_pool;
 mod pool;
 mod softmax;
 
@@ -38,6 +39,7 @@ pub use fused::{
     Linear, conv_activation_pool_forward, conv_params_forward, fold_batchnorm,
     linear_activation_backward, linear_activation_forward,
 };
+pub use global_pool::{GlobalAvgPool2d, GlobalMaxPool2d, GlobalPool2d, GlobalPoolCache};
 pub use params::{
     NoParams, ParamSet, TensorVisitor, TensorVisitorMut, UpdateVisitor, WeightBias,
     update_layer_params, visit_layer_buffers, visit_layer_buffers_mut, visit_layer_params,
