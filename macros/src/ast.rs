@@ -3,6 +3,7 @@
 //! ```text
 //! network := attribute* visibility NAME '<' (layer ','?)* '>'
 //! layer    := IDENT ( '(' (argument (',' argument)*)? ')' )?
+//!           | 'layer' '(' TYPE ( '->' '(' argument (',' argument)* ')' )? ')'
 //! argument := value | IDENT '=' value
 //! value    := '-'? LITERAL | IDENT
 //! ```
@@ -25,13 +26,20 @@ pub struct NetworkDef {
     pub brackets: TokenStream,
 }
 
-/// One layer as written: `conv(32, 3, stride = 2)`.
+/// One layer as written: `conv(32, 3, stride = 2)`, or a type of the user's:
+/// `layer(my_crate::Swish<Hwc<12, 12, 64>>)`, with `-> (24, 24, 64)` after the type when its
+/// output shape differs from its input's (then `args` are those dimensions).
 pub struct LayerDef {
     pub kind: Ident,
     pub args: Vec<Arg>,
     /// The parentheses, if the layer has them (`relu` has none).
     pub paren: Option<token::Paren>,
+    /// The type of a `layer(...)` item.
+    pub custom: Option<syn::Type>,
 }
+
+/// The grammar item that inserts a layer type of the user's.
+pub const CUSTOM_LAYER: &str = "layer";
 
 /// One argument of a layer: positional (`32`) or named (`stride = 2`).
 pub struct Arg {
@@ -55,7 +63,11 @@ impl LayerDef {
             return self.kind.to_string();
         }
         let args: Vec<String> = self.args.iter().map(Arg::text).collect();
-        format!("{}({})", self.kind, args.join(", "))
+        match &self.custom {
+            Some(ty) if args.is_empty() => format!("{}({})", self.kind, type_text(ty)),
+            Some(ty) => format!("{}({} -> ({}))", self.kind, type_text(ty), args.join(", ")),
+            None => format!("{}({})", self.kind, args.join(", ")),
+        }
     }
 
     /// The tokens of the whole layer, so an error spans name and arguments.
@@ -63,6 +75,7 @@ impl LayerDef {
         let mut tokens = self.kind.to_token_stream();
         if let Some(paren) = &self.paren {
             paren.surround(&mut tokens, |inner| {
+                self.custom.to_tokens(inner);
                 for arg in &self.args {
                     inner.extend(arg.tokens.clone());
                 }
@@ -152,10 +165,14 @@ impl Parse for LayerDef {
                 kind,
                 args: Vec::new(),
                 paren: None,
+                custom: None,
             });
         }
         let content;
         let paren = parenthesized!(content in input);
+        if kind == CUSTOM_LAYER {
+            return parse_custom(kind, paren, &content);
+        }
         let mut args = Vec::new();
         while !content.is_empty() {
             args.push(content.parse()?);
@@ -167,8 +184,55 @@ impl Parse for LayerDef {
             kind,
             args,
             paren: Some(paren),
+            custom: None,
         })
     }
+}
+
+/// The inside of `layer(TYPE)` or `layer(TYPE -> (dims))`.
+fn parse_custom(kind: Ident, paren: token::Paren, content: ParseStream) -> syn::Result<LayerDef> {
+    let ty: syn::Type = content.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected a layer type, e.g. `layer(my_crate::Swish<Hwc<12, 12, 64>>)`",
+        )
+    })?;
+    let mut args = Vec::new();
+    if content.peek(Token![->]) {
+        content.parse::<Token![->]>()?;
+        let dims;
+        parenthesized!(dims in content);
+        while !dims.is_empty() {
+            args.push(dims.parse()?);
+            if !dims.is_empty() {
+                dims.parse::<Token![,]>()?;
+            }
+        }
+    }
+    if !content.is_empty() {
+        return Err(content.error(
+            "expected `)`, or `-> (h, w, c)` when the layer's output shape differs from its input's",
+        ));
+    }
+    Ok(LayerDef {
+        kind,
+        args,
+        paren: Some(paren),
+        custom: Some(ty),
+    })
+}
+
+/// A type as a user would write it: `my::Swish<Hwc<12, 12, 64>>`.
+fn type_text(ty: &syn::Type) -> String {
+    ty.to_token_stream()
+        .to_string()
+        .replace(" :: ", "::")
+        .replace(":: ", "::")
+        .replace(" < ", "<")
+        .replace(" <", "<")
+        .replace("< ", "<")
+        .replace(" >", ">")
+        .replace(" ,", ",")
 }
 
 impl Parse for Arg {

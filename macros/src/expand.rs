@@ -12,7 +12,8 @@
 //!   `impl Network for MnistCnn` (inference, logits path, layer and plan tables, constructor).
 
 use proc_macro2::{Ident, Literal, TokenStream};
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
 
 use crate::plan::{Graph, Op, OpKind, Plan, Slot, Source, ValueId};
 use crate::valid::{Kind, Layer, Network, Shape};
@@ -82,6 +83,7 @@ fn layer_type(layer: &Layer) -> TokenStream {
         Kind::Softmax => quote!(::constnet::layers::Softmax<#input>),
         Kind::Dropout { .. } => quote!(::constnet::layers::Dropout<#input>),
         Kind::BatchNorm => quote!(::constnet::layers::BatchNorm<#input>),
+        Kind::Custom { ty, .. } => quote!(#ty),
     }
 }
 
@@ -92,6 +94,7 @@ fn constructor(layer: &Layer) -> TokenStream {
         Kind::Conv { .. } | Kind::Dense { .. } => quote!(<#ty>::new(&mut rng)),
         Kind::LeakyRelu { alpha } => quote!(<#ty>::leaky(#alpha)),
         Kind::Dropout { rate } => quote!(<#ty>::new(#rate, ::constnet::init::next_seed(&mut rng))),
+        Kind::Custom { .. } => quote!(<#ty as ::constnet::layers::Build>::build(&mut rng)),
         _ => quote!(<#ty>::new()),
     }
 }
@@ -99,7 +102,7 @@ fn constructor(layer: &Layer) -> TokenStream {
 fn needs_rng(layer: &Layer) -> bool {
     matches!(
         layer.kind,
-        Kind::Conv { .. } | Kind::Dense { .. } | Kind::Dropout { .. }
+        Kind::Conv { .. } | Kind::Dense { .. } | Kind::Dropout { .. } | Kind::Custom { .. }
     )
 }
 
@@ -478,15 +481,17 @@ fn param_layers(net: &Network) -> Vec<&Layer> {
     net.layers.iter().filter(|l| l.kind.has_params()).collect()
 }
 
-/// The layers with saved, untrained buffers (batch normalisation's running statistics).
+/// The layers with saved, untrained buffers (batch normalisation's running statistics; a custom
+/// layer's, if it has any).
 fn buffer_layers(net: &Network) -> Vec<&Layer> {
-    let with_buffers = |l: &&Layer| matches!(l.kind, Kind::BatchNorm);
+    let with_buffers = |l: &&Layer| matches!(l.kind, Kind::BatchNorm | Kind::Custom { .. });
     net.layers.iter().filter(with_buffers).collect()
 }
 
 pub fn expand(net: &Network) -> TokenStream {
     let names = Names::new(net);
     let parts = [
+        custom_layer_checks(net),
         structs(&names),
         grads(&names),
         passes(&names),
@@ -494,6 +499,31 @@ pub fn expand(net: &Network) -> TokenStream {
         network_impl(&names),
     ];
     quote!(#(#parts)*)
+}
+
+/// For each `layer(T)`, a bound the compiler checks: `T` is a layer (that `network!` can build
+/// and clone) from the shape its neighbour gives to the shape the next one takes. The error is
+/// spanned on `T` and names both shapes.
+fn custom_layer_checks(net: &Network) -> TokenStream {
+    let checks = net.layers.iter().filter_map(|layer| {
+        let Kind::Custom { ty, .. } = &layer.kind else {
+            return None;
+        };
+        let (input, output) = (shape_type(layer.input), shape_type(layer.output));
+        Some(quote_spanned! {ty.span()=>
+            const _: fn() = {
+                fn takes_and_makes<L>()
+                where
+                    L: ::constnet::layers::Layer<Input = #input, Output = #output>
+                        + ::constnet::layers::Build
+                        + ::core::clone::Clone,
+                {
+                }
+                takes_and_makes::<#ty>
+            };
+        })
+    });
+    quote!(#(#checks)*)
 }
 
 /// The network's struct (a field per layer) and its workspace (a state per training op, the

@@ -128,6 +128,11 @@ pub enum Kind {
         rate: Lit,
     },
     BatchNorm,
+    /// A layer type of the user's, with the output shape the network expects of it.
+    Custom {
+        ty: Box<syn::Type>,
+        output: Shape,
+    },
 }
 
 impl Kind {
@@ -135,7 +140,7 @@ impl Kind {
     pub fn has_params(&self) -> bool {
         matches!(
             self,
-            Kind::Conv { .. } | Kind::Dense { .. } | Kind::BatchNorm
+            Kind::Conv { .. } | Kind::Dense { .. } | Kind::BatchNorm | Kind::Custom { .. }
         )
     }
 }
@@ -187,6 +192,7 @@ const LAYERS: &[(&str, &str)] = &[
     ("softmax", "softmax"),
     ("dropout", "dropout(rate)"),
     ("batchnorm", "batchnorm"),
+    ("layer", "layer(Type) or layer(Type -> (h, w, c))"),
 ];
 
 fn error(tokens: impl ToTokens, message: impl fmt::Display) -> syn::Error {
@@ -454,27 +460,38 @@ pub fn validate(def: NetworkDef) -> syn::Result<Network> {
 }
 
 fn input_shape(def: &LayerDef) -> syn::Result<Shape> {
-    let example = "input(28, 28, 1)";
-    let dims: Vec<&Arg> = def.args.iter().collect();
-    let args = match dims.len() {
-        1 => Args::new(def, &["size"], &[], "input(784)")?,
-        3 => Args::new(def, &["height", "width", "channels"], &[], example)?,
-        _ => {
-            return Err(error(
-                def.tokens(),
-                format!(
-                    "`{}`: the input is `input(height, width, channels)` for images or \
-                     `input(size)` for flat vectors",
-                    def.spec()
-                ),
-            ));
-        }
+    let problem = "the input is `input(height, width, channels)` for images or `input(size)` for \
+                   flat vectors";
+    dims_shape(def, ["input(784)", "input(28, 28, 1)"], problem)
+}
+
+/// The output shape written after a custom layer's type, `-> (24, 24, 64)`; without one, the
+/// layer keeps its input's shape.
+fn custom_output(def: &LayerDef, received: Shape) -> syn::Result<Shape> {
+    if def.args.is_empty() {
+        return Ok(received);
+    }
+    let problem = "the output shape after `->` is `(height, width, channels)` or `(size)`";
+    dims_shape(
+        def,
+        ["layer(T -> (10))", "layer(T -> (24, 24, 64))"],
+        problem,
+    )
+}
+
+/// A shape from a layer's arguments: one size, or height, width and channels.
+fn dims_shape(def: &LayerDef, [flat, image]: [&str; 2], problem: &str) -> syn::Result<Shape> {
+    let dims = def.args.len();
+    let args = match dims {
+        1 => Args::new(def, &["size"], &[], flat)?,
+        3 => Args::new(def, &["height", "width", "channels"], &[], image)?,
+        _ => return Err(error(def.tokens(), format!("`{}`: {problem}", def.spec()))),
     };
     let sizes = args
         .positional
         .iter()
         .zip(["the height", "the width", "the number of channels"])
-        .map(|(arg, what)| args.positive_int(arg, if dims.len() == 1 { "the size" } else { what }))
+        .map(|(arg, what)| args.positive_int(arg, if dims == 1 { "the size" } else { what }))
         .collect::<syn::Result<Vec<usize>>>()?;
     Ok(match sizes[..] {
         [n] => Shape::Flat(n),
@@ -567,6 +584,19 @@ fn interpret(def: &LayerDef, received: Shape, previous: Option<&Layer>) -> syn::
                 max: kind == "maxpool",
                 size,
                 stride,
+            }
+        }
+        "layer" => {
+            let Some(ty) = &def.custom else {
+                return Err(error(
+                    def.tokens(),
+                    "`layer` inserts a layer type of yours: `layer(my_crate::Swish<Hwc<12, 12, \
+                     64>>)`, with `-> (h, w, c)` after the type if its output shape differs",
+                ));
+            };
+            Kind::Custom {
+                ty: Box::new(ty.clone()),
+                output: custom_output(def, received)?,
             }
         }
         "globalavgpool" | "globalmaxpool" => {
@@ -681,6 +711,7 @@ fn output_shape(kind: &Kind, input: Shape) -> Shape {
         },
         Kind::Dense { units } => Shape::Flat(*units),
         Kind::Flatten => Shape::Flat(input.len()),
+        Kind::Custom { output, .. } => *output,
         Kind::GlobalPool { .. } => match input {
             Shape::Image(_, _, c) => Shape::Flat(c),
             Shape::Flat(_) => unreachable!("checked by interpret"),

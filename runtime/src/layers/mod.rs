@@ -51,6 +51,7 @@ pub(crate) use softmax::softmax_row;
 
 use rayon::prelude::*;
 
+use crate::init::SeededRng;
 use crate::shape::Shape;
 use crate::tensor::Batch;
 
@@ -179,6 +180,29 @@ pub trait Layer: Send + Sync {
 
     /// Visits the same state as [`Layer::visit_buffers`], mutably (for weight loading).
     fn visit_buffers_mut(&mut self, _visit: &mut TensorVisitorMut<'_>) {}
+}
+
+/// How `network!` builds a layer type of yours, inserted with `layer(T)`: from the network's
+/// seeded generator, so `Network::new(seed)` stays reproducible. A layer without random
+/// initialisation ignores `rng`. Such a type implements [`Layer`], `Build` and `Clone`.
+///
+/// ```
+/// use constnet_runtime::init::SeededRng;
+/// use constnet_runtime::layers::{Build, Relu};
+/// use constnet_runtime::Hwc;
+///
+/// /// ReLU under another name, as a stand-in for a layer of one's own.
+/// struct MyRelu(Relu<Hwc<4, 4, 2>>);
+///
+/// impl Build for MyRelu {
+///     fn build(_rng: &mut SeededRng) -> Self {
+///         MyRelu(Relu::new())
+///     }
+/// }
+/// ```
+pub trait Build: Sized {
+    /// The layer, initialised from `rng`.
+    fn build(rng: &mut SeededRng) -> Self;
 }
 
 /// Two layers run one after the other. It is a layer itself, so chains nest.
