@@ -78,6 +78,19 @@ fn pools() {
 }
 
 #[test]
+fn depthwise_conv_valid_and_same_with_stride() {
+    let mut rng = seeded_rng(13);
+    let mut dw = DepthwiseConv2d::<Hwc<5, 7, 3>, Hwc<3, 4, 3>, 3, 2, Same>::new(&mut rng);
+    dw.params
+        .bias
+        .iter_mut()
+        .for_each(|b| *b = rng.random_range(-0.5..0.5));
+    passes("dwconv same stride 2", &dw, &away_from_zero(2, 14));
+    let dw = DepthwiseConv2d::<Hwc<6, 5, 4>, Hwc<4, 3, 4>, 3>::new(&mut rng);
+    passes("dwconv valid", &dw, &away_from_zero(3, 15));
+}
+
+#[test]
 fn global_pools() {
     passes(
         "global max pool",

@@ -40,6 +40,12 @@ network! {
 }
 
 network! {
+    /// Depthwise-separable convolutions (`dwconv` then a 1x1 `conv`), one of them strided.
+    Separable<input(7, 7, 3) dwconv(3, padding = same) tanh conv(6, 1) tanh
+              dwconv(3, stride = 2) globalavgpool dense(2)>
+}
+
+network! {
     /// Batch normalisation folded into a convolution at inference, with and without pooling.
     Folded<input(9, 9, 3) conv(8, 3) batchnorm relu maxpool(2) conv(4, 2, padding = same)
            batchnorm flatten dense(5)>
@@ -214,6 +220,10 @@ fn generated_networks_pass_an_end_to_end_gradient_check() {
         (
             "Global",
             GradCheck::default().run(&Global::new(10), &noise(3, 11)),
+        ),
+        (
+            "Separable",
+            GradCheck::default().run(&Separable::new(14), &noise(2, 15)),
         ),
         // The maximum over 30 pixels is flat between kinks: a step of 1e-2 on a conv weight
         // hands a channel's maximum to another pixel (backward 0.053, the difference -0.045);
@@ -440,6 +450,16 @@ fn global_pooling_reduces_each_channel_to_one_value() {
         .expect("the layer is named after its kind");
     assert_eq!((pool.spec, pool.output), ("globalavgpool", &[4][..]));
     assert!(GlobalMax::summary().contains("globalmaxpool1"));
+    // dwconv: a 3x3 filter and a bias per channel; the 1x1 conv mixes the channels.
+    assert_eq!(
+        Separable::PARAMS,
+        (9 * 3 + 3) + (3 * 6 + 6) + (9 * 6 + 6) + (6 * 2 + 2)
+    );
+    let strided = Separable::LAYERS
+        .iter()
+        .find(|l| l.name == "dwconv2")
+        .unwrap();
+    assert_eq!(strided.output, [3, 3, 6]);
     let net = Global::new(1);
     let mut workspace = GlobalWorkspace::default();
     let probabilities = net.infer(&noise(5, 2), &mut workspace);

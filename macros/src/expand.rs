@@ -50,6 +50,15 @@ fn layer_type(layer: &Layer) -> TokenStream {
             let padding = if *same { quote!(Same) } else { quote!(Valid) };
             quote!(::constnet::layers::Conv2d<#input, #output, #kernel, #stride, ::constnet::layers::#padding>)
         }
+        Kind::DepthwiseConv {
+            kernel,
+            stride,
+            same,
+        } => {
+            let (kernel, stride) = (number(*kernel), number(*stride));
+            let padding = if *same { quote!(Same) } else { quote!(Valid) };
+            quote!(::constnet::layers::DepthwiseConv2d<#input, #output, #kernel, #stride, ::constnet::layers::#padding>)
+        }
         Kind::Pool { max, size, stride } => {
             let (size, stride) = (number(*size), number(*stride));
             let pool = if *max {
@@ -91,7 +100,9 @@ fn layer_type(layer: &Layer) -> TokenStream {
 fn constructor(layer: &Layer) -> TokenStream {
     let ty = layer_type(layer);
     match &layer.kind {
-        Kind::Conv { .. } | Kind::Dense { .. } => quote!(<#ty>::new(&mut rng)),
+        Kind::Conv { .. } | Kind::DepthwiseConv { .. } | Kind::Dense { .. } => {
+            quote!(<#ty>::new(&mut rng))
+        }
         Kind::LeakyRelu { alpha } => quote!(<#ty>::leaky(#alpha)),
         Kind::Dropout { rate } => quote!(<#ty>::new(#rate, ::constnet::init::next_seed(&mut rng))),
         Kind::Custom { .. } => quote!(<#ty as ::constnet::layers::Build>::build(&mut rng)),
@@ -102,7 +113,11 @@ fn constructor(layer: &Layer) -> TokenStream {
 fn needs_rng(layer: &Layer) -> bool {
     matches!(
         layer.kind,
-        Kind::Conv { .. } | Kind::Dense { .. } | Kind::Dropout { .. } | Kind::Custom { .. }
+        Kind::Conv { .. }
+            | Kind::DepthwiseConv { .. }
+            | Kind::Dense { .. }
+            | Kind::Dropout { .. }
+            | Kind::Custom { .. }
     )
 }
 

@@ -195,6 +195,7 @@ impl<'n> Graph<'n> {
                     || matches!(
                         layer.kind,
                         Kind::Conv { .. }
+                            | Kind::DepthwiseConv { .. }
                             | Kind::Dense { .. }
                             | Kind::Pool { .. }
                             | Kind::GlobalPool { .. }

@@ -82,6 +82,10 @@ fn param_count(kind: &Kind, input: Shape) -> Option<usize> {
             .checked_mul(channels)?
             .checked_mul(*filters)?
             .checked_add(*filters),
+        (Kind::DepthwiseConv { kernel, .. }, Shape::Image(_, _, channels)) => kernel
+            .checked_mul(*kernel)?
+            .checked_mul(channels)?
+            .checked_add(channels),
         (Kind::Dense { units }, input) => input.len().checked_mul(*units)?.checked_add(*units),
         _ => Some(0),
     }
@@ -101,6 +105,11 @@ impl fmt::Display for Shape {
 pub enum Kind {
     Conv {
         filters: usize,
+        kernel: usize,
+        stride: usize,
+        same: bool,
+    },
+    DepthwiseConv {
         kernel: usize,
         stride: usize,
         same: bool,
@@ -140,7 +149,11 @@ impl Kind {
     pub fn has_params(&self) -> bool {
         matches!(
             self,
-            Kind::Conv { .. } | Kind::Dense { .. } | Kind::BatchNorm | Kind::Custom { .. }
+            Kind::Conv { .. }
+                | Kind::DepthwiseConv { .. }
+                | Kind::Dense { .. }
+                | Kind::BatchNorm
+                | Kind::Custom { .. }
         )
     }
 }
@@ -178,6 +191,10 @@ const LAYERS: &[(&str, &str)] = &[
     (
         "conv",
         "conv(filters, kernel) with optional stride = s, padding = same | valid",
+    ),
+    (
+        "dwconv",
+        "dwconv(kernel) with optional stride = s, padding = same | valid",
     ),
     ("maxpool", "maxpool(size) with optional stride = s"),
     ("avgpool", "avgpool(size) with optional stride = s"),
@@ -500,6 +517,30 @@ fn dims_shape(def: &LayerDef, [flat, image]: [&str; 2], problem: &str) -> syn::R
     })
 }
 
+/// A convolution's `stride = s` (1 by default) and `padding = same | valid` (valid).
+fn stride_and_padding(args: &Args, spec: &str) -> syn::Result<(usize, bool)> {
+    let stride = match args.option("stride") {
+        Some(arg) => args.positive_int(arg, "the stride")?,
+        None => 1,
+    };
+    let same = match args.option("padding").map(|a| &a.value) {
+        None => false,
+        Some(Value::Word(word)) if word == "valid" => false,
+        Some(Value::Word(word)) if word == "same" => true,
+        Some(_) => {
+            let arg = args.option("padding").expect("present");
+            return Err(error(
+                &arg.tokens,
+                format!(
+                    "`{spec}`: padding is `same` or `valid`, not `{}`",
+                    arg.value_text()
+                ),
+            ));
+        }
+    };
+    Ok((stride, same))
+}
+
 /// Checks one layer's arguments against its signature and its input shape.
 fn interpret(def: &LayerDef, received: Shape, previous: Option<&Layer>) -> syn::Result<Kind> {
     let kind = def.kind.to_string();
@@ -540,31 +581,27 @@ fn interpret(def: &LayerDef, received: Shape, previous: Option<&Layer>) -> syn::
             )?;
             let filters = args.positive_int(args.positional[0], "the number of filters")?;
             let kernel = args.positive_int(args.positional[1], "the kernel size")?;
-            let stride = match args.option("stride") {
-                Some(arg) => args.positive_int(arg, "the stride")?,
-                None => 1,
-            };
-            let same = match args.option("padding").map(|a| &a.value) {
-                None => false,
-                Some(Value::Word(word)) if word == "valid" => false,
-                Some(Value::Word(word)) if word == "same" => true,
-                Some(_) => {
-                    let arg = args.option("padding").expect("present");
-                    return Err(error(
-                        &arg.tokens,
-                        format!(
-                            "`{spec}`: padding is `same` or `valid`, not `{}`",
-                            arg.value_text()
-                        ),
-                    ));
-                }
-            };
+            let (stride, same) = stride_and_padding(&args, &spec)?;
             let (h, w, _) = needs_image("a convolution")?;
             if !same {
                 window_fits(kernel, "kernel", h, w)?;
             }
             Kind::Conv {
                 filters,
+                kernel,
+                stride,
+                same,
+            }
+        }
+        "dwconv" => {
+            let args = Args::new(def, &["kernel size"], &["stride", "padding"], "dwconv(3)")?;
+            let kernel = args.positive_int(args.positional[0], "the kernel size")?;
+            let (stride, same) = stride_and_padding(&args, &spec)?;
+            let (h, w, _) = needs_image("a depthwise convolution")?;
+            if !same {
+                window_fits(kernel, "kernel", h, w)?;
+            }
+            Kind::DepthwiseConv {
                 kernel,
                 stride,
                 same,
@@ -703,6 +740,15 @@ fn output_shape(kind: &Kind, input: Shape) -> Shape {
                 (w - kernel) / stride + 1,
                 *filters,
             ),
+            Shape::Flat(_) => unreachable!("checked by interpret"),
+        },
+        Kind::DepthwiseConv {
+            kernel,
+            stride,
+            same,
+        } => match input {
+            Shape::Image(h, w, c) if *same => image(h.div_ceil(*stride), w.div_ceil(*stride), c),
+            Shape::Image(h, w, c) => image((h - kernel) / stride + 1, (w - kernel) / stride + 1, c),
             Shape::Flat(_) => unreachable!("checked by interpret"),
         },
         Kind::Pool { size, stride, .. } => match input {

@@ -19,6 +19,7 @@ mod activation;
 mod batchnorm;
 mod conv;
 mod dense;
+mod depthwise;
 mod dropout;
 mod flatten;
 mod fused;
@@ -33,6 +34,7 @@ pub use activation::{
 pub use batchnorm::{BatchNorm, BatchNormCache};
 pub use conv::{Conv2d, ConvCache, Padding, Same, Valid, conv_output_len, padding_before};
 pub use dense::Dense;
+pub use depthwise::{DepthwiseCache, DepthwiseConv2d};
 pub use dropout::{Dropout, DropoutCache};
 pub use flatten::Flatten;
 pub use fused::{

@@ -1,0 +1,322 @@
+//! Depthwise convolution ([`DepthwiseConv2d`]): one `K × K` filter per channel, each channel
+//! convolved on its own (Keras's `DepthwiseConv2D` with a depth multiplier of 1). Followed by a
+//! 1x1 convolution it is a depthwise-separable convolution, the building block of MobileNet and
+//! DS-CNN keyword spotters: about `K²` times fewer multiplications than a full convolution.
+//!
+//! Weights are stored `[K, K, C]` (Keras's `[K, K, C, 1]`), biases `[C]`. Every loop runs over
+//! the channels innermost, contiguous in NHWC, so it vectorises. Windows that hang over the
+//! border with `Same` padding skip the missing rows and columns (zeros contribute nothing).
+//! Backward sums the weight gradient over fixed groups of images, one partial sum each, added
+//! in group order, so results do not depend on the thread count.
+
+use std::marker::PhantomData;
+
+use rand::Rng;
+use rayon::prelude::*;
+
+use super::{
+    GRADIENT_GROUP, Layer, Padding, WeightBias, conv_output_len, for_each_sample_group,
+    padding_before, sum_in_order,
+};
+use crate::init::Init;
+use crate::shape::Image;
+use crate::tensor::Batch;
+
+/// Convolves each channel of `I` with its own `K × K` filter, `STRIDE` apart, into `O` (as many
+/// channels), with padding `P`.
+#[derive(Clone, Debug)]
+pub struct DepthwiseConv2d<
+    I: Image,
+    O: Image,
+    const K: usize,
+    const STRIDE: usize = 1,
+    P = super::Valid,
+> {
+    /// `weight` is `[K, K, C]`, `bias` is `[C]`.
+    pub params: WeightBias,
+    shapes: PhantomData<(I, O, P)>,
+}
+
+/// What backward keeps between calls: one partial weight gradient per group of images.
+#[derive(Clone, Debug, Default)]
+pub struct DepthwiseCache {
+    partial_weight_grads: Vec<f32>,
+}
+
+impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
+    DepthwiseConv2d<I, O, K, STRIDE, P>
+{
+    const WEIGHT_DIMS: &'static [usize] = &[K, K, I::C];
+    const PAD_TOP: usize = padding_before(I::H, K, STRIDE, P::SAME);
+    const PAD_LEFT: usize = padding_before(I::W, K, STRIDE, P::SAME);
+
+    /// Evaluated when the layer is built.
+    const SHAPES_AGREE: () = {
+        assert!(
+            K > 0 && STRIDE > 0,
+            "dwconv: the kernel and stride must be at least 1"
+        );
+        assert!(
+            O::C == I::C,
+            "dwconv: the output has one channel per input channel"
+        );
+        assert!(
+            O::H == conv_output_len(I::H, K, STRIDE, P::SAME)
+                && O::W == conv_output_len(I::W, K, STRIDE, P::SAME)
+                && O::H > 0
+                && O::W > 0,
+            "dwconv: the output's rows and columns are not what this kernel, stride and padding \
+             make of the input"
+        );
+    };
+
+    /// The layer with Glorot-uniform weights (Keras's default, with its fans of a `[K, K, C, 1]`
+    /// kernel) and zero biases.
+    pub fn new<R: Rng + ?Sized>(rng: &mut R) -> Self {
+        let () = Self::SHAPES_AGREE;
+        let mut params = WeightBias::zeros(Self::WEIGHT_DIMS, I::C);
+        Init::GlorotUniform.fill(&mut params.weight, K * K * I::C, K * K, rng);
+        Self {
+            params,
+            shapes: PhantomData,
+        }
+    }
+
+    /// Calls `visit(out_pixel, in_pixel, tap)` for every window position that lies inside the
+    /// image: the offsets (in values) of the output pixel, the input pixel and the filter tap.
+    fn for_each_tap(mut visit: impl FnMut(usize, usize, usize)) {
+        for oh in 0..O::H {
+            for ow in 0..O::W {
+                let out = (oh * O::W + ow) * I::C;
+                for kh in 0..K {
+                    let Some(ih) = (oh * STRIDE + kh).checked_sub(Self::PAD_TOP) else {
+                        continue;
+                    };
+                    if ih >= I::H {
+                        continue;
+                    }
+                    for kw in 0..K {
+                        let Some(iw) = (ow * STRIDE + kw).checked_sub(Self::PAD_LEFT) else {
+                            continue;
+                        };
+                        if iw < I::W {
+                            visit(out, (ih * I::W + iw) * I::C, (kh * K + kw) * I::C);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn forward_image(&self, image: &[f32], out: &mut [f32]) {
+        for pixel in out.chunks_exact_mut(I::C) {
+            pixel.copy_from_slice(&self.params.bias);
+        }
+        let weight = &self.params.weight;
+        Self::for_each_tap(|o, i, w| {
+            let (y, x, w) = (
+                &mut out[o..o + I::C],
+                &image[i..i + I::C],
+                &weight[w..w + I::C],
+            );
+            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                *y += x * w;
+            }
+        });
+    }
+
+    /// One group of images: their summed weight gradient into `dw` and, if asked for, each
+    /// image's input gradient.
+    fn backward_group(
+        &self,
+        images: &[f32],
+        output_grads: &[f32],
+        dw: &mut [f32],
+        mut image_grads: Option<&mut [f32]>,
+    ) {
+        dw.fill(0.0);
+        let weight = &self.params.weight;
+        for (s, (image, dy)) in images
+            .chunks(I::LEN)
+            .zip(output_grads.chunks(O::LEN))
+            .enumerate()
+        {
+            let mut dx = image_grads
+                .as_deref_mut()
+                .map(|grads| &mut grads[s * I::LEN..(s + 1) * I::LEN]);
+            if let Some(dx) = dx.as_deref_mut() {
+                dx.fill(0.0);
+            }
+            Self::for_each_tap(|o, i, w| {
+                let (dy, x) = (&dy[o..o + I::C], &image[i..i + I::C]);
+                for ((dw, &x), &dy) in dw[w..w + I::C].iter_mut().zip(x).zip(dy) {
+                    *dw += x * dy;
+                }
+                if let Some(dx) = dx.as_deref_mut() {
+                    let taps = dx[i..i + I::C].iter_mut().zip(&weight[w..w + I::C]);
+                    for ((dx, &w), &dy) in taps.zip(dy) {
+                        *dx += w * dy;
+                    }
+                }
+            });
+        }
+    }
+}
+
+impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
+    for DepthwiseConv2d<I, O, K, STRIDE, P>
+{
+    type Input = I;
+    type Output = O;
+    type Grads = WeightBias;
+    type Cache = DepthwiseCache;
+    const PARAMS: usize = K * K * I::C + I::C;
+
+    fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _cache: &mut DepthwiseCache) {
+        let () = Self::SHAPES_AGREE;
+        for_each_sample_group(input, output, |images, outputs| {
+            for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
+                self.forward_image(image, out);
+            }
+        });
+    }
+
+    fn backward(
+        &self,
+        input: &Batch<I>,
+        _output: &Batch<O>,
+        grad_output: &Batch<O>,
+        cache: &mut DepthwiseCache,
+        grad_input: Option<&mut Batch<I>>,
+        grads: &mut WeightBias,
+    ) {
+        let samples = input.len();
+        let weight_len = K * K * I::C;
+        let groups = samples.div_ceil(GRADIENT_GROUP);
+        let partials = &mut cache.partial_weight_grads;
+        partials.resize(groups * weight_len, 0.0);
+        let group_inputs = input.as_slice().par_chunks(GRADIENT_GROUP * I::LEN);
+        let group_output_grads = grad_output.as_slice().par_chunks(GRADIENT_GROUP * O::LEN);
+        let groups_of = group_inputs
+            .zip(group_output_grads)
+            .zip(partials.par_chunks_mut(weight_len));
+        match grad_input {
+            Some(grad_input) => {
+                grad_input.resize(samples);
+                let group_input_grads = grad_input
+                    .as_mut_slice()
+                    .par_chunks_mut(GRADIENT_GROUP * I::LEN);
+                groups_of
+                    .zip(group_input_grads)
+                    .for_each(|(((images, dy), dw), dx)| {
+                        self.backward_group(images, dy, dw, Some(dx))
+                    });
+            }
+            None => {
+                groups_of.for_each(|((images, dy), dw)| self.backward_group(images, dy, dw, None))
+            }
+        }
+        sum_in_order(&partials[..groups * weight_len], &mut grads.weight);
+        grads.bias.fill(0.0);
+        for pixel in grad_output.as_slice().chunks(O::C) {
+            for (total, grad) in grads.bias.iter_mut().zip(pixel) {
+                *total += grad;
+            }
+        }
+    }
+
+    params_in_field!(params);
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::RngExt;
+
+    use super::*;
+    use crate::init::seeded_rng;
+    use crate::layers::{Same, Valid};
+    use crate::reference::assert_close;
+    use crate::shape::Hwc;
+
+    /// The definition, value by value, in f64: `y[oh][ow][c] = b[c] + Σ x[ih][iw][c] w[kh][kw][c]`
+    /// over the window positions inside the image.
+    fn reference<I: Image, O: Image, const K: usize, const S: usize, P: Padding>(
+        layer: &DepthwiseConv2d<I, O, K, S, P>,
+        x: &[f32],
+    ) -> Vec<f32> {
+        let (top, left) = (
+            padding_before(I::H, K, S, P::SAME) as isize,
+            padding_before(I::W, K, S, P::SAME) as isize,
+        );
+        let mut y = Vec::new();
+        for image in x.chunks(I::LEN) {
+            for oh in 0..O::H {
+                for ow in 0..O::W {
+                    for c in 0..I::C {
+                        let mut sum = layer.params.bias[c] as f64;
+                        for kh in 0..K {
+                            for kw in 0..K {
+                                let ih = (oh * S + kh) as isize - top;
+                                let iw = (ow * S + kw) as isize - left;
+                                if ih < 0 || iw < 0 || ih >= I::H as isize || iw >= I::W as isize {
+                                    continue;
+                                }
+                                let at = (ih as usize * I::W + iw as usize) * I::C + c;
+                                sum += image[at] as f64
+                                    * layer.params.weight[(kh * K + kw) * I::C + c] as f64;
+                            }
+                        }
+                        y.push(sum as f32);
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn matches_reference<I: Image, O: Image, const K: usize, const S: usize, P: Padding>() {
+        let mut rng = seeded_rng(K as u64 * 10 + S as u64);
+        let mut layer = DepthwiseConv2d::<I, O, K, S, P>::new(&mut rng);
+        layer
+            .params
+            .bias
+            .iter_mut()
+            .for_each(|b| *b = rng.random_range(-0.5..0.5));
+        let x = Batch::<I>::from_fn(3, |_| rng.random_range(-1.0..1.0));
+        let mut y = Batch::default();
+        layer.forward(&x, &mut y, &mut DepthwiseCache::default());
+        let what = format!("dwconv {} -> {} k{K} s{S}", I::describe(), O::describe());
+        assert_close(&what, y.as_slice(), &reference(&layer, x.as_slice()), 1e-5);
+    }
+
+    #[test]
+    fn odd_sizes_strides_and_padding_match_the_definition() {
+        matches_reference::<Hwc<7, 6, 5>, Hwc<5, 4, 5>, 3, 1, Valid>();
+        matches_reference::<Hwc<7, 6, 5>, Hwc<4, 3, 5>, 3, 2, Same>();
+        matches_reference::<Hwc<5, 5, 17>, Hwc<5, 5, 17>, 3, 1, Same>();
+        matches_reference::<Hwc<7, 9, 3>, Hwc<2, 2, 3>, 4, 3, Valid>();
+    }
+
+    /// The weight gradient is summed in fixed groups: the same bits on 1 and 3 threads.
+    #[test]
+    fn gradients_do_not_depend_on_the_thread_count() {
+        let mut rng = seeded_rng(3);
+        let layer = DepthwiseConv2d::<Hwc<6, 6, 4>, Hwc<6, 6, 4>, 3, 1, Same>::new(&mut rng);
+        let x = Batch::<Hwc<6, 6, 4>>::from_fn(21, |_| rng.random_range(-1.0..1.0));
+        let dy = Batch::<Hwc<6, 6, 4>>::from_fn(21, |_| rng.random_range(-1.0..1.0));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let (mut grads, mut dx) = (layer.new_grads(), Batch::default());
+                let y = Batch::default();
+                let mut cache = DepthwiseCache::default();
+                layer.backward(&x, &y, &dy, &mut cache, Some(&mut dx), &mut grads);
+                (grads.weight, grads.bias, dx.as_slice().to_vec())
+            })
+        };
+        assert_eq!(run(1), run(3));
+    }
+}
