@@ -4,9 +4,10 @@
 //! Each of the network's layers with tensors takes the tensors of one PyTorch module: the
 //! module's prefix (`0`, `features.3`, `fc1`) joined to the same tensor name (`weight`, `bias`,
 //! `running_mean`, `running_var`), matched in order or by a map ([`TorchNames`]). Layouts are
-//! converted: a convolution kernel from OIHW to HWIO, a linear weight from `[out, in]` to
-//! `[in, out]`, and, for the first dense layer after an image is flattened, its inputs from
-//! PyTorch's channel-major order (C, H, W) to constnet's channels-innermost one (H, W, C).
+//! converted: a convolution kernel from OIHW to HWIO, a depthwise one (`groups = channels`) from
+//! `[C, 1, K, K]` to `[K, K, C]`, a linear weight from `[out, in]` to `[in, out]`, and, for the
+//! first dense layer after an image is flattened, its inputs from PyTorch's channel-major order
+//! (C, H, W) to constnet's channels-innermost one (H, W, C).
 //! BatchNorm's `num_batches_tracked` counter has no counterpart and is skipped.
 
 use std::cmp::Ordering;
@@ -40,6 +41,10 @@ const BATCH_COUNTER: &str = "num_batches_tracked";
 /// tensor is missing, extra, not `F32` or of another shape than the network's layer (in
 /// PyTorch's layout), nothing is changed and the error lists each problem, naming both the
 /// PyTorch tensor and the layer.
+///
+/// A tensor's layout is told by its number of dimensions: four, a convolution kernel; three, a
+/// depthwise kernel; two, a linear weight; the rest as they are (so the tensors of a layer of
+/// one's own are converted by the same rules).
 ///
 /// PyTorch's `BatchNorm2d` adds `eps = 1e-5` to the variance, constnet's `batchnorm` Keras's
 /// `1e-3`: set the layer's `epsilon` to match the network the weights were trained in.
@@ -240,6 +245,8 @@ enum Layout {
     Same,
     /// A convolution kernel: PyTorch OIHW, constnet HWIO.
     Conv,
+    /// A depthwise kernel: PyTorch `[C, 1, K, K]`, constnet `[K, K, C]`.
+    Depthwise,
     /// A linear weight: PyTorch `[out, in]`, constnet `[in, out]`; with `image`, the inputs are
     /// a flattened `[h, w, c]` image, which PyTorch flattens channel-major.
     Dense { image: Option<[usize; 3]> },
@@ -250,6 +257,7 @@ impl Layout {
     fn of<N: Network>(tensor: &NetworkTensor) -> Self {
         match tensor.dims.len() {
             4 => Layout::Conv,
+            3 => Layout::Depthwise,
             2 => Layout::Dense {
                 image: flattened_image::<N>(tensor.layer()),
             },
@@ -262,6 +270,7 @@ impl Layout {
         match self {
             Layout::Same => dims.to_vec(),
             Layout::Conv => vec![dims[3], dims[2], dims[0], dims[1]],
+            Layout::Depthwise => vec![dims[2], 1, dims[0], dims[1]],
             Layout::Dense { .. } => vec![dims[1], dims[0]],
         }
     }
@@ -283,6 +292,15 @@ impl Layout {
                     *value = torch[((co * c_in + ci) * k_h + kh) * k_w + kw];
                 }
                 hwio
+            }
+            Layout::Depthwise => {
+                let [k_h, k_w, channels] = [dims[0], dims[1], dims[2]];
+                let mut hwc = vec![0.0; torch.len()];
+                for (at, value) in hwc.iter_mut().enumerate() {
+                    let (kh, kw, c) = (at / (k_w * channels), at / channels % k_w, at % channels);
+                    *value = torch[(c * k_h + kh) * k_w + kw];
+                }
+                hwc
             }
             Layout::Dense { image } => {
                 let (inputs, outputs) = (dims[0], dims[1]);
