@@ -45,19 +45,20 @@ fn layer_type(layer: &Layer) -> TokenStream {
             stride,
             same,
             ..
-        } => {
-            let (kernel, stride) = (number(*kernel), number(*stride));
-            let padding = if *same { quote!(Same) } else { quote!(Valid) };
-            quote!(::constnet::layers::Conv2d<#input, #output, #kernel, #stride, ::constnet::layers::#padding>)
         }
-        Kind::DepthwiseConv {
+        | Kind::DepthwiseConv {
             kernel,
             stride,
             same,
         } => {
+            let conv = if matches!(layer.kind, Kind::Conv { .. }) {
+                quote!(Conv2d)
+            } else {
+                quote!(DepthwiseConv2d)
+            };
             let (kernel, stride) = (number(*kernel), number(*stride));
             let padding = if *same { quote!(Same) } else { quote!(Valid) };
-            quote!(::constnet::layers::DepthwiseConv2d<#input, #output, #kernel, #stride, ::constnet::layers::#padding>)
+            quote!(::constnet::layers::#conv<#input, #output, #kernel, #stride, ::constnet::layers::#padding>)
         }
         Kind::Pool { max, size, stride } => {
             let (size, stride) = (number(*size), number(*stride));

@@ -571,6 +571,16 @@ fn interpret(def: &LayerDef, received: Shape, previous: Option<&Layer>) -> syn::
         }
         Ok(())
     };
+    // A convolution's window: its stride and padding, an image to slide over, and, without
+    // padding, room for the kernel.
+    let window = |args: &Args, kernel: usize, what: &str| -> syn::Result<(usize, bool)> {
+        let (stride, same) = stride_and_padding(args, &spec)?;
+        let (h, w, _) = needs_image(what)?;
+        if !same {
+            window_fits(kernel, "kernel", h, w)?;
+        }
+        Ok((stride, same))
+    };
     Ok(match kind.as_str() {
         "conv" => {
             let args = Args::new(
@@ -581,11 +591,7 @@ fn interpret(def: &LayerDef, received: Shape, previous: Option<&Layer>) -> syn::
             )?;
             let filters = args.positive_int(args.positional[0], "the number of filters")?;
             let kernel = args.positive_int(args.positional[1], "the kernel size")?;
-            let (stride, same) = stride_and_padding(&args, &spec)?;
-            let (h, w, _) = needs_image("a convolution")?;
-            if !same {
-                window_fits(kernel, "kernel", h, w)?;
-            }
+            let (stride, same) = window(&args, kernel, "a convolution")?;
             Kind::Conv {
                 filters,
                 kernel,
@@ -596,11 +602,7 @@ fn interpret(def: &LayerDef, received: Shape, previous: Option<&Layer>) -> syn::
         "dwconv" => {
             let args = Args::new(def, &["kernel size"], &["stride", "padding"], "dwconv(3)")?;
             let kernel = args.positive_int(args.positional[0], "the kernel size")?;
-            let (stride, same) = stride_and_padding(&args, &spec)?;
-            let (h, w, _) = needs_image("a depthwise convolution")?;
-            if !same {
-                window_fits(kernel, "kernel", h, w)?;
-            }
+            let (stride, same) = window(&args, kernel, "a depthwise convolution")?;
             Kind::DepthwiseConv {
                 kernel,
                 stride,

@@ -21,10 +21,9 @@ use std::marker::PhantomData;
 use std::ops::Range;
 
 use rand::Rng;
-use rayon::prelude::*;
 
 use super::fused::{Linear, for_each_output_rows};
-use super::{GRADIENT_GROUP, Layer, WeightBias, max, sum_in_order};
+use super::{Layer, WeightBias, grouped_backward, max};
 use crate::init::Init;
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, Patches, gemm, gemm_patches};
@@ -351,7 +350,6 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
         grad_input: Option<&mut Batch<I>>,
         grads: &mut WeightBias,
     ) {
-        let samples = input.len();
         let weight_len = Self::PATCH * O::C;
         let ConvCache {
             weight_t,
@@ -364,39 +362,14 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
             .t()
             .copy_to(weight_t);
         let weight_t = MatRef::row_major(weight_t, O::C, Self::PATCH);
-        let groups = samples.div_ceil(GRADIENT_GROUP);
-        partial_weight_grads.resize(groups * weight_len, 0.0);
-        let group_inputs = input.as_slice().par_chunks(GRADIENT_GROUP * I::LEN);
-        let group_output_grads = grad_output.as_slice().par_chunks(GRADIENT_GROUP * O::LEN);
-        let group_weight_grads = partial_weight_grads.par_chunks_mut(weight_len);
-        let groups_of = group_inputs.zip(group_output_grads).zip(group_weight_grads);
-        match grad_input {
-            Some(grad_input) => {
-                grad_input.resize(samples);
-                groups_of
-                    .zip(
-                        grad_input
-                            .as_mut_slice()
-                            .par_chunks_mut(GRADIENT_GROUP * I::LEN),
-                    )
-                    .for_each(|(((images, dy), dw), dx)| {
-                        Self::backward_group(images, dy, weight_t, dw, Some(dx))
-                    });
-            }
-            None => groups_of.for_each(|((images, dy), dw)| {
-                Self::backward_group(images, dy, weight_t, dw, None)
-            }),
-        }
-        sum_in_order(
-            &partial_weight_grads[..groups * weight_len],
-            &mut grads.weight,
+        grouped_backward(
+            input,
+            grad_output,
+            grad_input,
+            partial_weight_grads,
+            grads,
+            |images, dy, dw, dx| Self::backward_group(images, dy, weight_t, dw, dx),
         );
-        grads.bias.fill(0.0);
-        for pixel in grad_output.as_slice().chunks(O::C) {
-            for (total, grad) in grads.bias.iter_mut().zip(pixel) {
-                *total += grad;
-            }
-        }
     }
 
     params_in_field!(params);

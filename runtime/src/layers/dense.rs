@@ -9,7 +9,7 @@
 use rand::Rng;
 
 use super::fused::Linear;
-use super::{Layer, WeightBias};
+use super::{Layer, WeightBias, sum_per_channel};
 use crate::init::Init;
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm_parallel, split_k_scratch};
@@ -83,12 +83,7 @@ impl<const IN: usize, const OUT: usize> Layer for Dense<IN, OUT> {
             dy,
             false,
         );
-        grads.bias.fill(0.0);
-        for row in grad_output.as_slice().chunks(OUT) {
-            for (total, grad) in grads.bias.iter_mut().zip(row) {
-                *total += grad;
-            }
-        }
+        sum_per_channel(grad_output.as_slice(), &mut grads.bias);
         if let Some(grad_input) = grad_input {
             grad_input.resize(samples);
             gemm_parallel(

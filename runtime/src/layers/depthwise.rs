@@ -12,11 +12,10 @@
 use std::marker::PhantomData;
 
 use rand::Rng;
-use rayon::prelude::*;
 
 use super::{
-    GRADIENT_GROUP, Layer, Padding, WeightBias, conv_output_len, for_each_sample_group,
-    padding_before, sum_in_order,
+    Layer, Padding, WeightBias, conv_output_len, for_each_sample_group, grouped_backward,
+    padding_before,
 };
 use crate::init::Init;
 use crate::shape::Image;
@@ -190,39 +189,14 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
         grad_input: Option<&mut Batch<I>>,
         grads: &mut WeightBias,
     ) {
-        let samples = input.len();
-        let weight_len = K * K * I::C;
-        let groups = samples.div_ceil(GRADIENT_GROUP);
-        let partials = &mut cache.partial_weight_grads;
-        partials.resize(groups * weight_len, 0.0);
-        let group_inputs = input.as_slice().par_chunks(GRADIENT_GROUP * I::LEN);
-        let group_output_grads = grad_output.as_slice().par_chunks(GRADIENT_GROUP * O::LEN);
-        let groups_of = group_inputs
-            .zip(group_output_grads)
-            .zip(partials.par_chunks_mut(weight_len));
-        match grad_input {
-            Some(grad_input) => {
-                grad_input.resize(samples);
-                let group_input_grads = grad_input
-                    .as_mut_slice()
-                    .par_chunks_mut(GRADIENT_GROUP * I::LEN);
-                groups_of
-                    .zip(group_input_grads)
-                    .for_each(|(((images, dy), dw), dx)| {
-                        self.backward_group(images, dy, dw, Some(dx))
-                    });
-            }
-            None => {
-                groups_of.for_each(|((images, dy), dw)| self.backward_group(images, dy, dw, None))
-            }
-        }
-        sum_in_order(&partials[..groups * weight_len], &mut grads.weight);
-        grads.bias.fill(0.0);
-        for pixel in grad_output.as_slice().chunks(O::C) {
-            for (total, grad) in grads.bias.iter_mut().zip(pixel) {
-                *total += grad;
-            }
-        }
+        grouped_backward(
+            input,
+            grad_output,
+            grad_input,
+            &mut cache.partial_weight_grads,
+            grads,
+            |images, dy, dw, dx| self.backward_group(images, dy, dw, dx),
+        );
     }
 
     params_in_field!(params);

@@ -73,6 +73,56 @@ pub(crate) fn sum_in_order(partials: &[f32], total: &mut [f32]) {
     }
 }
 
+/// The backward pass of a convolution-like layer (weights shared by every position of every
+/// image), split into fixed groups of [`GRADIENT_GROUP`] images run in parallel:
+/// `group(images, output_grads, weight_grad, image_grads)` writes its images' summed weight
+/// gradient into `weight_grad` (one of the `partials`) and, when asked for, their input
+/// gradients; the partial sums are then added in group order into `grads.weight`, and
+/// `grads.bias` becomes the sum of the output gradient per channel.
+pub(crate) fn grouped_backward<I: Shape, O: Shape>(
+    input: &Batch<I>,
+    grad_output: &Batch<O>,
+    grad_input: Option<&mut Batch<I>>,
+    partials: &mut Vec<f32>,
+    grads: &mut WeightBias,
+    group: impl Fn(&[f32], &[f32], &mut [f32], Option<&mut [f32]>) + Sync,
+) {
+    let samples = input.len();
+    let weight_len = grads.weight.len();
+    let groups = samples.div_ceil(GRADIENT_GROUP);
+    partials.resize(groups * weight_len, 0.0);
+    let group_inputs = input.as_slice().par_chunks(GRADIENT_GROUP * I::LEN);
+    let group_output_grads = grad_output.as_slice().par_chunks(GRADIENT_GROUP * O::LEN);
+    let groups_of = group_inputs
+        .zip(group_output_grads)
+        .zip(partials.par_chunks_mut(weight_len));
+    match grad_input {
+        Some(grad_input) => {
+            grad_input.resize(samples);
+            let group_input_grads = grad_input
+                .as_mut_slice()
+                .par_chunks_mut(GRADIENT_GROUP * I::LEN);
+            groups_of
+                .zip(group_input_grads)
+                .for_each(|(((images, dy), dw), dx)| group(images, dy, dw, Some(dx)));
+        }
+        None => groups_of.for_each(|((images, dy), dw)| group(images, dy, dw, None)),
+    }
+    sum_in_order(&partials[..groups * weight_len], &mut grads.weight);
+    sum_per_channel(grad_output.as_slice(), &mut grads.bias);
+}
+
+/// `totals[c]` = the sum of every `values[i]` with `i % totals.len() == c`, in order: a bias
+/// gradient from the output gradient of a whole batch.
+pub(crate) fn sum_per_channel(values: &[f32], totals: &mut [f32]) {
+    totals.fill(0.0);
+    for row in values.chunks(totals.len()) {
+        for (total, value) in totals.iter_mut().zip(row) {
+            *total += value;
+        }
+    }
+}
+
 /// The larger of two sizes, in a constant.
 pub const fn max(a: usize, b: usize) -> usize {
     if a > b { a } else { b }
