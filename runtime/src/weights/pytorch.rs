@@ -14,7 +14,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::Dtype;
+use safetensors::{Dtype, SafeTensors};
 
 use super::{WeightsError, f32_values, parse, read_bounded};
 use crate::network::Network;
@@ -71,41 +71,18 @@ pub fn load_pytorch<N: Network>(
         .filter(|name| !name.ends_with(BATCH_COUNTER))
         .collect();
     let prefixes = match_prefixes(&tensors, &file_names, names).map_err(mismatch)?;
+    let torch_name = |t: &NetworkTensor| format!("{}.{}", prefixes[t.layer()], t.param());
     let mut problems = Vec::new();
     let mut values: HashMap<&str, Vec<f32>> = HashMap::new();
     for tensor in &tensors {
-        let torch_name = format!("{}.{}", prefixes[tensor.layer()], tensor.param());
-        let layout = Layout::of::<N>(tensor);
-        let torch_dims = layout.torch_dims(&tensor.dims);
-        match file.tensor(&torch_name) {
-            Err(_) => problems.push(format!(
-                "`{torch_name}` {torch_dims:?} (for `{}`) is missing",
-                tensor.name
-            )),
-            Ok(view) if view.dtype() != Dtype::F32 => problems.push(format!(
-                "`{torch_name}` (for `{}`) is {:?}, not F32",
-                tensor.name,
-                view.dtype()
-            )),
-            Ok(view) if view.shape() != torch_dims.as_slice() => problems.push(format!(
-                "`{torch_name}` is {:?} in the file, but `{}` needs {torch_dims:?} in PyTorch's \
-                 layout ({:?} in constnet's)",
-                view.shape(),
-                tensor.name,
-                tensor.dims
-            )),
-            Ok(view) => {
-                values.insert(
-                    &tensor.name,
-                    layout.to_constnet(&f32_values(&view), &tensor.dims),
-                );
+        match read_tensor::<N>(&file, &torch_name(tensor), tensor) {
+            Ok(converted) => {
+                values.insert(&tensor.name, converted);
             }
+            Err(problem) => problems.push(problem),
         }
     }
-    let used: Vec<String> = tensors
-        .iter()
-        .map(|t| format!("{}.{}", prefixes[t.layer()], t.param()))
-        .collect();
+    let used: Vec<String> = tensors.iter().map(torch_name).collect();
     let mut extra: Vec<&str> = file_names
         .iter()
         .copied()
@@ -124,6 +101,37 @@ pub fn load_pytorch<N: Network>(
     network.visit_params_mut(&mut copy);
     network.visit_buffers_mut(&mut copy);
     Ok(())
+}
+
+/// The file's tensor `torch_name`, converted to `tensor`'s layout, or what keeps it from fitting.
+fn read_tensor<N: Network>(
+    file: &SafeTensors<'_>,
+    torch_name: &str,
+    tensor: &NetworkTensor,
+) -> Result<Vec<f32>, String> {
+    let layout = Layout::of::<N>(tensor);
+    let torch_dims = layout.torch_dims(&tensor.dims);
+    let name = &tensor.name;
+    let Ok(view) = file.tensor(torch_name) else {
+        return Err(format!(
+            "`{torch_name}` {torch_dims:?} (for `{name}`) is missing"
+        ));
+    };
+    if view.dtype() != Dtype::F32 {
+        return Err(format!(
+            "`{torch_name}` (for `{name}`) is {:?}, not F32",
+            view.dtype()
+        ));
+    }
+    if view.shape() != torch_dims.as_slice() {
+        return Err(format!(
+            "`{torch_name}` is {:?} in the file, but `{name}` needs {torch_dims:?} in PyTorch's \
+             layout ({:?} in constnet's)",
+            view.shape(),
+            tensor.dims
+        ));
+    }
+    Ok(layout.to_constnet(&f32_values(&view), &tensor.dims))
 }
 
 /// One tensor of the network: `layer.param` and its dimensions in constnet's layout.
