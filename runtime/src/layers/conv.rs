@@ -4,7 +4,7 @@
 //! c)` order; in NHWC a patch row is `k` runs of `k·C` contiguous floats), and the convolution
 //! becomes one GEMM with the weights, stored `[k, k, in_channels, filters]` as Keras stores them:
 //! - forward: `Y = patches · W + b`, the GEMM reading the patches straight from the image
-//!   ([`Patches`]) when there is no padding, else from a scratch copy (im2col);
+//!   ([`Patches`]), or from a zero-padded copy of it with `Same` padding;
 //! - weight gradient: `dW = Σ_images patchesᵀ · dY` (patches copied out), `db = Σ dY`;
 //! - input gradient: `dpatches = dY · Wᵀ` (`Wᵀ` copied out once per call), scattered back onto
 //!   the image (col2im).
@@ -118,9 +118,13 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     const PIXELS: usize = O::H * O::W;
     const PAD_TOP: usize = padding_before(I::H, K, STRIDE, P::SAME);
     const PAD_LEFT: usize = padding_before(I::W, K, STRIDE, P::SAME);
-    /// Whether the forward pass reads patches straight from the image ([`Patches`]) instead of
-    /// copying them out first (im2col): when no padding puts windows partly outside the image.
-    const DIRECT: bool = !P::SAME;
+    /// Rows and columns of the image with `Same` padding around it, as far as the windows
+    /// reach (the forward pass reads its patches from this copy).
+    const PADDED: [usize; 2] = if P::SAME {
+        [(O::H - 1) * STRIDE + K, (O::W - 1) * STRIDE + K]
+    } else {
+        [I::H, I::W]
+    };
 
     /// Evaluated when the layer is built: the declared shapes must be what the convolution makes.
     const SHAPES_AGREE: () = {
@@ -219,8 +223,9 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
 
     /// `out = activation(conv(image) + b)` with the weights and bias of `params` (this layer's,
     /// or with batch normalisation folded in) for output rows `rows` of one image, `out` holding
-    /// exactly those rows: straight from the image when [`Self::DIRECT`], through im2col
-    /// otherwise.
+    /// exactly those rows. The GEMM reads the patches straight from the image ([`Patches`]); with
+    /// `Same` padding, from a zero-padded copy of it in scratch (a copy of the image, where
+    /// im2col would copy every window).
     pub(crate) fn forward_rows(
         params: &WeightBias,
         image: &[f32],
@@ -229,46 +234,43 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         activation: ActivationKind,
     ) {
         let pixels = rows.start * O::W..rows.end * O::W;
-        if !Self::DIRECT {
-            return Self::forward_pixels(params, image, pixels, out, activation);
-        }
         let count = pixels.len();
-        let patches = Patches::new(image, [I::H, I::W, I::C], K, STRIDE, pixels);
-        gemm_patches(
-            MatMut::row_major(out, count, O::C),
-            patches,
-            MatRef::row_major(&params.weight, Self::PATCH, O::C),
-            Epilogue {
-                accumulate: false,
-                bias: Some(&params.bias),
-                activation,
-            },
-        );
-    }
-
-    /// `out = activation(patches(pixels) · W + b)` for output pixels `pixels` of one image, `out`
-    /// holding exactly those pixels.
-    fn forward_pixels(
-        params: &WeightBias,
-        image: &[f32],
-        pixels: Range<usize>,
-        out: &mut [f32],
-        activation: ActivationKind,
-    ) {
-        let rows = pixels.len();
-        with_scratch(rows * Self::PATCH, |patches| {
-            Self::im2col(image, pixels, patches);
-            gemm(
-                MatMut::row_major(out, rows, O::C),
-                MatRef::row_major(patches, rows, Self::PATCH),
+        let product = |image: &[f32], [height, width]: [usize; 2]| {
+            gemm_patches(
+                MatMut::row_major(out, count, O::C),
+                Patches::new(image, [height, width, I::C], K, STRIDE, pixels),
                 MatRef::row_major(&params.weight, Self::PATCH, O::C),
                 Epilogue {
                     accumulate: false,
                     bias: Some(&params.bias),
                     activation,
                 },
-            );
+            )
+        };
+        if !P::SAME {
+            return product(image, Self::PADDED);
+        }
+        let [height, width] = Self::PADDED;
+        with_scratch(height * width * I::C, |padded| {
+            Self::pad(image, padded);
+            product(padded, Self::PADDED);
         });
+    }
+
+    /// `image` with the zeros of `Same` padding around it, into `padded` ([`Self::PADDED`]
+    /// rows and columns; input rows and columns no window reaches are left out).
+    fn pad(image: &[f32], padded: &mut [f32]) {
+        let [height, width] = Self::PADDED;
+        padded.fill(0.0);
+        let columns = I::W.min(width - Self::PAD_LEFT);
+        for (y, row) in image
+            .chunks_exact(I::W * I::C)
+            .enumerate()
+            .take(height - Self::PAD_TOP)
+        {
+            let at = ((y + Self::PAD_TOP) * width + Self::PAD_LEFT) * I::C;
+            padded[at..at + columns * I::C].copy_from_slice(&row[..columns * I::C]);
+        }
     }
 
     /// Backward of one group of images: their summed weight gradient into `weight_grad` and,
@@ -333,9 +335,12 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     type Grads = WeightBias;
     type Cache = ConvCache;
     const PARAMS: usize = K * K * I::C * O::C + O::C;
-    /// The patch matrix of one image (im2col), or one image's output (which a fused pooling
-    /// op keeps in scratch).
-    const SCRATCH: usize = max(Self::PIXELS * Self::PATCH, O::LEN);
+    /// The patch matrix of one image (im2col, in backward), one image's output (which a fused
+    /// pooling op keeps in scratch), or one padded image.
+    const SCRATCH: usize = max(
+        max(Self::PIXELS * Self::PATCH, O::LEN),
+        Self::PADDED[0] * Self::PADDED[1] * I::C,
+    );
 
     fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _workspace: &mut ConvCache) {
         self.forward_activated(input, output, ActivationKind::Identity);
@@ -506,7 +511,9 @@ mod tests {
         matches_reference::<Hwc<5, 7, 3>, Hwc<5, 7, 2>, 2, 1, Same>(2);
         matches_reference::<Hwc<6, 6, 1>, Hwc<3, 3, 3>, 4, 2, Same>(2);
         matches_reference::<Hwc<9, 9, 2>, Hwc<9, 9, 17>, 5, 1, Same>(2);
-        // Valid padding with patch rows of at least 16 values: read straight from the image.
+        // Windows that never reach the last input row (a 1x1 kernel, stride 2).
+        matches_reference::<Hwc<4, 5, 3>, Hwc<2, 3, 2>, 1, 2, Same>(2);
+        // Valid padding at odd shapes.
         matches_reference::<Hwc<9, 8, 8>, Hwc<4, 3, 5>, 3, 2, Valid>(3);
         matches_reference::<Hwc<7, 6, 6>, Hwc<5, 4, 70>, 3, 1, Valid>(1);
         matches_reference::<Hwc<5, 5, 16>, Hwc<2, 2, 3>, 4, 1, Valid>(2);
