@@ -465,6 +465,8 @@ fn folding_ops<'p>(plan: &'p Plan<'p>) -> Vec<&'p Op<'p>> {
 /// What every part of the expansion refers to.
 struct Names<'n> {
     net: &'n Network,
+    /// The struct's field of each layer, first to last.
+    fields: Vec<&'n Ident>,
     plan: Plan<'n>,
     workspace: Ident,
     grads: Ident,
@@ -477,6 +479,7 @@ impl<'n> Names<'n> {
         let name = &net.name;
         Names {
             net,
+            fields: net.layers.iter().map(|l| &l.field).collect(),
             plan: Plan::new(net),
             workspace: format_ident!("{name}Workspace"),
             grads: format_ident!("{name}Grads"),
@@ -547,6 +550,7 @@ fn custom_layer_checks(net: &Network) -> TokenStream {
 fn structs(names: &Names) -> TokenStream {
     let Names {
         net,
+        fields,
         plan,
         workspace,
         output_ty,
@@ -555,7 +559,6 @@ fn structs(names: &Names) -> TokenStream {
     let Network {
         attrs, vis, name, ..
     } = net;
-    let fields: Vec<_> = net.layers.iter().map(|l| &l.field).collect();
     let types: Vec<_> = net.layers.iter().map(layer_type).collect();
     let field_docs: Vec<String> = net
         .layers
@@ -660,6 +663,7 @@ fn grads(names: &Names) -> TokenStream {
 fn passes(names: &Names) -> TokenStream {
     let Names {
         net,
+        fields,
         plan,
         workspace,
         grads,
@@ -667,7 +671,6 @@ fn passes(names: &Names) -> TokenStream {
         ..
     } = names;
     let name = &net.name;
-    let fields: Vec<_> = net.layers.iter().map(|l| &l.field).collect();
     let train = &plan.train;
     let train_forward_ops = train.ops.iter().map(|op| train_forward(train, op));
     let backward_ops = train.ops.iter().rev().map(|op| train_backward(train, op));
@@ -722,6 +725,7 @@ fn layer_impl(names: &Names) -> TokenStream {
         grads,
         input_ty,
         output_ty,
+        ..
     } = names;
     let name = &net.name;
     let types: Vec<_> = net.layers.iter().map(layer_type).collect();
@@ -838,6 +842,7 @@ fn layer_impl(names: &Names) -> TokenStream {
 fn network_impl(names: &Names) -> TokenStream {
     let Names {
         net,
+        fields,
         plan,
         workspace,
         grads,
@@ -845,7 +850,6 @@ fn network_impl(names: &Names) -> TokenStream {
         output_ty,
     } = names;
     let name = &net.name;
-    let fields: Vec<_> = net.layers.iter().map(|l| &l.field).collect();
     let types: Vec<_> = net.layers.iter().map(layer_type).collect();
     let constructors: Vec<_> = net.layers.iter().map(constructor).collect();
     let seed_rng = if net.layers.iter().any(needs_rng) {

@@ -18,6 +18,14 @@ pub fn leaky_relu(x: f32, alpha: f32) -> f32 {
     if x > 0.0 { x } else { alpha * x }
 }
 
+/// `x` where `x > acc` or `x` is NaN, otherwise `acc`: a maximum that keeps NaN (a NaN `acc`
+/// stays, since no comparison with it is true) and, of two equal values, the first. Not
+/// `acc.max(x)`, which drops NaN.
+#[inline(always)]
+pub fn max_keep_nan(acc: f32, x: f32) -> f32 {
+    if x > acc || x.is_nan() { x } else { acc }
+}
+
 /// `1 / (1 + e^-x)`.
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {

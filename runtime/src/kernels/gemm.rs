@@ -16,6 +16,7 @@
 //! unrolled microkernel for each.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -706,8 +707,10 @@ unsafe fn tile_loops<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>(
     // un-inlined (as it is with several codegen units, Cargo's default) it would keep every
     // vector operation inside it from inlining: the kernels ran 60 times slower.
     let mut packed = PACKED_B.take();
-    // The block's column offsets, for an A that needs them.
-    let mut col_offsets = [0; KC_MAX];
+    // The block's column offsets, for an A that is not strided. Left uninitialised otherwise:
+    // zeroing 2 KiB on every call cost small products (a dense layer's, per row at batch 1)
+    // more than it was worth, and a strided A never reads it.
+    let mut col_offsets = [MaybeUninit::<usize>::uninit(); KC_MAX];
     {
         let packed = &mut packed;
         if !in_place {
@@ -718,7 +721,7 @@ unsafe fn tile_loops<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>(
             let kc = kc_max.min(k - k0);
             if !A::STRIDED {
                 for (j, offset) in col_offsets[..kc].iter_mut().enumerate() {
-                    *offset = a.col_offset(k0 + j);
+                    offset.write(a.col_offset(k0 + j));
                 }
             }
             let add_to_c = epilogue.accumulate || block > 0;
@@ -748,7 +751,7 @@ unsafe fn tile_loops<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>(
                         a: a_tile.as_ptr(),
                         a_len: a_tile.len(),
                         a_col_stride: a.strides().1,
-                        a_col_offsets: col_offsets.as_ptr(),
+                        a_col_offsets: col_offsets.as_ptr().cast(),
                         b: b_panel.as_ptr(),
                         b_len: b_panel.len(),
                         b_row_stride,
@@ -865,7 +868,8 @@ fn pack_b_panel(b: MatRef<'_>, k0: usize, kc: usize, j0: usize, nr: usize, packe
 /// One register tile: raw pointers into A, the panel of B and C, each with the number of values
 /// readable (writable) from it, which the microkernel's debug assertions check its reach against;
 /// and the tile's part of the epilogue (`bias` is null or points at the bias of column `j0`,
-/// with at least `cols` values).
+/// with at least `cols` values). For an A that is not strided, `a_col_offsets` points at the
+/// block's `kc` column offsets, all written; for a strided one it is never read.
 struct TileArgs {
     a: *const f32,
     a_len: usize,

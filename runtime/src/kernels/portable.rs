@@ -45,8 +45,7 @@ unsafe impl SimdF32 for Portable {
     #[inline(always)]
     unsafe fn max_keep_nan(self, x: Self) -> Self {
         Portable(std::array::from_fn(|i| {
-            let (acc, x) = (self.0[i], x.0[i]);
-            if x > acc || x.is_nan() { x } else { acc }
+            super::elementwise::max_keep_nan(self.0[i], x.0[i])
         }))
     }
 }

@@ -55,9 +55,8 @@ pub unsafe trait SimdF32: Copy {
     /// # Safety
     /// As for the trait: the CPU must support the instruction set.
     unsafe fn relu(self) -> Self;
-    /// Lane-wise maximum that keeps NaN: `x` where `x > self` or `x` is NaN, otherwise `self`
-    /// (so a NaN in `self` stays, and of two equal values the first, `self`, is kept), as
-    /// [`Max`](crate::layers::Max) combines one value into a window's running result.
+    /// Lane-wise [`max_keep_nan`](super::elementwise::max_keep_nan)`(self, x)`: `x` where
+    /// `x > self` or `x` is NaN, otherwise `self`.
     ///
     /// # Safety
     /// As for the trait: the CPU must support the instruction set.

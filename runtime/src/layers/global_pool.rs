@@ -77,14 +77,7 @@ impl<I: Image, Op: PoolOp, const C: usize> GlobalPool2d<I, Op, C> {
         selected.fill(0);
         for (p, pixel) in image.chunks_exact(C).enumerate() {
             for ((y, at), &x) in out.iter_mut().zip(selected.iter_mut()).zip(pixel) {
-                let kept = Op::combine(*y, x);
-                // The op returns `*y` itself unless `x` replaces it.
-                *at = if kept.to_bits() != y.to_bits() {
-                    p as u32
-                } else {
-                    *at
-                };
-                *y = kept;
+                Op::select(y, at, x, p as u32);
             }
         }
     }

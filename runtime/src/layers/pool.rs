@@ -13,6 +13,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{Layer, for_each_sample_group, samples_per_task};
+use crate::kernels::elementwise::max_keep_nan;
 use crate::kernels::{self, simd::SimdF32, simd::VectorKernel};
 use crate::shape::Image;
 use crate::tensor::Batch;
@@ -34,6 +35,20 @@ pub trait PoolOp: 'static + Copy + Debug + Default + Send + Sync {
     unsafe fn combine_lanes<S: SimdF32>(acc: S, x: S) -> S;
     /// The window's output from its running result and its size.
     fn finish(acc: f32, window: usize) -> f32;
+    /// A selecting op's [`combine`](Self::combine) that also records where its result came
+    /// from: `at` becomes `index` when `x` replaces `acc` (the op returns `acc` itself
+    /// otherwise, so comparing bits tells), and stays when it does not. A select, not a branch,
+    /// so loops over channels vectorise.
+    #[inline(always)]
+    fn select(acc: &mut f32, at: &mut u32, x: f32, index: u32) {
+        let kept = Self::combine(*acc, x);
+        *at = if kept.to_bits() != acc.to_bits() {
+            index
+        } else {
+            *at
+        };
+        *acc = kept;
+    }
 }
 
 /// The window's maximum; NaN if the window holds a NaN (as in PyTorch and TensorFlow).
@@ -43,10 +58,8 @@ pub struct Max;
 impl PoolOp for Max {
     const START: f32 = f32::NEG_INFINITY;
     const SELECTS: bool = true;
-    /// Not `acc.max(x)`, which drops NaN: a NaN `x` replaces the result, and a NaN result is
-    /// kept because no comparison with it is true.
     fn combine(acc: f32, x: f32) -> f32 {
-        if x > acc || x.is_nan() { x } else { acc }
+        max_keep_nan(acc, x)
     }
     #[inline(always)]
     unsafe fn combine_lanes<S: SimdF32>(acc: S, x: S) -> S {
@@ -193,8 +206,7 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
             for (c, at) in at.iter_mut().enumerate() {
                 *at = (first + c) as u32;
             }
-            // Plain loops over the window, in window order, and a select rather than a branch,
-            // so the channel loop vectorises.
+            // Plain loops over the window, in window order, so the channel loop vectorises.
             for kh in 0..K {
                 for kw in 0..K {
                     let offset = ((oh * STRIDE + kh) * I::W + ow * STRIDE + kw) * I::C;
@@ -202,11 +214,7 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
                     for (c, ((y, at), &x)) in
                         y.iter_mut().zip(at.iter_mut()).zip(values).enumerate()
                     {
-                        let kept = Op::combine(*y, x);
-                        // The op returns `*y` itself unless `x` replaces it.
-                        let replaced = kept.to_bits() != y.to_bits();
-                        *at = if replaced { (offset + c) as u32 } else { *at };
-                        *y = kept;
+                        Op::select(y, at, x, (offset + c) as u32);
                     }
                 }
             }

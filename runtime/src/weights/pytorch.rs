@@ -16,7 +16,7 @@ use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
 
-use super::{WeightsError, f32_values, parse, read_bounded};
+use super::{WeightsError, f32_values, parse, read_bounded, visit_tensors};
 use crate::network::Network;
 use crate::shape::Shape;
 
@@ -161,8 +161,7 @@ fn network_tensors<N: Network>(network: &N) -> Vec<NetworkTensor> {
             dims: dims.to_vec(),
         })
     };
-    network.visit_params(&mut visit);
-    network.visit_buffers(&mut visit);
+    visit_tensors(network, &mut visit);
     tensors
 }
 
