@@ -47,7 +47,7 @@ pub struct MnistCnn {
     ///`softmax`: a flat vector of 10 → a flat vector of 10
     pub softmax1: ::constnet::layers::Softmax<::constnet::Flat<10>>,
 }
-///What [`MnistCnn`] keeps between passes: each training op's output, cache and output gradient, and the two buffers inference alternates between. Reuse one across calls and nothing is allocated per call.
+///What [`MnistCnn`] keeps between passes: each training op's output, cache and output gradient, and the buffers inference keeps its values in. Reuse one across calls and nothing is allocated per call.
 #[derive(Default)]
 pub struct MnistCnnWorkspace {
     ///State of `conv1+relu1`.
@@ -97,8 +97,8 @@ pub struct MnistCnnWorkspace {
     pub softmax1: ::constnet::network::LayerState<
         ::constnet::layers::Softmax<::constnet::Flat<10>>,
     >,
-    /// The buffers inference alternates between, and its output.
-    pub inference: ::constnet::plan::InferenceBuffers<::constnet::Flat<10>>,
+    /// The buffers inference keeps its values in, and its output.
+    pub inference: ::constnet::plan::InferenceBuffers<::constnet::Flat<10>, 2>,
 }
 ///Gradients of [`MnistCnn`]'s parameters, one field per layer that has any, named as the layer.
 #[derive(Clone, Debug)]
@@ -243,7 +243,7 @@ impl MnistCnn {
         &self,
         input: &::constnet::Batch<::constnet::Hwc<28, 28, 1>>,
         workspace: &mut MnistCnnWorkspace,
-        grad_input: ::std::option::Option<
+        mut grad_input: ::std::option::Option<
             &mut ::constnet::Batch<::constnet::Hwc<28, 28, 1>>,
         >,
         grads: &mut MnistCnnGrads,
@@ -314,7 +314,7 @@ impl MnistCnn {
                     &workspace.conv1_relu1.output,
                     &mut workspace.conv1_relu1.grad_output,
                     &mut workspace.conv1_relu1.cache,
-                    grad_input,
+                    grad_input.as_deref_mut(),
                     &mut grads.conv1,
                 );
             },

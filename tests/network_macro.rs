@@ -432,7 +432,7 @@ fn the_plan_fuses_views_and_alternates_buffers() {
     );
     assert!(
         plan.ends_with(
-            "Activations at batch 128: inference 15,799,296 bytes (two buffers and the output), \
+            "Activations at batch 128: inference 15,799,296 bytes (2 buffers and the output), \
              training 69,488,640 bytes (each op's output and its gradient)\n"
         ),
         "{plan}"

@@ -4,6 +4,7 @@
 //! network := attribute* visibility NAME '<' (layer ','?)* '>'
 //! layer    := IDENT ( '(' (argument (',' argument)*)? ')' )?
 //!           | 'layer' '(' TYPE ( '->' '(' argument (',' argument)* ')' )? ')'
+//!           | 'residual' '(' (layer ','?)* (IDENT '=' value ','?)* ')'
 //! argument := value | IDENT '=' value
 //! value    := '-'? LITERAL | IDENT
 //! ```
@@ -36,10 +37,16 @@ pub struct LayerDef {
     pub paren: Option<token::Paren>,
     /// The type of a `layer(...)` item.
     pub custom: Option<syn::Type>,
+    /// The layers inside a `residual(...)` block (its options, `shortcut = project`, are in
+    /// `args`).
+    pub body: Option<Vec<LayerDef>>,
 }
 
 /// The grammar item that inserts a layer type of the user's.
 pub const CUSTOM_LAYER: &str = "layer";
+
+/// The grammar item that adds its input to what its layers make of it.
+pub const RESIDUAL: &str = "residual";
 
 /// One argument of a layer: positional (`32`) or named (`stride = 2`).
 pub struct Arg {
@@ -63,6 +70,11 @@ impl LayerDef {
             return self.kind.to_string();
         }
         let args: Vec<String> = self.args.iter().map(Arg::text).collect();
+        if let Some(body) = &self.body {
+            let items: Vec<String> = body.iter().map(LayerDef::spec).collect();
+            let items = [items.join(" ")].into_iter().chain(args);
+            return format!("{}({})", self.kind, items.collect::<Vec<_>>().join(", "));
+        }
         match &self.custom {
             Some(ty) if args.is_empty() => format!("{}({})", self.kind, type_text(ty)),
             Some(ty) => format!("{}({} -> ({}))", self.kind, type_text(ty), args.join(", ")),
@@ -76,6 +88,9 @@ impl LayerDef {
         if let Some(paren) = &self.paren {
             paren.surround(&mut tokens, |inner| {
                 self.custom.to_tokens(inner);
+                for layer in self.body.iter().flatten() {
+                    inner.extend(layer.tokens());
+                }
                 for arg in &self.args {
                     inner.extend(arg.tokens.clone());
                 }
@@ -166,12 +181,16 @@ impl Parse for LayerDef {
                 args: Vec::new(),
                 paren: None,
                 custom: None,
+                body: None,
             });
         }
         let content;
         let paren = parenthesized!(content in input);
         if kind == CUSTOM_LAYER {
             return parse_custom(kind, paren, &content);
+        }
+        if kind == RESIDUAL {
+            return parse_residual(kind, paren, &content);
         }
         let mut args = Vec::new();
         while !content.is_empty() {
@@ -185,8 +204,36 @@ impl Parse for LayerDef {
             args,
             paren: Some(paren),
             custom: None,
+            body: None,
         })
     }
+}
+
+/// The inside of `residual(...)`: layers, then options such as `shortcut = project`.
+fn parse_residual(kind: Ident, paren: token::Paren, content: ParseStream) -> syn::Result<LayerDef> {
+    let mut body = Vec::new();
+    let mut args = Vec::new();
+    while !content.is_empty() {
+        if content.peek(Token![,]) {
+            content.parse::<Token![,]>()?;
+        } else if content.peek(syn::Ident) && content.peek2(Token![=]) {
+            args.push(content.parse()?);
+        } else if args.is_empty() {
+            body.push(content.parse()?);
+        } else {
+            return Err(content.error(
+                "a residual block's layers come before its options: `residual(dense(64) relu, \
+                 shortcut = project)`",
+            ));
+        }
+    }
+    Ok(LayerDef {
+        kind,
+        args,
+        paren: Some(paren),
+        custom: None,
+        body: Some(body),
+    })
 }
 
 /// The inside of `layer(TYPE)` or `layer(TYPE -> (dims))`.
@@ -219,6 +266,7 @@ fn parse_custom(kind: Ident, paren: token::Paren, content: ParseStream) -> syn::
         args,
         paren: Some(paren),
         custom: Some(ty),
+        body: None,
     })
 }
 

@@ -15,8 +15,8 @@ use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::plan::{Graph, Op, OpKind, Plan, Slot, Source, ValueId};
-use crate::valid::{Kind, Layer, Network, Shape};
+use crate::plan::{Graph, Op, OpKind, Plan, Slot, Slots, Source, ValueId};
+use crate::valid::{Kind, Layer, Network, Shape, Step};
 
 fn shape_type(shape: Shape) -> TokenStream {
     match shape {
@@ -180,8 +180,12 @@ fn train_value(graph: &Graph, value: ValueId) -> TokenStream {
 fn train_grad(graph: &Graph, value: ValueId) -> TokenStream {
     match train_place(graph, value, Buffer::GradMut) {
         Some(place) => quote!(::std::option::Option::Some(#place)),
-        None if graph.root(value) == value => quote!(grad_input),
-        None => quote!(grad_input.map(::constnet::Batch::reshaped_mut)),
+        None if graph.root(value) == value => quote!(grad_input.as_deref_mut()),
+        None => quote!(
+            grad_input
+                .as_deref_mut()
+                .map(::constnet::Batch::reshaped_mut)
+        ),
     }
 }
 
@@ -208,6 +212,14 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
             let field = &layer.field;
             let values = train_place_mut(graph, op.input, Buffer::OutputMut);
             quote!(::constnet::layers::Dropout::forward_train_in_place(&mut self.#field, #values, &mut workspace.#field.cache);)
+        }
+        OpKind::Shortcut { layer, .. } => {
+            let field = &layer.field;
+            quote!(::constnet::layers::Layer::forward_train(&mut self.#field, #input, &mut workspace.#state.output, &mut workspace.#state.cache);)
+        }
+        OpKind::Add { skip, .. } => {
+            let skip = train_value(graph, *skip);
+            quote!(::constnet::layers::residual_add_forward(#input, #skip, &mut workspace.#state.output);)
         }
         OpKind::View(_) => quote!(),
         OpKind::Conv { .. } => {
@@ -252,11 +264,63 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
             let grad = train_place_mut(graph, op.input, Buffer::GradMut);
             quote!(::constnet::layers::Dropout::backward_in_place(&self.#field, #grad, &workspace.#field.cache);)
         }
+        OpKind::Shortcut { layer, block } => {
+            let (field, block) = (&layer.field, &block.field);
+            quote! {
+                ::constnet::layers::Layer::backward(
+                    &self.#field, #input, &workspace.#state.output, &workspace.#state.grad_output,
+                    &mut workspace.#state.cache, ::std::option::Option::Some(&mut workspace.#block.grad_skip),
+                    &mut grads.#field,
+                );
+            }
+        }
+        OpKind::Add { skip, .. } => {
+            let grad_body = train_place_mut(graph, op.input, Buffer::GradMut);
+            let grad_shortcut = match graph.values[*skip].source {
+                Source::Op(shortcut) => {
+                    let shortcut = &graph.ops[shortcut].field;
+                    quote!(workspace.#shortcut.grad_output.copy_from(&workspace.#state.grad_output);)
+                }
+                _ => quote!(),
+            };
+            quote! {
+                ::constnet::Batch::copy_from(#grad_body, &workspace.#state.grad_output);
+                #grad_shortcut
+            }
+        }
         OpKind::View(_) => quote!(),
         OpKind::Conv { .. } => {
             unreachable!("batch normalisation and pooling fuse at inference only")
         }
     }
+}
+
+/// After the backward pass of op `index`, the first op of the residual blocks starting there:
+/// the gradient of each block's input gets its shortcut's share (the block's output gradient
+/// for an identity shortcut, what the projection gave back otherwise).
+fn skip_gradients(graph: &Graph, index: usize) -> TokenStream {
+    let shares = graph.ops.iter().filter_map(|op| {
+        let OpKind::Add {
+            block,
+            first_body_op,
+            ..
+        } = op.kind
+        else {
+            return None;
+        };
+        if first_body_op != index {
+            return None;
+        }
+        let block_input = graph.ops[first_body_op].input;
+        let grad = train_grad(graph, block_input);
+        let field = &op.field;
+        let share = match block.shortcut {
+            Some(_) => quote!(&workspace.#field.grad_skip),
+            None => quote!(&workspace.#field.grad_output),
+        };
+        Some(quote!(::constnet::layers::accumulate_gradient(#grad, #share);))
+    });
+    quote!(#(#shares)*)
 }
 
 /// The local variable holding value `value` during inference.
@@ -265,34 +329,34 @@ fn infer_var(value: ValueId) -> Ident {
 }
 
 /// A `&Batch` expression for value `value` of the inference graph.
-fn infer_value(graph: &Graph, slots: &[Option<Slot>], value: ValueId) -> TokenStream {
+fn infer_value(graph: &Graph, value: ValueId) -> TokenStream {
     let var = infer_var(value);
-    match (graph.values[value].source, slots[value]) {
-        (Source::Input, _) => quote!(input),
-        (Source::View(_), _) => quote!(#var),
-        _ => quote!(&#var),
+    match graph.values[value].source {
+        Source::Input => quote!(input),
+        Source::View(_) => quote!(#var),
+        Source::Op(_) => quote!(&#var),
     }
 }
 
 /// The index of an inference buffer, as a literal.
 fn slot_index(slot: Slot) -> Literal {
-    Literal::usize_unsuffixed(match slot {
-        Slot::A => 0,
-        Slot::B => 1,
-        Slot::Output => unreachable!("the output is not one of the two buffers"),
-    })
+    match slot {
+        Slot::Buffer(index) => Literal::usize_unsuffixed(index),
+        Slot::Output => unreachable!("the output is not one of the buffers"),
+    }
 }
 
-/// One op of inference: its output taken from its slot, the call, and its input's storage
-/// given back to its slot.
-fn infer_op(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
-    let input = infer_value(graph, slots, op.input);
+/// One op of inference: its output taken from its slot, the call, and the storage of the values
+/// it was the last to read given back to their slots.
+fn infer_op(graph: &Graph, slots: &Slots, index: usize) -> TokenStream {
+    let op = &graph.ops[index];
+    let input = infer_value(graph, op.input);
     let out = infer_var(op.output);
     let out_ty = shape_type(graph.values[op.output].shape);
     if let OpKind::View(_) = op.kind {
         return quote!(let #out: &::constnet::Batch<#out_ty> = ::constnet::Batch::reshaped(#input););
     }
-    let (take, target) = match slots[op.output] {
+    let (take, target) = match slots.of[op.output] {
         Some(Slot::Output) => (quote!(), quote!(workspace.inference.output_mut())),
         slot => {
             let index = slot_index(slot.expect("an op's output has a slot"));
@@ -302,8 +366,18 @@ fn infer_op(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
             )
         }
     };
-    let call = match &op.kind {
-        OpKind::Layer(layer) => {
+    let call = infer_call(graph, op, &input, &target);
+    let give = slots.released[index].iter().map(|&(buffer, value)| {
+        let (index, var) = (Literal::usize_unsuffixed(buffer), infer_var(value));
+        quote!(workspace.inference.give(#index, #var);)
+    });
+    quote!(#take #call #(#give)*)
+}
+
+/// The call that computes an inference op from `input` into `target`.
+fn infer_call(graph: &Graph, op: &Op, input: &TokenStream, target: &TokenStream) -> TokenStream {
+    match &op.kind {
+        OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } => {
             let (field, state) = (&layer.field, &op.field);
             quote!(::constnet::layers::Layer::forward(&self.#field, #input, #target, &mut workspace.#state.cache);)
         }
@@ -346,18 +420,13 @@ fn infer_op(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
             };
             quote!(#fold #forward)
         }
-        OpKind::View(_) => unreachable!("returned above"),
-        OpKind::DropoutInPlace(_) => unreachable!("inference runs no dropout"),
-    };
-    let root = graph.root(op.input);
-    let give = match slots[root] {
-        Some(slot @ (Slot::A | Slot::B)) => {
-            let (index, var) = (slot_index(slot), infer_var(root));
-            quote!(workspace.inference.give(#index, #var);)
+        OpKind::Add { skip, .. } => {
+            let skip = infer_value(graph, *skip);
+            quote!(::constnet::layers::residual_add_forward(#input, #skip, #target);)
         }
-        _ => quote!(),
-    };
-    quote!(#take #call #give)
+        OpKind::View(_) => unreachable!("a view runs nothing"),
+        OpKind::DropoutInPlace(_) => unreachable!("inference runs no dropout"),
+    }
 }
 
 /// The inference pass: every op of the inference graph, or a copy when dropout was all there
@@ -367,15 +436,21 @@ fn infer_body(graph: &Graph) -> TokenStream {
         return quote!(workspace.inference.output_mut().copy_from(input););
     }
     let slots = graph.slots();
-    let ops = graph.ops.iter().map(|op| infer_op(graph, &slots, op));
+    let ops = (0..graph.ops.len()).map(|index| infer_op(graph, &slots, index));
     quote!(#(#ops)*)
 }
 
 /// The plan table's row of one inference op.
-fn op_info(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
+fn op_info(graph: &Graph, slots: &Slots, op: &Op) -> TokenStream {
     let name = &op.name;
     let runs = match &op.kind {
         OpKind::Layer(layer) => layer.spec.clone(),
+        OpKind::Shortcut { layer, .. } => format!("{} (shortcut)", layer.spec),
+        OpKind::Add { skip, .. } => format!(
+            "add: {} + {}",
+            graph.op_name(op.input),
+            graph.op_name(*skip)
+        ),
         OpKind::LinearActivation { linear, activation } => {
             format!("{} + {} (epilogue)", linear.spec, activation.spec)
         }
@@ -401,7 +476,7 @@ fn op_info(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
         }
     };
     let output = shape_type(graph.values[op.output].shape);
-    let inference = match (&op.kind, slots[op.output]) {
+    let inference = match (&op.kind, slots.of[op.output]) {
         (OpKind::View(_), _) => quote!(View),
         (_, Some(Slot::Output)) => quote!(Output),
         (_, slot) => {
@@ -419,26 +494,40 @@ fn op_info(graph: &Graph, slots: &[Option<Slot>], op: &Op) -> TokenStream {
     }
 }
 
-/// The workspace fields: one `LayerState` per training op that has state, the final softmax,
-/// and any layer inference runs on its own that training fuses or views.
-fn state_ops<'p>(plan: &'p Plan<'p>) -> Vec<(&'p Ident, &'p Layer, String)> {
-    let mut states: Vec<(&Ident, &Layer, String)> = Vec::new();
-    let mut add = |field, layer: &'p Layer, name: String| {
+/// The workspace fields, each with its type and the op it serves: one state per training op
+/// that has any (a `LayerState`, or a `ResidualState` for a block's addition), the final
+/// softmax's, and that of any layer inference runs on its own that training fuses or views.
+fn state_ops<'p>(plan: &'p Plan<'p>) -> Vec<(&'p Ident, TokenStream, String)> {
+    let mut states: Vec<(&Ident, TokenStream, String)> = Vec::new();
+    let mut add = |field, ty: TokenStream, name: String| {
         if !states.iter().any(|(f, _, _)| *f == field) {
-            states.push((field, layer, name));
+            states.push((field, ty, name));
         }
     };
+    let layer_state = |layer: &Layer| {
+        let ty = layer_type(layer);
+        quote!(::constnet::network::LayerState<#ty>)
+    };
     for op in &plan.train.ops {
-        if !matches!(op.kind, OpKind::View(_)) {
-            add(&op.field, op.state_layer(), op.name.clone());
-        }
+        let ty = match op.state_layer() {
+            _ if matches!(op.kind, OpKind::View(_)) => continue,
+            Some(layer) => layer_state(layer),
+            None => {
+                let OpKind::Add { block, .. } = op.kind else {
+                    unreachable!("every other op has a layer's state")
+                };
+                let (input, output) = (shape_type(block.input), shape_type(block.output));
+                quote!(::constnet::layers::ResidualState<#input, #output>)
+            }
+        };
+        add(&op.field, ty, op.name.clone());
     }
     if let Some(softmax) = plan.softmax {
-        add(&softmax.field, softmax, softmax.field.to_string());
+        add(&softmax.field, layer_state(softmax), softmax.name.clone());
     }
     for op in &plan.infer.ops {
-        if let OpKind::Layer(layer) = op.kind {
-            add(&op.field, layer, op.name.clone());
+        if let OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } = op.kind {
+            add(&op.field, layer_state(layer), op.name.clone());
         }
     }
     states
@@ -484,7 +573,7 @@ impl<'n> Names<'n> {
             workspace: format_ident!("{name}Workspace"),
             grads: format_ident!("{name}Grads"),
             input_ty: shape_type(net.input),
-            output_ty: shape_type(net.layers.last().expect("validated: not empty").output),
+            output_ty: shape_type(net.output),
         }
     }
 
@@ -567,14 +656,12 @@ fn structs(names: &Names) -> TokenStream {
         .collect();
     let states = state_ops(plan);
     let state_fields: Vec<_> = states.iter().map(|(field, _, _)| *field).collect();
-    let state_types: Vec<_> = states
-        .iter()
-        .map(|(_, layer, _)| layer_type(layer))
-        .collect();
+    let state_types: Vec<_> = states.iter().map(|(_, ty, _)| ty).collect();
     let state_docs: Vec<String> = states
         .iter()
         .map(|(_, _, name)| format!("State of `{name}`."))
         .collect();
+    let buffers = Literal::usize_unsuffixed(plan.infer.slots().buffers);
     let folding = folding_ops(plan);
     let folded_fields: Vec<_> = folding.iter().map(|op| &op.field).collect();
     let folded_docs: Vec<String> = folding
@@ -588,7 +675,7 @@ fn structs(names: &Names) -> TokenStream {
     );
     let workspace_doc = format!(
         "What [`{name}`] keeps between passes: each training op's output, cache and output \
-         gradient, and the two buffers inference alternates between. Reuse one across calls and \
+         gradient, and the buffers inference keeps its values in. Reuse one across calls and \
          nothing is allocated per call."
     );
     quote! {
@@ -606,14 +693,14 @@ fn structs(names: &Names) -> TokenStream {
         #vis struct #workspace {
             #(
                 #[doc = #state_docs]
-                pub #state_fields: ::constnet::network::LayerState<#state_types>,
+                pub #state_fields: #state_types,
             )*
             #(
                 #[doc = #folded_docs]
                 pub #folded_fields: ::constnet::layers::WeightBias,
             )*
-            /// The buffers inference alternates between, and its output.
-            pub inference: ::constnet::plan::InferenceBuffers<#output_ty>,
+            /// The buffers inference keeps its values in, and its output.
+            pub inference: ::constnet::plan::InferenceBuffers<#output_ty, #buffers>,
         }
     }
 }
@@ -624,7 +711,7 @@ fn grads(names: &Names) -> TokenStream {
     let (vis, name) = (&net.vis, &net.name);
     let with_params = param_layers(net);
     let param_fields: Vec<_> = with_params.iter().map(|l| &l.field).collect();
-    let param_names: Vec<String> = param_fields.iter().map(|f| f.to_string()).collect();
+    let param_names: Vec<&String> = with_params.iter().map(|l| &l.name).collect();
     let param_types: Vec<_> = with_params.iter().map(|l| layer_type(l)).collect();
     let visit = param_name("visit", !param_fields.is_empty());
     let other = param_name("other", !param_fields.is_empty());
@@ -673,7 +760,11 @@ fn passes(names: &Names) -> TokenStream {
     let name = &net.name;
     let train = &plan.train;
     let train_forward_ops = train.ops.iter().map(|op| train_forward(train, op));
-    let backward_ops = train.ops.iter().rev().map(|op| train_backward(train, op));
+    let backward_ops = train.ops.iter().enumerate().rev().map(|(index, op)| {
+        let backward = train_backward(train, op);
+        let shares = skip_gradients(train, index);
+        quote!(#backward #shares)
+    });
     let infer_ops = infer_body(&plan.infer);
     let grads_arg = param_name("grads", !param_layers(net).is_empty());
     quote! {
@@ -696,7 +787,7 @@ fn passes(names: &Names) -> TokenStream {
                 &self,
                 input: &::constnet::Batch<#input_ty>,
                 workspace: &mut #workspace,
-                grad_input: ::std::option::Option<&mut ::constnet::Batch<#input_ty>>,
+                mut grad_input: ::std::option::Option<&mut ::constnet::Batch<#input_ty>>,
                 #grads_arg: &mut #grads,
             ) {
                 ::constnet::plan::on_pool(<Self as ::constnet::layers::Layer>::SCRATCH, || { #( #backward_ops )* });
@@ -758,9 +849,9 @@ fn layer_impl(names: &Names) -> TokenStream {
         ),
     };
     let param_fields: Vec<_> = param_layers(net).into_iter().map(|l| &l.field).collect();
-    let param_names: Vec<String> = param_fields.iter().map(|f| f.to_string()).collect();
+    let param_names: Vec<&String> = param_layers(net).into_iter().map(|l| &l.name).collect();
     let buffer_fields: Vec<_> = buffer_layers(net).into_iter().map(|l| &l.field).collect();
-    let buffer_names: Vec<String> = buffer_fields.iter().map(|f| f.to_string()).collect();
+    let buffer_names: Vec<&String> = buffer_layers(net).into_iter().map(|l| &l.name).collect();
     let visit = param_name("visit", !param_fields.is_empty());
     let update = param_name("update", !param_fields.is_empty());
     let grads_arg = param_name("grads", !param_fields.is_empty());
@@ -838,6 +929,50 @@ fn layer_impl(names: &Names) -> TokenStream {
     }
 }
 
+/// The rows of the layer table for `steps`: a layer's row, or a block's layers (named
+/// `res1.conv1`), its shortcut (`res1.shortcut`) and its addition (`res1`).
+fn layer_rows(net: &Network, steps: &[Step]) -> Vec<TokenStream> {
+    let row = |name: &str, spec: &str, output: Shape, ty: Option<TokenStream>| {
+        let output = shape_type(output);
+        let (params, buffers) = match ty {
+            Some(ty) => (
+                quote!(<#ty as ::constnet::layers::Layer>::PARAMS),
+                quote!(<#ty as ::constnet::layers::Layer>::BUFFERS),
+            ),
+            None => (quote!(0), quote!(0)),
+        };
+        quote! {
+            ::constnet::network::LayerInfo {
+                name: #name,
+                spec: #spec,
+                output: <#output as ::constnet::Shape>::DIMS,
+                params: #params,
+                buffers: #buffers,
+            }
+        }
+    };
+    let layer_row = |layer: &Layer| {
+        row(
+            &layer.name,
+            &layer.spec,
+            layer.output,
+            Some(layer_type(layer)),
+        )
+    };
+    let mut rows = Vec::new();
+    for step in steps {
+        match step {
+            Step::Layer(index) => rows.push(layer_row(&net.layers[*index])),
+            Step::Residual(block) => {
+                rows.extend(layer_rows(net, &block.body));
+                rows.extend(block.shortcut.map(|index| layer_row(&net.layers[index])));
+                rows.push(row(&block.name, "add", block.output, None));
+            }
+        }
+    }
+    rows
+}
+
 /// The `Network` impl: the layer and plan tables, the constructor, inference, the logits path.
 fn network_impl(names: &Names) -> TokenStream {
     let Names {
@@ -850,7 +985,6 @@ fn network_impl(names: &Names) -> TokenStream {
         output_ty,
     } = names;
     let name = &net.name;
-    let types: Vec<_> = net.layers.iter().map(layer_type).collect();
     let constructors: Vec<_> = net.layers.iter().map(constructor).collect();
     let seed_rng = if net.layers.iter().any(needs_rng) {
         quote!(let mut rng = ::constnet::init::seeded_rng(seed);)
@@ -858,9 +992,7 @@ fn network_impl(names: &Names) -> TokenStream {
         quote!(let _ = seed;)
     };
     let name_str = name.to_string();
-    let specs: Vec<&str> = net.layers.iter().map(|l| l.spec.as_str()).collect();
-    let field_names: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
-    let output_types: Vec<_> = net.layers.iter().map(|l| shape_type(l.output)).collect();
+    let layer_rows = layer_rows(net, &net.steps);
     let ends_with_softmax = net.ends_with_softmax();
     let infer_slots = plan.infer.slots();
     let op_infos = plan
@@ -890,17 +1022,7 @@ fn network_impl(names: &Names) -> TokenStream {
     quote! {
         impl ::constnet::network::Network for #name {
             const NAME: &'static str = #name_str;
-            const LAYERS: &'static [::constnet::network::LayerInfo] = &[
-                #(
-                    ::constnet::network::LayerInfo {
-                        name: #field_names,
-                        spec: #specs,
-                        output: <#output_types as ::constnet::Shape>::DIMS,
-                        params: <#types as ::constnet::layers::Layer>::PARAMS,
-                        buffers: <#types as ::constnet::layers::Layer>::BUFFERS,
-                    },
-                )*
-            ];
+            const LAYERS: &'static [::constnet::network::LayerInfo] = &[ #( #layer_rows, )* ];
             const ENDS_WITH_SOFTMAX: bool = #ends_with_softmax;
             const PLAN: &'static [::constnet::plan::OpInfo] = &[ #( #op_infos, )* ];
             const TRAINING_VALUES: usize = #training_values;

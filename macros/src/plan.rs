@@ -1,13 +1,16 @@
 //! The compiled form of a checked network: the ops that run after fusion, the values they read
 //! and write, and where each value lives. `expand` only writes a plan out.
 //!
-//! A plan is a graph: every op names the value it reads and the value it writes, and a value
+//! A plan is a graph: every op names the values it reads and the value it writes, and a value
 //! is the network input, an op's output, or a view of another value (flatten: the same storage
-//! seen as a flat vector). Two plans are made from one network:
+//! seen as a flat vector). A residual block is its layers' ops, its shortcut's op if it has
+//! one, and an [`OpKind::Add`] reading both the block's input (or its projection) and its
+//! layers' output. Two plans are made from one network:
 //! - training, up to the logits: each op keeps its output and the gradient of it, the state its
 //!   backward reads;
-//! - inference, dropout gone: op outputs alternate between two buffers ([`Slot::A`] and
-//!   [`Slot::B`]), the last op writing the network's output.
+//! - inference, dropout gone: each op's output takes the lowest-numbered buffer not holding a
+//!   value some later op still reads ([`Slot::Buffer`]; two for a chain, one more per level of
+//!   nested blocks), the last op writing the network's output.
 //!
 //! In training, dropout scales its input in place when the op before it allows (see
 //! [`OpKind::DropoutInPlace`]); at inference it is gone.
@@ -22,7 +25,7 @@
 use proc_macro2::Ident;
 use quote::format_ident;
 
-use crate::valid::{Kind, Layer, Network, Shape};
+use crate::valid::{Block, Kind, Layer, Network, Shape, Step};
 
 /// An index into [`Graph::values`].
 pub type ValueId = usize;
@@ -70,6 +73,17 @@ pub enum OpKind<'n> {
         activation: Option<&'n Layer>,
         pool: Option<&'n Layer>,
     },
+    /// A residual block's projection of its input, whose input gradient goes to the block's
+    /// state (`grad_skip`), to be added to the gradient its layers give the input.
+    Shortcut { layer: &'n Layer, block: &'n Block },
+    /// The end of a residual block: its layers' output (the op's input) plus `skip` (the
+    /// block's input, or its projection). In backward, the gradient of the block's input gets
+    /// the skip path's share once the op at `first_body_op` has written its own.
+    Add {
+        block: &'n Block,
+        skip: ValueId,
+        first_body_op: usize,
+    },
 }
 
 /// One op of a graph.
@@ -87,9 +101,11 @@ impl<'n> OpKind<'n> {
     /// The layers the op computes, first to last.
     fn layers(&self) -> Vec<&'n Layer> {
         match *self {
-            OpKind::Layer(layer) | OpKind::View(layer) | OpKind::DropoutInPlace(layer) => {
-                vec![layer]
-            }
+            OpKind::Layer(layer)
+            | OpKind::View(layer)
+            | OpKind::DropoutInPlace(layer)
+            | OpKind::Shortcut { layer, .. } => vec![layer],
+            OpKind::Add { .. } => Vec::new(),
             OpKind::LinearActivation { linear, activation } => vec![linear, activation],
             OpKind::Conv {
                 conv,
@@ -105,32 +121,46 @@ impl<'n> OpKind<'n> {
 }
 
 impl Op<'_> {
-    /// The layer whose type gives the op's state (output, cache, output gradient).
-    pub fn state_layer(&self) -> &Layer {
+    /// The layer whose type gives the op's state (output, cache, output gradient); `None` for
+    /// a residual addition, whose state is a `ResidualState`.
+    pub fn state_layer(&self) -> Option<&Layer> {
         match &self.kind {
-            OpKind::Layer(layer) | OpKind::View(layer) | OpKind::DropoutInPlace(layer) => layer,
-            OpKind::LinearActivation { linear, .. } => linear,
-            OpKind::Conv { conv, .. } => conv,
+            OpKind::Layer(layer)
+            | OpKind::View(layer)
+            | OpKind::DropoutInPlace(layer)
+            | OpKind::Shortcut { layer, .. } => Some(layer),
+            OpKind::LinearActivation { linear, .. } => Some(linear),
+            OpKind::Conv { conv, .. } => Some(conv),
+            OpKind::Add { .. } => None,
+        }
+    }
+
+    /// The values the op reads.
+    pub fn inputs(&self) -> Vec<ValueId> {
+        match self.kind {
+            OpKind::Add { skip, .. } => vec![self.input, skip],
+            _ => vec![self.input],
         }
     }
 }
 
-/// The inference buffer a value lives in.
+/// Where inference keeps a value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
-    A,
-    B,
+    /// One of the inference buffers.
+    Buffer(usize),
     /// The network's output, kept in the workspace for the caller.
     Output,
 }
 
-impl Slot {
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::A => Slot::B,
-            _ => Slot::A,
-        }
-    }
+/// The inference storage of every value of a graph.
+pub struct Slots {
+    /// Each value's slot (`None` for the caller's input).
+    pub of: Vec<Option<Slot>>,
+    /// How many buffers the slots use.
+    pub buffers: usize,
+    /// The buffers to give back after each op: those of the values it was the last to read.
+    pub released: Vec<Vec<(usize, ValueId)>>,
 }
 
 /// Ops in the order they run and the values between them.
@@ -145,6 +175,16 @@ impl<'n> Graph<'n> {
         self.values.len() - 1
     }
 
+    /// How the plan table names where `value` comes from: the op that writes it (through
+    /// views), or `input`.
+    pub fn op_name(&self, value: ValueId) -> &str {
+        match self.values[value].source {
+            Source::Input => "input",
+            Source::Op(op) => &self.ops[op].name,
+            Source::View(of) => self.op_name(of),
+        }
+    }
+
     /// The value whose storage `value` is (itself unless it is a view).
     pub fn root(&self, value: ValueId) -> ValueId {
         match self.values[value].source {
@@ -153,38 +193,16 @@ impl<'n> Graph<'n> {
         }
     }
 
-    /// The graph of `layers`, fed the network input of shape `input`, fusing and viewing
-    /// where the rules in the module documentation allow (for `inference`, batch normalisation
-    /// and pooling into the convolution before them too).
-    fn build(input: Shape, layers: &[&'n Layer], inference: bool) -> Self {
-        let mut graph = Graph {
-            values: vec![Value {
-                shape: input,
-                source: Source::Input,
-            }],
-            ops: Vec::new(),
-        };
-        let mut rest = layers;
-        while !rest.is_empty() {
-            let (kind, consumed) = match rest {
-                [dropout, _, ..]
-                    if matches!(dropout.kind, Kind::Dropout { .. })
-                        && graph.may_overwrite(graph.result()) =>
-                {
-                    (OpKind::DropoutInPlace(dropout), 1)
-                }
-                _ => next_op(rest, inference),
-            };
-            graph.push(kind);
-            rest = &rest[consumed..];
-        }
-        graph
-    }
-
     /// Whether an op may overwrite `value`'s storage after the op that wrote it: that op's
     /// backward pass does not read its output, or reads only its sign. The caller's input is
     /// never overwritten.
-    fn may_overwrite(&self, value: ValueId) -> bool {
+    fn may_overwrite(&self, value: ValueId, pinned: &[ValueId]) -> bool {
+        if pinned
+            .iter()
+            .any(|&kept| self.root(kept) == self.root(value))
+        {
+            return false;
+        }
         let Source::Op(writer) = self.values[self.root(value)].source else {
             return false;
         };
@@ -204,18 +222,28 @@ impl<'n> Graph<'n> {
                     )
             }
             OpKind::LinearActivation { activation, .. } => sign_only(activation),
+            OpKind::Shortcut { .. } | OpKind::Add { .. } => true,
             OpKind::View(_) | OpKind::DropoutInPlace(_) | OpKind::Conv { .. } => false,
         }
     }
 
-    fn push(&mut self, kind: OpKind<'n>) {
-        let input = self.values.len() - 1;
+    /// Appends an op reading `input`; returns the value it writes.
+    fn push(&mut self, kind: OpKind<'n>, input: ValueId) -> ValueId {
         let index = self.ops.len();
-        let layers = kind.layers();
-        let fields: Vec<String> = layers.iter().map(|l| l.field.to_string()).collect();
-        let field = format_ident!("{}", fields.join("_"));
-        let name = fields.join("+");
-        let output = layers.last().expect("an op computes a layer").output;
+        let (field, name, output) = match kind {
+            OpKind::Add { block, .. } => (block.field.clone(), block.name.clone(), block.output),
+            _ => {
+                let layers = kind.layers();
+                let fields: Vec<String> = layers.iter().map(|l| l.field.to_string()).collect();
+                let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+                let last = layers.last().expect("an op computes a layer");
+                (
+                    format_ident!("{}", fields.join("_")),
+                    names.join("+"),
+                    last.output,
+                )
+            }
+        };
         let source = match kind {
             OpKind::View(_) | OpKind::DropoutInPlace(_) => Source::View(input),
             _ => Source::Op(index),
@@ -224,27 +252,162 @@ impl<'n> Graph<'n> {
             shape: output,
             source,
         });
+        let output = self.values.len() - 1;
         self.ops.push(Op {
             kind,
             input,
-            output: input + 1,
+            output,
             field,
             name,
         });
+        output
     }
 
-    /// The inference slot of every value (`None` for the caller's input): each op writes the
-    /// buffer its input is not in, the last op the network's output.
-    pub fn slots(&self) -> Vec<Option<Slot>> {
-        let mut slots = vec![None; self.values.len()];
-        for op in &self.ops {
-            slots[op.output] = match self.values[op.output].source {
-                Source::View(of) => slots[of],
-                _ if op.output == self.result() => Some(Slot::Output),
-                _ => Some(slots[self.root(op.input)].map_or(Slot::A, Slot::other)),
-            };
+    /// Where inference keeps each value: every op's output takes the lowest buffer free of
+    /// values a later op reads (a view shares its value's), the last op's goes to the output.
+    pub fn slots(&self) -> Slots {
+        let mut last_read = vec![0; self.values.len()];
+        for (index, op) in self.ops.iter().enumerate() {
+            for input in op.inputs() {
+                last_read[self.root(input)] = index;
+            }
         }
-        slots
+        let mut of: Vec<Option<Slot>> = vec![None; self.values.len()];
+        let mut busy: Vec<bool> = Vec::new();
+        let mut released = Vec::new();
+        for (index, op) in self.ops.iter().enumerate() {
+            of[op.output] = match self.values[op.output].source {
+                Source::View(viewed) => of[viewed],
+                _ if op.output == self.result() => Some(Slot::Output),
+                _ => {
+                    let free = busy.iter().position(|b| !b).unwrap_or(busy.len());
+                    if free == busy.len() {
+                        busy.push(false);
+                    }
+                    busy[free] = true;
+                    Some(Slot::Buffer(free))
+                }
+            };
+            let mut given = Vec::new();
+            for input in op.inputs() {
+                let root = self.root(input);
+                if let (Some(Slot::Buffer(buffer)), true) = (of[root], last_read[root] == index)
+                    && busy[buffer]
+                {
+                    busy[buffer] = false;
+                    given.push((buffer, root));
+                }
+            }
+            released.push(given);
+        }
+        Slots {
+            of,
+            buffers: busy.len(),
+            released,
+        }
+    }
+}
+
+/// Builds a graph from a network's items, keeping the layers a pass runs.
+struct Builder<'n> {
+    graph: Graph<'n>,
+    layers: &'n [Layer],
+    /// Whether a layer takes part in the pass.
+    keep: fn(&Layer) -> bool,
+    inference: bool,
+    /// The value the next op reads.
+    current: ValueId,
+    /// The inputs of the residual blocks being built, which their additions still read.
+    pinned: Vec<ValueId>,
+}
+
+impl<'n> Builder<'n> {
+    /// The graph of `steps` fed the network input of shape `input`.
+    fn graph(
+        input: Shape,
+        layers: &'n [Layer],
+        steps: &'n [Step],
+        keep: fn(&Layer) -> bool,
+        inference: bool,
+    ) -> Graph<'n> {
+        let mut builder = Builder {
+            graph: Graph {
+                values: vec![Value {
+                    shape: input,
+                    source: Source::Input,
+                }],
+                ops: Vec::new(),
+            },
+            layers,
+            keep,
+            inference,
+            current: 0,
+            pinned: Vec::new(),
+        };
+        builder.steps(steps);
+        builder.graph
+    }
+
+    /// The ops of a list of items: each run of layers between blocks fused as the module
+    /// documentation says (never across a block's edge), and each block.
+    fn steps(&mut self, steps: &'n [Step]) {
+        let mut run: Vec<&'n Layer> = Vec::new();
+        for step in steps {
+            match step {
+                Step::Layer(index) => {
+                    let layer = &self.layers[*index];
+                    if (self.keep)(layer) {
+                        run.push(layer);
+                    }
+                }
+                Step::Residual(block) => {
+                    self.chain(&std::mem::take(&mut run));
+                    self.block(block);
+                }
+            }
+        }
+        self.chain(&run);
+    }
+
+    /// The ops of consecutive layers, fused where the rules allow.
+    fn chain(&mut self, layers: &[&'n Layer]) {
+        let mut rest = layers;
+        while !rest.is_empty() {
+            let (kind, consumed) = match rest {
+                [dropout, _, ..]
+                    if matches!(dropout.kind, Kind::Dropout { .. })
+                        && self.graph.may_overwrite(self.current, &self.pinned) =>
+                {
+                    (OpKind::DropoutInPlace(dropout), 1)
+                }
+                _ => next_op(rest, self.inference),
+            };
+            self.current = self.graph.push(kind, self.current);
+            rest = &rest[consumed..];
+        }
+    }
+
+    /// A residual block's ops: its layers', its shortcut's, and the addition.
+    fn block(&mut self, block: &'n Block) {
+        let input = self.current;
+        let first_body_op = self.graph.ops.len();
+        self.pinned.push(input);
+        self.steps(&block.body);
+        self.pinned.pop();
+        let body = self.current;
+        let skip = match block.shortcut {
+            Some(index) => {
+                let layer = &self.layers[index];
+                self.graph.push(OpKind::Shortcut { layer, block }, input)
+            }
+            None => input,
+        };
+        let add = OpKind::Add {
+            block,
+            skip,
+            first_body_op,
+        };
+        self.current = self.graph.push(add, body);
     }
 }
 
@@ -312,20 +475,19 @@ pub struct Plan<'n> {
 
 impl<'n> Plan<'n> {
     pub fn new(net: &'n Network) -> Self {
-        let softmax = net
-            .ends_with_softmax()
-            .then(|| net.layers.last().expect("validated: not empty"));
-        let body = &net.layers[..net.layers.len() - usize::from(softmax.is_some())];
-        let train: Vec<&Layer> = body.iter().collect();
-        let infer: Vec<&Layer> = net
-            .layers
-            .iter()
-            .filter(|layer| !matches!(layer.kind, Kind::Dropout { .. }))
-            .collect();
+        let softmax = net.ends_with_softmax().then(|| {
+            net.layers
+                .iter()
+                .rfind(|l| matches!(l.kind, Kind::Softmax))
+                .expect("the network ends with softmax")
+        });
+        let train_keeps: fn(&Layer) -> bool = |layer| !matches!(layer.kind, Kind::Softmax);
+        let infer_keeps: fn(&Layer) -> bool = |layer| !matches!(layer.kind, Kind::Dropout { .. });
+        let (layers, steps) = (&net.layers[..], &net.steps[..]);
         Plan {
-            train: Graph::build(net.input, &train, false),
+            train: Builder::graph(net.input, layers, steps, train_keeps, false),
             softmax,
-            infer: Graph::build(net.input, &infer, true),
+            infer: Builder::graph(net.input, layers, steps, infer_keeps, true),
         }
     }
 }

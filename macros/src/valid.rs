@@ -4,10 +4,10 @@
 
 use std::fmt;
 
-use quote::{ToTokens, format_ident};
+use quote::ToTokens;
 use syn::{Attribute, Ident, Lit, Visibility};
 
-use crate::ast::{Arg, LayerDef, NetworkDef, Value};
+use crate::ast::{Arg, LayerDef, NetworkDef, RESIDUAL, Value};
 
 /// A sample shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,10 +161,43 @@ impl Kind {
 /// A checked layer with its shapes.
 pub struct Layer {
     pub kind: Kind,
-    /// Field name in the generated struct: `conv1`, `relu2`, ...
+    /// Field name in the generated struct: `conv1`, `relu2`, `res1_conv1`, ...
     pub field: Ident,
+    /// The name of the layer and the prefix of its parameters' names: `conv1`, `res1.conv1`.
+    pub name: String,
     /// The layer as written: `conv(32, 3)`.
     pub spec: String,
+    pub input: Shape,
+    pub output: Shape,
+}
+
+/// One item of a layer list: a layer, or a residual block.
+pub enum Step {
+    /// An index into [`Network::layers`].
+    Layer(usize),
+    Residual(Block),
+}
+
+impl Step {
+    /// The shape the item produces.
+    pub fn output(&self, layers: &[Layer]) -> Shape {
+        match self {
+            Step::Layer(index) => layers[*index].output,
+            Step::Residual(block) => block.output,
+        }
+    }
+}
+
+/// A checked `residual(...)` block: `x + f(x)`, or `project(x) + f(x)` with a shortcut.
+pub struct Block {
+    /// `res1`, or `res1.res1` for a block in a block: the prefix of its layers' names.
+    pub name: String,
+    /// The workspace field of the addition: `res1`, `res1_res1`.
+    pub field: Ident,
+    /// `f`, the layers inside.
+    pub body: Vec<Step>,
+    /// The projection of `x` (an index into [`Network::layers`], named `res1.shortcut`).
+    pub shortcut: Option<usize>,
     pub input: Shape,
     pub output: Shape,
 }
@@ -175,13 +208,18 @@ pub struct Network {
     pub vis: Visibility,
     pub name: Ident,
     pub input: Shape,
+    pub output: Shape,
+    /// Every layer, blocks' layers and shortcuts included, in the order they run (a block's
+    /// shortcut after its layers).
     pub layers: Vec<Layer>,
+    /// The layer list as written, blocks nested.
+    pub steps: Vec<Step>,
 }
 
 impl Network {
-    /// Whether the last layer is softmax (the only place it may be).
+    /// Whether the network ends with softmax (the only place it may be).
     pub fn ends_with_softmax(&self) -> bool {
-        matches!(self.layers.last().map(|l| &l.kind), Some(Kind::Softmax))
+        matches!(self.steps.last(), Some(Step::Layer(last)) if matches!(self.layers[*last].kind, Kind::Softmax))
     }
 }
 
@@ -209,6 +247,10 @@ const LAYERS: &[(&str, &str)] = &[
     ("softmax", "softmax"),
     ("dropout", "dropout(rate)"),
     ("batchnorm", "batchnorm"),
+    (
+        "residual",
+        "residual(layers...) with optional shortcut = project",
+    ),
     ("layer", "layer(Type) or layer(Type -> (h, w, c))"),
 ];
 
@@ -376,10 +418,11 @@ fn list(items: &[&str]) -> String {
     }
 }
 
-/// Where a layer's input comes from, for messages: "the output of maxpool(2)".
-fn source(previous: Option<&Layer>) -> String {
+/// Where a layer's input comes from, for messages: "the output of `maxpool(2)`", given the
+/// item before it as written.
+fn source(previous: Option<&str>) -> String {
     match previous {
-        Some(layer) => format!("the output of `{}`", layer.spec),
+        Some(spec) => format!("the output of `{spec}`"),
         None => "the network's input".into(),
     }
 }
@@ -421,45 +464,10 @@ pub fn validate(def: NetworkDef) -> syn::Result<Network> {
             ),
         ));
     }
-    let mut layers: Vec<Layer> = Vec::new();
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for (index, def) in rest.iter().enumerate() {
-        let received = layers.last().map_or(input, |l| l.output);
-        let kind = interpret(def, received, layers.last())?;
-        if matches!(kind, Kind::Softmax) && index + 1 < rest.len() {
-            return Err(error(
-                def.tokens(),
-                format!(
-                    "`softmax` must be the last layer (training fuses it with the cross-entropy \
-                     loss), but it is followed by `{}`",
-                    rest[index + 1].spec()
-                ),
-            ));
-        }
-        let output = output_shape(&kind, received);
-        let params = param_count(&kind, received).unwrap_or(usize::MAX);
-        check_size(def, output, Some(params))?;
-        let kind_name = def.kind.to_string();
-        let count = match counts.iter_mut().find(|(k, _)| *k == kind_name) {
-            Some((_, n)) => {
-                *n += 1;
-                *n
-            }
-            None => {
-                counts.push((kind_name.clone(), 1));
-                1
-            }
-        };
-        layers.push(Layer {
-            kind,
-            field: format_ident!("{}{}", kind_name, count, span = def.kind.span()),
-            spec: def.spec(),
-            input: received,
-            output,
-        });
-    }
-    if let [only] = &layers[..]
-        && matches!(only.kind, Kind::Softmax)
+    let mut layers = Vec::new();
+    let (steps, output) = Scope::top().check_list(rest, input, None, &mut layers)?;
+    if let [Step::Layer(only)] = steps[..]
+        && matches!(layers[only].kind, Kind::Softmax)
     {
         return Err(error(
             rest[0].tokens(),
@@ -472,8 +480,260 @@ pub fn validate(def: NetworkDef) -> syn::Result<Network> {
         vis,
         name,
         input,
+        output,
         layers,
+        steps,
     })
+}
+
+/// Where a layer list sits: the network itself, or the inside of a residual block, whose
+/// layers' names it prefixes (`res1.conv1`, field `res1_conv1`).
+struct Scope {
+    /// `res1.` inside the first block, empty at the top.
+    name_prefix: String,
+    /// The block as written, inside one.
+    block: Option<String>,
+    /// How many items of each kind the list has had so far, to number the next.
+    counts: Vec<(String, usize)>,
+}
+
+impl Scope {
+    fn top() -> Self {
+        Scope {
+            name_prefix: String::new(),
+            block: None,
+            counts: Vec::new(),
+        }
+    }
+
+    /// The next name for an item of `kind` in this list: `conv2`, or `res1.conv2` in a block.
+    fn next_name(&mut self, kind: &str) -> String {
+        let count = match self.counts.iter_mut().find(|(k, _)| k == kind) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                self.counts.push((kind.to_string(), 1));
+                1
+            }
+        };
+        format!("{}{kind}{count}", self.name_prefix)
+    }
+
+    /// Checks `defs` fed `input` (the output of the item written `previous`, or the network's
+    /// input), appending their layers to `layers`; returns the list's items and the shape it
+    /// produces.
+    fn check_list(
+        &mut self,
+        defs: &[LayerDef],
+        input: Shape,
+        mut previous: Option<String>,
+        layers: &mut Vec<Layer>,
+    ) -> syn::Result<(Vec<Step>, Shape)> {
+        let mut steps = Vec::new();
+        let mut received = input;
+        for (index, def) in defs.iter().enumerate() {
+            let step = if def.kind == RESIDUAL {
+                let block = self.check_block(def, received, previous.take(), layers)?;
+                Step::Residual(block)
+            } else {
+                self.check_softmax_place(def, defs.get(index + 1))?;
+                let kind = interpret(def, received, previous.as_deref())?;
+                let output = output_shape(&kind, received);
+                let params = param_count(&kind, received).unwrap_or(usize::MAX);
+                check_size(def, output, Some(params))?;
+                let name = self.next_name(&def.kind.to_string());
+                layers.push(Layer {
+                    kind,
+                    field: field_ident(&name, def.kind.span()),
+                    name,
+                    spec: def.spec(),
+                    input: received,
+                    output,
+                });
+                Step::Layer(layers.len() - 1)
+            };
+            received = step.output(layers);
+            previous = Some(def.spec());
+            steps.push(step);
+        }
+        Ok((steps, received))
+    }
+
+    /// Softmax may only end the network: training fuses it with the cross-entropy loss.
+    fn check_softmax_place(&self, def: &LayerDef, next: Option<&LayerDef>) -> syn::Result<()> {
+        if def.kind != "softmax" {
+            return Ok(());
+        }
+        let message = match (&self.block, next) {
+            (Some(block), _) => format!(
+                "`softmax` must be the network's last layer (training fuses it with the \
+                 cross-entropy loss), not inside `{block}`"
+            ),
+            (None, Some(next)) => format!(
+                "`softmax` must be the last layer (training fuses it with the cross-entropy \
+                 loss), but it is followed by `{}`",
+                next.spec()
+            ),
+            (None, None) => return Ok(()),
+        };
+        Err(error(def.tokens(), message))
+    }
+
+    /// Checks a `residual(...)` block fed `received` (the output of `previous`): its layers, in a scope of their own, and
+    /// its shortcut, which a block must have exactly when its layers change the shape.
+    fn check_block(
+        &mut self,
+        def: &LayerDef,
+        received: Shape,
+        previous: Option<String>,
+        layers: &mut Vec<Layer>,
+    ) -> syn::Result<Block> {
+        let example = "residual(conv(32, 3, padding = same) relu)";
+        let spec = def.spec();
+        let body_defs = match &def.body {
+            Some(body) if !body.is_empty() => body,
+            _ => {
+                return Err(error(
+                    def.tokens(),
+                    format!(
+                        "`{spec}` has no layers: a residual block adds its input to what its \
+                         layers make of it, e.g. `{example}`"
+                    ),
+                ));
+            }
+        };
+        let args = Args::new(def, &[], &["shortcut"], example)?;
+        let project = match args.option("shortcut") {
+            None => None,
+            Some(arg) if matches!(&arg.value, Value::Word(word) if word == "project") => Some(arg),
+            Some(arg) => {
+                return Err(error(
+                    &arg.tokens,
+                    format!(
+                        "`{spec}`: the shortcut is `project` (a 1x1 convolution, or a dense \
+                         layer for vectors), not `{}`",
+                        arg.value_text()
+                    ),
+                ));
+            }
+        };
+        let name = self.next_name("res");
+        let mut inner = Scope {
+            name_prefix: format!("{name}."),
+            block: Some(spec.clone()),
+            counts: Vec::new(),
+        };
+        let (body, output) = inner.check_list(body_defs, received, previous, layers)?;
+        let shortcut = match project {
+            Some(arg) if output == received => {
+                return Err(error(
+                    &arg.tokens,
+                    format!(
+                        "`{spec}` needs no shortcut: its layers keep its input's shape \
+                         ({received}), so the input is added as it is; remove `shortcut = project`"
+                    ),
+                ));
+            }
+            None if output != received => {
+                let hint = match projection(received, output) {
+                    Some(kind) => format!(
+                        "add `shortcut = project` to learn the projection (`{}`)",
+                        kind_spec(&kind)
+                    ),
+                    None => "no 1x1 convolution or dense layer projects one onto the other, so \
+                             keep the shape inside the block"
+                        .to_string(),
+                };
+                return Err(error(
+                    def.tokens(),
+                    format!(
+                        "`{spec}` changes the shape: its layers turn {received} into {output}, \
+                         so its input cannot be added to their output; {hint}"
+                    ),
+                ));
+            }
+            Some(_) => Some(self.shortcut_layer(def, &name, received, output, layers)?),
+            None => None,
+        };
+        Ok(Block {
+            field: field_ident(&name, def.kind.span()),
+            name,
+            body,
+            shortcut,
+            input: received,
+            output,
+        })
+    }
+
+    /// The projection of a block `name` from `input` onto `output`, appended to `layers`.
+    fn shortcut_layer(
+        &self,
+        def: &LayerDef,
+        block: &str,
+        input: Shape,
+        output: Shape,
+        layers: &mut Vec<Layer>,
+    ) -> syn::Result<usize> {
+        let Some(kind) = projection(input, output) else {
+            return Err(error(
+                def.tokens(),
+                format!(
+                    "`{}`: no 1x1 convolution or dense layer projects its input ({input}) onto \
+                     its layers' output ({output}); keep the shape inside the block",
+                    def.spec()
+                ),
+            ));
+        };
+        let params = param_count(&kind, input).unwrap_or(usize::MAX);
+        check_size(def, output, Some(params))?;
+        let name = format!("{block}.shortcut");
+        layers.push(Layer {
+            spec: kind_spec(&kind),
+            kind,
+            field: field_ident(&name, def.kind.span()),
+            name,
+            input,
+            output,
+        });
+        Ok(layers.len() - 1)
+    }
+}
+
+/// The layer that projects `input` onto `output` for a residual shortcut: a 1x1 convolution
+/// whose stride maps the input's rows and columns onto the output's, or a dense layer between
+/// vectors.
+fn projection(input: Shape, output: Shape) -> Option<Kind> {
+    match (input, output) {
+        (Shape::Image(h, w, _), Shape::Image(out_h, out_w, filters)) => (1..=h.max(w))
+            .find(|stride| (h - 1) / stride + 1 == out_h && (w - 1) / stride + 1 == out_w)
+            .map(|stride| Kind::Conv {
+                filters,
+                kernel: 1,
+                stride,
+                same: false,
+            }),
+        (Shape::Flat(_), Shape::Flat(units)) => Some(Kind::Dense { units }),
+        _ => None,
+    }
+}
+
+/// How the grammar writes a projection: `conv(64, 1, stride = 2)`, `dense(32)`.
+fn kind_spec(kind: &Kind) -> String {
+    match kind {
+        Kind::Conv {
+            filters, stride, ..
+        } if *stride > 1 => format!("conv({filters}, 1, stride = {stride})"),
+        Kind::Conv { filters, .. } => format!("conv({filters}, 1)"),
+        Kind::Dense { units } => format!("dense({units})"),
+        _ => unreachable!("projections are 1x1 convolutions or dense layers"),
+    }
+}
+
+/// The struct field of the item named `name`: `res1_conv1` for `res1.conv1`.
+fn field_ident(name: &str, span: proc_macro2::Span) -> Ident {
+    Ident::new(&name.replace('.', "_"), span)
 }
 
 fn input_shape(def: &LayerDef) -> syn::Result<Shape> {
@@ -542,7 +802,7 @@ fn stride_and_padding(args: &Args, spec: &str) -> syn::Result<(usize, bool)> {
 }
 
 /// Checks one layer's arguments against its signature and its input shape.
-fn interpret(def: &LayerDef, received: Shape, previous: Option<&Layer>) -> syn::Result<Kind> {
+fn interpret(def: &LayerDef, received: Shape, previous: Option<&str>) -> syn::Result<Kind> {
     let kind = def.kind.to_string();
     let spec = def.spec();
     let needs_image = |what: &str| -> syn::Result<(usize, usize, usize)> {

@@ -1,5 +1,5 @@
-//! The run-time side of the plan `network!` compiles: the two buffers inference alternates
-//! between ([`InferenceBuffers`]), the description of each op ([`OpInfo`]) and the plan table,
+//! The run-time side of the plan `network!` compiles: the buffers inference keeps its values in
+//! ([`InferenceBuffers`]), the description of each op ([`OpInfo`]) and the plan table,
 //! and [`on_pool`], which runs a whole pass on a thread of the rayon pool.
 
 use std::fmt::Write as _;
@@ -11,7 +11,8 @@ use crate::tensor::Batch;
 /// Where an op's output lives during inference.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InferenceSlot {
-    /// One of the two buffers inference alternates between (0 or 1).
+    /// One of the inference buffers (numbered from 0; a chain of layers alternates between two,
+    /// each level of nested residual blocks keeps one more).
     Buffer(usize),
     /// The network's output, kept in the workspace for the caller.
     Output,
@@ -33,14 +34,14 @@ pub struct OpInfo {
     pub inference: InferenceSlot,
 }
 
-/// The activation storage of inference: two buffers that the ops' outputs alternate between,
-/// whatever their shapes, and the network's output. After the first call at a batch size, a
-/// call allocates nothing and clears nothing.
+/// The activation storage of inference: `N` buffers that hold the ops' outputs, whatever their
+/// shapes, as the plan assigns them, and the network's output. After the first call at a batch
+/// size, a call allocates nothing and clears nothing.
 ///
 /// ```
 /// use constnet_runtime::plan::InferenceBuffers;
 /// use constnet_runtime::{Flat, Hwc};
-/// let mut buffers = InferenceBuffers::<Flat<10>>::default();
+/// let mut buffers = InferenceBuffers::<Flat<10>, 2>::default();
 /// let images = buffers.take::<Hwc<4, 4, 2>>(0, 3); // 3 samples of 32 values in buffer 0
 /// assert_eq!(images.as_slice().len(), 96);
 /// buffers.give(0, images);
@@ -49,35 +50,35 @@ pub struct OpInfo {
 /// buffers.give(0, features);
 /// assert!(buffers.bytes() >= 96 * size_of::<f32>());
 /// ```
-pub struct InferenceBuffers<O: Shape> {
-    slots: [Vec<f32>; 2],
+pub struct InferenceBuffers<O: Shape, const N: usize> {
+    slots: [Vec<f32>; N],
     /// Values of each slot's allocation written at least once: a batch taken at most this long
     /// needs no zero fill.
-    written: [usize; 2],
+    written: [usize; N],
     /// The address of each slot's allocation when it was lent, to tell a returned allocation
     /// from a replaced one.
-    lent: [usize; 2],
+    lent: [usize; N],
     output: Batch<O>,
 }
 
-impl<O: Shape> Default for InferenceBuffers<O> {
+impl<O: Shape, const N: usize> Default for InferenceBuffers<O, N> {
     fn default() -> Self {
         Self {
-            slots: [Vec::new(), Vec::new()],
-            written: [0; 2],
-            lent: [0; 2],
+            slots: std::array::from_fn(|_| Vec::new()),
+            written: [0; N],
+            lent: [0; N],
             output: Batch::default(),
         }
     }
 }
 
-impl<O: Shape> InferenceBuffers<O> {
-    /// Slot `slot`'s storage (0 or 1) as a batch of `samples` samples of shape `S` (contents
+impl<O: Shape, const N: usize> InferenceBuffers<O, N> {
+    /// Slot `slot`'s storage (below `N`) as a batch of `samples` samples of shape `S` (contents
     /// unspecified: the op that receives it overwrites it); give it back with
     /// [`InferenceBuffers::give`].
     ///
     /// # Panics
-    /// If `slot` is not 0 or 1.
+    /// If `slot` is not below `N`.
     pub fn take<S: Shape>(&mut self, slot: usize, samples: usize) -> Batch<S> {
         let mut data = std::mem::take(&mut self.slots[slot]);
         let len = samples * S::LEN;
@@ -143,11 +144,28 @@ pub fn on_pool<R: Send>(scratch: usize, f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// Buffer 0 as the plan table names it, `A`; then `B`, ..., `Z`, `AA`, ...
+fn buffer_name(slot: usize) -> String {
+    let letter = char::from(b'A' + (slot % 26) as u8);
+    match slot / 26 {
+        0 => letter.to_string(),
+        more => buffer_name(more - 1) + &letter.to_string(),
+    }
+}
+
 /// The plan table of a network whose inference runs `ops` and whose training keeps
 /// `training_values` values per sample (op outputs and their gradients), with the bytes of the
 /// activation buffers of both at `batch` samples.
 pub fn plan_table(name: &str, ops: &[OpInfo], training_values: usize, batch: usize) -> String {
-    let mut slot_values = [0usize; 2];
+    let buffers = ops
+        .iter()
+        .filter_map(|op| match op.inference {
+            InferenceSlot::Buffer(slot) => Some(slot + 1),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let mut slot_values = vec![0usize; buffers];
     let mut output_values = 0;
     let rows: Vec<[String; 4]> = ops
         .iter()
@@ -156,7 +174,7 @@ pub fn plan_table(name: &str, ops: &[OpInfo], training_values: usize, batch: usi
             let place = match op.inference {
                 InferenceSlot::Buffer(slot) => {
                     slot_values[slot] = slot_values[slot].max(values);
-                    format!("buffer {}", ["A", "B"][slot])
+                    format!("buffer {}", buffer_name(slot))
                 }
                 InferenceSlot::Output => {
                     output_values = values;
@@ -198,9 +216,9 @@ pub fn plan_table(name: &str, ops: &[OpInfo], training_values: usize, batch: usi
     let bytes = |values: usize| thousands(values * batch * size_of::<f32>());
     let _ = writeln!(
         out,
-        "Activations at batch {batch}: inference {} bytes (two buffers and the output), \
+        "Activations at batch {batch}: inference {} bytes ({buffers} buffers and the output), \
          training {} bytes (each op's output and its gradient)",
-        bytes(slot_values[0] + slot_values[1] + output_values),
+        bytes(slot_values.iter().sum::<usize>() + output_values),
         bytes(training_values)
     );
     out

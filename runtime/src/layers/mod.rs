@@ -25,6 +25,7 @@ mod flatten;
 mod fused;
 mod global_pool;
 mod pool;
+mod residual;
 mod softmax;
 
 pub use activation::{
@@ -48,6 +49,7 @@ pub use params::{
     visit_layer_params_mut, visit_mut_prefixed, visit_prefixed, zip_mut_prefixed,
 };
 pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolCache, PoolOp, pool_output_len};
+pub use residual::{ResidualState, accumulate_gradient, residual_add_forward};
 pub use softmax::Softmax;
 pub(crate) use softmax::softmax_row;
 
