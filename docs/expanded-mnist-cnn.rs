@@ -844,7 +844,7 @@ impl ::constnet::network::Network for MnistCnn {
             > as ::constnet::layers::Layer>::BUFFERS,
         },
     ];
-    const ENDS_WITH_SOFTMAX: bool = true;
+    type Head = ::constnet::loss::head::Softmax;
     const PLAN: &'static [::constnet::plan::OpInfo] = &[
         ::constnet::plan::OpInfo {
             name: "conv1+relu1",

@@ -27,6 +27,8 @@ fn main() {
             epochs: 5,
             batch_size: 32,
             optimizer: OptimizerName::Adam,
+            cosine_decay: false,
+            augment: false,
         },
     );
 }

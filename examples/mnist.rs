@@ -51,6 +51,8 @@ fn main() {
                 epochs: 12,
                 batch_size: 128,
                 optimizer: OptimizerName::Adam,
+                cosine_decay: false,
+                augment: false,
             },
         ),
         Model::SmallCnn => common::main::<SmallCnn>(
@@ -59,6 +61,8 @@ fn main() {
                 epochs: 5,
                 batch_size: 32,
                 optimizer: OptimizerName::Adam,
+                cosine_decay: false,
+                augment: false,
             },
         ),
     }

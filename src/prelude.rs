@@ -2,7 +2,8 @@
 //! `use constnet::prelude::*;`.
 //!
 //! It brings the `network!` macro and the [`Network`] trait (for `new`, `infer`, `summary`), the
-//! tensor and shape types, the optimisers, `fit` / `evaluate` / `predict` with their settings,
+//! tensor and shape types, the optimisers, the losses, `fit` / `evaluate` / `predict` (and
+//! `fit_with` / `evaluate_with` / `predict_outputs` for any loss) with their settings,
 //! data sets and augmentation, and — with their features — MNIST loading and weight files
 //! (`weights::save`, `weights::load`). Everything else stays under its module.
 //!
@@ -23,11 +24,14 @@ pub use crate::network;
 #[cfg(feature = "data")]
 pub use constnet_runtime::data::load_mnist;
 pub use constnet_runtime::data::{Augment, Dataset};
-pub use constnet_runtime::loss::argmax;
+pub use constnet_runtime::loss::{
+    BinaryCrossentropy, MeanAbsoluteError, MeanSquaredError, SparseCategoricalCrossentropy, argmax,
+};
 pub use constnet_runtime::network::Network;
 pub use constnet_runtime::optim::{Adadelta, Adam, OptimizerState, RmsProp, Schedule, Sgd};
 pub use constnet_runtime::train::{
-    EarlyStopping, FitConfig, History, Validation, evaluate, fit, predict,
+    EarlyStopping, FitConfig, History, Validation, evaluate, evaluate_with, fit, fit_with, predict,
+    predict_outputs,
 };
 #[cfg(feature = "safetensors")]
 pub use constnet_runtime::weights;

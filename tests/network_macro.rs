@@ -4,7 +4,7 @@
 use constnet::gradcheck::GradCheck;
 use constnet::init::seeded_rng;
 use constnet::layers::{Chain, Layer, ParamSet};
-use constnet::loss::sparse_softmax_cross_entropy;
+use constnet::loss::{Activation, Head, sparse_softmax_cross_entropy};
 use constnet::network::Network;
 use constnet::rand::RngExt;
 use constnet::{Batch, Hwc, Shape, network};
@@ -100,7 +100,14 @@ fn parameter_count_and_summary_match_keras() {
     assert_eq!(outputs[0], &[26, 26, 32]);
     assert_eq!(outputs[4], &[12, 12, 64]);
     assert_eq!(outputs[10], &[10]);
-    const { assert!(MnistCnn::ENDS_WITH_SOFTMAX) };
+    assert_eq!(
+        <<MnistCnn as Network>::Head as Head>::ACTIVATION,
+        Activation::Softmax
+    );
+    assert_eq!(
+        <<Strided as Network>::Head as Head>::ACTIVATION,
+        Activation::Identity
+    );
     let strided: Vec<&str> = Strided::LAYERS.iter().map(|l| l.spec).collect();
     assert_eq!(strided[0], "conv(4, 3, stride = 2)");
     assert_eq!(

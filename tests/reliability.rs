@@ -109,16 +109,15 @@ fn a_label_past_the_networks_outputs_is_refused_by_fit_and_evaluate() {
     });
     assert!(matches!(
         error,
-        TrainError::LabelOutOfRange {
+        TrainError::InvalidTarget {
             set: "training",
             sample: 13,
-            label: 7,
-            outputs: 3
+            ..
         }
     ));
     assert_eq!(
         error.to_string(),
-        "label 7 of training sample 13 is not below the network's 3 outputs"
+        "training sample 13: label 7 is not below the network's 3 outputs"
     );
     let error = refused(|net, optimizer| {
         fit(
@@ -133,14 +132,14 @@ fn a_label_past_the_networks_outputs_is_refused_by_fit_and_evaluate() {
     assert!(
         error
             .to_string()
-            .starts_with("label 7 of validation sample 13"),
+            .starts_with("validation sample 13: label 7"),
         "{error}"
     );
     let error = evaluate(&Small::new(0), &data, 8).unwrap_err();
     assert!(
         error
             .to_string()
-            .starts_with("label 7 of evaluation sample 13"),
+            .starts_with("evaluation sample 13: label 7"),
         "{error}"
     );
 }

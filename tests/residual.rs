@@ -43,7 +43,8 @@ network! {
     /// Batch normalisation in blocks, folded into the convolutions at inference.
     Normalised<input(6, 6, 2) conv(4, 3, padding = same) batchnorm relu
                residual(conv(4, 3, padding = same) batchnorm relu conv(4, 3, padding = same) batchnorm)
-               relu globalavgpool dense(2)>
+               relu residual(conv(8, 3, stride = 2, padding = same) batchnorm relu, shortcut = project)
+               globalavgpool dense(2)>
 }
 
 fn noise<S: Shape>(samples: usize, seed: u64) -> Batch<S> {
@@ -121,6 +122,11 @@ fn folded_batchnorm_in_a_block_infers_as_the_layers() {
     );
     let f = run(&net.res1_batchnorm2, &run(&net.res1_conv2, &f));
     let x = run(&net.relu2, &add(&f, &x));
+    let f = run(
+        &net.res2_relu1,
+        &run(&net.res2_batchnorm1, &run(&net.res2_conv1, &x)),
+    );
+    let x = add(&f, &run(&net.res2_shortcut, &x));
     let expected = run(&net.dense1, &run(&net.globalavgpool1, &x));
     assert_close(
         "inference",
@@ -215,4 +221,29 @@ fn the_plan_keeps_a_block_input_in_a_third_buffer() {
 
 network! {
     Flat<input(4) dense(4) relu dense(2)>
+}
+
+#[test]
+fn a_block_freezes_and_saves_by_its_name() {
+    use constnet::optim::{OptimizerState, Sgd};
+    let net = Nested::new(2);
+    let mut state = OptimizerState::new(Sgd::new(0.1));
+    state.freeze(&net, &["res1"]).unwrap();
+    assert!(state.is_frozen("res1.res2.conv1.weight") && state.is_frozen("res1.dwconv1.bias"));
+    assert!(!state.is_frozen("res2.shortcut.weight"));
+
+    let path = std::env::temp_dir().join(format!(
+        "constnet-residual-{}.safetensors",
+        std::process::id()
+    ));
+    constnet::weights::save(&net, &path).unwrap();
+    let mut loaded = Nested::new(3);
+    constnet::weights::load(&mut loaded, &path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let input = noise::<Hwc<5, 5, 3>>(2, 4);
+    let (mut a, mut b) = (Default::default(), Default::default());
+    assert_eq!(
+        net.infer(&input, &mut a).as_slice(),
+        loaded.infer(&input, &mut b).as_slice()
+    );
 }

@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use clap::ValueEnum;
 use constnet::data::{download, load_mnist};
+use constnet::loss::{FitsHead, SparseCategoricalCrossentropy};
 use constnet::network::Network;
-use constnet::optim::{Adadelta, Adam, OptimizerState, RmsProp, Sgd};
+use constnet::optim::{Adadelta, Adam, OptimizerState, RmsProp, Schedule, Sgd};
 use constnet::train::{EarlyStopping, FitConfig, Validation, evaluate, fit, predict};
 use constnet::{Flat, Hwc, weights};
 
@@ -55,9 +56,13 @@ pub struct Args {
     /// Stop after this many epochs without a better validation loss.
     #[arg(long)]
     pub patience: Option<usize>,
-    /// Random shifts (±2 px) and rotations (±10°) of training images.
-    #[arg(long)]
+    /// Random shifts (±2 px) and rotations (±10°) of training images (on by default for some
+    /// networks).
+    #[arg(long, conflicts_with = "no_augment")]
     pub augment: bool,
+    /// Train on the images as they are, for a network that augments by default.
+    #[arg(long)]
+    pub no_augment: bool,
     /// Seed of initialisation, shuffling, dropout and augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -90,6 +95,11 @@ pub struct Defaults {
     pub epochs: usize,
     pub batch_size: usize,
     pub optimizer: OptimizerName,
+    /// Whether the learning rate decays to zero over the epochs along a cosine (otherwise it
+    /// stays constant).
+    pub cosine_decay: bool,
+    /// Whether to augment the training images unless `--no-augment` is given.
+    pub augment: bool,
 }
 
 fn optimizer(name: OptimizerName, lr: Option<f32>) -> OptimizerState {
@@ -119,6 +129,7 @@ type Image = Hwc<28, 28, 1>;
 pub fn run<N>(args: &Args, defaults: Defaults) -> Result<(), Box<dyn std::error::Error>>
 where
     N: Network<Input = Image, Output = Flat<10>>,
+    SparseCategoricalCrossentropy: FitsHead<N::Head>,
 {
     if let Some(threads) = args.threads {
         rayon::ThreadPoolBuilder::new()
@@ -151,22 +162,28 @@ where
     print!("{}", N::summary());
 
     let mut optimizer = optimizer(args.optimizer.unwrap_or(defaults.optimizer), args.lr);
+    let epochs = args.epochs.unwrap_or(defaults.epochs);
+    if defaults.cosine_decay {
+        optimizer.schedule = Schedule::Cosine { epochs };
+    }
     let frozen: Vec<&str> = args.freeze.iter().map(String::as_str).collect();
     optimizer
         .freeze(&network, &frozen)
         .map_err(|error| format!("--freeze: {error}"))?;
     let config = FitConfig {
-        epochs: args.epochs.unwrap_or(defaults.epochs),
+        epochs,
         batch_size: args.batch_size.unwrap_or(defaults.batch_size),
         seed: args.seed,
         early_stopping: args.patience.map(|patience| EarlyStopping {
             patience,
             min_delta: 0.0,
         }),
-        augment: args.augment.then_some(constnet::data::Augment {
-            max_shift: 2.0,
-            max_rotation_degrees: 10.0,
-        }),
+        augment: (args.augment || defaults.augment && !args.no_augment).then_some(
+            constnet::data::Augment {
+                max_shift: 2.0,
+                max_rotation_degrees: 10.0,
+            },
+        ),
         ..FitConfig::default()
     };
     let validation = match args.validation_split {
@@ -226,6 +243,7 @@ where
 pub fn main<N>(args: &Args, defaults: Defaults)
 where
     N: Network<Input = Image, Output = Flat<10>>,
+    SparseCategoricalCrossentropy: FitsHead<N::Head>,
 {
     if let Err(error) = run::<N>(args, defaults) {
         eprintln!("error: {error}");

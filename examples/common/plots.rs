@@ -73,13 +73,9 @@ fn training_curves(path: &Path, history: &History, text: bool) -> PlotResult {
                 .collect::<Vec<_>>(),
         ),
         (
-            "accuracy",
-            history.epochs.iter().map(|e| e.accuracy).collect(),
-            history
-                .epochs
-                .iter()
-                .filter_map(|e| e.val_accuracy)
-                .collect(),
+            history.metric,
+            history.epochs.iter().map(|e| e.metric).collect(),
+            history.epochs.iter().filter_map(|e| e.val_metric).collect(),
         ),
     ];
     for (panel, (title, train, validation)) in panels.iter().zip(series) {

@@ -496,7 +496,7 @@ fn op_info(graph: &Graph, slots: &Slots, op: &Op) -> TokenStream {
 
 /// The workspace fields, each with its type and the op it serves: one state per training op
 /// that has any (a `LayerState`, or a `ResidualState` for a block's addition), the final
-/// softmax's, and that of any layer inference runs on its own that training fuses or views.
+/// head's, and that of any layer inference runs on its own that training fuses or views.
 fn state_ops<'p>(plan: &'p Plan<'p>) -> Vec<(&'p Ident, TokenStream, String)> {
     let mut states: Vec<(&Ident, TokenStream, String)> = Vec::new();
     let mut add = |field, ty: TokenStream, name: String| {
@@ -522,8 +522,8 @@ fn state_ops<'p>(plan: &'p Plan<'p>) -> Vec<(&'p Ident, TokenStream, String)> {
         };
         add(&op.field, ty, op.name.clone());
     }
-    if let Some(softmax) = plan.softmax {
-        add(&softmax.field, layer_state(softmax), softmax.name.clone());
+    if let Some(head) = plan.head {
+        add(&head.field, layer_state(head), head.name.clone());
     }
     for op in &plan.infer.ops {
         if let OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } = op.kind {
@@ -580,7 +580,7 @@ impl<'n> Names<'n> {
     /// The workspace field of the op that computes the logits.
     fn logits(&self) -> &Ident {
         let last = self.plan.train.ops.last();
-        &last.expect("validated: a layer before softmax").field
+        &last.expect("validated: a layer before the head").field
     }
 }
 
@@ -807,7 +807,7 @@ fn passes(names: &Names) -> TokenStream {
     }
 }
 
-/// The network as one `Layer`: its whole function, final softmax included.
+/// The network as one `Layer`: its whole function, head included.
 fn layer_impl(names: &Names) -> TokenStream {
     let Names {
         net,
@@ -822,9 +822,9 @@ fn layer_impl(names: &Names) -> TokenStream {
     let types: Vec<_> = net.layers.iter().map(layer_type).collect();
     let logits = names.logits();
     let logits_value = train_value(&plan.train, plan.train.result());
-    let (forward_train_tail, backward_head) = match plan.softmax {
-        Some(softmax) => {
-            let sm = &softmax.field;
+    let (forward_train_tail, backward_head) = match plan.head {
+        Some(head) => {
+            let sm = &head.field;
             (
                 quote! {
                     ::constnet::layers::Layer::forward_train(&mut self.#sm, #logits_value, &mut workspace.#sm.output, &mut workspace.#sm.cache);
@@ -993,7 +993,11 @@ fn network_impl(names: &Names) -> TokenStream {
     };
     let name_str = name.to_string();
     let layer_rows = layer_rows(net, &net.steps);
-    let ends_with_softmax = net.ends_with_softmax();
+    let head = match plan.head.map(|layer| &layer.kind) {
+        Some(Kind::Softmax) => quote!(Softmax),
+        Some(_) => quote!(Sigmoid),
+        None => quote!(Linear),
+    };
     let infer_slots = plan.infer.slots();
     let op_infos = plan
         .infer
@@ -1007,7 +1011,7 @@ fn network_impl(names: &Names) -> TokenStream {
         .iter()
         .filter(owns_output)
         .map(|op| (&op.field, op.name.clone()))
-        .chain(plan.softmax.map(|sm| (&sm.field, sm.field.to_string())))
+        .chain(plan.head.map(|head| (&head.field, head.name.clone())))
         .collect();
     let visited_fields: Vec<_> = trained_states.iter().map(|(field, _)| *field).collect();
     let visited_names: Vec<&String> = trained_states.iter().map(|(_, name)| name).collect();
@@ -1016,14 +1020,14 @@ fn network_impl(names: &Names) -> TokenStream {
         .iter()
         .filter(owns_output)
         .map(|op| 2 * train.values[op.output].shape.len())
-        .chain(plan.softmax.map(|sm| 2 * sm.output.len()))
+        .chain(plan.head.map(|head| 2 * head.output.len()))
         .sum();
     let logits = names.logits();
     quote! {
         impl ::constnet::network::Network for #name {
             const NAME: &'static str = #name_str;
             const LAYERS: &'static [::constnet::network::LayerInfo] = &[ #( #layer_rows, )* ];
-            const ENDS_WITH_SOFTMAX: bool = #ends_with_softmax;
+            type Head = ::constnet::loss::head::#head;
             const PLAN: &'static [::constnet::plan::OpInfo] = &[ #( #op_infos, )* ];
             const TRAINING_VALUES: usize = #training_values;
 

@@ -6,7 +6,8 @@
 //! seen as a flat vector). A residual block is its layers' ops, its shortcut's op if it has
 //! one, and an [`OpKind::Add`] reading both the block's input (or its projection) and its
 //! layers' output. Two plans are made from one network:
-//! - training, up to the logits: each op keeps its output and the gradient of it, the state its
+//! - training, up to the logits (all but a final softmax or sigmoid, which the loss fuses):
+//!   each op keeps its output and the gradient of it, the state its
 //!   backward reads;
 //! - inference, dropout gone: each op's output takes the lowest-numbered buffer not holding a
 //!   value some later op still reads ([`Slot::Buffer`]; two for a chain, one more per level of
@@ -309,11 +310,11 @@ impl<'n> Graph<'n> {
 }
 
 /// Builds a graph from a network's items, keeping the layers a pass runs.
-struct Builder<'n> {
+struct Builder<'n, 'k> {
     graph: Graph<'n>,
     layers: &'n [Layer],
     /// Whether a layer takes part in the pass.
-    keep: fn(&Layer) -> bool,
+    keep: &'k dyn Fn(&Layer) -> bool,
     inference: bool,
     /// The value the next op reads.
     current: ValueId,
@@ -321,13 +322,13 @@ struct Builder<'n> {
     pinned: Vec<ValueId>,
 }
 
-impl<'n> Builder<'n> {
+impl<'n, 'k> Builder<'n, 'k> {
     /// The graph of `steps` fed the network input of shape `input`.
     fn graph(
         input: Shape,
         layers: &'n [Layer],
         steps: &'n [Step],
-        keep: fn(&Layer) -> bool,
+        keep: &'k dyn Fn(&Layer) -> bool,
         inference: bool,
     ) -> Graph<'n> {
         let mut builder = Builder {
@@ -465,29 +466,24 @@ fn fuses_into_epilogue(layer: &Layer) -> bool {
 
 /// Both graphs of a network.
 pub struct Plan<'n> {
-    /// Every layer trained up to the logits: all but a final softmax.
+    /// Every layer trained up to the logits: all but the head.
     pub train: Graph<'n>,
-    /// A final softmax, run after the training graph (the loss fuses it with cross-entropy).
-    pub softmax: Option<&'n Layer>,
-    /// Every layer but dropout, final softmax included.
+    /// A final softmax or sigmoid, run after the training graph (the loss fuses it).
+    pub head: Option<&'n Layer>,
+    /// Every layer but dropout, the head included.
     pub infer: Graph<'n>,
 }
 
 impl<'n> Plan<'n> {
     pub fn new(net: &'n Network) -> Self {
-        let softmax = net.ends_with_softmax().then(|| {
-            net.layers
-                .iter()
-                .rfind(|l| matches!(l.kind, Kind::Softmax))
-                .expect("the network ends with softmax")
-        });
-        let train_keeps: fn(&Layer) -> bool = |layer| !matches!(layer.kind, Kind::Softmax);
-        let infer_keeps: fn(&Layer) -> bool = |layer| !matches!(layer.kind, Kind::Dropout { .. });
+        let head = net.head();
+        let train_keeps = |layer: &Layer| !head.is_some_and(|head| std::ptr::eq(layer, head));
+        let infer_keeps = |layer: &Layer| !matches!(layer.kind, Kind::Dropout { .. });
         let (layers, steps) = (&net.layers[..], &net.steps[..]);
         Plan {
-            train: Builder::graph(net.input, layers, steps, train_keeps, false),
-            softmax,
-            infer: Builder::graph(net.input, layers, steps, infer_keeps, true),
+            train: Builder::graph(net.input, layers, steps, &train_keeps, false),
+            head,
+            infer: Builder::graph(net.input, layers, steps, &infer_keeps, true),
         }
     }
 }

@@ -217,9 +217,19 @@ pub struct Network {
 }
 
 impl Network {
-    /// Whether the network ends with softmax (the only place it may be).
-    pub fn ends_with_softmax(&self) -> bool {
-        matches!(self.steps.last(), Some(Step::Layer(last)) if matches!(self.layers[*last].kind, Kind::Softmax))
+    /// The network's head: a final softmax (the only place it may be), or a final sigmoid
+    /// after at least one other item. Training stops before it, at the logits, and the loss
+    /// fuses it (softmax with cross-entropy, sigmoid with binary cross-entropy).
+    pub fn head(&self) -> Option<&Layer> {
+        let Some(Step::Layer(last)) = self.steps.last() else {
+            return None;
+        };
+        let last = &self.layers[*last];
+        match last.kind {
+            Kind::Softmax => Some(last),
+            Kind::Sigmoid if self.steps.len() > 1 => Some(last),
+            _ => None,
+        }
     }
 }
 

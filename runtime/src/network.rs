@@ -59,8 +59,11 @@ pub trait Network: Layer {
     const NAME: &'static str;
     /// Every layer, first to last.
     const LAYERS: &'static [LayerInfo];
-    /// Whether the last layer is softmax: [`Network::forward_logits`] then stops before it.
-    const ENDS_WITH_SOFTMAX: bool;
+    /// The last layer when it is softmax or sigmoid ([`head::Softmax`](crate::loss::head),
+    /// [`head::Sigmoid`](crate::loss::head)), else [`head::Linear`](crate::loss::head):
+    /// [`Network::forward_logits`] stops before a softmax or sigmoid head, and the losses it
+    /// fits are those that implement [`FitsHead`](crate::loss::FitsHead) for it.
+    type Head: crate::loss::Head;
     /// The ops inference runs, after fusion, first to last.
     const PLAN: &'static [OpInfo];
     /// Values per sample a training pass keeps: each op's output and the gradient of it.

@@ -83,6 +83,12 @@ pub enum DataError {
         /// The number of classes.
         classes: usize,
     },
+    /// A target vector holding a NaN or an infinity.
+    #[error("the target of sample {sample} is not finite")]
+    NonFiniteTarget {
+        /// The sample's index.
+        sample: usize,
+    },
     /// A fixed number of classes was asked of a data set with another.
     #[error("{asked} classes were asked of a data set of {classes} classes")]
     ClassCount {
@@ -108,13 +114,53 @@ pub enum DataError {
     },
 }
 
-/// Labelled images of shape `S`: one label per image, each below the number of classes (the
-/// constructors check both, and nothing can break them afterwards).
+/// Samples of shape `S`, each with a target of type `T`: a class label below the number of
+/// classes (`usize`, the default), or a vector of `N` finite values (`[f32; N]`, for regression
+/// and multi-label classification). The constructors check one target per sample and each
+/// target, and nothing can break them afterwards.
 #[derive(Clone, Debug)]
-pub struct Dataset<S: Shape> {
+pub struct Dataset<S: Shape, T = usize> {
     images: Batch<S>,
-    labels: Vec<usize>,
+    labels: Vec<T>,
+    /// Classes of a labelled set; values per target of a set of vectors.
     classes: usize,
+}
+
+impl<S: Shape, const N: usize> Dataset<S, [f32; N]> {
+    /// A data set of `images` with the target vectors `targets`, one per image.
+    ///
+    /// ```
+    /// use constnet_runtime::data::{DataError, Dataset};
+    /// use constnet_runtime::{Batch, Flat};
+    /// let inputs = Batch::<Flat<2>>::zeros(2);
+    /// let data = Dataset::with_targets(inputs.clone(), vec![[0.5], [1.5]]).unwrap();
+    /// assert_eq!(data.targets(), &[[0.5], [1.5]]);
+    /// let error = Dataset::with_targets(inputs, vec![[0.5], [f32::NAN]]).unwrap_err();
+    /// assert!(matches!(error, DataError::NonFiniteTarget { sample: 1 }));
+    /// ```
+    ///
+    /// # Errors
+    /// [`DataError::CountMismatch`] unless there is one target per image,
+    /// [`DataError::NonFiniteTarget`] for the first target holding a NaN or an infinity.
+    pub fn with_targets(images: Batch<S>, targets: Vec<[f32; N]>) -> Result<Self, DataError> {
+        if images.len() != targets.len() {
+            return Err(DataError::CountMismatch {
+                images: images.len(),
+                labels: targets.len(),
+            });
+        }
+        if let Some(sample) = targets
+            .iter()
+            .position(|target| !target.iter().all(|v| v.is_finite()))
+        {
+            return Err(DataError::NonFiniteTarget { sample });
+        }
+        Ok(Self {
+            images,
+            labels: targets,
+            classes: N,
+        })
+    }
 }
 
 impl<S: Shape> Dataset<S> {
@@ -152,11 +198,6 @@ impl<S: Shape> Dataset<S> {
             labels,
             classes,
         })
-    }
-
-    /// The images, one sample each.
-    pub fn images(&self) -> &Batch<S> {
-        &self.images
     }
 
     /// The class of each image, below [`Dataset::classes`].
@@ -225,6 +266,36 @@ impl<S: Shape> Dataset<S> {
             .map_err(|error| format(labels, error.to_string()))
     }
 
+    /// The labels as one-hot vectors of `N` classes.
+    ///
+    /// # Errors
+    /// [`DataError::ClassCount`] if `N` is not the data set's number of classes.
+    pub fn one_hot<const N: usize>(&self) -> Result<Batch<Flat<N>>, DataError> {
+        if N != self.classes {
+            return Err(DataError::ClassCount {
+                asked: N,
+                classes: self.classes,
+            });
+        }
+        let mut out = Batch::zeros(self.len());
+        for (row, &label) in out.as_mut_slice().chunks_mut(N).zip(&self.labels) {
+            row[label] = 1.0;
+        }
+        Ok(out)
+    }
+}
+
+impl<S: Shape, T: Copy> Dataset<S, T> {
+    /// The images, one sample each.
+    pub fn images(&self) -> &Batch<S> {
+        &self.images
+    }
+
+    /// The target of each sample: its class, or its target vector.
+    pub fn targets(&self) -> &[T] {
+        &self.labels
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -268,7 +339,7 @@ impl<S: Shape> Dataset<S> {
             });
         }
         let (train_images, validation_images) = self.images.as_slice().split_at(train * S::LEN);
-        let part = |images: &[f32], labels: &[usize]| Self {
+        let part = |images: &[f32], labels: &[T]| Self {
             images: Batch::from_vec(images.to_vec()).expect("whole samples"),
             labels: labels.to_vec(),
             classes: self.classes,
@@ -302,27 +373,9 @@ impl<S: Shape> Dataset<S> {
             .for_each(|v| *v = (*v - mean) * scale);
     }
 
-    /// The labels as one-hot vectors of `N` classes.
-    ///
-    /// # Errors
-    /// [`DataError::ClassCount`] if `N` is not the data set's number of classes.
-    pub fn one_hot<const N: usize>(&self) -> Result<Batch<Flat<N>>, DataError> {
-        if N != self.classes {
-            return Err(DataError::ClassCount {
-                asked: N,
-                classes: self.classes,
-            });
-        }
-        let mut out = Batch::zeros(self.len());
-        for (row, &label) in out.as_mut_slice().chunks_mut(N).zip(&self.labels) {
-            row[label] = 1.0;
-        }
-        Ok(out)
-    }
-
-    /// Copies the samples at `indices` into `images` and `labels` (resized; their allocations
-    /// are kept).
-    pub fn gather(&self, indices: &[usize], images: &mut Batch<S>, labels: &mut Vec<usize>) {
+    /// Copies the samples at `indices` into `images` and their targets into `labels` (resized;
+    /// their allocations are kept).
+    pub fn gather(&self, indices: &[usize], images: &mut Batch<S>, labels: &mut Vec<T>) {
         images.resize(indices.len());
         labels.clear();
         for (dst, &i) in images.as_mut_slice().chunks_mut(S::LEN).zip(indices) {

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use super::{FitConfig, TrainError, Validation};
 use crate::data::Dataset;
+use crate::loss::Loss;
 use crate::shape::Shape;
 
 /// A batch size of at least one sample.
@@ -23,46 +24,40 @@ pub(super) fn check_not_empty(set: &'static str, samples: usize) -> Result<(), T
     Ok(())
 }
 
-/// Every label of `data` below the network's `outputs`.
-pub(super) fn check_labels<S: Shape>(
+/// Every target of `data` one that loss `L` can train a network of `C` outputs on.
+pub(super) fn check_targets<S: Shape, L: Loss<C>, const C: usize>(
     set: &'static str,
-    data: &Dataset<S>,
-    outputs: usize,
+    data: &Dataset<S, L::Target>,
 ) -> Result<(), TrainError> {
-    if data.classes() <= outputs {
-        return Ok(());
-    }
-    match data
-        .labels()
+    let problem = data
+        .targets()
         .iter()
         .enumerate()
-        .find(|(_, l)| **l >= outputs)
-    {
-        Some((sample, &label)) => Err(TrainError::LabelOutOfRange {
+        .find_map(|(sample, target)| Some((sample, L::target_problem(target)?)));
+    match problem {
+        Some((sample, problem)) => Err(TrainError::InvalidTarget {
             set,
             sample,
-            label,
-            outputs,
+            problem,
         }),
         None => Ok(()),
     }
 }
 
 /// The training set and the validation set, if any, each borrowed or (after a split) owned.
-pub(super) type TrainingSets<'a, S> = (Cow<'a, Dataset<S>>, Option<Cow<'a, Dataset<S>>>);
+pub(super) type TrainingSets<'a, S, T> = (Cow<'a, Dataset<S, T>>, Option<Cow<'a, Dataset<S, T>>>);
 
 /// The training set and validation set (if any) `fit` runs on: `train` itself or, for a
-/// validation split, its two parts; both checked against the configuration and a network of
-/// `outputs` classes.
-pub(super) fn training_sets<'a, S: Shape>(
-    train: &'a Dataset<S>,
-    validation: Validation<'a, S>,
+/// validation split, its two parts; both checked against the configuration and loss `L` on a
+/// network of `C` outputs.
+pub(super) fn training_sets<'a, S: Shape, L: Loss<C>, const C: usize>(
+    train: &'a Dataset<S, L::Target>,
+    validation: Validation<'a, S, L::Target>,
     config: &FitConfig,
-    outputs: usize,
-) -> Result<TrainingSets<'a, S>, TrainError> {
+) -> Result<TrainingSets<'a, S, L::Target>, TrainError> {
     check_batch_size(config.batch_size)?;
     check_not_empty("training", train.len())?;
-    check_labels("training", train, outputs)?;
+    check_targets::<S, L, C>("training", train)?;
     if config.augment.is_some() && S::DIMS.len() != 3 {
         return Err(TrainError::AugmentNeedsImages {
             input: S::describe(),
@@ -72,7 +67,7 @@ pub(super) fn training_sets<'a, S: Shape>(
         Validation::None => (Cow::Borrowed(train), None),
         Validation::Data(data) => {
             check_not_empty("validation", data.len())?;
-            check_labels("validation", data, outputs)?;
+            check_targets::<S, L, C>("validation", data)?;
             (Cow::Borrowed(train), Some(Cow::Borrowed(data)))
         }
         Validation::Split(fraction) => {

@@ -1,28 +1,30 @@
-//! Inference over whole data sets: [`evaluate`] (loss, accuracy, confusion matrix) and
-//! [`predict`] (probabilities and classes), both in batches through one reused workspace.
+//! Inference over whole data sets: [`evaluate`] (loss, accuracy, confusion matrix),
+//! [`evaluate_with`] (any loss and its metric), [`predict`] (probabilities and classes) and
+//! [`predict_outputs`] (what the network outputs), all in batches through one reused workspace.
 
 use super::TrainError;
-use super::checks::{check_batch_size, check_labels, check_not_empty};
+use super::checks::{check_batch_size, check_not_empty, check_targets};
 use crate::data::Dataset;
-use crate::layers::softmax_row;
-use crate::loss::argmax;
+use crate::loss::{Activation, FitsHead, Head, Loss, SparseCategoricalCrossentropy, argmax};
 use crate::metrics::{ConfusionMatrix, Evaluation};
 use crate::network::Network;
 use crate::shape::{Flat, Shape};
 use crate::tensor::Batch;
 
 /// Runs inference over `images` in batches of `batch_size` (at least 1), calling
-/// `visit(first_index, probabilities)` for each batch's class probabilities.
+/// `visit(first_index, outputs)` for each batch's outputs with `activation` applied, unless
+/// the network's last layer already applies it.
 fn infer_batches<N, const C: usize>(
     network: &N,
     images: &Batch<N::Input>,
     batch_size: usize,
+    activation: Activation,
     mut visit: impl FnMut(usize, &Batch<Flat<C>>),
 ) where
     N: Network<Output = Flat<C>>,
 {
     let mut workspace = N::Cache::default();
-    let (mut batch, mut probabilities) = (Batch::default(), Batch::default());
+    let (mut batch, mut activated) = (Batch::default(), Batch::default());
     for (chunk, values) in images
         .as_slice()
         .chunks(batch_size * N::Input::LEN)
@@ -30,19 +32,19 @@ fn infer_batches<N, const C: usize>(
     {
         batch.set_samples(values);
         let output = network.infer(&batch, &mut workspace);
-        if N::ENDS_WITH_SOFTMAX {
-            probabilities.copy_from(output);
-        } else {
-            probabilities.resize(output.len());
-            for (logits, p) in output
-                .as_slice()
-                .chunks(C)
-                .zip(probabilities.as_mut_slice().chunks_mut(C))
-            {
-                softmax_row(logits, p);
-            }
+        if <N::Head as Head>::ACTIVATION == activation {
+            visit(chunk * batch_size, output);
+            continue;
         }
-        visit(chunk * batch_size, &probabilities);
+        activated.resize(output.len());
+        for (logits, out) in output
+            .as_slice()
+            .chunks(C)
+            .zip(activated.as_mut_slice().chunks_mut(C))
+        {
+            activation.apply(logits, out);
+        }
+        visit(chunk * batch_size, &activated);
     }
 }
 
@@ -51,7 +53,7 @@ fn infer_batches<N, const C: usize>(
 ///
 /// # Errors
 /// [`TrainError::BatchSize`] for a batch size of 0, [`TrainError::EmptyData`] for an empty
-/// data set, [`TrainError::LabelOutOfRange`] for a label the network has no output for.
+/// data set, [`TrainError::InvalidTarget`] for a label the network has no output for.
 pub fn evaluate<N, const C: usize>(
     network: &N,
     data: &Dataset<N::Input>,
@@ -59,26 +61,29 @@ pub fn evaluate<N, const C: usize>(
 ) -> Result<Evaluation, TrainError>
 where
     N: Network<Output = Flat<C>>,
+    SparseCategoricalCrossentropy: FitsHead<N::Head>,
 {
+    let loss = SparseCategoricalCrossentropy;
     check_batch_size(batch_size)?;
     check_not_empty("evaluation", data.len())?;
-    check_labels("evaluation", data, C)?;
+    check_targets::<_, SparseCategoricalCrossentropy, C>("evaluation", data)?;
     let mut confusion = ConfusionMatrix::new(C);
     let mut loss_sum = 0.0f64;
     infer_batches(
         network,
         data.images(),
         batch_size,
+        Activation::Softmax,
         |first, probabilities| {
-            for (i, (p, predicted)) in probabilities
+            let labels = &data.labels()[first..];
+            for ((p, predicted), label) in probabilities
                 .as_slice()
                 .chunks(C)
                 .zip(argmax(probabilities))
-                .enumerate()
+                .zip(labels)
             {
-                let label = data.labels()[first + i];
-                loss_sum -= (p[label].max(1e-7) as f64).ln();
-                confusion.add(label, predicted);
+                loss_sum += Loss::<C>::sample_loss(&loss, p, label);
+                confusion.add(*label, predicted);
             }
         },
     );
@@ -86,6 +91,55 @@ where
         loss: (loss_sum / data.len() as f64) as f32,
         accuracy: confusion.accuracy(),
         confusion,
+    })
+}
+
+/// A loss and its metric over a data set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Score {
+    /// The mean loss, from the outputs of inference (probabilities clipped as Keras does).
+    pub loss: f32,
+    /// The mean of the loss's metric ([`Loss::METRIC`] names it).
+    pub metric: f32,
+}
+
+/// `loss` and its metric for `network` on `data`, in inference mode.
+///
+/// # Errors
+/// [`TrainError::BatchSize`] for a batch size of 0, [`TrainError::EmptyData`] for an empty
+/// data set, [`TrainError::InvalidTarget`] for a target `loss` cannot use.
+pub fn evaluate_with<N, L, const C: usize>(
+    network: &N,
+    loss: L,
+    data: &Dataset<N::Input, L::Target>,
+    batch_size: usize,
+) -> Result<Score, TrainError>
+where
+    N: Network<Output = Flat<C>>,
+    L: Loss<C>,
+    L: FitsHead<N::Head>,
+{
+    check_batch_size(batch_size)?;
+    check_not_empty("evaluation", data.len())?;
+    check_targets::<_, L, C>("evaluation", data)?;
+    let (mut loss_sum, mut metric_sum) = (0.0f64, 0.0f64);
+    infer_batches(
+        network,
+        data.images(),
+        batch_size,
+        L::ACTIVATION,
+        |first, outputs| {
+            let targets = &data.targets()[first..];
+            for (row, target) in outputs.as_slice().chunks(C).zip(targets) {
+                loss_sum += loss.sample_loss(row, target);
+                metric_sum += loss.sample_metric(row, target);
+            }
+        },
+    );
+    let samples = data.len() as f64;
+    Ok(Score {
+        loss: (loss_sum / samples) as f32,
+        metric: (metric_sum / samples) as f32,
     })
 }
 
@@ -98,7 +152,7 @@ pub struct Predictions<const C: usize> {
     pub classes: Vec<usize>,
 }
 
-/// Class probabilities (softmax applied if the network does not end with it) and the predicted
+/// Class probabilities (softmax applied if the network ends with its logits) and the predicted
 /// class of every image, in inference mode.
 ///
 /// # Errors
@@ -110,17 +164,49 @@ pub fn predict<N, const C: usize>(
 ) -> Result<Predictions<C>, TrainError>
 where
     N: Network<Output = Flat<C>>,
+    SparseCategoricalCrossentropy: FitsHead<N::Head>,
+{
+    let probabilities = outputs(network, images, batch_size, Activation::Softmax)?;
+    let classes = argmax(&probabilities);
+    Ok(Predictions {
+        probabilities,
+        classes,
+    })
+}
+
+/// What `network` outputs for every image, in inference mode: values for regression, label
+/// probabilities after a final sigmoid.
+///
+/// # Errors
+/// [`TrainError::BatchSize`] for a batch size of 0, [`TrainError::EmptyData`] for no images.
+pub fn predict_outputs<N, const C: usize>(
+    network: &N,
+    images: &Batch<N::Input>,
+    batch_size: usize,
+) -> Result<Batch<Flat<C>>, TrainError>
+where
+    N: Network<Output = Flat<C>>,
+{
+    outputs(network, images, batch_size, <N::Head as Head>::ACTIVATION)
+}
+
+/// The outputs of `network` for every image, `activation` applied unless the network applies
+/// it.
+fn outputs<N, const C: usize>(
+    network: &N,
+    images: &Batch<N::Input>,
+    batch_size: usize,
+    activation: Activation,
+) -> Result<Batch<Flat<C>>, TrainError>
+where
+    N: Network<Output = Flat<C>>,
 {
     check_batch_size(batch_size)?;
     check_not_empty("prediction", images.len())?;
     let mut all = Batch::zeros(images.len());
-    infer_batches(network, images, batch_size, |first, probabilities| {
-        all.as_mut_slice()[first * C..first * C + probabilities.as_slice().len()]
-            .copy_from_slice(probabilities.as_slice());
+    infer_batches(network, images, batch_size, activation, |first, outputs| {
+        all.as_mut_slice()[first * C..first * C + outputs.as_slice().len()]
+            .copy_from_slice(outputs.as_slice());
     });
-    let classes = argmax(&all);
-    Ok(Predictions {
-        probabilities: all,
-        classes,
-    })
+    Ok(all)
 }

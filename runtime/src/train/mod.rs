@@ -1,8 +1,9 @@
 //! Training and evaluation in the spirit of Keras: [`fit`], [`evaluate`], [`predict`].
 //!
 //! `fit` shuffles the training set every epoch with a seeded generator, trains batch by batch
-//! through the network's logits and the fused softmax cross-entropy, reports the running loss and
-//! accuracy on a progress bar, evaluates on validation data after each epoch, and can stop early
+//! through the network's logits and the fused softmax cross-entropy (`fit_with`: any
+//! [`Loss`](crate::loss::Loss) the network's head fits, such as mean squared error on target
+//! vectors), reports the running loss and metric on a progress bar, evaluates on validation data after each epoch, and can stop early
 //! and keep the best weights on disk. The same seed gives bit-identical weights on every run, on
 //! any number of threads. Everything is checked before anything changes (`checks`), and a step
 //! that produces a NaN or an infinity is not applied: `fit` returns an error naming where it
@@ -18,10 +19,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 pub use divergence::NonFinite;
-pub use inference::{Predictions, evaluate, predict};
+pub use inference::{Predictions, Score, evaluate, evaluate_with, predict, predict_outputs};
 
 use crate::data::{Augment, DataError, Dataset, shuffled_indices};
-use crate::loss::{argmax, sparse_softmax_cross_entropy};
+use crate::loss::{FitsHead, Loss, SparseCategoricalCrossentropy};
 use crate::network::Network;
 use crate::optim::{OptimizerError, OptimizerState};
 use crate::shape::Flat;
@@ -31,9 +32,9 @@ use crate::weights::{self, WeightsError};
 use divergence::{BufferSnapshot, grads_finite};
 use progress::EpochBar;
 
-/// Where validation data comes from.
+/// Where validation data comes from (samples of shape `S` with targets of type `T`).
 #[derive(Clone, Copy, Debug, Default)]
-pub enum Validation<'a, S: crate::shape::Shape> {
+pub enum Validation<'a, S: crate::shape::Shape, T = usize> {
     /// No validation.
     #[default]
     None,
@@ -41,7 +42,7 @@ pub enum Validation<'a, S: crate::shape::Shape> {
     /// `validation_split`).
     Split(f32),
     /// A separate data set (Keras's `validation_data`).
-    Data(&'a Dataset<S>),
+    Data(&'a Dataset<S, T>),
 }
 
 /// Stop when the monitored loss (validation loss if there is validation data, else training
@@ -100,12 +101,13 @@ pub struct EpochStats {
     pub epoch: usize,
     /// Mean training loss over the epoch (dropout active, as Keras reports it).
     pub loss: f32,
-    /// Training accuracy over the epoch.
-    pub accuracy: f32,
+    /// The loss's metric over the epoch's training batches ([`History::metric`] names it:
+    /// accuracy for classification).
+    pub metric: f32,
     /// Validation loss, if validating.
     pub val_loss: Option<f32>,
-    /// Validation accuracy, if validating.
-    pub val_accuracy: Option<f32>,
+    /// The metric on the validation data, if validating.
+    pub val_metric: Option<f32>,
     /// Wall-clock seconds for the epoch's training steps.
     pub seconds: f64,
     /// Learning rate used.
@@ -115,6 +117,8 @@ pub struct EpochStats {
 /// What [`fit`] did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
+    /// The metric each epoch reports, as Keras names it: `accuracy`, `mae` or `binary_accuracy`.
+    pub metric: &'static str,
     /// One entry per epoch run.
     pub epochs: Vec<EpochStats>,
     /// Whether early stopping ended training.
@@ -134,17 +138,16 @@ pub enum TrainError {
         /// Which set: `training`, `validation`, `evaluation` or `prediction`.
         set: &'static str,
     },
-    /// A label the network has no output for.
-    #[error("label {label} of {set} sample {sample} is not below the network's {outputs} outputs")]
-    LabelOutOfRange {
+    /// A target the loss cannot train on: a label the network has no output for, a
+    /// binary cross-entropy target outside [0, 1].
+    #[error("{set} sample {sample}: {problem}")]
+    InvalidTarget {
         /// Which set: `training`, `validation` or `evaluation`.
         set: &'static str,
         /// The sample's index in that set.
         sample: usize,
-        /// Its label.
-        label: usize,
-        /// The network's number of outputs (classes).
-        outputs: usize,
+        /// What is wrong with its target.
+        problem: String,
     },
     /// Augmentation asked of a network whose input is not an image.
     #[error("augmentation needs image inputs (h, w, c), but this network's input is {input}")]
@@ -183,14 +186,11 @@ pub enum TrainError {
     Checkpoint(#[from] WeightsError),
 }
 
-/// Trains `network` on `train` with `optimizer`.
+/// Trains `network` on `train` with `optimizer`: class labels, softmax cross-entropy, accuracy
+/// (Keras's `sparse_categorical_crossentropy`). [`fit_with`] takes any loss.
 ///
 /// # Errors
-/// Before training: a batch size of 0, empty data, labels the network has no output for, a
-/// validation split that leaves either side empty, augmentation of non-images, an optimiser
-/// state made on another network ([`TrainError`] says which). During training: a step that
-/// produced a non-finite value ([`TrainError::Diverged`], the step not applied), or a
-/// checkpoint that could not be written.
+/// As [`fit_with`].
 pub fn fit<N, const C: usize>(
     network: &mut N,
     optimizer: &mut OptimizerState,
@@ -200,28 +200,59 @@ pub fn fit<N, const C: usize>(
 ) -> Result<History, TrainError>
 where
     N: Network<Output = Flat<C>>,
+    SparseCategoricalCrossentropy: FitsHead<N::Head>,
 {
-    let (train, validation) = checks::training_sets(train, validation, config, C)?;
+    fit_with(
+        network,
+        SparseCategoricalCrossentropy,
+        optimizer,
+        train,
+        validation,
+        config,
+    )
+}
+
+/// Trains `network` on `train` with `optimizer` to minimise `loss`, whose targets the data
+/// sets hold (class labels, or target vectors for regression and multi-label classification).
+/// The compiler checks that the loss fits the network's last layer (mean squared error needs no
+/// final softmax).
+///
+/// # Errors
+/// Before training: a batch size of 0, empty data, a target the loss cannot use (a label the
+/// network has no output for), a validation split that leaves either side empty, augmentation of
+/// non-images, an optimiser state made on another network ([`TrainError`] says which). During
+/// training: a step that produced a non-finite value ([`TrainError::Diverged`], the step not
+/// applied), or a checkpoint that could not be written.
+pub fn fit_with<N, L, const C: usize>(
+    network: &mut N,
+    loss: L,
+    optimizer: &mut OptimizerState,
+    train: &Dataset<N::Input, L::Target>,
+    validation: Validation<'_, N::Input, L::Target>,
+    config: &FitConfig,
+) -> Result<History, TrainError>
+where
+    N: Network<Output = Flat<C>>,
+    L: Loss<C>,
+    L: FitsHead<N::Head>,
+{
+    let (train, validation) = checks::training_sets::<_, L, C>(train, validation, config)?;
     optimizer.check_network(network)?;
-    let mut stepper = Stepper::<N, C>::new(network);
-    let mut history = History::default();
+    let mut stepper = Stepper::<N, L, C>::new(network, loss);
+    let mut history = History {
+        metric: L::METRIC,
+        ..History::default()
+    };
     let mut monitor = Monitor::new(config.early_stopping);
     for epoch in 0..config.epochs {
         let mut stats = stepper.run_epoch(network, optimizer, &train, config, epoch)?;
         if let Some(data) = validation.as_deref() {
-            let evaluation = evaluate(network, data, config.batch_size.max(128))?;
-            (stats.val_loss, stats.val_accuracy) =
-                (Some(evaluation.loss), Some(evaluation.accuracy));
+            let score = evaluate_with(network, loss, data, config.batch_size.max(128))?;
+            (stats.val_loss, stats.val_metric) = (Some(score.loss), Some(score.metric));
         }
         if config.verbose {
-            println!(
-                "{}",
-                epoch_line(
-                    &stats,
-                    config.epochs,
-                    train.len().div_ceil(config.batch_size)
-                )
-            );
+            let steps = train.len().div_ceil(config.batch_size);
+            println!("{}", epoch_line(&stats, L::METRIC, config.epochs, steps));
         }
         let progress = monitor.observe(stats.val_loss.unwrap_or(stats.loss));
         history.epochs.push(stats);
@@ -290,23 +321,25 @@ impl Monitor {
     }
 }
 
-/// The buffers one training run reuses for every step.
-struct Stepper<N: Network, const C: usize> {
+/// The loss and the buffers one training run reuses for every step.
+struct Stepper<N: Network, L: Loss<C>, const C: usize> {
+    loss: L,
     workspace: N::Cache,
     grads: N::Grads,
     batch: Batch<N::Input>,
-    labels: Vec<usize>,
+    targets: Vec<L::Target>,
     grad_logits: Batch<Flat<C>>,
     buffers_before_step: BufferSnapshot,
 }
 
-impl<N: Network<Output = Flat<C>>, const C: usize> Stepper<N, C> {
-    fn new(network: &N) -> Self {
+impl<N: Network<Output = Flat<C>>, L: Loss<C>, const C: usize> Stepper<N, L, C> {
+    fn new(network: &N, loss: L) -> Self {
         Self {
+            loss,
             workspace: N::Cache::default(),
             grads: network.new_grads(),
             batch: Batch::default(),
-            labels: Vec::new(),
+            targets: Vec::new(),
             grad_logits: Batch::default(),
             buffers_before_step: BufferSnapshot::default(),
         }
@@ -317,7 +350,7 @@ impl<N: Network<Output = Flat<C>>, const C: usize> Stepper<N, C> {
         &mut self,
         network: &mut N,
         optimizer: &mut OptimizerState,
-        train: &Dataset<N::Input>,
+        train: &Dataset<N::Input, L::Target>,
         config: &FitConfig,
         epoch: usize,
     ) -> Result<EpochStats, TrainError> {
@@ -329,27 +362,28 @@ impl<N: Network<Output = Flat<C>>, const C: usize> Stepper<N, C> {
         };
         let steps = train.len().div_ceil(config.batch_size);
         let bar = EpochBar::new(config.verbose, steps, epoch, config.epochs);
-        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        let (mut loss_sum, mut metric_sum) = (0.0f64, 0.0f64);
         for (step, indices) in order.chunks(config.batch_size).enumerate() {
-            train.gather(indices, &mut self.batch, &mut self.labels);
+            train.gather(indices, &mut self.batch, &mut self.targets);
             if let Some(augment) = &config.augment {
                 augment.apply(
                     &mut self.batch,
                     augment_seed(config.seed, epoch, steps, step),
                 );
             }
-            let (loss, batch_correct) = self
+            let (loss, batch_metric) = self
                 .step(network, optimizer, indices, epoch)
                 .inspect_err(|_| bar.abandon())
                 .map_err(|failure| failure.at(epoch + 1, step + 1))?;
             loss_sum += loss as f64 * indices.len() as f64;
-            correct += batch_correct;
+            metric_sum += batch_metric;
             let seen = (step * config.batch_size + indices.len()) as f64;
             bar.step(|| {
                 format!(
-                    "loss: {:.4} - accuracy: {:.4}",
+                    "loss: {:.4} - {}: {:.4}",
                     loss_sum / seen,
-                    correct as f64 / seen
+                    L::METRIC,
+                    metric_sum / seen
                 )
             });
         }
@@ -357,16 +391,16 @@ impl<N: Network<Output = Flat<C>>, const C: usize> Stepper<N, C> {
         Ok(EpochStats {
             epoch: epoch + 1,
             loss: (loss_sum / train.len() as f64) as f32,
-            accuracy: correct as f32 / train.len() as f32,
+            metric: (metric_sum / train.len() as f64) as f32,
             val_loss: None,
-            val_accuracy: None,
+            val_metric: None,
             seconds: started.elapsed().as_secs_f64(),
             learning_rate: optimizer.learning_rate(epoch),
         })
     }
 
     /// One gradient step on the gathered batch (rows are the training samples `indices`):
-    /// returns the loss and the number of correct predictions. When the step yields a
+    /// returns the loss and the sum of the metric over the batch. When the step yields a
     /// non-finite value it is not applied, and the network's buffers are put back.
     fn step(
         &mut self,
@@ -374,15 +408,13 @@ impl<N: Network<Output = Flat<C>>, const C: usize> Stepper<N, C> {
         optimizer: &mut OptimizerState,
         indices: &[usize],
         epoch: usize,
-    ) -> Result<(f32, usize), StepFailure> {
+    ) -> Result<(f32, f64), StepFailure> {
         self.buffers_before_step.take(network);
         let logits = network.forward_logits(&self.batch, &mut self.workspace);
-        let correct = argmax(logits)
-            .iter()
-            .zip(&self.labels)
-            .filter(|(p, l)| p == l)
-            .count();
-        let loss = sparse_softmax_cross_entropy(logits, &self.labels, &mut self.grad_logits);
+        let metric = metric_sum(&self.loss, logits, &self.targets);
+        let loss = self
+            .loss
+            .loss_and_gradient(logits, &self.targets, &mut self.grad_logits);
         let backward_ran = loss.is_finite();
         if backward_ran {
             network.backward_logits(
@@ -409,8 +441,26 @@ impl<N: Network<Output = Flat<C>>, const C: usize> Stepper<N, C> {
             });
         }
         optimizer.step(network, &self.grads, epoch)?;
-        Ok((loss, correct))
+        Ok((loss, metric))
     }
+}
+
+/// The sum over a batch of `loss`'s metric, from the logits with the loss's activation applied.
+fn metric_sum<L: Loss<C>, const C: usize>(
+    loss: &L,
+    logits: &Batch<Flat<C>>,
+    targets: &[L::Target],
+) -> f64 {
+    let mut outputs = [0.0; C];
+    logits
+        .as_slice()
+        .chunks_exact(C)
+        .zip(targets)
+        .map(|(row, target)| {
+            L::ACTIVATION.apply(row, &mut outputs);
+            loss.sample_metric(&outputs, target)
+        })
+        .sum()
 }
 
 /// Why a step failed, before the epoch and step numbers are attached.
@@ -454,18 +504,18 @@ fn augment_seed(seed: u64, epoch: usize, steps: usize, step: usize) -> u64 {
     seed ^ ((epoch * steps + step) as u64) << 20
 }
 
-/// The line Keras prints after an epoch.
-fn epoch_line(stats: &EpochStats, epochs: usize, steps: usize) -> String {
+/// The line Keras prints after an epoch whose metric is called `metric`.
+fn epoch_line(stats: &EpochStats, metric: &str, epochs: usize, steps: usize) -> String {
     let mut line = format!(
-        "Epoch {}/{epochs} - {steps}/{steps} - {:.1}s {:.0}ms/step - accuracy: {:.4} - loss: {:.4}",
+        "Epoch {}/{epochs} - {steps}/{steps} - {:.1}s {:.0}ms/step - {metric}: {:.4} - loss: {:.4}",
         stats.epoch,
         stats.seconds,
         stats.seconds * 1e3 / steps as f64,
-        stats.accuracy,
+        stats.metric,
         stats.loss
     );
-    if let (Some(accuracy), Some(loss)) = (stats.val_accuracy, stats.val_loss) {
-        line += &format!(" - val_accuracy: {accuracy:.4} - val_loss: {loss:.4}");
+    if let (Some(value), Some(loss)) = (stats.val_metric, stats.val_loss) {
+        line += &format!(" - val_{metric}: {value:.4} - val_loss: {loss:.4}");
     }
     line
 }

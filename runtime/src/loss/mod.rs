@@ -8,6 +8,13 @@
 //! by the maximum logit keeps it finite for logits of any size, where `−log(softmax(z))` would
 //! overflow or take `log(0)`. Losses are averaged over the batch, so gradients carry `1 / N`.
 
+mod objective;
+
+pub use objective::{
+    Activation, BinaryCrossentropy, FitsHead, Head, Loss, MeanAbsoluteError, MeanSquaredError,
+    SparseCategoricalCrossentropy, head,
+};
+
 use crate::shape::Flat;
 use crate::tensor::Batch;
 
@@ -119,7 +126,8 @@ pub fn mean_squared_error<const N: usize>(
     targets: &Batch<Flat<N>>,
     grad: &mut Batch<Flat<N>>,
 ) -> f32 {
-    elementwise("mean squared error", outputs, targets, grad, |y, t| {
+    check_targets("mean squared error", outputs, targets);
+    elementwise(outputs, targets.as_slice(), grad, |y, t| {
         let error = y - t;
         (error * error, 2.0 * error)
     })
@@ -135,16 +143,10 @@ pub fn mean_absolute_error<const N: usize>(
     targets: &Batch<Flat<N>>,
     grad: &mut Batch<Flat<N>>,
 ) -> f32 {
-    elementwise("mean absolute error", outputs, targets, grad, |y, t| {
+    check_targets("mean absolute error", outputs, targets);
+    elementwise(outputs, targets.as_slice(), grad, |y, t| {
         let error = y - t;
-        let sign = if error > 0.0 {
-            1.0
-        } else if error < 0.0 {
-            -1.0
-        } else {
-            0.0
-        };
-        (error.abs(), sign)
+        (error.abs(), objective::sign(error))
     })
 }
 
@@ -170,21 +172,25 @@ pub fn sigmoid_binary_cross_entropy<const N: usize>(
     targets: &Batch<Flat<N>>,
     grad: &mut Batch<Flat<N>>,
 ) -> f32 {
-    elementwise("binary cross-entropy", logits, targets, grad, |z, t| {
-        let loss = z.max(0.0) - z * t + (-z.abs()).exp().ln_1p();
-        (loss, crate::kernels::elementwise::sigmoid(z) - t)
-    })
+    check_targets("binary cross-entropy", logits, targets);
+    elementwise(
+        logits,
+        targets.as_slice(),
+        grad,
+        binary_cross_entropy_with_logit,
+    )
 }
 
-/// The shared loop of the element-wise losses: `loss_and_slope(y, t)` gives one value's loss and
-/// its derivative; both are averaged over the `N · samples` values.
-fn elementwise<const N: usize>(
-    what: &str,
-    outputs: &Batch<Flat<N>>,
-    targets: &Batch<Flat<N>>,
-    grad: &mut Batch<Flat<N>>,
-    loss_and_slope: impl Fn(f32, f32) -> (f32, f32),
-) -> f32 {
+/// `max(z, 0) − z·t + ln(1 + e^−|z|)`, binary cross-entropy of `sigmoid(z)` against `t` without
+/// computing `ln(sigmoid(z))` (which is `−∞` for logits below about −104), and its slope
+/// `sigmoid(z) − t`.
+pub(crate) fn binary_cross_entropy_with_logit(z: f32, t: f32) -> (f32, f32) {
+    let loss = z.max(0.0) - z * t + (-z.abs()).exp().ln_1p();
+    (loss, crate::kernels::elementwise::sigmoid(z) - t)
+}
+
+/// Panics unless `targets` has one row per sample of `outputs`.
+fn check_targets<const N: usize>(what: &str, outputs: &Batch<Flat<N>>, targets: &Batch<Flat<N>>) {
     assert_eq!(
         targets.len(),
         outputs.len(),
@@ -192,6 +198,16 @@ fn elementwise<const N: usize>(
         targets.len(),
         outputs.len()
     );
+}
+
+/// The shared loop of the element-wise losses: `loss_and_slope(y, t)` gives one value's loss and
+/// its derivative; both are averaged over the `N · samples` values.
+pub(crate) fn elementwise<const N: usize>(
+    outputs: &Batch<Flat<N>>,
+    targets: &[f32],
+    grad: &mut Batch<Flat<N>>,
+    loss_and_slope: impl Fn(f32, f32) -> (f32, f32),
+) -> f32 {
     grad.resize(outputs.len());
     let count = outputs.as_slice().len();
     if count == 0 {
@@ -199,7 +215,7 @@ fn elementwise<const N: usize>(
     }
     let scale = 1.0 / count as f32;
     let mut total = 0.0f64;
-    let values = outputs.as_slice().iter().zip(targets.as_slice());
+    let values = outputs.as_slice().iter().zip(targets);
     for (g, (&y, &t)) in grad.as_mut_slice().iter_mut().zip(values) {
         let (loss, slope) = loss_and_slope(y, t);
         total += loss as f64;
