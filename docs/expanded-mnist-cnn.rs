@@ -944,6 +944,46 @@ impl ::constnet::network::Network for MnistCnn {
         self.train_layers(input, workspace);
         &workspace.dense2.output
     }
+    fn graph(&self) -> ::std::vec::Vec<::constnet::graph::Node> {
+        ::std::vec![
+            ::constnet::graph::Node { name : "conv1", op :
+            ::constnet::graph::NodeOp::Conv { filters : 32usize, kernel : 3usize, stride
+            : 1usize, same : false }, inputs : & [0usize], output : < ::constnet::Hwc <
+            26, 26, 32 > as ::constnet::Shape > ::DIMS, }, ::constnet::graph::Node { name
+            : "relu1", op : ::constnet::graph::NodeOp::Relu, inputs : & [1usize], output
+            : < ::constnet::Hwc < 26, 26, 32 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::graph::Node { name : "conv2", op :
+            ::constnet::graph::NodeOp::Conv { filters : 64usize, kernel : 3usize, stride
+            : 1usize, same : false }, inputs : & [2usize], output : < ::constnet::Hwc <
+            24, 24, 64 > as ::constnet::Shape > ::DIMS, }, ::constnet::graph::Node { name
+            : "relu2", op : ::constnet::graph::NodeOp::Relu, inputs : & [3usize], output
+            : < ::constnet::Hwc < 24, 24, 64 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::graph::Node { name : "maxpool1", op :
+            ::constnet::graph::NodeOp::Pool { max : true, size : 2usize, stride : 2usize
+            }, inputs : & [4usize], output : < ::constnet::Hwc < 12, 12, 64 > as
+            ::constnet::Shape > ::DIMS, }, ::constnet::graph::Node { name : "dropout1",
+            op : ::constnet::graph::NodeOp::Dropout, inputs : & [5usize], output : <
+            ::constnet::Hwc < 12, 12, 64 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::graph::Node { name : "flatten1", op :
+            ::constnet::graph::NodeOp::Flatten, inputs : & [6usize], output : <
+            ::constnet::Flat < 9216 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::graph::Node { name : "dense1", op :
+            ::constnet::graph::NodeOp::Dense { units : 128usize }, inputs : & [7usize],
+            output : < ::constnet::Flat < 128 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::graph::Node { name : "relu3", op :
+            ::constnet::graph::NodeOp::Relu, inputs : & [8usize], output : <
+            ::constnet::Flat < 128 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::graph::Node { name : "dropout2", op :
+            ::constnet::graph::NodeOp::Dropout, inputs : & [9usize], output : <
+            ::constnet::Flat < 128 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::graph::Node { name : "dense2", op :
+            ::constnet::graph::NodeOp::Dense { units : 10usize }, inputs : & [10usize],
+            output : < ::constnet::Flat < 10 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::graph::Node { name : "softmax1", op :
+            ::constnet::graph::NodeOp::Softmax, inputs : & [11usize], output : <
+            ::constnet::Flat < 10 > as ::constnet::Shape > ::DIMS, }
+        ]
+    }
     fn visit_activations(
         workspace: &MnistCnnWorkspace,
         visit: &mut ::constnet::network::ActivationVisitor<'_>,

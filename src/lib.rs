@@ -37,8 +37,11 @@
 //! # Modules
 //! - [`prelude`]: what most programs need, in one `use`.
 //! - [`mod@network`]: the [`Network`](network::Network) trait every generated network implements.
-//! - [`train`]: [`fit`](train::fit), [`evaluate`](train::evaluate), [`predict`](train::predict).
-//! - [`optim`], [`loss`], [`metrics`], [`data`], `weights` (safetensors files).
+//! - [`train`]: [`fit`](train::fit), [`evaluate`](train::evaluate), [`predict`](train::predict),
+//!   and for any [`loss::Loss`] [`fit_with`](train::fit_with) and
+//!   [`evaluate_with`](train::evaluate_with).
+//! - [`optim`], [`loss`], [`metrics`], [`data`], `weights` (safetensors files), `onnx` (export),
+//!   [`graph`] (a network's layers as exporters read them).
 //! - [`layers`], [`tensor`], [`shape`], [`kernels`]: the typed layers, tensors and SIMD kernels
 //!   generated networks are made of, usable on their own.
 //!
@@ -49,6 +52,7 @@
 //! | `progress` | yes | a progress bar while [`fit`](train::fit) trains |
 //! | `safetensors` | yes | `weights::save` / `weights::load` and `fit`'s best-weights checkpoint |
 //! | `download` | no | fetching data sets over HTTPS, checked by SHA-256 (`data::download`) |
+//! | `onnx` | no | `onnx::export`: a network as an ONNX model |
 //!
 //! With `default-features = false`, constnet is the macro, tensors, layers, kernels, training and
 //! inference, with no I/O dependencies.

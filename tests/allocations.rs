@@ -45,6 +45,13 @@ constnet::network! {
                  dense(16) leaky_relu(0.1) dropout(0.3) dense(4) softmax>
 }
 
+constnet::network! {
+    ResidualCnn<input(12, 12, 3) conv(8, 3, padding = same) relu
+                residual(conv(8, 3, padding = same) batchnorm relu conv(8, 3, padding = same))
+                residual(conv(16, 3, stride = 2, padding = same) relu, shortcut = project)
+                globalavgpool dense(4) softmax>
+}
+
 /// Allocations made while `f` runs.
 fn allocations_of(f: impl FnOnce()) -> usize {
     let before = ALLOCATIONS.load(Ordering::SeqCst);
@@ -111,6 +118,12 @@ fn allocation_free_on_a_pool_thread() {
             counted_allocations(&mut BatchNormCnn::new(0), batch),
             [0; 4],
             "BatchNormCnn, batch {batch}: allocations in forward + loss, backward, optimiser \
+             step, inference"
+        );
+        assert_eq!(
+            counted_allocations(&mut ResidualCnn::new(0), batch),
+            [0; 4],
+            "ResidualCnn, batch {batch}: allocations in forward + loss, backward, optimiser \
              step, inference"
         );
     }

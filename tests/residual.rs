@@ -247,3 +247,39 @@ fn a_block_freezes_and_saves_by_its_name() {
         loaded.infer(&input, &mut b).as_slice()
     );
 }
+
+#[test]
+fn the_graph_names_each_layer_and_the_values_it_reads() {
+    use constnet::graph::NodeOp;
+    let graph = Blocks::new(0).graph();
+    let described: Vec<(&str, &[usize])> = graph.iter().map(|n| (n.name, n.inputs)).collect();
+    assert_eq!(
+        described,
+        [
+            ("conv1", &[0][..]),
+            ("relu1", &[1]),
+            ("res1.conv1", &[2]),
+            ("res1.tanh1", &[3]),
+            ("res1.conv2", &[4]),
+            ("res1", &[5, 2]),
+            ("relu2", &[6]),
+            ("res2.conv1", &[7]),
+            ("res2.tanh1", &[8]),
+            ("res2.shortcut", &[7]),
+            ("res2", &[9, 10]),
+            ("globalavgpool1", &[11]),
+            ("dense1", &[12]),
+            ("softmax1", &[13]),
+        ]
+    );
+    assert_eq!(
+        graph[9].op,
+        NodeOp::Conv {
+            filters: 8,
+            kernel: 1,
+            stride: 2,
+            same: false
+        }
+    );
+    assert_eq!(graph[10].output, &[3, 3, 8]);
+}

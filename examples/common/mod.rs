@@ -72,6 +72,9 @@ pub struct Args {
     /// Fail instead of downloading missing files.
     #[arg(long)]
     pub no_download: bool,
+    /// Export the trained network to this ONNX file (NHWC input).
+    #[arg(long)]
+    pub export_onnx: Option<PathBuf>,
     /// Where to write the PNGs of the training curves and of misclassified test digits.
     #[arg(long, default_value = ".")]
     pub plots: PathBuf,
@@ -235,6 +238,13 @@ where
     if let Some(path) = &args.save {
         weights::save(&network, path)?;
         println!("Saved weights to {}", path.display());
+    }
+    if let Some(path) = &args.export_onnx {
+        constnet::onnx::export(&network, path)?;
+        println!(
+            "Exported the network to {} (ONNX, NHWC input)",
+            path.display()
+        );
     }
     Ok(())
 }

@@ -973,6 +973,86 @@ fn layer_rows(net: &Network, steps: &[Step]) -> Vec<TokenStream> {
     rows
 }
 
+/// The inference graph's nodes for `steps` fed value `input` (value 0 is the network's input,
+/// node `i` writes value `i + 1`), appended to `nodes`; returns the value the steps produce.
+fn graph_nodes(net: &Network, steps: &[Step], input: usize, nodes: &mut Vec<TokenStream>) -> usize {
+    let mut current = input;
+    for step in steps {
+        current = match step {
+            Step::Layer(index) => {
+                let layer = &net.layers[*index];
+                push_node(nodes, &layer.name, node_op(layer), &[current], layer.output)
+            }
+            Step::Residual(block) => {
+                let body = graph_nodes(net, &block.body, current, nodes);
+                let skip = match block.shortcut {
+                    Some(index) => {
+                        let layer = &net.layers[index];
+                        push_node(nodes, &layer.name, node_op(layer), &[current], layer.output)
+                    }
+                    None => current,
+                };
+                push_node(nodes, &block.name, quote!(Add), &[body, skip], block.output)
+            }
+        };
+    }
+    current
+}
+
+/// Appends a node computing `op` (a `NodeOp` variant) from `inputs`; returns the value it
+/// writes.
+fn push_node(
+    nodes: &mut Vec<TokenStream>,
+    name: &str,
+    op: TokenStream,
+    inputs: &[usize],
+    output: Shape,
+) -> usize {
+    let output = shape_type(output);
+    nodes.push(quote! {
+        ::constnet::graph::Node {
+            name: #name,
+            op: ::constnet::graph::NodeOp::#op,
+            inputs: &[#(#inputs),*],
+            output: <#output as ::constnet::Shape>::DIMS,
+        }
+    });
+    nodes.len()
+}
+
+/// The `NodeOp` variant of a layer (after `NodeOp::`), reading the attributes a layer keeps at
+/// run time (batch normalisation's epsilon, leaky ReLU's slope) from `self`.
+fn node_op(layer: &Layer) -> TokenStream {
+    let field = &layer.field;
+    match &layer.kind {
+        Kind::Conv {
+            filters,
+            kernel,
+            stride,
+            same,
+        } => quote!(Conv { filters: #filters, kernel: #kernel, stride: #stride, same: #same }),
+        Kind::DepthwiseConv {
+            kernel,
+            stride,
+            same,
+        } => quote!(DepthwiseConv { kernel: #kernel, stride: #stride, same: #same }),
+        Kind::Pool { max, size, stride } => {
+            quote!(Pool { max: #max, size: #size, stride: #stride })
+        }
+        Kind::GlobalPool { max } => quote!(GlobalPool { max: #max }),
+        Kind::Dense { units } => quote!(Dense { units: #units }),
+        Kind::Flatten => quote!(Flatten),
+        Kind::Relu => quote!(Relu),
+        Kind::LeakyRelu { .. } => quote!(LeakyRelu { alpha: self.#field.function.alpha }),
+        Kind::Sigmoid => quote!(Sigmoid),
+        Kind::Tanh => quote!(Tanh),
+        Kind::Softmax => quote!(Softmax),
+        Kind::Dropout { .. } => quote!(Dropout),
+        Kind::BatchNorm => quote!(BatchNorm { epsilon: self.#field.epsilon }),
+        Kind::Custom { .. } => quote!(Custom),
+    }
+}
+
 /// The `Network` impl: the layer and plan tables, the constructor, inference, the logits path.
 fn network_impl(names: &Names) -> TokenStream {
     let Names {
@@ -993,6 +1073,8 @@ fn network_impl(names: &Names) -> TokenStream {
     };
     let name_str = name.to_string();
     let layer_rows = layer_rows(net, &net.steps);
+    let mut graph = Vec::new();
+    graph_nodes(net, &net.steps, 0, &mut graph);
     let head = match plan.head.map(|layer| &layer.kind) {
         Some(Kind::Softmax) => quote!(Softmax),
         Some(_) => quote!(Sigmoid),
@@ -1052,6 +1134,10 @@ fn network_impl(names: &Names) -> TokenStream {
             ) -> &'w ::constnet::Batch<#output_ty> {
                 self.train_layers(input, workspace);
                 &workspace.#logits.output
+            }
+
+            fn graph(&self) -> ::std::vec::Vec<::constnet::graph::Node> {
+                ::std::vec![ #( #graph ),* ]
             }
 
             fn visit_activations(

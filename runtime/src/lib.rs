@@ -10,13 +10,18 @@
 #![warn(missing_docs)]
 
 pub mod data;
+#[cfg(any(feature = "safetensors", feature = "onnx"))]
+mod files;
 pub mod gradcheck;
+pub mod graph;
 pub mod init;
 pub mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod metrics;
 pub mod network;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod optim;
 pub mod plan;
 #[cfg(test)]

@@ -101,6 +101,11 @@ pub trait Network: Layer {
         grads: &mut Self::Grads,
     );
 
+    /// The inference graph layer by layer, dropout included (as the identity), with the
+    /// attributes that decide each layer's function: what exporters read
+    /// ([`graph`](crate::graph) documents the numbering of values).
+    fn graph(&self) -> Vec<crate::graph::Node>;
+
     /// Visits what the last training passes left in `workspace` for each op that has its own
     /// output, first to last: `visit(op name, output, output gradient)`, an op named by its
     /// layers (`conv1+relu1`). [`fit`](crate::train::fit) uses it to name the op where a value

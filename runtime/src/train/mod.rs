@@ -1,10 +1,10 @@
 //! Training and evaluation in the spirit of Keras: [`fit`], [`evaluate`], [`predict`].
 //!
 //! `fit` shuffles the training set every epoch with a seeded generator, trains batch by batch
-//! through the network's logits and the fused softmax cross-entropy (`fit_with`: any
-//! [`Loss`](crate::loss::Loss) the network's head fits, such as mean squared error on target
-//! vectors), reports the running loss and metric on a progress bar, evaluates on validation data after each epoch, and can stop early
-//! and keep the best weights on disk. The same seed gives bit-identical weights on every run, on
+//! through the network's logits and the fused softmax cross-entropy ([`fit_with`]: any [`Loss`]
+//! the network's head fits, such as mean squared error on target vectors), reports the running
+//! loss and metric on a progress bar, evaluates on validation data after each epoch, and can
+//! stop early and keep the best weights on disk. The same seed gives bit-identical weights on every run, on
 //! any number of threads. Everything is checked before anything changes (`checks`), and a step
 //! that produces a NaN or an infinity is not applied: `fit` returns an error naming where it
 //! first appeared (`divergence`), with the network and optimiser as they were before that step.

@@ -12,7 +12,6 @@ mod pytorch;
 pub use pytorch::{TorchNames, load_pytorch};
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::TensorView;
@@ -76,34 +75,7 @@ pub fn save<L: Layer>(network: &L, path: &Path) -> Result<(), WeightsError> {
         file: path.to_path_buf(),
         problem: e.to_string(),
     })?;
-    let name = path
-        .file_name()
-        .map_or("weights".into(), |n| n.to_string_lossy());
-    let partial = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    let written = std::fs::File::create(&partial).and_then(|mut file| {
-        file.write_all(&serialized)?;
-        file.sync_all()
-    });
-    if let Err(source) = written.and_then(|()| std::fs::rename(&partial, path)) {
-        let _ = std::fs::remove_file(&partial);
-        return Err(io(source));
-    }
-    sync_directory(path).map_err(io)
-}
-
-/// Makes the rename that put `path` in place durable (Unix records it in the directory, which
-/// has to be synced too); elsewhere there is nothing to do.
-fn sync_directory(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::files::write_atomically(path, &serialized).map_err(io)
 }
 
 /// The largest safetensors header accepted, as the `safetensors` crate bounds it (100 MB).

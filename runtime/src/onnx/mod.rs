@@ -1,0 +1,500 @@
+//! Export to ONNX (with the `onnx` feature): [`export`] writes a network's inference graph and
+//! weights as an ONNX model (opset 17), which ONNX Runtime, tract, OpenVINO and others run.
+//!
+//! The model takes the network's own input layout: images NHWC (`[batch, h, w, c]`, the batch
+//! size free), vectors `[batch, n]`. Inside, a `Transpose` turns images to the NCHW layout of
+//! ONNX's `Conv` and pooling operators; convolution kernels are written OIHW, depthwise kernels
+//! as grouped convolutions, and `flatten` transposes back to NHWC first, so dense layers keep
+//! the row order constnet trained them with. Dropout is left out (it is the identity at
+//! inference); batch normalisation uses its running statistics. A network whose output is an
+//! image gives it back NHWC. A layer type of the user's (`layer(T)`) cannot be described, and
+//! is refused with an error naming it.
+
+mod proto;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+use crate::graph::{Node, NodeOp};
+use crate::layers::padding_before;
+use crate::network::Network;
+use crate::shape::Shape;
+
+/// The ONNX operator set the exported nodes follow.
+pub const OPSET: i64 = 17;
+
+/// The ONNX IR version of opset 17.
+const IR_VERSION: i64 = 8;
+
+/// Why a network could not be exported.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    /// A layer ONNX export cannot describe.
+    #[error("cannot export `{layer}` to ONNX: {reason}")]
+    Unsupported {
+        /// The layer's name (`layer1`).
+        layer: String,
+        /// Why.
+        reason: String,
+    },
+    /// The file could not be written; nothing was left at its path.
+    #[error("cannot write {file}: {source}")]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+}
+
+/// Writes `network`'s inference graph and weights to `path` as an ONNX model, atomically (a
+/// failed write leaves any earlier file in place).
+///
+/// ```no_run
+/// # use constnet_runtime as constnet;
+/// # fn run<N: constnet::network::Network>(net: &N) -> Result<(), constnet::onnx::OnnxError> {
+/// constnet::onnx::export(net, std::path::Path::new("mnist.onnx"))?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`OnnxError::Unsupported`] for a layer of the user's; [`OnnxError::Io`] if the file cannot
+/// be written.
+pub fn export<N: Network>(network: &N, path: &Path) -> Result<(), OnnxError> {
+    let bytes = to_bytes(network)?;
+    crate::files::write_atomically(path, &bytes).map_err(|source| OnnxError::Io {
+        file: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The ONNX model of `network`, serialised: what [`export`] writes.
+///
+/// # Errors
+/// [`OnnxError::Unsupported`] for a layer of the user's.
+pub fn to_bytes<N: Network>(network: &N) -> Result<Vec<u8>, OnnxError> {
+    let mut tensors = HashMap::new();
+    let mut collect = |name: &str, dims: &[usize], values: &[f32]| {
+        tensors.insert(name.to_string(), (dims.to_vec(), values.to_vec()));
+    };
+    network.visit_params(&mut collect);
+    network.visit_buffers(&mut collect);
+    let mut builder = Builder {
+        tensors,
+        nodes: Vec::new(),
+        initializers: Vec::new(),
+    };
+    let input = builder.input(N::Input::DIMS);
+    let mut values = vec![input];
+    for node in network.graph() {
+        let inputs: Vec<Value> = node.inputs.iter().map(|&i| values[i].clone()).collect();
+        let value = builder.node(&node, &inputs)?;
+        values.push(value);
+    }
+    let output = values.last().expect("value 0 is the input").clone();
+    let output_name = builder.output(&output);
+    let graph = proto::Graph {
+        node: builder.nodes,
+        name: N::NAME.to_string(),
+        initializer: builder.initializers,
+        input: vec![value_info("input", N::Input::DIMS)],
+        output: vec![value_info(&output_name, &output.dims())],
+    };
+    let model = proto::Model {
+        ir_version: IR_VERSION,
+        producer_name: "constnet".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: format!(
+            "{}: input {:?} ({}), output {:?}",
+            N::NAME,
+            N::Input::DIMS,
+            if N::Input::DIMS.len() == 3 {
+                "NHWC"
+            } else {
+                "batch, features"
+            },
+            output.dims()
+        ),
+        graph: Some(graph),
+        opset_import: vec![proto::OperatorSetId {
+            domain: String::new(),
+            version: OPSET,
+        }],
+    };
+    Ok(model.encode_to_vec())
+}
+
+/// A value of the exported graph: its ONNX name and layout.
+#[derive(Clone, Debug)]
+struct Value {
+    name: String,
+    layout: Layout,
+}
+
+/// How a value's samples are laid out in the exported graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    /// An image, `[batch, c, h, w]`; fields are `h, w, c`.
+    Nchw(usize, usize, usize),
+    /// A vector, `[batch, n]`.
+    Flat(usize),
+}
+
+impl Value {
+    /// The sample dimensions in constnet's order (`[h, w, c]` or `[n]`).
+    fn dims(&self) -> Vec<usize> {
+        match self.layout {
+            Layout::Nchw(h, w, c) => vec![h, w, c],
+            Layout::Flat(n) => vec![n],
+        }
+    }
+}
+
+/// The nodes and weights of the graph being written.
+struct Builder {
+    /// Every parameter and buffer of the network by name: dimensions and values.
+    tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    nodes: Vec<proto::Node>,
+    initializers: Vec<proto::Tensor>,
+}
+
+impl Builder {
+    /// The graph's input, as an image transposed to NCHW or a vector.
+    fn input(&mut self, dims: &[usize]) -> Value {
+        match *dims {
+            [h, w, c] => {
+                let name = "input.nchw".to_string();
+                self.push(
+                    "Transpose",
+                    &["input"],
+                    &name,
+                    vec![ints("perm", &[0, 3, 1, 2])],
+                );
+                Value {
+                    name,
+                    layout: Layout::Nchw(h, w, c),
+                }
+            }
+            [n] => Value {
+                name: "input".into(),
+                layout: Layout::Flat(n),
+            },
+            _ => unreachable!("shapes are images or vectors"),
+        }
+    }
+
+    /// The name of the graph's output: `value`, transposed back to NHWC if it is an image.
+    fn output(&mut self, value: &Value) -> String {
+        match value.layout {
+            Layout::Nchw(..) => {
+                self.push(
+                    "Transpose",
+                    &[&value.name],
+                    "output",
+                    vec![ints("perm", &[0, 2, 3, 1])],
+                );
+                "output".into()
+            }
+            Layout::Flat(_) => value.name.clone(),
+        }
+    }
+
+    /// The ONNX nodes of one graph node reading `inputs`; returns its output value.
+    fn node(&mut self, node: &Node, inputs: &[Value]) -> Result<Value, OnnxError> {
+        let input = &inputs[0];
+        let name = node.name.to_string();
+        let same_layout = |name: String| Value {
+            name,
+            layout: input.layout,
+        };
+        let elementwise = |builder: &mut Self, op: &str, attributes| {
+            builder.push(op, &[&input.name], &name, attributes);
+            Ok(same_layout(name.clone()))
+        };
+        match node.op {
+            NodeOp::Conv {
+                filters,
+                kernel,
+                stride,
+                same,
+            } => {
+                let window = Window {
+                    kernel,
+                    stride,
+                    same,
+                };
+                self.conv(node, input, filters, window, false)
+            }
+            NodeOp::DepthwiseConv {
+                kernel,
+                stride,
+                same,
+            } => {
+                let channels = match input.layout {
+                    Layout::Nchw(_, _, c) => c,
+                    Layout::Flat(_) => unreachable!("checked by network!"),
+                };
+                let window = Window {
+                    kernel,
+                    stride,
+                    same,
+                };
+                self.conv(node, input, channels, window, true)
+            }
+            NodeOp::Pool { max, size, stride } => {
+                let op = if max { "MaxPool" } else { "AveragePool" };
+                let attributes = vec![
+                    ints("kernel_shape", &[size, size]),
+                    ints("strides", &[stride, stride]),
+                ];
+                self.push(op, &[&input.name], &name, attributes);
+                Ok(image_value(name, node.output))
+            }
+            NodeOp::GlobalPool { max } => {
+                let op = if max {
+                    "GlobalMaxPool"
+                } else {
+                    "GlobalAveragePool"
+                };
+                let pooled = format!("{name}.pooled");
+                self.push(op, &[&input.name], &pooled, vec![]);
+                self.push("Flatten", &[&pooled], &name, vec![int("axis", 1)]);
+                Ok(flat_value(name, node.output))
+            }
+            NodeOp::Dense { .. } => {
+                let (weight, bias) = (self.param(node, "weight"), self.param(node, "bias"));
+                self.push("Gemm", &[&input.name, &weight, &bias], &name, vec![]);
+                Ok(flat_value(name, node.output))
+            }
+            NodeOp::Flatten => {
+                let source = self.nhwc_name(input, &name);
+                self.push("Flatten", &[&source], &name, vec![int("axis", 1)]);
+                Ok(flat_value(name, node.output))
+            }
+            NodeOp::Relu => elementwise(self, "Relu", vec![]),
+            NodeOp::LeakyRelu { alpha } => {
+                elementwise(self, "LeakyRelu", vec![float("alpha", alpha)])
+            }
+            NodeOp::Sigmoid => elementwise(self, "Sigmoid", vec![]),
+            NodeOp::Tanh => elementwise(self, "Tanh", vec![]),
+            NodeOp::Softmax => Ok(self.softmax(input, &name)),
+            NodeOp::Dropout => Ok(input.clone()),
+            NodeOp::BatchNorm { epsilon } => {
+                let names =
+                    ["weight", "bias", "running_mean", "running_var"].map(|t| self.param(node, t));
+                let [scale, shift, mean, var] = names.each_ref().map(String::as_str);
+                let inputs = [input.name.as_str(), scale, shift, mean, var];
+                self.push(
+                    "BatchNormalization",
+                    &inputs,
+                    &name,
+                    vec![float("epsilon", epsilon)],
+                );
+                Ok(same_layout(name))
+            }
+            NodeOp::Add => {
+                self.push("Add", &[&inputs[0].name, &inputs[1].name], &name, vec![]);
+                Ok(same_layout(name))
+            }
+            NodeOp::Custom => Err(OnnxError::Unsupported {
+                layer: name,
+                reason: "a layer type of your own (`layer(T)`) has no ONNX description".into(),
+            }),
+        }
+    }
+
+    /// A convolution of `filters` filters sliding `window` (or, `depthwise`, one filter per
+    /// channel) as ONNX's `Conv`, its kernel transposed from `[k, k, in, out]` (or `[k, k, c]`)
+    /// to OIHW.
+    fn conv(
+        &mut self,
+        node: &Node,
+        input: &Value,
+        filters: usize,
+        window: Window,
+        depthwise: bool,
+    ) -> Result<Value, OnnxError> {
+        let Window {
+            kernel,
+            stride,
+            same,
+        } = window;
+        let Layout::Nchw(h, w, channels) = input.layout else {
+            unreachable!("network! checks that convolutions read images")
+        };
+        let in_per_filter = if depthwise { 1 } else { channels };
+        let (_, hwio) = &self.tensors[&format!("{}.weight", node.name)];
+        let mut oihw = vec![0.0; hwio.len()];
+        for (index, &value) in hwio.iter().enumerate() {
+            let (ky, kx, i, o) = if depthwise {
+                let (rest, c) = (index / channels, index % channels);
+                (rest / kernel, rest % kernel, 0, c)
+            } else {
+                let (rest, o) = (index / filters, index % filters);
+                let (rest, i) = (rest / channels, rest % channels);
+                (rest / kernel, rest % kernel, i, o)
+            };
+            oihw[((o * in_per_filter + i) * kernel + ky) * kernel + kx] = value;
+        }
+        let weight = format!("{}.weight", node.name);
+        self.initializer(&weight, &[filters, in_per_filter, kernel, kernel], oihw);
+        let bias = self.param(node, "bias");
+        let pads = |size: usize| {
+            let out = crate::layers::conv_output_len(size, kernel, stride, same);
+            let before = padding_before(size, kernel, stride, same);
+            let after = ((out - 1) * stride + kernel).saturating_sub(size + before);
+            (before, after)
+        };
+        let ((top, bottom), (left, right)) = (pads(h), pads(w));
+        let mut attributes = vec![
+            ints("kernel_shape", &[kernel, kernel]),
+            ints("strides", &[stride, stride]),
+            ints("pads", &[top, left, bottom, right]),
+        ];
+        if depthwise {
+            attributes.push(int("group", channels as i64));
+        }
+        let name = node.name.to_string();
+        self.push("Conv", &[&input.name, &weight, &bias], &name, attributes);
+        Ok(image_value(name, node.output))
+    }
+
+    /// Softmax over the innermost axis, as constnet computes it: a vector's values, or an
+    /// image's channels at each pixel (axis 1 of NCHW).
+    fn softmax(&mut self, input: &Value, name: &str) -> Value {
+        let axis = match input.layout {
+            Layout::Flat(_) => -1,
+            Layout::Nchw(..) => 1,
+        };
+        self.push("Softmax", &[&input.name], name, vec![int("axis", axis)]);
+        Value {
+            name: name.into(),
+            layout: input.layout,
+        }
+    }
+
+    /// The name of a value holding `value` NHWC: itself if it is a vector, a transposition
+    /// (named after `for_node`) if it is an image.
+    fn nhwc_name(&mut self, value: &Value, for_node: &str) -> String {
+        match value.layout {
+            Layout::Flat(_) => value.name.clone(),
+            Layout::Nchw(..) => {
+                let name = format!("{for_node}.nhwc");
+                self.push(
+                    "Transpose",
+                    &[&value.name],
+                    &name,
+                    vec![ints("perm", &[0, 2, 3, 1])],
+                );
+                name
+            }
+        }
+    }
+
+    /// Adds the network's tensor `{node}.{tensor}` as a weight as it is; returns its name.
+    fn param(&mut self, node: &Node, tensor: &str) -> String {
+        let name = format!("{}.{tensor}", node.name);
+        let (dims, values) = self.tensors[&name].clone();
+        self.initializer(&name, &dims, values);
+        name
+    }
+
+    fn initializer(&mut self, name: &str, dims: &[usize], values: Vec<f32>) {
+        self.initializers.push(proto::Tensor {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: proto::FLOAT,
+            float_data: values,
+            name: name.into(),
+        });
+    }
+
+    fn push(&mut self, op: &str, inputs: &[&str], output: &str, attribute: Vec<proto::Attribute>) {
+        self.nodes.push(proto::Node {
+            input: inputs.iter().map(|i| i.to_string()).collect(),
+            output: vec![output.into()],
+            name: output.into(),
+            op_type: op.into(),
+            attribute,
+        });
+    }
+}
+
+/// A convolution's window: its size, its stride, and whether it pads `same`.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    kernel: usize,
+    stride: usize,
+    same: bool,
+}
+
+/// An image value named `name` of constnet dimensions `dims` (`[h, w, c]`).
+fn image_value(name: String, dims: &[usize]) -> Value {
+    let [h, w, c] = dims else {
+        unreachable!("an image has three dimensions")
+    };
+    Value {
+        name,
+        layout: Layout::Nchw(*h, *w, *c),
+    }
+}
+
+/// A vector value named `name` of `dims` (`[n]`).
+fn flat_value(name: String, dims: &[usize]) -> Value {
+    Value {
+        name,
+        layout: Layout::Flat(dims.iter().product()),
+    }
+}
+
+fn int(name: &str, value: i64) -> proto::Attribute {
+    proto::Attribute {
+        name: name.into(),
+        i: value,
+        r#type: proto::ATTRIBUTE_INT,
+        ..proto::Attribute::default()
+    }
+}
+
+fn ints(name: &str, values: &[usize]) -> proto::Attribute {
+    proto::Attribute {
+        name: name.into(),
+        ints: values.iter().map(|&v| v as i64).collect(),
+        r#type: proto::ATTRIBUTE_INTS,
+        ..proto::Attribute::default()
+    }
+}
+
+fn float(name: &str, value: f32) -> proto::Attribute {
+    proto::Attribute {
+        name: name.into(),
+        f: value,
+        r#type: proto::ATTRIBUTE_FLOAT,
+        ..proto::Attribute::default()
+    }
+}
+
+/// A graph input or output named `name` holding samples of constnet dimensions `dims` (NHWC
+/// for images) with a free batch size.
+fn value_info(name: &str, dims: &[usize]) -> proto::ValueInfo {
+    let batch = proto::Dimension {
+        dim_value: None,
+        dim_param: Some("batch".into()),
+    };
+    let sizes = dims.iter().map(|&d| proto::Dimension {
+        dim_value: Some(d as i64),
+        dim_param: None,
+    });
+    proto::ValueInfo {
+        name: name.into(),
+        r#type: Some(proto::Type {
+            tensor_type: Some(proto::TensorType {
+                elem_type: proto::FLOAT,
+                shape: Some(proto::Shape {
+                    dim: std::iter::once(batch).chain(sizes).collect(),
+                }),
+            }),
+        }),
+    }
+}
