@@ -40,11 +40,14 @@ network! {
 }
 
 network! {
-    /// Batch normalisation in blocks, folded into the convolutions at inference.
+    /// Batch normalisation in blocks, folded into the convolutions at inference, where each
+    /// block's last convolution also adds the block's input (or its projection) and applies the
+    /// ReLU after the block in its epilogue.
     Normalised<input(6, 6, 2) conv(4, 3, padding = same) batchnorm relu
                residual(conv(4, 3, padding = same) batchnorm relu conv(4, 3, padding = same) batchnorm)
-               relu residual(conv(8, 3, stride = 2, padding = same) batchnorm relu, shortcut = project)
-               globalavgpool dense(2)>
+               relu residual(conv(8, 3, stride = 2, padding = same) batchnorm relu
+                             conv(8, 3, padding = same) batchnorm, shortcut = project)
+               relu globalavgpool dense(2)>
 }
 
 fn noise<S: Shape>(samples: usize, seed: u64) -> Batch<S> {
@@ -126,13 +129,21 @@ fn folded_batchnorm_in_a_block_infers_as_the_layers() {
         &net.res2_relu1,
         &run(&net.res2_batchnorm1, &run(&net.res2_conv1, &x)),
     );
-    let x = add(&f, &run(&net.res2_shortcut, &x));
+    let f = run(&net.res2_batchnorm2, &run(&net.res2_conv2, &f));
+    let x = run(&net.relu3, &add(&f, &run(&net.res2_shortcut, &x)));
     let expected = run(&net.dense1, &run(&net.globalavgpool1, &x));
     assert_close(
         "inference",
         net.infer(&input, &mut workspace).as_slice(),
         expected.as_slice(),
     );
+    let plan = Normalised::plan(1);
+    for fused in [
+        "res1.conv2+res1.batchnorm2+res1+relu2",
+        "res2.conv2+res2.batchnorm2+res2+relu3",
+    ] {
+        assert!(plan.contains(fused), "{fused} is not in\n{plan}");
+    }
 }
 
 #[test]
@@ -208,8 +219,11 @@ fn the_plan_keeps_a_block_input_in_a_third_buffer() {
     let plan = Blocks::plan(1);
     for row in [
         "res1.conv1+res1.tanh1",
-        "add: res1.conv2 + conv1+relu1",
+        // The last convolution of a block adds its input in the epilogue, then the ReLU after.
+        "res1.conv2+res1+relu2",
+        "conv(4, 3, padding = same) + conv1+relu1 (epilogue) + relu (epilogue)",
         "res2.shortcut",
+        // Not after a tanh: the sum comes after the activation.
         "add: res2.conv1+res2.tanh1 + res2.shortcut",
         "buffer C",
     ] {

@@ -390,6 +390,7 @@ fn infer_call(graph: &Graph, op: &Op, input: &TokenStream, target: &TokenStream)
             batchnorm,
             activation,
             pool,
+            residual,
         } => {
             let conv = &conv.field;
             let (fold, params) = match batchnorm {
@@ -409,12 +410,16 @@ fn infer_call(graph: &Graph, op: &Op, input: &TokenStream, target: &TokenStream)
                 }
                 None => quote!(::constnet::kernels::elementwise::ActivationKind::Identity),
             };
-            let forward = match pool {
-                Some(pool) => {
+            let forward = match (pool, residual) {
+                (Some(pool), _) => {
                     let pool = &pool.field;
                     quote!(::constnet::layers::conv_activation_pool_forward(&self.#conv, #params, #activation, &self.#pool, #input, #target);)
                 }
-                None => {
+                (None, Some(residual)) => {
+                    let skip = infer_value(graph, residual.skip);
+                    quote!(::constnet::layers::conv_residual_forward(&self.#conv, #params, #activation, #input, #skip, #target);)
+                }
+                (None, None) => {
                     quote!(::constnet::layers::conv_params_forward(&self.#conv, #params, #activation, #input, #target);)
                 }
             };
@@ -461,10 +466,14 @@ fn op_info(graph: &Graph, slots: &Slots, op: &Op) -> TokenStream {
             batchnorm,
             activation,
             pool,
+            residual,
         } => {
             let mut runs = conv.spec.clone();
             if let Some(batchnorm) = batchnorm {
                 runs += &format!(" + {} (folded)", batchnorm.spec);
+            }
+            if let Some(residual) = residual {
+                runs += &format!(" + {} (epilogue)", graph.op_name(residual.skip));
             }
             if let Some(activation) = activation {
                 runs += &format!(" + {} (epilogue)", activation.spec);

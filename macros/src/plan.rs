@@ -66,13 +66,16 @@ pub enum OpKind<'n> {
     DropoutInPlace(&'n Layer),
     /// At inference, a convolution with the batch normalisation after it folded into its
     /// weights, the activation after that in its epilogue, and the pooling after that with each
-    /// image's convolution output pooled from scratch (at least one of batch normalisation and
-    /// pooling present; each optional).
+    /// image's convolution output pooled from scratch (at least one of batch normalisation,
+    /// pooling and a residual addition present; each optional). As the last op of a residual
+    /// block, it also adds the block's input (or its projection) in its epilogue, before the
+    /// activation, which is then the one after the block (and there is no pooling).
     Conv {
         conv: &'n Layer,
         batchnorm: Option<&'n Layer>,
         activation: Option<&'n Layer>,
         pool: Option<&'n Layer>,
+        residual: Option<Residual<'n>>,
     },
     /// A residual block's projection of its input, whose input gradient goes to the block's
     /// state (`grad_skip`), to be added to the gradient its layers give the input.
@@ -85,6 +88,14 @@ pub enum OpKind<'n> {
         skip: ValueId,
         first_body_op: usize,
     },
+}
+
+/// The addition a residual block's last convolution makes in its epilogue.
+#[derive(Clone, Copy)]
+pub struct Residual<'n> {
+    pub block: &'n Block,
+    /// The block's input, or its projection.
+    pub skip: ValueId,
 }
 
 /// One op of a graph.
@@ -113,6 +124,7 @@ impl<'n> OpKind<'n> {
                 batchnorm,
                 activation,
                 pool,
+                ..
             } => [Some(conv), batchnorm, activation, pool]
                 .into_iter()
                 .flatten()
@@ -139,7 +151,11 @@ impl Op<'_> {
     /// The values the op reads.
     pub fn inputs(&self) -> Vec<ValueId> {
         match self.kind {
-            OpKind::Add { skip, .. } => vec![self.input, skip],
+            OpKind::Add { skip, .. }
+            | OpKind::Conv {
+                residual: Some(Residual { skip, .. }),
+                ..
+            } => vec![self.input, skip],
             _ => vec![self.input],
         }
     }
@@ -236,7 +252,16 @@ impl<'n> Graph<'n> {
             _ => {
                 let layers = kind.layers();
                 let fields: Vec<String> = layers.iter().map(|l| l.field.to_string()).collect();
-                let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+                let mut names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+                if let OpKind::Conv {
+                    residual: Some(residual),
+                    batchnorm,
+                    ..
+                } = &kind
+                {
+                    // Where the addition happens: after the convolution and its batchnorm.
+                    names.insert(1 + usize::from(batchnorm.is_some()), &residual.block.name);
+                }
                 let last = layers.last().expect("an op computes a layer");
                 (
                     format_ident!("{}", fields.join("_")),
@@ -262,6 +287,28 @@ impl<'n> Graph<'n> {
             name,
         });
         output
+    }
+
+    /// Removes the last op if it is a convolution with nothing after it in its epilogue (batch
+    /// normalisation folded in or not), so a residual addition can take its place there;
+    /// returns the convolution, its batch normalisation and the value it read.
+    fn pop_plain_conv(&mut self) -> Option<(&'n Layer, Option<&'n Layer>, ValueId)> {
+        let last = self.ops.last()?;
+        let found = match last.kind {
+            OpKind::Layer(conv) if matches!(conv.kind, Kind::Conv { .. }) => (conv, None),
+            OpKind::Conv {
+                conv,
+                batchnorm,
+                activation: None,
+                pool: None,
+                residual: None,
+            } => (conv, batchnorm),
+            _ => return None,
+        };
+        let input = last.input;
+        self.ops.pop();
+        self.values.pop();
+        Some((found.0, found.1, input))
     }
 
     /// Where inference keeps each value: every op's output takes the lowest buffer free of
@@ -353,7 +400,8 @@ impl<'n, 'k> Builder<'n, 'k> {
     /// documentation says (never across a block's edge), and each block.
     fn steps(&mut self, steps: &'n [Step]) {
         let mut run: Vec<&'n Layer> = Vec::new();
-        for step in steps {
+        let mut rest = steps.iter();
+        while let Some(step) = rest.next() {
             match step {
                 Step::Layer(index) => {
                     let layer = &self.layers[*index];
@@ -363,7 +411,13 @@ impl<'n, 'k> Builder<'n, 'k> {
                 }
                 Step::Residual(block) => {
                     self.chain(&std::mem::take(&mut run));
-                    self.block(block);
+                    let after = match rest.as_slice().first() {
+                        Some(Step::Layer(index)) => Some(&self.layers[*index]),
+                        _ => None,
+                    };
+                    if self.block(block, after) {
+                        rest.next();
+                    }
                 }
             }
         }
@@ -388,14 +442,22 @@ impl<'n, 'k> Builder<'n, 'k> {
         }
     }
 
-    /// A residual block's ops: its layers', its shortcut's, and the addition.
-    fn block(&mut self, block: &'n Block) {
+    /// A residual block's ops: its layers', its shortcut's, and the addition. At inference,
+    /// when the block's layers end with a convolution (batch normalisation folded in, no
+    /// activation), the addition joins that convolution's epilogue, with the activation `after`
+    /// the block if it fuses there too; returns whether it took `after`.
+    fn block(&mut self, block: &'n Block, after: Option<&'n Layer>) -> bool {
         let input = self.current;
         let first_body_op = self.graph.ops.len();
         self.pinned.push(input);
         self.steps(&block.body);
         self.pinned.pop();
         let body = self.current;
+        let last_conv = if self.inference && self.graph.ops.len() > first_body_op {
+            self.graph.pop_plain_conv()
+        } else {
+            None
+        };
         let skip = match block.shortcut {
             Some(index) => {
                 let layer = &self.layers[index];
@@ -403,12 +465,25 @@ impl<'n, 'k> Builder<'n, 'k> {
             }
             None => input,
         };
+        if let Some((conv, batchnorm, conv_input)) = last_conv {
+            let activation = after.filter(|layer| (self.keep)(layer) && fuses_into_epilogue(layer));
+            let kind = OpKind::Conv {
+                conv,
+                batchnorm,
+                activation,
+                pool: None,
+                residual: Some(Residual { block, skip }),
+            };
+            self.current = self.graph.push(kind, conv_input);
+            return activation.is_some();
+        }
         let add = OpKind::Add {
             block,
             skip,
             first_body_op,
         };
         self.current = self.graph.push(add, body);
+        false
     }
 }
 
@@ -432,6 +507,7 @@ fn next_op<'n>(layers: &[&'n Layer], inference: bool) -> (OpKind<'n>, usize) {
                 batchnorm,
                 activation,
                 pool,
+                residual: None,
             };
             return (kind, taken);
         }

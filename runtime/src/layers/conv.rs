@@ -221,9 +221,10 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         });
     }
 
-    /// `out = activation(conv(image) + b)` with the weights and bias of `params` (this layer's,
-    /// or with batch normalisation folded in) for output rows `rows` of one image, `out` holding
-    /// exactly those rows. The GEMM reads the patches straight from the image ([`Patches`]); with
+    /// `out = activation(conv(image) + b)` (`activation(out + conv(image) + b)` when
+    /// `accumulate`: a residual block's input added in the epilogue) with the weights and bias
+    /// of `params` (this layer's, or with batch normalisation folded in) for output rows `rows`
+    /// of one image, `out` holding exactly those rows. The GEMM reads the patches straight from the image ([`Patches`]); with
     /// `Same` padding, from a zero-padded copy of it in scratch (a copy of the image, where
     /// im2col would copy every window).
     pub(crate) fn forward_rows(
@@ -232,6 +233,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         rows: Range<usize>,
         out: &mut [f32],
         activation: ActivationKind,
+        accumulate: bool,
     ) {
         let pixels = rows.start * O::W..rows.end * O::W;
         let count = pixels.len();
@@ -241,7 +243,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
                 Patches::new(image, [height, width, I::C], K, STRIDE, pixels),
                 MatRef::row_major(&params.weight, Self::PATCH, O::C),
                 Epilogue {
-                    accumulate: false,
+                    accumulate,
                     bias: Some(&params.bias),
                     activation,
                 },
@@ -389,7 +391,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Linear
         output: &mut Batch<O>,
         activation: ActivationKind,
     ) {
-        Self::forward_with(&self.params, input, output, activation);
+        Self::forward_with(&self.params, input, output, activation, false);
     }
 }
 
@@ -397,7 +399,8 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     Conv2d<I, O, K, STRIDE, P>
 {
     /// Inference with the weights and bias of `params` (this layer's, or with batch
-    /// normalisation folded in) and `activation` in the epilogue. Batches of at least one image
+    /// normalisation folded in) and `activation` in the epilogue; with `accumulate`, added to
+    /// what `output` holds (which then must hold `input.len()` samples). Batches of at least one image
     /// per thread run one contiguous group of images per thread; smaller batches split each
     /// image's output rows between the threads (when the image has enough work to gain), so a
     /// batch of one uses every core.
@@ -406,11 +409,12 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         input: &Batch<I>,
         output: &mut Batch<O>,
         activation: ActivationKind,
+        accumulate: bool,
     ) {
         let () = Self::SHAPES_AGREE;
         let muls_per_row = O::W * Self::PATCH * O::C;
         for_each_output_rows(input, output, muls_per_row, |image, rows, out| {
-            Self::forward_rows(params, image, rows, out, activation)
+            Self::forward_rows(params, image, rows, out, activation, accumulate)
         });
     }
 }

@@ -163,6 +163,7 @@ pub fn conv_activation_pool_forward<
                 needed.clone(),
                 conv_out,
                 activation,
+                false,
             );
             Pool2d::<M, O, Op, POOL, POOL_STRIDE>::pool_rows(conv_out, needed.start, rows, out);
         });
@@ -181,7 +182,36 @@ pub fn conv_params_forward<I: Image, O: Image, const K: usize, const STRIDE: usi
     input: &Batch<I>,
     output: &mut Batch<O>,
 ) {
-    Conv2d::<I, O, K, STRIDE, P>::forward_with(params, input, output, activation);
+    Conv2d::<I, O, K, STRIDE, P>::forward_with(params, input, output, activation, false);
+}
+
+/// Inference of the last convolution of a residual block with the block's addition in its
+/// GEMM epilogue: `output = activation(conv(input) + residual)`, the weights and bias from
+/// `params` (see [`conv_params_forward`]), `residual` the block's input or its projection, and
+/// `activation` the one after the block. The output is filled with `residual` first and the
+/// product accumulated onto it, so the sum never makes a pass of its own.
+pub fn conv_residual_forward<
+    I: Image,
+    O: Image,
+    const K: usize,
+    const STRIDE: usize,
+    P: Padding,
+>(
+    // Only names the type: the weights come from `params`.
+    _conv: &Conv2d<I, O, K, STRIDE, P>,
+    params: &WeightBias,
+    activation: ActivationKind,
+    input: &Batch<I>,
+    residual: &Batch<O>,
+    output: &mut Batch<O>,
+) {
+    assert_eq!(
+        input.len(),
+        residual.len(),
+        "a residual block's two paths disagree"
+    );
+    output.copy_from(residual);
+    Conv2d::<I, O, K, STRIDE, P>::forward_with(params, input, output, activation, true);
 }
 
 /// Folds inference batch normalisation into the convolution before it: with
@@ -434,5 +464,45 @@ mod tests {
         }
         // Large enough that a single sample is split by columns.
         every_activation(Dense::<9216, 128>::new(&mut rng), 1);
+    }
+
+    /// The residual addition in the epilogue against the convolution, the sum and the
+    /// activation as three passes: valid, same and strided convolutions, a batch of one (its
+    /// rows split across threads) and a batch of several.
+    fn residual_in_epilogue_equals_three_passes<
+        I: Image,
+        O: Image,
+        const K: usize,
+        const S: usize,
+        P: Padding,
+    >() {
+        let conv = Conv2d::<I, O, K, S, P>::new(&mut seeded_rng(3));
+        let relu = Activation::<O, ReluFn>::new();
+        for samples in [1, 5] {
+            let x = random::<I>(samples, 4);
+            let skip = random::<O>(samples, 5);
+            let (mut conv_out, mut sum, mut want) =
+                (Batch::default(), Batch::default(), Batch::default());
+            conv.forward(&x, &mut conv_out, &mut Default::default());
+            crate::layers::residual_add_forward(&conv_out, &skip, &mut sum);
+            relu.forward(&sum, &mut want, &mut ());
+            let mut got = Batch::default();
+            let kind = ActivationFn::kind(&relu.function);
+            conv_residual_forward(&conv, &conv.params, kind, &x, &skip, &mut got);
+            let what = format!(
+                "{} k{K} s{S} same={}, {samples} samples",
+                I::describe(),
+                P::SAME
+            );
+            assert_close(&what, got.as_slice(), want.as_slice(), 1e-5);
+        }
+    }
+
+    #[test]
+    fn residual_addition_in_the_convolution_epilogue() {
+        residual_in_epilogue_equals_three_passes::<Hwc<9, 9, 4>, Hwc<7, 7, 6>, 3, 1, Valid>();
+        residual_in_epilogue_equals_three_passes::<Hwc<14, 14, 8>, Hwc<14, 14, 8>, 3, 1, Same>();
+        residual_in_epilogue_equals_three_passes::<Hwc<14, 14, 8>, Hwc<7, 7, 16>, 3, 2, Same>();
+        residual_in_epilogue_equals_three_passes::<Hwc<28, 28, 32>, Hwc<28, 28, 32>, 3, 1, Same>();
     }
 }

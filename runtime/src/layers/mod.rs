@@ -39,8 +39,8 @@ pub use depthwise::{DepthwiseCache, DepthwiseConv2d};
 pub use dropout::{Dropout, DropoutCache};
 pub use flatten::Flatten;
 pub use fused::{
-    Linear, conv_activation_pool_forward, conv_params_forward, fold_batchnorm,
-    linear_activation_backward, linear_activation_forward,
+    Linear, conv_activation_pool_forward, conv_params_forward, conv_residual_forward,
+    fold_batchnorm, linear_activation_backward, linear_activation_forward,
 };
 pub use global_pool::{GlobalAvgPool2d, GlobalMaxPool2d, GlobalPool2d, GlobalPoolCache};
 pub use params::{
