@@ -7,7 +7,11 @@ use constnet::layers::{Chain, Layer, ParamSet};
 use constnet::loss::{Activation, Head, sparse_softmax_cross_entropy};
 use constnet::network::Network;
 use constnet::rand::RngExt;
-use constnet::{Batch, Hwc, Shape, network};
+use constnet::{Batch, Hwc, network};
+
+#[path = "support/compare.rs"]
+mod compare;
+use compare::{assert_close, noise};
 
 network! {
     /// The Keras MNIST example network.
@@ -51,11 +55,6 @@ network! {
            batchnorm flatten dense(5)>
 }
 
-fn noise<S: Shape>(samples: usize, seed: u64) -> Batch<S> {
-    let mut rng = seeded_rng(seed);
-    Batch::from_fn(samples, |_| rng.random_range(-1.0..1.0))
-}
-
 /// Every value of every gradient tensor, in visiting order.
 fn flatten_grads(grads: &impl ParamSet) -> (Vec<String>, Vec<f32>) {
     let (mut names, mut values) = (Vec::new(), Vec::new());
@@ -64,16 +63,6 @@ fn flatten_grads(grads: &impl ParamSet) -> (Vec<String>, Vec<f32>) {
         values.extend_from_slice(v);
     });
     (names, values)
-}
-
-fn assert_close(what: &str, a: &[f32], b: &[f32]) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!(
-            (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
-            "{what}[{i}]: {x} vs {y}"
-        );
-    }
 }
 
 #[test]

@@ -4,15 +4,17 @@
 //! block's layers `res1.conv1`, its projection `res1.shortcut`.
 
 use constnet::gradcheck::GradCheck;
-use constnet::init::seeded_rng;
 use constnet::layers::{Layer, residual_add_forward};
 use constnet::network::Network;
 use constnet::prelude::*;
-use constnet::rand::RngExt;
 
 #[path = "support/swish.rs"]
 mod swish;
 use swish::Swish;
+
+#[path = "support/compare.rs"]
+mod compare;
+use compare::{assert_close, noise};
 
 network! {
     /// An identity block, then a strided block with a projection.
@@ -50,11 +52,6 @@ network! {
                relu globalavgpool dense(2)>
 }
 
-fn noise<S: Shape>(samples: usize, seed: u64) -> Batch<S> {
-    let mut rng = seeded_rng(seed);
-    Batch::from_fn(samples, |_| rng.random_range(-1.0..1.0))
-}
-
 /// `layer`'s inference output for `input`.
 fn run<L: Layer>(layer: &L, input: &Batch<L::Input>) -> Batch<L::Output> {
     let mut output = Batch::default();
@@ -67,16 +64,6 @@ fn add<S: Shape>(body: &Batch<S>, skip: &Batch<S>) -> Batch<S> {
     let mut sum = Batch::default();
     residual_add_forward(body, skip, &mut sum);
     sum
-}
-
-fn assert_close(what: &str, a: &[f32], b: &[f32]) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!(
-            (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
-            "{what}[{i}]: {x} vs {y}"
-        );
-    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ mod objective;
 
 pub use objective::{
     Activation, BinaryCrossentropy, FitsHead, Head, Loss, MeanAbsoluteError, MeanSquaredError,
-    SparseCategoricalCrossentropy, head,
+    Regression, SparseCategoricalCrossentropy, head,
 };
 
 use crate::shape::Flat;
@@ -128,8 +128,7 @@ pub fn mean_squared_error<const N: usize>(
 ) -> f32 {
     check_targets("mean squared error", outputs, targets);
     elementwise(outputs, targets.as_slice(), grad, |y, t| {
-        let error = y - t;
-        (error * error, 2.0 * error)
+        MeanSquaredError::value_and_slope(y - t)
     })
 }
 
@@ -145,8 +144,7 @@ pub fn mean_absolute_error<const N: usize>(
 ) -> f32 {
     check_targets("mean absolute error", outputs, targets);
     elementwise(outputs, targets.as_slice(), grad, |y, t| {
-        let error = y - t;
-        (error.abs(), objective::sign(error))
+        MeanAbsoluteError::value_and_slope(y - t)
     })
 }
 

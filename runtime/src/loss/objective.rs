@@ -202,38 +202,27 @@ fn mean_over_outputs(outputs: &[f32], target: &[f32], error: impl Fn(f32, f32) -
     sum / outputs.len().max(1) as f64
 }
 
-impl<const C: usize> Loss<C> for MeanSquaredError {
-    type Target = [f32; C];
-    const ACTIVATION: Activation = Activation::Identity;
-    const METRIC: &'static str = "mae";
+/// A regression loss: the mean over the outputs of a function of each error `y − t`. Every
+/// `Regression` is a [`Loss`] on target vectors, for a network ending with a linear layer, its
+/// metric the mean absolute error.
+pub trait Regression: Copy + Debug + Send + Sync {
+    /// The loss at one error, and its derivative with respect to the output.
+    fn value_and_slope(error: f32) -> (f32, f32);
+}
 
-    fn target_problem(target: &[f32; C]) -> Option<String> {
-        vector_problem(target, None)
-    }
-
-    fn loss_and_gradient(
-        &self,
-        outputs: &Batch<Flat<C>>,
-        targets: &[[f32; C]],
-        grad: &mut Batch<Flat<C>>,
-    ) -> f32 {
-        check_count(outputs, targets);
-        super::elementwise(outputs, targets.as_flattened(), grad, |y, t| {
-            let error = y - t;
-            (error * error, 2.0 * error)
-        })
-    }
-
-    fn sample_loss(&self, outputs: &[f32], target: &[f32; C]) -> f64 {
-        mean_over_outputs(outputs, target, |y, t| (y - t) * (y - t))
-    }
-
-    fn sample_metric(&self, outputs: &[f32], target: &[f32; C]) -> f64 {
-        mean_over_outputs(outputs, target, |y, t| (y - t).abs())
+impl Regression for MeanSquaredError {
+    fn value_and_slope(error: f32) -> (f32, f32) {
+        (error * error, 2.0 * error)
     }
 }
 
-impl<const C: usize> Loss<C> for MeanAbsoluteError {
+impl Regression for MeanAbsoluteError {
+    fn value_and_slope(error: f32) -> (f32, f32) {
+        (error.abs(), sign(error))
+    }
+}
+
+impl<const C: usize, R: Regression> Loss<C> for R {
     type Target = [f32; C];
     const ACTIVATION: Activation = Activation::Identity;
     const METRIC: &'static str = "mae";
@@ -250,17 +239,16 @@ impl<const C: usize> Loss<C> for MeanAbsoluteError {
     ) -> f32 {
         check_count(outputs, targets);
         super::elementwise(outputs, targets.as_flattened(), grad, |y, t| {
-            let error = y - t;
-            (error.abs(), sign(error))
+            R::value_and_slope(y - t)
         })
     }
 
     fn sample_loss(&self, outputs: &[f32], target: &[f32; C]) -> f64 {
-        mean_over_outputs(outputs, target, |y, t| (y - t).abs())
+        mean_over_outputs(outputs, target, |y, t| R::value_and_slope(y - t).0)
     }
 
     fn sample_metric(&self, outputs: &[f32], target: &[f32; C]) -> f64 {
-        self.sample_loss(outputs, target)
+        mean_over_outputs(outputs, target, |y, t| (y - t).abs())
     }
 }
 
@@ -303,7 +291,7 @@ impl<const C: usize> Loss<C> for BinaryCrossentropy {
 }
 
 /// The sign of `x`, 0 at 0 (the subgradient mean absolute error uses there).
-pub(super) fn sign(x: f32) -> f32 {
+fn sign(x: f32) -> f32 {
     if x > 0.0 {
         1.0
     } else if x < 0.0 {
