@@ -238,3 +238,13 @@ fn a_layer_of_your_own_is_refused_by_name() {
     assert!(onnx::export(&WithCustom::new(0), &path).is_err());
     assert!(!path.exists(), "a refused export leaves no file");
 }
+
+network! {
+    /// Nothing but dropout: the identity at inference.
+    OnlyDropout<input(5) dropout(0.5)>
+}
+
+#[test]
+fn a_network_that_passes_its_input_on() {
+    round_trip::<OnlyDropout>(2);
+}

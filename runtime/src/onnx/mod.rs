@@ -185,7 +185,8 @@ impl Builder {
         }
     }
 
-    /// The name of the graph's output: `value`, transposed back to NHWC if it is an image.
+    /// The name of the graph's output: `value`, transposed back to NHWC if it is an image, or
+    /// an `Identity` of the input when the network only passes it on (dropout alone).
     fn output(&mut self, value: &Value) -> String {
         match value.layout {
             Layout::Nchw(..) => {
@@ -195,6 +196,10 @@ impl Builder {
                     "output",
                     vec![ints("perm", &[0, 2, 3, 1])],
                 );
+                "output".into()
+            }
+            Layout::Flat(_) if value.name == "input" => {
+                self.push("Identity", &["input"], "output", vec![]);
                 "output".into()
             }
             Layout::Flat(_) => value.name.clone(),
