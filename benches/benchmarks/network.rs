@@ -8,6 +8,7 @@
 //! | W1 | the Keras MNIST example network | 128 | Adadelta(1.0, 0.95, 1e-7) |
 //! | W2 | conv(32, 5) maxpool(2) dense(128) dense(10) | 32 | Adam(1e-3) |
 //! | W3 | flatten dense(128) dropout(0.2) dense(10) | 32 | Adam(1e-3) |
+//! | R1 | the ResNet of `examples/resnet.rs` (residual blocks, batch normalisation) | 128 | Adam(1e-3) |
 
 use constnet::loss::sparse_softmax_cross_entropy;
 use constnet::network::Network;
@@ -29,6 +30,18 @@ network! {
 
 network! {
     W3<input(28, 28, 1) flatten dense(128) relu dropout(0.2) dense(10) softmax>
+}
+
+network! {
+    R1<input(28, 28, 1) conv(16, 3, padding = same) batchnorm relu
+       residual(conv(32, 3, stride = 2, padding = same) batchnorm relu
+                conv(32, 3, padding = same) batchnorm, shortcut = project) relu
+       residual(conv(32, 3, padding = same) batchnorm relu conv(32, 3, padding = same) batchnorm)
+       relu
+       residual(conv(64, 3, stride = 2, padding = same) batchnorm relu
+                conv(64, 3, padding = same) batchnorm, shortcut = project) relu
+       residual(conv(64, 3, padding = same) batchnorm relu conv(64, 3, padding = same) batchnorm)
+       relu globalavgpool dense(10) softmax>
 }
 
 fn workload<N>(
@@ -87,4 +100,5 @@ pub fn bench(c: &mut Criterion<WallClock>) {
     workload::<W1>(c, 128, || OptimizerState::new(Adadelta::default()));
     workload::<W2>(c, 32, || OptimizerState::new(Adam::default()));
     workload::<W3>(c, 32, || OptimizerState::new(Adam::default()));
+    workload::<R1>(c, 128, || OptimizerState::new(Adam::default()));
 }
