@@ -6,7 +6,7 @@
 
 use constnet::gradcheck::GradCheck;
 use constnet::init::seeded_rng;
-use constnet::loss::{Activation, Head};
+use constnet::loss::{Head, OutputActivation};
 use constnet::prelude::*;
 use constnet::rand::RngExt;
 use constnet::train::TrainError;
@@ -162,7 +162,7 @@ fn binary_cross_entropy_learns_several_labels_per_sample() {
     assert!(outputs.as_slice().iter().all(|p| (0.0..=1.0).contains(p)));
     assert_eq!(
         <<Tagger as Network>::Head as Head>::ACTIVATION,
-        Activation::Sigmoid
+        OutputActivation::Sigmoid
     );
 }
 

@@ -4,7 +4,7 @@
 use constnet::gradcheck::GradCheck;
 use constnet::init::seeded_rng;
 use constnet::layers::{Chain, Layer, ParamSet};
-use constnet::loss::{Activation, Head, sparse_softmax_cross_entropy};
+use constnet::loss::{Head, OutputActivation, sparse_softmax_cross_entropy};
 use constnet::network::Network;
 use constnet::rand::RngExt;
 use constnet::{Batch, Hwc, network};
@@ -91,11 +91,11 @@ fn parameter_count_and_summary_match_keras() {
     assert_eq!(outputs[10], &[10]);
     assert_eq!(
         <<MnistCnn as Network>::Head as Head>::ACTIVATION,
-        Activation::Softmax
+        OutputActivation::Softmax
     );
     assert_eq!(
         <<Strided as Network>::Head as Head>::ACTIVATION,
-        Activation::Identity
+        OutputActivation::Identity
     );
     let strided: Vec<&str> = Strided::LAYERS.iter().map(|l| l.spec).collect();
     assert_eq!(strided[0], "conv(4, 3, stride = 2)");

@@ -200,7 +200,7 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
     let input = train_value(graph, op.input);
     let state = &op.field;
     match &op.kind {
-        OpKind::Layer(layer) => {
+        OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } => {
             let field = &layer.field;
             quote!(::constnet::layers::Layer::forward_train(&mut self.#field, #input, &mut workspace.#state.output, &mut workspace.#state.cache);)
         }
@@ -212,10 +212,6 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
             let field = &layer.field;
             let values = train_place_mut(graph, op.input, Buffer::OutputMut);
             quote!(::constnet::layers::Dropout::forward_train_in_place(&mut self.#field, #values, &mut workspace.#field.cache);)
-        }
-        OpKind::Shortcut { layer, .. } => {
-            let field = &layer.field;
-            quote!(::constnet::layers::Layer::forward_train(&mut self.#field, #input, &mut workspace.#state.output, &mut workspace.#state.cache);)
         }
         OpKind::Add { skip, .. } => {
             let skip = train_value(graph, *skip);
@@ -235,12 +231,21 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
     let grad_input = train_grad(graph, op.input);
     let state = &op.field;
     match &op.kind {
-        OpKind::Layer(layer) => {
+        OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } => {
             let field = &layer.field;
             let grads = if layer.kind.has_params() {
                 quote!(&mut grads.#field)
             } else {
                 quote!(&mut ::constnet::layers::NoParams)
+            };
+            // A projection's input gradient is the block's skip share, kept apart until the
+            // block's layers have written theirs.
+            let grad_input = match op.kind {
+                OpKind::Shortcut { block, .. } => {
+                    let block = &block.field;
+                    quote!(::std::option::Option::Some(&mut workspace.#block.grad_skip))
+                }
+                _ => grad_input,
             };
             quote! {
                 ::constnet::layers::Layer::backward(
@@ -263,16 +268,6 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
             let field = &layer.field;
             let grad = train_place_mut(graph, op.input, Buffer::GradMut);
             quote!(::constnet::layers::Dropout::backward_in_place(&self.#field, #grad, &workspace.#field.cache);)
-        }
-        OpKind::Shortcut { layer, block } => {
-            let (field, block) = (&layer.field, &block.field);
-            quote! {
-                ::constnet::layers::Layer::backward(
-                    &self.#field, #input, &workspace.#state.output, &workspace.#state.grad_output,
-                    &mut workspace.#state.cache, ::std::option::Option::Some(&mut workspace.#block.grad_skip),
-                    &mut grads.#field,
-                );
-            }
         }
         OpKind::Add { skip, .. } => {
             let grad_body = train_place_mut(graph, op.input, Buffer::GradMut);
@@ -436,12 +431,11 @@ fn infer_call(graph: &Graph, op: &Op, input: &TokenStream, target: &TokenStream)
 
 /// The inference pass: every op of the inference graph, or a copy when dropout was all there
 /// was.
-fn infer_body(graph: &Graph) -> TokenStream {
+fn infer_body(graph: &Graph, slots: &Slots) -> TokenStream {
     if graph.ops.is_empty() {
         return quote!(workspace.inference.output_mut().copy_from(input););
     }
-    let slots = graph.slots();
-    let ops = (0..graph.ops.len()).map(|index| infer_op(graph, &slots, index));
+    let ops = (0..graph.ops.len()).map(|index| infer_op(graph, slots, index));
     quote!(#(#ops)*)
 }
 
@@ -566,6 +560,8 @@ struct Names<'n> {
     /// The struct's field of each layer, first to last.
     fields: Vec<&'n Ident>,
     plan: Plan<'n>,
+    /// Where inference keeps each value of `plan.infer`.
+    infer_slots: Slots,
     workspace: Ident,
     grads: Ident,
     input_ty: TokenStream,
@@ -575,10 +571,12 @@ struct Names<'n> {
 impl<'n> Names<'n> {
     fn new(net: &'n Network) -> Self {
         let name = &net.name;
+        let plan = Plan::new(net);
         Names {
             net,
             fields: net.layers.iter().map(|l| &l.field).collect(),
-            plan: Plan::new(net),
+            infer_slots: plan.infer.slots(),
+            plan,
             workspace: format_ident!("{name}Workspace"),
             grads: format_ident!("{name}Grads"),
             input_ty: shape_type(net.input),
@@ -670,7 +668,7 @@ fn structs(names: &Names) -> TokenStream {
         .iter()
         .map(|(_, _, name)| format!("State of `{name}`."))
         .collect();
-    let buffers = Literal::usize_unsuffixed(plan.infer.slots().buffers);
+    let buffers = Literal::usize_unsuffixed(names.infer_slots.buffers);
     let folding = folding_ops(plan);
     let folded_fields: Vec<_> = folding.iter().map(|op| &op.field).collect();
     let folded_docs: Vec<String> = folding
@@ -774,7 +772,7 @@ fn passes(names: &Names) -> TokenStream {
         let shares = skip_gradients(train, index);
         quote!(#backward #shares)
     });
-    let infer_ops = infer_body(&plan.infer);
+    let infer_ops = infer_body(&plan.infer, &names.infer_slots);
     let grads_arg = param_name("grads", !param_layers(net).is_empty());
     quote! {
         impl #name {
@@ -1068,6 +1066,7 @@ fn network_impl(names: &Names) -> TokenStream {
         net,
         fields,
         plan,
+        infer_slots,
         workspace,
         grads,
         input_ty,
@@ -1089,12 +1088,11 @@ fn network_impl(names: &Names) -> TokenStream {
         Some(_) => quote!(Sigmoid),
         None => quote!(Linear),
     };
-    let infer_slots = plan.infer.slots();
     let op_infos = plan
         .infer
         .ops
         .iter()
-        .map(|op| op_info(&plan.infer, &infer_slots, op));
+        .map(|op| op_info(&plan.infer, infer_slots, op));
     let train = &plan.train;
     let owns_output = |op: &&Op| matches!(train.values[op.output].source, Source::Op(_));
     let trained_states: Vec<(&Ident, String)> = train

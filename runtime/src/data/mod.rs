@@ -121,7 +121,7 @@ pub enum DataError {
 #[derive(Clone, Debug)]
 pub struct Dataset<S: Shape, T = usize> {
     images: Batch<S>,
-    labels: Vec<T>,
+    targets: Vec<T>,
     /// Classes of a labelled set; values per target of a set of vectors.
     classes: usize,
 }
@@ -157,7 +157,7 @@ impl<S: Shape, const N: usize> Dataset<S, [f32; N]> {
         }
         Ok(Self {
             images,
-            labels: targets,
+            targets,
             classes: N,
         })
     }
@@ -195,14 +195,14 @@ impl<S: Shape> Dataset<S> {
         }
         Ok(Self {
             images,
-            labels,
+            targets: labels,
             classes,
         })
     }
 
     /// The class of each image, below [`Dataset::classes`].
     pub fn labels(&self) -> &[usize] {
-        &self.labels
+        &self.targets
     }
 
     /// Number of classes.
@@ -278,7 +278,7 @@ impl<S: Shape> Dataset<S> {
             });
         }
         let mut out = Batch::zeros(self.len());
-        for (row, &label) in out.as_mut_slice().chunks_mut(N).zip(&self.labels) {
+        for (row, &label) in out.as_mut_slice().chunks_mut(N).zip(&self.targets) {
             row[label] = 1.0;
         }
         Ok(out)
@@ -293,17 +293,17 @@ impl<S: Shape, T: Copy> Dataset<S, T> {
 
     /// The target of each sample: its class, or its target vector.
     pub fn targets(&self) -> &[T] {
-        &self.labels
+        &self.targets
     }
 
     /// Number of samples.
     pub fn len(&self) -> usize {
-        self.labels.len()
+        self.targets.len()
     }
 
     /// Whether there is no sample.
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.targets.is_empty()
     }
 
     /// The first `n` samples (all of them if there are fewer).
@@ -312,7 +312,7 @@ impl<S: Shape, T: Copy> Dataset<S, T> {
         Self {
             images: Batch::from_vec(self.images.as_slice()[..n * S::LEN].to_vec())
                 .expect("whole samples"),
-            labels: self.labels[..n].to_vec(),
+            targets: self.targets[..n].to_vec(),
             classes: self.classes,
         }
     }
@@ -339,14 +339,14 @@ impl<S: Shape, T: Copy> Dataset<S, T> {
             });
         }
         let (train_images, validation_images) = self.images.as_slice().split_at(train * S::LEN);
-        let part = |images: &[f32], labels: &[T]| Self {
+        let part = |images: &[f32], targets: &[T]| Self {
             images: Batch::from_vec(images.to_vec()).expect("whole samples"),
-            labels: labels.to_vec(),
+            targets: targets.to_vec(),
             classes: self.classes,
         };
         Ok((
-            part(train_images, &self.labels[..train]),
-            part(validation_images, &self.labels[train..]),
+            part(train_images, &self.targets[..train]),
+            part(validation_images, &self.targets[train..]),
         ))
     }
 
@@ -373,14 +373,14 @@ impl<S: Shape, T: Copy> Dataset<S, T> {
             .for_each(|v| *v = (*v - mean) * scale);
     }
 
-    /// Copies the samples at `indices` into `images` and their targets into `labels` (resized;
+    /// Copies the samples at `indices` into `images` and their targets into `targets` (resized;
     /// their allocations are kept).
-    pub fn gather(&self, indices: &[usize], images: &mut Batch<S>, labels: &mut Vec<T>) {
+    pub fn gather(&self, indices: &[usize], images: &mut Batch<S>, targets: &mut Vec<T>) {
         images.resize(indices.len());
-        labels.clear();
+        targets.clear();
         for (dst, &i) in images.as_mut_slice().chunks_mut(S::LEN).zip(indices) {
             dst.copy_from_slice(self.images.sample(i));
-            labels.push(self.labels[i]);
+            targets.push(self.targets[i]);
         }
     }
 }
@@ -472,7 +472,7 @@ mod tests {
         ));
         let (train, validation) = data.split_validation(0.25).unwrap();
         assert_eq!((train.len(), validation.len()), (3, 1));
-        assert_eq!(validation.labels, [1]);
+        assert_eq!(validation.targets, [1]);
         let (mut batch, mut batch_labels) = (Batch::default(), Vec::new());
         data.gather(&[3, 0], &mut batch, &mut batch_labels);
         assert_eq!(batch_labels, [1, 0]);

@@ -11,8 +11,8 @@
 mod objective;
 
 pub use objective::{
-    Activation, BinaryCrossentropy, FitsHead, Head, Loss, MeanAbsoluteError, MeanSquaredError,
-    Regression, SparseCategoricalCrossentropy, head,
+    BinaryCrossentropy, FitsHead, Head, Loss, MeanAbsoluteError, MeanSquaredError,
+    OutputActivation, Regression, SparseCategoricalCrossentropy, head,
 };
 
 use crate::shape::Flat;
@@ -126,7 +126,7 @@ pub fn mean_squared_error<const N: usize>(
     targets: &Batch<Flat<N>>,
     grad: &mut Batch<Flat<N>>,
 ) -> f32 {
-    check_targets("mean squared error", outputs, targets);
+    check_target_count("mean squared error", outputs.len(), targets.len());
     elementwise(outputs, targets.as_slice(), grad, |y, t| {
         MeanSquaredError::value_and_slope(y - t)
     })
@@ -142,7 +142,7 @@ pub fn mean_absolute_error<const N: usize>(
     targets: &Batch<Flat<N>>,
     grad: &mut Batch<Flat<N>>,
 ) -> f32 {
-    check_targets("mean absolute error", outputs, targets);
+    check_target_count("mean absolute error", outputs.len(), targets.len());
     elementwise(outputs, targets.as_slice(), grad, |y, t| {
         MeanAbsoluteError::value_and_slope(y - t)
     })
@@ -170,7 +170,7 @@ pub fn sigmoid_binary_cross_entropy<const N: usize>(
     targets: &Batch<Flat<N>>,
     grad: &mut Batch<Flat<N>>,
 ) -> f32 {
-    check_targets("binary cross-entropy", logits, targets);
+    check_target_count("binary cross-entropy", logits.len(), targets.len());
     elementwise(
         logits,
         targets.as_slice(),
@@ -187,14 +187,11 @@ pub(crate) fn binary_cross_entropy_with_logit(z: f32, t: f32) -> (f32, f32) {
     (loss, crate::kernels::elementwise::sigmoid(z) - t)
 }
 
-/// Panics unless `targets` has one row per sample of `outputs`.
-fn check_targets<const N: usize>(what: &str, outputs: &Batch<Flat<N>>, targets: &Batch<Flat<N>>) {
+/// Panics unless there is one target per sample.
+fn check_target_count(what: &str, samples: usize, targets: usize) {
     assert_eq!(
-        targets.len(),
-        outputs.len(),
-        "{what}: {} targets for {} samples",
-        targets.len(),
-        outputs.len()
+        targets, samples,
+        "{what}: {targets} targets for {samples} samples"
     );
 }
 

@@ -28,9 +28,10 @@ pub mod head {
     pub struct Linear;
 }
 
-/// What turns logits into a network's (or a loss's) outputs.
+/// What turns logits into a network's (or a loss's) outputs: the activation of a network's
+/// head (not to be confused with [`crate::layers::Activation`], the activation layer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
+pub enum OutputActivation {
     /// Softmax over the outputs.
     Softmax,
     /// Sigmoid of each output.
@@ -39,17 +40,17 @@ pub enum Activation {
     Identity,
 }
 
-impl Activation {
+impl OutputActivation {
     /// `out = activation(logits)`, one sample.
     pub fn apply(self, logits: &[f32], out: &mut [f32]) {
         match self {
-            Activation::Softmax => softmax_row(logits, out),
-            Activation::Sigmoid => {
+            OutputActivation::Softmax => softmax_row(logits, out),
+            OutputActivation::Sigmoid => {
                 for (o, &z) in out.iter_mut().zip(logits) {
                     *o = sigmoid(z);
                 }
             }
-            Activation::Identity => out.copy_from_slice(logits),
+            OutputActivation::Identity => out.copy_from_slice(logits),
         }
     }
 }
@@ -57,17 +58,17 @@ impl Activation {
 /// A network head: the activation its last layer applies to the logits.
 pub trait Head {
     /// The activation of the last layer.
-    const ACTIVATION: Activation;
+    const ACTIVATION: OutputActivation;
 }
 
 impl Head for head::Softmax {
-    const ACTIVATION: Activation = Activation::Softmax;
+    const ACTIVATION: OutputActivation = OutputActivation::Softmax;
 }
 impl Head for head::Sigmoid {
-    const ACTIVATION: Activation = Activation::Sigmoid;
+    const ACTIVATION: OutputActivation = OutputActivation::Sigmoid;
 }
 impl Head for head::Linear {
-    const ACTIVATION: Activation = Activation::Identity;
+    const ACTIVATION: OutputActivation = OutputActivation::Identity;
 }
 
 /// A training objective for a network of `C` outputs.
@@ -75,7 +76,7 @@ pub trait Loss<const C: usize>: Copy + Debug + Send + Sync {
     /// One sample's target: a class label or a vector.
     type Target: Copy + Debug + Send + Sync;
     /// What turns logits into the outputs the loss and metric are defined on.
-    const ACTIVATION: Activation;
+    const ACTIVATION: OutputActivation;
     /// The metric `fit_with` and `evaluate_with` report, as Keras names it.
     const METRIC: &'static str;
 
@@ -154,7 +155,7 @@ fn argmax_row(values: &[f32]) -> usize {
 
 impl<const C: usize> Loss<C> for SparseCategoricalCrossentropy {
     type Target = usize;
-    const ACTIVATION: Activation = Activation::Softmax;
+    const ACTIVATION: OutputActivation = OutputActivation::Softmax;
     const METRIC: &'static str = "accuracy";
 
     fn target_problem(label: &usize) -> Option<String> {
@@ -224,7 +225,7 @@ impl Regression for MeanAbsoluteError {
 
 impl<const C: usize, R: Regression> Loss<C> for R {
     type Target = [f32; C];
-    const ACTIVATION: Activation = Activation::Identity;
+    const ACTIVATION: OutputActivation = OutputActivation::Identity;
     const METRIC: &'static str = "mae";
 
     fn target_problem(target: &[f32; C]) -> Option<String> {
@@ -237,7 +238,7 @@ impl<const C: usize, R: Regression> Loss<C> for R {
         targets: &[[f32; C]],
         grad: &mut Batch<Flat<C>>,
     ) -> f32 {
-        check_count(outputs, targets);
+        super::check_target_count("regression loss", outputs.len(), targets.len());
         super::elementwise(outputs, targets.as_flattened(), grad, |y, t| {
             R::value_and_slope(y - t)
         })
@@ -254,7 +255,7 @@ impl<const C: usize, R: Regression> Loss<C> for R {
 
 impl<const C: usize> Loss<C> for BinaryCrossentropy {
     type Target = [f32; C];
-    const ACTIVATION: Activation = Activation::Sigmoid;
+    const ACTIVATION: OutputActivation = OutputActivation::Sigmoid;
     const METRIC: &'static str = "binary_accuracy";
 
     fn target_problem(target: &[f32; C]) -> Option<String> {
@@ -267,7 +268,7 @@ impl<const C: usize> Loss<C> for BinaryCrossentropy {
         targets: &[[f32; C]],
         grad: &mut Batch<Flat<C>>,
     ) -> f32 {
-        check_count(logits, targets);
+        super::check_target_count("binary cross-entropy", logits.len(), targets.len());
         super::elementwise(
             logits,
             targets.as_flattened(),
@@ -299,17 +300,6 @@ fn sign(x: f32) -> f32 {
     } else {
         0.0
     }
-}
-
-/// Panics unless there is one target per sample.
-fn check_count<const C: usize, T>(outputs: &Batch<Flat<C>>, targets: &[T]) {
-    assert_eq!(
-        targets.len(),
-        outputs.len(),
-        "{} targets for {} samples",
-        targets.len(),
-        outputs.len()
-    );
 }
 
 #[cfg(test)]
@@ -352,7 +342,7 @@ mod tests {
         let logits = [0.5f32, -1.0];
         let target = [1.0f32, 0.0];
         let mut probabilities = [0.0; 2];
-        Activation::Sigmoid.apply(&logits, &mut probabilities);
+        OutputActivation::Sigmoid.apply(&logits, &mut probabilities);
         let from_outputs = BinaryCrossentropy.sample_loss(&probabilities, &target);
         let fused = Loss::<2>::loss_and_gradient(
             &BinaryCrossentropy,

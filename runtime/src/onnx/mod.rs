@@ -230,7 +230,7 @@ impl Builder {
                     stride,
                     same,
                 };
-                self.conv(node, input, filters, window, false)
+                Ok(self.conv(node, input, filters, window, false))
             }
             NodeOp::DepthwiseConv {
                 kernel,
@@ -246,7 +246,7 @@ impl Builder {
                     stride,
                     same,
                 };
-                self.conv(node, input, channels, window, true)
+                Ok(self.conv(node, input, channels, window, true))
             }
             NodeOp::Pool { max, size, stride } => {
                 let op = if max { "MaxPool" } else { "AveragePool" };
@@ -320,7 +320,7 @@ impl Builder {
         filters: usize,
         window: Window,
         depthwise: bool,
-    ) -> Result<Value, OnnxError> {
+    ) -> Value {
         let Window {
             kernel,
             stride,
@@ -330,7 +330,8 @@ impl Builder {
             unreachable!("network! checks that convolutions read images")
         };
         let in_per_filter = if depthwise { 1 } else { channels };
-        let (_, hwio) = &self.tensors[&format!("{}.weight", node.name)];
+        let weight = format!("{}.weight", node.name);
+        let (_, hwio) = self.take(&weight);
         let mut oihw = vec![0.0; hwio.len()];
         for (index, &value) in hwio.iter().enumerate() {
             let (ky, kx, i, o) = if depthwise {
@@ -343,7 +344,6 @@ impl Builder {
             };
             oihw[((o * in_per_filter + i) * kernel + ky) * kernel + kx] = value;
         }
-        let weight = format!("{}.weight", node.name);
         self.initializer(&weight, &[filters, in_per_filter, kernel, kernel], oihw);
         let bias = self.param(node, "bias");
         let pads = |size: usize| {
@@ -363,7 +363,7 @@ impl Builder {
         }
         let name = node.name.to_string();
         self.push("Conv", &[&input.name, &weight, &bias], &name, attributes);
-        Ok(image_value(name, node.output))
+        image_value(name, node.output)
     }
 
     /// Softmax over the innermost axis, as constnet computes it: a vector's values, or an
@@ -398,12 +398,20 @@ impl Builder {
         }
     }
 
-    /// Adds the network's tensor `{node}.{tensor}` as a weight as it is; returns its name.
+    /// Moves the network's tensor `{node}.{tensor}` into the model as a weight as it is (each
+    /// tensor is written once); returns its name.
     fn param(&mut self, node: &Node, tensor: &str) -> String {
         let name = format!("{}.{tensor}", node.name);
-        let (dims, values) = self.tensors[&name].clone();
+        let (dims, values) = self.take(&name);
         self.initializer(&name, &dims, values);
         name
+    }
+
+    /// The network's tensor `name`, which every layer of its graph has.
+    fn take(&mut self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        self.tensors
+            .remove(name)
+            .expect("Network::graph names layers whose tensors the network visits")
     }
 
     fn initializer(&mut self, name: &str, dims: &[usize], values: Vec<f32>) {

@@ -5,7 +5,7 @@
 use super::TrainError;
 use super::checks::{check_batch_size, check_not_empty, check_targets};
 use crate::data::Dataset;
-use crate::loss::{Activation, FitsHead, Head, Loss, SparseCategoricalCrossentropy, argmax};
+use crate::loss::{FitsHead, Head, Loss, OutputActivation, SparseCategoricalCrossentropy, argmax};
 use crate::metrics::{ConfusionMatrix, Evaluation};
 use crate::network::Network;
 use crate::shape::{Flat, Shape};
@@ -18,7 +18,7 @@ fn infer_batches<N, const C: usize>(
     network: &N,
     images: &Batch<N::Input>,
     batch_size: usize,
-    activation: Activation,
+    activation: OutputActivation,
     mut visit: impl FnMut(usize, &Batch<Flat<C>>),
 ) where
     N: Network<Output = Flat<C>>,
@@ -73,7 +73,7 @@ where
         network,
         data.images(),
         batch_size,
-        Activation::Softmax,
+        OutputActivation::Softmax,
         |first, probabilities| {
             let labels = &data.labels()[first..];
             for ((p, predicted), label) in probabilities
@@ -166,7 +166,7 @@ where
     N: Network<Output = Flat<C>>,
     SparseCategoricalCrossentropy: FitsHead<N::Head>,
 {
-    let probabilities = outputs(network, images, batch_size, Activation::Softmax)?;
+    let probabilities = outputs(network, images, batch_size, OutputActivation::Softmax)?;
     let classes = argmax(&probabilities);
     Ok(Predictions {
         probabilities,
@@ -196,7 +196,7 @@ fn outputs<N, const C: usize>(
     network: &N,
     images: &Batch<N::Input>,
     batch_size: usize,
-    activation: Activation,
+    activation: OutputActivation,
 ) -> Result<Batch<Flat<C>>, TrainError>
 where
     N: Network<Output = Flat<C>>,
