@@ -192,8 +192,11 @@ impl MnistCnn {
         input: &::constnet::Batch<::constnet::Hwc<28, 28, 1>>,
         workspace: &mut MnistCnnWorkspace,
     ) {
-        ::constnet::plan::on_pool(
-            <Self as ::constnet::layers::Layer>::SCRATCH,
+        ::constnet::plan::on_pool::<
+            Self,
+            _,
+        >(
+            input.len(),
             || {
                 ::constnet::layers::linear_activation_forward(
                     &self.conv1,
@@ -248,8 +251,11 @@ impl MnistCnn {
         >,
         grads: &mut MnistCnnGrads,
     ) {
-        ::constnet::plan::on_pool(
-            <Self as ::constnet::layers::Layer>::SCRATCH,
+        ::constnet::plan::on_pool::<
+            Self,
+            _,
+        >(
+            input.len(),
             || {
                 ::constnet::layers::Layer::backward(
                     &self.dense2,
@@ -340,7 +346,7 @@ impl MnistCnn {
             .take(1, input.len());
         ::constnet::layers::conv_activation_pool_forward(
             &self.conv2,
-            &self.conv2.params,
+            ::constnet::layers::ConvWeights::from(&self.conv2.params),
             ::constnet::layers::ActivationFn::kind(&self.relu2.function),
             &self.maxpool1,
             &v1,
@@ -492,6 +498,51 @@ impl ::constnet::layers::Layer for MnistCnn {
         + <::constnet::layers::Softmax<
             ::constnet::Flat<10>,
         > as ::constnet::layers::Layer>::BUFFERS;
+    const MULS: usize = 0
+        + <::constnet::layers::Conv2d<
+            ::constnet::Hwc<28, 28, 1>,
+            ::constnet::Hwc<26, 26, 32>,
+            3,
+            1,
+            ::constnet::layers::Valid,
+        > as ::constnet::layers::Layer>::MULS
+        + <::constnet::layers::Relu<
+            ::constnet::Hwc<26, 26, 32>,
+        > as ::constnet::layers::Layer>::MULS
+        + <::constnet::layers::Conv2d<
+            ::constnet::Hwc<26, 26, 32>,
+            ::constnet::Hwc<24, 24, 64>,
+            3,
+            1,
+            ::constnet::layers::Valid,
+        > as ::constnet::layers::Layer>::MULS
+        + <::constnet::layers::Relu<
+            ::constnet::Hwc<24, 24, 64>,
+        > as ::constnet::layers::Layer>::MULS
+        + <::constnet::layers::MaxPool2d<
+            ::constnet::Hwc<24, 24, 64>,
+            ::constnet::Hwc<12, 12, 64>,
+            2,
+            2,
+        > as ::constnet::layers::Layer>::MULS
+        + <::constnet::layers::Dropout<
+            ::constnet::Hwc<12, 12, 64>,
+        > as ::constnet::layers::Layer>::MULS
+        + <::constnet::layers::Flatten<
+            ::constnet::Hwc<12, 12, 64>,
+            9216,
+        > as ::constnet::layers::Layer>::MULS
+        + <::constnet::layers::Dense<9216, 128> as ::constnet::layers::Layer>::MULS
+        + <::constnet::layers::Relu<
+            ::constnet::Flat<128>,
+        > as ::constnet::layers::Layer>::MULS
+        + <::constnet::layers::Dropout<
+            ::constnet::Flat<128>,
+        > as ::constnet::layers::Layer>::MULS
+        + <::constnet::layers::Dense<128, 10> as ::constnet::layers::Layer>::MULS
+        + <::constnet::layers::Softmax<
+            ::constnet::Flat<10>,
+        > as ::constnet::layers::Layer>::MULS;
     const SCRATCH: usize = {
         let scratch = 0;
         let scratch = ::constnet::layers::max(
@@ -930,10 +981,10 @@ impl ::constnet::network::Network for MnistCnn {
         input: &::constnet::Batch<::constnet::Hwc<28, 28, 1>>,
         workspace: &'w mut MnistCnnWorkspace,
     ) -> &'w ::constnet::Batch<::constnet::Flat<10>> {
-        ::constnet::plan::on_pool(
-            <Self as ::constnet::layers::Layer>::SCRATCH,
-            || self.run_inference(input, workspace),
-        );
+        ::constnet::plan::on_pool::<
+            Self,
+            _,
+        >(input.len(), || self.run_inference(input, workspace));
         workspace.inference.output()
     }
     fn forward_logits<'w>(

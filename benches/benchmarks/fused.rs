@@ -45,7 +45,7 @@ fn conv_relu_pool(c: &mut Criterion<WallClock>) {
                     let relu = ActivationKind::Relu;
                     conv_activation_pool_forward(
                         &conv,
-                        &conv.params,
+                        (&conv.params).into(),
                         relu,
                         &pool,
                         &input,

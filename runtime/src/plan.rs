@@ -3,7 +3,9 @@
 //! and [`on_pool`], which runs a whole pass on a thread of the rayon pool.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::layers::Layer;
 use crate::network::thousands;
 use crate::shape::Shape;
 use crate::tensor::Batch;
@@ -123,25 +125,76 @@ impl<O: Shape, const N: usize> InferenceBuffers<O, N> {
     }
 }
 
-/// Runs `f` on a thread of the rayon pool (directly, when called from one), so the parallel
-/// loops of a whole pass split their work from a pool thread instead of each waking the pool
-/// from outside and waiting for it.
+/// Multiply-adds a pass over a batch smaller than the pool must have to keep the pool's other
+/// threads awake for it ([`on_pool`]): enough that its products split across threads.
+const KEEP_AWAKE_MULS: usize = 1 << 20;
+
+/// Runs `f`, a pass of network `N` over `samples` samples, on a thread of the rayon pool
+/// (directly, when called from one), so the parallel loops of a whole pass split their work from
+/// a pool thread instead of each waking the pool from outside and waiting for it.
 ///
-/// The first pass on a pool that needs `scratch` values of per-thread scratch prepares every
-/// thread of that pool ([`crate::kernels::prepare_thread`]): it reserves that much scratch, so no
-/// pass allocates whichever thread runs which part of it, and flushes denormal floats to zero.
-pub fn on_pool<R: Send>(scratch: usize, f: impl FnOnce() -> R + Send) -> R {
+/// The first pass on a pool that needs `N`'s scratch prepares every thread of that pool
+/// ([`crate::kernels::prepare_thread`]): it reserves that much scratch, so no pass allocates
+/// whichever thread runs which part of it, and flushes denormal floats to zero.
+///
+/// A pass over fewer samples than the pool has threads splits each sample's products between
+/// the threads, op after op, with a little serial work between them. A rayon worker that finds
+/// no work sleeps after a few microseconds, and waking it costs tens: more than the split
+/// saves on a small convolution. So, when the pass has enough work to split
+/// ([`KEEP_AWAKE_MULS`]), the other threads spin on the pool's queues until it ends, taking
+/// each split part as soon as it is offered.
+pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) -> R {
     let prepared_then_f = || {
-        if !crate::kernels::thread_prepared_for(scratch) {
-            rayon::broadcast(|_| crate::kernels::prepare_thread(scratch));
+        if !crate::kernels::thread_prepared_for(N::SCRATCH) {
+            rayon::broadcast(|_| crate::kernels::prepare_thread(N::SCRATCH));
         }
-        f()
+        let threads = rayon::current_num_threads();
+        if samples < threads && samples.saturating_mul(N::MULS) >= KEEP_AWAKE_MULS {
+            with_pool_awake(f)
+        } else {
+            f()
+        }
     };
     if rayon::current_thread_index().is_some() {
         prepared_then_f()
     } else {
         rayon::scope(|_| prepared_then_f())
     }
+}
+
+/// Runs `f` on this pool thread while every other thread of the pool spins on the pool's
+/// queues, running what it finds, until `f` returns. The spinners are `join`'s stack jobs, so
+/// nothing is allocated.
+fn with_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let done = AtomicBool::new(false);
+    let owner = rayon::current_thread_index();
+    let (result, ()) = rayon::join(
+        || {
+            let result = f();
+            done.store(true, Ordering::Release);
+            result
+        },
+        || spin_until(&done, owner, rayon::current_num_threads() - 1),
+    );
+    result
+}
+
+/// Spins `spinners` threads on the pool's queues until `done`: this one, and the others by
+/// leaving the rest of the work to be stolen. The thread `owner`, which runs the pass, returns
+/// at once: it may pick a spinner up while it waits inside the pass (for a part another thread
+/// took), and spinning there would wait for the pass to end, forever.
+fn spin_until(done: &AtomicBool, owner: Option<usize>, spinners: usize) {
+    if spinners == 0 || rayon::current_thread_index() == owner {
+        return;
+    }
+    let spin = || {
+        while !done.load(Ordering::Acquire) {
+            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                std::hint::spin_loop();
+            }
+        }
+    };
+    rayon::join(spin, || spin_until(done, owner, spinners - 1));
 }
 
 /// Buffer 0 as the plan table names it, `A`; then `B`, ..., `Z`, `AA`, ...
@@ -222,4 +275,40 @@ pub fn plan_table(name: &str, ops: &[OpInfo], training_values: usize, batch: usi
         bytes(training_values)
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use rayon::prelude::*;
+
+    use super::*;
+    use crate::layers::Dense;
+
+    /// Passes that keep the pool awake (one sample, a layer of 2^20 multiply-adds) finish with
+    /// the right result, with nested parallel loops inside, on pools of 1 to 4 threads and
+    /// started from outside any pool (on the global pool), many times over.
+    #[test]
+    fn passes_on_an_awake_pool_finish() {
+        type Heavy = Dense<1024, 1024>;
+        const { assert!(<Heavy as Layer>::MULS >= KEEP_AWAKE_MULS) };
+        let values: Vec<u64> = (0..100_000).collect();
+        let want: u64 = values.iter().map(|v| v * 3).sum();
+        let pass = || {
+            let sums: Vec<u64> = values
+                .par_chunks(1000)
+                .map(|chunk| chunk.par_iter().map(|v| v * 3).sum())
+                .collect();
+            sums.iter().sum::<u64>()
+        };
+        for threads in 1..=4 {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+            let pool = pool.expect("a pool");
+            for _ in 0..50 {
+                assert_eq!(pool.install(|| on_pool::<Heavy, _>(1, pass)), want);
+            }
+        }
+        for _ in 0..50 {
+            assert_eq!(on_pool::<Heavy, _>(1, pass), want);
+        }
+    }
 }

@@ -363,19 +363,37 @@ impl<'a> MatMut<'a> {
     }
 }
 
-/// How the GEMM writes `C`: `C = A·B` (or `C += A·B` with `accumulate`), plus `bias[j]` on
-/// every row's column `j`, then `activation` on every value. The bias is added as the first
-/// block of `K` is stored and the activation applied as the last one is, so the result equals
-/// filling `C` with the bias, accumulating `A·B` and applying the activation afterwards, bit for
-/// bit. A `bool` converts to the plain product (`true`: accumulate).
+/// How the GEMM writes `C`: `C = A·B` (or `C += A·B` with `accumulate`), each column `j` of the
+/// product times `scale[j]` if given, plus `bias[j]` on every row's column `j`, then
+/// `activation` on every value. The bias is added as the first block of `K` is stored and the
+/// activation applied as the last one is, so without a scale the result equals filling `C` with
+/// the bias, accumulating `A·B` and applying the activation afterwards, bit for bit. With a
+/// scale, each block's product is scaled as it is stored (one fused multiply-add onto `C`), which
+/// equals scaling the whole product up to rounding. A `bool` converts to the plain product
+/// (`true`: accumulate).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Epilogue<'a> {
     /// Add the product to `C` instead of overwriting it.
     pub accumulate: bool,
+    /// One factor per column of `C`, multiplying the product `A·B` (not what `C` held, nor the
+    /// bias): batch normalisation's scale when it is folded into a convolution.
+    pub scale: Option<&'a [f32]>,
     /// One value per column of `C`.
     pub bias: Option<&'a [f32]>,
     /// Applied to every value of `C` after the product and the bias.
     pub activation: ActivationKind,
+}
+
+impl<'a> Epilogue<'a> {
+    /// The same epilogue for columns `start..start + cols` of `C`.
+    fn columns(self, start: usize, cols: usize) -> Self {
+        let part = |values: &'a [f32]| &values[start..start + cols];
+        Self {
+            scale: self.scale.map(part),
+            bias: self.bias.map(part),
+            ..self
+        }
+    }
 }
 
 impl From<bool> for Epilogue<'_> {
@@ -419,10 +437,7 @@ impl GemmArgs<'_> {
             },
             a: self.a,
             b: self.b.block(0, self.b.rows, start, cols),
-            epilogue: Epilogue {
-                bias: self.epilogue.bias.map(|bias| &bias[start..start + cols]),
-                ..self.epilogue
-            },
+            epilogue: self.epilogue.columns(start, cols),
         }
     }
 }
@@ -431,7 +446,7 @@ impl GemmArgs<'_> {
 /// with the active instruction set.
 ///
 /// # Panics
-/// If the shapes do not agree (`A` is m×k, `B` k×n, `C` m×n, the bias n values).
+/// If the shapes do not agree (`A` is m×k, `B` k×n, `C` m×n, the scale and bias n values).
 ///
 /// # Example
 /// ```
@@ -459,7 +474,7 @@ pub fn gemm_with(isa: Isa, c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, epilogue
 /// of the image.
 ///
 /// # Panics
-/// If the shapes do not agree (`patches` m×k, `B` k×n, `C` m×n, the bias n values).
+/// If the shapes do not agree (`patches` m×k, `B` k×n, `C` m×n, the scale and bias n values).
 pub fn gemm_patches<'e>(
     c: MatMut<'_>,
     patches: Patches<'_>,
@@ -481,14 +496,16 @@ fn gemm_lhs(isa: Isa, c: MatMut<'_>, a: Lhs<'_>, b: MatRef<'_>, epilogue: Epilog
         c.rows,
         c.cols
     );
-    if let Some(bias) = epilogue.bias {
-        assert_eq!(
-            bias.len(),
-            c.cols,
-            "gemm bias has {} values for {} columns",
-            bias.len(),
-            c.cols
-        );
+    for (what, values) in [("scale", epilogue.scale), ("bias", epilogue.bias)] {
+        if let Some(values) = values {
+            assert_eq!(
+                values.len(),
+                c.cols,
+                "gemm {what} has {} values for {} columns",
+                values.len(),
+                c.cols
+            );
+        }
     }
     assert!(isa.is_supported(), "this CPU cannot run the {isa:?} path");
     if c.rows == 0 || c.cols == 0 {
@@ -560,12 +577,13 @@ pub fn gemm_parallel<'e>(
                 .enumerate()
                 .for_each(|(part, row)| {
                     let (start, cols) = (part * cols_per_part, row.len());
-                    let epilogue = Epilogue {
-                        bias: epilogue.bias.map(|bias| &bias[start..start + cols]),
-                        ..epilogue
-                    };
                     let c = MatMut::row_major(row, 1, cols);
-                    gemm(c, a, b.block(0, k, start, cols), epilogue);
+                    gemm(
+                        c,
+                        a,
+                        b.block(0, k, start, cols),
+                        epilogue.columns(start, cols),
+                    );
                 });
         }
     }
@@ -646,11 +664,13 @@ fn split_along_k(
             });
         for (i, row) in c.data.chunks_mut(c.row_stride).take(m).enumerate() {
             for (j, value) in row[..n].iter_mut().enumerate() {
-                let mut sum = epilogue.bias.map_or(0.0, |bias| bias[j]);
+                let mut product = 0.0;
                 for partial in partials.chunks(m * n) {
-                    sum += partial[i * n + j];
+                    product += partial[i * n + j];
                 }
-                *value = epilogue.activation.apply(sum);
+                let scaled = epilogue.scale.map_or(product, |scale| product * scale[j]);
+                let biased = epilogue.bias.map_or(0.0, |bias| bias[j]) + scaled;
+                *value = epilogue.activation.apply(biased);
             }
         }
     });
@@ -762,6 +782,9 @@ unsafe fn tile_loops<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>(
                         rows,
                         cols: nr.min(n - j0),
                         add_to_c,
+                        scale: epilogue
+                            .scale
+                            .map_or(std::ptr::null(), |scale| scale[j0..].as_ptr()),
                         bias: bias.map_or(std::ptr::null(), |bias| bias[j0..].as_ptr()),
                         activation,
                     };
@@ -867,8 +890,8 @@ fn pack_b_panel(b: MatRef<'_>, k0: usize, kc: usize, j0: usize, nr: usize, packe
 
 /// One register tile: raw pointers into A, the panel of B and C, each with the number of values
 /// readable (writable) from it, which the microkernel's debug assertions check its reach against;
-/// and the tile's part of the epilogue (`bias` is null or points at the bias of column `j0`,
-/// with at least `cols` values). For an A that is not strided, `a_col_offsets` points at the
+/// and the tile's part of the epilogue (`scale` and `bias` are null or point at the values of
+/// column `j0`, with at least `cols` of them). For an A that is not strided, `a_col_offsets` points at the
 /// block's `kc` column offsets, all written; for a strided one it is never read.
 struct TileArgs {
     a: *const f32,
@@ -885,6 +908,7 @@ struct TileArgs {
     rows: usize,
     cols: usize,
     add_to_c: bool,
+    scale: *const f32,
     bias: *const f32,
     activation: ActivationKind,
 }
@@ -984,7 +1008,12 @@ unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>
                 }
                 for (j, &value) in spilled.iter().enumerate().take(t.cols).skip(whole) {
                     let dst = c_row.add(j);
-                    let mut out = if t.add_to_c { *dst + value } else { value };
+                    let mut out = match (t.scale.is_null(), t.add_to_c) {
+                        (true, true) => *dst + value,
+                        (true, false) => value,
+                        (false, true) => value * *t.scale.add(j) + *dst,
+                        (false, false) => value * *t.scale.add(j),
+                    };
                     if !t.bias.is_null() {
                         out += *t.bias.add(j);
                     }
@@ -1011,9 +1040,9 @@ unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>
     }
 }
 
-/// Stores one vector of the tile at column `j` of `c_row`: the product, plus C's old value when
-/// adding, plus the bias, then ReLU when the epilogue asks for it (other activations follow over
-/// the stored tile).
+/// Stores one vector of the tile at column `j` of `c_row`: the product (times the scale, if
+/// any), plus C's old value when adding, plus the bias, then ReLU when the epilogue asks for it
+/// (other activations follow over the stored tile).
 ///
 /// # Safety
 /// As [`microkernel`]; columns `j..j + LANES` lie inside the tile.
@@ -1021,10 +1050,11 @@ unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>
 unsafe fn finish_vector<V: SimdF32>(value: V, t: &TileArgs, c_row: *mut f32, j: usize) {
     unsafe {
         let dst = c_row.add(j);
-        let mut out = if t.add_to_c {
-            value.add(V::load(dst))
-        } else {
-            value
+        let mut out = match (t.scale.is_null(), t.add_to_c) {
+            (true, true) => value.add(V::load(dst)),
+            (true, false) => value,
+            (false, true) => value.mul_add(V::load(t.scale.add(j)), V::load(dst)),
+            (false, false) => value.mul(V::load(t.scale.add(j))),
         };
         if !t.bias.is_null() {
             out = out.add(V::load(t.bias.add(j)));
@@ -1164,6 +1194,7 @@ mod tests {
                 let b = MatRef::row_major(&b_data, k, n);
                 let epilogue = Epilogue {
                     accumulate: false,
+                    scale: None,
                     bias: Some(&bias),
                     activation: ActivationKind::Relu,
                 };
@@ -1250,6 +1281,7 @@ mod tests {
                         let mut got = initial.clone();
                         let epilogue = Epilogue {
                             accumulate,
+                            scale: None,
                             bias: Some(&bias),
                             activation,
                         };
@@ -1261,6 +1293,69 @@ mod tests {
                         } else {
                             assert_eq!(got, want, "{what}");
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A scale in the epilogue multiplies the product's columns, not `C`'s old values nor the
+    /// bias, on every path: edge tiles, several blocks of `K`, `k = 0`, a product split along
+    /// `K` or by column panels.
+    #[test]
+    fn epilogue_scales_the_product() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(17);
+        for isa in Isa::supported() {
+            for &(m, n, k) in &[
+                (5, 7, 3),
+                (13, 70, 300),
+                (12, 32, 0),
+                (7, 64, 2100),
+                (1, 1024, 600),
+            ] {
+                let (a_data, b_data, bias) = random_operands(m, k, n, &mut rng);
+                let scale = random(n, &mut rng);
+                let (a, b) = (
+                    MatRef::row_major(&a_data, m, k),
+                    MatRef::row_major(&b_data, k, n),
+                );
+                for accumulate in [false, true] {
+                    let initial = random(m * n, &mut rng);
+                    let mut product = vec![0.0; m * n];
+                    gemm_with(
+                        isa,
+                        MatMut::row_major(&mut product, m, n),
+                        a,
+                        b,
+                        false.into(),
+                    );
+                    let want: Vec<f32> = product
+                        .iter()
+                        .zip(&initial)
+                        .enumerate()
+                        .map(|(at, (&product, &old))| {
+                            let j = at % n;
+                            let old = if accumulate { old } else { 0.0 };
+                            (old + product * scale[j] + bias[j]).max(0.0)
+                        })
+                        .collect();
+                    let epilogue = Epilogue {
+                        accumulate,
+                        scale: Some(&scale),
+                        bias: Some(&bias),
+                        activation: ActivationKind::Relu,
+                    };
+                    let what = format!("{isa:?} {m}x{n}x{k} acc={accumulate}");
+                    let mut got = initial.clone();
+                    gemm_with(isa, MatMut::row_major(&mut got, m, n), a, b, epilogue);
+                    crate::reference::assert_close(&what, &got, &want, 1e-5);
+                    if isa == Isa::active() {
+                        let mut parallel = initial.clone();
+                        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build();
+                        pool.expect("a pool").install(|| {
+                            gemm_parallel(MatMut::row_major(&mut parallel, m, n), a, b, epilogue)
+                        });
+                        crate::reference::assert_close(&what, &parallel, &want, 1e-5);
                     }
                 }
             }
@@ -1341,9 +1436,9 @@ mod tests {
                 MatRef::row_major(&b_data, k, n),
             );
             let epilogue = Epilogue {
-                accumulate: false,
                 bias: Some(&bias),
                 activation: ActivationKind::Tanh,
+                ..Epilogue::default()
             };
             let on_threads = |threads| {
                 let pool = rayon::ThreadPoolBuilder::new()

@@ -39,6 +39,10 @@ unsafe impl SimdF32 for Portable {
         Portable(std::array::from_fn(|i| self.0[i] + b.0[i]))
     }
     #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        Portable(std::array::from_fn(|i| self.0[i] * b.0[i]))
+    }
+    #[inline(always)]
     unsafe fn relu(self) -> Self {
         Portable(self.0.map(super::elementwise::relu))
     }

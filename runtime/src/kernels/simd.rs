@@ -50,6 +50,11 @@ pub unsafe trait SimdF32: Copy {
     /// # Safety
     /// As for the trait: the CPU must support the instruction set.
     unsafe fn add(self, b: Self) -> Self;
+    /// Lane-wise product.
+    ///
+    /// # Safety
+    /// As for the trait: the CPU must support the instruction set.
+    unsafe fn mul(self, b: Self) -> Self;
     /// Lane-wise [`relu`](super::elementwise::relu): `x < 0 ? 0 : x`, NaN kept, `-0.0` kept.
     ///
     /// # Safety

@@ -22,7 +22,7 @@ use std::ops::Range;
 
 use rand::Rng;
 
-use super::fused::{Linear, for_each_output_rows};
+use super::fused::{ConvWeights, Linear, for_each_output_rows};
 use super::{Layer, WeightBias, grouped_backward, max};
 use crate::init::Init;
 use crate::kernels::elementwise::ActivationKind;
@@ -222,13 +222,13 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     }
 
     /// `out = activation(conv(image) + b)` (`activation(out + conv(image) + b)` when
-    /// `accumulate`: a residual block's input added in the epilogue) with the weights and bias
-    /// of `params` (this layer's, or with batch normalisation folded in) for output rows `rows`
-    /// of one image, `out` holding exactly those rows. The GEMM reads the patches straight from the image ([`Patches`]); with
-    /// `Same` padding, from a zero-padded copy of it in scratch (a copy of the image, where
-    /// im2col would copy every window).
+    /// `accumulate`: a residual block's input added in the epilogue) with `weights` (this
+    /// layer's, or with batch normalisation folded in) for output rows `rows` of one image,
+    /// `out` holding exactly those rows. The GEMM reads the patches straight from the image
+    /// ([`Patches`]); with `Same` padding, from a zero-padded copy of it in scratch (a copy of
+    /// the image, where im2col would copy every window).
     pub(crate) fn forward_rows(
-        params: &WeightBias,
+        weights: ConvWeights<'_>,
         image: &[f32],
         rows: Range<usize>,
         out: &mut [f32],
@@ -241,10 +241,11 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
             gemm_patches(
                 MatMut::row_major(out, count, O::C),
                 Patches::new(image, [height, width, I::C], K, STRIDE, pixels),
-                MatRef::row_major(&params.weight, Self::PATCH, O::C),
+                MatRef::row_major(weights.weight, Self::PATCH, O::C),
                 Epilogue {
                     accumulate,
-                    bias: Some(&params.bias),
+                    scale: weights.scale,
+                    bias: Some(weights.bias),
                     activation,
                 },
             )
@@ -337,6 +338,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     type Grads = WeightBias;
     type Cache = ConvCache;
     const PARAMS: usize = K * K * I::C * O::C + O::C;
+    const MULS: usize = Self::PIXELS * Self::PATCH * O::C;
     /// The patch matrix of one image (im2col, in backward), one image's output (which a fused
     /// pooling op keeps in scratch), or one padded image.
     const SCRATCH: usize = max(
@@ -391,21 +393,21 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Linear
         output: &mut Batch<O>,
         activation: ActivationKind,
     ) {
-        Self::forward_with(&self.params, input, output, activation, false);
+        Self::forward_with((&self.params).into(), input, output, activation, false);
     }
 }
 
 impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     Conv2d<I, O, K, STRIDE, P>
 {
-    /// Inference with the weights and bias of `params` (this layer's, or with batch
-    /// normalisation folded in) and `activation` in the epilogue; with `accumulate`, added to
+    /// Inference with `weights` (this layer's, or with batch normalisation folded in) and
+    /// `activation` in the epilogue; with `accumulate`, added to
     /// what `output` holds (which then must hold `input.len()` samples). Batches of at least one image
     /// per thread run one contiguous group of images per thread; smaller batches split each
     /// image's output rows between the threads (when the image has enough work to gain), so a
     /// batch of one uses every core.
     pub(crate) fn forward_with(
-        params: &WeightBias,
+        weights: ConvWeights<'_>,
         input: &Batch<I>,
         output: &mut Batch<O>,
         activation: ActivationKind,
@@ -414,7 +416,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         let () = Self::SHAPES_AGREE;
         let muls_per_row = O::W * Self::PATCH * O::C;
         for_each_output_rows(input, output, muls_per_row, |image, rows, out| {
-            Self::forward_rows(params, image, rows, out, activation, accumulate)
+            Self::forward_rows(weights, image, rows, out, activation, accumulate)
         });
     }
 }

@@ -60,6 +60,7 @@ impl<const IN: usize, const OUT: usize> Layer for Dense<IN, OUT> {
     type Grads = WeightBias;
     type Cache = ();
     const PARAMS: usize = IN * OUT + OUT;
+    const MULS: usize = IN * OUT;
     const SCRATCH: usize = split_k_scratch(IN, OUT);
 
     fn forward(&self, input: &Batch<Flat<IN>>, output: &mut Batch<Flat<OUT>>, _workspace: &mut ()) {
@@ -112,9 +113,9 @@ impl<const IN: usize, const OUT: usize> Linear for Dense<IN, OUT> {
             MatRef::row_major(input.as_slice(), samples, IN),
             self.weight(),
             Epilogue {
-                accumulate: false,
                 bias: Some(&self.params.bias),
                 activation,
+                ..Epilogue::default()
             },
         );
     }

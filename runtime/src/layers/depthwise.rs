@@ -170,6 +170,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     type Grads = WeightBias;
     type Cache = DepthwiseCache;
     const PARAMS: usize = K * K * I::C + I::C;
+    const MULS: usize = O::LEN * K * K;
 
     fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _cache: &mut DepthwiseCache) {
         let () = Self::SHAPES_AGREE;

@@ -125,9 +125,8 @@ pub fn linear_activation_backward<L: Linear, F: ActivationFn>(
     linear.backward(input, output, grad_output, cache, grad_input, grads);
 }
 
-/// Inference of a convolution with the weights and bias of `params` (the convolution's own, or
-/// with batch normalisation folded in by [`fold_batchnorm`]), `activation` (in its GEMM
-/// epilogue) and the pooling after it: `output = pool(activation(conv(input)))`. Each image's
+/// Inference of a convolution with `weights` (the convolution's own, or with batch
+/// normalisation folded in by [`fold_batchnorm`]), `activation` (in its GEMM epilogue) and the pooling after it: `output = pool(activation(conv(input)))`. Each image's
 /// convolution output (at batches smaller than the pool, each part's rows of it) lives only in
 /// per-thread scratch, pooled right after it is computed.
 pub fn conv_activation_pool_forward<
@@ -141,9 +140,9 @@ pub fn conv_activation_pool_forward<
     const POOL: usize,
     const POOL_STRIDE: usize,
 >(
-    // Both layers only name the types: the weights come from `params`, and pooling is stateless.
+    // Both layers only name the types: the weights come in `weights`, and pooling is stateless.
     _conv: &Conv2d<I, M, K, STRIDE, P>,
-    params: &WeightBias,
+    weights: ConvWeights<'_>,
     activation: ActivationKind,
     _pool: &Pool2d<M, O, Op, POOL, POOL_STRIDE>,
     input: &Batch<I>,
@@ -158,7 +157,7 @@ pub fn conv_activation_pool_forward<
         let needed = conv_rows(&rows);
         with_scratch(needed.len() * M::W * M::C, |conv_out| {
             Conv2d::<I, M, K, STRIDE, P>::forward_rows(
-                params,
+                weights,
                 image,
                 needed.clone(),
                 conv_out,
@@ -172,22 +171,22 @@ pub fn conv_activation_pool_forward<
     for_each_output_rows(input, output, muls_per_row, pooled_rows);
 }
 
-/// Inference of a convolution with the weights and bias of `params` (see
-/// [`conv_activation_pool_forward`]) and `activation` in its GEMM epilogue.
+/// Inference of a convolution with `weights` (see [`conv_activation_pool_forward`]) and
+/// `activation` in its GEMM epilogue.
 pub fn conv_params_forward<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>(
-    // Only names the type: the weights come from `params`.
+    // Only names the type: the weights come in `weights`.
     _conv: &Conv2d<I, O, K, STRIDE, P>,
-    params: &WeightBias,
+    weights: ConvWeights<'_>,
     activation: ActivationKind,
     input: &Batch<I>,
     output: &mut Batch<O>,
 ) {
-    Conv2d::<I, O, K, STRIDE, P>::forward_with(params, input, output, activation, false);
+    Conv2d::<I, O, K, STRIDE, P>::forward_with(weights, input, output, activation, false);
 }
 
 /// Inference of the last convolution of a residual block with the block's addition in its
-/// GEMM epilogue: `output = activation(conv(input) + residual)`, the weights and bias from
-/// `params` (see [`conv_params_forward`]), `residual` the block's input or its projection, and
+/// GEMM epilogue: `output = activation(conv(input) + residual)` with `weights` (see
+/// [`conv_params_forward`]), `residual` the block's input or its projection, and
 /// `activation` the one after the block. The output is filled with `residual` first and the
 /// product accumulated onto it, so the sum never makes a pass of its own.
 pub fn conv_residual_forward<
@@ -197,9 +196,9 @@ pub fn conv_residual_forward<
     const STRIDE: usize,
     P: Padding,
 >(
-    // Only names the type: the weights come from `params`.
+    // Only names the type: the weights come in `weights`.
     _conv: &Conv2d<I, O, K, STRIDE, P>,
-    params: &WeightBias,
+    weights: ConvWeights<'_>,
     activation: ActivationKind,
     input: &Batch<I>,
     residual: &Batch<O>,
@@ -211,33 +210,65 @@ pub fn conv_residual_forward<
         "a residual block's two paths disagree"
     );
     output.copy_from(residual);
-    Conv2d::<I, O, K, STRIDE, P>::forward_with(params, input, output, activation, true);
+    Conv2d::<I, O, K, STRIDE, P>::forward_with(weights, input, output, activation, true);
+}
+
+/// The weights a convolution runs with at inference: its weight matrix and bias, and, with
+/// batch normalisation folded in, a factor per filter that the GEMM epilogue multiplies the
+/// product by ([`Epilogue::scale`](crate::kernels::gemm::Epilogue::scale)).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvWeights<'a> {
+    /// HWIO, as [`Conv2d::params`] stores it.
+    pub weight: &'a [f32],
+    /// One factor per filter, or none.
+    pub scale: Option<&'a [f32]>,
+    /// One value per filter.
+    pub bias: &'a [f32],
+}
+
+impl<'a> From<&'a WeightBias> for ConvWeights<'a> {
+    /// A layer's own weights and bias, unscaled.
+    fn from(params: &'a WeightBias) -> Self {
+        Self {
+            weight: &params.weight,
+            scale: None,
+            bias: &params.bias,
+        }
+    }
+}
+
+/// Inference batch normalisation as the convolution before it applies it: a scale and a bias
+/// per filter (see [`fold_batchnorm`]).
+#[derive(Clone, Debug, Default)]
+pub struct FoldedBatchNorm {
+    scale: Vec<f32>,
+    bias: Vec<f32>,
 }
 
 /// Folds inference batch normalisation into the convolution before it: with
-/// `s = gamma / sqrt(running_var + epsilon)`, `folded` gets the weights `w[.., f] · s[f]` and
-/// the bias `(b[f] − running_mean[f]) · s[f] + beta[f]`, so the convolution alone computes both
-/// layers (up to rounding). Cheap beside the convolution (one multiply per weight), so it is
-/// redone on every call and never stale after training.
-pub fn fold_batchnorm<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>(
-    conv: &Conv2d<I, O, K, STRIDE, P>,
+/// `s = gamma / sqrt(running_var + epsilon)`, the convolution's product is scaled by `s[f]` in
+/// its GEMM epilogue and gets the bias `(b[f] − running_mean[f]) · s[f] + beta[f]`, so the
+/// convolution alone computes both layers (up to rounding). It costs a few operations per
+/// filter, so it is redone on every call and never stale after training; the weights
+/// themselves are used as they are.
+pub fn fold_batchnorm<'a, I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>(
+    conv: &'a Conv2d<I, O, K, STRIDE, P>,
     batchnorm: &BatchNorm<O>,
-    folded: &mut WeightBias,
-) {
-    let (weight, bias) = (&conv.params.weight, &conv.params.bias);
-    folded.weight_dims = conv.params.weight_dims;
-    folded.weight.resize(weight.len(), 0.0);
-    folded.bias.resize(bias.len(), 0.0);
-    let scale = |f: usize| {
+    folded: &'a mut FoldedBatchNorm,
+) -> ConvWeights<'a> {
+    let FoldedBatchNorm { scale, bias } = folded;
+    scale.clear();
+    scale.extend((0..O::C).map(|f| {
         batchnorm.params.weight[f] / (batchnorm.running_var[f] + batchnorm.epsilon).sqrt()
-    };
-    for (folded, weights) in folded.weight.chunks_mut(O::C).zip(weight.chunks(O::C)) {
-        for (f, (folded, &w)) in folded.iter_mut().zip(weights).enumerate() {
-            *folded = w * scale(f);
-        }
-    }
-    for (f, (folded, &b)) in folded.bias.iter_mut().zip(bias).enumerate() {
-        *folded = (b - batchnorm.running_mean[f]) * scale(f) + batchnorm.params.bias[f];
+    }));
+    bias.clear();
+    bias.extend((0..O::C).map(|f| {
+        (conv.params.bias[f] - batchnorm.running_mean[f]) * scale[f] + batchnorm.params.bias[f]
+    }));
+    ConvWeights {
+        weight: &conv.params.weight,
+        scale: Some(scale),
+        bias,
     }
 }
 
@@ -376,7 +407,14 @@ mod tests {
         let mut want = Batch::default();
         pool.forward(&conv_out, &mut want, &mut Default::default());
         let mut got = Batch::default();
-        conv_activation_pool_forward(&conv, &conv.params, activation, &pool, &x, &mut got);
+        conv_activation_pool_forward(
+            &conv,
+            (&conv.params).into(),
+            activation,
+            &pool,
+            &x,
+            &mut got,
+        );
         let what = format!(
             "{}, {activation:?}, {samples} samples",
             std::any::type_name::<O>()
@@ -437,16 +475,16 @@ mod tests {
         conv.forward(&x, &mut y, &mut Default::default());
         batchnorm.forward(&y, &mut normalized, &mut Default::default());
         Relu::new().forward(&normalized, &mut want, &mut ());
-        let mut folded = WeightBias::default();
-        fold_batchnorm(&conv, &batchnorm, &mut folded);
+        let mut folded = FoldedBatchNorm::default();
+        let weights = fold_batchnorm(&conv, &batchnorm, &mut folded);
         let mut got = Batch::default();
-        conv_params_forward(&conv, &folded, ActivationKind::Relu, &x, &mut got);
+        conv_params_forward(&conv, weights, ActivationKind::Relu, &x, &mut got);
         assert_close("folded", got.as_slice(), want.as_slice(), 1e-5);
         // And with the pooling after it.
         let pool = Pool2d::<Hwc<7, 6, 5>, Hwc<3, 3, 5>, Avg, 2, 2>::new();
         let (mut pooled_want, mut pooled) = (Batch::default(), Batch::default());
         pool.forward(&want, &mut pooled_want, &mut Default::default());
-        conv_activation_pool_forward(&conv, &folded, ActivationKind::Relu, &pool, &x, &mut pooled);
+        conv_activation_pool_forward(&conv, weights, ActivationKind::Relu, &pool, &x, &mut pooled);
         assert_close(
             "folded and pooled",
             pooled.as_slice(),
@@ -488,7 +526,7 @@ mod tests {
             relu.forward(&sum, &mut want, &mut ());
             let mut got = Batch::default();
             let kind = ActivationFn::kind(&relu.function);
-            conv_residual_forward(&conv, &conv.params, kind, &x, &skip, &mut got);
+            conv_residual_forward(&conv, (&conv.params).into(), kind, &x, &skip, &mut got);
             let what = format!(
                 "{} k{K} s{S} same={}, {samples} samples",
                 I::describe(),

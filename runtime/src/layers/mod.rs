@@ -39,8 +39,8 @@ pub use depthwise::{DepthwiseCache, DepthwiseConv2d};
 pub use dropout::{Dropout, DropoutCache};
 pub use flatten::Flatten;
 pub use fused::{
-    Linear, conv_activation_pool_forward, conv_params_forward, conv_residual_forward,
-    fold_batchnorm, linear_activation_backward, linear_activation_forward,
+    ConvWeights, FoldedBatchNorm, Linear, conv_activation_pool_forward, conv_params_forward,
+    conv_residual_forward, fold_batchnorm, linear_activation_backward, linear_activation_forward,
 };
 pub use global_pool::{GlobalAvgPool2d, GlobalMaxPool2d, GlobalPool2d, GlobalPoolCache};
 pub use params::{
@@ -177,6 +177,10 @@ pub trait Layer: Send + Sync {
     /// The most values of per-thread scratch ([`with_scratch`](crate::kernels::with_scratch))
     /// one of the layer's passes asks for, so a network can reserve it on every thread up front.
     const SCRATCH: usize = 0;
+    /// Multiply-adds of one sample's forward pass, roughly (0 for layers whose work is
+    /// negligible beside a product's): what a network weighs to decide whether a small batch is
+    /// worth keeping every thread of the pool awake for ([`crate::plan::on_pool`]).
+    const MULS: usize = 0;
 
     /// Inference forward pass: `output` is resized to `input.len()` samples and overwritten.
     ///
@@ -320,6 +324,7 @@ impl<A: Layer, B: Layer<Input = A::Output>> Layer for Chain<A, B> {
     const PARAMS: usize = A::PARAMS + B::PARAMS;
     const BUFFERS: usize = A::BUFFERS + B::BUFFERS;
     const SCRATCH: usize = max(A::SCRATCH, B::SCRATCH);
+    const MULS: usize = A::MULS + B::MULS;
 
     fn forward(
         &self,
