@@ -767,9 +767,13 @@ unsafe fn tile_loops<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>(
                     let rows = MR.min(m - i0);
                     let a_tile = a.tile(i0, k0);
                     let c_tile = &mut c.data[i0 * c.row_stride + j0..];
+                    // Only full tiles: an edge tile's rows past the end repeat its last row
+                    // (see `microkernel`), which a step cannot express.
+                    let row_step = a.row_step(i0, rows).filter(|_| rows == MR);
                     let tile = TileArgs {
                         a: a_tile.as_ptr(),
                         a_len: a_tile.len(),
+                        a_row_step: row_step.unwrap_or(0),
                         a_col_stride: a.strides().1,
                         a_col_offsets: col_offsets.as_ptr().cast(),
                         b: b_panel.as_ptr(),
@@ -789,8 +793,14 @@ unsafe fn tile_loops<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>(
                         activation,
                     };
                     // SAFETY: the tile's rows and columns lie inside A, B (or its packed panel)
-                    // and C; an in-place B has only full panels.
-                    unsafe { microkernel::<V, MR, NV, A>(tile, a, i0) }
+                    // and C; an in-place B has only full panels; `a_row_step` is the rows'
+                    // distance when the kernel is told they are evenly spaced.
+                    unsafe {
+                        match row_step {
+                            Some(_) => microkernel::<V, MR, NV, A, true>(tile, a, i0),
+                            None => microkernel::<V, MR, NV, A, false>(tile, a, i0),
+                        }
+                    }
                 }
             }
         }
@@ -812,6 +822,10 @@ trait TiledLhs: Copy {
     fn strides(&self) -> (usize, usize);
     /// Offset of row `i0 + i` from row `i0`, without strides.
     fn row_offset(&self, i0: usize, i: usize) -> usize;
+    /// The distance between consecutive rows of rows `i0..i0 + rows`, if it is the same
+    /// throughout (always for a matrix; for patches, when the rows' pixels lie on one output
+    /// row), so the microkernel computes the rows' offsets instead of reading them from a table.
+    fn row_step(&self, i0: usize, rows: usize) -> Option<usize>;
     /// Offset of column `k` from column 0 of any row, without strides.
     fn col_offset(&self, k: usize) -> usize;
 }
@@ -837,6 +851,11 @@ impl TiledLhs for MatRef<'_> {
     #[inline(always)]
     fn row_offset(&self, _i0: usize, i: usize) -> usize {
         i * self.row_stride
+    }
+
+    #[inline(always)]
+    fn row_step(&self, _i0: usize, _rows: usize) -> Option<usize> {
+        Some(self.row_stride)
     }
 
     #[inline(always)]
@@ -869,6 +888,12 @@ impl TiledLhs for Patches<'_> {
     }
 
     #[inline(always)]
+    fn row_step(&self, i0: usize, rows: usize) -> Option<usize> {
+        let column = (self.first + i0) % self.out_width;
+        (column + rows <= self.out_width).then_some(self.stride * self.channels)
+    }
+
+    #[inline(always)]
     fn col_offset(&self, k: usize) -> usize {
         Patches::col_offset(self, k)
     }
@@ -896,6 +921,7 @@ fn pack_b_panel(b: MatRef<'_>, k0: usize, kc: usize, j0: usize, nr: usize, packe
 struct TileArgs {
     a: *const f32,
     a_len: usize,
+    a_row_step: usize,
     a_col_stride: usize,
     a_col_offsets: *const usize,
     b: *const f32,
@@ -914,12 +940,19 @@ struct TileArgs {
 }
 
 /// Computes one `MR × NV·LANES` tile of `A·B` in registers, then stores (or adds) the `rows ×
-/// cols` part of it that lies inside C: rows `i0..` of A, read from `t.a`.
+/// cols` part of it that lies inside C: rows `i0..` of A, read from `t.a`, `t.a_row_step` apart
+/// when `EVEN_ROWS`.
 ///
 /// # Safety
 /// `V`'s instruction set must be available; the pointers must cover the tile as described.
 #[inline(always)]
-unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>(
+unsafe fn microkernel<
+    V: SimdF32,
+    const MR: usize,
+    const NV: usize,
+    A: TiledLhs,
+    const EVEN_ROWS: bool,
+>(
     t: TileArgs,
     a: A,
     i0: usize,
@@ -927,12 +960,11 @@ unsafe fn microkernel<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>
     const { assert!(NV * V::LANES <= 64, "edge tiles spill into 64-wide rows") };
     let nr = NV * V::LANES;
     // Rows past `rows` read the last valid row again: a full tile's loads stay inside A and
-    // the extra sums are never stored. A strided A's offsets are computed here, from its
-    // stride, where the compiler sees them: passed in as a table, they made it keep the 12-row
-    // tiles' accumulators in memory (40% slower).
-    let (row_stride, _) = a.strides();
-    let row_offsets: [usize; MR] = if A::STRIDED {
-        std::array::from_fn(|i| i.min(t.rows - 1) * row_stride)
+    // the extra sums are never stored. Evenly spaced rows' offsets are computed here, from
+    // their step, where the compiler sees them: passed in as a table, they made it keep the
+    // 12-row tiles' accumulators in memory (40% slower).
+    let row_offsets: [usize; MR] = if EVEN_ROWS {
+        std::array::from_fn(|i| i * t.a_row_step)
     } else {
         std::array::from_fn(|i| a.row_offset(i0, i.min(t.rows - 1)))
     };

@@ -77,7 +77,10 @@ pub(super) unsafe fn run<K: VectorKernel>(kernel: K) -> K::Output {
 
 /// The GEMM on the AVX-512 path. The tile is chosen by the output width: 6x64 (24 accumulators,
 /// 4 B vectors, 1 broadcast: 29 of the 32 registers) for wide outputs such as conv(64) or
-/// dense(128), 12x32 for 17 to 32 columns, 12x16 for narrower ones such as dense(10). A wide
+/// dense(128); 8x32 for 17 to 32 columns (16 accumulators: LLVM loads a tile's broadcasts
+/// ahead of its FMAs, and the 24 accumulators of a 12x32 tile with 12 broadcasts and 2 B
+/// vectors spilled), or 12x32 when at most 12 rows fit one tile (a weight gradient's
+/// `K · K · C` rows); 12x16 for narrower ones such as dense(10). A wide
 /// output whose last 64-column panel would be at most half full (the 288 columns of the conv2
 /// input gradient) finishes with 12x32 tiles instead. A single row (batch-1 inference) uses
 /// one-row tiles, so no work is spent on rows that do not exist.
@@ -97,7 +100,8 @@ pub(super) unsafe fn gemm(mut args: GemmArgs<'_>) {
                 gemm_with_tiles::<Avx512, 12, 2>(args.columns(wide, n - wide));
             }
             (_, 33..) => gemm_with_tiles::<Avx512, 6, 4>(args),
-            (_, 17..=32) => gemm_with_tiles::<Avx512, 12, 2>(args),
+            (..=12, 17..=32) => gemm_with_tiles::<Avx512, 12, 2>(args),
+            (_, 17..=32) => gemm_with_tiles::<Avx512, 8, 2>(args),
             _ => gemm_with_tiles::<Avx512, 12, 1>(args),
         }
     }
