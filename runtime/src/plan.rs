@@ -125,9 +125,11 @@ impl<O: Shape, const N: usize> InferenceBuffers<O, N> {
     }
 }
 
-/// Multiply-adds a pass over a batch smaller than the pool must have to keep the pool's other
-/// threads awake for it ([`on_pool`]): enough that its products split across threads.
-const KEEP_AWAKE_MULS: usize = 1 << 20;
+/// Multiply-adds a pass must have to keep the pool's other threads awake for it
+/// ([`on_pool`]): about 50 µs of one core's work, enough that its largest products split
+/// across threads. Below it, a spinning thread costs more (in contention for the queues) than
+/// it saves.
+const KEEP_AWAKE_MULS: usize = 1 << 23;
 
 /// Runs `f`, a pass of network `N` over `samples` samples, on a thread of the rayon pool
 /// (directly, when called from one), so the parallel loops of a whole pass split their work from
@@ -137,19 +139,19 @@ const KEEP_AWAKE_MULS: usize = 1 << 20;
 /// ([`crate::kernels::prepare_thread`]): it reserves that much scratch, so no pass allocates
 /// whichever thread runs which part of it, and flushes denormal floats to zero.
 ///
-/// A pass over fewer samples than the pool has threads splits each sample's products between
-/// the threads, op after op, with a little serial work between them. A rayon worker that finds
-/// no work sleeps after a few microseconds, and waking it costs tens: more than the split
-/// saves on a small convolution. So, when the pass has enough work to split
-/// ([`KEEP_AWAKE_MULS`]), the other threads spin on the pool's queues until it ends, taking
-/// each split part as soon as it is offered.
+/// A pass splits its ops between the threads one after another, with serial work between
+/// them (a layer too small to split, a batch of one's bookkeeping). A rayon worker that finds
+/// no work sleeps after a few microseconds, and waking it costs tens: more than splitting a
+/// small convolution saves, and a tenth of a small network's pass. So, when the pass has
+/// enough work ([`KEEP_AWAKE_MULS`]), the other threads spin on the pool's queues until it
+/// ends, taking each part as soon as it is offered; back-to-back passes then find them awake.
 pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) -> R {
     let prepared_then_f = || {
         if !crate::kernels::thread_prepared_for(N::SCRATCH) {
             rayon::broadcast(|_| crate::kernels::prepare_thread(N::SCRATCH));
         }
         let threads = rayon::current_num_threads();
-        if samples < threads && samples.saturating_mul(N::MULS) >= KEEP_AWAKE_MULS {
+        if threads > 1 && samples.saturating_mul(N::MULS) >= KEEP_AWAKE_MULS {
             with_pool_awake(f)
         } else {
             f()
@@ -190,7 +192,11 @@ fn spin_until(done: &AtomicBool, owner: Option<usize>, spinners: usize) {
     let spin = || {
         while !done.load(Ordering::Acquire) {
             if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                std::hint::spin_loop();
+                // Pause a little between looks, so the queues' cache lines are not pulled
+                // away from the thread that pushes to them on every one.
+                for _ in 0..16 {
+                    std::hint::spin_loop();
+                }
             }
         }
     };
@@ -284,13 +290,14 @@ mod tests {
     use super::*;
     use crate::layers::Dense;
 
-    /// Passes that keep the pool awake (one sample, a layer of 2^20 multiply-adds) finish with
-    /// the right result, with nested parallel loops inside, on pools of 1 to 4 threads and
+    /// Passes that keep the pool awake (8 samples through a layer of 2^20 multiply-adds) finish
+    /// with the right result, with nested parallel loops inside, on pools of 1 to 4 threads and
     /// started from outside any pool (on the global pool), many times over.
     #[test]
     fn passes_on_an_awake_pool_finish() {
         type Heavy = Dense<1024, 1024>;
-        const { assert!(<Heavy as Layer>::MULS >= KEEP_AWAKE_MULS) };
+        const SAMPLES: usize = 8;
+        const { assert!(SAMPLES * <Heavy as Layer>::MULS >= KEEP_AWAKE_MULS) };
         let values: Vec<u64> = (0..100_000).collect();
         let want: u64 = values.iter().map(|v| v * 3).sum();
         let pass = || {
@@ -304,11 +311,11 @@ mod tests {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
             let pool = pool.expect("a pool");
             for _ in 0..50 {
-                assert_eq!(pool.install(|| on_pool::<Heavy, _>(1, pass)), want);
+                assert_eq!(pool.install(|| on_pool::<Heavy, _>(SAMPLES, pass)), want);
             }
         }
         for _ in 0..50 {
-            assert_eq!(on_pool::<Heavy, _>(1, pass), want);
+            assert_eq!(on_pool::<Heavy, _>(SAMPLES, pass), want);
         }
     }
 }

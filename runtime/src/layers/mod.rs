@@ -178,8 +178,8 @@ pub trait Layer: Send + Sync {
     /// one of the layer's passes asks for, so a network can reserve it on every thread up front.
     const SCRATCH: usize = 0;
     /// Multiply-adds of one sample's forward pass, roughly (0 for layers whose work is
-    /// negligible beside a product's): what a network weighs to decide whether a small batch is
-    /// worth keeping every thread of the pool awake for ([`crate::plan::on_pool`]).
+    /// negligible beside a product's): what a network weighs to decide whether a pass is worth
+    /// keeping every thread of the pool awake for ([`crate::plan::on_pool`]).
     const MULS: usize = 0;
 
     /// Inference forward pass: `output` is resized to `input.len()` samples and overwritten.
