@@ -352,6 +352,32 @@ impl<'a> MatMut<'a> {
         }
     }
 
+    /// A `rows × cols` matrix whose rows start `row_stride` values apart.
+    ///
+    /// # Panics
+    /// If `row_stride` is less than `cols`, or the last row ends past `data`.
+    pub fn strided(data: &'a mut [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
+        assert!(
+            row_stride >= cols,
+            "rows of {cols} values {row_stride} apart overlap"
+        );
+        if rows > 0 {
+            let end = (rows - 1) * row_stride + cols;
+            assert!(
+                end <= data.len(),
+                "a {rows}x{cols} view with row stride {row_stride} needs {end} values, the \
+                 slice has {}",
+                data.len()
+            );
+        }
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+        }
+    }
+
     /// Rows.
     pub fn rows(&self) -> usize {
         self.rows

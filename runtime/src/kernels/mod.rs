@@ -12,6 +12,7 @@ pub mod gemm;
 pub mod peak;
 mod portable;
 pub mod simd;
+pub mod winograd;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
@@ -137,14 +138,15 @@ pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 
 /// Prepares this thread to run passes of a network whose kernels ask for at most `scratch`
 /// values of scratch:
-/// - it reserves two nested scratch buffers of `scratch` values (a fused op's intermediate and a
-///   kernel's patches inside it) and room to pack any GEMM panel, so no pass allocates;
+/// - it reserves three nested scratch buffers of `scratch` values (a convolution's transformed
+///   filters, a fused op's intermediate, and a kernel's patches or tiles inside it) and room to
+///   pack any GEMM panel, so no pass allocates;
 /// - it sets the CPU to flush denormal results and inputs to zero (MXCSR's FTZ and DAZ on
 ///   x86-64, as TensorFlow does on its threads): values below 1.2e-38 become 0. Training on a
 ///   well-fitted batch otherwise drives optimiser state into denormals, and each operation on a
 ///   denormal costs the CPU about a hundred cycles.
 pub fn prepare_thread(scratch: usize) {
-    const DEPTH: usize = 2;
+    const DEPTH: usize = 3;
     SCRATCH_POOL.with_borrow_mut(|pool| {
         while pool.len() < DEPTH {
             pool.push(Vec::new());

@@ -43,6 +43,10 @@ unsafe impl SimdF32 for Portable {
         Portable(std::array::from_fn(|i| self.0[i] * b.0[i]))
     }
     #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        Portable(std::array::from_fn(|i| self.0[i] - b.0[i]))
+    }
+    #[inline(always)]
     unsafe fn relu(self) -> Self {
         Portable(self.0.map(super::elementwise::relu))
     }

@@ -50,6 +50,11 @@ pub unsafe trait SimdF32: Copy {
     /// # Safety
     /// As for the trait: the CPU must support the instruction set.
     unsafe fn add(self, b: Self) -> Self;
+    /// Lane-wise difference `self − b`.
+    ///
+    /// # Safety
+    /// As for the trait: the CPU must support the instruction set.
+    unsafe fn sub(self, b: Self) -> Self;
     /// Lane-wise product.
     ///
     /// # Safety

@@ -50,6 +50,11 @@ unsafe impl SimdF32 for Avx2 {
     }
     #[inline]
     #[target_feature(enable = "avx2,fma")]
+    unsafe fn sub(self, b: Self) -> Self {
+        Avx2(_mm256_sub_ps(self.0, b.0))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn relu(self) -> Self {
         // MAXPS returns its second operand when either is NaN or both are zero, so `x` passes
         // through for NaN and -0.0, as the scalar `relu` does.

@@ -50,6 +50,11 @@ unsafe impl SimdF32 for Avx512 {
     }
     #[inline]
     #[target_feature(enable = "avx512f")]
+    unsafe fn sub(self, b: Self) -> Self {
+        Avx512(_mm512_sub_ps(self.0, b.0))
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
     unsafe fn relu(self) -> Self {
         // MAXPS returns its second operand when either is NaN or both are zero, so `x` passes
         // through for NaN and -0.0, as the scalar `relu` does.

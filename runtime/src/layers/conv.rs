@@ -4,7 +4,8 @@
 //! c)` order; in NHWC a patch row is `k` runs of `k·C` contiguous floats), and the convolution
 //! becomes one GEMM with the weights, stored `[k, k, in_channels, filters]` as Keras stores them:
 //! - forward: `Y = patches · W + b`, the GEMM reading the patches straight from the image
-//!   ([`Patches`]), or from a zero-padded copy of it with `Same` padding;
+//!   ([`Patches`]), or from a zero-padded copy of it with `Same` padding; or, for 3x3 stride-1
+//!   convolutions of enough input channels, Winograd's F(4x4, 3x3) ([`ConvAlgorithm`]);
 //! - weight gradient: `dW = Σ_images patchesᵀ · dY` (patches copied out), `db = Σ dY`;
 //! - input gradient: `dpatches = dY · Wᵀ` (`Wᵀ` copied out once per call), scattered back onto
 //!   the image (col2im).
@@ -19,6 +20,7 @@
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use rand::Rng;
 
@@ -27,6 +29,7 @@ use super::{Layer, WeightBias, grouped_backward, max};
 use crate::init::Init;
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, Patches, gemm, gemm_patches};
+use crate::kernels::winograd;
 use crate::kernels::with_scratch;
 use crate::shape::Image;
 use crate::tensor::Batch;
@@ -78,6 +81,69 @@ pub const fn padding_before(input: usize, kernel: usize, stride: usize, same: bo
     }
 }
 
+/// How a convolution's forward pass computes its product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// The patches times the weights, in one GEMM per image (or part of one).
+    Gemm,
+    /// Winograd's F(4x4, 3x3) ([`winograd`]): a quarter of the multiplications, for 3x3
+    /// stride-1 convolutions.
+    Winograd,
+}
+
+impl ConvAlgorithm {
+    /// The algorithm `CONSTNET_CONV` (`gemm` or `winograd`) forces where it applies, if set;
+    /// read once per process.
+    pub fn forced() -> Option<ConvAlgorithm> {
+        static FORCED: OnceLock<Option<ConvAlgorithm>> = OnceLock::new();
+        *FORCED.get_or_init(|| {
+            let name = std::env::var("CONSTNET_CONV").ok()?;
+            let forced = ConvAlgorithm::from_name(&name);
+            if forced.is_none() {
+                eprintln!("constnet: CONSTNET_CONV={name} is not gemm or winograd; ignored");
+            }
+            forced
+        })
+    }
+
+    /// The algorithm called `name` (`gemm` or `winograd`).
+    pub fn from_name(name: &str) -> Option<ConvAlgorithm> {
+        match name {
+            "gemm" => Some(ConvAlgorithm::Gemm),
+            "winograd" => Some(ConvAlgorithm::Winograd),
+            _ => None,
+        }
+    }
+}
+
+/// Fewest input channels for which a 3x3 convolution runs Winograd: with fewer, the
+/// transforms cost more than the multiplications saved.
+const WINOGRAD_MIN_CHANNELS: usize = 8;
+/// Fewest 4x4 output tiles a call must have (over all its images) to run Winograd: the filters
+/// are transformed on every call, which fewer tiles do not repay.
+const WINOGRAD_MIN_TILES: usize = 32;
+
+/// A convolution's weights made ready for its algorithm: as stored for the GEMM, and the
+/// transformed filters for Winograd.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PreparedWeights<'a> {
+    weights: ConvWeights<'a>,
+    winograd: Option<&'a [f32]>,
+}
+
+impl PreparedWeights<'_> {
+    /// The multiply-adds per output row that decide whether an image's rows split between
+    /// threads ([`for_each_output_rows`]), given the GEMM's `gemm_muls_per_row`: none for
+    /// Winograd, which runs whole images (see [`Conv2d::algorithm`]).
+    pub(crate) fn split_muls_per_row(&self, gemm_muls_per_row: usize) -> usize {
+        if self.winograd.is_some() {
+            0
+        } else {
+            gemm_muls_per_row
+        }
+    }
+}
+
 /// The buffers a convolution's backward pass reuses between calls: `Wᵀ` and the partial weight
 /// gradient of each group of images.
 #[derive(Clone, Debug, Default)]
@@ -125,6 +191,66 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     } else {
         [I::H, I::W]
     };
+
+    /// Whether Winograd can compute this convolution (3x3, stride 1).
+    const WINOGRAD_APPLIES: bool = K == 3 && STRIDE == 1;
+    /// This convolution's shapes for Winograd.
+    const WINOGRAD: winograd::Geometry = winograd::Geometry {
+        in_h: I::H,
+        in_w: I::W,
+        in_channels: I::C,
+        out_h: O::H,
+        out_w: O::W,
+        filters: O::C,
+        pad_top: Self::PAD_TOP,
+        pad_left: Self::PAD_LEFT,
+    };
+
+    /// The algorithm a forward pass over `samples` images runs: Winograd for 3x3 stride-1
+    /// convolutions of at least 8 input channels, over at least one image per thread of the
+    /// pool and 32 output tiles; the GEMM otherwise. `CONSTNET_CONV` forces either where
+    /// Winograd applies ([`ConvAlgorithm::forced`]).
+    ///
+    /// Winograd runs whole images per thread: split by rows, each thread would stream all the
+    /// transformed filters for a few tiles. Batches smaller than the pool split each image's
+    /// rows with the GEMM instead.
+    pub fn algorithm(samples: usize) -> ConvAlgorithm {
+        if !Self::WINOGRAD_APPLIES {
+            return ConvAlgorithm::Gemm;
+        }
+        let tiles = O::H.div_ceil(winograd::TILE) * O::W.div_ceil(winograd::TILE);
+        let worth_it = I::C >= WINOGRAD_MIN_CHANNELS
+            && samples >= rayon::current_num_threads()
+            && samples * tiles >= WINOGRAD_MIN_TILES;
+        ConvAlgorithm::forced().unwrap_or(if worth_it {
+            ConvAlgorithm::Winograd
+        } else {
+            ConvAlgorithm::Gemm
+        })
+    }
+
+    /// Runs `f` with `weights` made ready for [`Self::algorithm`] over `samples` images:
+    /// Winograd's transformed filters in this thread's scratch, computed once per call of the
+    /// layer.
+    pub(crate) fn with_prepared<R>(
+        weights: ConvWeights<'_>,
+        samples: usize,
+        f: impl FnOnce(PreparedWeights<'_>) -> R,
+    ) -> R {
+        if Self::algorithm(samples) == ConvAlgorithm::Gemm {
+            return f(PreparedWeights {
+                weights,
+                winograd: None,
+            });
+        }
+        with_scratch(Self::WINOGRAD.filter_len(), |filters| {
+            winograd::transform_filters(Self::WINOGRAD, weights.weight, filters);
+            f(PreparedWeights {
+                weights,
+                winograd: Some(filters),
+            })
+        })
+    }
 
     /// Evaluated when the layer is built: the declared shapes must be what the convolution makes.
     const SHAPES_AGREE: () = {
@@ -222,19 +348,30 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     }
 
     /// `out = activation(conv(image) + b)` (`activation(out + conv(image) + b)` when
-    /// `accumulate`: a residual block's input added in the epilogue) with `weights` (this
-    /// layer's, or with batch normalisation folded in) for output rows `rows` of one image,
-    /// `out` holding exactly those rows. The GEMM reads the patches straight from the image
-    /// ([`Patches`]); with `Same` padding, from a zero-padded copy of it in scratch (a copy of
-    /// the image, where im2col would copy every window).
+    /// `accumulate`: a residual block's input added in the epilogue) with `prepared` weights
+    /// (this layer's, or with batch normalisation folded in) for output rows `rows` of one
+    /// image, `out` holding exactly those rows. Winograd reads the image as it is; the GEMM
+    /// reads the patches straight from the image ([`Patches`]), or with `Same` padding from a
+    /// zero-padded copy of it in scratch (a copy of the image, where im2col would copy every
+    /// window).
     pub(crate) fn forward_rows(
-        weights: ConvWeights<'_>,
+        prepared: PreparedWeights<'_>,
         image: &[f32],
         rows: Range<usize>,
         out: &mut [f32],
         activation: ActivationKind,
         accumulate: bool,
     ) {
+        let weights = prepared.weights;
+        let epilogue = Epilogue {
+            accumulate,
+            scale: weights.scale,
+            bias: Some(weights.bias),
+            activation,
+        };
+        if let Some(filters) = prepared.winograd {
+            return winograd::forward_rows(Self::WINOGRAD, filters, image, rows, out, epilogue);
+        }
         let pixels = rows.start * O::W..rows.end * O::W;
         let count = pixels.len();
         let product = |image: &[f32], [height, width]: [usize; 2]| {
@@ -242,12 +379,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
                 MatMut::row_major(out, count, O::C),
                 Patches::new(image, [height, width, I::C], K, STRIDE, pixels),
                 MatRef::row_major(weights.weight, Self::PATCH, O::C),
-                Epilogue {
-                    accumulate,
-                    scale: weights.scale,
-                    bias: Some(weights.bias),
-                    activation,
-                },
+                epilogue,
             )
         };
         if !P::SAME {
@@ -343,7 +475,14 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     /// pooling op keeps in scratch), or one padded image.
     const SCRATCH: usize = max(
         max(Self::PIXELS * Self::PATCH, O::LEN),
-        Self::PADDED[0] * Self::PADDED[1] * I::C,
+        max(
+            Self::PADDED[0] * Self::PADDED[1] * I::C,
+            if Self::WINOGRAD_APPLIES {
+                max(Self::WINOGRAD.filter_len(), Self::WINOGRAD.scratch_len())
+            } else {
+                0
+            },
+        ),
     );
 
     fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _workspace: &mut ConvCache) {
@@ -414,9 +553,11 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         accumulate: bool,
     ) {
         let () = Self::SHAPES_AGREE;
-        let muls_per_row = O::W * Self::PATCH * O::C;
-        for_each_output_rows(input, output, muls_per_row, |image, rows, out| {
-            Self::forward_rows(weights, image, rows, out, activation, accumulate)
+        Self::with_prepared(weights, input.len(), |prepared| {
+            let muls_per_row = prepared.split_muls_per_row(Self::PATCH * O::W * O::C);
+            for_each_output_rows(input, output, muls_per_row, |image, rows, out| {
+                Self::forward_rows(prepared, image, rows, out, activation, accumulate)
+            })
         });
     }
 }

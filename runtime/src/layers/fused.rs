@@ -153,22 +153,24 @@ pub fn conv_activation_pool_forward<
         let first = rows.start * POOL_STRIDE;
         first..((rows.end - 1) * POOL_STRIDE + POOL).min(M::H)
     };
-    let pooled_rows = |image: &[f32], rows: Range<usize>, out: &mut [f32]| {
-        let needed = conv_rows(&rows);
-        with_scratch(needed.len() * M::W * M::C, |conv_out| {
-            Conv2d::<I, M, K, STRIDE, P>::forward_rows(
-                weights,
-                image,
-                needed.clone(),
-                conv_out,
-                activation,
-                false,
-            );
-            Pool2d::<M, O, Op, POOL, POOL_STRIDE>::pool_rows(conv_out, needed.start, rows, out);
-        });
-    };
-    let muls_per_row = POOL_STRIDE * M::W * K * K * I::C * M::C;
-    for_each_output_rows(input, output, muls_per_row, pooled_rows);
+    Conv2d::<I, M, K, STRIDE, P>::with_prepared(weights, input.len(), |prepared| {
+        let muls_per_row = prepared.split_muls_per_row(POOL_STRIDE * M::W * K * K * I::C * M::C);
+        let pooled_rows = |image: &[f32], rows: Range<usize>, out: &mut [f32]| {
+            let needed = conv_rows(&rows);
+            with_scratch(needed.len() * M::W * M::C, |conv_out| {
+                Conv2d::<I, M, K, STRIDE, P>::forward_rows(
+                    prepared,
+                    image,
+                    needed.clone(),
+                    conv_out,
+                    activation,
+                    false,
+                );
+                Pool2d::<M, O, Op, POOL, POOL_STRIDE>::pool_rows(conv_out, needed.start, rows, out);
+            });
+        };
+        for_each_output_rows(input, output, muls_per_row, pooled_rows);
+    });
 }
 
 /// Inference of a convolution with `weights` (see [`conv_activation_pool_forward`]) and

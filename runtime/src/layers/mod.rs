@@ -33,7 +33,9 @@ pub use activation::{
     TanhFn,
 };
 pub use batchnorm::{BatchNorm, BatchNormCache};
-pub use conv::{Conv2d, ConvCache, Padding, Same, Valid, conv_output_len, padding_before};
+pub use conv::{
+    Conv2d, ConvAlgorithm, ConvCache, Padding, Same, Valid, conv_output_len, padding_before,
+};
 pub use dense::Dense;
 pub use depthwise::{DepthwiseCache, DepthwiseConv2d};
 pub use dropout::{Dropout, DropoutCache};
