@@ -900,36 +900,58 @@ impl ::constnet::network::Network for MnistCnn {
         ::constnet::plan::OpInfo {
             name: "conv1+relu1",
             runs: "conv(32, 3) + relu (epilogue)",
+            algorithm: ::std::option::Option::Some(
+                <::constnet::layers::Conv2d<
+                    ::constnet::Hwc<28, 28, 1>,
+                    ::constnet::Hwc<26, 26, 32>,
+                    3,
+                    1,
+                    ::constnet::layers::Valid,
+                >>::algorithm,
+            ),
             output: <::constnet::Hwc<26, 26, 32> as ::constnet::Shape>::DIMS,
             inference: ::constnet::plan::InferenceSlot::Buffer(0),
         },
         ::constnet::plan::OpInfo {
             name: "conv2+relu2+maxpool1",
             runs: "conv(64, 3) + relu (epilogue) + maxpool(2) (from scratch)",
+            algorithm: ::std::option::Option::Some(
+                <::constnet::layers::Conv2d<
+                    ::constnet::Hwc<26, 26, 32>,
+                    ::constnet::Hwc<24, 24, 64>,
+                    3,
+                    1,
+                    ::constnet::layers::Valid,
+                >>::algorithm,
+            ),
             output: <::constnet::Hwc<12, 12, 64> as ::constnet::Shape>::DIMS,
             inference: ::constnet::plan::InferenceSlot::Buffer(1),
         },
         ::constnet::plan::OpInfo {
             name: "flatten1",
             runs: "flatten (view)",
+            algorithm: ::std::option::Option::None,
             output: <::constnet::Flat<9216> as ::constnet::Shape>::DIMS,
             inference: ::constnet::plan::InferenceSlot::View,
         },
         ::constnet::plan::OpInfo {
             name: "dense1+relu3",
             runs: "dense(128) + relu (epilogue)",
+            algorithm: ::std::option::Option::None,
             output: <::constnet::Flat<128> as ::constnet::Shape>::DIMS,
             inference: ::constnet::plan::InferenceSlot::Buffer(0),
         },
         ::constnet::plan::OpInfo {
             name: "dense2",
             runs: "dense(10)",
+            algorithm: ::std::option::Option::None,
             output: <::constnet::Flat<10> as ::constnet::Shape>::DIMS,
             inference: ::constnet::plan::InferenceSlot::Buffer(1),
         },
         ::constnet::plan::OpInfo {
             name: "softmax1",
             runs: "softmax",
+            algorithm: ::std::option::Option::None,
             output: <::constnet::Flat<10> as ::constnet::Shape>::DIMS,
             inference: ::constnet::plan::InferenceSlot::Output,
         },

@@ -483,14 +483,33 @@ fn op_info(graph: &Graph, slots: &Slots, op: &Op) -> TokenStream {
             quote!(Buffer(#index))
         }
     };
+    let algorithm = match conv_of(op) {
+        Some(conv) => {
+            let conv = layer_type(conv);
+            quote!(::std::option::Option::Some(<#conv>::algorithm))
+        }
+        None => quote!(::std::option::Option::None),
+    };
     quote! {
         ::constnet::plan::OpInfo {
             name: #name,
             runs: #runs,
+            algorithm: #algorithm,
             output: <#output as ::constnet::Shape>::DIMS,
             inference: ::constnet::plan::InferenceSlot::#inference,
         }
     }
+}
+
+/// The convolution an inference op runs, if any.
+fn conv_of<'p>(op: &Op<'p>) -> Option<&'p Layer> {
+    let layer = match &op.kind {
+        OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } => layer,
+        OpKind::LinearActivation { linear, .. } => linear,
+        OpKind::Conv { conv, .. } => conv,
+        OpKind::Add { .. } | OpKind::View(_) | OpKind::DropoutInPlace(_) => return None,
+    };
+    matches!(layer.kind, Kind::Conv { .. }).then_some(*layer)
 }
 
 /// The workspace fields, each with its type and the op it serves: one state per training op

@@ -117,8 +117,9 @@ pub trait Network: Layer {
         summary_table(Self::NAME, Self::LAYERS)
     }
 
-    /// What `network!` compiled: the ops inference runs after fusion, where each output lives,
-    /// and the bytes of the activation buffers of inference and training at `batch` samples.
+    /// What `network!` compiled: the ops inference runs after fusion, the algorithm of each
+    /// convolution, where each output lives, and the bytes of the activation buffers of
+    /// inference and training at `batch` samples.
     fn plan(batch: usize) -> String {
         plan_table(Self::NAME, Self::PLAN, Self::TRAINING_VALUES, batch)
     }

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::layers::Layer;
+use crate::layers::{ConvAlgorithm, Layer};
 use crate::network::thousands;
 use crate::shape::Shape;
 use crate::tensor::Batch;
@@ -23,13 +23,16 @@ pub enum InferenceSlot {
 }
 
 /// One op of a compiled network's inference, as the plan table shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub struct OpInfo {
     /// `conv1+relu1` for a fused op, the layer's name otherwise.
     pub name: &'static str,
     /// What runs, its layers as written: `conv(32, 3) + relu (epilogue)`, `flatten (view)`,
     /// `dense(10)`.
     pub runs: &'static str,
+    /// For an op that runs a convolution, the algorithm it computes it with at a batch size, on
+    /// the current thread pool ([`Conv2d::algorithm`](crate::layers::Conv2d::algorithm)).
+    pub algorithm: Option<fn(usize) -> ConvAlgorithm>,
     /// The output shape, outermost first, without the batch axis.
     pub output: &'static [usize],
     /// Where inference keeps the output.
@@ -143,7 +146,7 @@ const KEEP_AWAKE_MULS: usize = 1 << 23;
 /// them (a layer too small to split, a batch of one's bookkeeping). A rayon worker that finds
 /// no work sleeps after a few microseconds, and waking it costs tens: more than splitting a
 /// small convolution saves, and a tenth of a small network's pass. So, when the pass has
-/// enough work ([`KEEP_AWAKE_MULS`]), the other threads spin on the pool's queues until it
+/// enough work (2^23 multiply-adds), the other threads spin on the pool's queues until it
 /// ends, taking each part as soon as it is offered; back-to-back passes then find them awake.
 pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) -> R {
     let prepared_then_f = || {
@@ -213,8 +216,9 @@ fn buffer_name(slot: usize) -> String {
 }
 
 /// The plan table of a network whose inference runs `ops` and whose training keeps
-/// `training_values` values per sample (op outputs and their gradients), with the bytes of the
-/// activation buffers of both at `batch` samples.
+/// `training_values` values per sample (op outputs and their gradients), with the algorithm of
+/// each convolution and the bytes of the activation buffers of both at `batch` samples (on the
+/// current thread pool, whose size the choice of algorithm weighs).
 pub fn plan_table(name: &str, ops: &[OpInfo], training_values: usize, batch: usize) -> String {
     let buffers = ops
         .iter()
@@ -226,7 +230,7 @@ pub fn plan_table(name: &str, ops: &[OpInfo], training_values: usize, batch: usi
         .unwrap_or(0);
     let mut slot_values = vec![0usize; buffers];
     let mut output_values = 0;
-    let rows: Vec<[String; 4]> = ops
+    let rows: Vec<[String; 5]> = ops
         .iter()
         .map(|op| {
             let values: usize = op.output.iter().product();
@@ -242,16 +246,24 @@ pub fn plan_table(name: &str, ops: &[OpInfo], training_values: usize, batch: usi
                 InferenceSlot::View => "view of its input".to_string(),
             };
             let dims: Vec<String> = op.output.iter().map(ToString::to_string).collect();
+            let algorithm = op.algorithm.map(|algorithm| algorithm(batch).to_string());
             [
                 op.name.to_string(),
                 op.runs.to_string(),
+                algorithm.unwrap_or_default(),
                 format!("({})", dims.join(", ")),
                 place,
             ]
         })
         .collect();
-    let headers = ["Op", "Runs", "Output", "Inference keeps it in"];
-    let widths: Vec<usize> = (0..4)
+    let headers = [
+        "Op",
+        "Runs",
+        "Convolution",
+        "Output",
+        "Inference keeps it in",
+    ];
+    let widths: Vec<usize> = (0..headers.len())
         .map(|column| {
             rows.iter()
                 .map(|row| row[column].chars().count())
@@ -261,7 +273,7 @@ pub fn plan_table(name: &str, ops: &[OpInfo], training_values: usize, batch: usi
                 + 2
         })
         .collect();
-    let line = |cells: [&str; 4]| {
+    let line = |cells: [&str; 5]| {
         let mut line = String::from(" ");
         for (cell, width) in cells.iter().zip(&widths) {
             let _ = write!(line, "{cell:<width$}");
@@ -270,7 +282,7 @@ pub fn plan_table(name: &str, ops: &[OpInfo], training_values: usize, batch: usi
     };
     let mut out = format!("Plan of \"{name}\"\n") + &line(headers);
     for row in &rows {
-        out += &line([&row[0], &row[1], &row[2], &row[3]]);
+        out += &line(row.each_ref().map(String::as_str));
     }
     let bytes = |values: usize| thousands(values * batch * size_of::<f32>());
     let _ = writeln!(

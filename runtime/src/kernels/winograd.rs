@@ -17,7 +17,7 @@
 //! contiguous block per tile (or input channel), and each position's product is a GEMM over
 //! strided views.
 //!
-//! Transforms run over channels (or filters) a vector at a time, through [`VectorKernel`], so
+//! Transforms run over channels (or filters) a vector at a time, through `VectorKernel`, so
 //! each compiles for every instruction set. The interpolation points are 0, ±1, ±2 and ∞, the
 //! choice that keeps F(4x4, 3x3)'s rounding error smallest; the tests bound it against the f64
 //! direct convolution.
@@ -619,7 +619,10 @@ mod tests {
         let (g, reference) = geometries([9, 7, 10], 19, true);
         let image = random(g.in_h * g.in_w * g.in_channels, 1.0, &mut rng);
         let weight = glorot(g, &mut rng);
-        let (scale, bias) = (random(g.filters, 2.0, &mut rng), random(g.filters, 1.0, &mut rng));
+        let (scale, bias) = (
+            random(g.filters, 2.0, &mut rng),
+            random(g.filters, 1.0, &mut rng),
+        );
         let zeros = vec![0.0; g.filters];
         let product = reference::conv2d_forward(reference, &image, &weight, &zeros, 1);
         let mut u = vec![0.0; g.filter_len()];

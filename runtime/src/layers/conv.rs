@@ -91,6 +91,15 @@ pub enum ConvAlgorithm {
     Winograd,
 }
 
+impl std::fmt::Display for ConvAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            ConvAlgorithm::Gemm => "GEMM",
+            ConvAlgorithm::Winograd => "Winograd F(4x4, 3x3)",
+        })
+    }
+}
+
 impl ConvAlgorithm {
     /// The algorithm `CONSTNET_CONV` (`gemm` or `winograd`) forces where it applies, if set;
     /// read once per process.
@@ -679,5 +688,51 @@ mod tests {
         assert_eq!(padding_before(7, 2, 1, true), 0);
         assert_eq!(padding_before(6, 4, 2, true), 1);
         assert_eq!(conv_output_len(4, 5, 1, false), 0);
+    }
+
+    /// The rule of [`Conv2d::algorithm`], unless `CONSTNET_CONV` forces an algorithm.
+    #[test]
+    fn winograd_runs_where_it_pays() {
+        if ConvAlgorithm::forced().is_some() {
+            return;
+        }
+        type Conv2 = Conv2d<Hwc<26, 26, 32>, Hwc<24, 24, 64>, 3>;
+        let on = |threads: usize, samples: usize, algorithm: fn(usize) -> ConvAlgorithm| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+            pool.expect("a pool").install(|| algorithm(samples))
+        };
+        assert_eq!(on(2, 128, Conv2::algorithm), ConvAlgorithm::Winograd);
+        assert_eq!(on(1, 1, Conv2::algorithm), ConvAlgorithm::Winograd);
+        // Fewer images than threads: the GEMM splits each image's rows.
+        assert_eq!(on(2, 1, Conv2::algorithm), ConvAlgorithm::Gemm);
+        // One input channel, a stride, another kernel size, too few tiles.
+        assert_eq!(
+            on(
+                1,
+                128,
+                Conv2d::<Hwc<28, 28, 1>, Hwc<26, 26, 32>, 3>::algorithm
+            ),
+            ConvAlgorithm::Gemm
+        );
+        assert_eq!(
+            on(
+                1,
+                128,
+                Conv2d::<Hwc<9, 9, 8>, Hwc<4, 4, 8>, 3, 2>::algorithm
+            ),
+            ConvAlgorithm::Gemm
+        );
+        assert_eq!(
+            on(1, 128, Conv2d::<Hwc<9, 9, 8>, Hwc<5, 5, 8>, 5>::algorithm),
+            ConvAlgorithm::Gemm
+        );
+        assert_eq!(
+            on(
+                1,
+                1,
+                Conv2d::<Hwc<7, 7, 64>, Hwc<7, 7, 64>, 3, 1, Same>::algorithm
+            ),
+            ConvAlgorithm::Gemm
+        );
     }
 }
