@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 use rand::Rng;
 
 use super::fused::{ConvWeights, Linear, for_each_output_rows};
-use super::{Layer, WeightBias, grouped_backward, max};
+use super::{Layer, WeightBias, for_each_sample_group, grouped_backward, max};
 use crate::init::Init;
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, Patches, gemm, gemm_patches};
@@ -213,6 +213,19 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         filters: O::C,
         pad_top: Self::PAD_TOP,
         pad_left: Self::PAD_LEFT,
+    };
+
+    /// The shapes of the convolution whose output is this one's input gradient (see
+    /// [`Self::input_gradient_winograd`]).
+    const WINOGRAD_INPUT_GRADIENT: winograd::Geometry = winograd::Geometry {
+        in_h: O::H,
+        in_w: O::W,
+        in_channels: O::C,
+        out_h: I::H,
+        out_w: I::W,
+        filters: I::C,
+        pad_top: K - 1 - Self::PAD_TOP,
+        pad_left: K - 1 - Self::PAD_LEFT,
     };
 
     /// The algorithm a forward pass over `samples` images runs: Winograd for 3x3 stride-1
@@ -455,6 +468,30 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         });
     }
 
+    /// The input gradient as a convolution Winograd computes: of the output gradient, with
+    /// each filter turned 180° and its input and output channels swapped, and `K − 1 − pad`
+    /// zeros around (stride 1, which Winograd requires): `dx[y][x][c] = Σ dy[y − kh][x −
+    /// kw][f] · w[kh][kw][c][f]` over the offsets that land inside `dy`.
+    fn input_gradient_winograd(&self, grad_output: &Batch<O>, grad_input: &mut Batch<I>) {
+        let geometry = Self::WINOGRAD_INPUT_GRADIENT;
+        let weight = &self.params.weight;
+        with_scratch(weight.len(), |turned| {
+            for (at, turned) in turned.chunks_exact_mut(I::C * O::C).enumerate() {
+                let source = &weight[(K * K - 1 - at) * I::C * O::C..][..I::C * O::C];
+                MatRef::row_major(source, I::C, O::C).t().copy_to(turned);
+            }
+            with_scratch(geometry.filter_len(), |filters| {
+                winograd::transform_filters(geometry, turned, filters);
+                for_each_sample_group(grad_output, grad_input, |dys, dxs| {
+                    for (dy, dx) in dys.chunks(O::LEN).zip(dxs.chunks_mut(I::LEN)) {
+                        let rows = 0..I::H;
+                        winograd::forward_rows(geometry, filters, dy, rows, dx, false.into());
+                    }
+                });
+            });
+        });
+    }
+
     /// Adds each patch gradient back onto the image position it was copied from.
     fn col2im(patch_grads: &[f32], image_grad: &mut [f32]) {
         image_grad.fill(0.0);
@@ -487,7 +524,12 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
         max(
             Self::PADDED[0] * Self::PADDED[1] * I::C,
             if Self::WINOGRAD_APPLIES {
-                max(Self::WINOGRAD.filter_len(), Self::WINOGRAD.scratch_len())
+                // The filters as stored turned for the input gradient, transformed, and one
+                // call's tiles.
+                max(
+                    max(K * K * I::C * O::C, Self::WINOGRAD.filter_len()),
+                    Self::WINOGRAD.scratch_len(),
+                )
             } else {
                 0
             },
@@ -512,6 +554,13 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
             weight_t,
             partial_weight_grads,
         } = cache;
+        let grad_input = match grad_input {
+            Some(grad_input) if Self::algorithm(input.len()) == ConvAlgorithm::Winograd => {
+                self.input_gradient_winograd(grad_output, grad_input);
+                None
+            }
+            grad_input => grad_input,
+        };
         // `Wᵀ` made contiguous once per call, rather than gathered from the transposed view by
         // each image's GEMM.
         weight_t.resize(weight_len, 0.0);
@@ -679,6 +728,9 @@ mod tests {
     fn mnist_shapes_match_the_reference() {
         matches_reference::<Hwc<28, 28, 1>, Hwc<26, 26, 32>, 3, 1, Valid>(3);
         matches_reference::<Hwc<26, 26, 32>, Hwc<24, 24, 64>, 3, 1, Valid>(2);
+        // Winograd at batches of at least 32 tiles (by default): odd sizes, both paddings.
+        matches_reference::<Hwc<10, 9, 12>, Hwc<10, 9, 20>, 3, 1, Same>(4);
+        matches_reference::<Hwc<11, 13, 9>, Hwc<9, 11, 7>, 3, 1, Valid>(4);
     }
 
     #[test]
