@@ -17,6 +17,13 @@
 //! contiguous block per tile (or input channel), and each position's product is a GEMM over
 //! strided views.
 //!
+//! The weight gradient follows from `Y = Aᵀ (U ⊙ V) A` and `U = G g Gᵀ`: with `Ŷ = A dY Aᵀ` the
+//! output gradient of a tile transformed, the gradient of `U` is `Σ_tiles Ŷ ⊙ V` (at each
+//! position a `channels × tiles` by `tiles × filters` product, [`accumulate_weight_gradient`]),
+//! and that of `g` is `Gᵀ (·) G` ([`filter_gradient`]). The input gradient of a stride-1
+//! convolution is itself a convolution (of `dY` with the filters turned), which the forward
+//! kernel computes.
+//!
 //! Transforms run over channels (or filters) a vector at a time, through `VectorKernel`, so
 //! each compiles for every instruction set. The interpolation points are 0, ±1, ±2 and ∞, the
 //! choice that keeps F(4x4, 3x3)'s rounding error smallest; the tests bound it against the f64
@@ -34,11 +41,50 @@ pub const TILE: usize = 4;
 const WINDOW: usize = TILE + 2;
 /// Positions of a transformed tile: one product each.
 const POSITIONS: usize = WINDOW * WINDOW;
-/// Most tiles transformed and multiplied together: their transformed inputs and products
-/// (`36 · tiles · (in_channels + filters)` values) stay in L2 between the three steps.
+/// Most tiles transformed and multiplied together (unless one band of tiles across the image
+/// has more): their transformed inputs and products (`36 · tiles · (in_channels + filters)`
+/// values) stay in L2 between the three steps.
 const TILES_PER_CHUNK: usize = 24;
 
-/// `Bᵀ d` for one column `d` of a 6x6 window:
+/// A 1-D transform of `N` vectors into `R` by a constant matrix; [`transform_2d`] applies it
+/// to the rows and columns of a block (`M x Mᵀ`).
+trait Transform1d<const N: usize, const R: usize> {
+    /// `M x` for one column `x`.
+    ///
+    /// # Safety
+    /// The CPU must support `S`'s instruction set.
+    unsafe fn apply<S: SimdF32>(x: [S; N]) -> [S; R];
+}
+
+/// `M x Mᵀ` for the matrix `M` of `T`: `T` on each column of `x`, then on each row.
+///
+/// # Safety
+/// The CPU must support `S`'s instruction set.
+#[inline(always)]
+unsafe fn transform_2d<S: SimdF32, T: Transform1d<N, R>, const N: usize, const R: usize>(
+    x: [[S; N]; N],
+) -> [[S; R]; R] {
+    // SAFETY: the caller's instruction set supports `S`.
+    unsafe {
+        let mut columns_done = [[S::zero(); N]; R];
+        for j in 0..N {
+            let mut column = [S::zero(); N];
+            for (value, row) in column.iter_mut().zip(&x) {
+                *value = row[j];
+            }
+            for (row, value) in columns_done.iter_mut().zip(T::apply(column)) {
+                row[j] = value;
+            }
+        }
+        let mut out = [[S::zero(); R]; R];
+        for (out_row, row) in out.iter_mut().zip(columns_done) {
+            *out_row = T::apply(row);
+        }
+        out
+    }
+}
+
+/// The input transform:
 /// ```text
 /// Bᵀ = [4  0 -5  0  1  0]
 ///      [0 -4 -4  1  1  0]
@@ -47,25 +93,29 @@ const TILES_PER_CHUNK: usize = 24;
 ///      [0  2 -1 -2  1  0]
 ///      [0  4  0 -5  0  1]
 /// ```
-#[inline(always)]
-unsafe fn input_1d<S: SimdF32>(d: [S; WINDOW]) -> [S; WINDOW] {
-    // SAFETY: the caller's instruction set supports `S`.
-    unsafe {
-        let (four, five, two) = (S::splat(4.0), S::splat(5.0), S::splat(2.0));
-        let (d1_plus_d2, d1_minus_d2) = (d[1].add(d[2]), d[1].sub(d[2]));
-        let (d3_minus_d1, d4_minus_d2) = (d[3].sub(d[1]), d[4].sub(d[2]));
-        [
-            d[0].mul_add(four, d[4]).sub(d[2].mul(five)),
-            d[3].add(d[4]).sub(d1_plus_d2.mul(four)),
-            d1_minus_d2.mul_add(four, d[4].sub(d[3])),
-            d3_minus_d1.mul_add(two, d4_minus_d2),
-            d4_minus_d2.sub(d3_minus_d1.mul(two)),
-            d[1].mul_add(four, d[5]).sub(d[3].mul(five)),
-        ]
+struct Bt;
+
+impl Transform1d<WINDOW, WINDOW> for Bt {
+    #[inline(always)]
+    unsafe fn apply<S: SimdF32>(d: [S; WINDOW]) -> [S; WINDOW] {
+        // SAFETY: the caller's instruction set supports `S`.
+        unsafe {
+            let (four, five, two) = (S::splat(4.0), S::splat(5.0), S::splat(2.0));
+            let (d1_plus_d2, d1_minus_d2) = (d[1].add(d[2]), d[1].sub(d[2]));
+            let (d3_minus_d1, d4_minus_d2) = (d[3].sub(d[1]), d[4].sub(d[2]));
+            [
+                d[0].mul_add(four, d[4]).sub(d[2].mul(five)),
+                d[3].add(d[4]).sub(d1_plus_d2.mul(four)),
+                d1_minus_d2.mul_add(four, d[4].sub(d[3])),
+                d3_minus_d1.mul_add(two, d4_minus_d2),
+                d4_minus_d2.sub(d3_minus_d1.mul(two)),
+                d[1].mul_add(four, d[5]).sub(d[3].mul(five)),
+            ]
+        }
     }
 }
 
-/// `G g` for one column `g` of a 3x3 kernel:
+/// The filter transform:
 /// ```text
 /// G = [ 1/4     0     0 ]
 ///     [-1/6  -1/6  -1/6 ]
@@ -74,45 +124,99 @@ unsafe fn input_1d<S: SimdF32>(d: [S; WINDOW]) -> [S; WINDOW] {
 ///     [1/24 -1/12   1/6 ]
 ///     [   0     0     1 ]
 /// ```
-#[inline(always)]
-unsafe fn filter_1d<S: SimdF32>(g: [S; 3]) -> [S; WINDOW] {
-    // SAFETY: the caller's instruction set supports `S`.
-    unsafe {
-        let outer = g[0].add(g[2]);
-        let g0_24 = g[0].mul(S::splat(1.0 / 24.0));
-        let g1_12 = g[1].mul(S::splat(1.0 / 12.0));
-        let g2_6 = g[2].mul(S::splat(1.0 / 6.0));
-        let minus_sixth = S::splat(-1.0 / 6.0);
-        [
-            g[0].mul(S::splat(0.25)),
-            outer.add(g[1]).mul(minus_sixth),
-            outer.sub(g[1]).mul(minus_sixth),
-            g0_24.add(g1_12).add(g2_6),
-            g0_24.sub(g1_12).add(g2_6),
-            g[2],
-        ]
+struct G;
+
+impl Transform1d<3, WINDOW> for G {
+    #[inline(always)]
+    unsafe fn apply<S: SimdF32>(g: [S; 3]) -> [S; WINDOW] {
+        // SAFETY: the caller's instruction set supports `S`.
+        unsafe {
+            let outer = g[0].add(g[2]);
+            let g0_24 = g[0].mul(S::splat(1.0 / 24.0));
+            let g1_12 = g[1].mul(S::splat(1.0 / 12.0));
+            let g2_6 = g[2].mul(S::splat(1.0 / 6.0));
+            let minus_sixth = S::splat(-1.0 / 6.0);
+            [
+                g[0].mul(S::splat(0.25)),
+                outer.add(g[1]).mul(minus_sixth),
+                outer.sub(g[1]).mul(minus_sixth),
+                g0_24.add(g1_12).add(g2_6),
+                g0_24.sub(g1_12).add(g2_6),
+                g[2],
+            ]
+        }
     }
 }
 
-/// `Aᵀ m` for one column `m` of a transformed tile:
+/// The output transform:
 /// ```text
 /// Aᵀ = [1  1  1  1  1  0]
 ///      [0  1 -1  2 -2  0]
 ///      [0  1  1  4  4  0]
 ///      [0  1 -1  8 -8  1]
 /// ```
-#[inline(always)]
-unsafe fn output_1d<S: SimdF32>(m: [S; WINDOW]) -> [S; TILE] {
-    // SAFETY: the caller's instruction set supports `S`.
-    unsafe {
-        let (m1_plus_m2, m1_minus_m2) = (m[1].add(m[2]), m[1].sub(m[2]));
-        let (m3_plus_m4, m3_minus_m4) = (m[3].add(m[4]), m[3].sub(m[4]));
-        [
-            m[0].add(m1_plus_m2).add(m3_plus_m4),
-            m3_minus_m4.mul_add(S::splat(2.0), m1_minus_m2),
-            m3_plus_m4.mul_add(S::splat(4.0), m1_plus_m2),
-            m3_minus_m4.mul_add(S::splat(8.0), m1_minus_m2).add(m[5]),
-        ]
+struct At;
+
+impl Transform1d<WINDOW, TILE> for At {
+    #[inline(always)]
+    unsafe fn apply<S: SimdF32>(m: [S; WINDOW]) -> [S; TILE] {
+        // SAFETY: the caller's instruction set supports `S`.
+        unsafe {
+            let (m1_plus_m2, m1_minus_m2) = (m[1].add(m[2]), m[1].sub(m[2]));
+            let (m3_plus_m4, m3_minus_m4) = (m[3].add(m[4]), m[3].sub(m[4]));
+            [
+                m[0].add(m1_plus_m2).add(m3_plus_m4),
+                m3_minus_m4.mul_add(S::splat(2.0), m1_minus_m2),
+                m3_plus_m4.mul_add(S::splat(4.0), m1_plus_m2),
+                m3_minus_m4.mul_add(S::splat(8.0), m1_minus_m2).add(m[5]),
+            ]
+        }
+    }
+}
+
+/// The output-gradient transform, `A` (the transpose of [`At`]'s matrix).
+struct A;
+
+impl Transform1d<TILE, WINDOW> for A {
+    #[inline(always)]
+    unsafe fn apply<S: SimdF32>(y: [S; TILE]) -> [S; WINDOW] {
+        // SAFETY: the caller's instruction set supports `S`.
+        unsafe {
+            let (y0_plus_y2, y1_plus_y3) = (y[0].add(y[2]), y[1].add(y[3]));
+            let (two_y1, eight_y3) = (y[1].add(y[1]), y[3].mul(S::splat(8.0)));
+            let y0_plus_4y2 = y[2].mul_add(S::splat(4.0), y[0]);
+            [
+                y[0],
+                y0_plus_y2.add(y1_plus_y3),
+                y0_plus_y2.sub(y1_plus_y3),
+                y0_plus_4y2.add(two_y1).add(eight_y3),
+                y0_plus_4y2.sub(two_y1).sub(eight_y3),
+                y[3],
+            ]
+        }
+    }
+}
+
+/// The filter-gradient transform, `Gᵀ` (the transpose of [`G`]'s matrix).
+struct Gt;
+
+impl Transform1d<WINDOW, 3> for Gt {
+    #[inline(always)]
+    unsafe fn apply<S: SimdF32>(m: [S; WINDOW]) -> [S; 3] {
+        // SAFETY: the caller's instruction set supports `S`.
+        unsafe {
+            let (m1_plus_m2, m3_plus_m4) = (m[1].add(m[2]), m[3].add(m[4]));
+            let sixth = S::splat(1.0 / 6.0);
+            [
+                m[0].mul(S::splat(0.25))
+                    .sub(m1_plus_m2.mul(sixth))
+                    .add(m3_plus_m4.mul(S::splat(1.0 / 24.0))),
+                m[2].sub(m[1])
+                    .mul(sixth)
+                    .add(m[3].sub(m[4]).mul(S::splat(1.0 / 12.0))),
+                m3_plus_m4.sub(m1_plus_m2).mul_add(sixth, m[5]),
+            ]
+        }
     }
 }
 
@@ -146,14 +250,42 @@ impl Geometry {
         POSITIONS * self.in_channels * self.filters
     }
 
-    /// Values of scratch one [`forward_rows`] call borrows.
+    /// Values of scratch one [`forward_rows`] or [`accumulate_weight_gradient`] call borrows.
     pub const fn scratch_len(&self) -> usize {
-        POSITIONS * TILES_PER_CHUNK * (self.in_channels + self.filters)
+        POSITIONS * self.bands_per_chunk() * self.tiles_across() * (self.in_channels + self.filters)
     }
 
     /// Tiles across one band of 4 output rows.
     const fn tiles_across(&self) -> usize {
         self.out_w.div_ceil(TILE)
+    }
+
+    /// Bands of tiles transformed and multiplied together: as many as fit in
+    /// [`TILES_PER_CHUNK`] tiles, and at least one.
+    const fn bands_per_chunk(&self) -> usize {
+        let bands = TILES_PER_CHUNK / self.tiles_across();
+        if bands > 0 { bands } else { 1 }
+    }
+
+    /// Runs `f(tiles, v, other)` for each chunk of the tiles of output rows `rows`, with
+    /// scratch for the chunk's transformed inputs `v` (`count × 36 × in_channels` values) and
+    /// its transformed outputs or output gradients (`count × 36 × filters`).
+    fn for_each_chunk(&self, rows: Range<usize>, mut f: impl FnMut(Tiles, &mut [f32], &mut [f32])) {
+        let (across, bands_per_chunk) = (self.tiles_across(), self.bands_per_chunk());
+        let bands = rows.len().div_ceil(TILE);
+        with_scratch(self.scratch_len(), |scratch| {
+            for first_band in (0..bands).step_by(bands_per_chunk) {
+                let count = bands_per_chunk.min(bands - first_band) * across;
+                let tiles = Tiles {
+                    first_row: rows.start + first_band * TILE,
+                    end_row: rows.end,
+                    across,
+                    count,
+                };
+                let (v, other) = scratch.split_at_mut(POSITIONS * count * self.in_channels);
+                f(tiles, v, &mut other[..POSITIONS * count * self.filters]);
+            }
+        });
     }
 }
 
@@ -163,13 +295,15 @@ impl Geometry {
 /// # Panics
 /// If `weight` or `u` do not hold the sizes above.
 pub fn transform_filters(geometry: Geometry, weight: &[f32], u: &mut [f32]) {
-    let (in_channels, filters) = (geometry.in_channels, geometry.filters);
-    assert_eq!(weight.len(), 9 * in_channels * filters, "3x3 HWIO weights");
+    assert_eq!(
+        weight.len(),
+        9 * geometry.in_channels * geometry.filters,
+        "3x3 HWIO weights"
+    );
     assert_eq!(u.len(), geometry.filter_len(), "transformed filters");
     run_vectorized(FilterTransform {
+        geometry,
         weight,
-        in_channels,
-        filters,
         u,
     });
 }
@@ -197,31 +331,80 @@ pub fn forward_rows(
     for values in [epilogue.scale, epilogue.bias].into_iter().flatten() {
         assert_eq!(values.len(), g.filters, "one scale and bias per filter");
     }
-    let tiles_across = g.tiles_across();
-    let bands_per_chunk = (TILES_PER_CHUNK / tiles_across).max(1);
-    let bands = rows.len().div_ceil(TILE);
-    with_scratch(g.scratch_len(), |scratch| {
-        for first_band in (0..bands).step_by(bands_per_chunk) {
-            let chunk_bands = first_band..(first_band + bands_per_chunk).min(bands);
-            let tiles = Tiles {
-                first_row: rows.start + first_band * TILE,
-                end_row: rows.end,
-                across: tiles_across,
-                count: chunk_bands.len() * tiles_across,
-            };
-            let (v, m) = scratch.split_at_mut(POSITIONS * tiles.count * g.in_channels);
-            let m = &mut m[..POSITIONS * tiles.count * g.filters];
-            run_vectorized(InputTransform { g, image, tiles, v });
-            multiply_positions(g, u, v, m, tiles.count);
-            let out_rows = &mut out[(tiles.first_row - rows.start) * g.out_w * g.filters..];
-            run_vectorized(OutputTransform {
-                g,
-                m,
-                tiles,
-                out: out_rows,
-                epilogue,
-            });
+    let first_row = rows.start;
+    g.for_each_chunk(rows, |tiles, v, m| {
+        run_vectorized(InputTransform { g, image, tiles, v });
+        multiply_positions(g, u, v, m, tiles.count);
+        let out = &mut out[(tiles.first_row - first_row) * g.out_w * g.filters..];
+        run_vectorized(OutputTransform {
+            g,
+            m,
+            tiles,
+            out,
+            epilogue,
+        });
+    });
+}
+
+/// Adds one image's share of the gradient of the transformed filters to `m` (laid out as
+/// [`transform_filters`]' `U`, [`Geometry::filter_len`] values): `Σ_tiles (A dY Aᵀ) ⊙ (Bᵀ d B)`
+/// over the image's tiles, from the image and the gradient of its output. Borrows
+/// [`Geometry::scratch_len`] values of scratch.
+///
+/// # Panics
+/// If the slices do not hold the sizes of `geometry`.
+pub fn accumulate_weight_gradient(
+    geometry: Geometry,
+    image: &[f32],
+    grad_output: &[f32],
+    m: &mut [f32],
+) {
+    let g = geometry;
+    assert_eq!(image.len(), g.in_h * g.in_w * g.in_channels, "input image");
+    assert_eq!(
+        grad_output.len(),
+        g.out_h * g.out_w * g.filters,
+        "output gradient"
+    );
+    assert_eq!(m.len(), g.filter_len(), "transformed filters' gradient");
+    let (c, f) = (g.in_channels, g.filters);
+    g.for_each_chunk(0..g.out_h, |tiles, v, y| {
+        run_vectorized(InputTransform { g, image, tiles, v });
+        run_vectorized(OutputGradientTransform {
+            g,
+            grad_output,
+            tiles,
+            y,
+        });
+        for p in 0..POSITIONS {
+            gemm(
+                MatMut::strided(&mut m[p * f..], c, f, POSITIONS * f),
+                MatRef::strided(&v[p * c..], c, tiles.count, 1, POSITIONS * c),
+                MatRef::strided(&y[p * f..], tiles.count, f, POSITIONS * f, 1),
+                true,
+            );
         }
+    });
+}
+
+/// The gradient of the 3x3 HWIO weights (`[3, 3, in_channels, filters]`) from that of the
+/// transformed filters `m` ([`accumulate_weight_gradient`]): `Gᵀ m G`, written to
+/// `weight_grad`.
+///
+/// # Panics
+/// If the slices do not hold the sizes of `geometry`.
+pub fn filter_gradient(geometry: Geometry, m: &[f32], weight_grad: &mut [f32]) {
+    assert_eq!(
+        m.len(),
+        geometry.filter_len(),
+        "transformed filters' gradient"
+    );
+    let weights = 9 * geometry.in_channels * geometry.filters;
+    assert_eq!(weight_grad.len(), weights, "3x3 HWIO weights");
+    run_vectorized(FilterGradientTransform {
+        geometry,
+        m,
+        weight_grad,
     });
 }
 
@@ -236,12 +419,14 @@ struct Tiles {
 }
 
 impl Tiles {
-    /// The top-left output pixel of tile `t`.
-    fn origin(&self, t: usize) -> (usize, usize) {
-        (
+    /// The top-left output pixel of tile `t`, and how many of its rows and columns lie inside
+    /// the output (`out_w` columns, rows up to `end_row`).
+    fn place(&self, t: usize, out_w: usize) -> ((usize, usize), usize, usize) {
+        let (y0, x0) = (
             self.first_row + t / self.across * TILE,
             t % self.across * TILE,
-        )
+        );
+        ((y0, x0), TILE.min(self.end_row - y0), TILE.min(out_w - x0))
     }
 }
 
@@ -290,6 +475,48 @@ unsafe fn store_part<S: SimdF32>(x: S, dst: *mut f32, len: usize) {
     }
 }
 
+/// Loads an `N × N` block whose element `(i, j)` is `len` values at `base + (i·N + j)·stride`
+/// (one tile's or filter's 36 positions, or a filter's 9 taps).
+///
+/// # Safety
+/// Every element must be readable; the CPU must support `S`.
+#[inline(always)]
+unsafe fn load_block<S: SimdF32, const N: usize>(
+    base: *const f32,
+    stride: usize,
+    len: usize,
+) -> [[S; N]; N] {
+    unsafe {
+        let mut block = [[S::zero(); N]; N];
+        for (i, row) in block.iter_mut().enumerate() {
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = load_part(base.add((i * N + j) * stride), len);
+            }
+        }
+        block
+    }
+}
+
+/// Stores an `N × N` block as [`load_block`] reads one.
+///
+/// # Safety
+/// Every element must be writable; the CPU must support `S`.
+#[inline(always)]
+unsafe fn store_block<S: SimdF32, const N: usize>(
+    block: [[S; N]; N],
+    base: *mut f32,
+    stride: usize,
+    len: usize,
+) {
+    unsafe {
+        for (i, row) in block.iter().enumerate() {
+            for (j, &x) in row.iter().enumerate() {
+                store_part(x, base.add((i * N + j) * stride), len);
+            }
+        }
+    }
+}
+
 /// Runs `f(start, len)` over `count` values a vector of `lanes` at a time, the last run short.
 #[inline(always)]
 fn for_each_vector(count: usize, lanes: usize, mut f: impl FnMut(usize, usize)) {
@@ -303,9 +530,8 @@ fn for_each_vector(count: usize, lanes: usize, mut f: impl FnMut(usize, usize)) 
 /// The kernel of [`transform_filters`]: `U = G g Gᵀ` for each input channel, a vector of
 /// filters at a time.
 struct FilterTransform<'a> {
+    geometry: Geometry,
     weight: &'a [f32],
-    in_channels: usize,
-    filters: usize,
     u: &'a mut [f32],
 }
 
@@ -321,37 +547,20 @@ impl VectorKernel for FilterTransform<'_> {
             )
         };
         let Self {
+            geometry,
             weight,
-            in_channels,
-            filters,
             u,
         } = self;
-        for c in 0..in_channels {
+        let (channels, filters) = (geometry.in_channels, geometry.filters);
+        for c in 0..channels {
             for_each_vector(filters, S::LANES, |f, len| {
-                // SAFETY: `transform_filters` checked the lengths: every index below lies
-                // inside `weight` (3x3 HWIO) and `u` (`in_channels × 36 × filters`).
+                // SAFETY: `transform_filters` checked the lengths: the 9 taps lie inside
+                // `weight` (3x3 HWIO), the 36 positions inside `u` (`channels × 36 × filters`).
                 unsafe {
-                    let mut g = [[S::zero(); 3]; 3];
-                    for (kh, row) in g.iter_mut().enumerate() {
-                        for (kw, x) in row.iter_mut().enumerate() {
-                            let at = ((kh * 3 + kw) * in_channels + c) * filters + f;
-                            *x = load_part(weight.as_ptr().add(at), len);
-                        }
-                    }
-                    // `t = G g` (6x3), then each row of `t` times `Gᵀ`.
-                    let mut t = [[S::zero(); 3]; WINDOW];
-                    for kw in 0..3 {
-                        let column = filter_1d([g[0][kw], g[1][kw], g[2][kw]]);
-                        for (t_row, x) in t.iter_mut().zip(column) {
-                            t_row[kw] = x;
-                        }
-                    }
-                    for (i, &t_row) in t.iter().enumerate() {
-                        for (j, x) in filter_1d(t_row).into_iter().enumerate() {
-                            let at = (c * POSITIONS + i * WINDOW + j) * filters + f;
-                            store_part(x, u.as_mut_ptr().add(at), len);
-                        }
-                    }
+                    let taps = weight.as_ptr().add(c * filters + f);
+                    let g = load_block::<S, 3>(taps, channels * filters, len);
+                    let at = u.as_mut_ptr().add(c * POSITIONS * filters + f);
+                    store_block(transform_2d::<S, G, 3, WINDOW>(g), at, filters, len);
                 }
             });
         }
@@ -374,7 +583,7 @@ impl VectorKernel for InputTransform<'_> {
         let Self { g, image, tiles, v } = self;
         let channels = g.in_channels;
         for t in 0..tiles.count {
-            let (y0, x0) = tiles.origin(t);
+            let ((y0, x0), _, _) = tiles.place(t, g.out_w);
             // The window's input rows and columns, `None` outside the image (zero padding).
             let row = |i: usize| (y0 + i).checked_sub(g.pad_top).filter(|&y| y < g.in_h);
             let column = |j: usize| (x0 + j).checked_sub(g.pad_left).filter(|&x| x < g.in_w);
@@ -382,28 +591,96 @@ impl VectorKernel for InputTransform<'_> {
                 // SAFETY: `forward_rows` checked the image's length; reads stay inside it (rows
                 // and columns are checked above), writes inside `v` (`count × 36 × channels`).
                 unsafe {
-                    // `t = Bᵀ d`, a column of the window at a time, then each row times `B`.
-                    let mut bt_d = [[S::zero(); WINDOW]; WINDOW];
-                    for j in 0..WINDOW {
-                        let mut d = [S::zero(); WINDOW];
-                        if let Some(x) = column(j) {
-                            for (i, d) in d.iter_mut().enumerate() {
-                                if let Some(y) = row(i) {
-                                    let at = (y * g.in_w + x) * channels + c;
-                                    *d = load_part(image.as_ptr().add(at), len);
-                                }
+                    let mut d = [[S::zero(); WINDOW]; WINDOW];
+                    for (i, d_row) in d.iter_mut().enumerate() {
+                        let Some(y) = row(i) else { continue };
+                        for (j, d) in d_row.iter_mut().enumerate() {
+                            if let Some(x) = column(j) {
+                                let at = (y * g.in_w + x) * channels + c;
+                                *d = load_part(image.as_ptr().add(at), len);
                             }
                         }
-                        for (bt_d_row, x) in bt_d.iter_mut().zip(input_1d(d)) {
-                            bt_d_row[j] = x;
+                    }
+                    let at = v.as_mut_ptr().add(t * POSITIONS * channels + c);
+                    store_block(transform_2d::<S, Bt, WINDOW, WINDOW>(d), at, channels, len);
+                }
+            });
+        }
+    }
+}
+
+/// The output-gradient transform of a chunk: `Ŷ = A dY Aᵀ` for each tile, a vector of filters
+/// at a time; the tile's pixels outside the output count as zero.
+struct OutputGradientTransform<'a> {
+    g: Geometry,
+    grad_output: &'a [f32],
+    tiles: Tiles,
+    y: &'a mut [f32],
+}
+
+impl VectorKernel for OutputGradientTransform<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<S: SimdF32>(self) {
+        let Self {
+            g,
+            grad_output,
+            tiles,
+            y,
+        } = self;
+        let filters = g.filters;
+        for t in 0..tiles.count {
+            let ((y0, x0), rows, columns) = tiles.place(t, g.out_w);
+            for_each_vector(filters, S::LANES, |f, len| {
+                // SAFETY: `accumulate_weight_gradient` checked the lengths; reads stay inside
+                // the output gradient (rows below `end_row`, columns below `out_w`), writes
+                // inside `y` (`count × 36 × filters`).
+                unsafe {
+                    let mut dy = [[S::zero(); TILE]; TILE];
+                    for (i, dy_row) in dy.iter_mut().enumerate().take(rows) {
+                        for (j, dy) in dy_row.iter_mut().enumerate().take(columns) {
+                            let at = ((y0 + i) * g.out_w + x0 + j) * filters + f;
+                            *dy = load_part(grad_output.as_ptr().add(at), len);
                         }
                     }
-                    for (i, &bt_d_row) in bt_d.iter().enumerate() {
-                        for (j, x) in input_1d(bt_d_row).into_iter().enumerate() {
-                            let at = (t * POSITIONS + i * WINDOW + j) * channels + c;
-                            store_part(x, v.as_mut_ptr().add(at), len);
-                        }
-                    }
+                    let at = y.as_mut_ptr().add(t * POSITIONS * filters + f);
+                    store_block(transform_2d::<S, A, TILE, WINDOW>(dy), at, filters, len);
+                }
+            });
+        }
+    }
+}
+
+/// The kernel of [`filter_gradient`]: `Gᵀ m G` for each input channel, a vector of filters at
+/// a time.
+struct FilterGradientTransform<'a> {
+    geometry: Geometry,
+    m: &'a [f32],
+    weight_grad: &'a mut [f32],
+}
+
+impl VectorKernel for FilterGradientTransform<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<S: SimdF32>(self) {
+        let Self {
+            geometry,
+            m,
+            weight_grad,
+        } = self;
+        let (channels, filters) = (geometry.in_channels, geometry.filters);
+        for c in 0..channels {
+            for_each_vector(filters, S::LANES, |f, len| {
+                // SAFETY: `filter_gradient` checked the lengths: the 36 positions lie inside
+                // `m` (`channels × 36 × filters`), the 9 taps inside `weight_grad` (3x3 HWIO).
+                unsafe {
+                    let at = m.as_ptr().add(c * POSITIONS * filters + f);
+                    let block = load_block::<S, WINDOW>(at, filters, len);
+                    let taps = weight_grad.as_mut_ptr().add(c * filters + f);
+                    let gradient = transform_2d::<S, Gt, WINDOW, 3>(block);
+                    store_block(gradient, taps, channels * filters, len);
                 }
             });
         }
@@ -435,38 +712,26 @@ impl VectorKernel for OutputTransform<'_> {
         let filters = g.filters;
         let relu_in_register = epilogue.activation == ActivationKind::Relu;
         for t in 0..tiles.count {
-            let (y0, x0) = tiles.origin(t);
-            let rows = TILE.min(tiles.end_row - y0);
-            let columns = TILE.min(g.out_w - x0);
+            let ((y0, x0), rows, columns) = tiles.place(t, g.out_w);
             for_each_vector(filters, S::LANES, |f, len| {
-                // SAFETY: reads stay inside `m` (`count × 36 × filters`), the scale
-                // and bias hold a value per filter (checked by `forward_rows`), and writes go
-                // to rows `y0..y0 + rows` (below `end_row`) and columns below `out_w` of the
-                // chunk's output.
+                // SAFETY: reads stay inside `m` (`count × 36 × filters`), the scale and bias
+                // hold a value per filter (checked by `forward_rows`), and writes go to rows
+                // `y0..y0 + rows` (below `end_row`) and columns below `out_w` of the chunk's
+                // output.
                 unsafe {
-                    // `s = Aᵀ m`, a column at a time, then each row of `s` times `A`.
-                    let mut at_m = [[S::zero(); WINDOW]; TILE];
-                    for j in 0..WINDOW {
-                        let mut column = [S::zero(); WINDOW];
-                        for (i, x) in column.iter_mut().enumerate() {
-                            let at = (t * POSITIONS + i * WINDOW + j) * filters + f;
-                            *x = load_part(m.as_ptr().add(at), len);
-                        }
-                        for (at_m_row, x) in at_m.iter_mut().zip(output_1d(column)) {
-                            at_m_row[j] = x;
-                        }
-                    }
+                    let at = m.as_ptr().add(t * POSITIONS * filters + f);
+                    let block = load_block::<S, WINDOW>(at, filters, len);
+                    let y = transform_2d::<S, At, WINDOW, TILE>(block);
                     let scale = epilogue
                         .scale
                         .map(|s| load_part::<S>(s.as_ptr().add(f), len));
                     let bias = epilogue
                         .bias
                         .map(|b| load_part::<S>(b.as_ptr().add(f), len));
-                    for (i, &at_m_row) in at_m.iter().enumerate().take(rows) {
-                        for (j, y) in output_1d(at_m_row).into_iter().enumerate().take(columns) {
-                            let dst = out.as_mut_ptr().add(
-                                (((y0 - tiles.first_row) + i) * g.out_w + x0 + j) * filters + f,
-                            );
+                    for (i, y_row) in y.iter().enumerate().take(rows) {
+                        let row = (y0 - tiles.first_row + i) * g.out_w;
+                        for (j, &y) in y_row.iter().enumerate().take(columns) {
+                            let dst = out.as_mut_ptr().add((row + x0 + j) * filters + f);
                             let mut value = match scale {
                                 Some(scale) => y.mul(scale),
                                 None => y,
@@ -574,6 +839,7 @@ mod tests {
             ([5, 5, 3], 17, true),
             ([3, 3, 1], 1, false),
             ([6, 13, 33], 40, true),
+            ([3, 120, 2], 3, false),
             ([26, 26, 32], 64, false),
             ([14, 14, 32], 32, true),
             ([7, 7, 64], 64, true),
@@ -661,5 +927,46 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The weight gradient summed over images with partial tiles, both paddings and channel
+    /// and filter counts off the vector width, against the f64 reference.
+    #[test]
+    fn weight_gradient_matches_the_reference() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+        let cases = [
+            ([9, 11, 8], 5, false, 2),
+            ([10, 10, 16], 20, true, 3),
+            ([5, 5, 3], 17, true, 1),
+            ([14, 14, 32], 32, true, 2),
+            ([26, 26, 32], 64, false, 2),
+        ];
+        let mut worst: f32 = 0.0;
+        for (input, filters, same, images) in cases {
+            let (g, reference) = geometries(input, filters, same);
+            let (in_len, out_len) = (g.in_h * g.in_w * g.in_channels, g.out_h * g.out_w * filters);
+            let x = random(images * in_len, 1.0, &mut rng);
+            let dy = random(images * out_len, 1.0, &mut rng);
+            let weight = glorot(g, &mut rng);
+            let (_, want, _) = reference::conv2d_backward(reference, &x, &weight, &dy, images);
+            let mut m = vec![0.0; g.filter_len()];
+            for (x, dy) in x.chunks(in_len).zip(dy.chunks(out_len)) {
+                accumulate_weight_gradient(g, x, dy, &mut m);
+            }
+            let mut got = vec![f32::NAN; weight.len()];
+            filter_gradient(g, &m, &mut got);
+            // The weight gradient sums over every pixel: compare relative to its scale.
+            let scale = want.iter().fold(1.0f32, |a, w| a.max(w.abs()));
+            let error = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs() / scale)
+                .fold(0.0, f32::max);
+            assert!(error <= TOLERANCE, "{g:?}: error {error}");
+            worst = worst.max(error);
+        }
+        println!(
+            "worst error of the F(4x4, 3x3) weight gradient, relative to its largest value: {worst:e}"
+        );
     }
 }

@@ -492,6 +492,20 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         });
     }
 
+    /// The weight gradient of one group of images by Winograd, into `weight_grad`: the
+    /// transformed filters' gradient summed over the group's tiles, then turned back into 3x3
+    /// filters.
+    fn weight_gradient_winograd(images: &[f32], output_grads: &[f32], weight_grad: &mut [f32]) {
+        let geometry = Self::WINOGRAD;
+        with_scratch(geometry.filter_len(), |transformed| {
+            transformed.fill(0.0);
+            for (image, dy) in images.chunks(I::LEN).zip(output_grads.chunks(O::LEN)) {
+                winograd::accumulate_weight_gradient(geometry, image, dy, transformed);
+            }
+            winograd::filter_gradient(geometry, transformed, weight_grad);
+        });
+    }
+
     /// Adds each patch gradient back onto the image position it was copied from.
     fn col2im(patch_grads: &[f32], image_grad: &mut [f32]) {
         image_grad.fill(0.0);
@@ -554,13 +568,19 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
             weight_t,
             partial_weight_grads,
         } = cache;
-        let grad_input = match grad_input {
-            Some(grad_input) if Self::algorithm(input.len()) == ConvAlgorithm::Winograd => {
+        if Self::algorithm(input.len()) == ConvAlgorithm::Winograd {
+            if let Some(grad_input) = grad_input {
                 self.input_gradient_winograd(grad_output, grad_input);
-                None
             }
-            grad_input => grad_input,
-        };
+            return grouped_backward(
+                input,
+                grad_output,
+                None,
+                partial_weight_grads,
+                grads,
+                |images, dy, dw, _| Self::weight_gradient_winograd(images, dy, dw),
+            );
+        }
         // `Wᵀ` made contiguous once per call, rather than gathered from the transposed view by
         // each image's GEMM.
         weight_t.resize(weight_len, 0.0);
