@@ -4,11 +4,14 @@
 //! c)` order; in NHWC a patch row is `k` runs of `k·C` contiguous floats), and the convolution
 //! becomes one GEMM with the weights, stored `[k, k, in_channels, filters]` as Keras stores them:
 //! - forward: `Y = patches · W + b`, the GEMM reading the patches straight from the image
-//!   ([`Patches`]), or from a zero-padded copy of it with `Same` padding; or, for 3x3 stride-1
-//!   convolutions of enough input channels, Winograd's F(4x4, 3x3) ([`ConvAlgorithm`]);
+//!   ([`Patches`]), or from a zero-padded copy of it with `Same` padding;
 //! - weight gradient: `dW = Σ_images patchesᵀ · dY` (patches copied out), `db = Σ dY`;
 //! - input gradient: `dpatches = dY · Wᵀ` (`Wᵀ` copied out once per call), scattered back onto
 //!   the image (col2im).
+//!
+//! 3x3 stride-1 convolutions of enough input channels and tiles run all three passes with
+//! Winograd's F(4x4, 3x3) instead ([`ConvAlgorithm`], [`winograd`]); the input gradient is then
+//! the convolution of `dY` with the filters turned 180°.
 //!
 //! Inference splits the images into one contiguous group per rayon thread, or, for batches
 //! smaller than the pool, each image's output pixels; the bias and a fused activation are
@@ -81,7 +84,7 @@ pub const fn padding_before(input: usize, kernel: usize, stride: usize, same: bo
     }
 }
 
-/// How a convolution's forward pass computes its product.
+/// How a convolution computes its passes' products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvAlgorithm {
     /// The patches times the weights, in one GEMM per image (or part of one).
@@ -228,9 +231,9 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         pad_left: K - 1 - Self::PAD_LEFT,
     };
 
-    /// The algorithm a forward pass over `samples` images runs: Winograd for 3x3 stride-1
-    /// convolutions of at least 8 input channels, over at least one image per thread of the
-    /// pool and 32 output tiles; the GEMM otherwise. `CONSTNET_CONV` forces either where
+    /// The algorithm a pass (forward or backward) over `samples` images runs: Winograd for 3x3
+    /// stride-1 convolutions of at least 8 input channels, over at least one image per thread
+    /// of the pool and 32 output tiles; the GEMM otherwise. `CONSTNET_CONV` forces either where
     /// Winograd applies ([`ConvAlgorithm::forced`]).
     ///
     /// Winograd runs whole images per thread: split by rows, each thread would stream all the
@@ -618,11 +621,11 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     Conv2d<I, O, K, STRIDE, P>
 {
     /// Inference with `weights` (this layer's, or with batch normalisation folded in) and
-    /// `activation` in the epilogue; with `accumulate`, added to
-    /// what `output` holds (which then must hold `input.len()` samples). Batches of at least one image
-    /// per thread run one contiguous group of images per thread; smaller batches split each
-    /// image's output rows between the threads (when the image has enough work to gain), so a
-    /// batch of one uses every core.
+    /// `activation` in the epilogue; with `accumulate`, added to what `output` holds (which then
+    /// must hold `input.len()` samples). Batches of at least one image per thread run one
+    /// contiguous group of images per thread; smaller batches split each image's output rows
+    /// between the threads (when the image has enough work to gain), so a batch of one uses
+    /// every core.
     pub(crate) fn forward_with(
         weights: ConvWeights<'_>,
         input: &Batch<I>,
