@@ -388,7 +388,7 @@ fn infer_call(graph: &Graph, op: &Op, input: &TokenStream, target: &TokenStream)
             residual,
         } => {
             let conv = &conv.field;
-            let params = match batchnorm {
+            let weights = match batchnorm {
                 Some(batchnorm) => {
                     let (batchnorm, folded) = (&batchnorm.field, &op.field);
                     quote!(::constnet::layers::fold_batchnorm(&self.#conv, &self.#batchnorm, &mut workspace.#folded))
@@ -405,14 +405,14 @@ fn infer_call(graph: &Graph, op: &Op, input: &TokenStream, target: &TokenStream)
             match (pool, residual) {
                 (Some(pool), _) => {
                     let pool = &pool.field;
-                    quote!(::constnet::layers::conv_activation_pool_forward(&self.#conv, #params, #activation, &self.#pool, #input, #target);)
+                    quote!(::constnet::layers::conv_activation_pool_forward(&self.#conv, #weights, #activation, &self.#pool, #input, #target);)
                 }
                 (None, Some(residual)) => {
                     let skip = infer_value(graph, residual.skip);
-                    quote!(::constnet::layers::conv_residual_forward(&self.#conv, #params, #activation, #input, #skip, #target);)
+                    quote!(::constnet::layers::conv_residual_forward(&self.#conv, #weights, #activation, #input, #skip, #target);)
                 }
                 (None, None) => {
-                    quote!(::constnet::layers::conv_params_forward(&self.#conv, #params, #activation, #input, #target);)
+                    quote!(::constnet::layers::conv_params_forward(&self.#conv, #weights, #activation, #input, #target);)
                 }
             }
         }

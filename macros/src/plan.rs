@@ -20,7 +20,7 @@
 //! becomes one op with the activation in its GEMM epilogue; its backward takes the activation's
 //! derivative from the output, which the fused op keeps instead of the pre-activation. At
 //! inference, a convolution also takes in the batch normalisation after it (folded into its
-//! weights) and the pooling after its activation (each image's convolution output stays in
+//! epilogue) and the pooling after its activation (each image's convolution output stays in
 //! per-thread scratch, pooled while it is in cache).
 
 use proc_macro2::Ident;
@@ -65,7 +65,7 @@ pub enum OpKind<'n> {
     /// gradient there is zero too).
     DropoutInPlace(&'n Layer),
     /// At inference, a convolution with the batch normalisation after it folded into its
-    /// weights, the activation after that in its epilogue, and the pooling after that with each
+    /// epilogue (a scale and a bias per filter), the activation after that in its epilogue, and the pooling after that with each
     /// image's convolution output pooled from scratch (at least one of batch normalisation,
     /// pooling and a residual addition present; each optional). As the last op of a residual
     /// block, it also adds the block's input (or its projection) in its epilogue, before the

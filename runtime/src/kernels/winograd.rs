@@ -1,5 +1,6 @@
-//! Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray 2015), the forward pass of a 3x3,
-//! stride-1 convolution with 4x fewer multiplications than the direct product.
+//! Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray 2015): the forward pass and both
+//! gradients of a 3x3, stride-1 convolution with 4x fewer multiplications than the direct
+//! product.
 //!
 //! Each 4x4 tile of the output is computed from the 6x6 input window over it:
 //! `Y = Aᵀ [Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B)] A`, for every filter, with `g_c` the filter's 3x3
@@ -25,9 +26,8 @@
 //! kernel computes.
 //!
 //! Transforms run over channels (or filters) a vector at a time, through `VectorKernel`, so
-//! each compiles for every instruction set. The interpolation points are 0, ±1, ±2 and ∞, the
-//! choice that keeps F(4x4, 3x3)'s rounding error smallest; the tests bound it against the f64
-//! direct convolution.
+//! each compiles for every instruction set. The interpolation points are 0, ±1, ±2 and ∞ (Lavin
+//! & Gray's); the tests bound the rounding error against the f64 direct convolution.
 
 use std::ops::Range;
 

@@ -1,8 +1,9 @@
 //! The fused operations a network's plan chooses: a linear layer (convolution or dense) with
 //! the activation after it, computed as one op; and, at inference, a convolution with its
 //! activation and the pooling after it, each image's convolution output pooled from per-thread
-//! scratch while it is in cache instead of written to memory and read back. Forward applies the activation in the GEMM's
-//! epilogue while each tile is in registers, so the pre-activation is never written; backward
+//! scratch while it is in cache instead of written to memory and read back. Forward applies the
+//! activation in the GEMM's epilogue (or Winograd's output transform) while each tile is in
+//! registers, so the pre-activation is never written; backward
 //! turns the gradient of the activated output into the gradient of the pre-activation in place
 //! (`f'` taken from the output, [`ActivationFn::derivative_from_output`]) and runs the linear
 //! layer's backward. Both equal the two unfused layers bit for bit.
@@ -126,9 +127,10 @@ pub fn linear_activation_backward<L: Linear, F: ActivationFn>(
 }
 
 /// Inference of a convolution with `weights` (the convolution's own, or with batch
-/// normalisation folded in by [`fold_batchnorm`]), `activation` (in its GEMM epilogue) and the pooling after it: `output = pool(activation(conv(input)))`. Each image's
-/// convolution output (at batches smaller than the pool, each part's rows of it) lives only in
-/// per-thread scratch, pooled right after it is computed.
+/// normalisation folded in by [`fold_batchnorm`]), `activation` (in its epilogue) and the
+/// pooling after it: `output = pool(activation(conv(input)))`. Each image's convolution output
+/// (at batches smaller than the pool, each part's rows of it) lives only in per-thread scratch,
+/// pooled right after it is computed.
 pub fn conv_activation_pool_forward<
     I: Image,
     M: Image,
