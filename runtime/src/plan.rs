@@ -128,11 +128,9 @@ impl<O: Shape, const N: usize> InferenceBuffers<O, N> {
     }
 }
 
-/// Multiply-adds a pass must have to keep the pool's other threads awake for it
-/// ([`on_pool`]): about 50 µs of one core's work, enough that its largest products split
-/// across threads. Below it, a spinning thread costs more (in contention for the queues) than
-/// it saves.
-const KEEP_AWAKE_MULS: usize = 1 << 23;
+/// Multiply-adds a pass over a batch smaller than the pool must have to keep the pool's other
+/// threads awake for it ([`on_pool`]): enough that its products split across threads.
+const KEEP_AWAKE_MULS: usize = 1 << 20;
 
 /// Runs `f`, a pass of network `N` over `samples` samples, on a thread of the rayon pool
 /// (directly, when called from one), so the parallel loops of a whole pass split their work from
@@ -140,21 +138,28 @@ const KEEP_AWAKE_MULS: usize = 1 << 23;
 ///
 /// The first pass on a pool that needs `N`'s scratch prepares every thread of that pool
 /// ([`crate::kernels::prepare_thread`]): it reserves that much scratch, so no pass allocates
-/// whichever thread runs which part of it, and flushes denormal floats to zero.
+/// whichever thread runs which part of it, and flushes denormal floats to zero. The calling
+/// thread prepares itself at once; the others are sent the job to run when they are next idle,
+/// not waited for: a wait inside a pass that itself runs in a parallel loop would have this
+/// thread run the loop's pending halves while it waits, leaving nothing for the others to
+/// steal.
 ///
-/// A pass splits its ops between the threads one after another, with serial work between
-/// them (a layer too small to split, a batch of one's bookkeeping). A rayon worker that finds
-/// no work sleeps after a few microseconds, and waking it costs tens: more than splitting a
-/// small convolution saves, and a tenth of a small network's pass. So, when the pass has
-/// enough work (2^23 multiply-adds), the other threads spin on the pool's queues until it
-/// ends, taking each part as soon as it is offered; back-to-back passes then find them awake.
+/// A pass over fewer samples than the pool has threads splits each sample's products between
+/// the threads, op after op, with a little serial work between them. A rayon worker that finds
+/// no work sleeps after a few microseconds, and waking it costs tens: more than the split saves
+/// on a small convolution. So, when such a pass has enough work to split (2^20 multiply-adds),
+/// the other threads spin on the pool's queues until it ends, taking each part as soon as it
+/// is offered. Larger batches do not: a spinner another thread steals in place of the rest of
+/// an enclosing parallel loop (inference of many batches in `par_iter` tasks) would leave that
+/// loop on one thread.
 pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) -> R {
     let prepared_then_f = || {
         if !crate::kernels::thread_prepared_for(N::SCRATCH) {
-            rayon::broadcast(|_| crate::kernels::prepare_thread(N::SCRATCH));
+            crate::kernels::prepare_thread(N::SCRATCH);
+            rayon::spawn_broadcast(|_| crate::kernels::prepare_thread(N::SCRATCH));
         }
         let threads = rayon::current_num_threads();
-        if threads > 1 && samples.saturating_mul(N::MULS) >= KEEP_AWAKE_MULS {
+        if samples < threads && samples.saturating_mul(N::MULS) >= KEEP_AWAKE_MULS {
             with_pool_awake(f)
         } else {
             f()
@@ -302,13 +307,13 @@ mod tests {
     use super::*;
     use crate::layers::Dense;
 
-    /// Passes that keep the pool awake (8 samples through a layer of 2^20 multiply-adds) finish
-    /// with the right result, with nested parallel loops inside, on pools of 1 to 4 threads and
-    /// started from outside any pool (on the global pool), many times over.
+    /// Passes that keep the pool awake (one sample through a layer of 2^20 multiply-adds)
+    /// finish with the right result, with nested parallel loops inside, on pools of 1 to 4
+    /// threads and started from outside any pool (on the global pool), many times over.
     #[test]
     fn passes_on_an_awake_pool_finish() {
         type Heavy = Dense<1024, 1024>;
-        const SAMPLES: usize = 8;
+        const SAMPLES: usize = 1;
         const { assert!(SAMPLES * <Heavy as Layer>::MULS >= KEEP_AWAKE_MULS) };
         let values: Vec<u64> = (0..100_000).collect();
         let want: u64 = values.iter().map(|v| v * 3).sum();
