@@ -203,12 +203,14 @@ impl MnistCnn {
                     &self.relu1.function,
                     input,
                     &mut workspace.conv1_relu1.output,
+                    &mut workspace.conv1_relu1.cache,
                 );
                 ::constnet::layers::linear_activation_forward(
                     &self.conv2,
                     &self.relu2.function,
                     &workspace.conv1_relu1.output,
                     &mut workspace.conv2_relu2.output,
+                    &mut workspace.conv2_relu2.cache,
                 );
                 ::constnet::layers::Layer::forward_train(
                     &mut self.maxpool1,
@@ -226,6 +228,7 @@ impl MnistCnn {
                     &self.relu3.function,
                     ::constnet::Batch::reshaped(&workspace.maxpool1.output),
                     &mut workspace.dense1_relu3.output,
+                    &mut workspace.dense1_relu3.cache,
                 );
                 ::constnet::layers::Dropout::forward_train_in_place(
                     &mut self.dropout2,
@@ -340,6 +343,7 @@ impl MnistCnn {
             &self.relu1.function,
             input,
             &mut v1,
+            &mut workspace.conv1_relu1.cache,
         );
         let mut v2: ::constnet::Batch<::constnet::Hwc<12, 12, 64>> = workspace
             .inference
@@ -351,6 +355,7 @@ impl MnistCnn {
             &self.maxpool1,
             &v1,
             &mut v2,
+            &mut workspace.conv2_relu2.cache,
         );
         workspace.inference.give(0, v1);
         let v3: &::constnet::Batch<::constnet::Flat<9216>> = ::constnet::Batch::reshaped(
@@ -364,6 +369,7 @@ impl MnistCnn {
             &self.relu3.function,
             v3,
             &mut v4,
+            &mut workspace.dense1_relu3.cache,
         );
         workspace.inference.give(1, v2);
         let mut v5: ::constnet::Batch<::constnet::Flat<10>> = workspace
@@ -900,58 +906,72 @@ impl ::constnet::network::Network for MnistCnn {
         ::constnet::plan::OpInfo {
             name: "conv1+relu1",
             runs: "conv(32, 3) + relu (epilogue)",
-            algorithm: ::std::option::Option::Some(
-                <::constnet::layers::Conv2d<
+            conv: ::std::option::Option::Some(::constnet::plan::ConvOp {
+                algorithm: <::constnet::layers::Conv2d<
                     ::constnet::Hwc<28, 28, 1>,
                     ::constnet::Hwc<26, 26, 32>,
                     3,
                     1,
                     ::constnet::layers::Valid,
                 >>::algorithm,
-            ),
+                cached_filter_values: <::constnet::layers::Conv2d<
+                    ::constnet::Hwc<28, 28, 1>,
+                    ::constnet::Hwc<26, 26, 32>,
+                    3,
+                    1,
+                    ::constnet::layers::Valid,
+                >>::cached_filter_values,
+            }),
             output: <::constnet::Hwc<26, 26, 32> as ::constnet::Shape>::DIMS,
             inference: ::constnet::plan::InferenceSlot::Buffer(0),
         },
         ::constnet::plan::OpInfo {
             name: "conv2+relu2+maxpool1",
             runs: "conv(64, 3) + relu (epilogue) + maxpool(2) (from scratch)",
-            algorithm: ::std::option::Option::Some(
-                <::constnet::layers::Conv2d<
+            conv: ::std::option::Option::Some(::constnet::plan::ConvOp {
+                algorithm: <::constnet::layers::Conv2d<
                     ::constnet::Hwc<26, 26, 32>,
                     ::constnet::Hwc<24, 24, 64>,
                     3,
                     1,
                     ::constnet::layers::Valid,
                 >>::algorithm,
-            ),
+                cached_filter_values: <::constnet::layers::Conv2d<
+                    ::constnet::Hwc<26, 26, 32>,
+                    ::constnet::Hwc<24, 24, 64>,
+                    3,
+                    1,
+                    ::constnet::layers::Valid,
+                >>::cached_filter_values,
+            }),
             output: <::constnet::Hwc<12, 12, 64> as ::constnet::Shape>::DIMS,
             inference: ::constnet::plan::InferenceSlot::Buffer(1),
         },
         ::constnet::plan::OpInfo {
             name: "flatten1",
             runs: "flatten (view)",
-            algorithm: ::std::option::Option::None,
+            conv: ::std::option::Option::None,
             output: <::constnet::Flat<9216> as ::constnet::Shape>::DIMS,
             inference: ::constnet::plan::InferenceSlot::View,
         },
         ::constnet::plan::OpInfo {
             name: "dense1+relu3",
             runs: "dense(128) + relu (epilogue)",
-            algorithm: ::std::option::Option::None,
+            conv: ::std::option::Option::None,
             output: <::constnet::Flat<128> as ::constnet::Shape>::DIMS,
             inference: ::constnet::plan::InferenceSlot::Buffer(0),
         },
         ::constnet::plan::OpInfo {
             name: "dense2",
             runs: "dense(10)",
-            algorithm: ::std::option::Option::None,
+            conv: ::std::option::Option::None,
             output: <::constnet::Flat<10> as ::constnet::Shape>::DIMS,
             inference: ::constnet::plan::InferenceSlot::Buffer(1),
         },
         ::constnet::plan::OpInfo {
             name: "softmax1",
             runs: "softmax",
-            algorithm: ::std::option::Option::None,
+            conv: ::std::option::Option::None,
             output: <::constnet::Flat<10> as ::constnet::Shape>::DIMS,
             inference: ::constnet::plan::InferenceSlot::Output,
         },

@@ -3,7 +3,7 @@
 
 use constnet::gradcheck::GradCheck;
 use constnet::init::seeded_rng;
-use constnet::layers::{Chain, Conv2d, Layer, ParamSet};
+use constnet::layers::{Chain, Conv2d, ConvAlgorithm, Layer, ParamSet};
 use constnet::loss::{Head, OutputActivation, sparse_softmax_cross_entropy};
 use constnet::network::Network;
 use constnet::rand::RngExt;
@@ -428,12 +428,49 @@ fn the_plan_fuses_views_and_alternates_buffers() {
     for cell in [runs, &conv2, "(12, 12, 64)", "buffer B"] {
         assert!(row.contains(cell), "{cell} is not in\n{plan}");
     }
-    assert!(
-        plan.ends_with(
-            "Activations at batch 128: inference 15,799,296 bytes (2 buffers and the output), \
-             training 69,488,640 bytes (each op's output and its gradient)\n"
-        ),
-        "{plan}"
+    let activations = "Activations at batch 128: inference 15,799,296 bytes (2 buffers and the \
+                       output), training 69,488,640 bytes (each op's output and its gradient)\n";
+    // conv2's filters with Winograd: 36 x 32 x 64 transformed and 9 x 32 x 64 as stored.
+    let filters = match Conv2d::<Hwc<26, 26, 32>, Hwc<24, 24, 64>, 3>::algorithm(128) {
+        ConvAlgorithm::Winograd => {
+            "Transformed filters kept between calls (Winograd): 368,640 bytes at inference; \
+             training keeps as many again for input gradients\n"
+        }
+        ConvAlgorithm::Gemm => "",
+    };
+    assert!(plan.ends_with(&format!("{activations}{filters}")), "{plan}");
+}
+
+/// Inference keeps Winograd's transformed filters in the workspace between calls, and a
+/// change to the weights, even a write to a public field, reaches the next call.
+#[test]
+fn inference_follows_changed_weights() {
+    let mut net = MnistCnn::new(21);
+    let images = noise::<Hwc<28, 28, 1>>(4, 22);
+    let mut workspace = MnistCnnWorkspace::default();
+    let before = net.infer(&images, &mut workspace).clone();
+    for (i, weight) in net.conv2.params.weight.iter_mut().enumerate() {
+        if i % 7 == 0 {
+            *weight = -*weight;
+        }
+    }
+    let after = net.infer(&images, &mut workspace).clone();
+    let fresh = net
+        .infer(&images, &mut MnistCnnWorkspace::default())
+        .clone();
+    assert_eq!(
+        after.as_slice(),
+        fresh.as_slice(),
+        "stale transformed filters"
+    );
+    assert_ne!(
+        after.as_slice(),
+        before.as_slice(),
+        "the weights changed nothing"
+    );
+    assert_eq!(
+        net.infer(&images, &mut workspace).as_slice(),
+        fresh.as_slice()
     );
 }
 

@@ -26,17 +26,19 @@ fn conv_relu_pool(c: &mut Criterion<WallClock>) {
     for (label, samples, thread_count) in RUNS {
         let pool_threads = threads(thread_count);
         let input = noise::<ConvIn>(samples);
-        let mut output = Batch::default();
-        linear_activation_forward(&conv, &ReluFn, &input, &mut output);
+        let (mut output, mut cache) = (Batch::default(), Default::default());
+        linear_activation_forward(&conv, &ReluFn, &input, &mut output, &mut cache);
         let grad_output = noise::<ConvOut>(samples);
         let (mut grad, mut grad_input) = (grad_output.clone(), Batch::default());
-        let (mut cache, mut grads) = (Default::default(), conv.new_grads());
+        let mut grads = conv.new_grads();
         let mut pooled = Batch::default();
         let flops = (samples * CONV_FLOPS) as u64;
         group.throughput(Throughput::Elements(flops));
         group.bench_function(BenchmarkId::new("forward", label), |b| {
             pool_threads.install(|| {
-                b.iter(|| linear_activation_forward(&conv, &ReluFn, &input, &mut output))
+                b.iter(|| {
+                    linear_activation_forward(&conv, &ReluFn, &input, &mut output, &mut cache)
+                })
             })
         });
         group.bench_function(BenchmarkId::new("+ maxpool, inference", label), |b| {
@@ -50,6 +52,7 @@ fn conv_relu_pool(c: &mut Criterion<WallClock>) {
                         &pool,
                         &input,
                         &mut pooled,
+                        &mut cache,
                     )
                 })
             })
@@ -86,7 +89,7 @@ fn dense_relu(c: &mut Criterion<WallClock>) {
         group.throughput(Throughput::Elements((2 * samples * 9216 * 128) as u64));
         group.bench_function(BenchmarkId::new("forward", label), |b| {
             pool_threads.install(|| {
-                b.iter(|| linear_activation_forward(&dense, &ReluFn, &input, &mut output))
+                b.iter(|| linear_activation_forward(&dense, &ReluFn, &input, &mut output, &mut ()))
             })
         });
     }

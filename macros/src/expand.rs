@@ -206,7 +206,7 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
         }
         OpKind::LinearActivation { linear, activation } => {
             let (linear, activation) = (&linear.field, &activation.field);
-            quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, &mut workspace.#state.output);)
+            quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, &mut workspace.#state.output, &mut workspace.#state.cache);)
         }
         OpKind::DropoutInPlace(layer) => {
             let field = &layer.field;
@@ -343,7 +343,8 @@ fn slot_index(slot: Slot) -> Literal {
 
 /// One op of inference: its output taken from its slot, the call, and the storage of the values
 /// it was the last to read given back to their slots.
-fn infer_op(graph: &Graph, slots: &Slots, index: usize) -> TokenStream {
+fn infer_op(plan: &Plan, slots: &Slots, index: usize) -> TokenStream {
+    let graph = &plan.infer;
     let op = &graph.ops[index];
     let input = infer_value(graph, op.input);
     let out = infer_var(op.output);
@@ -361,7 +362,7 @@ fn infer_op(graph: &Graph, slots: &Slots, index: usize) -> TokenStream {
             )
         }
     };
-    let call = infer_call(graph, op, &input, &target);
+    let call = infer_call(plan, op, &input, &target);
     let give = slots.released[index].iter().map(|&(buffer, value)| {
         let (index, var) = (Literal::usize_unsuffixed(buffer), infer_var(value));
         quote!(workspace.inference.give(#index, #var);)
@@ -369,16 +370,26 @@ fn infer_op(graph: &Graph, slots: &Slots, index: usize) -> TokenStream {
     quote!(#take #call #(#give)*)
 }
 
+/// The cache of `layer` in the workspace: that of the training op computing it, which
+/// inference shares (a convolution's transformed filters, kept between calls).
+fn layer_cache(plan: &Plan, layer: &Layer) -> TokenStream {
+    let op = plan.train.op_computing(layer);
+    let state = &op.expect("every layer but the head is trained").field;
+    quote!(&mut workspace.#state.cache)
+}
+
 /// The call that computes an inference op from `input` into `target`.
-fn infer_call(graph: &Graph, op: &Op, input: &TokenStream, target: &TokenStream) -> TokenStream {
+fn infer_call(plan: &Plan, op: &Op, input: &TokenStream, target: &TokenStream) -> TokenStream {
+    let graph = &plan.infer;
     match &op.kind {
         OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } => {
             let (field, state) = (&layer.field, &op.field);
             quote!(::constnet::layers::Layer::forward(&self.#field, #input, #target, &mut workspace.#state.cache);)
         }
         OpKind::LinearActivation { linear, activation } => {
+            let cache = layer_cache(plan, linear);
             let (linear, activation) = (&linear.field, &activation.field);
-            quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, #target);)
+            quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, #target, #cache);)
         }
         OpKind::Conv {
             conv,
@@ -387,6 +398,7 @@ fn infer_call(graph: &Graph, op: &Op, input: &TokenStream, target: &TokenStream)
             pool,
             residual,
         } => {
+            let cache = layer_cache(plan, conv);
             let conv = &conv.field;
             let weights = match batchnorm {
                 Some(batchnorm) => {
@@ -405,14 +417,14 @@ fn infer_call(graph: &Graph, op: &Op, input: &TokenStream, target: &TokenStream)
             match (pool, residual) {
                 (Some(pool), _) => {
                     let pool = &pool.field;
-                    quote!(::constnet::layers::conv_activation_pool_forward(&self.#conv, #weights, #activation, &self.#pool, #input, #target);)
+                    quote!(::constnet::layers::conv_activation_pool_forward(&self.#conv, #weights, #activation, &self.#pool, #input, #target, #cache);)
                 }
                 (None, Some(residual)) => {
                     let skip = infer_value(graph, residual.skip);
-                    quote!(::constnet::layers::conv_residual_forward(&self.#conv, #weights, #activation, #input, #skip, #target);)
+                    quote!(::constnet::layers::conv_residual_forward(&self.#conv, #weights, #activation, #input, #skip, #target, #cache);)
                 }
                 (None, None) => {
-                    quote!(::constnet::layers::conv_params_forward(&self.#conv, #weights, #activation, #input, #target);)
+                    quote!(::constnet::layers::conv_params_forward(&self.#conv, #weights, #activation, #input, #target, #cache);)
                 }
             }
         }
@@ -427,11 +439,11 @@ fn infer_call(graph: &Graph, op: &Op, input: &TokenStream, target: &TokenStream)
 
 /// The inference pass: every op of the inference graph, or a copy when dropout was all there
 /// was.
-fn infer_body(graph: &Graph, slots: &Slots) -> TokenStream {
-    if graph.ops.is_empty() {
+fn infer_body(plan: &Plan, slots: &Slots) -> TokenStream {
+    if plan.infer.ops.is_empty() {
         return quote!(workspace.inference.output_mut().copy_from(input););
     }
-    let ops = (0..graph.ops.len()).map(|index| infer_op(graph, slots, index));
+    let ops = (0..plan.infer.ops.len()).map(|index| infer_op(plan, slots, index));
     quote!(#(#ops)*)
 }
 
@@ -483,10 +495,13 @@ fn op_info(graph: &Graph, slots: &Slots, op: &Op) -> TokenStream {
             quote!(Buffer(#index))
         }
     };
-    let algorithm = match conv_of(op) {
+    let conv = match conv_of(op) {
         Some(conv) => {
             let conv = layer_type(conv);
-            quote!(::std::option::Option::Some(<#conv>::algorithm))
+            quote!(::std::option::Option::Some(::constnet::plan::ConvOp {
+                algorithm: <#conv>::algorithm,
+                cached_filter_values: <#conv>::cached_filter_values,
+            }))
         }
         None => quote!(::std::option::Option::None),
     };
@@ -494,7 +509,7 @@ fn op_info(graph: &Graph, slots: &Slots, op: &Op) -> TokenStream {
         ::constnet::plan::OpInfo {
             name: #name,
             runs: #runs,
-            algorithm: #algorithm,
+            conv: #conv,
             output: <#output as ::constnet::Shape>::DIMS,
             inference: ::constnet::plan::InferenceSlot::#inference,
         }
@@ -792,7 +807,7 @@ fn passes(names: &Names) -> TokenStream {
         let shares = skip_gradients(train, index);
         quote!(#backward #shares)
     });
-    let infer_ops = infer_body(&plan.infer, &names.infer_slots);
+    let infer_ops = infer_body(plan, &names.infer_slots);
     let grads_arg = param_name("grads", !param_layers(net).is_empty());
     quote! {
         impl #name {

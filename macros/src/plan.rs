@@ -187,6 +187,13 @@ pub struct Graph<'n> {
 }
 
 impl<'n> Graph<'n> {
+    /// The op whose state is `layer`'s: the one that computes it, first of its layers.
+    pub fn op_computing(&self, layer: &Layer) -> Option<&Op<'n>> {
+        self.ops
+            .iter()
+            .find(|op| op.state_layer().is_some_and(|own| std::ptr::eq(own, layer)))
+    }
+
     /// The value the last op writes.
     pub fn result(&self) -> ValueId {
         self.values.len() - 1

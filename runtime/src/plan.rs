@@ -30,13 +30,22 @@ pub struct OpInfo {
     /// What runs, its layers as written: `conv(32, 3) + relu (epilogue)`, `flatten (view)`,
     /// `dense(10)`.
     pub runs: &'static str,
-    /// For an op that runs a convolution, the algorithm it computes it with at a batch size, on
-    /// the current thread pool ([`Conv2d::algorithm`](crate::layers::Conv2d::algorithm)).
-    pub algorithm: Option<fn(usize) -> ConvAlgorithm>,
+    /// For an op that runs a convolution, how it runs it at a batch size.
+    pub conv: Option<ConvOp>,
     /// The output shape, outermost first, without the batch axis.
     pub output: &'static [usize],
     /// Where inference keeps the output.
     pub inference: InferenceSlot,
+}
+
+/// How an op runs its convolution, as functions of the batch size.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvOp {
+    /// The algorithm ([`Conv2d::algorithm`](crate::layers::Conv2d::algorithm)).
+    pub algorithm: fn(usize) -> ConvAlgorithm,
+    /// Values of transformed filters kept between calls
+    /// ([`Conv2d::cached_filter_values`](crate::layers::Conv2d::cached_filter_values)).
+    pub cached_filter_values: fn(usize) -> usize,
 }
 
 /// The activation storage of inference: `N` buffers that hold the ops' outputs, whatever their
@@ -222,8 +231,8 @@ fn buffer_name(slot: usize) -> String {
 
 /// The plan table of a network whose inference runs `ops` and whose training keeps
 /// `training_values` values per sample (op outputs and their gradients), with the algorithm of
-/// each convolution and the bytes of the activation buffers of both at `batch` samples (on the
-/// current thread pool, whose size the choice of algorithm weighs).
+/// each convolution and the bytes of the activation buffers of both at `batch` samples, and of
+/// the transformed filters kept between calls.
 pub fn plan_table(name: &str, ops: &[OpInfo], training_values: usize, batch: usize) -> String {
     let buffers = ops
         .iter()
@@ -251,7 +260,7 @@ pub fn plan_table(name: &str, ops: &[OpInfo], training_values: usize, batch: usi
                 InferenceSlot::View => "view of its input".to_string(),
             };
             let dims: Vec<String> = op.output.iter().map(ToString::to_string).collect();
-            let algorithm = op.algorithm.map(|algorithm| algorithm(batch).to_string());
+            let algorithm = op.conv.map(|conv| (conv.algorithm)(batch).to_string());
             [
                 op.name.to_string(),
                 op.runs.to_string(),
@@ -297,6 +306,18 @@ pub fn plan_table(name: &str, ops: &[OpInfo], training_values: usize, batch: usi
         bytes(slot_values.iter().sum::<usize>() + output_values),
         bytes(training_values)
     );
+    let filter_values: usize = ops
+        .iter()
+        .filter_map(|op| op.conv.map(|conv| (conv.cached_filter_values)(batch)))
+        .sum();
+    if filter_values > 0 {
+        let _ = writeln!(
+            out,
+            "Transformed filters kept between calls (Winograd): {} bytes at inference; \
+             training keeps as many again for input gradients",
+            thousands(filter_values * size_of::<f32>())
+        );
+    }
     out
 }
 

@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 
 use rand::Rng;
 
-use super::fused::{ConvWeights, Linear, for_each_output_rows};
+use super::fused::{ConvWeights, Linear, RowSplit, for_each_output_rows};
 use super::{Layer, WeightBias, for_each_sample_group, grouped_backward, max};
 use crate::init::Init;
 use crate::kernels::elementwise::ActivationKind;
@@ -131,8 +131,8 @@ impl ConvAlgorithm {
 /// Fewest input channels for which a 3x3 convolution runs Winograd: with fewer, the
 /// transforms cost more than the multiplications saved.
 const WINOGRAD_MIN_CHANNELS: usize = 8;
-/// Fewest 4x4 output tiles a call must have (over all its images) to run Winograd: the filters
-/// are transformed on every call, which fewer tiles do not repay.
+/// Fewest 4x4 output tiles a call must have (over all its images) to run Winograd: with fewer,
+/// each thread's share of tiles does not repay streaming all the transformed filters.
 const WINOGRAD_MIN_TILES: usize = 32;
 
 /// A convolution's weights made ready for its algorithm: as stored for the GEMM, and the
@@ -144,24 +144,88 @@ pub(crate) struct PreparedWeights<'a> {
 }
 
 impl PreparedWeights<'_> {
-    /// The multiply-adds per output row that decide whether an image's rows split between
-    /// threads ([`for_each_output_rows`]), given the GEMM's `gemm_muls_per_row`: none for
-    /// Winograd, which runs whole images (see [`Conv2d::algorithm`]).
-    pub(crate) fn split_muls_per_row(&self, gemm_muls_per_row: usize) -> usize {
-        if self.winograd.is_some() {
-            0
-        } else {
-            gemm_muls_per_row
+    /// How an image's output rows may split between threads ([`for_each_output_rows`]), given
+    /// the GEMM's `gemm_muls_per_row`: for Winograd, a quarter of the multiply-adds, and
+    /// parts of whole 4-row tiles.
+    pub(crate) fn row_split(&self, gemm_muls_per_row: usize) -> RowSplit {
+        match self.winograd {
+            Some(_) => RowSplit {
+                muls_per_row: gemm_muls_per_row / 4,
+                step: winograd::TILE,
+            },
+            None => RowSplit {
+                muls_per_row: gemm_muls_per_row,
+                step: 1,
+            },
         }
     }
 }
 
-/// The buffers a convolution's backward pass reuses between calls: `Wᵀ` and the partial weight
-/// gradient of each group of images.
+/// Winograd's transformed filters of one convolution, kept between calls and recomputed only
+/// when the weights are not bit for bit those they were computed from. The weights are
+/// compared on every call rather than trusted to announce a change, so no way of changing them
+/// (an optimiser step, a weight file, a write to [`Conv2d::params`]) leaves stale filters.
+#[derive(Clone, Debug, Default)]
+pub struct TransformedFilters {
+    /// The weights `filters` were computed from.
+    source: Vec<f32>,
+    filters: Vec<f32>,
+}
+
+impl TransformedFilters {
+    /// The filters of `weight`, `len` values that `transform(weight, filters)` computes, from
+    /// the cache when `weight` is unchanged since they were computed.
+    fn get(
+        &mut self,
+        weight: &[f32],
+        len: usize,
+        transform: impl FnOnce(&[f32], &mut [f32]),
+    ) -> &[f32] {
+        if self.filters.len() != len || !same_bits(&self.source, weight) {
+            self.filters.resize(len, 0.0);
+            transform(weight, &mut self.filters);
+            self.source.clear();
+            self.source.extend_from_slice(weight);
+        }
+        &self.filters
+    }
+
+    /// Bytes held: the filters and the copy of the weights they were computed from.
+    pub fn bytes(&self) -> usize {
+        (self.source.capacity() + self.filters.capacity()) * size_of::<f32>()
+    }
+}
+
+/// Whether `a` and `b` hold the same values bit for bit (a NaN equals itself, `-0.0` differs
+/// from `0.0`), compared a block at a time so the comparison vectorises.
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    const BLOCK: usize = 64;
+    a.len() == b.len()
+        && a.chunks(BLOCK).zip(b.chunks(BLOCK)).all(|(a, b)| {
+            let differing = a
+                .iter()
+                .zip(b)
+                .fold(0, |bits, (x, y)| bits | (x.to_bits() ^ y.to_bits()));
+            differing == 0
+        })
+}
+
+/// What a convolution keeps between calls: Winograd's transformed filters for the forward pass
+/// and for the input gradient, and the buffers backward reuses (`Wᵀ` and the partial weight
+/// gradient of each group of images).
 #[derive(Clone, Debug, Default)]
 pub struct ConvCache {
+    filters: TransformedFilters,
+    turned_filters: TransformedFilters,
     weight_t: Vec<f32>,
     partial_weight_grads: Vec<f32>,
+}
+
+impl ConvCache {
+    /// Bytes of Winograd's transformed filters held (forward and input gradient).
+    pub fn filter_bytes(&self) -> usize {
+        self.filters.bytes() + self.turned_filters.bytes()
+    }
 }
 
 /// A 2-D convolution of `I` into `O` with `O::C` filters of `K × K`, stride `STRIDE` and padding
@@ -232,21 +296,15 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     };
 
     /// The algorithm a pass (forward or backward) over `samples` images runs: Winograd for 3x3
-    /// stride-1 convolutions of at least 8 input channels, over at least one image per thread
-    /// of the pool and 32 output tiles; the GEMM otherwise. `CONSTNET_CONV` forces either where
-    /// Winograd applies ([`ConvAlgorithm::forced`]).
-    ///
-    /// Winograd runs whole images per thread: split by rows, each thread would stream all the
-    /// transformed filters for a few tiles. Batches smaller than the pool split each image's
-    /// rows with the GEMM instead.
+    /// stride-1 convolutions of at least 8 input channels and 32 output tiles over the
+    /// batch; the GEMM otherwise. `CONSTNET_CONV` forces either where Winograd applies
+    /// ([`ConvAlgorithm::forced`]).
     pub fn algorithm(samples: usize) -> ConvAlgorithm {
         if !Self::WINOGRAD_APPLIES {
             return ConvAlgorithm::Gemm;
         }
         let tiles = O::H.div_ceil(winograd::TILE) * O::W.div_ceil(winograd::TILE);
-        let worth_it = I::C >= WINOGRAD_MIN_CHANNELS
-            && samples >= rayon::current_num_threads()
-            && samples * tiles >= WINOGRAD_MIN_TILES;
+        let worth_it = I::C >= WINOGRAD_MIN_CHANNELS && samples * tiles >= WINOGRAD_MIN_TILES;
         ConvAlgorithm::forced().unwrap_or(if worth_it {
             ConvAlgorithm::Winograd
         } else {
@@ -254,27 +312,31 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         })
     }
 
-    /// Runs `f` with `weights` made ready for [`Self::algorithm`] over `samples` images:
-    /// Winograd's transformed filters in this thread's scratch, computed once per call of the
-    /// layer.
-    pub(crate) fn with_prepared<R>(
-        weights: ConvWeights<'_>,
-        samples: usize,
-        f: impl FnOnce(PreparedWeights<'_>) -> R,
-    ) -> R {
-        if Self::algorithm(samples) == ConvAlgorithm::Gemm {
-            return f(PreparedWeights {
-                weights,
-                winograd: None,
-            });
+    /// Values of Winograd's transformed filters, and of the copy of the weights beside them,
+    /// that `cache` keeps after a forward pass over `samples` images (none for the GEMM).
+    pub fn cached_filter_values(samples: usize) -> usize {
+        match Self::algorithm(samples) {
+            ConvAlgorithm::Gemm => 0,
+            ConvAlgorithm::Winograd => Self::WINOGRAD.filter_len() + K * K * I::C * O::C,
         }
-        with_scratch(Self::WINOGRAD.filter_len(), |filters| {
-            winograd::transform_filters(Self::WINOGRAD, weights.weight, filters);
-            f(PreparedWeights {
-                weights,
-                winograd: Some(filters),
-            })
-        })
+    }
+
+    /// `weights` made ready for [`Self::algorithm`] over `samples` images: with Winograd's
+    /// transformed filters from `cache`.
+    pub(crate) fn prepare<'a>(
+        weights: ConvWeights<'a>,
+        samples: usize,
+        cache: &'a mut ConvCache,
+    ) -> PreparedWeights<'a> {
+        let winograd = (Self::algorithm(samples) == ConvAlgorithm::Winograd).then(|| {
+            let geometry = Self::WINOGRAD;
+            cache
+                .filters
+                .get(weights.weight, geometry.filter_len(), |weight, filters| {
+                    winograd::transform_filters(geometry, weight, filters)
+                })
+        });
+        PreparedWeights { weights, winograd }
     }
 
     /// Evaluated when the layer is built: the declared shapes must be what the convolution makes.
@@ -475,23 +537,30 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     /// each filter turned 180° and its input and output channels swapped, and `K − 1 − pad`
     /// zeros around (stride 1, which Winograd requires): `dx[y][x][c] = Σ dy[y − kh][x −
     /// kw][f] · w[kh][kw][c][f]` over the offsets that land inside `dy`.
-    fn input_gradient_winograd(&self, grad_output: &Batch<O>, grad_input: &mut Batch<I>) {
+    fn input_gradient_winograd(
+        &self,
+        grad_output: &Batch<O>,
+        grad_input: &mut Batch<I>,
+        turned_filters: &mut TransformedFilters,
+    ) {
         let geometry = Self::WINOGRAD_INPUT_GRADIENT;
-        let weight = &self.params.weight;
-        with_scratch(weight.len(), |turned| {
-            for (at, turned) in turned.chunks_exact_mut(I::C * O::C).enumerate() {
-                let source = &weight[(K * K - 1 - at) * I::C * O::C..][..I::C * O::C];
-                MatRef::row_major(source, I::C, O::C).t().copy_to(turned);
-            }
-            with_scratch(geometry.filter_len(), |filters| {
-                winograd::transform_filters(geometry, turned, filters);
-                for_each_sample_group(grad_output, grad_input, |dys, dxs| {
-                    for (dy, dx) in dys.chunks(O::LEN).zip(dxs.chunks_mut(I::LEN)) {
-                        let rows = 0..I::H;
-                        winograd::forward_rows(geometry, filters, dy, rows, dx, false.into());
+        let filters = turned_filters.get(
+            &self.params.weight,
+            geometry.filter_len(),
+            |weight, filters| {
+                with_scratch(weight.len(), |turned| {
+                    for (at, turned) in turned.chunks_exact_mut(I::C * O::C).enumerate() {
+                        let source = &weight[(K * K - 1 - at) * I::C * O::C..][..I::C * O::C];
+                        MatRef::row_major(source, I::C, O::C).t().copy_to(turned);
                     }
-                });
-            });
+                    winograd::transform_filters(geometry, turned, filters);
+                })
+            },
+        );
+        for_each_sample_group(grad_output, grad_input, |dys, dxs| {
+            for (dy, dx) in dys.chunks(O::LEN).zip(dxs.chunks_mut(I::LEN)) {
+                winograd::forward_rows(geometry, filters, dy, 0..I::H, dx, false.into());
+            }
         });
     }
 
@@ -541,11 +610,13 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
         max(
             Self::PADDED[0] * Self::PADDED[1] * I::C,
             if Self::WINOGRAD_APPLIES {
-                // The filters as stored turned for the input gradient, transformed, and one
-                // call's tiles.
+                // The filters as stored turned for the input gradient, and one call's tiles.
                 max(
-                    max(K * K * I::C * O::C, Self::WINOGRAD.filter_len()),
-                    Self::WINOGRAD.scratch_len(),
+                    K * K * I::C * O::C,
+                    max(
+                        Self::WINOGRAD.scratch_len(),
+                        Self::WINOGRAD_INPUT_GRADIENT.scratch_len(),
+                    ),
                 )
             } else {
                 0
@@ -553,8 +624,8 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
         ),
     );
 
-    fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _workspace: &mut ConvCache) {
-        self.forward_activated(input, output, ActivationKind::Identity);
+    fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, cache: &mut ConvCache) {
+        self.forward_activated(input, output, ActivationKind::Identity, cache);
     }
 
     fn backward(
@@ -568,12 +639,14 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     ) {
         let weight_len = Self::PATCH * O::C;
         let ConvCache {
+            turned_filters,
             weight_t,
             partial_weight_grads,
+            ..
         } = cache;
         if Self::algorithm(input.len()) == ConvAlgorithm::Winograd {
             if let Some(grad_input) = grad_input {
-                self.input_gradient_winograd(grad_output, grad_input);
+                self.input_gradient_winograd(grad_output, grad_input, turned_filters);
             }
             return grouped_backward(
                 input,
@@ -612,8 +685,10 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Linear
         input: &Batch<I>,
         output: &mut Batch<O>,
         activation: ActivationKind,
+        cache: &mut ConvCache,
     ) {
-        Self::forward_with((&self.params).into(), input, output, activation, false);
+        let weights = (&self.params).into();
+        Self::forward_with(weights, input, output, activation, false, cache);
     }
 }
 
@@ -632,14 +707,14 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         output: &mut Batch<O>,
         activation: ActivationKind,
         accumulate: bool,
+        cache: &mut ConvCache,
     ) {
         let () = Self::SHAPES_AGREE;
-        Self::with_prepared(weights, input.len(), |prepared| {
-            let muls_per_row = prepared.split_muls_per_row(Self::PATCH * O::W * O::C);
-            for_each_output_rows(input, output, muls_per_row, |image, rows, out| {
-                Self::forward_rows(prepared, image, rows, out, activation, accumulate)
-            })
-        });
+        let prepared = Self::prepare(weights, input.len(), cache);
+        let split = prepared.row_split(Self::PATCH * O::W * O::C);
+        for_each_output_rows(input, output, split, |image, rows, out| {
+            Self::forward_rows(prepared, image, rows, out, activation, accumulate)
+        })
     }
 }
 
@@ -765,6 +840,33 @@ mod tests {
         assert_eq!(conv_output_len(4, 5, 1, false), 0);
     }
 
+    /// The cache recomputes the filters exactly when the weights differ bit for bit.
+    #[test]
+    fn transformed_filters_follow_the_weights() {
+        let mut cache = TransformedFilters::default();
+        let mut computed = 0;
+        let mut get = |weight: &[f32], len: usize| {
+            let filters = cache.get(weight, len, |weight, filters| {
+                computed += 1;
+                filters.fill(weight.iter().sum());
+            });
+            filters.to_vec()
+        };
+        assert_eq!(get(&[1.0, 2.0], 3), [3.0; 3]);
+        assert_eq!(get(&[1.0, 2.0], 3), [3.0; 3]);
+        assert_eq!(get(&[1.0, 2.5], 3), [3.5; 3]);
+        assert_eq!(get(&[1.0, 2.5], 4), [3.5; 4]);
+        assert_eq!(get(&[0.0, 1.0], 4), [1.0; 4]);
+        assert_eq!(get(&[-0.0, 1.0], 4), [1.0; 4]);
+        let nan = [f32::NAN; 70];
+        assert!(get(&nan, 1)[0].is_nan());
+        assert!(get(&nan, 1)[0].is_nan());
+        assert_eq!(
+            computed, 6,
+            "recomputed only when the weights or the length changed"
+        );
+    }
+
     /// The rule of [`Conv2d::algorithm`], unless `CONSTNET_CONV` forces an algorithm.
     #[test]
     fn winograd_runs_where_it_pays() {
@@ -772,42 +874,20 @@ mod tests {
             return;
         }
         type Conv2 = Conv2d<Hwc<26, 26, 32>, Hwc<24, 24, 64>, 3>;
-        let on = |threads: usize, samples: usize, algorithm: fn(usize) -> ConvAlgorithm| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
-            pool.expect("a pool").install(|| algorithm(samples))
-        };
-        assert_eq!(on(2, 128, Conv2::algorithm), ConvAlgorithm::Winograd);
-        assert_eq!(on(1, 1, Conv2::algorithm), ConvAlgorithm::Winograd);
-        // Fewer images than threads: the GEMM splits each image's rows.
-        assert_eq!(on(2, 1, Conv2::algorithm), ConvAlgorithm::Gemm);
+        assert_eq!(Conv2::algorithm(128), ConvAlgorithm::Winograd);
+        // 36 tiles: enough for one image, whose tile rows split between threads.
+        assert_eq!(Conv2::algorithm(1), ConvAlgorithm::Winograd);
         // One input channel, a stride, another kernel size, too few tiles.
+        let gemm = [
+            Conv2d::<Hwc<28, 28, 1>, Hwc<26, 26, 32>, 3>::algorithm(128),
+            Conv2d::<Hwc<9, 9, 8>, Hwc<4, 4, 8>, 3, 2>::algorithm(128),
+            Conv2d::<Hwc<9, 9, 8>, Hwc<5, 5, 8>, 5>::algorithm(128),
+            Conv2d::<Hwc<7, 7, 64>, Hwc<7, 7, 64>, 3, 1, Same>::algorithm(1),
+        ];
+        assert_eq!(gemm, [ConvAlgorithm::Gemm; 4]);
         assert_eq!(
-            on(
-                1,
-                128,
-                Conv2d::<Hwc<28, 28, 1>, Hwc<26, 26, 32>, 3>::algorithm
-            ),
-            ConvAlgorithm::Gemm
-        );
-        assert_eq!(
-            on(
-                1,
-                128,
-                Conv2d::<Hwc<9, 9, 8>, Hwc<4, 4, 8>, 3, 2>::algorithm
-            ),
-            ConvAlgorithm::Gemm
-        );
-        assert_eq!(
-            on(1, 128, Conv2d::<Hwc<9, 9, 8>, Hwc<5, 5, 8>, 5>::algorithm),
-            ConvAlgorithm::Gemm
-        );
-        assert_eq!(
-            on(
-                1,
-                1,
-                Conv2d::<Hwc<7, 7, 64>, Hwc<7, 7, 64>, 3, 1, Same>::algorithm
-            ),
-            ConvAlgorithm::Gemm
+            Conv2d::<Hwc<7, 7, 64>, Hwc<7, 7, 64>, 3, 1, Same>::algorithm(8),
+            ConvAlgorithm::Winograd
         );
     }
 }

@@ -64,7 +64,7 @@ impl<const IN: usize, const OUT: usize> Layer for Dense<IN, OUT> {
     const SCRATCH: usize = split_k_scratch(IN, OUT);
 
     fn forward(&self, input: &Batch<Flat<IN>>, output: &mut Batch<Flat<OUT>>, _workspace: &mut ()) {
-        self.forward_activated(input, output, ActivationKind::Identity);
+        self.forward_activated(input, output, ActivationKind::Identity, &mut ());
     }
 
     fn backward(
@@ -105,6 +105,7 @@ impl<const IN: usize, const OUT: usize> Linear for Dense<IN, OUT> {
         input: &Batch<Flat<IN>>,
         output: &mut Batch<Flat<OUT>>,
         activation: ActivationKind,
+        _cache: &mut (),
     ) {
         let samples = input.len();
         output.resize(samples);

@@ -13,8 +13,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{
-    ActivationFn, BatchNorm, Conv2d, Layer, MIN_TASK_VALUES, Padding, Pool2d, PoolOp, WeightBias,
-    for_each_sample_group,
+    ActivationFn, BatchNorm, Conv2d, ConvCache, Layer, MIN_TASK_VALUES, Padding, Pool2d, PoolOp,
+    WeightBias, for_each_sample_group,
 };
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::with_scratch;
@@ -31,15 +31,41 @@ pub trait Linear: Layer {
         input: &Batch<Self::Input>,
         output: &mut Batch<Self::Output>,
         activation: ActivationKind,
+        cache: &mut Self::Cache,
     );
 }
 
 /// Multiply-adds one part of a split sample must have to gain from another thread.
 const MIN_MULS_PER_PART: usize = 1 << 16;
 
+/// How an image's output rows may split between threads: each row costs `muls_per_row`
+/// multiply-adds, and parts start at multiples of `step` rows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowSplit {
+    pub muls_per_row: usize,
+    pub step: usize,
+}
+
+impl RowSplit {
+    /// The split of the rows of a pooling with stride `pool_stride` over these rows: a pooled
+    /// row costs `pool_stride` of these, and parts start where these would.
+    pub(crate) fn pooled(self, pool_stride: usize) -> RowSplit {
+        let gcd = |mut a: usize, mut b: usize| {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        };
+        RowSplit {
+            muls_per_row: self.muls_per_row * pool_stride,
+            step: self.step / gcd(self.step, pool_stride),
+        }
+    }
+}
+
 /// How many parts to split each sample's `rows` output rows into (1: run whole samples per
 /// thread instead): only when the batch has fewer samples than the pool has threads and each
-/// part keeps enough work, `muls_per_row` multiply-adds per row.
+/// part keeps enough work.
 pub(crate) fn row_parts(samples: usize, rows: usize, muls_per_row: usize) -> usize {
     let threads = rayon::current_num_threads();
     if samples >= threads {
@@ -54,15 +80,15 @@ pub(crate) fn row_parts(samples: usize, rows: usize, muls_per_row: usize) -> usi
 /// Runs `f(image, rows, out)` over the output rows of every sample (`out` holds exactly rows
 /// `rows` of that sample's output): whole samples, one contiguous group per thread, or, when
 /// [`row_parts`] splits samples (batches smaller than the pool), each sample's rows in parts
-/// across the threads.
+/// across the threads, as `split` allows.
 pub(crate) fn for_each_output_rows<I: Shape, O: Image>(
     input: &Batch<I>,
     output: &mut Batch<O>,
-    muls_per_row: usize,
+    split: RowSplit,
     f: impl Fn(&[f32], Range<usize>, &mut [f32]) + Sync,
 ) {
     let samples = input.len();
-    let parts = row_parts(samples, O::H, muls_per_row);
+    let parts = row_parts(samples, O::H, split.muls_per_row);
     if parts < 2 {
         for_each_sample_group(input, output, |images, outputs| {
             for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
@@ -73,7 +99,7 @@ pub(crate) fn for_each_output_rows<I: Shape, O: Image>(
     }
     output.resize(samples);
     let row_len = O::W * O::C;
-    let rows_per_part = O::H.div_ceil(parts);
+    let rows_per_part = O::H.div_ceil(parts).next_multiple_of(split.step);
     for (image, out) in input
         .as_slice()
         .chunks(I::LEN)
@@ -89,14 +115,15 @@ pub(crate) fn for_each_output_rows<I: Shape, O: Image>(
 }
 
 /// `output = activation(linear(input))` in one pass, for inference and training alike (neither
-/// layer keeps anything else for backward).
+/// layer keeps anything else for backward); `cache` is the linear layer's.
 pub fn linear_activation_forward<L: Linear, F: ActivationFn>(
     linear: &L,
     activation: &F,
     input: &Batch<L::Input>,
     output: &mut Batch<L::Output>,
+    cache: &mut L::Cache,
 ) {
-    linear.forward_activated(input, output, activation.kind());
+    linear.forward_activated(input, output, activation.kind(), cache);
 }
 
 /// Backward of [`linear_activation_forward`], from its input, its (activated) output and the
@@ -130,7 +157,8 @@ pub fn linear_activation_backward<L: Linear, F: ActivationFn>(
 /// normalisation folded in by [`fold_batchnorm`]), `activation` (in its epilogue) and the
 /// pooling after it: `output = pool(activation(conv(input)))`. Each image's convolution output
 /// (at batches smaller than the pool, each part's rows of it) lives only in per-thread scratch,
-/// pooled right after it is computed.
+/// pooled right after it is computed. `cache` is the convolution's.
+#[allow(clippy::too_many_arguments)]
 pub fn conv_activation_pool_forward<
     I: Image,
     M: Image,
@@ -149,34 +177,36 @@ pub fn conv_activation_pool_forward<
     _pool: &Pool2d<M, O, Op, POOL, POOL_STRIDE>,
     input: &Batch<I>,
     output: &mut Batch<O>,
+    cache: &mut ConvCache,
 ) {
     // Convolution rows `first..end` feed output rows `rows` of the pooling.
     let conv_rows = |rows: &Range<usize>| {
         let first = rows.start * POOL_STRIDE;
         first..((rows.end - 1) * POOL_STRIDE + POOL).min(M::H)
     };
-    Conv2d::<I, M, K, STRIDE, P>::with_prepared(weights, input.len(), |prepared| {
-        let muls_per_row = prepared.split_muls_per_row(POOL_STRIDE * M::W * K * K * I::C * M::C);
-        let pooled_rows = |image: &[f32], rows: Range<usize>, out: &mut [f32]| {
-            let needed = conv_rows(&rows);
-            with_scratch(needed.len() * M::W * M::C, |conv_out| {
-                Conv2d::<I, M, K, STRIDE, P>::forward_rows(
-                    prepared,
-                    image,
-                    needed.clone(),
-                    conv_out,
-                    activation,
-                    false,
-                );
-                Pool2d::<M, O, Op, POOL, POOL_STRIDE>::pool_rows(conv_out, needed.start, rows, out);
-            });
-        };
-        for_each_output_rows(input, output, muls_per_row, pooled_rows);
-    });
+    let prepared = Conv2d::<I, M, K, STRIDE, P>::prepare(weights, input.len(), cache);
+    let split = prepared
+        .row_split(M::W * K * K * I::C * M::C)
+        .pooled(POOL_STRIDE);
+    let pooled_rows = |image: &[f32], rows: Range<usize>, out: &mut [f32]| {
+        let needed = conv_rows(&rows);
+        with_scratch(needed.len() * M::W * M::C, |conv_out| {
+            Conv2d::<I, M, K, STRIDE, P>::forward_rows(
+                prepared,
+                image,
+                needed.clone(),
+                conv_out,
+                activation,
+                false,
+            );
+            Pool2d::<M, O, Op, POOL, POOL_STRIDE>::pool_rows(conv_out, needed.start, rows, out);
+        });
+    };
+    for_each_output_rows(input, output, split, pooled_rows);
 }
 
 /// Inference of a convolution with `weights` (see [`conv_activation_pool_forward`]) and
-/// `activation` in its GEMM epilogue.
+/// `activation` in its GEMM epilogue; `cache` is the convolution's.
 pub fn conv_params_forward<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>(
     // Only names the type: the weights come in `weights`.
     _conv: &Conv2d<I, O, K, STRIDE, P>,
@@ -184,15 +214,18 @@ pub fn conv_params_forward<I: Image, O: Image, const K: usize, const STRIDE: usi
     activation: ActivationKind,
     input: &Batch<I>,
     output: &mut Batch<O>,
+    cache: &mut ConvCache,
 ) {
-    Conv2d::<I, O, K, STRIDE, P>::forward_with(weights, input, output, activation, false);
+    Conv2d::<I, O, K, STRIDE, P>::forward_with(weights, input, output, activation, false, cache);
 }
 
 /// Inference of the last convolution of a residual block with the block's addition in its
 /// GEMM epilogue: `output = activation(conv(input) + residual)` with `weights` (see
 /// [`conv_params_forward`]), `residual` the block's input or its projection, and
 /// `activation` the one after the block. The output is filled with `residual` first and the
-/// product accumulated onto it, so the sum never makes a pass of its own.
+/// product accumulated onto it, so the sum never makes a pass of its own. `cache` is the
+/// convolution's.
+#[allow(clippy::too_many_arguments)]
 pub fn conv_residual_forward<
     I: Image,
     O: Image,
@@ -207,6 +240,7 @@ pub fn conv_residual_forward<
     input: &Batch<I>,
     residual: &Batch<O>,
     output: &mut Batch<O>,
+    cache: &mut ConvCache,
 ) {
     assert_eq!(
         input.len(),
@@ -214,7 +248,7 @@ pub fn conv_residual_forward<
         "a residual block's two paths disagree"
     );
     output.copy_from(residual);
-    Conv2d::<I, O, K, STRIDE, P>::forward_with(weights, input, output, activation, true);
+    Conv2d::<I, O, K, STRIDE, P>::forward_with(weights, input, output, activation, true, cache);
 }
 
 /// The weights a convolution runs with at inference: its weight matrix and bias, and, with
@@ -319,7 +353,13 @@ mod tests {
         linear.forward_train(&x, &mut pre, &mut Default::default());
         activation.forward(&pre, &mut y, &mut ());
         let mut fused_y = Batch::default();
-        linear_activation_forward(&linear, &function, &x, &mut fused_y);
+        linear_activation_forward(
+            &linear,
+            &function,
+            &x,
+            &mut fused_y,
+            &mut Default::default(),
+        );
         assert_eq!(fused_y.as_slice(), y.as_slice(), "{what}: forward");
 
         let (mut dpre, mut dx) = (Batch::default(), Batch::default());
@@ -407,7 +447,7 @@ mod tests {
         let pool = Pool2d::<M, O, Op, PK, PS>::new();
         let x = random::<I>(samples, 3);
         let mut conv_out = Batch::default();
-        conv.forward_activated(&x, &mut conv_out, activation);
+        conv.forward_activated(&x, &mut conv_out, activation, &mut Default::default());
         let mut want = Batch::default();
         pool.forward(&conv_out, &mut want, &mut Default::default());
         let mut got = Batch::default();
@@ -418,6 +458,7 @@ mod tests {
             &pool,
             &x,
             &mut got,
+            &mut Default::default(),
         );
         let what = format!(
             "{}, {activation:?}, {samples} samples",
@@ -482,13 +523,29 @@ mod tests {
         let mut folded = FoldedBatchNorm::default();
         let weights = fold_batchnorm(&conv, &batchnorm, &mut folded);
         let mut got = Batch::default();
-        conv_params_forward(&conv, weights, ActivationKind::Relu, &x, &mut got);
+        let mut cache = ConvCache::default();
+        conv_params_forward(
+            &conv,
+            weights,
+            ActivationKind::Relu,
+            &x,
+            &mut got,
+            &mut cache,
+        );
         assert_close("folded", got.as_slice(), want.as_slice(), 1e-5);
         // And with the pooling after it.
         let pool = Pool2d::<Hwc<7, 6, 5>, Hwc<3, 3, 5>, Avg, 2, 2>::new();
         let (mut pooled_want, mut pooled) = (Batch::default(), Batch::default());
         pool.forward(&want, &mut pooled_want, &mut Default::default());
-        conv_activation_pool_forward(&conv, weights, ActivationKind::Relu, &pool, &x, &mut pooled);
+        conv_activation_pool_forward(
+            &conv,
+            weights,
+            ActivationKind::Relu,
+            &pool,
+            &x,
+            &mut pooled,
+            &mut cache,
+        );
         assert_close(
             "folded and pooled",
             pooled.as_slice(),
@@ -530,7 +587,9 @@ mod tests {
             relu.forward(&sum, &mut want, &mut ());
             let mut got = Batch::default();
             let kind = ActivationFn::kind(&relu.function);
-            conv_residual_forward(&conv, (&conv.params).into(), kind, &x, &skip, &mut got);
+            let weights = (&conv.params).into();
+            let cache = &mut ConvCache::default();
+            conv_residual_forward(&conv, weights, kind, &x, &skip, &mut got, cache);
             let what = format!(
                 "{} k{K} s{S} same={}, {samples} samples",
                 I::describe(),
