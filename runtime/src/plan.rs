@@ -137,8 +137,8 @@ impl<O: Shape, const N: usize> InferenceBuffers<O, N> {
     }
 }
 
-/// Multiply-adds a pass over a batch smaller than the pool must have to keep the pool's other
-/// threads awake for it ([`on_pool`]): enough that its products split across threads.
+/// Multiply-adds a pass must have to keep the pool's other threads awake for it ([`on_pool`]):
+/// enough that its products split across threads.
 const KEEP_AWAKE_MULS: usize = 1 << 20;
 
 /// Runs `f`, a pass of network `N` over `samples` samples, on a thread of the rayon pool
@@ -153,22 +153,23 @@ const KEEP_AWAKE_MULS: usize = 1 << 20;
 /// thread run the loop's pending halves while it waits, leaving nothing for the others to
 /// steal.
 ///
-/// A pass over fewer samples than the pool has threads splits each sample's products between
-/// the threads, op after op, with a little serial work between them. A rayon worker that finds
-/// no work sleeps after a few microseconds, and waking it costs tens: more than the split saves
-/// on a small convolution. So, when such a pass has enough work to split (2^20 multiply-adds),
-/// the other threads spin on the pool's queues until it ends, taking each part as soon as it
-/// is offered. Larger batches do not: a spinner another thread steals in place of the rest of
-/// an enclosing parallel loop (inference of many batches in `par_iter` tasks) would leave that
-/// loop on one thread.
+/// A pass splits each op's work between the threads (samples, or a sample's rows and columns
+/// in batches smaller than the pool), op after op, with a little serial work between them. A
+/// rayon worker that finds no work sleeps after a few microseconds, and waking it costs tens:
+/// more than the split saves on a small layer, and a tenth of a pass through the MLP at batch
+/// 128. So, when a pass has enough work to split (2^20 multiply-adds), the other threads spin
+/// on the pool's queues until it ends, taking each part as soon as it is offered. A spinner
+/// runs whatever it finds, and is stolen only after every older job on the queue (a stealer
+/// takes the oldest first), so inference of many batches in `par_iter` tasks still spreads
+/// those tasks over the pool.
 pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) -> R {
     let prepared_then_f = || {
         if !crate::kernels::thread_prepared_for(N::SCRATCH) {
             crate::kernels::prepare_thread(N::SCRATCH);
             rayon::spawn_broadcast(|_| crate::kernels::prepare_thread(N::SCRATCH));
         }
-        let threads = rayon::current_num_threads();
-        if samples < threads && samples.saturating_mul(N::MULS) >= KEEP_AWAKE_MULS {
+        let splits = rayon::current_num_threads() > 1;
+        if splits && samples.saturating_mul(N::MULS) >= KEEP_AWAKE_MULS {
             with_pool_awake(f)
         } else {
             f()
