@@ -25,6 +25,7 @@ criterion_group! {
     config = config(WallClock::flops());
     targets = benchmarks::peak::bench,
         benchmarks::conv::bench,
+        benchmarks::winograd::bench,
         benchmarks::fused::bench,
         benchmarks::pool::bench,
         benchmarks::dense::bench,

@@ -9,6 +9,7 @@ pub mod measurement;
 pub mod network;
 pub mod peak;
 pub mod pool;
+pub mod winograd;
 
 use constnet::init::seeded_rng;
 use constnet::layers::Layer;

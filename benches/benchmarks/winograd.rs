@@ -1,0 +1,111 @@
+//! Winograd F(4x4, 3x3) kernels at the shape of the Keras MNIST network's second convolution
+//! (26x26x32 → 24x24x64), one thread, batch 1 and 128: each pass in "effective" GFLOP/s (the
+//! direct convolution's FLOPs over the time, so above the FMA peak is the point), and the
+//! filter transforms, which a layer runs once per weight update, in time alone.
+
+use constnet::Flat;
+use constnet::kernels::winograd::{
+    Geometry, accumulate_weight_gradient, filter_gradient, forward_rows, transform_filters,
+};
+use criterion::{BenchmarkId, Criterion, Throughput};
+
+use super::measurement::WallClock;
+use super::noise;
+
+/// 26x26x32 → 24x24x64, valid padding.
+const CONV2: Geometry = Geometry {
+    in_h: 26,
+    in_w: 26,
+    in_channels: 32,
+    out_h: 24,
+    out_w: 24,
+    filters: 64,
+    pad_top: 0,
+    pad_left: 0,
+};
+
+/// The convolution whose output is CONV2's input gradient: of the output gradient, with the
+/// filters turned, and two zeros around.
+const CONV2_INPUT_GRADIENT: Geometry = Geometry {
+    in_h: 24,
+    in_w: 24,
+    in_channels: 64,
+    out_h: 26,
+    out_w: 26,
+    filters: 32,
+    pad_top: 2,
+    pad_left: 2,
+};
+
+/// `len` values of noise.
+fn values(len: usize) -> Vec<f32> {
+    noise::<Flat<1>>(len).as_slice().to_vec()
+}
+
+/// FLOPs of the direct forward pass of `samples` images (as many as either direct gradient).
+fn direct_flops(samples: usize) -> u64 {
+    let g = CONV2;
+    (2 * samples * g.out_h * g.out_w * g.filters * 9 * g.in_channels) as u64
+}
+
+fn passes(c: &mut Criterion<WallClock>) {
+    let mut group = c.benchmark_group("winograd 26x26x32 -> 24x24x64");
+    let weight = values(9 * CONV2.in_channels * CONV2.filters);
+    for samples in [1, 128] {
+        let label = format!("batch {samples}");
+        for (pass, g) in [("forward", CONV2), ("input gradient", CONV2_INPUT_GRADIENT)] {
+            let mut u = vec![0.0; g.filter_len()];
+            transform_filters(g, &weight, &mut u);
+            let images = values(samples * g.in_h * g.in_w * g.in_channels);
+            let mut out = vec![0.0; samples * g.out_h * g.out_w * g.filters];
+            group.throughput(Throughput::Elements(direct_flops(samples)));
+            group.bench_function(BenchmarkId::new(pass, &label), |b| {
+                b.iter(|| {
+                    let per_image = g.in_h * g.in_w * g.in_channels;
+                    let per_output = g.out_h * g.out_w * g.filters;
+                    for (image, out) in images.chunks(per_image).zip(out.chunks_mut(per_output)) {
+                        forward_rows(g, &u, image, 0..g.out_h, out, false.into());
+                    }
+                })
+            });
+        }
+        let g = CONV2;
+        let images = values(samples * g.in_h * g.in_w * g.in_channels);
+        let grads = values(samples * g.out_h * g.out_w * g.filters);
+        let (mut m, mut weight_grad) = (vec![0.0; g.filter_len()], vec![0.0; weight.len()]);
+        group.throughput(Throughput::Elements(direct_flops(samples)));
+        group.bench_function(BenchmarkId::new("weight gradient", &label), |b| {
+            b.iter(|| {
+                m.fill(0.0);
+                let per_image = g.in_h * g.in_w * g.in_channels;
+                let per_output = g.out_h * g.out_w * g.filters;
+                for (image, dy) in images.chunks(per_image).zip(grads.chunks(per_output)) {
+                    accumulate_weight_gradient(g, image, dy, &mut m);
+                }
+                filter_gradient(g, &m, &mut weight_grad);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn filter_transforms(c: &mut Criterion<WallClock>) {
+    let mut group = c.benchmark_group("winograd filters 3x3x32x64");
+    let g = CONV2;
+    let weight = values(9 * g.in_channels * g.filters);
+    let mut u = vec![0.0; g.filter_len()];
+    group.bench_function("transform (once per weight update)", |b| {
+        b.iter(|| transform_filters(g, &weight, &mut u))
+    });
+    let m = values(g.filter_len());
+    let mut weight_grad = vec![0.0; weight.len()];
+    group.bench_function("gradient back to 3x3", |b| {
+        b.iter(|| filter_gradient(g, &m, &mut weight_grad))
+    });
+    group.finish();
+}
+
+pub fn bench(c: &mut Criterion<WallClock>) {
+    passes(c);
+    filter_transforms(c);
+}
