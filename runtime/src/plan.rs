@@ -137,9 +137,14 @@ impl<O: Shape, const N: usize> InferenceBuffers<O, N> {
     }
 }
 
-/// Multiply-adds a pass must have to keep the pool's other threads awake for it ([`on_pool`]):
-/// enough that its products split across threads.
+/// Multiply-adds a pass over fewer samples than the pool has threads must have to keep the
+/// pool's other threads awake for it ([`on_pool`]): enough that its products split across
+/// threads.
 const KEEP_AWAKE_MULS: usize = 1 << 20;
+/// The same for a pass over at least one sample per thread: a batch's products split from
+/// 2^22 multiply-adds per part (`gemm_parallel`), so a smaller pass runs mostly on one thread,
+/// which a spinning neighbour would only slow down.
+const KEEP_AWAKE_BATCH_MULS: usize = 1 << 23;
 
 /// Runs `f`, a pass of network `N` over `samples` samples, on a thread of the rayon pool
 /// (directly, when called from one), so the parallel loops of a whole pass split their work from
@@ -157,8 +162,9 @@ const KEEP_AWAKE_MULS: usize = 1 << 20;
 /// in batches smaller than the pool), op after op, with a little serial work between them. A
 /// rayon worker that finds no work sleeps after a few microseconds, and waking it costs tens:
 /// more than the split saves on a small layer, and a tenth of a pass through the MLP at batch
-/// 128. So, when a pass has enough work to split (2^20 multiply-adds), the other threads spin
-/// on the pool's queues until it ends, taking each part as soon as it is offered. A spinner
+/// 128. So, when a pass has enough work to split (2^20 multiply-adds for batches smaller than
+/// the pool, 2^23 for others), the other threads spin on the pool's queues until it ends,
+/// taking each part as soon as it is offered. A spinner
 /// runs whatever it finds, and is stolen only after every older job on the queue (a stealer
 /// takes the oldest first), so inference of many batches in `par_iter` tasks still spreads
 /// those tasks over the pool.
@@ -168,8 +174,13 @@ pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) 
             crate::kernels::prepare_thread(N::SCRATCH);
             rayon::spawn_broadcast(|_| crate::kernels::prepare_thread(N::SCRATCH));
         }
-        let splits = rayon::current_num_threads() > 1;
-        if splits && samples.saturating_mul(N::MULS) >= KEEP_AWAKE_MULS {
+        let threads = rayon::current_num_threads();
+        let least = if samples < threads {
+            KEEP_AWAKE_MULS
+        } else {
+            KEEP_AWAKE_BATCH_MULS
+        };
+        if threads > 1 && samples.saturating_mul(N::MULS) >= least {
             with_pool_awake(f)
         } else {
             f()
