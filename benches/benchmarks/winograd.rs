@@ -5,7 +5,8 @@
 
 use constnet::Flat;
 use constnet::kernels::winograd::{
-    Geometry, accumulate_weight_gradient, filter_gradient, forward_rows, transform_filters,
+    Geometry, accumulate_weight_gradient, filter_gradient, forward_rows, input_gradient,
+    transform_filters,
 };
 use criterion::{BenchmarkId, Criterion, Throughput};
 
@@ -24,19 +25,6 @@ const CONV2: Geometry = Geometry {
     pad_left: 0,
 };
 
-/// The convolution whose output is CONV2's input gradient: of the output gradient, with the
-/// filters turned, and two zeros around.
-const CONV2_INPUT_GRADIENT: Geometry = Geometry {
-    in_h: 24,
-    in_w: 24,
-    in_channels: 64,
-    out_h: 26,
-    out_w: 26,
-    filters: 32,
-    pad_top: 2,
-    pad_left: 2,
-};
-
 /// `len` values of noise.
 fn values(len: usize) -> Vec<f32> {
     noise::<Flat<1>>(len).as_slice().to_vec()
@@ -53,32 +41,42 @@ fn passes(c: &mut Criterion<WallClock>) {
     let weight = values(9 * CONV2.in_channels * CONV2.filters);
     for samples in [1, 128] {
         let label = format!("batch {samples}");
-        for (pass, g) in [("forward", CONV2), ("input gradient", CONV2_INPUT_GRADIENT)] {
-            let mut u = vec![0.0; g.filter_len()];
-            transform_filters(g, &weight, &mut u);
-            let images = values(samples * g.in_h * g.in_w * g.in_channels);
-            let mut out = vec![0.0; samples * g.out_h * g.out_w * g.filters];
-            group.throughput(Throughput::Elements(direct_flops(samples)));
-            group.bench_function(BenchmarkId::new(pass, &label), |b| {
-                b.iter(|| {
-                    let per_image = g.in_h * g.in_w * g.in_channels;
-                    let per_output = g.out_h * g.out_w * g.filters;
-                    for (image, out) in images.chunks(per_image).zip(out.chunks_mut(per_output)) {
-                        forward_rows(g, &u, image, 0..g.out_h, out, false.into());
-                    }
-                })
-            });
-        }
         let g = CONV2;
-        let images = values(samples * g.in_h * g.in_w * g.in_channels);
-        let grads = values(samples * g.out_h * g.out_w * g.filters);
-        let (mut m, mut weight_grad) = (vec![0.0; g.filter_len()], vec![0.0; weight.len()]);
+        let (per_image, per_output) = (
+            g.in_h * g.in_w * g.in_channels,
+            g.out_h * g.out_w * g.filters,
+        );
+        let mut u = vec![0.0; g.filter_len()];
+        transform_filters(g, &weight, &mut u);
+        let images = values(samples * per_image);
+        let mut out = vec![0.0; samples * per_output];
         group.throughput(Throughput::Elements(direct_flops(samples)));
+        group.bench_function(BenchmarkId::new("forward", &label), |b| {
+            b.iter(|| {
+                for (image, out) in images.chunks(per_image).zip(out.chunks_mut(per_output)) {
+                    forward_rows(g, &u, image, 0..g.out_h, out, false.into());
+                }
+            })
+        });
+        // The input gradient reads the same filters with their channels swapped; their values
+        // do not change its time.
+        let grads = values(samples * per_output);
+        let mut grad_inputs = vec![0.0; samples * per_image];
+        group.bench_function(BenchmarkId::new("input gradient", &label), |b| {
+            b.iter(|| {
+                let pairs = grads
+                    .chunks(per_output)
+                    .zip(grad_inputs.chunks_mut(per_image));
+                for (dy, dx) in pairs {
+                    input_gradient(g, &u, dy, dx);
+                }
+            })
+        });
+        let mut m = vec![0.0; g.filter_len()];
+        let mut weight_grad = vec![0.0; weight.len()];
         group.bench_function(BenchmarkId::new("weight gradient", &label), |b| {
             b.iter(|| {
                 m.fill(0.0);
-                let per_image = g.in_h * g.in_w * g.in_channels;
-                let per_output = g.out_h * g.out_w * g.filters;
                 for (image, dy) in images.chunks(per_image).zip(grads.chunks(per_output)) {
                     accumulate_weight_gradient(g, image, dy, &mut m);
                 }

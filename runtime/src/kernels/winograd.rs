@@ -21,9 +21,9 @@
 //! The weight gradient follows from `Y = Aᵀ (U ⊙ V) A` and `U = G g Gᵀ`: with `Ŷ = A dY Aᵀ` the
 //! output gradient of a tile transformed, the gradient of `U` is `Σ_tiles Ŷ ⊙ V` (at each
 //! position a `channels × tiles` by `tiles × filters` product, [`accumulate_weight_gradient`]),
-//! and that of `g` is `Gᵀ (·) G` ([`filter_gradient`]). The input gradient of a stride-1
-//! convolution is itself a convolution (of `dY` with the filters turned), which the forward
-//! kernel computes.
+//! and that of `g` is `Gᵀ (·) G` ([`filter_gradient`]). The input gradient is the adjoint of
+//! the forward pass over the same tiles ([`input_gradient`]): `B [Ŷ · Uᵀ] Bᵀ` added onto each
+//! tile's input window.
 //!
 //! Transforms run over channels (or filters) a vector at a time, through `VectorKernel`, so
 //! each compiles for every instruction set. The interpolation points are 0, ±1, ±2 and ∞ (Lavin
@@ -110,6 +110,33 @@ impl Transform1d<WINDOW, WINDOW> for Bt {
                 d3_minus_d1.mul_add(two, d4_minus_d2),
                 d4_minus_d2.sub(d3_minus_d1.mul(two)),
                 d[1].mul_add(four, d[5]).sub(d[3].mul(five)),
+            ]
+        }
+    }
+}
+
+/// The input-gradient transform, `B` (the transpose of [`Bt`]'s matrix).
+struct B;
+
+impl Transform1d<WINDOW, WINDOW> for B {
+    #[inline(always)]
+    unsafe fn apply<S: SimdF32>(v: [S; WINDOW]) -> [S; WINDOW] {
+        // SAFETY: the caller's instruction set supports `S`.
+        unsafe {
+            let (v1_plus_v2, v3_plus_v4) = (v[1].add(v[2]), v[3].add(v[4]));
+            let (v2_minus_v1, v3_minus_v4) = (v[2].sub(v[1]), v[3].sub(v[4]));
+            let (four, two) = (S::splat(4.0), S::splat(2.0));
+            [
+                v[0].mul(four),
+                v2_minus_v1.add(v[5]).mul(four).sub(v3_minus_v4.mul(two)),
+                v1_plus_v2
+                    .mul_add(S::splat(-4.0), v[0].mul(S::splat(-5.0)))
+                    .sub(v3_plus_v4),
+                v3_minus_v4
+                    .mul_add(two, v[1].sub(v[2]))
+                    .sub(v[5].mul(S::splat(5.0))),
+                v[0].add(v1_plus_v2).add(v3_plus_v4),
+                v[5],
             ]
         }
     }
@@ -387,6 +414,57 @@ pub fn accumulate_weight_gradient(
     });
 }
 
+/// One image's input gradient into `grad_input` (HWC, overwritten) from the gradient of its
+/// output, as the adjoint of [`forward_rows`]: for each output tile, `dV = (A dY Aᵀ) · Uᵀ` at
+/// each of the 36 positions, then `B dV Bᵀ` added onto the tile's 6x6 input window (windows
+/// overlap by two rows and columns; the parts over the padding are dropped). `u_t` holds the
+/// filters transformed with their input and output channels swapped
+/// ([`transform_filters`] of `[3, 3, filters, in_channels]` weights, laid out
+/// `Uᵀ[filter][position][in_channel]`). Borrows [`Geometry::scratch_len`] values of scratch.
+///
+/// It multiplies over the forward pass's tiles, where computing the input gradient as a
+/// convolution of the output gradient would tile the larger, padded input.
+///
+/// # Panics
+/// If the slices do not hold the sizes of `geometry`.
+pub fn input_gradient(
+    geometry: Geometry,
+    u_t: &[f32],
+    grad_output: &[f32],
+    grad_input: &mut [f32],
+) {
+    let g = geometry;
+    assert_eq!(u_t.len(), g.filter_len(), "transformed filters");
+    let out_len = g.out_h * g.out_w * g.filters;
+    assert_eq!(grad_output.len(), out_len, "output gradient");
+    let in_len = g.in_h * g.in_w * g.in_channels;
+    assert_eq!(grad_input.len(), in_len, "input gradient");
+    let (c, f) = (g.in_channels, g.filters);
+    grad_input.fill(0.0);
+    g.for_each_chunk(0..g.out_h, |tiles, v, y| {
+        run_vectorized(OutputGradientTransform {
+            g,
+            grad_output,
+            tiles,
+            y,
+        });
+        for p in 0..POSITIONS {
+            gemm(
+                MatMut::strided(&mut v[p * c..], tiles.count, c, POSITIONS * c),
+                MatRef::strided(&y[p * f..], tiles.count, f, POSITIONS * f, 1),
+                MatRef::strided(&u_t[p * c..], f, c, POSITIONS * c, 1),
+                false,
+            );
+        }
+        run_vectorized(InputGradientTransform {
+            g,
+            v,
+            tiles,
+            grad_input,
+        });
+    });
+}
+
 /// The gradient of the 3x3 HWIO weights (`[3, 3, in_channels, filters]`) from that of the
 /// transformed filters `m` ([`accumulate_weight_gradient`]): `Gᵀ m G`, written to
 /// `weight_grad`.
@@ -609,6 +687,56 @@ impl VectorKernel for InputTransform<'_> {
     }
 }
 
+/// The input-gradient transform of a chunk: `B dV Bᵀ` for each tile, a vector of channels at a
+/// time, added onto the tile's input window (the adjoint of [`InputTransform`]).
+struct InputGradientTransform<'a> {
+    g: Geometry,
+    v: &'a [f32],
+    tiles: Tiles,
+    grad_input: &'a mut [f32],
+}
+
+impl VectorKernel for InputGradientTransform<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<S: SimdF32>(self) {
+        let Self {
+            g,
+            v,
+            tiles,
+            grad_input,
+        } = self;
+        let channels = g.in_channels;
+        for t in 0..tiles.count {
+            let ((y0, x0), _, _) = tiles.place(t, g.out_w);
+            // The window's input rows and columns, `None` outside the image (zero padding).
+            let row = |i: usize| (y0 + i).checked_sub(g.pad_top).filter(|&y| y < g.in_h);
+            let column = |j: usize| (x0 + j).checked_sub(g.pad_left).filter(|&x| x < g.in_w);
+            for_each_vector(channels, S::LANES, |c, len| {
+                // SAFETY: `input_gradient` checked the lengths; reads stay inside `v`
+                // (`count × 36 × channels`), writes inside the input gradient (rows and
+                // columns are checked above).
+                unsafe {
+                    let at = v.as_ptr().add(t * POSITIONS * channels + c);
+                    let block = load_block::<S, WINDOW>(at, channels, len);
+                    let d = transform_2d::<S, B, WINDOW, WINDOW>(block);
+                    for (i, d_row) in d.iter().enumerate() {
+                        let Some(y) = row(i) else { continue };
+                        for (j, &d) in d_row.iter().enumerate() {
+                            if let Some(x) = column(j) {
+                                let dst =
+                                    grad_input.as_mut_ptr().add((y * g.in_w + x) * channels + c);
+                                store_part(load_part::<S>(dst, len).add(d), dst, len);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
 /// The output-gradient transform of a chunk: `Ŷ = A dY Aᵀ` for each tile, a vector of filters
 /// at a time; the tile's pixels outside the output count as zero.
 struct OutputGradientTransform<'a> {
@@ -633,7 +761,8 @@ impl VectorKernel for OutputGradientTransform<'_> {
         for t in 0..tiles.count {
             let ((y0, x0), rows, columns) = tiles.place(t, g.out_w);
             for_each_vector(filters, S::LANES, |f, len| {
-                // SAFETY: `accumulate_weight_gradient` checked the lengths; reads stay inside
+                // SAFETY: `accumulate_weight_gradient` and `input_gradient` checked the
+                // lengths; reads stay inside
                 // the output gradient (rows below `end_row`, columns below `out_w`), writes
                 // inside `y` (`count × 36 × filters`).
                 unsafe {
@@ -927,6 +1056,83 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Each gradient transform's matrix is the transpose of its forward transform's: `B` of
+    /// `Bᵀ`, `A` of `Aᵀ`, `Gᵀ` of `G`.
+    #[test]
+    fn gradient_transforms_are_transposes() {
+        use crate::kernels::portable::Portable;
+        /// `T`'s matrix: column `j` is `T` applied to the `j`-th unit vector.
+        fn matrix<T: Transform1d<N, R>, const N: usize, const R: usize>() -> [[f32; N]; R] {
+            let mut m = [[0.0; N]; R];
+            for j in 0..N {
+                let mut lanes = [0.0f32; 8];
+                // SAFETY: the portable vector runs on any CPU; `lanes` holds its 8 values.
+                let column = unsafe {
+                    let unit = std::array::from_fn(|i| Portable::splat(f32::from(i == j)));
+                    T::apply(unit)
+                };
+                for (row, value) in m.iter_mut().zip(column) {
+                    // SAFETY: as above.
+                    unsafe { value.store(lanes.as_mut_ptr()) };
+                    row[j] = lanes[0];
+                }
+            }
+            m
+        }
+        fn transpose<const N: usize, const R: usize>(m: [[f32; N]; R]) -> [[f32; R]; N] {
+            std::array::from_fn(|j| std::array::from_fn(|i| m[i][j]))
+        }
+        assert_eq!(matrix::<B, 6, 6>(), transpose(matrix::<Bt, 6, 6>()));
+        assert_eq!(matrix::<A, 4, 6>(), transpose(matrix::<At, 6, 4>()));
+        assert_eq!(matrix::<Gt, 6, 3>(), transpose(matrix::<G, 3, 6>()));
+    }
+
+    /// The input gradient with partial tiles, both paddings and channel and filter counts off
+    /// the vector width, against the f64 reference.
+    #[test]
+    fn input_gradient_matches_the_reference() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);
+        let cases = [
+            ([9, 11, 8], 5, false),
+            ([10, 10, 16], 20, true),
+            ([5, 5, 3], 17, true),
+            ([3, 3, 1], 1, false),
+            ([6, 13, 33], 40, true),
+            ([14, 14, 32], 32, true),
+            ([26, 26, 32], 64, false),
+        ];
+        let mut worst: f32 = 0.0;
+        for (input, filters, same) in cases {
+            let (g, reference) = geometries(input, filters, same);
+            let x = random(g.in_h * g.in_w * g.in_channels, 1.0, &mut rng);
+            let dy = random(g.out_h * g.out_w * filters, 1.0, &mut rng);
+            let weight = glorot(g, &mut rng);
+            let (want, _, _) = reference::conv2d_backward(reference, &x, &weight, &dy, 1);
+            let swapped = Geometry {
+                in_channels: g.filters,
+                filters: g.in_channels,
+                ..g
+            };
+            let mut swapped_weight = vec![0.0; weight.len()];
+            for (tap, out) in weight
+                .chunks(g.in_channels * filters)
+                .zip(swapped_weight.chunks_mut(g.in_channels * filters))
+            {
+                MatRef::row_major(tap, g.in_channels, filters)
+                    .t()
+                    .copy_to(out);
+            }
+            let mut u_t = vec![0.0; g.filter_len()];
+            transform_filters(swapped, &swapped_weight, &mut u_t);
+            let mut got = vec![f32::NAN; x.len()];
+            input_gradient(g, &u_t, &dy, &mut got);
+            let error = worst_error(&got, &want);
+            assert!(error <= TOLERANCE, "{g:?}: error {error}");
+            worst = worst.max(error);
+        }
+        println!("worst relative error of the F(4x4, 3x3) input gradient: {worst:e}");
     }
 
     /// The weight gradient summed over images with partial tiles, both paddings and channel

@@ -11,7 +11,7 @@
 //!
 //! 3x3 stride-1 convolutions of enough input channels and tiles run all three passes with
 //! Winograd's F(4x4, 3x3) instead ([`ConvAlgorithm`], [`winograd`]); the input gradient is then
-//! the convolution of `dY` with the filters turned 180°.
+//! the adjoint of the forward pass.
 //!
 //! Inference splits the images into one contiguous group per rayon thread, or, for batches
 //! smaller than the pool, each image's output pixels; the bias and a fused activation are
@@ -166,7 +166,7 @@ impl PreparedWeights<'_> {
 /// compared on every call rather than trusted to announce a change, so no way of changing them
 /// (an optimiser step, a weight file, a write to [`Conv2d::params`]) leaves stale filters.
 #[derive(Clone, Debug, Default)]
-pub struct TransformedFilters {
+pub(crate) struct TransformedFilters {
     /// The weights `filters` were computed from.
     source: Vec<f32>,
     filters: Vec<f32>,
@@ -191,7 +191,7 @@ impl TransformedFilters {
     }
 
     /// Bytes held: the filters and the copy of the weights they were computed from.
-    pub fn bytes(&self) -> usize {
+    fn bytes(&self) -> usize {
         (self.source.capacity() + self.filters.capacity()) * size_of::<f32>()
     }
 }
@@ -216,7 +216,7 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
 #[derive(Clone, Debug, Default)]
 pub struct ConvCache {
     filters: TransformedFilters,
-    turned_filters: TransformedFilters,
+    transposed_filters: TransformedFilters,
     weight_t: Vec<f32>,
     partial_weight_grads: Vec<f32>,
 }
@@ -224,7 +224,7 @@ pub struct ConvCache {
 impl ConvCache {
     /// Bytes of Winograd's transformed filters held (forward and input gradient).
     pub fn filter_bytes(&self) -> usize {
-        self.filters.bytes() + self.turned_filters.bytes()
+        self.filters.bytes() + self.transposed_filters.bytes()
     }
 }
 
@@ -280,19 +280,6 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         filters: O::C,
         pad_top: Self::PAD_TOP,
         pad_left: Self::PAD_LEFT,
-    };
-
-    /// The shapes of the convolution whose output is this one's input gradient (see
-    /// [`Self::input_gradient_winograd`]).
-    const WINOGRAD_INPUT_GRADIENT: winograd::Geometry = winograd::Geometry {
-        in_h: O::H,
-        in_w: O::W,
-        in_channels: O::C,
-        out_h: I::H,
-        out_w: I::W,
-        filters: I::C,
-        pad_top: K - 1 - Self::PAD_TOP,
-        pad_left: K - 1 - Self::PAD_LEFT,
     };
 
     /// The algorithm a pass (forward or backward) over `samples` images runs: Winograd for 3x3
@@ -533,33 +520,34 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         });
     }
 
-    /// The input gradient as a convolution Winograd computes: of the output gradient, with
-    /// each filter turned 180° and its input and output channels swapped, and `K − 1 − pad`
-    /// zeros around (stride 1, which Winograd requires): `dx[y][x][c] = Σ dy[y − kh][x −
-    /// kw][f] · w[kh][kw][c][f]` over the offsets that land inside `dy`.
+    /// The input gradient by Winograd, as the adjoint of the forward pass
+    /// ([`winograd::input_gradient`]), with the filters transformed with their input and output
+    /// channels swapped, from `transposed_filters` (recomputed when the weights change).
     fn input_gradient_winograd(
         &self,
         grad_output: &Batch<O>,
         grad_input: &mut Batch<I>,
-        turned_filters: &mut TransformedFilters,
+        transposed_filters: &mut TransformedFilters,
     ) {
-        let geometry = Self::WINOGRAD_INPUT_GRADIENT;
-        let filters = turned_filters.get(
-            &self.params.weight,
-            geometry.filter_len(),
-            |weight, filters| {
-                with_scratch(weight.len(), |turned| {
-                    for (at, turned) in turned.chunks_exact_mut(I::C * O::C).enumerate() {
-                        let source = &weight[(K * K - 1 - at) * I::C * O::C..][..I::C * O::C];
-                        MatRef::row_major(source, I::C, O::C).t().copy_to(turned);
+        let geometry = Self::WINOGRAD;
+        let swapped = winograd::Geometry {
+            in_channels: O::C,
+            filters: I::C,
+            ..geometry
+        };
+        let u_t =
+            transposed_filters.get(&self.params.weight, swapped.filter_len(), |weight, u_t| {
+                with_scratch(weight.len(), |swapped_weight| {
+                    let taps = weight.chunks_exact(I::C * O::C);
+                    for (tap, out) in taps.zip(swapped_weight.chunks_exact_mut(I::C * O::C)) {
+                        MatRef::row_major(tap, I::C, O::C).t().copy_to(out);
                     }
-                    winograd::transform_filters(geometry, turned, filters);
+                    winograd::transform_filters(swapped, swapped_weight, u_t);
                 })
-            },
-        );
+            });
         for_each_sample_group(grad_output, grad_input, |dys, dxs| {
             for (dy, dx) in dys.chunks(O::LEN).zip(dxs.chunks_mut(I::LEN)) {
-                winograd::forward_rows(geometry, filters, dy, 0..I::H, dx, false.into());
+                winograd::input_gradient(geometry, u_t, dy, dx);
             }
         });
     }
@@ -610,14 +598,9 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
         max(
             Self::PADDED[0] * Self::PADDED[1] * I::C,
             if Self::WINOGRAD_APPLIES {
-                // The filters as stored turned for the input gradient, and one call's tiles.
-                max(
-                    K * K * I::C * O::C,
-                    max(
-                        Self::WINOGRAD.scratch_len(),
-                        Self::WINOGRAD_INPUT_GRADIENT.scratch_len(),
-                    ),
-                )
+                // The weights with their channels swapped for the input gradient, and one
+                // call's tiles.
+                max(K * K * I::C * O::C, Self::WINOGRAD.scratch_len())
             } else {
                 0
             },
@@ -639,14 +622,14 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     ) {
         let weight_len = Self::PATCH * O::C;
         let ConvCache {
-            turned_filters,
+            transposed_filters,
             weight_t,
             partial_weight_grads,
             ..
         } = cache;
         if Self::algorithm(input.len()) == ConvAlgorithm::Winograd {
             if let Some(grad_input) = grad_input {
-                self.input_gradient_winograd(grad_output, grad_input, turned_filters);
+                self.input_gradient_winograd(grad_output, grad_input, transposed_filters);
             }
             return grouped_backward(
                 input,
