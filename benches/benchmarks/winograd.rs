@@ -5,8 +5,7 @@
 
 use constnet::Flat;
 use constnet::kernels::winograd::{
-    Geometry, accumulate_weight_gradient, filter_gradient, forward_rows, input_gradient,
-    transform_filters,
+    Geometry, InputGradient, accumulate_gradients, filter_gradient, forward_rows, transform_filters,
 };
 use criterion::{BenchmarkId, Criterion, Throughput};
 
@@ -58,31 +57,33 @@ fn passes(c: &mut Criterion<WallClock>) {
                 }
             })
         });
-        // The input gradient reads the same filters with their channels swapped; their values
-        // do not change its time.
+        // The input gradient reads the forward filters as its transposed ones: their values do
+        // not change its time.
         let grads = values(samples * per_output);
         let mut grad_inputs = vec![0.0; samples * per_image];
-        group.bench_function(BenchmarkId::new("input gradient", &label), |b| {
-            b.iter(|| {
-                let pairs = grads
-                    .chunks(per_output)
-                    .zip(grad_inputs.chunks_mut(per_image));
-                for (dy, dx) in pairs {
-                    input_gradient(g, &u, dy, dx);
-                }
-            })
-        });
         let mut m = vec![0.0; g.filter_len()];
         let mut weight_grad = vec![0.0; weight.len()];
-        group.bench_function(BenchmarkId::new("weight gradient", &label), |b| {
-            b.iter(|| {
-                m.fill(0.0);
-                for (image, dy) in images.chunks(per_image).zip(grads.chunks(per_output)) {
-                    accumulate_weight_gradient(g, image, dy, &mut m);
-                }
-                filter_gradient(g, &m, &mut weight_grad);
-            })
-        });
+        for (pass, with_input_gradient) in [("weight gradient", false), ("both gradients", true)] {
+            let flops = direct_flops(samples) * if with_input_gradient { 2 } else { 1 };
+            group.throughput(Throughput::Elements(flops));
+            group.bench_function(BenchmarkId::new(pass, &label), |b| {
+                b.iter(|| {
+                    m.fill(0.0);
+                    let per_sample = images
+                        .chunks(per_image)
+                        .zip(grads.chunks(per_output))
+                        .zip(grad_inputs.chunks_mut(per_image));
+                    for ((image, dy), dx) in per_sample {
+                        let input_gradient = with_input_gradient.then(|| InputGradient {
+                            u_t: &u,
+                            grad_input: dx,
+                        });
+                        accumulate_gradients(g, image, dy, &mut m, input_gradient);
+                    }
+                    filter_gradient(g, &m, &mut weight_grad);
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -20,10 +20,10 @@
 //!
 //! The weight gradient follows from `Y = Aᵀ (U ⊙ V) A` and `U = G g Gᵀ`: with `Ŷ = A dY Aᵀ` the
 //! output gradient of a tile transformed, the gradient of `U` is `Σ_tiles Ŷ ⊙ V` (at each
-//! position a `channels × tiles` by `tiles × filters` product, [`accumulate_weight_gradient`]),
-//! and that of `g` is `Gᵀ (·) G` ([`filter_gradient`]). The input gradient is the adjoint of
-//! the forward pass over the same tiles ([`input_gradient`]): `B [Ŷ · Uᵀ] Bᵀ` added onto each
-//! tile's input window.
+//! position a `channels × tiles` by `tiles × filters` product), and that of `g` is `Gᵀ (·) G`
+//! ([`filter_gradient`]). The input gradient is the adjoint of the forward pass over the same
+//! tiles: `B (Ŷ · Uᵀ) Bᵀ` added onto each tile's input window. One pass over an image's tiles
+//! computes both ([`accumulate_gradients`]), transforming its output gradient once.
 //!
 //! Transforms run over channels (or filters) a vector at a time, through `VectorKernel`, so
 //! each compiles for every instruction set. The interpolation points are 0, ±1, ±2 and ∞ (Lavin
@@ -277,7 +277,7 @@ impl Geometry {
         POSITIONS * self.in_channels * self.filters
     }
 
-    /// Values of scratch one [`forward_rows`] or [`accumulate_weight_gradient`] call borrows.
+    /// Values of scratch one [`forward_rows`] or [`accumulate_gradients`] call borrows.
     pub const fn scratch_len(&self) -> usize {
         POSITIONS * self.bands_per_chunk() * self.tiles_across() * (self.in_channels + self.filters)
     }
@@ -373,27 +373,49 @@ pub fn forward_rows(
     });
 }
 
-/// Adds one image's share of the gradient of the transformed filters to `m` (laid out as
-/// [`transform_filters`]' `U`, [`Geometry::filter_len`] values): `Σ_tiles (A dY Aᵀ) ⊙ (Bᵀ d B)`
-/// over the image's tiles, from the image and the gradient of its output. Borrows
-/// [`Geometry::scratch_len`] values of scratch.
+/// Where [`accumulate_gradients`] writes an image's input gradient, and the filters it reads.
+#[derive(Debug)]
+pub struct InputGradient<'a> {
+    /// The filters transformed with their input and output channels swapped:
+    /// [`transform_filters`] of the weights as `[3, 3, filters, in_channels]`, laid out
+    /// `Uᵀ[filter][position][in_channel]`.
+    pub u_t: &'a [f32],
+    /// The image's input gradient (HWC), overwritten.
+    pub grad_input: &'a mut [f32],
+}
+
+/// One image's share of the gradients of [`forward_rows`]' convolution, from the image and the
+/// gradient of its output, which is transformed once for both (`Ŷ = A dY Aᵀ` per tile):
+/// - adds `Σ_tiles Ŷ ⊙ (Bᵀ d B)` to `m`, the gradient of the transformed filters (laid out as
+///   [`transform_filters`]' `U`, [`Geometry::filter_len`] values; see [`filter_gradient`]);
+/// - with `input_gradient`, writes the image's input gradient as the adjoint of the forward
+///   pass: `B (Ŷ · Uᵀ) Bᵀ` for each tile, added onto its 6x6 input window (windows overlap by
+///   two rows and columns; the parts over the padding are dropped). It multiplies over the
+///   forward pass's tiles, where computing the input gradient as a convolution of the output
+///   gradient would tile the larger, padded input.
+///
+/// Borrows [`Geometry::scratch_len`] values of scratch.
 ///
 /// # Panics
 /// If the slices do not hold the sizes of `geometry`.
-pub fn accumulate_weight_gradient(
+pub fn accumulate_gradients(
     geometry: Geometry,
     image: &[f32],
     grad_output: &[f32],
     m: &mut [f32],
+    mut input_gradient: Option<InputGradient<'_>>,
 ) {
     let g = geometry;
-    assert_eq!(image.len(), g.in_h * g.in_w * g.in_channels, "input image");
-    assert_eq!(
-        grad_output.len(),
-        g.out_h * g.out_w * g.filters,
-        "output gradient"
-    );
+    let in_len = g.in_h * g.in_w * g.in_channels;
+    assert_eq!(image.len(), in_len, "input image");
+    let out_len = g.out_h * g.out_w * g.filters;
+    assert_eq!(grad_output.len(), out_len, "output gradient");
     assert_eq!(m.len(), g.filter_len(), "transformed filters' gradient");
+    if let Some(InputGradient { u_t, grad_input }) = input_gradient.as_mut() {
+        assert_eq!(u_t.len(), g.filter_len(), "transformed filters");
+        assert_eq!(grad_input.len(), in_len, "input gradient");
+        grad_input.fill(0.0);
+    }
     let (c, f) = (g.in_channels, g.filters);
     g.for_each_chunk(0..g.out_h, |tiles, v, y| {
         run_vectorized(InputTransform { g, image, tiles, v });
@@ -411,43 +433,10 @@ pub fn accumulate_weight_gradient(
                 true,
             );
         }
-    });
-}
-
-/// One image's input gradient into `grad_input` (HWC, overwritten) from the gradient of its
-/// output, as the adjoint of [`forward_rows`]: for each output tile, `dV = (A dY Aᵀ) · Uᵀ` at
-/// each of the 36 positions, then `B dV Bᵀ` added onto the tile's 6x6 input window (windows
-/// overlap by two rows and columns; the parts over the padding are dropped). `u_t` holds the
-/// filters transformed with their input and output channels swapped
-/// ([`transform_filters`] of `[3, 3, filters, in_channels]` weights, laid out
-/// `Uᵀ[filter][position][in_channel]`). Borrows [`Geometry::scratch_len`] values of scratch.
-///
-/// It multiplies over the forward pass's tiles, where computing the input gradient as a
-/// convolution of the output gradient would tile the larger, padded input.
-///
-/// # Panics
-/// If the slices do not hold the sizes of `geometry`.
-pub fn input_gradient(
-    geometry: Geometry,
-    u_t: &[f32],
-    grad_output: &[f32],
-    grad_input: &mut [f32],
-) {
-    let g = geometry;
-    assert_eq!(u_t.len(), g.filter_len(), "transformed filters");
-    let out_len = g.out_h * g.out_w * g.filters;
-    assert_eq!(grad_output.len(), out_len, "output gradient");
-    let in_len = g.in_h * g.in_w * g.in_channels;
-    assert_eq!(grad_input.len(), in_len, "input gradient");
-    let (c, f) = (g.in_channels, g.filters);
-    grad_input.fill(0.0);
-    g.for_each_chunk(0..g.out_h, |tiles, v, y| {
-        run_vectorized(OutputGradientTransform {
-            g,
-            grad_output,
-            tiles,
-            y,
-        });
+        let Some(InputGradient { u_t, grad_input }) = input_gradient.as_mut() else {
+            return;
+        };
+        // The transformed inputs are spent: their scratch takes the gradient of them.
         for p in 0..POSITIONS {
             gemm(
                 MatMut::strided(&mut v[p * c..], tiles.count, c, POSITIONS * c),
@@ -466,7 +455,7 @@ pub fn input_gradient(
 }
 
 /// The gradient of the 3x3 HWIO weights (`[3, 3, in_channels, filters]`) from that of the
-/// transformed filters `m` ([`accumulate_weight_gradient`]): `Gᵀ m G`, written to
+/// transformed filters `m` ([`accumulate_gradients`]): `Gᵀ m G`, written to
 /// `weight_grad`.
 ///
 /// # Panics
@@ -714,7 +703,7 @@ impl VectorKernel for InputGradientTransform<'_> {
             let row = |i: usize| (y0 + i).checked_sub(g.pad_top).filter(|&y| y < g.in_h);
             let column = |j: usize| (x0 + j).checked_sub(g.pad_left).filter(|&x| x < g.in_w);
             for_each_vector(channels, S::LANES, |c, len| {
-                // SAFETY: `input_gradient` checked the lengths; reads stay inside `v`
+                // SAFETY: `accumulate_gradients` checked the lengths; reads stay inside `v`
                 // (`count × 36 × channels`), writes inside the input gradient (rows and
                 // columns are checked above).
                 unsafe {
@@ -761,8 +750,7 @@ impl VectorKernel for OutputGradientTransform<'_> {
         for t in 0..tiles.count {
             let ((y0, x0), rows, columns) = tiles.place(t, g.out_w);
             for_each_vector(filters, S::LANES, |f, len| {
-                // SAFETY: `accumulate_weight_gradient` and `input_gradient` checked the
-                // lengths; reads stay inside
+                // SAFETY: `accumulate_gradients` checked the lengths; reads stay inside
                 // the output gradient (rows below `end_row`, columns below `out_w`), writes
                 // inside `y` (`count × 36 × filters`).
                 unsafe {
@@ -1090,7 +1078,8 @@ mod tests {
     }
 
     /// The input gradient with partial tiles, both paddings and channel and filter counts off
-    /// the vector width, against the f64 reference.
+    /// the vector width, against the f64 reference; computing it beside the weight gradient
+    /// leaves that bit for bit the same.
     #[test]
     fn input_gradient_matches_the_reference() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(8);
@@ -1127,7 +1116,17 @@ mod tests {
             let mut u_t = vec![0.0; g.filter_len()];
             transform_filters(swapped, &swapped_weight, &mut u_t);
             let mut got = vec![f32::NAN; x.len()];
-            input_gradient(g, &u_t, &dy, &mut got);
+            let (mut m_both, mut m_alone) = (vec![0.0; g.filter_len()], vec![0.0; g.filter_len()]);
+            let input_gradient = InputGradient {
+                u_t: &u_t,
+                grad_input: &mut got,
+            };
+            accumulate_gradients(g, &x, &dy, &mut m_both, Some(input_gradient));
+            accumulate_gradients(g, &x, &dy, &mut m_alone, None);
+            assert_eq!(
+                m_both, m_alone,
+                "{g:?}: the input gradient moved the weights'"
+            );
             let error = worst_error(&got, &want);
             assert!(error <= TOLERANCE, "{g:?}: error {error}");
             worst = worst.max(error);
@@ -1157,7 +1156,7 @@ mod tests {
             let (_, want, _) = reference::conv2d_backward(reference, &x, &weight, &dy, images);
             let mut m = vec![0.0; g.filter_len()];
             for (x, dy) in x.chunks(in_len).zip(dy.chunks(out_len)) {
-                accumulate_weight_gradient(g, x, dy, &mut m);
+                accumulate_gradients(g, x, dy, &mut m, None);
             }
             let mut got = vec![f32::NAN; weight.len()];
             filter_gradient(g, &m, &mut got);

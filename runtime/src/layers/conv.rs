@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use rand::Rng;
 
 use super::fused::{ConvWeights, Linear, RowSplit, for_each_output_rows};
-use super::{Layer, WeightBias, for_each_sample_group, grouped_backward, max};
+use super::{Layer, WeightBias, grouped_backward, max};
 use crate::init::Init;
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, Patches, gemm, gemm_patches};
@@ -520,47 +520,49 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         });
     }
 
-    /// The input gradient by Winograd, as the adjoint of the forward pass
-    /// ([`winograd::input_gradient`]), with the filters transformed with their input and output
-    /// channels swapped, from `transposed_filters` (recomputed when the weights change).
-    fn input_gradient_winograd(
-        &self,
-        grad_output: &Batch<O>,
-        grad_input: &mut Batch<I>,
-        transposed_filters: &mut TransformedFilters,
-    ) {
-        let geometry = Self::WINOGRAD;
+    /// The filters transformed with their input and output channels swapped, which Winograd's
+    /// input gradient reads ([`winograd::InputGradient`]), from `cache` (recomputed when the
+    /// weights change).
+    fn transposed_filters<'c>(weight: &[f32], cache: &'c mut TransformedFilters) -> &'c [f32] {
         let swapped = winograd::Geometry {
             in_channels: O::C,
             filters: I::C,
-            ..geometry
+            ..Self::WINOGRAD
         };
-        let u_t =
-            transposed_filters.get(&self.params.weight, swapped.filter_len(), |weight, u_t| {
-                with_scratch(weight.len(), |swapped_weight| {
-                    let taps = weight.chunks_exact(I::C * O::C);
-                    for (tap, out) in taps.zip(swapped_weight.chunks_exact_mut(I::C * O::C)) {
-                        MatRef::row_major(tap, I::C, O::C).t().copy_to(out);
-                    }
-                    winograd::transform_filters(swapped, swapped_weight, u_t);
-                })
-            });
-        for_each_sample_group(grad_output, grad_input, |dys, dxs| {
-            for (dy, dx) in dys.chunks(O::LEN).zip(dxs.chunks_mut(I::LEN)) {
-                winograd::input_gradient(geometry, u_t, dy, dx);
-            }
-        });
+        cache.get(weight, swapped.filter_len(), |weight, u_t| {
+            with_scratch(weight.len(), |swapped_weight| {
+                let taps = weight.chunks_exact(I::C * O::C);
+                for (tap, out) in taps.zip(swapped_weight.chunks_exact_mut(I::C * O::C)) {
+                    MatRef::row_major(tap, I::C, O::C).t().copy_to(out);
+                }
+                winograd::transform_filters(swapped, swapped_weight, u_t);
+            })
+        })
     }
 
-    /// The weight gradient of one group of images by Winograd, into `weight_grad`: the
-    /// transformed filters' gradient summed over the group's tiles, then turned back into 3x3
-    /// filters.
-    fn weight_gradient_winograd(images: &[f32], output_grads: &[f32], weight_grad: &mut [f32]) {
+    /// Backward of one group of images by Winograd: their summed weight gradient into
+    /// `weight_grad` (the transformed filters' gradient summed over the group's tiles, then
+    /// turned back into 3x3 filters) and, given the transposed filters `u_t`, each image's
+    /// input gradient.
+    fn backward_group_winograd(
+        images: &[f32],
+        output_grads: &[f32],
+        u_t: Option<&[f32]>,
+        weight_grad: &mut [f32],
+        mut image_grads: Option<&mut [f32]>,
+    ) {
         let geometry = Self::WINOGRAD;
         with_scratch(geometry.filter_len(), |transformed| {
             transformed.fill(0.0);
-            for (image, dy) in images.chunks(I::LEN).zip(output_grads.chunks(O::LEN)) {
-                winograd::accumulate_weight_gradient(geometry, image, dy, transformed);
+            let pairs = images.chunks(I::LEN).zip(output_grads.chunks(O::LEN));
+            for (s, (image, dy)) in pairs.enumerate() {
+                let input_gradient =
+                    u_t.zip(image_grads.as_deref_mut())
+                        .map(|(u_t, dxs)| winograd::InputGradient {
+                            u_t,
+                            grad_input: &mut dxs[s * I::LEN..(s + 1) * I::LEN],
+                        });
+                winograd::accumulate_gradients(geometry, image, dy, transformed, input_gradient);
             }
             winograd::filter_gradient(geometry, transformed, weight_grad);
         });
@@ -628,16 +630,17 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
             ..
         } = cache;
         if Self::algorithm(input.len()) == ConvAlgorithm::Winograd {
-            if let Some(grad_input) = grad_input {
-                self.input_gradient_winograd(grad_output, grad_input, transposed_filters);
-            }
+            let weight = &self.params.weight;
+            let u_t = grad_input
+                .is_some()
+                .then(|| Self::transposed_filters(weight, transposed_filters));
             return grouped_backward(
                 input,
                 grad_output,
-                None,
+                grad_input,
                 partial_weight_grads,
                 grads,
-                |images, dy, dw, _| Self::weight_gradient_winograd(images, dy, dw),
+                |images, dy, dw, dx| Self::backward_group_winograd(images, dy, u_t, dw, dx),
             );
         }
         // `Wᵀ` made contiguous once per call, rather than gathered from the transposed view by

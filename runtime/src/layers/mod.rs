@@ -55,6 +55,8 @@ pub use residual::{ResidualState, accumulate_gradient, residual_add_forward};
 pub use softmax::Softmax;
 pub(crate) use softmax::softmax_row;
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::init::SeededRng;
@@ -66,13 +68,14 @@ use crate::tensor::Batch;
 /// floating-point sum, and with it the trained weights, is the same on any number of threads.
 pub(crate) const GRADIENT_GROUP: usize = 8;
 
-/// Adds the consecutive `total.len()`-long partial sums in `partials` into `total`, first to
-/// last (a fixed order, so the result does not depend on which thread made which part).
-pub(crate) fn sum_in_order(partials: &[f32], total: &mut [f32]) {
+/// Adds `part(partial)` of each consecutive `stride`-long partial sum in `partials` into
+/// `total`, first to last (a fixed order, so the result does not depend on which thread made
+/// which part).
+fn sum_in_order(partials: &[f32], stride: usize, part: Range<usize>, total: &mut [f32]) {
     total.fill(0.0);
-    for partial in partials.chunks(total.len()) {
-        for (sum, part) in total.iter_mut().zip(partial) {
-            *sum += part;
+    for partial in partials.chunks(stride) {
+        for (sum, value) in total.iter_mut().zip(&partial[part.clone()]) {
+            *sum += value;
         }
     }
 }
@@ -80,9 +83,9 @@ pub(crate) fn sum_in_order(partials: &[f32], total: &mut [f32]) {
 /// The backward pass of a convolution-like layer (weights shared by every position of every
 /// image), split into fixed groups of [`GRADIENT_GROUP`] images run in parallel:
 /// `group(images, output_grads, weight_grad, image_grads)` writes its images' summed weight
-/// gradient into `weight_grad` (one of the `partials`) and, when asked for, their input
-/// gradients; the partial sums are then added in group order into `grads.weight`, and
-/// `grads.bias` becomes the sum of the output gradient per channel.
+/// gradient into `weight_grad` and, when asked for, their input gradients, and the group's
+/// bias gradient (the sum of its output gradient per channel) is taken beside it; each group's
+/// partial sums (one of `partials`) are then added in group order into `grads`.
 pub(crate) fn grouped_backward<I: Shape, O: Shape>(
     input: &Batch<I>,
     grad_output: &Batch<O>,
@@ -92,14 +95,20 @@ pub(crate) fn grouped_backward<I: Shape, O: Shape>(
     group: impl Fn(&[f32], &[f32], &mut [f32], Option<&mut [f32]>) + Sync,
 ) {
     let samples = input.len();
-    let weight_len = grads.weight.len();
+    let (weight_len, bias_len) = (grads.weight.len(), grads.bias.len());
+    let partial_len = weight_len + bias_len;
     let groups = samples.div_ceil(GRADIENT_GROUP);
-    partials.resize(groups * weight_len, 0.0);
+    partials.resize(groups * partial_len, 0.0);
     let group_inputs = input.as_slice().par_chunks(GRADIENT_GROUP * I::LEN);
     let group_output_grads = grad_output.as_slice().par_chunks(GRADIENT_GROUP * O::LEN);
     let groups_of = group_inputs
         .zip(group_output_grads)
-        .zip(partials.par_chunks_mut(weight_len));
+        .zip(partials.par_chunks_mut(partial_len));
+    let run = |images: &[f32], dy: &[f32], partial: &mut [f32], dx: Option<&mut [f32]>| {
+        let (dw, db) = partial.split_at_mut(weight_len);
+        group(images, dy, dw, dx);
+        sum_per_channel(dy, db);
+    };
     match grad_input {
         Some(grad_input) => {
             grad_input.resize(samples);
@@ -108,12 +117,18 @@ pub(crate) fn grouped_backward<I: Shape, O: Shape>(
                 .par_chunks_mut(GRADIENT_GROUP * I::LEN);
             groups_of
                 .zip(group_input_grads)
-                .for_each(|(((images, dy), dw), dx)| group(images, dy, dw, Some(dx)));
+                .for_each(|(((images, dy), partial), dx)| run(images, dy, partial, Some(dx)));
         }
-        None => groups_of.for_each(|((images, dy), dw)| group(images, dy, dw, None)),
+        None => groups_of.for_each(|((images, dy), partial)| run(images, dy, partial, None)),
     }
-    sum_in_order(&partials[..groups * weight_len], &mut grads.weight);
-    sum_per_channel(grad_output.as_slice(), &mut grads.bias);
+    let partials = &partials[..groups * partial_len];
+    sum_in_order(partials, partial_len, 0..weight_len, &mut grads.weight);
+    sum_in_order(
+        partials,
+        partial_len,
+        weight_len..partial_len,
+        &mut grads.bias,
+    );
 }
 
 /// `totals[c]` = the sum of every `values[i]` with `i % totals.len() == c`, in order: a bias
