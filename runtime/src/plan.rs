@@ -164,10 +164,9 @@ const KEEP_AWAKE_BATCH_MULS: usize = 1 << 23;
 /// more than the split saves on a small layer, and a tenth of a pass through the MLP at batch
 /// 128. So, when a pass has enough work to split (2^20 multiply-adds for batches smaller than
 /// the pool, 2^23 for others), the other threads spin on the pool's queues until it ends,
-/// taking each part as soon as it is offered. A spinner
-/// runs whatever it finds, and is stolen only after every older job on the queue (a stealer
-/// takes the oldest first), so inference of many batches in `par_iter` tasks still spreads
-/// those tasks over the pool.
+/// taking each part as soon as it is offered. A spinner runs whatever it finds, and is stolen
+/// only after every older job on the queue (a stealer takes the oldest first), so inference of
+/// many batches in `par_iter` tasks still spreads those tasks over the pool.
 pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) -> R {
     let prepared_then_f = || {
         if !crate::kernels::thread_prepared_for(N::SCRATCH) {
