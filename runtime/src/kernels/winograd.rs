@@ -335,6 +335,32 @@ pub fn transform_filters(geometry: Geometry, weight: &[f32], u: &mut [f32]) {
     });
 }
 
+/// Transforms HWIO 3x3 weights (`[3, 3, in_channels, filters]`) into `u_t`, the filters with
+/// their input and output channels swapped that [`InputGradient`] reads
+/// (`Uᵀ[filter][position][in_channel]`, [`Geometry::filter_len`] values). Borrows the weights'
+/// length of scratch.
+///
+/// # Panics
+/// If `weight` or `u_t` do not hold the sizes above.
+pub fn transform_filters_transposed(geometry: Geometry, weight: &[f32], u_t: &mut [f32]) {
+    let (c, f) = (geometry.in_channels, geometry.filters);
+    assert_eq!(weight.len(), 9 * c * f, "3x3 HWIO weights");
+    let swapped = Geometry {
+        in_channels: f,
+        filters: c,
+        ..geometry
+    };
+    with_scratch(weight.len(), |swapped_weight| {
+        for (tap, out) in weight
+            .chunks_exact(c * f)
+            .zip(swapped_weight.chunks_exact_mut(c * f))
+        {
+            MatRef::row_major(tap, c, f).t().copy_to(out);
+        }
+        transform_filters(swapped, swapped_weight, u_t);
+    });
+}
+
 /// Output rows `rows` of one image's convolution into `out` (exactly those rows, HWC), from
 /// the filters `u` transformed by [`transform_filters`] and with `epilogue` (whose `scale` and
 /// `bias` have a value per filter) applied as each value is stored. Borrows
@@ -361,7 +387,7 @@ pub fn forward_rows(
     let first_row = rows.start;
     g.for_each_chunk(rows, |tiles, v, m| {
         run_vectorized(InputTransform { g, image, tiles, v });
-        multiply_positions(g, u, v, m, tiles.count);
+        multiply_positions(g.in_channels, g.filters, u, v, m, tiles.count);
         let out = &mut out[(tiles.first_row - first_row) * g.out_w * g.filters..];
         run_vectorized(OutputTransform {
             g,
@@ -376,9 +402,8 @@ pub fn forward_rows(
 /// Where [`accumulate_gradients`] writes an image's input gradient, and the filters it reads.
 #[derive(Debug)]
 pub struct InputGradient<'a> {
-    /// The filters transformed with their input and output channels swapped:
-    /// [`transform_filters`] of the weights as `[3, 3, filters, in_channels]`, laid out
-    /// `Uᵀ[filter][position][in_channel]`.
+    /// The filters transformed with their input and output channels swapped
+    /// ([`transform_filters_transposed`]).
     pub u_t: &'a [f32],
     /// The image's input gradient (HWC), overwritten.
     pub grad_input: &'a mut [f32],
@@ -436,15 +461,9 @@ pub fn accumulate_gradients(
         let Some(InputGradient { u_t, grad_input }) = input_gradient.as_mut() else {
             return;
         };
-        // The transformed inputs are spent: their scratch takes the gradient of them.
-        for p in 0..POSITIONS {
-            gemm(
-                MatMut::strided(&mut v[p * c..], tiles.count, c, POSITIONS * c),
-                MatRef::strided(&y[p * f..], tiles.count, f, POSITIONS * f, 1),
-                MatRef::strided(&u_t[p * c..], f, c, POSITIONS * c, 1),
-                false,
-            );
-        }
+        // The transformed inputs are spent: their scratch takes the gradient of them, the
+        // forward product with the channels and filters swapped.
+        multiply_positions(f, c, u_t, y, v, tiles.count);
         run_vectorized(InputGradientTransform {
             g,
             v,
@@ -498,8 +517,7 @@ impl Tiles {
 }
 
 /// `M[.., p, ..] = V[.., p, ..] · U[.., p, ..]` for each of the 36 positions `p`.
-fn multiply_positions(g: Geometry, u: &[f32], v: &[f32], m: &mut [f32], tiles: usize) {
-    let (c, f) = (g.in_channels, g.filters);
+fn multiply_positions(c: usize, f: usize, u: &[f32], v: &[f32], m: &mut [f32], tiles: usize) {
     for p in 0..POSITIONS {
         gemm(
             MatMut::strided(&mut m[p * f..], tiles, f, POSITIONS * f),
@@ -1101,22 +1119,8 @@ mod tests {
             let dy = random(g.out_h * g.out_w * filters, 1.0, &mut rng);
             let weight = glorot(g, &mut rng);
             let (want, _, _) = reference::conv2d_backward(reference, &x, &weight, &dy, 1);
-            let swapped = Geometry {
-                in_channels: g.filters,
-                filters: g.in_channels,
-                ..g
-            };
-            let mut swapped_weight = vec![0.0; weight.len()];
-            for (tap, out) in weight
-                .chunks(g.in_channels * filters)
-                .zip(swapped_weight.chunks_mut(g.in_channels * filters))
-            {
-                MatRef::row_major(tap, g.in_channels, filters)
-                    .t()
-                    .copy_to(out);
-            }
             let mut u_t = vec![0.0; g.filter_len()];
-            transform_filters(swapped, &swapped_weight, &mut u_t);
+            transform_filters_transposed(g, &weight, &mut u_t);
             let mut got = vec![f32::NAN; x.len()];
             let (mut m_both, mut m_alone) = (vec![0.0; g.filter_len()], vec![0.0; g.filter_len()]);
             let input_gradient = InputGradient {

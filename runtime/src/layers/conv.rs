@@ -524,19 +524,9 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     /// input gradient reads ([`winograd::InputGradient`]), from `cache` (recomputed when the
     /// weights change).
     fn transposed_filters<'c>(weight: &[f32], cache: &'c mut TransformedFilters) -> &'c [f32] {
-        let swapped = winograd::Geometry {
-            in_channels: O::C,
-            filters: I::C,
-            ..Self::WINOGRAD
-        };
-        cache.get(weight, swapped.filter_len(), |weight, u_t| {
-            with_scratch(weight.len(), |swapped_weight| {
-                let taps = weight.chunks_exact(I::C * O::C);
-                for (tap, out) in taps.zip(swapped_weight.chunks_exact_mut(I::C * O::C)) {
-                    MatRef::row_major(tap, I::C, O::C).t().copy_to(out);
-                }
-                winograd::transform_filters(swapped, swapped_weight, u_t);
-            })
+        let geometry = Self::WINOGRAD;
+        cache.get(weight, geometry.filter_len(), |weight, u_t| {
+            winograd::transform_filters_transposed(geometry, weight, u_t)
         })
     }
 
