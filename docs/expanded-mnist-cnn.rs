@@ -297,21 +297,19 @@ impl MnistCnn {
                     &mut workspace.maxpool1.grad_output,
                     &workspace.dropout1.cache,
                 );
+                self.maxpool1
+                    .backward_through_activation(
+                        &self.relu2.function,
+                        &workspace.conv2_relu2.output,
+                        &workspace.maxpool1.grad_output,
+                        &workspace.maxpool1.cache,
+                        &mut workspace.conv2_relu2.grad_output,
+                    );
                 ::constnet::layers::Layer::backward(
-                    &self.maxpool1,
-                    &workspace.conv2_relu2.output,
-                    &workspace.maxpool1.output,
-                    &workspace.maxpool1.grad_output,
-                    &mut workspace.maxpool1.cache,
-                    ::std::option::Option::Some(&mut workspace.conv2_relu2.grad_output),
-                    &mut ::constnet::layers::NoParams,
-                );
-                ::constnet::layers::linear_activation_backward(
                     &self.conv2,
-                    &self.relu2.function,
                     &workspace.conv1_relu1.output,
                     &workspace.conv2_relu2.output,
-                    &mut workspace.conv2_relu2.grad_output,
+                    &workspace.conv2_relu2.grad_output,
                     &mut workspace.conv2_relu2.cache,
                     ::std::option::Option::Some(&mut workspace.conv1_relu1.grad_output),
                     &mut grads.conv2,

@@ -200,11 +200,15 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
     let input = train_value(graph, op.input);
     let state = &op.field;
     match &op.kind {
-        OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } => {
+        OpKind::Layer(layer)
+        | OpKind::Shortcut { layer, .. }
+        | OpKind::PoolThroughActivation { pool: layer, .. } => {
             let field = &layer.field;
             quote!(::constnet::layers::Layer::forward_train(&mut self.#field, #input, &mut workspace.#state.output, &mut workspace.#state.cache);)
         }
-        OpKind::LinearActivation { linear, activation } => {
+        OpKind::LinearActivation {
+            linear, activation, ..
+        } => {
             let (linear, activation) = (&linear.field, &activation.field);
             quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, &mut workspace.#state.output, &mut workspace.#state.cache);)
         }
@@ -254,7 +258,32 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
                 );
             }
         }
-        OpKind::LinearActivation { linear, activation } => {
+        OpKind::LinearActivation {
+            linear,
+            derivative_in_pool: true,
+            ..
+        } => {
+            let linear = &linear.field;
+            quote! {
+                ::constnet::layers::Layer::backward(
+                    &self.#linear, #input, &workspace.#state.output, &workspace.#state.grad_output,
+                    &mut workspace.#state.cache, #grad_input, &mut grads.#linear,
+                );
+            }
+        }
+        OpKind::PoolThroughActivation { pool, activation } => {
+            let (pool, activation) = (&pool.field, &activation.field);
+            let grad_input = train_place_mut(graph, op.input, Buffer::GradMut);
+            quote! {
+                self.#pool.backward_through_activation(
+                    &self.#activation.function, #input, &workspace.#state.grad_output,
+                    &workspace.#state.cache, #grad_input,
+                );
+            }
+        }
+        OpKind::LinearActivation {
+            linear, activation, ..
+        } => {
             let (linear, activation) = (&linear.field, &activation.field);
             quote! {
                 ::constnet::layers::linear_activation_backward(
@@ -386,7 +415,9 @@ fn infer_call(plan: &Plan, op: &Op, input: &TokenStream, target: &TokenStream) -
             let (field, state) = (&layer.field, &op.field);
             quote!(::constnet::layers::Layer::forward(&self.#field, #input, #target, &mut workspace.#state.cache);)
         }
-        OpKind::LinearActivation { linear, activation } => {
+        OpKind::LinearActivation {
+            linear, activation, ..
+        } => {
             let cache = layer_cache(plan, linear);
             let (linear, activation) = (&linear.field, &activation.field);
             quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, #target, #cache);)
@@ -433,7 +464,9 @@ fn infer_call(plan: &Plan, op: &Op, input: &TokenStream, target: &TokenStream) -
             quote!(::constnet::layers::residual_add_forward(#input, #skip, #target);)
         }
         OpKind::View(_) => unreachable!("a view runs nothing"),
-        OpKind::DropoutInPlace(_) => unreachable!("inference runs no dropout"),
+        OpKind::DropoutInPlace(_) | OpKind::PoolThroughActivation { .. } => {
+            unreachable!("dropout and the pool that takes a derivative run in training only")
+        }
     }
 }
 
@@ -458,11 +491,13 @@ fn op_info(graph: &Graph, slots: &Slots, op: &Op) -> TokenStream {
             graph.op_name(op.input),
             graph.op_name(*skip)
         ),
-        OpKind::LinearActivation { linear, activation } => {
-            format!("{} + {} (epilogue)", linear.spec, activation.spec)
-        }
+        OpKind::LinearActivation {
+            linear, activation, ..
+        } => format!("{} + {} (epilogue)", linear.spec, activation.spec),
         OpKind::View(layer) => format!("{} (view)", layer.spec),
-        OpKind::DropoutInPlace(_) => unreachable!("inference runs no dropout"),
+        OpKind::DropoutInPlace(_) | OpKind::PoolThroughActivation { .. } => {
+            unreachable!("dropout and the pool that takes a derivative run in training only")
+        }
         OpKind::Conv {
             conv,
             batchnorm,
@@ -522,7 +557,10 @@ fn conv_of<'p>(op: &Op<'p>) -> Option<&'p Layer> {
         OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } => layer,
         OpKind::LinearActivation { linear, .. } => linear,
         OpKind::Conv { conv, .. } => conv,
-        OpKind::Add { .. } | OpKind::View(_) | OpKind::DropoutInPlace(_) => return None,
+        OpKind::Add { .. }
+        | OpKind::View(_)
+        | OpKind::DropoutInPlace(_)
+        | OpKind::PoolThroughActivation { .. } => return None,
     };
     matches!(layer.kind, Kind::Conv { .. }).then_some(*layer)
 }

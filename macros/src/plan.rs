@@ -21,7 +21,9 @@
 //! derivative from the output, which the fused op keeps instead of the pre-activation. At
 //! inference, a convolution also takes in the batch normalisation after it (folded into its
 //! epilogue) and the pooling after its activation (each image's convolution output stays in
-//! per-thread scratch, pooled while it is in cache).
+//! per-thread scratch, pooled while it is in cache). In training, max pooling right after such
+//! a fused op takes the activation's derivative in its backward, reading the activated output
+//! only at each window's maximum ([`OpKind::PoolThroughActivation`]).
 
 use proc_macro2::Ident;
 use quote::format_ident;
@@ -52,9 +54,21 @@ pub struct Value {
 pub enum OpKind<'n> {
     /// One layer, run as itself.
     Layer(&'n Layer),
-    /// A convolution or dense layer with the activation after it in its GEMM epilogue.
+    /// A convolution or dense layer with the activation after it in its GEMM epilogue. In
+    /// training, `derivative_in_pool` says the max pooling after it takes the activation's
+    /// derivative in its own backward ([`OpKind::PoolThroughActivation`]), so this op's backward
+    /// starts from the gradient of the pre-activation.
     LinearActivation {
         linear: &'n Layer,
+        activation: &'n Layer,
+        derivative_in_pool: bool,
+    },
+    /// In training, max pooling of a [`OpKind::LinearActivation`]'s activated output whose
+    /// backward also takes that activation's derivative: it reads the activated value only where
+    /// each window's maximum is, sparing the activation a pass over every value. Only when
+    /// nothing else reads the activated output, so no other gradient joins it there.
+    PoolThroughActivation {
+        pool: &'n Layer,
         activation: &'n Layer,
     },
     /// Flatten as a view: no work, no storage.
@@ -116,9 +130,12 @@ impl<'n> OpKind<'n> {
             OpKind::Layer(layer)
             | OpKind::View(layer)
             | OpKind::DropoutInPlace(layer)
-            | OpKind::Shortcut { layer, .. } => vec![layer],
+            | OpKind::Shortcut { layer, .. }
+            | OpKind::PoolThroughActivation { pool: layer, .. } => vec![layer],
             OpKind::Add { .. } => Vec::new(),
-            OpKind::LinearActivation { linear, activation } => vec![linear, activation],
+            OpKind::LinearActivation {
+                linear, activation, ..
+            } => vec![linear, activation],
             OpKind::Conv {
                 conv,
                 batchnorm,
@@ -141,7 +158,8 @@ impl Op<'_> {
             OpKind::Layer(layer)
             | OpKind::View(layer)
             | OpKind::DropoutInPlace(layer)
-            | OpKind::Shortcut { layer, .. } => Some(layer),
+            | OpKind::Shortcut { layer, .. }
+            | OpKind::PoolThroughActivation { pool: layer, .. } => Some(layer),
             OpKind::LinearActivation { linear, .. } => Some(linear),
             OpKind::Conv { conv, .. } => Some(conv),
             OpKind::Add { .. } => None,
@@ -246,7 +264,9 @@ impl<'n> Graph<'n> {
                     )
             }
             OpKind::LinearActivation { activation, .. } => sign_only(activation),
-            OpKind::Shortcut { .. } | OpKind::Add { .. } => true,
+            OpKind::Shortcut { .. } | OpKind::Add { .. } | OpKind::PoolThroughActivation { .. } => {
+                true
+            }
             OpKind::View(_) | OpKind::DropoutInPlace(_) | OpKind::Conv { .. } => false,
         }
     }
@@ -444,8 +464,42 @@ impl<'n, 'k> Builder<'n, 'k> {
                 }
                 _ => next_op(rest, self.inference),
             };
+            let kind = self.through_activation(kind);
             self.current = self.graph.push(kind, self.current);
             rest = &rest[consumed..];
+        }
+    }
+
+    /// In training, `kind` as the op after the last one: max pooling directly after a fused
+    /// activation, of a value no residual block reads, takes the activation's derivative in its
+    /// backward ([`OpKind::PoolThroughActivation`]), and the fused op is told so.
+    fn through_activation(&mut self, kind: OpKind<'n>) -> OpKind<'n> {
+        let OpKind::Layer(pool) = kind else {
+            return kind;
+        };
+        let pinned = self
+            .pinned
+            .iter()
+            .any(|&kept| self.graph.root(kept) == self.current);
+        let last = self
+            .graph
+            .ops
+            .last_mut()
+            .filter(|op| op.output == self.current);
+        match (last, &pool.kind) {
+            (Some(op), Kind::Pool { max: true, .. }) if !self.inference && !pinned => {
+                let OpKind::LinearActivation {
+                    activation,
+                    derivative_in_pool,
+                    ..
+                } = &mut op.kind
+                else {
+                    return kind;
+                };
+                *derivative_in_pool = true;
+                OpKind::PoolThroughActivation { pool, activation }
+            }
+            _ => kind,
         }
     }
 
@@ -524,6 +578,7 @@ fn next_op<'n>(layers: &[&'n Layer], inference: bool) -> (OpKind<'n>, usize) {
             OpKind::LinearActivation {
                 linear: first,
                 activation: next,
+                derivative_in_pool: false,
             },
             2,
         ),

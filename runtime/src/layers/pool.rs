@@ -4,7 +4,9 @@
 //! The innermost loop runs over the channels, contiguous in NHWC, so it vectorises. Max pooling's
 //! training pass records, for every output value, which input value it is (the first position
 //! holding the window's maximum, as in TensorFlow), and its backward pass sends each gradient
-//! there by that index ([`PoolCache`]); average pooling spreads each gradient over its window.
+//! there by that index ([`PoolCache`]), optionally through the derivative of the activation
+//! before it ([`MaxPool2d::backward_through_activation`]); average pooling spreads each gradient
+//! over its window.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -12,8 +14,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::activation::ActivationFn;
 use super::{Layer, for_each_sample_group, samples_per_task};
-use crate::kernels::elementwise::max_keep_nan;
+use crate::kernels::elementwise::{ActivationKind, max_keep_nan};
 use crate::kernels::{self, simd::SimdF32, simd::VectorKernel};
 use crate::shape::Image;
 use crate::tensor::Batch;
@@ -192,33 +195,38 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
         });
     }
 
-    /// A selecting op's forward pass over one image, recording in `selected` the offset of the
-    /// input value each output value is: the first of its window that `combine` kept.
-    fn select_image(image: &[f32], out: &mut [f32], selected: &mut [u32]) {
-        for (pixel, (y, at)) in out
-            .chunks_mut(O::C)
-            .zip(selected.chunks_mut(O::C))
-            .enumerate()
-        {
-            let (oh, ow) = (pixel / O::W, pixel % O::W);
-            let first = (oh * STRIDE * I::W + ow * STRIDE) * I::C;
-            y.fill(Op::START);
-            for (c, at) in at.iter_mut().enumerate() {
-                *at = (first + c) as u32;
-            }
-            // Plain loops over the window, in window order, so the channel loop vectorises.
-            for kh in 0..K {
-                for kw in 0..K {
-                    let offset = ((oh * STRIDE + kh) * I::W + ow * STRIDE + kw) * I::C;
-                    let values = &image[offset..offset + I::C];
-                    for (c, ((y, at), &x)) in
-                        y.iter_mut().zip(at.iter_mut()).zip(values).enumerate()
-                    {
-                        Op::select(y, at, x, (offset + c) as u32);
-                    }
-                }
-            }
-        }
+    /// A selecting op's backward pass: sends each output gradient, times `activation`'s derivative at the selected input
+    /// value, to that value; every other input gradient is zero.
+    fn route_gradients<F: ActivationFn>(
+        activation: &F,
+        input: &Batch<I>,
+        grad_output: &Batch<O>,
+        cache: &PoolCache,
+        grad_input: &mut Batch<I>,
+    ) {
+        let samples = input.len();
+        assert!(
+            cache.selected.len() == samples * O::LEN && grad_output.len() == samples,
+            "max pooling's backward pass needs the cache of its training pass on this batch"
+        );
+        grad_input.resize(samples);
+        let group = samples_per_task(samples, I::LEN + O::LEN);
+        grad_input
+            .as_mut_slice()
+            .par_chunks_mut(group * I::LEN)
+            .zip(input.as_slice().par_chunks(group * I::LEN))
+            .zip(grad_output.as_slice().par_chunks(group * O::LEN))
+            .zip(cache.selected.par_chunks(group * O::LEN))
+            .for_each(|(((grad_inputs, inputs), grad_outputs), selected)| {
+                kernels::run_vectorized(RouteGradients::<I, O, F, K, STRIDE> {
+                    activation,
+                    grad_inputs,
+                    inputs,
+                    grad_outputs,
+                    selected,
+                    shapes: PhantomData,
+                });
+            });
     }
 
     /// A non-selecting op's backward pass over one image: each output gradient spread evenly
@@ -232,6 +240,187 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
             }
         }
     }
+}
+
+impl<I: Image, O: Image, const K: usize, const STRIDE: usize> MaxPool2d<I, O, K, STRIDE> {
+    /// Backward of max pooling and the activation before it, in one pass: `input` holds the
+    /// activated values the pool read (`y = f(x)`), and `grad_input` receives the gradient with
+    /// respect to `x`, the pre-activation: each window's gradient times `f'` at the value it
+    /// selected, zero elsewhere. The activation's own pass over every value of `input` is
+    /// saved: only the selected values are ever read. Equals max pooling's backward followed by
+    /// the activation's (exactly so when windows do not overlap).
+    ///
+    /// # Panics
+    /// If `cache` is not from [`Layer::forward_train`] on a batch of `input`'s size.
+    pub fn backward_through_activation<F: ActivationFn>(
+        &self,
+        activation: &F,
+        input: &Batch<I>,
+        grad_output: &Batch<O>,
+        cache: &PoolCache,
+        grad_input: &mut Batch<I>,
+    ) {
+        let () = Self::SHAPES_AGREE;
+        Self::route_gradients(activation, input, grad_output, cache, grad_input);
+    }
+}
+
+/// The activation of max pooling's own backward pass: the gradient goes through unchanged.
+#[derive(Clone, Copy, Debug)]
+struct Unchanged;
+
+impl ActivationFn for Unchanged {
+    fn value(&self, x: f32) -> f32 {
+        x
+    }
+    fn derivative(&self, _x: f32, _y: f32) -> f32 {
+        1.0
+    }
+    fn derivative_from_output(&self, _y: f32) -> f32 {
+        1.0
+    }
+    fn kind(&self) -> ActivationKind {
+        ActivationKind::Identity
+    }
+}
+
+/// The training pass of a selecting pool over a group of images, compiled for the active
+/// instruction set: each output value and, in `selected`, the offset (in its image) of the
+/// input value it is, the first of its window that `combine` kept. Plain loops over the window
+/// in window order, the channel loop innermost, so it vectorises.
+struct SelectMaxima<'a, I, O, Op, const K: usize, const STRIDE: usize> {
+    images: &'a [f32],
+    outputs: &'a mut [f32],
+    selected: &'a mut [u32],
+    shapes: PhantomData<(I, O, Op)>,
+}
+
+impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> VectorKernel
+    for SelectMaxima<'_, I, O, Op, K, STRIDE>
+{
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<S: SimdF32>(self) {
+        let images = self.images.chunks_exact(I::LEN);
+        let outputs = self.outputs.chunks_exact_mut(O::LEN);
+        for ((image, out), selected) in images
+            .zip(outputs)
+            .zip(self.selected.chunks_exact_mut(O::LEN))
+        {
+            for (pixel, (y, at)) in out
+                .chunks_exact_mut(O::C)
+                .zip(selected.chunks_exact_mut(O::C))
+                .enumerate()
+            {
+                let (oh, ow) = (pixel / O::W, pixel % O::W);
+                y.fill(Op::START);
+                let first = (oh * STRIDE * I::W + ow * STRIDE) * I::C;
+                for (c, at) in at.iter_mut().enumerate() {
+                    *at = (first + c) as u32;
+                }
+                for kh in 0..K {
+                    for kw in 0..K {
+                        let offset = ((oh * STRIDE + kh) * I::W + ow * STRIDE + kw) * I::C;
+                        let values = &image[offset..offset + I::C];
+                        for (c, ((y, at), &x)) in
+                            y.iter_mut().zip(at.iter_mut()).zip(values).enumerate()
+                        {
+                            Op::select(y, at, x, (offset + c) as u32);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The backward pass of max pooling (and an activation before it) over a group of images,
+/// compiled for the active instruction set. Windows that tile their rows (`K = STRIDE`) are
+/// written whole, each value its gradient or zero, and the rows and columns no window covers
+/// are zeroed: every input gradient is written once. Otherwise the images' gradients are zeroed
+/// and each output gradient added at its selected offset.
+struct RouteGradients<'a, I, O, F, const K: usize, const STRIDE: usize> {
+    activation: &'a F,
+    grad_inputs: &'a mut [f32],
+    inputs: &'a [f32],
+    grad_outputs: &'a [f32],
+    selected: &'a [u32],
+    shapes: PhantomData<(I, O)>,
+}
+
+impl<I: Image, O: Image, F: ActivationFn, const K: usize, const STRIDE: usize> VectorKernel
+    for RouteGradients<'_, I, O, F, K, STRIDE>
+{
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<S: SimdF32>(self) {
+        let Self {
+            activation,
+            grad_inputs,
+            inputs,
+            grad_outputs,
+            selected,
+            ..
+        } = self;
+        let images = grad_inputs
+            .chunks_exact_mut(I::LEN)
+            .zip(inputs.chunks_exact(I::LEN));
+        let outputs = grad_outputs
+            .chunks_exact(O::LEN)
+            .zip(selected.chunks_exact(O::LEN));
+        for ((dx, x), (dy, selected)) in images.zip(outputs) {
+            if K == STRIDE {
+                write_windows::<I, O, F, K>(activation, dx, x, dy, selected);
+            } else {
+                dx.fill(0.0);
+                for (&dy, &at) in dy.iter().zip(selected) {
+                    let at = at as usize;
+                    dx[at] += dy * activation.derivative_from_output(x[at]);
+                }
+            }
+        }
+    }
+}
+
+/// One image's input gradient when max pooling's windows tile their rows (`K = STRIDE`): row by
+/// row, each window's values the gradient (times `activation`'s derivative) where selected and
+/// zero elsewhere, then the columns and rows no window covers zero.
+#[inline(always)]
+fn write_windows<I: Image, O: Image, F: ActivationFn, const K: usize>(
+    activation: &F,
+    dx: &mut [f32],
+    x: &[f32],
+    dy: &[f32],
+    selected: &[u32],
+) {
+    let covered_width = O::W * K * I::C;
+    for row in 0..O::H * K {
+        let oh = row / K;
+        let row_start = row * I::W * I::C;
+        for ow in 0..O::W {
+            let pixel = (oh * O::W + ow) * O::C;
+            let (dy, at) = (&dy[pixel..pixel + O::C], &selected[pixel..pixel + O::C]);
+            for kw in 0..K {
+                let offset = row_start + (ow * K + kw) * I::C;
+                let dx = &mut dx[offset..offset + I::C];
+                let x = &x[offset..offset + I::C];
+                for (c, ((dx, &x), (&dy, &at))) in
+                    dx.iter_mut().zip(x).zip(dy.iter().zip(at)).enumerate()
+                {
+                    let gradient = dy * activation.derivative_from_output(x);
+                    *dx = if at as usize == offset + c {
+                        gradient
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        dx[row_start + covered_width..row_start + I::W * I::C].fill(0.0);
+    }
+    dx[O::H * K * I::W * I::C..].fill(0.0);
 }
 
 /// The vector kernel of [`Pool2d::pool_rows`], whose checks it relies on: each output pixel's
@@ -321,12 +510,12 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
             .zip(output.as_mut_slice().par_chunks_mut(group * O::LEN))
             .zip(cache.selected.par_chunks_mut(group * O::LEN))
             .for_each(|((images, outputs), selected)| {
-                let images = images.chunks(I::LEN);
-                for (image, (out, selected)) in
-                    images.zip(outputs.chunks_mut(O::LEN).zip(selected.chunks_mut(O::LEN)))
-                {
-                    Self::select_image(image, out, selected);
-                }
+                kernels::run_vectorized(SelectMaxima::<I, O, Op, K, STRIDE> {
+                    images,
+                    outputs,
+                    selected,
+                    shapes: PhantomData,
+                });
             });
     }
 
@@ -340,30 +529,13 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
         _grads: &mut Self::Grads,
     ) {
         let Some(grad_input) = grad_input else { return };
-        grad_input.resize(input.len());
-        let group = samples_per_task(input.len(), I::LEN + O::LEN);
-        let dx_groups = grad_input.as_mut_slice().par_chunks_mut(group * I::LEN);
-        let dy_groups = grad_output.as_slice().par_chunks(group * O::LEN);
         if Op::SELECTS {
-            assert_eq!(
-                cache.selected.len(),
-                input.len() * O::LEN,
-                "max pooling's backward pass needs the cache of its training pass on this batch"
-            );
-            let selected = cache.selected.par_chunks(group * O::LEN);
-            dx_groups
-                .zip(dy_groups)
-                .zip(selected)
-                .for_each(|((dx, dy), selected)| {
-                    dx.fill(0.0);
-                    let images = dx.chunks_mut(I::LEN).zip(dy.chunks(O::LEN));
-                    for ((dx, dy), selected) in images.zip(selected.chunks(O::LEN)) {
-                        for (&dy, &at) in dy.iter().zip(selected) {
-                            dx[at as usize] += dy;
-                        }
-                    }
-                });
+            Self::route_gradients(&Unchanged, input, grad_output, cache, grad_input);
         } else {
+            grad_input.resize(input.len());
+            let group = samples_per_task(input.len(), I::LEN + O::LEN);
+            let dx_groups = grad_input.as_mut_slice().par_chunks_mut(group * I::LEN);
+            let dy_groups = grad_output.as_slice().par_chunks(group * O::LEN);
             dx_groups.zip(dy_groups).for_each(|(dx, dy)| {
                 dx.fill(0.0);
                 for (dx, dy) in dx.chunks_mut(I::LEN).zip(dy.chunks(O::LEN)) {
@@ -383,6 +555,7 @@ mod tests {
     use super::*;
     use crate::init::seeded_rng;
     use crate::layers::NoParams;
+    use crate::layers::activation::{LeakyReluFn, ReluFn, SigmoidFn, TanhFn};
     use crate::reference::{Geometry, assert_close, pool_backward, pool_forward};
     use crate::shape::Hwc;
 
@@ -444,6 +617,75 @@ mod tests {
         // Whole vectors of every instruction set and a remainder.
         matches_reference::<Hwc<5, 6, 19>, Hwc<2, 3, 19>, Max, 2, 2>(true);
         matches_reference::<Hwc<5, 6, 19>, Hwc<3, 4, 19>, Avg, 3, 1>(false);
+    }
+
+    /// Max pooling's backward through an activation equals the pool's backward followed by the
+    /// activation's: bit for bit where windows do not overlap, within rounding where an input
+    /// value is the maximum of several windows (its gradients are added before the derivative
+    /// multiplies them in one, after in the other).
+    fn through_activation_equals_two_passes<
+        I: Image,
+        O: Image,
+        F: ActivationFn,
+        const K: usize,
+        const S: usize,
+    >(
+        activation: F,
+    ) {
+        let mut rng = seeded_rng(K as u64 + 10 * S as u64);
+        let samples = 3;
+        let mut pool = MaxPool2d::<I, O, K, S>::new();
+        let x = Batch::<I>::from_fn(samples, |_| rng.random_range(-2.0..2.0));
+        let activated = Batch::<I>::from_fn(samples, |i| activation.value(x.as_slice()[i]));
+        let dy = Batch::<O>::from_fn(samples, |_| rng.random_range(-1.0..1.0));
+        let (mut y, mut cache) = (Batch::default(), PoolCache::default());
+        pool.forward_train(&activated, &mut y, &mut cache);
+        let mut two_passes = Batch::default();
+        pool.backward(
+            &activated,
+            &y,
+            &dy,
+            &mut cache,
+            Some(&mut two_passes),
+            &mut NoParams,
+        );
+        for (grad, &value) in two_passes
+            .as_mut_slice()
+            .iter_mut()
+            .zip(activated.as_slice())
+        {
+            *grad *= activation.derivative_from_output(value);
+        }
+        let mut fused = Batch::<I>::from_fn(samples, |_| f32::NAN);
+        pool.backward_through_activation(&activation, &activated, &dy, &cache, &mut fused);
+        let what = format!("{activation:?}, {} k{K} s{S}", I::describe());
+        if K == S {
+            let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(fused.as_slice()),
+                bits(two_passes.as_slice()),
+                "{what}"
+            );
+        } else {
+            assert_close(&what, fused.as_slice(), two_passes.as_slice(), 1e-6);
+        }
+    }
+
+    fn through_every_activation<I: Image, O: Image, const K: usize, const S: usize>() {
+        through_activation_equals_two_passes::<I, O, _, K, S>(ReluFn);
+        through_activation_equals_two_passes::<I, O, _, K, S>(LeakyReluFn { alpha: 0.1 });
+        through_activation_equals_two_passes::<I, O, _, K, S>(SigmoidFn);
+        through_activation_equals_two_passes::<I, O, _, K, S>(TanhFn);
+    }
+
+    #[test]
+    fn backward_through_an_activation_equals_the_two_passes() {
+        through_every_activation::<Hwc<24, 24, 64>, Hwc<12, 12, 64>, 2, 2>();
+        // A row and a column no window covers; whole vectors and a remainder.
+        through_every_activation::<Hwc<5, 7, 19>, Hwc<2, 3, 19>, 2, 2>();
+        // Overlapping windows.
+        through_every_activation::<Hwc<5, 7, 3>, Hwc<2, 3, 3>, 3, 2>();
+        through_every_activation::<Hwc<4, 5, 2>, Hwc<2, 3, 2>, 3, 1>();
     }
 
     /// The vector lanes combine as the scalar [`Max::combine`] does, bit for bit: a NaN
