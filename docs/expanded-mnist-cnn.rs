@@ -300,7 +300,7 @@ impl MnistCnn {
                 self.maxpool1
                     .backward_through_activation(
                         &self.relu2.function,
-                        &workspace.conv2_relu2.output,
+                        &workspace.maxpool1.output,
                         &workspace.maxpool1.grad_output,
                         &workspace.maxpool1.cache,
                         &mut workspace.conv2_relu2.grad_output,

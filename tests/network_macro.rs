@@ -50,10 +50,11 @@ network! {
 }
 
 network! {
-    /// Max pooling right after fused activations, so it takes their derivatives in its backward:
-    /// windows that leave a row and a column uncovered, then overlapping windows.
+    /// Max pooling right after fused activations, so it takes their derivatives in its backward
+    /// from its output: windows that leave a row and a column uncovered, then overlapping
+    /// windows, followed by a dropout that must not scale that output in place.
     PooledActivations<input(11, 11, 2) conv(3, 3) tanh maxpool(2) conv(4, 2, padding = same)
-                      sigmoid maxpool(3, stride = 1) flatten dense(3)>
+                      sigmoid maxpool(3, stride = 1) dropout(0.3) flatten dense(3)>
 }
 
 network! {

@@ -276,7 +276,7 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
             let grad_input = train_place_mut(graph, op.input, Buffer::GradMut);
             quote! {
                 self.#pool.backward_through_activation(
-                    &self.#activation.function, #input, &workspace.#state.grad_output,
+                    &self.#activation.function, &workspace.#state.output, &workspace.#state.grad_output,
                     &workspace.#state.cache, #grad_input,
                 );
             }

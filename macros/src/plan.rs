@@ -22,8 +22,8 @@
 //! inference, a convolution also takes in the batch normalisation after it (folded into its
 //! epilogue) and the pooling after its activation (each image's convolution output stays in
 //! per-thread scratch, pooled while it is in cache). In training, max pooling right after such
-//! a fused op takes the activation's derivative in its backward, reading the activated output
-//! only at each window's maximum ([`OpKind::PoolThroughActivation`]).
+//! a fused op takes the activation's derivative in its backward, from its own output: each
+//! window's maximum ([`OpKind::PoolThroughActivation`]).
 
 use proc_macro2::Ident;
 use quote::format_ident;
@@ -64,9 +64,9 @@ pub enum OpKind<'n> {
         derivative_in_pool: bool,
     },
     /// In training, max pooling of a [`OpKind::LinearActivation`]'s activated output whose
-    /// backward also takes that activation's derivative: it reads the activated value only where
-    /// each window's maximum is, sparing the activation a pass over every value. Only when
-    /// nothing else reads the activated output, so no other gradient joins it there.
+    /// backward also takes that activation's derivative, at each window's maximum (its own
+    /// output), sparing the activation a pass over every value. Only when nothing else reads the
+    /// activated output, so no other gradient joins it there.
     PoolThroughActivation {
         pool: &'n Layer,
         activation: &'n Layer,
@@ -263,10 +263,9 @@ impl<'n> Graph<'n> {
                             | Kind::Dropout { .. }
                     )
             }
-            OpKind::LinearActivation { activation, .. } => sign_only(activation),
-            OpKind::Shortcut { .. } | OpKind::Add { .. } | OpKind::PoolThroughActivation { .. } => {
-                true
-            }
+            OpKind::LinearActivation { activation, .. }
+            | OpKind::PoolThroughActivation { activation, .. } => sign_only(activation),
+            OpKind::Shortcut { .. } | OpKind::Add { .. } => true,
             OpKind::View(_) | OpKind::DropoutInPlace(_) | OpKind::Conv { .. } => false,
         }
     }

@@ -751,8 +751,13 @@ unsafe fn tile_loops<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>(
     // The buffer is taken out of the thread-local rather than borrowed in a `with` closure: a
     // closure is a function without this instruction set's target features, and left
     // un-inlined (as it is with several codegen units, Cargo's default) it would keep every
-    // vector operation inside it from inlining: the kernels ran 60 times slower.
-    let mut packed = PACKED_B.take();
+    // vector operation inside it from inlining: the kernels ran 60 times slower. An in-place B
+    // leaves the thread-local alone, which matters to the many small products of Winograd.
+    let mut packed = if in_place {
+        Vec::new()
+    } else {
+        PACKED_B.take()
+    };
     // The block's column offsets, for an A that is not strided. Left uninitialised otherwise:
     // zeroing 2 KiB on every call cost small products (a dense layer's, per row at batch 1)
     // more than it was worth, and a strided A never reads it.
@@ -831,7 +836,9 @@ unsafe fn tile_loops<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>(
             }
         }
     }
-    PACKED_B.set(packed);
+    if !in_place {
+        PACKED_B.set(packed);
+    }
 }
 
 /// How the tile loops read a kind of A.

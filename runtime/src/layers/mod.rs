@@ -60,6 +60,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::init::SeededRng;
+use crate::kernels::{self, simd::SimdF32, simd::VectorKernel};
 use crate::shape::Shape;
 use crate::tensor::Batch;
 
@@ -134,10 +135,26 @@ pub(crate) fn grouped_backward<I: Shape, O: Shape>(
 /// `totals[c]` = the sum of every `values[i]` with `i % totals.len() == c`, in order: a bias
 /// gradient from the output gradient of a whole batch.
 pub(crate) fn sum_per_channel(values: &[f32], totals: &mut [f32]) {
-    totals.fill(0.0);
-    for row in values.chunks(totals.len()) {
-        for (total, value) in totals.iter_mut().zip(row) {
-            *total += value;
+    kernels::run_vectorized(SumPerChannel { values, totals });
+}
+
+/// [`sum_per_channel`], compiled for the active instruction set so each row's additions
+/// vectorise across channels with its widest vectors (each channel's sum keeps its order).
+struct SumPerChannel<'a> {
+    values: &'a [f32],
+    totals: &'a mut [f32],
+}
+
+impl VectorKernel for SumPerChannel<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<S: SimdF32>(self) {
+        self.totals.fill(0.0);
+        for row in self.values.chunks(self.totals.len()) {
+            for (total, value) in self.totals.iter_mut().zip(row) {
+                *total += value;
+            }
         }
     }
 }

@@ -195,33 +195,35 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
         });
     }
 
-    /// A selecting op's backward pass: sends each output gradient, times `activation`'s derivative at the selected input
-    /// value, to that value; every other input gradient is zero.
+    /// A selecting op's backward pass: each output gradient, times `activation`'s derivative at
+    /// that output value, goes to the input value the output is; every other input gradient is
+    /// zero.
     fn route_gradients<F: ActivationFn>(
         activation: &F,
-        input: &Batch<I>,
+        output: &Batch<O>,
         grad_output: &Batch<O>,
         cache: &PoolCache,
         grad_input: &mut Batch<I>,
     ) {
-        let samples = input.len();
+        let samples = grad_output.len();
         assert!(
-            cache.selected.len() == samples * O::LEN && grad_output.len() == samples,
-            "max pooling's backward pass needs the cache of its training pass on this batch"
+            cache.selected.len() == samples * O::LEN && output.len() == samples,
+            "max pooling's backward pass needs the output and cache of its training pass on \
+             this batch"
         );
         grad_input.resize(samples);
         let group = samples_per_task(samples, I::LEN + O::LEN);
         grad_input
             .as_mut_slice()
             .par_chunks_mut(group * I::LEN)
-            .zip(input.as_slice().par_chunks(group * I::LEN))
+            .zip(output.as_slice().par_chunks(group * O::LEN))
             .zip(grad_output.as_slice().par_chunks(group * O::LEN))
             .zip(cache.selected.par_chunks(group * O::LEN))
-            .for_each(|(((grad_inputs, inputs), grad_outputs), selected)| {
+            .for_each(|(((grad_inputs, outputs), grad_outputs), selected)| {
                 kernels::run_vectorized(RouteGradients::<I, O, F, K, STRIDE> {
                     activation,
                     grad_inputs,
-                    inputs,
+                    outputs,
                     grad_outputs,
                     selected,
                     shapes: PhantomData,
@@ -243,25 +245,27 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
 }
 
 impl<I: Image, O: Image, const K: usize, const STRIDE: usize> MaxPool2d<I, O, K, STRIDE> {
-    /// Backward of max pooling and the activation before it, in one pass: `input` holds the
-    /// activated values the pool read (`y = f(x)`), and `grad_input` receives the gradient with
-    /// respect to `x`, the pre-activation: each window's gradient times `f'` at the value it
-    /// selected, zero elsewhere. The activation's own pass over every value of `input` is
-    /// saved: only the selected values are ever read. Equals max pooling's backward followed by
-    /// the activation's (exactly so when windows do not overlap).
+    /// Backward of max pooling and the activation before it, in one pass: `output` is this
+    /// pool's output from [`Layer::forward_train`] (each window's maximum of activated values `y
+    /// = f(x)`), and `grad_input` receives the gradient with respect to `x`, the pre-activation:
+    /// each window's gradient times `f'` at its maximum, at the input value the maximum came
+    /// from, zero elsewhere. The activation's own pass over every value is saved. Equals max
+    /// pooling's backward followed by the activation's (exactly so when windows do not overlap).
+    /// `output` may have been scaled in place by dropout when `f'` depends only on the sign
+    /// (ReLU, leaky ReLU): where dropout zeroed a value, its gradient is zero too.
     ///
     /// # Panics
-    /// If `cache` is not from [`Layer::forward_train`] on a batch of `input`'s size.
+    /// If `cache` is not from [`Layer::forward_train`] on a batch of `output`'s size.
     pub fn backward_through_activation<F: ActivationFn>(
         &self,
         activation: &F,
-        input: &Batch<I>,
+        output: &Batch<O>,
         grad_output: &Batch<O>,
         cache: &PoolCache,
         grad_input: &mut Batch<I>,
     ) {
         let () = Self::SHAPES_AGREE;
-        Self::route_gradients(activation, input, grad_output, cache, grad_input);
+        Self::route_gradients(activation, output, grad_output, cache, grad_input);
     }
 }
 
@@ -336,14 +340,16 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Vector
 }
 
 /// The backward pass of max pooling (and an activation before it) over a group of images,
-/// compiled for the active instruction set. Windows that tile their rows (`K = STRIDE`) are
-/// written whole, each value its gradient or zero, and the rows and columns no window covers
-/// are zeroed: every input gradient is written once. Otherwise the images' gradients are zeroed
-/// and each output gradient added at its selected offset.
+/// compiled for the active instruction set: `outputs` are the values `activation`'s derivative
+/// is taken at, one per output gradient (the plain backward passes anything of that length to
+/// [`Unchanged`], which reads none). Windows that tile their rows (`K = STRIDE`) are written
+/// whole, each value its gradient or zero, and the rows and columns no window covers are zeroed:
+/// every input gradient is written once. Otherwise the images' gradients are zeroed and each
+/// output gradient added at its selected offset.
 struct RouteGradients<'a, I, O, F, const K: usize, const STRIDE: usize> {
     activation: &'a F,
     grad_inputs: &'a mut [f32],
-    inputs: &'a [f32],
+    outputs: &'a [f32],
     grad_outputs: &'a [f32],
     selected: &'a [u32],
     shapes: PhantomData<(I, O)>,
@@ -359,25 +365,23 @@ impl<I: Image, O: Image, F: ActivationFn, const K: usize, const STRIDE: usize> V
         let Self {
             activation,
             grad_inputs,
-            inputs,
+            outputs,
             grad_outputs,
             selected,
             ..
         } = self;
-        let images = grad_inputs
-            .chunks_exact_mut(I::LEN)
-            .zip(inputs.chunks_exact(I::LEN));
-        let outputs = grad_outputs
+        let images = grad_inputs.chunks_exact_mut(I::LEN);
+        let pooled = outputs
             .chunks_exact(O::LEN)
+            .zip(grad_outputs.chunks_exact(O::LEN))
             .zip(selected.chunks_exact(O::LEN));
-        for ((dx, x), (dy, selected)) in images.zip(outputs) {
+        for (dx, ((y, dy), selected)) in images.zip(pooled) {
             if K == STRIDE {
-                write_windows::<I, O, F, K>(activation, dx, x, dy, selected);
+                write_windows::<I, O, F, K>(activation, dx, y, dy, selected);
             } else {
                 dx.fill(0.0);
-                for (&dy, &at) in dy.iter().zip(selected) {
-                    let at = at as usize;
-                    dx[at] += dy * activation.derivative_from_output(x[at]);
+                for ((&y, &dy), &at) in y.iter().zip(dy).zip(selected) {
+                    dx[at as usize] += dy * activation.derivative_from_output(y);
                 }
             }
         }
@@ -385,13 +389,13 @@ impl<I: Image, O: Image, F: ActivationFn, const K: usize, const STRIDE: usize> V
 }
 
 /// One image's input gradient when max pooling's windows tile their rows (`K = STRIDE`): row by
-/// row, each window's values the gradient (times `activation`'s derivative) where selected and
-/// zero elsewhere, then the columns and rows no window covers zero.
+/// row, each window's values the gradient (times `activation`'s derivative at the output `y`)
+/// where selected and zero elsewhere, then the columns and rows no window covers zero.
 #[inline(always)]
 fn write_windows<I: Image, O: Image, F: ActivationFn, const K: usize>(
     activation: &F,
     dx: &mut [f32],
-    x: &[f32],
+    y: &[f32],
     dy: &[f32],
     selected: &[u32],
 ) {
@@ -401,15 +405,15 @@ fn write_windows<I: Image, O: Image, F: ActivationFn, const K: usize>(
         let row_start = row * I::W * I::C;
         for ow in 0..O::W {
             let pixel = (oh * O::W + ow) * O::C;
-            let (dy, at) = (&dy[pixel..pixel + O::C], &selected[pixel..pixel + O::C]);
+            let (y, dy) = (&y[pixel..pixel + O::C], &dy[pixel..pixel + O::C]);
+            let at = &selected[pixel..pixel + O::C];
             for kw in 0..K {
                 let offset = row_start + (ow * K + kw) * I::C;
                 let dx = &mut dx[offset..offset + I::C];
-                let x = &x[offset..offset + I::C];
-                for (c, ((dx, &x), (&dy, &at))) in
-                    dx.iter_mut().zip(x).zip(dy.iter().zip(at)).enumerate()
+                for (c, ((dx, &at), (&y, &dy))) in
+                    dx.iter_mut().zip(at).zip(y.iter().zip(dy)).enumerate()
                 {
-                    let gradient = dy * activation.derivative_from_output(x);
+                    let gradient = dy * activation.derivative_from_output(y);
                     *dx = if at as usize == offset + c {
                         gradient
                     } else {
@@ -530,7 +534,7 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
     ) {
         let Some(grad_input) = grad_input else { return };
         if Op::SELECTS {
-            Self::route_gradients(&Unchanged, input, grad_output, cache, grad_input);
+            Self::route_gradients(&Unchanged, grad_output, grad_output, cache, grad_input);
         } else {
             grad_input.resize(input.len());
             let group = samples_per_task(input.len(), I::LEN + O::LEN);
@@ -657,7 +661,7 @@ mod tests {
             *grad *= activation.derivative_from_output(value);
         }
         let mut fused = Batch::<I>::from_fn(samples, |_| f32::NAN);
-        pool.backward_through_activation(&activation, &activated, &dy, &cache, &mut fused);
+        pool.backward_through_activation(&activation, &y, &dy, &cache, &mut fused);
         let what = format!("{activation:?}, {} k{K} s{S}", I::describe());
         if K == S {
             let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
