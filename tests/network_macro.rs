@@ -327,7 +327,7 @@ fn parameters_and_buffers_are_named_by_layer() {
             values.fill(0.5);
         }
     });
-    assert_eq!(net.dense1.params.bias, [0.5; 3]);
+    assert_eq!(net.dense1.params.bias[..], [0.5; 3]);
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! picks AVX-512, AVX2 or portable code at run time.
 #![warn(missing_docs)]
 
+pub mod aligned;
 pub mod data;
 #[cfg(any(feature = "safetensors", feature = "onnx"))]
 mod files;

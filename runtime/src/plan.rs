@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::aligned::AlignedVec;
 use crate::layers::{ConvAlgorithm, Layer};
 use crate::network::thousands;
 use crate::shape::Shape;
@@ -65,7 +66,7 @@ pub struct ConvOp {
 /// assert!(buffers.bytes() >= 96 * size_of::<f32>());
 /// ```
 pub struct InferenceBuffers<O: Shape, const N: usize> {
-    slots: [Vec<f32>; N],
+    slots: [AlignedVec; N],
     /// Values of each slot's allocation written at least once: a batch taken at most this long
     /// needs no zero fill.
     written: [usize; N],
@@ -78,7 +79,7 @@ pub struct InferenceBuffers<O: Shape, const N: usize> {
 impl<O: Shape, const N: usize> Default for InferenceBuffers<O, N> {
     fn default() -> Self {
         Self {
-            slots: std::array::from_fn(|_| Vec::new()),
+            slots: std::array::from_fn(|_| AlignedVec::new()),
             written: [0; N],
             lent: [0; N],
             output: Batch::default(),
@@ -132,7 +133,7 @@ impl<O: Shape, const N: usize> InferenceBuffers<O, N> {
 
     /// Bytes allocated for activations.
     pub fn bytes(&self) -> usize {
-        let slots: usize = self.slots.iter().map(Vec::capacity).sum();
+        let slots: usize = self.slots.iter().map(AlignedVec::capacity).sum();
         slots * size_of::<f32>() + self.output.capacity_bytes()
     }
 }

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
+use crate::aligned::AlignedVec;
 use crate::shape::{Hwc, Shape};
 
 /// Why data could not be turned into a tensor of the requested shape.
@@ -81,7 +82,7 @@ impl<S: Shape> Tensor<S> {
     pub fn to_batch(&self) -> Batch<S> {
         Batch {
             len: 1,
-            data: self.data.to_vec(),
+            data: AlignedVec::from(&self.data[..]),
             shape: PhantomData,
         }
     }
@@ -115,7 +116,7 @@ impl<S: Shape> fmt::Debug for Tensor<S> {
 #[repr(C)]
 pub struct Batch<S: Shape> {
     len: usize,
-    data: Vec<f32>,
+    data: AlignedVec,
     shape: PhantomData<S>,
 }
 
@@ -130,12 +131,13 @@ impl<S: Shape> Batch<S> {
     pub fn zeros(len: usize) -> Self {
         Self {
             len,
-            data: vec![0.0; len * S::LEN],
+            data: AlignedVec::zeros(len * S::LEN),
             shape: PhantomData,
         }
     }
 
-    /// Wraps `data`, whose length must be a multiple of `S::LEN`, as consecutive samples.
+    /// The values of `data`, whose length must be a multiple of `S::LEN`, as consecutive
+    /// samples (copied into storage aligned for the kernels, [`AlignedVec`]).
     pub fn from_vec(data: Vec<f32>) -> Result<Self, ShapeError> {
         if S::LEN == 0 || !data.len().is_multiple_of(S::LEN) {
             return Err(ShapeError {
@@ -146,7 +148,7 @@ impl<S: Shape> Batch<S> {
         }
         Ok(Self {
             len: data.len() / S::LEN,
-            data,
+            data: AlignedVec::from(data),
             shape: PhantomData,
         })
     }
@@ -265,7 +267,7 @@ impl<S: Shape> Batch<S> {
     }
 
     /// A batch of `samples` samples over `data`, whose length must be `samples * S::LEN`.
-    pub(crate) fn from_storage(data: Vec<f32>, samples: usize) -> Self {
+    pub(crate) fn from_storage(data: AlignedVec, samples: usize) -> Self {
         assert_eq!(data.len(), samples * S::LEN, "storage of the wrong length");
         Self {
             len: samples,
@@ -275,7 +277,7 @@ impl<S: Shape> Batch<S> {
     }
 
     /// The values' storage, for another batch to reuse.
-    pub(crate) fn into_storage(self) -> Vec<f32> {
+    pub(crate) fn into_storage(self) -> AlignedVec {
         self.data
     }
 

@@ -21,6 +21,8 @@ mod x86_avx512;
 use std::cell::{Cell, RefCell};
 use std::sync::OnceLock;
 
+use crate::aligned::AlignedVec;
+
 /// An instruction-set path of the kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
@@ -119,7 +121,7 @@ pub(crate) fn run_vectorized<K: simd::VectorKernel>(kernel: K) -> K::Output {
 
 thread_local! {
     /// Scratch buffers of this thread, lent out by [`with_scratch`] and returned after use.
-    static SCRATCH_POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH_POOL: RefCell<Vec<AlignedVec>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Lends `f` a scratch buffer of `len` values (contents unspecified) from a per-thread pool, so
@@ -149,7 +151,7 @@ pub fn prepare_thread(scratch: usize) {
     const DEPTH: usize = 3;
     SCRATCH_POOL.with_borrow_mut(|pool| {
         while pool.len() < DEPTH {
-            pool.push(Vec::new());
+            pool.push(AlignedVec::new());
         }
         for buffer in pool.iter_mut().rev().take(DEPTH) {
             buffer.reserve(scratch.saturating_sub(buffer.len()));

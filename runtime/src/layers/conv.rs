@@ -29,6 +29,7 @@ use rand::Rng;
 
 use super::fused::{ConvWeights, Linear, RowSplit, for_each_output_rows};
 use super::{Layer, WeightBias, grouped_backward, max};
+use crate::aligned::AlignedVec;
 use crate::init::Init;
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, Patches, gemm, gemm_patches};
@@ -169,7 +170,7 @@ impl PreparedWeights<'_> {
 pub(crate) struct TransformedFilters {
     /// The weights `filters` were computed from.
     source: Vec<f32>,
-    filters: Vec<f32>,
+    filters: AlignedVec,
 }
 
 impl TransformedFilters {
@@ -217,8 +218,8 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
 pub struct ConvCache {
     filters: TransformedFilters,
     transposed_filters: TransformedFilters,
-    weight_t: Vec<f32>,
-    partial_weight_grads: Vec<f32>,
+    weight_t: AlignedVec,
+    partial_weight_grads: AlignedVec,
 }
 
 impl ConvCache {

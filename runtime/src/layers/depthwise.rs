@@ -17,6 +17,7 @@ use super::{
     Layer, Padding, WeightBias, conv_output_len, for_each_sample_group, grouped_backward,
     padding_before,
 };
+use crate::aligned::AlignedVec;
 use crate::init::Init;
 use crate::shape::Image;
 use crate::tensor::Batch;
@@ -39,7 +40,7 @@ pub struct DepthwiseConv2d<
 /// What backward keeps between calls: one partial weight gradient per group of images.
 #[derive(Clone, Debug, Default)]
 pub struct DepthwiseCache {
-    partial_weight_grads: Vec<f32>,
+    partial_weight_grads: AlignedVec,
 }
 
 impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>

@@ -526,9 +526,9 @@ mod tests {
         let conv = Conv2d::<Hwc<9, 8, 8>, Hwc<7, 6, 5>, 3>::new(&mut rng);
         let mut batchnorm = BatchNorm::<Hwc<7, 6, 5>>::new();
         for values in [
-            &mut batchnorm.params.weight,
-            &mut batchnorm.params.bias,
-            &mut batchnorm.running_mean,
+            &mut batchnorm.params.weight[..],
+            &mut batchnorm.params.bias[..],
+            &mut batchnorm.running_mean[..],
         ] {
             values
                 .iter_mut()

@@ -59,6 +59,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::aligned::AlignedVec;
 use crate::init::SeededRng;
 use crate::kernels::{self, simd::SimdF32, simd::VectorKernel};
 use crate::shape::Shape;
@@ -91,7 +92,7 @@ pub(crate) fn grouped_backward<I: Shape, O: Shape>(
     input: &Batch<I>,
     grad_output: &Batch<O>,
     grad_input: Option<&mut Batch<I>>,
-    partials: &mut Vec<f32>,
+    partials: &mut AlignedVec,
     grads: &mut WeightBias,
     group: impl Fn(&[f32], &[f32], &mut [f32], Option<&mut [f32]>) + Sync,
 ) {

@@ -5,6 +5,8 @@
 //! [`NoParams`]. Optimisers, weight files and gradient checks reach them through [`ParamSet`]'s
 //! visitors by name, without knowing the layer type.
 
+use crate::aligned::AlignedVec;
+
 /// Receives a named tensor: name, dimensions, values.
 pub type TensorVisitor<'a> = dyn FnMut(&str, &[usize], &[f32]) + 'a;
 /// Receives a named tensor's values, mutably.
@@ -41,10 +43,10 @@ impl ParamSet for NoParams {
 /// to fill).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WeightBias {
-    /// The weights, laid out as `weight_dims` says (row-major).
-    pub weight: Vec<f32>,
+    /// The weights, laid out as `weight_dims` says (row-major), starting on a cache line.
+    pub weight: AlignedVec,
     /// One bias per output channel or feature.
-    pub bias: Vec<f32>,
+    pub bias: AlignedVec,
     /// Dimensions of `weight`, e.g. `[in, out]` for dense, `[k, k, in_channels, filters]` for
     /// convolutions.
     pub weight_dims: &'static [usize],
@@ -54,8 +56,8 @@ impl WeightBias {
     /// Zeros of the given dimensions and bias length.
     pub fn zeros(weight_dims: &'static [usize], bias_len: usize) -> Self {
         Self {
-            weight: vec![0.0; weight_dims.iter().product()],
-            bias: vec![0.0; bias_len],
+            weight: AlignedVec::zeros(weight_dims.iter().product()),
+            bias: AlignedVec::zeros(bias_len),
             weight_dims,
         }
     }

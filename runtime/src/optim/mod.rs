@@ -551,11 +551,11 @@ mod tests {
     #[test]
     fn l1_regularization() {
         let mut net = Dense::<2, 1>::new(&mut seeded_rng(1));
-        net.params.weight = vec![0.5, -0.25];
+        net.params.weight = vec![0.5, -0.25].into();
         let grads = net.new_grads();
         let mut state = OptimizerState::new(Sgd::new(1.0));
         state.regularization.l1 = 0.1;
         state.step(&mut net, &grads, 0).unwrap();
-        assert_eq!(net.params.weight, [0.4, -0.15]);
+        assert_eq!(net.params.weight[..], [0.4, -0.15]);
     }
 }
