@@ -200,11 +200,29 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
     let input = train_value(graph, op.input);
     let state = &op.field;
     match &op.kind {
-        OpKind::Layer(layer)
-        | OpKind::Shortcut { layer, .. }
-        | OpKind::PoolThroughActivation { pool: layer, .. } => {
+        OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } => {
             let field = &layer.field;
             quote!(::constnet::layers::Layer::forward_train(&mut self.#field, #input, &mut workspace.#state.output, &mut workspace.#state.cache);)
+        }
+        OpKind::LinearActivation { pooled: true, .. } => quote!(),
+        OpKind::PoolThroughActivation { pool, activation } => {
+            let Source::Op(conv_op) = graph.values[op.input].source else {
+                unreachable!("the pool reads the output of the convolution it runs")
+            };
+            let conv_op = &graph.ops[conv_op];
+            let OpKind::LinearActivation { linear: conv, .. } = conv_op.kind else {
+                unreachable!("the pool runs a fused convolution")
+            };
+            let conv_input = train_value(graph, conv_op.input);
+            let (conv, conv_state) = (&conv.field, &conv_op.field);
+            let (pool, activation) = (&pool.field, &activation.field);
+            quote! {
+                ::constnet::layers::conv_activation_pool_forward_train(
+                    &self.#conv, &self.#activation.function, &self.#pool, #conv_input,
+                    &mut workspace.#state.output, &mut workspace.#conv_state.cache,
+                    &mut workspace.#state.cache,
+                );
+            }
         }
         OpKind::LinearActivation {
             linear, activation, ..
@@ -260,7 +278,7 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
         }
         OpKind::LinearActivation {
             linear,
-            derivative_in_pool: true,
+            pooled: true,
             ..
         } => {
             let linear = &linear.field;
@@ -1182,7 +1200,14 @@ fn network_impl(names: &Names) -> TokenStream {
         .ops
         .iter()
         .filter(owns_output)
-        .map(|op| 2 * train.values[op.output].shape.len())
+        .map(|op| {
+            // A pooled convolution's output is never stored, only its gradient.
+            let buffers = match op.kind {
+                OpKind::LinearActivation { pooled: true, .. } => 1,
+                _ => 2,
+            };
+            buffers * train.values[op.output].shape.len()
+        })
         .chain(plan.head.map(|head| 2 * head.output.len()))
         .sum();
     let logits = names.logits();

@@ -21,9 +21,9 @@
 //! derivative from the output, which the fused op keeps instead of the pre-activation. At
 //! inference, a convolution also takes in the batch normalisation after it (folded into its
 //! epilogue) and the pooling after its activation (each image's convolution output stays in
-//! per-thread scratch, pooled while it is in cache). In training, max pooling right after such
-//! a fused op takes the activation's derivative in its backward, from its own output: each
-//! window's maximum ([`OpKind::PoolThroughActivation`]).
+//! per-thread scratch, pooled while it is in cache). In training, max pooling right after a
+//! fused convolution runs it the same way, and takes the activation's derivative in its
+//! backward, from its own output: each window's maximum ([`OpKind::PoolThroughActivation`]).
 
 use proc_macro2::Ident;
 use quote::format_ident;
@@ -55,18 +55,20 @@ pub enum OpKind<'n> {
     /// One layer, run as itself.
     Layer(&'n Layer),
     /// A convolution or dense layer with the activation after it in its GEMM epilogue. In
-    /// training, `derivative_in_pool` says the max pooling after it takes the activation's
-    /// derivative in its own backward ([`OpKind::PoolThroughActivation`]), so this op's backward
-    /// starts from the gradient of the pre-activation.
+    /// training, `pooled` says the max pooling after it runs this op
+    /// ([`OpKind::PoolThroughActivation`]): its output is never stored, and its backward starts
+    /// from the gradient of the pre-activation.
     LinearActivation {
         linear: &'n Layer,
         activation: &'n Layer,
-        derivative_in_pool: bool,
+        pooled: bool,
     },
-    /// In training, max pooling of a [`OpKind::LinearActivation`]'s activated output whose
-    /// backward also takes that activation's derivative, at each window's maximum (its own
-    /// output), sparing the activation a pass over every value. Only when nothing else reads the
-    /// activated output, so no other gradient joins it there.
+    /// In training, max pooling of a convolution's activated output ([`OpKind::LinearActivation`]
+    /// with `pooled`, the op before it) that runs that op too: forward pools each image's
+    /// convolution output from per-thread scratch, recording each window's maximum; backward
+    /// takes the activation's derivative at each maximum (its own output), sparing the
+    /// activation a pass over every value. Only when nothing else reads the activated output, so
+    /// no other gradient joins it there.
     PoolThroughActivation {
         pool: &'n Layer,
         activation: &'n Layer,
@@ -470,8 +472,9 @@ impl<'n, 'k> Builder<'n, 'k> {
     }
 
     /// In training, `kind` as the op after the last one: max pooling directly after a fused
-    /// activation, of a value no residual block reads, takes the activation's derivative in its
-    /// backward ([`OpKind::PoolThroughActivation`]), and the fused op is told so.
+    /// convolution and activation, of a value no residual block reads, runs that op and takes
+    /// the activation's derivative in its backward ([`OpKind::PoolThroughActivation`]), and the
+    /// fused op is told so.
     fn through_activation(&mut self, kind: OpKind<'n>) -> OpKind<'n> {
         let OpKind::Layer(pool) = kind else {
             return kind;
@@ -488,14 +491,12 @@ impl<'n, 'k> Builder<'n, 'k> {
         match (last, &pool.kind) {
             (Some(op), Kind::Pool { max: true, .. }) if !self.inference && !pinned => {
                 let OpKind::LinearActivation {
-                    activation,
-                    derivative_in_pool,
-                    ..
+                    activation, pooled, ..
                 } = &mut op.kind
                 else {
                     return kind;
                 };
-                *derivative_in_pool = true;
+                *pooled = true;
                 OpKind::PoolThroughActivation { pool, activation }
             }
             _ => kind,
@@ -577,7 +578,7 @@ fn next_op<'n>(layers: &[&'n Layer], inference: bool) -> (OpKind<'n>, usize) {
             OpKind::LinearActivation {
                 linear: first,
                 activation: next,
-                derivative_in_pool: false,
+                pooled: false,
             },
             2,
         ),

@@ -66,7 +66,8 @@ pub trait Network: Layer {
     type Head: crate::loss::Head;
     /// The ops inference runs, after fusion, first to last.
     const PLAN: &'static [OpInfo];
-    /// Values per sample a training pass keeps: each op's output and the gradient of it.
+    /// Values per sample a training pass keeps: the outputs backward reads and every op's
+    /// output gradient.
     const TRAINING_VALUES: usize;
 
     /// Builds the network with Keras's default initialisation, drawn from `seed`.

@@ -314,7 +314,7 @@ pub fn plan_table(name: &str, ops: &[OpInfo], training_values: usize, batch: usi
     let _ = writeln!(
         out,
         "Activations at batch {batch}: inference {} bytes ({buffers} buffers and the output), \
-         training {} bytes (each op's output and its gradient)",
+         training {} bytes (the outputs backward reads and every gradient)",
         bytes(slot_values.iter().sum::<usize>() + output_values),
         bytes(training_values)
     );

@@ -13,8 +13,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{
-    ActivationFn, BatchNorm, Conv2d, ConvCache, Layer, MIN_TASK_VALUES, Padding, Pool2d, PoolOp,
-    WeightBias, for_each_sample_group,
+    ActivationFn, BatchNorm, Conv2d, ConvCache, Layer, MIN_TASK_VALUES, MaxPool2d, Padding, Pool2d,
+    PoolCache, PoolOp, WeightBias, for_each_sample_group, samples_per_task,
 };
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::simd::{SimdF32, VectorKernel};
@@ -225,6 +225,67 @@ pub fn conv_activation_pool_forward<
         });
     };
     for_each_output_rows(input, output, split, pooled_rows);
+}
+
+/// Training forward pass of a convolution with `activation` in its epilogue and the max pooling
+/// after it: `output = maxpool(activation(conv(input)))`, each window's maximum recorded in
+/// `pool_cache` for [`MaxPool2d::backward_through_activation`]. Each image's convolution output
+/// lives only in per-thread scratch: backward never reads it (the pool takes the activation's
+/// derivative at its own output, and the convolution's gradients need only its input).
+/// `conv_cache` is the convolution's. Equals the fused convolution's training pass followed by
+/// the pool's, bit for bit.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_activation_pool_forward_train<
+    I: Image,
+    M: Image,
+    O: Image,
+    const K: usize,
+    const STRIDE: usize,
+    P: Padding,
+    F: ActivationFn,
+    const POOL: usize,
+    const POOL_STRIDE: usize,
+>(
+    conv: &Conv2d<I, M, K, STRIDE, P>,
+    activation: &F,
+    // Only names the type: pooling is stateless.
+    _pool: &MaxPool2d<M, O, POOL, POOL_STRIDE>,
+    input: &Batch<I>,
+    output: &mut Batch<O>,
+    conv_cache: &mut ConvCache,
+    pool_cache: &mut PoolCache,
+) {
+    let samples = input.len();
+    let weights = ConvWeights::from(&conv.params);
+    let prepared = Conv2d::<I, M, K, STRIDE, P>::prepare(weights, samples, conv_cache);
+    let activation = activation.kind();
+    output.resize(samples);
+    let group = samples_per_task(samples, I::LEN + O::LEN);
+    input
+        .as_slice()
+        .par_chunks(group * I::LEN)
+        .zip(output.as_mut_slice().par_chunks_mut(group * O::LEN))
+        .zip(
+            pool_cache
+                .selected_mut(samples * O::LEN)
+                .par_chunks_mut(group * O::LEN),
+        )
+        .for_each(|((images, outputs), selected)| {
+            with_scratch(M::LEN, |conv_out| {
+                let outputs = outputs.chunks_mut(O::LEN).zip(selected.chunks_mut(O::LEN));
+                for (image, (out, selected)) in images.chunks(I::LEN).zip(outputs) {
+                    Conv2d::<I, M, K, STRIDE, P>::forward_rows(
+                        prepared,
+                        image,
+                        0..M::H,
+                        conv_out,
+                        activation,
+                        false,
+                    );
+                    MaxPool2d::<M, O, POOL, POOL_STRIDE>::select_images(conv_out, out, selected);
+                }
+            });
+        });
 }
 
 /// Inference of a convolution with `weights` (see [`conv_activation_pool_forward`]) and
@@ -515,6 +576,69 @@ mod tests {
                 samples,
             );
         }
+    }
+
+    /// The training forward pass of a convolution, its activation and max pooling, pooled from
+    /// scratch, against the fused convolution's training pass and the pool's: the same output
+    /// and the same recorded maxima, bit for bit (CI runs it with each convolution algorithm).
+    fn training_conv_pool_equals_two_passes<
+        I: Image,
+        M: Image,
+        O: Image,
+        F: ActivationFn,
+        const K: usize,
+        const POOL: usize,
+        const POOL_STRIDE: usize,
+    >(
+        conv: Conv2d<I, M, K>,
+        activation: F,
+        samples: usize,
+    ) {
+        let x = random::<I>(samples, 11);
+        let mut pool = MaxPool2d::<M, O, POOL, POOL_STRIDE>::new();
+        let (mut activated, mut want, mut want_cache) =
+            (Batch::default(), Batch::default(), PoolCache::default());
+        let mut conv_cache = ConvCache::default();
+        linear_activation_forward(&conv, &activation, &x, &mut activated, &mut conv_cache);
+        pool.forward_train(&activated, &mut want, &mut want_cache);
+        let (mut got, mut got_cache) = (Batch::default(), PoolCache::default());
+        conv_activation_pool_forward_train(
+            &conv,
+            &activation,
+            &pool,
+            &x,
+            &mut got,
+            &mut conv_cache,
+            &mut got_cache,
+        );
+        let what = format!("{} {activation:?}, {samples} samples", M::describe());
+        assert_eq!(got.as_slice(), want.as_slice(), "{what}: output");
+        assert!(got_cache == want_cache, "{what}: recorded maxima");
+    }
+
+    #[test]
+    fn training_conv_activation_pool_equals_two_passes() {
+        use crate::layers::{ReluFn, SigmoidFn};
+        let mut rng = seeded_rng(12);
+        // W1's conv2.
+        for samples in [1, 3] {
+            training_conv_pool_equals_two_passes::<_, _, Hwc<12, 12, 64>, _, 3, 2, 2>(
+                Conv2d::<Hwc<26, 26, 32>, Hwc<24, 24, 64>, 3>::new(&mut rng),
+                ReluFn,
+                samples,
+            );
+        }
+        // Rows and columns no window covers; overlapping windows.
+        training_conv_pool_equals_two_passes::<_, _, Hwc<3, 2, 5>, _, 3, 2, 2>(
+            Conv2d::<Hwc<9, 7, 8>, Hwc<7, 5, 5>, 3>::new(&mut rng),
+            SigmoidFn,
+            3,
+        );
+        training_conv_pool_equals_two_passes::<_, _, Hwc<3, 2, 5>, _, 3, 3, 2>(
+            Conv2d::<Hwc<9, 7, 8>, Hwc<7, 5, 5>, 3>::new(&mut rng),
+            ReluFn,
+            3,
+        );
     }
 
     /// Inference of a convolution with batch normalisation folded in, against the two layers

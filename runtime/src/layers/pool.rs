@@ -94,9 +94,17 @@ impl PoolOp for Avg {
 
 /// What max pooling's training pass keeps for backward: for every output value, the offset (in
 /// its image) of the input value it is.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PoolCache {
     selected: Vec<u32>,
+}
+
+impl PoolCache {
+    /// The offsets, sized for `len` output values, to be written.
+    pub(crate) fn selected_mut(&mut self, len: usize) -> &mut [u32] {
+        self.selected.resize(len, 0);
+        &mut self.selected
+    }
 }
 
 /// Output length of a pooling window along one axis (`0` when the window does not fit).
@@ -160,6 +168,18 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
         (0..K).flat_map(move |kh| {
             (0..K).map(move |kw| ((oh * STRIDE + kh) * I::W + ow * STRIDE + kw) * I::C)
         })
+    }
+
+    /// A selecting op's training pass over whole images (`images`, `outputs` and `selected` hold
+    /// the same number of them): each output value and the offset, in its image, of the input
+    /// value it is.
+    pub(crate) fn select_images(images: &[f32], outputs: &mut [f32], selected: &mut [u32]) {
+        kernels::run_vectorized(SelectMaxima::<I, O, Op, K, STRIDE> {
+            images,
+            outputs,
+            selected,
+            shapes: PhantomData,
+        });
     }
 
     /// Pools output rows `rows` into `out` (exactly those rows) from `input_rows`, which holds
@@ -506,20 +526,18 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
         let () = Self::SHAPES_AGREE;
         let samples = input.len();
         output.resize(samples);
-        cache.selected.resize(samples * O::LEN, 0);
         let group = samples_per_task(samples, I::LEN + O::LEN);
         input
             .as_slice()
             .par_chunks(group * I::LEN)
             .zip(output.as_mut_slice().par_chunks_mut(group * O::LEN))
-            .zip(cache.selected.par_chunks_mut(group * O::LEN))
+            .zip(
+                cache
+                    .selected_mut(samples * O::LEN)
+                    .par_chunks_mut(group * O::LEN),
+            )
             .for_each(|((images, outputs), selected)| {
-                kernels::run_vectorized(SelectMaxima::<I, O, Op, K, STRIDE> {
-                    images,
-                    outputs,
-                    selected,
-                    shapes: PhantomData,
-                });
+                Self::select_images(images, outputs, selected)
             });
     }
 
