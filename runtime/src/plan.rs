@@ -2,6 +2,7 @@
 //! ([`InferenceBuffers`]), the description of each op ([`OpInfo`]) and the plan table,
 //! and [`on_pool`], which runs a whole pass on a thread of the rayon pool.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -193,6 +194,18 @@ pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) 
     }
 }
 
+thread_local! {
+    /// Whether this thread is running a pass while [`with_pool_awake`] keeps the others spinning.
+    static POOL_AWAKE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread runs a pass with the pool's other threads kept awake ([`on_pool`]): a
+/// part handed to them then starts within a microsecond, not the tens that waking a thread
+/// takes, so smaller work gains from splitting.
+pub(crate) fn pool_awake() -> bool {
+    POOL_AWAKE.get()
+}
+
 /// Runs `f` on this pool thread while every other thread of the pool spins on the pool's
 /// queues, running what it finds, until `f` returns. The spinners are `join`'s stack jobs, so
 /// nothing is allocated.
@@ -201,7 +214,9 @@ fn with_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let owner = rayon::current_thread_index();
     let (result, ()) = rayon::join(
         || {
+            let was_awake = POOL_AWAKE.replace(true);
             let result = f();
+            POOL_AWAKE.set(was_awake);
             done.store(true, Ordering::Release);
             result
         },

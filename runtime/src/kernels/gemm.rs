@@ -566,9 +566,17 @@ fn empty_product(c: MatMut<'_>, epilogue: Epilogue<'_>) {
     }
 }
 
+/// Fewest multiply-adds a part of a product split by rows must have to gain from another
+/// thread: waking a sleeping one costs tens of microseconds.
+const MIN_MULS_PER_PART: usize = 1 << 22;
+/// The same during a pass that keeps the pool's threads awake ([`crate::plan::on_pool`]), where
+/// a part starts within a microsecond: a network's last dense layer at batch 128 splits too.
+const MIN_MULS_PER_AWAKE_PART: usize = 1 << 16;
+
 /// [`gemm`] split across the rayon pool: along `K` into a fixed number of parts when `K`
 /// dominates (see `k_parts`), else by rows of `C` when the product is large enough to gain (at
-/// least 4M multiply-adds and 16 rows per part), or, for a single row, by 64-column panels.
+/// least [`MIN_MULS_PER_PART`] multiply-adds, or [`MIN_MULS_PER_AWAKE_PART`] with the pool
+/// awake, and 16 rows per part), or, for a single row, by 64-column panels.
 ///
 /// # Panics
 /// As [`gemm`].
@@ -578,9 +586,13 @@ pub fn gemm_parallel<'e>(
     b: MatRef<'_>,
     epilogue: impl Into<Epilogue<'e>>,
 ) {
-    const MIN_MULS_PER_PART: usize = 1 << 22;
     const MIN_MULS_PER_COLUMN_PART: usize = 1 << 18;
     const PANEL: usize = 64;
+    let min_muls_per_part = if crate::plan::pool_awake() {
+        MIN_MULS_PER_AWAKE_PART
+    } else {
+        MIN_MULS_PER_PART
+    };
     let epilogue = epilogue.into();
     let threads = rayon::current_num_threads();
     let muls = c.rows * c.cols * a.cols;
@@ -614,7 +626,7 @@ pub fn gemm_parallel<'e>(
                 });
         }
     }
-    let parts = threads.min(muls / MIN_MULS_PER_PART).min(c.rows / 16);
+    let parts = threads.min(muls / min_muls_per_part).min(c.rows / 16);
     if parts < 2 {
         return gemm(c, a, b, epilogue);
     }

@@ -5,6 +5,8 @@
 
 use std::marker::PhantomData;
 
+use rayon::prelude::*;
+
 use super::Layer;
 use crate::shape::Shape;
 use crate::tensor::Batch;
@@ -40,15 +42,25 @@ impl<S: Shape> Layer for Softmax<S> {
     type Output = S;
     type Cache = ();
 
+    /// Row by row; with the pool kept awake ([`crate::plan::on_pool`]), the rows split
+    /// between its threads.
     fn forward(&self, input: &Batch<S>, output: &mut Batch<S>, _workspace: &mut ()) {
         output.resize(input.len());
-        for (x, y) in input
-            .as_slice()
-            .chunks(S::CHANNELS)
-            .zip(output.as_mut_slice().chunks_mut(S::CHANNELS))
-        {
-            softmax_row(x, y);
+        let rows = |logits: &[f32], probabilities: &mut [f32]| {
+            let pairs = logits.chunks(S::CHANNELS);
+            for (x, y) in pairs.zip(probabilities.chunks_mut(S::CHANNELS)) {
+                softmax_row(x, y);
+            }
+        };
+        if !crate::plan::pool_awake() {
+            return rows(input.as_slice(), output.as_mut_slice());
         }
+        let part = input.len().div_ceil(rayon::current_num_threads()) * S::CHANNELS;
+        input
+            .as_slice()
+            .par_chunks(part.max(1))
+            .zip(output.as_mut_slice().par_chunks_mut(part.max(1)))
+            .for_each(|(logits, probabilities)| rows(logits, probabilities));
     }
 
     /// `dx = y ⊙ (dy − Σ dy ⊙ y)` per row.
