@@ -12,9 +12,10 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::pool::for_each_selecting_group;
 use super::{
     ActivationFn, BatchNorm, Conv2d, ConvCache, Layer, MIN_TASK_VALUES, MaxPool2d, Padding, Pool2d,
-    PoolCache, PoolOp, WeightBias, for_each_sample_group, samples_per_task,
+    PoolCache, PoolOp, WeightBias, for_each_sample_group,
 };
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::simd::{SimdF32, VectorKernel};
@@ -255,37 +256,22 @@ pub fn conv_activation_pool_forward_train<
     conv_cache: &mut ConvCache,
     pool_cache: &mut PoolCache,
 ) {
-    let samples = input.len();
     let weights = ConvWeights::from(&conv.params);
-    let prepared = Conv2d::<I, M, K, STRIDE, P>::prepare(weights, samples, conv_cache);
+    let prepared = Conv2d::<I, M, K, STRIDE, P>::prepare(weights, input.len(), conv_cache);
     let activation = activation.kind();
-    output.resize(samples);
-    let group = samples_per_task(samples, I::LEN + O::LEN);
-    input
-        .as_slice()
-        .par_chunks(group * I::LEN)
-        .zip(output.as_mut_slice().par_chunks_mut(group * O::LEN))
-        .zip(
-            pool_cache
-                .selected_mut(samples * O::LEN)
-                .par_chunks_mut(group * O::LEN),
-        )
-        .for_each(|((images, outputs), selected)| {
-            with_scratch(M::LEN, |conv_out| {
-                let outputs = outputs.chunks_mut(O::LEN).zip(selected.chunks_mut(O::LEN));
-                for (image, (out, selected)) in images.chunks(I::LEN).zip(outputs) {
-                    Conv2d::<I, M, K, STRIDE, P>::forward_rows(
-                        prepared,
-                        image,
-                        0..M::H,
-                        conv_out,
-                        activation,
-                        false,
-                    );
-                    MaxPool2d::<M, O, POOL, POOL_STRIDE>::select_images(conv_out, out, selected);
-                }
-            });
+    let pool_group = |images: &[f32], outputs: &mut [f32], selected: &mut [u32]| {
+        with_scratch(M::LEN, |conv_out| {
+            let outputs = outputs.chunks_mut(O::LEN).zip(selected.chunks_mut(O::LEN));
+            for (image, (out, selected)) in images.chunks(I::LEN).zip(outputs) {
+                let rows = 0..M::H;
+                Conv2d::<I, M, K, STRIDE, P>::forward_rows(
+                    prepared, image, rows, conv_out, activation, false,
+                );
+                MaxPool2d::<M, O, POOL, POOL_STRIDE>::select_images(conv_out, out, selected);
+            }
         });
+    };
+    for_each_selecting_group(input, output, pool_cache, pool_group);
 }
 
 /// Inference of a convolution with `weights` (see [`conv_activation_pool_forward`]) and

@@ -18,7 +18,7 @@ use super::activation::ActivationFn;
 use super::{Layer, for_each_sample_group, samples_per_task};
 use crate::kernels::elementwise::{ActivationKind, max_keep_nan};
 use crate::kernels::{self, simd::SimdF32, simd::VectorKernel};
-use crate::shape::Image;
+use crate::shape::{Image, Shape};
 use crate::tensor::Batch;
 
 /// A window reduction: how values combine and where the gradient goes.
@@ -99,12 +99,25 @@ pub struct PoolCache {
     selected: Vec<u32>,
 }
 
-impl PoolCache {
-    /// The offsets, sized for `len` output values, to be written.
-    pub(crate) fn selected_mut(&mut self, len: usize) -> &mut [u32] {
-        self.selected.resize(len, 0);
-        &mut self.selected
-    }
+/// Runs `f(images, outputs, selected)` over groups of samples in parallel, as
+/// [`for_each_sample_group`] does, each group with its part of `cache`'s offsets (sized for the
+/// batch) to record the selecting pool's maxima in.
+pub(crate) fn for_each_selecting_group<I: Shape, O: Shape>(
+    input: &Batch<I>,
+    output: &mut Batch<O>,
+    cache: &mut PoolCache,
+    f: impl Fn(&[f32], &mut [f32], &mut [u32]) + Sync,
+) {
+    let samples = input.len();
+    output.resize(samples);
+    cache.selected.resize(samples * O::LEN, 0);
+    let group = samples_per_task(samples, I::LEN + O::LEN);
+    input
+        .as_slice()
+        .par_chunks(group * I::LEN)
+        .zip(output.as_mut_slice().par_chunks_mut(group * O::LEN))
+        .zip(cache.selected.par_chunks_mut(group * O::LEN))
+        .for_each(|((images, outputs), selected)| f(images, outputs, selected));
 }
 
 /// Output length of a pooling window along one axis (`0` when the window does not fit).
@@ -524,21 +537,7 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
             return self.forward(input, output, cache);
         }
         let () = Self::SHAPES_AGREE;
-        let samples = input.len();
-        output.resize(samples);
-        let group = samples_per_task(samples, I::LEN + O::LEN);
-        input
-            .as_slice()
-            .par_chunks(group * I::LEN)
-            .zip(output.as_mut_slice().par_chunks_mut(group * O::LEN))
-            .zip(
-                cache
-                    .selected_mut(samples * O::LEN)
-                    .par_chunks_mut(group * O::LEN),
-            )
-            .for_each(|((images, outputs), selected)| {
-                Self::select_images(images, outputs, selected)
-            });
+        for_each_selecting_group(input, output, cache, Self::select_images);
     }
 
     fn backward(
