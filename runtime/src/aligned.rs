@@ -3,7 +3,7 @@
 //! The kernels load 16 values (64 bytes) at a time from rows whose length is a multiple of 16:
 //! weights, batches, transformed filters, scratch. From a cache-line boundary each load touches
 //! one line; from the 16-byte boundary a large `Vec<f32>` gets (glibc's `mmap`ed chunks), each
-//! load straddles two, and the GEMM ran 13% slower. The storage is `aligned-vec`'s `AVec`.
+//! load straddles two. The storage is `aligned-vec`'s `AVec`.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
