@@ -175,6 +175,7 @@ pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) 
             crate::kernels::prepare_thread(N::SCRATCH);
             rayon::spawn_broadcast(|_| crate::kernels::prepare_thread(N::SCRATCH));
         }
+        crate::kernels::gemm::reverse_k_part_order();
         let threads = rayon::current_num_threads();
         let least = if samples < threads {
             KEEP_AWAKE_MULS

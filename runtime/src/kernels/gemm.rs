@@ -15,7 +15,7 @@
 //! parameter, chosen per instruction set in its own file, so one generic body compiles to a fully
 //! unrolled microkernel for each.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -651,22 +651,22 @@ pub fn gemm_parallel<'e>(
 }
 
 /// Parts a product split along `K` has, at most, and the fewest rows of `B` each part takes.
-const K_PARTS: usize = 8;
-const MIN_K_PART: usize = 512;
+const K_PARTS: usize = 64;
+const MIN_K_PART: usize = 256;
 
 /// How many parts to split an `m × k` by `k × n` product into along `K`, if at all: when `A`
 /// has too few rows to split (a dense layer at batches under 32) and `K` dominates, so each
 /// part streams its own rows of `B` (the weight matrix) once. The count depends on the shape
 /// alone, never on the thread count, so results do not either.
 fn k_parts(m: usize, k: usize, epilogue: Epilogue<'_>) -> Option<usize> {
-    let dominated = m < 32 && k >= 2 * MIN_K_PART && k >= 16 * m;
+    let dominated = m < 32 && k >= 4 * MIN_K_PART && k >= 16 * m;
     (dominated && !epilogue.accumulate).then(|| K_PARTS.min(k / MIN_K_PART))
 }
 
 /// Scratch values [`gemm_parallel`] borrows for a `1 × k` by `k × n` product (as many again per
 /// further row of `A`, up to 31 rows).
 pub const fn split_k_scratch(k: usize, n: usize) -> usize {
-    if k >= 2 * MIN_K_PART {
+    if k >= 4 * MIN_K_PART {
         let parts = if K_PARTS < k / MIN_K_PART {
             K_PARTS
         } else {
@@ -678,10 +678,28 @@ pub const fn split_k_scratch(k: usize, n: usize) -> usize {
     }
 }
 
+thread_local! {
+    /// Whether the products this thread splits along `K` take their parts last to first.
+    static PARTS_REVERSED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Reverses the order in which this thread's next products split along `K` visit their parts;
+/// [`crate::plan::on_pool`] calls it once per pass.
+///
+/// A weight matrix of a few megabytes streamed in the same order on every pass misses the
+/// core's L2 cache on every line when it is a little larger than the cache: each line is
+/// evicted just before it is read again. In alternating order, a pass first reads the parts
+/// the previous pass read last, which are still cached. The order changes which part is
+/// multiplied first, never how the parts are summed, so results do not change.
+pub(crate) fn reverse_k_part_order() {
+    PARTS_REVERSED.set(!PARTS_REVERSED.get());
+}
+
 /// The product split along `K` into `parts` equal runs of rows of `B`: each task multiplies its
 /// columns of `A` by its rows of `B` into its own partial `C`, and the partial products are
 /// added in order (so the result does not depend on which thread made which), then the
-/// epilogue.
+/// epilogue. Each thread takes one contiguous range of parts, so it streams the same rows of
+/// `B` on every pass, in the order [`reverse_k_part_order`] last set.
 fn split_along_k(
     c: MatMut<'_>,
     a: MatRef<'_>,
@@ -691,23 +709,37 @@ fn split_along_k(
 ) {
     let (m, k, n) = (c.rows, a.cols, c.cols);
     let part_len = k.div_ceil(parts);
+    let parts_per_task = parts.div_ceil(rayon::current_num_threads());
+    let reversed = PARTS_REVERSED.get();
     super::with_scratch(parts * m * n, |partials| {
         partials
-            .par_chunks_mut(m * n)
+            .par_chunks_mut(parts_per_task * m * n)
             .enumerate()
-            .for_each(|(part, partial)| {
-                let k0 = part * part_len;
-                let kc = part_len.min(k - k0);
-                let partial = MatMut::row_major(partial, m, n);
-                gemm(partial, a.block(0, m, k0, kc), b.block(k0, kc, 0, n), false);
-            });
-        for (i, row) in c.data.chunks_mut(c.row_stride).take(m).enumerate() {
-            for (j, value) in row[..n].iter_mut().enumerate() {
-                let mut product = 0.0;
-                for partial in partials.chunks(m * n) {
-                    product += partial[i * n + j];
+            .for_each(|(task, task_partials)| {
+                let mut multiply = |(index, partial): (usize, &mut [f32])| {
+                    let k0 = (task * parts_per_task + index) * part_len;
+                    let kc = part_len.min(k - k0);
+                    let partial = MatMut::row_major(partial, m, n);
+                    gemm(partial, a.block(0, m, k0, kc), b.block(k0, kc, 0, n), false);
+                };
+                let task_parts = task_partials.chunks_mut(m * n).enumerate();
+                if reversed {
+                    task_parts.rev().for_each(&mut multiply);
+                } else {
+                    task_parts.for_each(&mut multiply);
                 }
-                let scaled = epilogue.scale.map_or(product, |scale| product * scale[j]);
+            });
+        let (first, rest) = partials.split_at(m * n);
+        for (i, row) in c.data.chunks_mut(c.row_stride).take(m).enumerate() {
+            let sums = &mut row[..n];
+            sums.copy_from_slice(&first[i * n..][..n]);
+            for partial in rest.chunks(m * n) {
+                for (sum, value) in sums.iter_mut().zip(&partial[i * n..][..n]) {
+                    *sum += value;
+                }
+            }
+            for (j, value) in sums.iter_mut().enumerate() {
+                let scaled = epilogue.scale.map_or(*value, |scale| *value * scale[j]);
                 let biased = epilogue.bias.map_or(0.0, |bias| bias[j]) + scaled;
                 *value = epilogue.activation.apply(biased);
             }
@@ -1528,7 +1560,7 @@ mod tests {
     /// Few rows and a deep `K`: split along `K`, the same bits on one thread and on three, and
     /// the reference's values, bias and activation included.
     #[test]
-    fn split_along_k_is_thread_count_independent() {
+    fn split_along_k_is_thread_count_and_part_order_independent() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(10);
         for (m, k, n) in [(1, 9216, 128), (5, 3000, 70), (31, 1100, 10)] {
             assert!(k_parts(m, k, Epilogue::default()).is_some());
@@ -1548,7 +1580,13 @@ mod tests {
                     .build()
                     .expect("a pool");
                 let mut c = vec![0.0; m * n];
-                pool.install(|| gemm_parallel(MatMut::row_major(&mut c, m, n), a, b, epilogue));
+                let mut reversed = vec![0.0; m * n];
+                pool.install(|| {
+                    gemm_parallel(MatMut::row_major(&mut c, m, n), a, b, epilogue);
+                    reverse_k_part_order();
+                    gemm_parallel(MatMut::row_major(&mut reversed, m, n), a, b, epilogue);
+                });
+                assert_eq!(c, reversed, "{m}x{k}x{n}: the parts' order changed the sums");
                 c
             };
             let one = on_threads(1);
