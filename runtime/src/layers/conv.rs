@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use rand::Rng;
 
 use super::fused::{ConvWeights, Linear, RowSplit, for_each_output_rows};
-use super::{Layer, WeightBias, grouped_backward, max};
+use super::{Layer, ParamVec, Version, WeightBias, grouped_backward, max};
 use crate::aligned::AlignedVec;
 use crate::init::Init;
 use crate::kernels::elementwise::ActivationKind;
@@ -162,53 +162,39 @@ impl PreparedWeights<'_> {
     }
 }
 
-/// Winograd's transformed filters of one convolution, kept between calls and recomputed only
-/// when the weights are not bit for bit those they were computed from. The weights are
-/// compared on every call rather than trusted to announce a change, so no way of changing them
-/// (an optimiser step, a weight file, a write to [`Conv2d::params`]) leaves stale filters.
+/// Winograd's transformed filters of one convolution, kept between calls beside the
+/// [`Version`] of the weights they were computed from, and recomputed when the weights have
+/// another. Every way of changing the weights (an optimiser step, a weight file, a write to
+/// [`Conv2d::params`]) gives them a new version, so the filters are never stale, and checking
+/// them reads no weights.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TransformedFilters {
-    /// The weights `filters` were computed from.
-    source: Vec<f32>,
+    /// The version of the weights `filters` were computed from.
+    source: Option<Version>,
     filters: AlignedVec,
 }
 
 impl TransformedFilters {
     /// The filters of `weight`, `len` values that `transform(weight, filters)` computes, from
-    /// the cache when `weight` is unchanged since they were computed.
+    /// the cache when `weight` has the version they were computed from.
     fn get(
         &mut self,
-        weight: &[f32],
+        weight: &ParamVec,
         len: usize,
         transform: impl FnOnce(&[f32], &mut [f32]),
     ) -> &[f32] {
-        if self.filters.len() != len || !same_bits(&self.source, weight) {
+        if self.filters.len() != len || self.source != Some(weight.version()) {
             self.filters.resize(len, 0.0);
             transform(weight, &mut self.filters);
-            self.source.clear();
-            self.source.extend_from_slice(weight);
+            self.source = Some(weight.version());
         }
         &self.filters
     }
 
-    /// Bytes held: the filters and the copy of the weights they were computed from.
+    /// Bytes held by the filters.
     fn bytes(&self) -> usize {
-        (self.source.capacity() + self.filters.capacity()) * size_of::<f32>()
+        self.filters.capacity() * size_of::<f32>()
     }
-}
-
-/// Whether `a` and `b` hold the same values bit for bit (a NaN equals itself, `-0.0` differs
-/// from `0.0`), compared a block at a time so the comparison vectorises.
-fn same_bits(a: &[f32], b: &[f32]) -> bool {
-    const BLOCK: usize = 64;
-    a.len() == b.len()
-        && a.chunks(BLOCK).zip(b.chunks(BLOCK)).all(|(a, b)| {
-            let differing = a
-                .iter()
-                .zip(b)
-                .fold(0, |bits, (x, y)| bits | (x.to_bits() ^ y.to_bits()));
-            differing == 0
-        })
 }
 
 /// What a convolution keeps between calls: Winograd's transformed filters for the forward pass
@@ -300,12 +286,12 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         })
     }
 
-    /// Values of Winograd's transformed filters, and of the copy of the weights beside them,
-    /// that `cache` keeps after a forward pass over `samples` images (none for the GEMM).
+    /// Values of Winograd's transformed filters that `cache` keeps after a forward pass over
+    /// `samples` images (none for the GEMM).
     pub fn cached_filter_values(samples: usize) -> usize {
         match Self::algorithm(samples) {
             ConvAlgorithm::Gemm => 0,
-            ConvAlgorithm::Winograd => Self::WINOGRAD.filter_len() + K * K * I::C * O::C,
+            ConvAlgorithm::Winograd => Self::WINOGRAD.filter_len(),
         }
     }
 
@@ -524,7 +510,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     /// The filters transformed with their input and output channels swapped, which Winograd's
     /// input gradient reads ([`winograd::InputGradient`]), from `cache` (recomputed when the
     /// weights change).
-    fn transposed_filters<'c>(weight: &[f32], cache: &'c mut TransformedFilters) -> &'c [f32] {
+    fn transposed_filters<'c>(weight: &ParamVec, cache: &'c mut TransformedFilters) -> &'c [f32] {
         let geometry = Self::WINOGRAD;
         cache.get(weight, geometry.filter_len(), |weight, u_t| {
             winograd::transform_filters_transposed(geometry, weight, u_t)
@@ -817,30 +803,35 @@ mod tests {
         assert_eq!(conv_output_len(4, 5, 1, false), 0);
     }
 
-    /// The cache recomputes the filters exactly when the weights differ bit for bit.
+    /// The cache recomputes the filters exactly when the weights' version or the filters'
+    /// length changed: after any write, even of the same values, and not after a clone.
     #[test]
     fn transformed_filters_follow_the_weights() {
         let mut cache = TransformedFilters::default();
         let mut computed = 0;
-        let mut get = |weight: &[f32], len: usize| {
+        let mut get = |weight: &ParamVec, len: usize| {
             let filters = cache.get(weight, len, |weight, filters| {
                 computed += 1;
                 filters.fill(weight.iter().sum());
             });
             filters.to_vec()
         };
-        assert_eq!(get(&[1.0, 2.0], 3), [3.0; 3]);
-        assert_eq!(get(&[1.0, 2.0], 3), [3.0; 3]);
-        assert_eq!(get(&[1.0, 2.5], 3), [3.5; 3]);
-        assert_eq!(get(&[1.0, 2.5], 4), [3.5; 4]);
-        assert_eq!(get(&[0.0, 1.0], 4), [1.0; 4]);
-        assert_eq!(get(&[-0.0, 1.0], 4), [1.0; 4]);
-        let nan = [f32::NAN; 70];
-        assert!(get(&nan, 1)[0].is_nan());
-        assert!(get(&nan, 1)[0].is_nan());
+        let mut weight = ParamVec::from(vec![1.0, 2.0]);
+        assert_eq!(get(&weight, 3), [3.0; 3]);
+        assert_eq!(get(&weight, 3), [3.0; 3]);
+        assert_eq!(get(&weight.clone(), 3), [3.0; 3]);
+        weight[1] = 2.5;
+        assert_eq!(get(&weight, 3), [3.5; 3]);
+        assert_eq!(get(&weight, 4), [3.5; 4]);
+        weight.iter_mut().for_each(|value| *value -= 1.0);
+        assert_eq!(get(&weight, 4), [1.5; 4]);
+        weight[0] = 0.0;
+        assert_eq!(get(&weight, 4), [1.5; 4]);
+        let other = ParamVec::from(vec![0.0, 1.5]);
+        assert_eq!(get(&other, 4), [1.5; 4]);
         assert_eq!(
             computed, 6,
-            "recomputed only when the weights or the length changed"
+            "recomputed only when the weights' version or the length changed"
         );
     }
 

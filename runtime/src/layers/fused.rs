@@ -14,8 +14,8 @@ use rayon::prelude::*;
 
 use super::pool::for_each_selecting_group;
 use super::{
-    ActivationFn, BatchNorm, Conv2d, ConvCache, Layer, MIN_TASK_VALUES, MaxPool2d, Padding, Pool2d,
-    PoolCache, PoolOp, WeightBias, for_each_sample_group,
+    ActivationFn, BatchNorm, Conv2d, ConvCache, Layer, MIN_TASK_VALUES, MaxPool2d, Padding,
+    ParamVec, Pool2d, PoolCache, PoolOp, WeightBias, for_each_sample_group,
 };
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::simd::{SimdF32, VectorKernel};
@@ -326,7 +326,7 @@ pub fn conv_residual_forward<
 #[derive(Clone, Copy, Debug)]
 pub struct ConvWeights<'a> {
     /// HWIO, as [`Conv2d::params`] stores it.
-    pub weight: &'a [f32],
+    pub weight: &'a ParamVec,
     /// One factor per filter, or none.
     pub scale: Option<&'a [f32]>,
     /// One value per filter.

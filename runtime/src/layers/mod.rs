@@ -47,9 +47,10 @@ pub use fused::{
 };
 pub use global_pool::{GlobalAvgPool2d, GlobalMaxPool2d, GlobalPool2d, GlobalPoolCache};
 pub use params::{
-    NoParams, ParamSet, TensorVisitor, TensorVisitorMut, UpdateVisitor, WeightBias,
-    update_layer_params, visit_layer_buffers, visit_layer_buffers_mut, visit_layer_params,
-    visit_layer_params_mut, visit_mut_prefixed, visit_prefixed, zip_mut_prefixed,
+    NoParams, ParamSet, ParamVec, TensorVisitor, TensorVisitorMut, UpdateVisitor, Version,
+    WeightBias, update_layer_params, visit_layer_buffers, visit_layer_buffers_mut,
+    visit_layer_params, visit_layer_params_mut, visit_mut_prefixed, visit_prefixed,
+    zip_mut_prefixed,
 };
 pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolCache, PoolOp, pool_output_len};
 pub use residual::{ResidualState, accumulate_gradient, residual_add_forward};

@@ -3,9 +3,137 @@
 //! Dense, convolution and batch normalisation layers hold a [`WeightBias`] (a weight tensor of
 //! any rank and a bias vector, the names weight files use); parameter-free layers have
 //! [`NoParams`]. Optimisers, weight files and gradient checks reach them through [`ParamSet`]'s
-//! visitors by name, without knowing the layer type.
+//! visitors by name, without knowing the layer type. Each tensor is a [`ParamVec`], whose
+//! [`Version`] tells a cache derived from its values (a convolution's Winograd filters) whether
+//! it is still current.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::aligned::AlignedVec;
+
+/// Identifies the values of a [`ParamVec`]: two vectors of the same version hold the same
+/// values (one is a clone of the other and neither was changed since). Versions come from one
+/// counter for the whole process and never repeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Version(u64);
+
+impl Version {
+    /// A version no vector had before.
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A parameter tensor's values (an [`AlignedVec`], a slice of `f32` through `Deref`) and their
+/// [`Version`]. Every way of changing the values (`DerefMut`, iterating `&mut`) first gives
+/// them a new version, so what is computed from them can be kept beside their version and
+/// reused while it matches, without reading the values again. A clone keeps the version;
+/// equality compares the values alone.
+///
+/// ```
+/// use constnet_runtime::layers::ParamVec;
+/// let mut weight = ParamVec::from(vec![1.0, 2.0]);
+/// let version = weight.version();
+/// assert_eq!(weight.clone().version(), version);
+/// weight[0] = 3.0;
+/// assert_ne!(weight.version(), version);
+/// ```
+#[derive(Clone)]
+pub struct ParamVec {
+    values: AlignedVec,
+    version: Version,
+}
+
+impl ParamVec {
+    /// `len` zeros.
+    pub fn zeros(len: usize) -> Self {
+        AlignedVec::zeros(len).into()
+    }
+
+    /// The version of the values as they are now.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+}
+
+impl Default for ParamVec {
+    fn default() -> Self {
+        AlignedVec::new().into()
+    }
+}
+
+impl From<AlignedVec> for ParamVec {
+    fn from(values: AlignedVec) -> Self {
+        Self {
+            values,
+            version: Version::next(),
+        }
+    }
+}
+
+impl From<Vec<f32>> for ParamVec {
+    fn from(values: Vec<f32>) -> Self {
+        AlignedVec::from(values).into()
+    }
+}
+
+impl From<&[f32]> for ParamVec {
+    fn from(values: &[f32]) -> Self {
+        AlignedVec::from(values).into()
+    }
+}
+
+impl FromIterator<f32> for ParamVec {
+    fn from_iter<I: IntoIterator<Item = f32>>(values: I) -> Self {
+        AlignedVec::from_iter(values).into()
+    }
+}
+
+impl Deref for ParamVec {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.values
+    }
+}
+
+/// A new version, then the values to change.
+impl DerefMut for ParamVec {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        self.version = Version::next();
+        &mut self.values
+    }
+}
+
+impl<'a> IntoIterator for &'a ParamVec {
+    type Item = &'a f32;
+    type IntoIter = std::slice::Iter<'a, f32>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut ParamVec {
+    type Item = &'a mut f32;
+    type IntoIter = std::slice::IterMut<'a, f32>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter_mut()
+    }
+}
+
+impl PartialEq for ParamVec {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values
+    }
+}
+
+impl fmt::Debug for ParamVec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.values.fmt(f)
+    }
+}
 
 /// Receives a named tensor: name, dimensions, values.
 pub type TensorVisitor<'a> = dyn FnMut(&str, &[usize], &[f32]) + 'a;
@@ -44,9 +172,9 @@ impl ParamSet for NoParams {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WeightBias {
     /// The weights, laid out as `weight_dims` says (row-major), starting on a cache line.
-    pub weight: AlignedVec,
+    pub weight: ParamVec,
     /// One bias per output channel or feature.
-    pub bias: AlignedVec,
+    pub bias: ParamVec,
     /// Dimensions of `weight`, e.g. `[in, out]` for dense, `[k, k, in_channels, filters]` for
     /// convolutions.
     pub weight_dims: &'static [usize],
@@ -56,8 +184,8 @@ impl WeightBias {
     /// Zeros of the given dimensions and bias length.
     pub fn zeros(weight_dims: &'static [usize], bias_len: usize) -> Self {
         Self {
-            weight: AlignedVec::zeros(weight_dims.iter().product()),
-            bias: AlignedVec::zeros(bias_len),
+            weight: ParamVec::zeros(weight_dims.iter().product()),
+            bias: ParamVec::zeros(bias_len),
             weight_dims,
         }
     }
