@@ -169,6 +169,10 @@ const KEEP_AWAKE_BATCH_MULS: usize = 1 << 23;
 /// taking each part as soon as it is offered. A spinner runs whatever it finds, and is stolen
 /// only after every older job on the queue (a stealer takes the oldest first), so inference of
 /// many batches in `par_iter` tasks still spreads those tasks over the pool.
+///
+/// Each pass also reverses the order in which products split along `K` visit their parts
+/// ([`crate::kernels::gemm`]'s `reverse_k_part_order`), so a dense layer's weights stream in
+/// alternating order from pass to pass.
 pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) -> R {
     let prepared_then_f = || {
         if !crate::kernels::thread_prepared_for(N::SCRATCH) {

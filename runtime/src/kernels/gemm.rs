@@ -575,7 +575,7 @@ const MIN_MULS_PER_AWAKE_PART: usize = 1 << 16;
 
 /// [`gemm`] split across the rayon pool: along `K` into a fixed number of parts when `K`
 /// dominates (see `k_parts`), else by rows of `C` when the product is large enough to gain (at
-/// least [`MIN_MULS_PER_PART`] multiply-adds, or [`MIN_MULS_PER_AWAKE_PART`] with the pool
+/// least `MIN_MULS_PER_PART` (2^22) multiply-adds, or `MIN_MULS_PER_AWAKE_PART` (2^16) with the pool
 /// awake, and 16 rows per part), or, for a single row, by 64-column panels.
 ///
 /// # Panics
@@ -1586,7 +1586,10 @@ mod tests {
                     reverse_k_part_order();
                     gemm_parallel(MatMut::row_major(&mut reversed, m, n), a, b, epilogue);
                 });
-                assert_eq!(c, reversed, "{m}x{k}x{n}: the parts' order changed the sums");
+                assert_eq!(
+                    c, reversed,
+                    "{m}x{k}x{n}: the parts' order changed the sums"
+                );
                 c
             };
             let one = on_threads(1);
