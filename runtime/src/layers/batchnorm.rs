@@ -198,9 +198,11 @@ impl<S: Shape> Layer for BatchNorm<S> {
                 dgamma[c] += (g_row[c] * x_row[c]) as f64;
             }
         }
-        for c in 0..S::CHANNELS {
-            grads.weight[c] = dgamma[c] as f32;
-            grads.bias[c] = dbeta[c] as f32;
+        for (grad, &sum) in grads.weight.iter_mut().zip(dgamma.iter()) {
+            *grad = sum as f32;
+        }
+        for (grad, &sum) in grads.bias.iter_mut().zip(dbeta.iter()) {
+            *grad = sum as f32;
         }
         let Some(grad_input) = grad_input else { return };
         grad_input.resize(grad_output.len());
