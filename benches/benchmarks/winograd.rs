@@ -1,11 +1,13 @@
 //! Winograd F(4x4, 3x3) kernels at the shape of the Keras MNIST network's second convolution
-//! (26x26x32 → 24x24x64), one thread, batch 1 and 128: each pass in "effective" GFLOP/s (the
-//! direct convolution's FLOPs over the time, so above the FMA peak is the point), and the
+//! (26x26x32 → 24x24x64), one thread, batch 1 and 128: each pass (and the forward pass with
+//! 2x2 max pooling in its output transform) in "effective" GFLOP/s (the direct convolution's
+//! FLOPs over the time, so above the FMA peak is the point), and the
 //! filter transforms, which a layer runs once per weight update, in time alone.
 
 use constnet::Flat;
 use constnet::kernels::winograd::{
-    Geometry, InputGradient, accumulate_gradients, filter_gradient, forward_rows, transform_filters,
+    Geometry, InputGradient, accumulate_gradients, filter_gradient, forward_rows,
+    forward_rows_max_pooled, transform_filters,
 };
 use criterion::{BenchmarkId, Criterion, Throughput};
 
@@ -54,6 +56,15 @@ fn passes(c: &mut Criterion<WallClock>) {
             b.iter(|| {
                 for (image, out) in images.chunks(per_image).zip(out.chunks_mut(per_output)) {
                     forward_rows(g, &u, image, 0..g.out_h, out, false.into());
+                }
+            })
+        });
+        let pooled_len = g.out_h / 2 * (g.out_w / 2) * g.filters;
+        let mut pooled = vec![0.0; samples * pooled_len];
+        group.bench_function(BenchmarkId::new("forward, max-pooled 2x2", &label), |b| {
+            b.iter(|| {
+                for (image, out) in images.chunks(per_image).zip(pooled.chunks_mut(pooled_len)) {
+                    forward_rows_max_pooled(g, &u, image, 0..g.out_h, out, false.into());
                 }
             })
         });

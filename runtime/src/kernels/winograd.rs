@@ -377,24 +377,85 @@ pub fn forward_rows(
     epilogue: Epilogue<'_>,
 ) {
     let g = geometry;
+    assert_eq!(out.len(), rows.len() * g.out_w * g.filters, "output rows");
+    forward_tiles(g, u, image, rows, out, epilogue, false);
+}
+
+/// [`forward_rows`] with 2x2 max pooling of stride 2 applied as each tile is stored: `pooled`
+/// receives the pooled rows `rows.start / 2..rows.end / 2` (HWC, `out_w / 2` columns; a last
+/// odd column of the convolution is dropped, as the pool drops it), and the convolution's own
+/// output is never written. `rows` starts and ends on even rows, so each 4x4 tile holds whole
+/// windows. Equals [`forward_rows`] followed by the pool, bit for bit (the same epilogue, then
+/// the pool's maximum taken over each window row by row, a NaN kept). The epilogue may not
+/// accumulate, and its activation is the identity or ReLU (the ones the tile applies in
+/// registers). Borrows [`Geometry::scratch_len`] values of scratch.
+///
+/// # Panics
+/// If the slices do not hold the sizes above, or `rows` or `epilogue` are not as described.
+pub fn forward_rows_max_pooled(
+    geometry: Geometry,
+    u: &[f32],
+    image: &[f32],
+    rows: Range<usize>,
+    pooled: &mut [f32],
+    epilogue: Epilogue<'_>,
+) {
+    let g = geometry;
+    assert!(
+        rows.start.is_multiple_of(2) && rows.end.is_multiple_of(2),
+        "pooled rows start and end on even rows"
+    );
+    assert_eq!(
+        pooled.len(),
+        rows.len() / 2 * (g.out_w / 2 * g.filters),
+        "pooled rows"
+    );
+    assert!(
+        !epilogue.accumulate
+            && matches!(
+                epilogue.activation,
+                ActivationKind::Identity | ActivationKind::Relu
+            ),
+        "a pooled tile applies the identity or ReLU, and does not accumulate"
+    );
+    forward_tiles(g, u, image, rows, pooled, epilogue, true);
+}
+
+/// The body of [`forward_rows`] and [`forward_rows_max_pooled`]: each chunk of tiles of rows
+/// `rows` transformed, multiplied and transformed back into `out`, its windows max-pooled when
+/// `max_pooled` (a row of `out` then stands for two output rows).
+fn forward_tiles(
+    g: Geometry,
+    u: &[f32],
+    image: &[f32],
+    rows: Range<usize>,
+    out: &mut [f32],
+    epilogue: Epilogue<'_>,
+    max_pooled: bool,
+) {
     assert_eq!(u.len(), g.filter_len(), "transformed filters");
     assert_eq!(image.len(), g.in_h * g.in_w * g.in_channels, "input image");
     assert!(rows.end <= g.out_h, "rows outside the output");
-    assert_eq!(out.len(), rows.len() * g.out_w * g.filters, "output rows");
     for values in [epilogue.scale, epilogue.bias].into_iter().flatten() {
         assert_eq!(values.len(), g.filters, "one scale and bias per filter");
     }
+    let (output_rows_per_row, row_len) = if max_pooled {
+        (2, g.out_w / 2 * g.filters)
+    } else {
+        (1, g.out_w * g.filters)
+    };
     let first_row = rows.start;
     g.for_each_chunk(rows, |tiles, v, m| {
         run_vectorized(InputTransform { g, image, tiles, v });
         multiply_positions(g.in_channels, g.filters, u, v, m, tiles.count);
-        let out = &mut out[(tiles.first_row - first_row) * g.out_w * g.filters..];
+        let out = &mut out[(tiles.first_row - first_row) / output_rows_per_row * row_len..];
         run_vectorized(OutputTransform {
             g,
             m,
             tiles,
             out,
             epilogue,
+            max_pooled,
         });
     });
 }
@@ -832,6 +893,9 @@ struct OutputTransform<'a> {
     tiles: Tiles,
     out: &'a mut [f32],
     epilogue: Epilogue<'a>,
+    /// Whether `out` receives each tile's 2x2 windows max-pooled ([`forward_rows_max_pooled`])
+    /// rather than the tile itself.
+    max_pooled: bool,
 }
 
 impl VectorKernel for OutputTransform<'_> {
@@ -845,6 +909,7 @@ impl VectorKernel for OutputTransform<'_> {
             tiles,
             out,
             epilogue,
+            max_pooled,
         } = self;
         let filters = g.filters;
         let relu_in_register = epilogue.activation == ActivationKind::Relu;
@@ -852,30 +917,55 @@ impl VectorKernel for OutputTransform<'_> {
             let ((y0, x0), rows, columns) = tiles.place(t, g.out_w);
             for_each_vector(filters, S::LANES, |f, len| {
                 // SAFETY: reads stay inside `m` (`count × 36 × filters`), the scale and bias
-                // hold a value per filter (checked by `forward_rows`), and writes go to rows
-                // `y0..y0 + rows` (below `end_row`) and columns below `out_w` of the chunk's
-                // output.
+                // hold a value per filter (checked by `forward_rows` and
+                // `forward_rows_max_pooled`), and writes go to rows `y0..y0 + rows` (below
+                // `end_row`) and columns below `out_w` of the chunk's output, or to the pooled
+                // windows that lie wholly inside them.
                 unsafe {
                     let at = m.as_ptr().add(t * POSITIONS * filters + f);
                     let block = load_block::<S, WINDOW>(at, filters, len);
-                    let y = transform_2d::<S, At, WINDOW, TILE>(block);
+                    let mut y = transform_2d::<S, At, WINDOW, TILE>(block);
                     let scale = epilogue
                         .scale
                         .map(|s| load_part::<S>(s.as_ptr().add(f), len));
                     let bias = epilogue
                         .bias
                         .map(|b| load_part::<S>(b.as_ptr().add(f), len));
+                    for value in y.iter_mut().flatten() {
+                        if let Some(scale) = scale {
+                            *value = value.mul(scale);
+                        }
+                        if let Some(bias) = bias {
+                            *value = value.add(bias);
+                        }
+                    }
+                    if max_pooled {
+                        let row_len = g.out_w / 2 * filters;
+                        let first = (y0 - tiles.first_row) / 2 * row_len + x0 / 2 * filters + f;
+                        for (pi, y_rows) in y.chunks_exact(2).enumerate().take(rows / 2) {
+                            for pj in 0..columns / 2 {
+                                let mut max = S::splat(f32::NEG_INFINITY);
+                                for y_row in y_rows {
+                                    for &value in &y_row[2 * pj..2 * pj + 2] {
+                                        let value = if relu_in_register {
+                                            value.relu()
+                                        } else {
+                                            value
+                                        };
+                                        max = max.max_keep_nan(value);
+                                    }
+                                }
+                                let dst = out.as_mut_ptr().add(first + pi * row_len + pj * filters);
+                                store_part(max, dst, len);
+                            }
+                        }
+                        return;
+                    }
                     for (i, y_row) in y.iter().enumerate().take(rows) {
                         let row = (y0 - tiles.first_row + i) * g.out_w;
                         for (j, &y) in y_row.iter().enumerate().take(columns) {
                             let dst = out.as_mut_ptr().add((row + x0 + j) * filters + f);
-                            let mut value = match scale {
-                                Some(scale) => y.mul(scale),
-                                None => y,
-                            };
-                            if let Some(bias) = bias {
-                                value = value.add(bias);
-                            }
+                            let mut value = y;
                             if epilogue.accumulate {
                                 value = value.add(load_part(dst, len));
                             }

@@ -145,6 +145,11 @@ pub(crate) struct PreparedWeights<'a> {
 }
 
 impl PreparedWeights<'_> {
+    /// Whether the convolution runs Winograd's algorithm.
+    pub(crate) fn is_winograd(&self) -> bool {
+        self.winograd.is_some()
+    }
+
     /// How an image's output rows may split between threads ([`for_each_output_rows`]), given
     /// the GEMM's `gemm_muls_per_row`: for Winograd, a quarter of the multiply-adds, and
     /// parts of whole 4-row tiles.
@@ -424,12 +429,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         accumulate: bool,
     ) {
         let weights = prepared.weights;
-        let epilogue = Epilogue {
-            accumulate,
-            scale: weights.scale,
-            bias: Some(weights.bias),
-            activation,
-        };
+        let epilogue = Self::epilogue(weights, activation, accumulate);
         if let Some(filters) = prepared.winograd {
             return winograd::forward_rows(Self::WINOGRAD, filters, image, rows, out, epilogue);
         }
@@ -451,6 +451,42 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
             Self::pad(image, padded);
             product(padded, Self::PADDED);
         });
+    }
+
+    /// Rows `rows` of one image's convolution by Winograd, as [`Self::forward_rows`] computes
+    /// them, max-pooled 2x2 with stride 2 into `pooled` as each tile is stored
+    /// ([`winograd::forward_rows_max_pooled`]: `rows` even at both ends, `activation` the
+    /// identity or ReLU).
+    ///
+    /// # Panics
+    /// If `prepared` has no Winograd filters, or as [`winograd::forward_rows_max_pooled`].
+    pub(crate) fn forward_rows_max_pooled(
+        prepared: PreparedWeights<'_>,
+        image: &[f32],
+        rows: Range<usize>,
+        pooled: &mut [f32],
+        activation: ActivationKind,
+    ) {
+        let filters = prepared
+            .winograd
+            .expect("the weights were prepared for Winograd");
+        let epilogue = Self::epilogue(prepared.weights, activation, false);
+        winograd::forward_rows_max_pooled(Self::WINOGRAD, filters, image, rows, pooled, epilogue);
+    }
+
+    /// The epilogue a convolution's product is stored with: its bias, its folded batch
+    /// normalisation's scale if any, then `activation`.
+    fn epilogue<'a>(
+        weights: ConvWeights<'a>,
+        activation: ActivationKind,
+        accumulate: bool,
+    ) -> Epilogue<'a> {
+        Epilogue {
+            accumulate,
+            scale: weights.scale,
+            bias: Some(weights.bias),
+            activation,
+        }
     }
 
     /// `image` with the zeros of `Same` padding around it, into `padded` ([`Self::PADDED`]

@@ -8,13 +8,14 @@
 //! (`f'` taken from the output, [`ActivationFn::derivative_from_output`]) and runs the linear
 //! layer's backward. Both equal the two unfused layers bit for bit.
 
+use std::any::TypeId;
 use std::ops::Range;
 
 use rayon::prelude::*;
 
 use super::pool::for_each_selecting_group;
 use super::{
-    ActivationFn, BatchNorm, Conv2d, ConvCache, Layer, MIN_TASK_VALUES, MaxPool2d, Padding,
+    ActivationFn, BatchNorm, Conv2d, ConvCache, Layer, MIN_TASK_VALUES, Max, MaxPool2d, Padding,
     ParamVec, Pool2d, PoolCache, PoolOp, WeightBias, for_each_sample_group,
 };
 use crate::kernels::elementwise::ActivationKind;
@@ -211,8 +212,19 @@ pub fn conv_activation_pool_forward<
     let split = prepared
         .row_split(M::W * K * K * I::C * M::C)
         .pooled(POOL_STRIDE);
+    // Winograd's 4x4 tiles hold whole 2x2 windows: its output transform pools them as it
+    // stores them, and the convolution's output is never written.
+    let pooled_by_tiles = prepared.is_winograd()
+        && (POOL, POOL_STRIDE) == (2, 2)
+        && TypeId::of::<Op>() == TypeId::of::<Max>()
+        && matches!(activation, ActivationKind::Identity | ActivationKind::Relu);
     let pooled_rows = |image: &[f32], rows: Range<usize>, out: &mut [f32]| {
         let needed = conv_rows(&rows);
+        if pooled_by_tiles {
+            return Conv2d::<I, M, K, STRIDE, P>::forward_rows_max_pooled(
+                prepared, image, needed, out, activation,
+            );
+        }
         with_scratch(needed.len() * M::W * M::C, |conv_out| {
             Conv2d::<I, M, K, STRIDE, P>::forward_rows(
                 prepared,
@@ -556,6 +568,15 @@ mod tests {
                 ActivationKind::Identity,
                 samples,
             );
+            // Winograd pooling its own tiles at odd sizes and a channel count off the vector
+            // width: a last tile row and column partly outside, an odd last column dropped.
+            for activation in [ActivationKind::Identity, ActivationKind::Relu] {
+                conv_pool_equals_the_three_layers::<_, _, Hwc<6, 12, 20>, 3, 1, Valid, Max, 2, 2>(
+                    Conv2d::<Hwc<15, 27, 16>, Hwc<13, 25, 20>, 3>::new(&mut rng),
+                    activation,
+                    samples,
+                );
+            }
             conv_pool_equals_the_three_layers::<_, _, Hwc<12, 12, 32>, 5, 1, Valid, Max, 2, 2>(
                 Conv2d::<Hwc<28, 28, 1>, Hwc<24, 24, 32>, 5>::new(&mut rng),
                 ActivationKind::Relu,
