@@ -917,10 +917,10 @@ impl VectorKernel for OutputTransform<'_> {
             let ((y0, x0), rows, columns) = tiles.place(t, g.out_w);
             for_each_vector(filters, S::LANES, |f, len| {
                 // SAFETY: reads stay inside `m` (`count × 36 × filters`), the scale and bias
-                // hold a value per filter (checked by `forward_rows` and
-                // `forward_rows_max_pooled`), and writes go to rows `y0..y0 + rows` (below
-                // `end_row`) and columns below `out_w` of the chunk's output, or to the pooled
-                // windows that lie wholly inside them.
+                // hold a value per filter (checked by `forward_tiles`), and writes go to rows
+                // `y0..y0 + rows` (below `end_row`) and columns below `out_w` of the chunk's
+                // output, or, pooled, to the windows that lie wholly inside those rows and
+                // columns (`forward_rows_max_pooled` checked that `out` holds them).
                 unsafe {
                     let at = m.as_ptr().add(t * POSITIONS * filters + f);
                     let block = load_block::<S, WINDOW>(at, filters, len);

@@ -181,7 +181,9 @@ impl<F: ActivationFn> VectorKernel for TimesDerivative<'_, F> {
 /// normalisation folded in by [`fold_batchnorm`]), `activation` (in its epilogue) and the
 /// pooling after it: `output = pool(activation(conv(input)))`. Each image's convolution output
 /// (at batches smaller than the pool, each part's rows of it) lives only in per-thread scratch,
-/// pooled right after it is computed. `cache` is the convolution's.
+/// pooled right after it is computed; 2x2 max pooling after Winograd with the identity or ReLU
+/// is taken in Winograd's output transform, and the convolution's output is not stored at all.
+/// `cache` is the convolution's.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_activation_pool_forward<
     I: Image,
@@ -573,6 +575,11 @@ mod tests {
             for activation in [ActivationKind::Identity, ActivationKind::Relu] {
                 conv_pool_equals_the_three_layers::<_, _, Hwc<6, 12, 20>, 3, 1, Valid, Max, 2, 2>(
                     Conv2d::<Hwc<15, 27, 16>, Hwc<13, 25, 20>, 3>::new(&mut rng),
+                    activation,
+                    samples,
+                );
+                conv_pool_equals_the_three_layers::<_, _, Hwc<7, 6, 16>, 3, 1, Same, Max, 2, 2>(
+                    Conv2d::<Hwc<14, 13, 16>, Hwc<14, 13, 16>, 3, 1, Same>::new(&mut rng),
                     activation,
                     samples,
                 );
