@@ -589,6 +589,40 @@ fn multiply_positions(c: usize, f: usize, u: &[f32], v: &[f32], m: &mut [f32], t
     }
 }
 
+/// Stores the maximum of each of a tile's 2x2 `windows` (rows, columns of them), after ReLU
+/// when `relu`, as `len` values at `dst`, windows `row_len` apart down and `filters` across:
+/// each window's values taken row by row, a NaN kept, as max pooling takes them.
+///
+/// # Safety
+/// `dst` must be valid for those writes; the CPU must support `S`.
+#[inline(always)]
+unsafe fn store_max_pooled<S: SimdF32>(
+    tile: &[[S; TILE]; TILE],
+    (window_rows, window_columns): (usize, usize),
+    relu: bool,
+    dst: *mut f32,
+    row_len: usize,
+    filters: usize,
+    len: usize,
+) {
+    // Plain loops, no closures: see `kernels::simd` on what stands between a target-feature
+    // entry point and its vector code.
+    for (pi, tile_rows) in tile.chunks_exact(2).enumerate().take(window_rows) {
+        for pj in 0..window_columns {
+            // SAFETY: the caller's instruction set supports `S`, and `dst` covers the window.
+            unsafe {
+                let mut max = S::splat(f32::NEG_INFINITY);
+                for row in tile_rows {
+                    for &value in &row[2 * pj..2 * pj + 2] {
+                        max = max.max_keep_nan(if relu { value.relu() } else { value });
+                    }
+                }
+                store_part(max, dst.add(pi * row_len + pj * filters), len);
+            }
+        }
+    }
+}
+
 /// Loads `len` values (at most `S::LANES`) from `src`, the lanes past them zero.
 ///
 /// # Safety
@@ -942,23 +976,9 @@ impl VectorKernel for OutputTransform<'_> {
                     if max_pooled {
                         let row_len = g.out_w / 2 * filters;
                         let first = (y0 - tiles.first_row) / 2 * row_len + x0 / 2 * filters + f;
-                        for (pi, y_rows) in y.chunks_exact(2).enumerate().take(rows / 2) {
-                            for pj in 0..columns / 2 {
-                                let mut max = S::splat(f32::NEG_INFINITY);
-                                for y_row in y_rows {
-                                    for &value in &y_row[2 * pj..2 * pj + 2] {
-                                        let value = if relu_in_register {
-                                            value.relu()
-                                        } else {
-                                            value
-                                        };
-                                        max = max.max_keep_nan(value);
-                                    }
-                                }
-                                let dst = out.as_mut_ptr().add(first + pi * row_len + pj * filters);
-                                store_part(max, dst, len);
-                            }
-                        }
+                        let windows = (rows / 2, columns / 2);
+                        let dst = out.as_mut_ptr().add(first);
+                        store_max_pooled(&y, windows, relu_in_register, dst, row_len, filters, len);
                         return;
                     }
                     for (i, y_row) in y.iter().enumerate().take(rows) {
