@@ -10,6 +10,7 @@ pub mod network;
 pub mod peak;
 pub mod pool;
 pub mod winograd;
+pub mod workloads;
 
 use constnet::init::seeded_rng;
 use constnet::layers::Layer;

@@ -1,0 +1,111 @@
+//! Batch-1 inference latency of the peer workloads, call by call, as the peers' scripts
+//! (`../shared/peers/python/bench_ort.py`) report it: the median, 99th percentile and mean of
+//! many timed calls after a warm-up, on 1 and 2 threads.
+//!
+//! Each configuration is timed twice over:
+//! - from a pool thread: the calls run inside `ThreadPool::install`, as criterion's batch-1
+//!   benchmarks run them and as a program that calls `infer` from its own rayon work does;
+//! - from outside the pool: each call starts on a thread of its own, as a program's main thread
+//!   calls `infer`, and waits while a pool thread runs the pass.
+//!
+//! Run with `cargo bench --bench latency`; `-- W1` times one workload, `--calls N` sets the
+//! number of timed calls (default 3000).
+
+#[path = "benchmarks/workloads.rs"]
+mod workloads;
+
+use std::time::Instant;
+
+use constnet::network::Network;
+use constnet::{Batch, Flat, Hwc};
+use rayon::{ThreadPool, ThreadPoolBuilder};
+use workloads::{W1, W2, W3};
+
+/// Calls made before timing starts.
+const WARM_UP_CALLS: usize = 300;
+
+/// Per-call latencies in microseconds, summarised as the peers summarise theirs.
+struct Summary {
+    median: f64,
+    p99: f64,
+    mean: f64,
+}
+
+impl Summary {
+    fn of(mut micros: Vec<f64>) -> Self {
+        micros.sort_by(f64::total_cmp);
+        let percentile = |p: f64| micros[((micros.len() - 1) as f64 * p).round() as usize];
+        Self {
+            median: percentile(0.5),
+            p99: percentile(0.99),
+            mean: micros.iter().sum::<f64>() / micros.len() as f64,
+        }
+    }
+}
+
+/// Times `calls` calls of `call` after the warm-up, each on its own.
+fn time_calls(calls: usize, mut call: impl FnMut()) -> Summary {
+    for _ in 0..WARM_UP_CALLS {
+        call();
+    }
+    let micros = (0..calls)
+        .map(|_| {
+            let start = Instant::now();
+            call();
+            start.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    Summary::of(micros)
+}
+
+/// Times network `N` at batch 1 on `pool`, from one of its threads and from outside it.
+fn workload<N>(pool: &ThreadPool, calls: usize) -> [Summary; 2]
+where
+    N: Network<Input = Hwc<28, 28, 1>, Output = Flat<10>>,
+{
+    let network = N::new(0);
+    let image = Batch::<Hwc<28, 28, 1>>::from_fn(1, |i| ((i * 37) % 101) as f32 / 101.0);
+    let mut workspace = N::Cache::default();
+    let mut infer = || {
+        std::hint::black_box(network.infer(&image, &mut workspace));
+    };
+    let from_pool_thread = pool.install(|| time_calls(calls, &mut infer));
+    let from_outside = time_calls(calls, || pool.install(&mut infer));
+    [from_pool_thread, from_outside]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let calls = args
+        .iter()
+        .position(|arg| arg == "--calls")
+        .and_then(|at| args.get(at + 1)?.parse().ok())
+        .unwrap_or(3000);
+    let filter = args
+        .iter()
+        .enumerate()
+        .find(|(at, arg)| !arg.starts_with("--") && (*at == 0 || args[at - 1] != "--calls"))
+        .map_or("", |(_, arg)| arg.as_str());
+    type Run = fn(&ThreadPool, usize) -> [Summary; 2];
+    let workloads: [(&str, Run); 3] = [
+        ("W1", workload::<W1>),
+        ("W2", workload::<W2>),
+        ("W3", workload::<W3>),
+    ];
+    println!("Batch-1 inference, µs per call: median / p99 / mean of {calls} calls");
+    println!(
+        "{:<9}{:<9}{:>26}{:>26}",
+        "network", "threads", "from a pool thread", "from outside the pool"
+    );
+    for (name, run) in workloads.iter().filter(|(name, _)| name.contains(filter)) {
+        for threads in [1, 2] {
+            let pool = ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a thread pool");
+            let cells = run(&pool, calls)
+                .map(|s| format!("{:.1} / {:.1} / {:.1}", s.median, s.p99, s.mean));
+            println!("{name:<9}{threads:<9}{:>26}{:>26}", cells[0], cells[1]);
+        }
+    }
+}
