@@ -3,7 +3,7 @@
 
 use constnet::gradcheck::GradCheck;
 use constnet::init::seeded_rng;
-use constnet::layers::{Chain, Conv2d, ConvAlgorithm, Layer, ParamSet};
+use constnet::layers::{Chain, Conv2d, ForcedConv, Layer, ParamSet};
 use constnet::loss::{Head, OutputActivation, sparse_softmax_cross_entropy};
 use constnet::network::Network;
 use constnet::rand::RngExt;
@@ -449,8 +449,8 @@ fn the_plan_fuses_views_and_alternates_buffers() {
     }
     let activations = "Activations at batch 128: inference 15,799,296 bytes (2 buffers and the \
                        output), training 50,614,272 bytes (the outputs backward reads and every gradient)\n";
-    match ConvAlgorithm::forced() {
-        // conv2's filters with Winograd: 36 x 32 x 64 transformed.
+    match ForcedConv::from_env() {
+        // conv2's filters with Winograd F(4x4, 3x3): 36 x 32 x 64 transformed.
         None => assert!(
             plan.ends_with(&format!(
                 "{activations}Transformed filters kept between calls (Winograd): 294,912 bytes \
@@ -458,8 +458,8 @@ fn the_plan_fuses_views_and_alternates_buffers() {
             )),
             "{plan}"
         ),
-        Some(ConvAlgorithm::Gemm) => assert!(plan.ends_with(activations), "{plan}"),
-        Some(ConvAlgorithm::Winograd) => assert!(plan.contains(activations), "{plan}"),
+        Some(ForcedConv::Gemm) => assert!(plan.ends_with(activations), "{plan}"),
+        Some(ForcedConv::Winograd(_)) => assert!(plan.contains(activations), "{plan}"),
     }
 }
 

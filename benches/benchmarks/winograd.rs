@@ -1,12 +1,13 @@
-//! Winograd F(4x4, 3x3) kernels at the shape of the Keras MNIST network's second convolution
-//! (26x26x32 → 24x24x64), one thread, batch 1 and 128: each pass (and the forward pass with
+//! Winograd's F(4x4, 3x3) and F(2x2, 3x3) kernels at the shape of the Keras MNIST network's
+//! second convolution (26x26x32 → 24x24x64), one thread, batch 1 and 128: each pass (and the
+//! forward pass with
 //! 2x2 max pooling in its output transform) in "effective" GFLOP/s (the direct convolution's
 //! FLOPs over the time, so above the FMA peak is the point), and the
 //! filter transforms, which a layer runs once per weight update, in time alone.
 
 use constnet::Flat;
 use constnet::kernels::winograd::{
-    Geometry, InputGradient, accumulate_gradients, filter_gradient, forward_rows,
+    Geometry, InputGradient, Tile, accumulate_gradients, filter_gradient, forward_rows,
     forward_rows_max_pooled, transform_filters,
 };
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -14,17 +15,23 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use super::measurement::WallClock;
 use super::noise;
 
-/// 26x26x32 → 24x24x64, valid padding.
-const CONV2: Geometry = Geometry {
-    in_h: 26,
-    in_w: 26,
-    in_channels: 32,
-    out_h: 24,
-    out_w: 24,
-    filters: 64,
-    pad_top: 0,
-    pad_left: 0,
-};
+/// 26x26x32 → 24x24x64, valid padding, with `tile`.
+const fn conv2(tile: Tile) -> Geometry {
+    Geometry {
+        in_h: 26,
+        in_w: 26,
+        in_channels: 32,
+        out_h: 24,
+        out_w: 24,
+        filters: 64,
+        pad_top: 0,
+        pad_left: 0,
+        tile,
+    }
+}
+
+/// The filterings benchmarked.
+const TILES: [Tile; 2] = [Tile::F4x4, Tile::F2x2];
 
 /// `len` values of noise.
 fn values(len: usize) -> Vec<f32> {
@@ -33,16 +40,16 @@ fn values(len: usize) -> Vec<f32> {
 
 /// FLOPs of the direct forward pass of `samples` images (as many as either direct gradient).
 fn direct_flops(samples: usize) -> u64 {
-    let g = CONV2;
+    let g = conv2(Tile::F4x4);
     (2 * samples * g.out_h * g.out_w * g.filters * 9 * g.in_channels) as u64
 }
 
-fn passes(c: &mut Criterion<WallClock>) {
-    let mut group = c.benchmark_group("winograd 26x26x32 -> 24x24x64");
-    let weight = values(9 * CONV2.in_channels * CONV2.filters);
+fn passes(c: &mut Criterion<WallClock>, tile: Tile) {
+    let mut group = c.benchmark_group(format!("winograd {tile} 26x26x32 -> 24x24x64"));
+    let g = conv2(tile);
+    let weight = values(9 * g.in_channels * g.filters);
     for samples in [1, 128] {
         let label = format!("batch {samples}");
-        let g = CONV2;
         let (per_image, per_output) = (
             g.in_h * g.in_w * g.in_channels,
             g.out_h * g.out_w * g.filters,
@@ -99,9 +106,9 @@ fn passes(c: &mut Criterion<WallClock>) {
     group.finish();
 }
 
-fn filter_transforms(c: &mut Criterion<WallClock>) {
-    let mut group = c.benchmark_group("winograd filters 3x3x32x64");
-    let g = CONV2;
+fn filter_transforms(c: &mut Criterion<WallClock>, tile: Tile) {
+    let mut group = c.benchmark_group(format!("winograd {tile} filters 3x3x32x64"));
+    let g = conv2(tile);
     let weight = values(9 * g.in_channels * g.filters);
     let mut u = vec![0.0; g.filter_len()];
     group.bench_function("transform (once per weight update)", |b| {
@@ -116,6 +123,8 @@ fn filter_transforms(c: &mut Criterion<WallClock>) {
 }
 
 pub fn bench(c: &mut Criterion<WallClock>) {
-    passes(c);
-    filter_transforms(c);
+    for tile in TILES {
+        passes(c, tile);
+        filter_transforms(c, tile);
+    }
 }

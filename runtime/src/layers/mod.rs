@@ -34,7 +34,8 @@ pub use activation::{
 };
 pub use batchnorm::{BatchNorm, BatchNormCache};
 pub use conv::{
-    Conv2d, ConvAlgorithm, ConvCache, Padding, Same, Valid, conv_output_len, padding_before,
+    Conv2d, ConvAlgorithm, ConvCache, ForcedConv, Padding, Same, Valid, conv_output_len,
+    padding_before,
 };
 pub use dense::Dense;
 pub use depthwise::{DepthwiseCache, DepthwiseConv2d};

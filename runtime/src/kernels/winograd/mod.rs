@@ -1,6 +1,8 @@
-//! Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray 2015): the forward pass and both
-//! gradients of a 3x3, stride-1 convolution with 4x fewer multiplications than the direct
-//! product.
+//! Winograd's minimal filterings F(4x4, 3x3) and F(2x2, 3x3) (Lavin & Gray 2015): the forward
+//! pass and both gradients of a 3x3, stride-1 convolution with 4x or 2.25x fewer
+//! multiplications than the direct product. [`Geometry::tile`] says which ([`Tile`]); the text
+//! below speaks of F(4x4, 3x3), and F(2x2, 3x3) is the same with 2x2 tiles, 4x4 windows and 16
+//! positions.
 //!
 //! Each 4x4 tile of the output is computed from the 6x6 input window over it:
 //! `Y = Aᵀ [Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B)] A`, for every filter, with `g_c` the filter's 3x3
@@ -26,226 +28,65 @@
 //! computes both ([`accumulate_gradients`]), transforming its output gradient once.
 //!
 //! Transforms run over channels (or filters) a vector at a time, through `VectorKernel`, so
-//! each compiles for every instruction set. The interpolation points are 0, ±1, ±2 and ∞ (Lavin
-//! & Gray's); the tests bound the rounding error against the f64 direct convolution.
+//! each compiles for every instruction set; each kernel is written once for both filterings
+//! (`TiledKernel`), whose constant transforms live in the `transforms` module. The tests bound the
+//! rounding error against the f64 direct convolution.
+
+mod transforms;
 
 use std::ops::Range;
 
 use super::gemm::{Epilogue, MatMut, MatRef, gemm};
 use super::simd::{SimdF32, VectorKernel};
 use super::{elementwise::ActivationKind, run_vectorized, with_scratch};
+use transforms::{F2x2, F4x4, Filtering, transform_2d};
 
-/// Output rows and columns of one tile.
-pub const TILE: usize = 4;
-/// Input rows and columns one tile reads.
-const WINDOW: usize = TILE + 2;
-/// Positions of a transformed tile: one product each.
-const POSITIONS: usize = WINDOW * WINDOW;
-/// Most tiles transformed and multiplied together (unless one band of tiles across the image
-/// has more): their transformed inputs and products (`36 · tiles · (in_channels + filters)`
-/// values) stay in L2 between the three steps.
-const TILES_PER_CHUNK: usize = 24;
-
-/// A 1-D transform of `N` vectors into `R` by a constant matrix; [`transform_2d`] applies it
-/// to the rows and columns of a block (`M x Mᵀ`).
-trait Transform1d<const N: usize, const R: usize> {
-    /// `M x` for one column `x`.
-    ///
-    /// # Safety
-    /// The CPU must support `S`'s instruction set.
-    unsafe fn apply<S: SimdF32>(x: [S; N]) -> [S; R];
+/// Which of Winograd's minimal filterings for 3x3 kernels a convolution runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tile {
+    /// F(2x2, 3x3): 2x2 output tiles from 4x4 input windows, 2.25x fewer multiplications than
+    /// the direct product; its transforms' constants are 0, ±1 and ±1/2, so it rounds less
+    /// than F(4x4, 3x3).
+    F2x2,
+    /// F(4x4, 3x3): 4x4 output tiles from 6x6 input windows, 4x fewer multiplications.
+    F4x4,
 }
 
-/// `M x Mᵀ` for the matrix `M` of `T`: `T` on each column of `x`, then on each row.
-///
-/// # Safety
-/// The CPU must support `S`'s instruction set.
-#[inline(always)]
-unsafe fn transform_2d<S: SimdF32, T: Transform1d<N, R>, const N: usize, const R: usize>(
-    x: [[S; N]; N],
-) -> [[S; R]; R] {
-    // SAFETY: the caller's instruction set supports `S`.
-    unsafe {
-        let mut columns_done = [[S::zero(); N]; R];
-        for j in 0..N {
-            let mut column = [S::zero(); N];
-            for (value, row) in column.iter_mut().zip(&x) {
-                *value = row[j];
-            }
-            for (row, value) in columns_done.iter_mut().zip(T::apply(column)) {
-                row[j] = value;
-            }
+impl Tile {
+    /// Output rows and columns of one tile.
+    pub const fn size(self) -> usize {
+        match self {
+            Tile::F2x2 => 2,
+            Tile::F4x4 => 4,
         }
-        let mut out = [[S::zero(); R]; R];
-        for (out_row, row) in out.iter_mut().zip(columns_done) {
-            *out_row = T::apply(row);
-        }
-        out
+    }
+
+    /// Positions of a transformed tile (its input window's values): one product each.
+    pub const fn positions(self) -> usize {
+        (self.size() + 2) * (self.size() + 2)
+    }
+
+    /// Element-wise products per input channel and filter of an `out_h × out_w` output: its
+    /// tiles (the last ones overhanging the edge) times their positions.
+    pub const fn products(self, out_h: usize, out_w: usize) -> usize {
+        out_h.div_ceil(self.size()) * out_w.div_ceil(self.size()) * self.positions()
     }
 }
 
-/// The input transform:
-/// ```text
-/// Bᵀ = [4  0 -5  0  1  0]
-///      [0 -4 -4  1  1  0]
-///      [0  4 -4 -1  1  0]
-///      [0 -2 -1  2  1  0]
-///      [0  2 -1 -2  1  0]
-///      [0  4  0 -5  0  1]
-/// ```
-struct Bt;
-
-impl Transform1d<WINDOW, WINDOW> for Bt {
-    #[inline(always)]
-    unsafe fn apply<S: SimdF32>(d: [S; WINDOW]) -> [S; WINDOW] {
-        // SAFETY: the caller's instruction set supports `S`.
-        unsafe {
-            let (four, five, two) = (S::splat(4.0), S::splat(5.0), S::splat(2.0));
-            let (d1_plus_d2, d1_minus_d2) = (d[1].add(d[2]), d[1].sub(d[2]));
-            let (d3_minus_d1, d4_minus_d2) = (d[3].sub(d[1]), d[4].sub(d[2]));
-            [
-                d[0].mul_add(four, d[4]).sub(d[2].mul(five)),
-                d[3].add(d[4]).sub(d1_plus_d2.mul(four)),
-                d1_minus_d2.mul_add(four, d[4].sub(d[3])),
-                d3_minus_d1.mul_add(two, d4_minus_d2),
-                d4_minus_d2.sub(d3_minus_d1.mul(two)),
-                d[1].mul_add(four, d[5]).sub(d[3].mul(five)),
-            ]
-        }
+impl std::fmt::Display for Tile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Tile::F2x2 => "F(2x2, 3x3)",
+            Tile::F4x4 => "F(4x4, 3x3)",
+        })
     }
 }
 
-/// The input-gradient transform, `B` (the transpose of [`Bt`]'s matrix).
-struct B;
-
-impl Transform1d<WINDOW, WINDOW> for B {
-    #[inline(always)]
-    unsafe fn apply<S: SimdF32>(v: [S; WINDOW]) -> [S; WINDOW] {
-        // SAFETY: the caller's instruction set supports `S`.
-        unsafe {
-            let (v1_plus_v2, v3_plus_v4) = (v[1].add(v[2]), v[3].add(v[4]));
-            let (v2_minus_v1, v3_minus_v4) = (v[2].sub(v[1]), v[3].sub(v[4]));
-            let (four, two) = (S::splat(4.0), S::splat(2.0));
-            [
-                v[0].mul(four),
-                v2_minus_v1.add(v[5]).mul(four).sub(v3_minus_v4.mul(two)),
-                v1_plus_v2
-                    .mul_add(S::splat(-4.0), v[0].mul(S::splat(-5.0)))
-                    .sub(v3_plus_v4),
-                v3_minus_v4
-                    .mul_add(two, v[1].sub(v[2]))
-                    .sub(v[5].mul(S::splat(5.0))),
-                v[0].add(v1_plus_v2).add(v3_plus_v4),
-                v[5],
-            ]
-        }
-    }
-}
-
-/// The filter transform:
-/// ```text
-/// G = [ 1/4     0     0 ]
-///     [-1/6  -1/6  -1/6 ]
-///     [-1/6   1/6  -1/6 ]
-///     [1/24  1/12   1/6 ]
-///     [1/24 -1/12   1/6 ]
-///     [   0     0     1 ]
-/// ```
-struct G;
-
-impl Transform1d<3, WINDOW> for G {
-    #[inline(always)]
-    unsafe fn apply<S: SimdF32>(g: [S; 3]) -> [S; WINDOW] {
-        // SAFETY: the caller's instruction set supports `S`.
-        unsafe {
-            let outer = g[0].add(g[2]);
-            let g0_24 = g[0].mul(S::splat(1.0 / 24.0));
-            let g1_12 = g[1].mul(S::splat(1.0 / 12.0));
-            let g2_6 = g[2].mul(S::splat(1.0 / 6.0));
-            let minus_sixth = S::splat(-1.0 / 6.0);
-            [
-                g[0].mul(S::splat(0.25)),
-                outer.add(g[1]).mul(minus_sixth),
-                outer.sub(g[1]).mul(minus_sixth),
-                g0_24.add(g1_12).add(g2_6),
-                g0_24.sub(g1_12).add(g2_6),
-                g[2],
-            ]
-        }
-    }
-}
-
-/// The output transform:
-/// ```text
-/// Aᵀ = [1  1  1  1  1  0]
-///      [0  1 -1  2 -2  0]
-///      [0  1  1  4  4  0]
-///      [0  1 -1  8 -8  1]
-/// ```
-struct At;
-
-impl Transform1d<WINDOW, TILE> for At {
-    #[inline(always)]
-    unsafe fn apply<S: SimdF32>(m: [S; WINDOW]) -> [S; TILE] {
-        // SAFETY: the caller's instruction set supports `S`.
-        unsafe {
-            let (m1_plus_m2, m1_minus_m2) = (m[1].add(m[2]), m[1].sub(m[2]));
-            let (m3_plus_m4, m3_minus_m4) = (m[3].add(m[4]), m[3].sub(m[4]));
-            [
-                m[0].add(m1_plus_m2).add(m3_plus_m4),
-                m3_minus_m4.mul_add(S::splat(2.0), m1_minus_m2),
-                m3_plus_m4.mul_add(S::splat(4.0), m1_plus_m2),
-                m3_minus_m4.mul_add(S::splat(8.0), m1_minus_m2).add(m[5]),
-            ]
-        }
-    }
-}
-
-/// The output-gradient transform, `A` (the transpose of [`At`]'s matrix).
-struct A;
-
-impl Transform1d<TILE, WINDOW> for A {
-    #[inline(always)]
-    unsafe fn apply<S: SimdF32>(y: [S; TILE]) -> [S; WINDOW] {
-        // SAFETY: the caller's instruction set supports `S`.
-        unsafe {
-            let (y0_plus_y2, y1_plus_y3) = (y[0].add(y[2]), y[1].add(y[3]));
-            let (two_y1, eight_y3) = (y[1].add(y[1]), y[3].mul(S::splat(8.0)));
-            let y0_plus_4y2 = y[2].mul_add(S::splat(4.0), y[0]);
-            [
-                y[0],
-                y0_plus_y2.add(y1_plus_y3),
-                y0_plus_y2.sub(y1_plus_y3),
-                y0_plus_4y2.add(two_y1).add(eight_y3),
-                y0_plus_4y2.sub(two_y1).sub(eight_y3),
-                y[3],
-            ]
-        }
-    }
-}
-
-/// The filter-gradient transform, `Gᵀ` (the transpose of [`G`]'s matrix).
-struct Gt;
-
-impl Transform1d<WINDOW, 3> for Gt {
-    #[inline(always)]
-    unsafe fn apply<S: SimdF32>(m: [S; WINDOW]) -> [S; 3] {
-        // SAFETY: the caller's instruction set supports `S`.
-        unsafe {
-            let (m1_plus_m2, m3_plus_m4) = (m[1].add(m[2]), m[3].add(m[4]));
-            let sixth = S::splat(1.0 / 6.0);
-            [
-                m[0].mul(S::splat(0.25))
-                    .sub(m1_plus_m2.mul(sixth))
-                    .add(m3_plus_m4.mul(S::splat(1.0 / 24.0))),
-                m[2].sub(m[1])
-                    .mul(sixth)
-                    .add(m[3].sub(m[4]).mul(S::splat(1.0 / 12.0))),
-                m3_plus_m4.sub(m1_plus_m2).mul_add(sixth, m[5]),
-            ]
-        }
-    }
-}
+/// Most tile positions transformed and multiplied together (unless one band of tiles across the
+/// image has more): their transformed inputs and products (`positions · (in_channels +
+/// filters)` values) stay in L2 between the three steps. 24 tiles of F(4x4, 3x3), 54 of F(2x2,
+/// 3x3).
+const POSITIONS_PER_CHUNK: usize = 24 * 36;
 
 /// The shapes of one convolution (3x3, stride 1) as the Winograd kernels see them: an
 /// `in_h × in_w × in_channels` image (HWC) whose output is `out_h × out_w × filters`, the
@@ -269,48 +110,54 @@ pub struct Geometry {
     pub pad_top: usize,
     /// Zero columns left of the image.
     pub pad_left: usize,
+    /// The filtering.
+    pub tile: Tile,
 }
 
 impl Geometry {
     /// Values of the transformed filters ([`transform_filters`]).
     pub const fn filter_len(&self) -> usize {
-        POSITIONS * self.in_channels * self.filters
+        self.tile.positions() * self.in_channels * self.filters
     }
 
     /// Values of scratch one [`forward_rows`] or [`accumulate_gradients`] call borrows.
     pub const fn scratch_len(&self) -> usize {
-        POSITIONS * self.bands_per_chunk() * self.tiles_across() * (self.in_channels + self.filters)
+        let tiles = self.bands_per_chunk() * self.tiles_across();
+        self.tile.positions() * tiles * (self.in_channels + self.filters)
     }
 
-    /// Tiles across one band of 4 output rows.
+    /// Tiles across one band of output rows (a tile high).
     const fn tiles_across(&self) -> usize {
-        self.out_w.div_ceil(TILE)
+        self.out_w.div_ceil(self.tile.size())
     }
 
     /// Bands of tiles transformed and multiplied together: as many as fit in
-    /// [`TILES_PER_CHUNK`] tiles, and at least one.
+    /// [`POSITIONS_PER_CHUNK`] positions, and at least one.
     const fn bands_per_chunk(&self) -> usize {
-        let bands = TILES_PER_CHUNK / self.tiles_across();
+        let bands = POSITIONS_PER_CHUNK / self.tile.positions() / self.tiles_across();
         if bands > 0 { bands } else { 1 }
     }
 
     /// Runs `f(tiles, v, other)` for each chunk of the tiles of output rows `rows`, with
-    /// scratch for the chunk's transformed inputs `v` (`count × 36 × in_channels` values) and
-    /// its transformed outputs or output gradients (`count × 36 × filters`).
+    /// scratch for the chunk's transformed inputs `v` (`count × positions × in_channels`
+    /// values) and its transformed outputs or output gradients (`count × positions ×
+    /// filters`).
     fn for_each_chunk(&self, rows: Range<usize>, mut f: impl FnMut(Tiles, &mut [f32], &mut [f32])) {
         let (across, bands_per_chunk) = (self.tiles_across(), self.bands_per_chunk());
-        let bands = rows.len().div_ceil(TILE);
+        let (size, positions) = (self.tile.size(), self.tile.positions());
+        let bands = rows.len().div_ceil(size);
         with_scratch(self.scratch_len(), |scratch| {
             for first_band in (0..bands).step_by(bands_per_chunk) {
                 let count = bands_per_chunk.min(bands - first_band) * across;
                 let tiles = Tiles {
-                    first_row: rows.start + first_band * TILE,
+                    first_row: rows.start + first_band * size,
                     end_row: rows.end,
                     across,
                     count,
+                    size,
                 };
-                let (v, other) = scratch.split_at_mut(POSITIONS * count * self.in_channels);
-                f(tiles, v, &mut other[..POSITIONS * count * self.filters]);
+                let (v, other) = scratch.split_at_mut(positions * count * self.in_channels);
+                f(tiles, v, &mut other[..positions * count * self.filters]);
             }
         });
     }
@@ -328,7 +175,7 @@ pub fn transform_filters(geometry: Geometry, weight: &[f32], u: &mut [f32]) {
         "3x3 HWIO weights"
     );
     assert_eq!(u.len(), geometry.filter_len(), "transformed filters");
-    run_vectorized(FilterTransform {
+    run_tiled(FilterTransform {
         geometry,
         weight,
         u,
@@ -446,10 +293,17 @@ fn forward_tiles(
     };
     let first_row = rows.start;
     g.for_each_chunk(rows, |tiles, v, m| {
-        run_vectorized(InputTransform { g, image, tiles, v });
-        multiply_positions(g.in_channels, g.filters, u, v, m, tiles.count);
+        run_tiled(InputTransform { g, image, tiles, v });
+        multiply_positions(
+            g.tile.positions(),
+            (g.in_channels, g.filters),
+            u,
+            v,
+            m,
+            tiles.count,
+        );
         let out = &mut out[(tiles.first_row - first_row) / output_rows_per_row * row_len..];
-        run_vectorized(OutputTransform {
+        run_tiled(OutputTransform {
             g,
             m,
             tiles,
@@ -504,18 +358,19 @@ pub fn accumulate_gradients(
     }
     let (c, f) = (g.in_channels, g.filters);
     g.for_each_chunk(0..g.out_h, |tiles, v, y| {
-        run_vectorized(InputTransform { g, image, tiles, v });
-        run_vectorized(OutputGradientTransform {
+        run_tiled(InputTransform { g, image, tiles, v });
+        run_tiled(OutputGradientTransform {
             g,
             grad_output,
             tiles,
             y,
         });
-        for p in 0..POSITIONS {
+        let positions = g.tile.positions();
+        for p in 0..positions {
             gemm(
-                MatMut::strided(&mut m[p * f..], c, f, POSITIONS * f),
-                MatRef::strided(&v[p * c..], c, tiles.count, 1, POSITIONS * c),
-                MatRef::strided(&y[p * f..], tiles.count, f, POSITIONS * f, 1),
+                MatMut::strided(&mut m[p * f..], c, f, positions * f),
+                MatRef::strided(&v[p * c..], c, tiles.count, 1, positions * c),
+                MatRef::strided(&y[p * f..], tiles.count, f, positions * f, 1),
                 true,
             );
         }
@@ -524,8 +379,8 @@ pub fn accumulate_gradients(
         };
         // The transformed inputs are spent: their scratch takes the gradient of them, the
         // forward product with the channels and filters swapped.
-        multiply_positions(f, c, u_t, y, v, tiles.count);
-        run_vectorized(InputGradientTransform {
+        multiply_positions(g.tile.positions(), (f, c), u_t, y, v, tiles.count);
+        run_tiled(InputGradientTransform {
             g,
             v,
             tiles,
@@ -548,21 +403,22 @@ pub fn filter_gradient(geometry: Geometry, m: &[f32], weight_grad: &mut [f32]) {
     );
     let weights = 9 * geometry.in_channels * geometry.filters;
     assert_eq!(weight_grad.len(), weights, "3x3 HWIO weights");
-    run_vectorized(FilterGradientTransform {
+    run_tiled(FilterGradientTransform {
         geometry,
         m,
         weight_grad,
     });
 }
 
-/// The tiles of a chunk: `count` tiles, `across` to a band of 4 rows, the first band's top
-/// output row `first_row`; rows from `end_row` on are not computed.
+/// The tiles of a chunk: `count` tiles of `size x size` outputs, `across` to a band of `size`
+/// rows, the first band's top output row `first_row`; rows from `end_row` on are not computed.
 #[derive(Clone, Copy, Debug)]
 struct Tiles {
     first_row: usize,
     end_row: usize,
     across: usize,
     count: usize,
+    size: usize,
 }
 
 impl Tiles {
@@ -570,20 +426,28 @@ impl Tiles {
     /// the output (`out_w` columns, rows up to `end_row`).
     fn place(&self, t: usize, out_w: usize) -> ((usize, usize), usize, usize) {
         let (y0, x0) = (
-            self.first_row + t / self.across * TILE,
-            t % self.across * TILE,
+            self.first_row + t / self.across * self.size,
+            t % self.across * self.size,
         );
-        ((y0, x0), TILE.min(self.end_row - y0), TILE.min(out_w - x0))
+        let size = self.size;
+        ((y0, x0), size.min(self.end_row - y0), size.min(out_w - x0))
     }
 }
 
-/// `M[.., p, ..] = V[.., p, ..] · U[.., p, ..]` for each of the 36 positions `p`.
-fn multiply_positions(c: usize, f: usize, u: &[f32], v: &[f32], m: &mut [f32], tiles: usize) {
-    for p in 0..POSITIONS {
+/// `M[.., p, ..] = V[.., p, ..] · U[.., p, ..]` for each of a tile's `positions` `p`.
+fn multiply_positions(
+    positions: usize,
+    (c, f): (usize, usize),
+    u: &[f32],
+    v: &[f32],
+    m: &mut [f32],
+    tiles: usize,
+) {
+    for p in 0..positions {
         gemm(
-            MatMut::strided(&mut m[p * f..], tiles, f, POSITIONS * f),
-            MatRef::strided(&v[p * c..], tiles, c, POSITIONS * c, 1),
-            MatRef::strided(&u[p * f..], c, f, POSITIONS * f, 1),
+            MatMut::strided(&mut m[p * f..], tiles, f, positions * f),
+            MatRef::strided(&v[p * c..], tiles, c, positions * c, 1),
+            MatRef::strided(&u[p * f..], c, f, positions * f, 1),
             false,
         );
     }
@@ -596,7 +460,7 @@ fn multiply_positions(c: usize, f: usize, u: &[f32], v: &[f32], m: &mut [f32], t
 /// # Safety
 /// `dst` must be valid for those writes; the CPU must support `S`.
 #[inline(always)]
-unsafe fn store_max_pooled<S: SimdF32>(
+unsafe fn store_max_pooled<S: SimdF32, const TILE: usize>(
     tile: &[[S; TILE]; TILE],
     (window_rows, window_columns): (usize, usize),
     relu: bool,
@@ -621,6 +485,47 @@ unsafe fn store_max_pooled<S: SimdF32>(
             }
         }
     }
+}
+
+/// A Winograd kernel written once for both filterings, run by [`run_tiled`] with the
+/// transforms of its geometry's [`Tile`].
+trait TiledKernel {
+    /// The filtering the kernel runs.
+    fn tile(&self) -> Tile;
+
+    /// Runs the kernel with vectors `S` and the transforms `F` of tiles of `TILE` outputs from
+    /// windows of `WINDOW` inputs. `#[inline(always)]` with no closure around vector work, as
+    /// [`VectorKernel::run`].
+    ///
+    /// # Safety
+    /// The CPU must support `S`'s instruction set.
+    unsafe fn run_tiled<S, const TILE: usize, const WINDOW: usize, F>(self)
+    where
+        S: SimdF32,
+        F: Filtering<TILE, WINDOW>;
+}
+
+/// A [`TiledKernel`] as the [`VectorKernel`] of its filtering.
+struct Tiled<K>(K);
+
+impl<K: TiledKernel> VectorKernel for Tiled<K> {
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<S: SimdF32>(self) {
+        // SAFETY: the caller's instruction set supports `S`.
+        unsafe {
+            match self.0.tile() {
+                Tile::F2x2 => self.0.run_tiled::<S, 2, 4, F2x2>(),
+                Tile::F4x4 => self.0.run_tiled::<S, 4, 6, F4x4>(),
+            }
+        }
+    }
+}
+
+/// Runs `kernel` on the active instruction-set path with its filtering's transforms.
+fn run_tiled(kernel: impl TiledKernel) {
+    run_vectorized(Tiled(kernel))
 }
 
 /// Loads `len` values (at most `S::LANES`) from `src`, the lanes past them zero.
@@ -715,11 +620,17 @@ struct FilterTransform<'a> {
     u: &'a mut [f32],
 }
 
-impl VectorKernel for FilterTransform<'_> {
-    type Output = ();
+impl TiledKernel for FilterTransform<'_> {
+    fn tile(&self) -> Tile {
+        self.geometry.tile
+    }
 
     #[inline(always)]
-    unsafe fn run<S: SimdF32>(self) {
+    unsafe fn run_tiled<S, const TILE: usize, const WINDOW: usize, F>(self)
+    where
+        S: SimdF32,
+        F: Filtering<TILE, WINDOW>,
+    {
         const {
             assert!(
                 S::LANES <= 16,
@@ -739,8 +650,8 @@ impl VectorKernel for FilterTransform<'_> {
                 unsafe {
                     let taps = weight.as_ptr().add(c * filters + f);
                     let g = load_block::<S, 3>(taps, channels * filters, len);
-                    let at = u.as_mut_ptr().add(c * POSITIONS * filters + f);
-                    store_block(transform_2d::<S, G, 3, WINDOW>(g), at, filters, len);
+                    let at = u.as_mut_ptr().add(c * WINDOW * WINDOW * filters + f);
+                    store_block(transform_2d::<S, F::G, 3, WINDOW>(g), at, filters, len);
                 }
             });
         }
@@ -755,11 +666,17 @@ struct InputTransform<'a> {
     v: &'a mut [f32],
 }
 
-impl VectorKernel for InputTransform<'_> {
-    type Output = ();
+impl TiledKernel for InputTransform<'_> {
+    fn tile(&self) -> Tile {
+        self.g.tile
+    }
 
     #[inline(always)]
-    unsafe fn run<S: SimdF32>(self) {
+    unsafe fn run_tiled<S, const TILE: usize, const WINDOW: usize, F>(self)
+    where
+        S: SimdF32,
+        F: Filtering<TILE, WINDOW>,
+    {
         let Self { g, image, tiles, v } = self;
         let channels = g.in_channels;
         for t in 0..tiles.count {
@@ -783,8 +700,13 @@ impl VectorKernel for InputTransform<'_> {
                             }
                         }
                     }
-                    let at = v.as_mut_ptr().add(t * POSITIONS * channels + c);
-                    store_block(transform_2d::<S, Bt, WINDOW, WINDOW>(d), at, channels, len);
+                    let at = v.as_mut_ptr().add(t * WINDOW * WINDOW * channels + c);
+                    store_block(
+                        transform_2d::<S, F::Bt, WINDOW, WINDOW>(d),
+                        at,
+                        channels,
+                        len,
+                    );
                 }
             });
         }
@@ -800,11 +722,17 @@ struct InputGradientTransform<'a> {
     grad_input: &'a mut [f32],
 }
 
-impl VectorKernel for InputGradientTransform<'_> {
-    type Output = ();
+impl TiledKernel for InputGradientTransform<'_> {
+    fn tile(&self) -> Tile {
+        self.g.tile
+    }
 
     #[inline(always)]
-    unsafe fn run<S: SimdF32>(self) {
+    unsafe fn run_tiled<S, const TILE: usize, const WINDOW: usize, F>(self)
+    where
+        S: SimdF32,
+        F: Filtering<TILE, WINDOW>,
+    {
         let Self {
             g,
             v,
@@ -822,9 +750,9 @@ impl VectorKernel for InputGradientTransform<'_> {
                 // (`count × 36 × channels`), writes inside the input gradient (rows and
                 // columns are checked above).
                 unsafe {
-                    let at = v.as_ptr().add(t * POSITIONS * channels + c);
+                    let at = v.as_ptr().add(t * WINDOW * WINDOW * channels + c);
                     let block = load_block::<S, WINDOW>(at, channels, len);
-                    let d = transform_2d::<S, B, WINDOW, WINDOW>(block);
+                    let d = transform_2d::<S, F::B, WINDOW, WINDOW>(block);
                     for (i, d_row) in d.iter().enumerate() {
                         let Some(y) = row(i) else { continue };
                         for (j, &d) in d_row.iter().enumerate() {
@@ -850,11 +778,17 @@ struct OutputGradientTransform<'a> {
     y: &'a mut [f32],
 }
 
-impl VectorKernel for OutputGradientTransform<'_> {
-    type Output = ();
+impl TiledKernel for OutputGradientTransform<'_> {
+    fn tile(&self) -> Tile {
+        self.g.tile
+    }
 
     #[inline(always)]
-    unsafe fn run<S: SimdF32>(self) {
+    unsafe fn run_tiled<S, const TILE: usize, const WINDOW: usize, F>(self)
+    where
+        S: SimdF32,
+        F: Filtering<TILE, WINDOW>,
+    {
         let Self {
             g,
             grad_output,
@@ -876,8 +810,8 @@ impl VectorKernel for OutputGradientTransform<'_> {
                             *dy = load_part(grad_output.as_ptr().add(at), len);
                         }
                     }
-                    let at = y.as_mut_ptr().add(t * POSITIONS * filters + f);
-                    store_block(transform_2d::<S, A, TILE, WINDOW>(dy), at, filters, len);
+                    let at = y.as_mut_ptr().add(t * WINDOW * WINDOW * filters + f);
+                    store_block(transform_2d::<S, F::A, TILE, WINDOW>(dy), at, filters, len);
                 }
             });
         }
@@ -892,11 +826,17 @@ struct FilterGradientTransform<'a> {
     weight_grad: &'a mut [f32],
 }
 
-impl VectorKernel for FilterGradientTransform<'_> {
-    type Output = ();
+impl TiledKernel for FilterGradientTransform<'_> {
+    fn tile(&self) -> Tile {
+        self.geometry.tile
+    }
 
     #[inline(always)]
-    unsafe fn run<S: SimdF32>(self) {
+    unsafe fn run_tiled<S, const TILE: usize, const WINDOW: usize, F>(self)
+    where
+        S: SimdF32,
+        F: Filtering<TILE, WINDOW>,
+    {
         let Self {
             geometry,
             m,
@@ -908,10 +848,10 @@ impl VectorKernel for FilterGradientTransform<'_> {
                 // SAFETY: `filter_gradient` checked the lengths: the 36 positions lie inside
                 // `m` (`channels × 36 × filters`), the 9 taps inside `weight_grad` (3x3 HWIO).
                 unsafe {
-                    let at = m.as_ptr().add(c * POSITIONS * filters + f);
+                    let at = m.as_ptr().add(c * WINDOW * WINDOW * filters + f);
                     let block = load_block::<S, WINDOW>(at, filters, len);
                     let taps = weight_grad.as_mut_ptr().add(c * filters + f);
-                    let gradient = transform_2d::<S, Gt, WINDOW, 3>(block);
+                    let gradient = transform_2d::<S, F::Gt, WINDOW, 3>(block);
                     store_block(gradient, taps, channels * filters, len);
                 }
             });
@@ -932,11 +872,17 @@ struct OutputTransform<'a> {
     max_pooled: bool,
 }
 
-impl VectorKernel for OutputTransform<'_> {
-    type Output = ();
+impl TiledKernel for OutputTransform<'_> {
+    fn tile(&self) -> Tile {
+        self.g.tile
+    }
 
     #[inline(always)]
-    unsafe fn run<S: SimdF32>(self) {
+    unsafe fn run_tiled<S, const TILE: usize, const WINDOW: usize, F>(self)
+    where
+        S: SimdF32,
+        F: Filtering<TILE, WINDOW>,
+    {
         let Self {
             g,
             m,
@@ -956,9 +902,9 @@ impl VectorKernel for OutputTransform<'_> {
                 // output, or, pooled, to the windows that lie wholly inside those rows and
                 // columns (`forward_rows_max_pooled` checked that `out` holds them).
                 unsafe {
-                    let at = m.as_ptr().add(t * POSITIONS * filters + f);
+                    let at = m.as_ptr().add(t * WINDOW * WINDOW * filters + f);
                     let block = load_block::<S, WINDOW>(at, filters, len);
-                    let mut y = transform_2d::<S, At, WINDOW, TILE>(block);
+                    let mut y = transform_2d::<S, F::At, WINDOW, TILE>(block);
                     let scale = epilogue
                         .scale
                         .map(|s| load_part::<S>(s.as_ptr().add(f), len));
@@ -1021,15 +967,17 @@ mod tests {
     use super::*;
     use crate::reference;
 
-    /// Worst error Winograd may make, relative to `1 + |value|` of the f64 direct convolution,
-    /// on inputs in [-1, 1) and Glorot-uniform weights.
-    const TOLERANCE: f32 = 5e-5;
+    /// Both filterings, each with the worst error it may make, relative to `1 + |value|` of the
+    /// f64 direct convolution, on inputs in [-1, 1) and Glorot-uniform weights.
+    const TILES: [(Tile, f32); 2] = [(Tile::F2x2, 3e-6), (Tile::F4x4, 5e-5)];
 
-    /// A convolution of `in_h × in_w × in_channels` into `filters` filters, `same` or valid.
+    /// A convolution of `in_h × in_w × in_channels` into `filters` filters, `same` or valid,
+    /// with `tile`.
     fn geometries(
         [in_h, in_w, in_channels]: [usize; 3],
         filters: usize,
         same: bool,
+        tile: Tile,
     ) -> (Geometry, reference::Geometry) {
         let reference = reference::Geometry {
             in_h,
@@ -1050,6 +998,7 @@ mod tests {
             filters,
             pad_top: pad,
             pad_left: pad,
+            tile,
         };
         (geometry, reference)
     }
@@ -1091,37 +1040,39 @@ mod tests {
             ([14, 14, 32], 32, true),
             ([7, 7, 64], 64, true),
         ];
-        let mut worst: f32 = 0.0;
-        for (input, filters, same) in cases {
-            let (g, reference) = geometries(input, filters, same);
-            let image = random(g.in_h * g.in_w * g.in_channels, 1.0, &mut rng);
-            let weight = glorot(g, &mut rng);
-            let bias = random(filters, 0.5, &mut rng);
-            let want = reference::conv2d_forward(reference, &image, &weight, &bias, 1);
-            let mut u = vec![0.0; g.filter_len()];
-            transform_filters(g, &weight, &mut u);
-            let row_len = g.out_w * filters;
-            let ranges = [
-                0..g.out_h,
-                0..1,
-                g.out_h / 2..g.out_h,
-                1..g.out_h.max(2) - 1,
-                g.out_h - 1..g.out_h,
-            ];
-            for rows in ranges {
-                let mut got = vec![f32::NAN; rows.len() * row_len];
-                let epilogue = Epilogue {
-                    bias: Some(&bias),
-                    ..Epilogue::default()
-                };
-                forward_rows(g, &u, &image, rows.clone(), &mut got, epilogue);
-                let want = &want[rows.start * row_len..rows.end * row_len];
-                let error = worst_error(&got, want);
-                assert!(error <= TOLERANCE, "{g:?}, rows {rows:?}: error {error}");
-                worst = worst.max(error);
+        for (tile, tolerance) in TILES {
+            let mut worst: f32 = 0.0;
+            for (input, filters, same) in cases {
+                let (g, reference) = geometries(input, filters, same, tile);
+                let image = random(g.in_h * g.in_w * g.in_channels, 1.0, &mut rng);
+                let weight = glorot(g, &mut rng);
+                let bias = random(filters, 0.5, &mut rng);
+                let want = reference::conv2d_forward(reference, &image, &weight, &bias, 1);
+                let mut u = vec![0.0; g.filter_len()];
+                transform_filters(g, &weight, &mut u);
+                let row_len = g.out_w * filters;
+                let ranges = [
+                    0..g.out_h,
+                    0..1,
+                    g.out_h / 2..g.out_h,
+                    1..g.out_h.max(2) - 1,
+                    g.out_h - 1..g.out_h,
+                ];
+                for rows in ranges {
+                    let mut got = vec![f32::NAN; rows.len() * row_len];
+                    let epilogue = Epilogue {
+                        bias: Some(&bias),
+                        ..Epilogue::default()
+                    };
+                    forward_rows(g, &u, &image, rows.clone(), &mut got, epilogue);
+                    let want = &want[rows.start * row_len..rows.end * row_len];
+                    let error = worst_error(&got, want);
+                    assert!(error <= tolerance, "{g:?}, rows {rows:?}: error {error}");
+                    worst = worst.max(error);
+                }
             }
+            println!("worst relative error of {tile}: {worst:e}");
         }
-        println!("worst relative error of F(4x4, 3x3): {worst:e}");
     }
 
     /// The epilogue as the GEMM's: `activation(old + scale · product + bias)`, each part on its
@@ -1129,82 +1080,53 @@ mod tests {
     #[test]
     fn applies_the_epilogue() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(6);
-        let (g, reference) = geometries([9, 7, 10], 19, true);
-        let image = random(g.in_h * g.in_w * g.in_channels, 1.0, &mut rng);
-        let weight = glorot(g, &mut rng);
-        let (scale, bias) = (
-            random(g.filters, 2.0, &mut rng),
-            random(g.filters, 1.0, &mut rng),
-        );
-        let zeros = vec![0.0; g.filters];
-        let product = reference::conv2d_forward(reference, &image, &weight, &zeros, 1);
-        let mut u = vec![0.0; g.filter_len()];
-        transform_filters(g, &weight, &mut u);
-        let activations = [
-            ActivationKind::Identity,
-            ActivationKind::Relu,
-            ActivationKind::LeakyRelu(0.1),
-            ActivationKind::Tanh,
-        ];
-        for activation in activations {
-            for accumulate in [false, true] {
-                let old = random(product.len(), 1.0, &mut rng);
-                let want: Vec<f32> = product
-                    .iter()
-                    .zip(&old)
-                    .enumerate()
-                    .map(|(at, (&p, &old))| {
-                        let f = at % g.filters;
-                        let old = if accumulate { old } else { 0.0 };
-                        activation.apply(old + p * scale[f] + bias[f])
-                    })
-                    .collect();
-                let mut got = old.clone();
-                let epilogue = Epilogue {
-                    accumulate,
-                    scale: Some(&scale),
-                    bias: Some(&bias),
-                    activation,
-                };
-                forward_rows(g, &u, &image, 0..g.out_h, &mut got, epilogue);
-                let error = worst_error(&got, &want);
-                assert!(
-                    error <= TOLERANCE,
-                    "{activation:?}, accumulate {accumulate}: error {error}"
-                );
-            }
-        }
-    }
-
-    /// Each gradient transform's matrix is the transpose of its forward transform's: `B` of
-    /// `Bᵀ`, `A` of `Aᵀ`, `Gᵀ` of `G`.
-    #[test]
-    fn gradient_transforms_are_transposes() {
-        use crate::kernels::portable::Portable;
-        /// `T`'s matrix: column `j` is `T` applied to the `j`-th unit vector.
-        fn matrix<T: Transform1d<N, R>, const N: usize, const R: usize>() -> [[f32; N]; R] {
-            let mut m = [[0.0; N]; R];
-            for j in 0..N {
-                let mut lanes = [0.0f32; 8];
-                // SAFETY: the portable vector runs on any CPU; `lanes` holds its 8 values.
-                let column = unsafe {
-                    let unit = std::array::from_fn(|i| Portable::splat(f32::from(i == j)));
-                    T::apply(unit)
-                };
-                for (row, value) in m.iter_mut().zip(column) {
-                    // SAFETY: as above.
-                    unsafe { value.store(lanes.as_mut_ptr()) };
-                    row[j] = lanes[0];
+        for (tile, tolerance) in TILES {
+            let (g, reference) = geometries([9, 7, 10], 19, true, tile);
+            let image = random(g.in_h * g.in_w * g.in_channels, 1.0, &mut rng);
+            let weight = glorot(g, &mut rng);
+            let (scale, bias) = (
+                random(g.filters, 2.0, &mut rng),
+                random(g.filters, 1.0, &mut rng),
+            );
+            let zeros = vec![0.0; g.filters];
+            let product = reference::conv2d_forward(reference, &image, &weight, &zeros, 1);
+            let mut u = vec![0.0; g.filter_len()];
+            transform_filters(g, &weight, &mut u);
+            let activations = [
+                ActivationKind::Identity,
+                ActivationKind::Relu,
+                ActivationKind::LeakyRelu(0.1),
+                ActivationKind::Tanh,
+            ];
+            for activation in activations {
+                for accumulate in [false, true] {
+                    let old = random(product.len(), 1.0, &mut rng);
+                    let want: Vec<f32> = product
+                        .iter()
+                        .zip(&old)
+                        .enumerate()
+                        .map(|(at, (&p, &old))| {
+                            let f = at % g.filters;
+                            let old = if accumulate { old } else { 0.0 };
+                            activation.apply(old + p * scale[f] + bias[f])
+                        })
+                        .collect();
+                    let mut got = old.clone();
+                    let epilogue = Epilogue {
+                        accumulate,
+                        scale: Some(&scale),
+                        bias: Some(&bias),
+                        activation,
+                    };
+                    forward_rows(g, &u, &image, 0..g.out_h, &mut got, epilogue);
+                    let error = worst_error(&got, &want);
+                    assert!(
+                        error <= tolerance,
+                        "{tile}, {activation:?}, accumulate {accumulate}: error {error}"
+                    );
                 }
             }
-            m
         }
-        fn transpose<const N: usize, const R: usize>(m: [[f32; N]; R]) -> [[f32; R]; N] {
-            std::array::from_fn(|j| std::array::from_fn(|i| m[i][j]))
-        }
-        assert_eq!(matrix::<B, 6, 6>(), transpose(matrix::<Bt, 6, 6>()));
-        assert_eq!(matrix::<A, 4, 6>(), transpose(matrix::<At, 6, 4>()));
-        assert_eq!(matrix::<Gt, 6, 3>(), transpose(matrix::<G, 3, 6>()));
     }
 
     /// The input gradient with partial tiles, both paddings and channel and filter counts off
@@ -1222,32 +1144,35 @@ mod tests {
             ([14, 14, 32], 32, true),
             ([26, 26, 32], 64, false),
         ];
-        let mut worst: f32 = 0.0;
-        for (input, filters, same) in cases {
-            let (g, reference) = geometries(input, filters, same);
-            let x = random(g.in_h * g.in_w * g.in_channels, 1.0, &mut rng);
-            let dy = random(g.out_h * g.out_w * filters, 1.0, &mut rng);
-            let weight = glorot(g, &mut rng);
-            let (want, _, _) = reference::conv2d_backward(reference, &x, &weight, &dy, 1);
-            let mut u_t = vec![0.0; g.filter_len()];
-            transform_filters_transposed(g, &weight, &mut u_t);
-            let mut got = vec![f32::NAN; x.len()];
-            let (mut m_both, mut m_alone) = (vec![0.0; g.filter_len()], vec![0.0; g.filter_len()]);
-            let input_gradient = InputGradient {
-                u_t: &u_t,
-                grad_input: &mut got,
-            };
-            accumulate_gradients(g, &x, &dy, &mut m_both, Some(input_gradient));
-            accumulate_gradients(g, &x, &dy, &mut m_alone, None);
-            assert_eq!(
-                m_both, m_alone,
-                "{g:?}: the input gradient moved the weights'"
-            );
-            let error = worst_error(&got, &want);
-            assert!(error <= TOLERANCE, "{g:?}: error {error}");
-            worst = worst.max(error);
+        for (tile, tolerance) in TILES {
+            let mut worst: f32 = 0.0;
+            for (input, filters, same) in cases {
+                let (g, reference) = geometries(input, filters, same, tile);
+                let x = random(g.in_h * g.in_w * g.in_channels, 1.0, &mut rng);
+                let dy = random(g.out_h * g.out_w * filters, 1.0, &mut rng);
+                let weight = glorot(g, &mut rng);
+                let (want, _, _) = reference::conv2d_backward(reference, &x, &weight, &dy, 1);
+                let mut u_t = vec![0.0; g.filter_len()];
+                transform_filters_transposed(g, &weight, &mut u_t);
+                let mut got = vec![f32::NAN; x.len()];
+                let (mut m_both, mut m_alone) =
+                    (vec![0.0; g.filter_len()], vec![0.0; g.filter_len()]);
+                let input_gradient = InputGradient {
+                    u_t: &u_t,
+                    grad_input: &mut got,
+                };
+                accumulate_gradients(g, &x, &dy, &mut m_both, Some(input_gradient));
+                accumulate_gradients(g, &x, &dy, &mut m_alone, None);
+                assert_eq!(
+                    m_both, m_alone,
+                    "{g:?}: the input gradient moved the weights'"
+                );
+                let error = worst_error(&got, &want);
+                assert!(error <= tolerance, "{g:?}: error {error}");
+                worst = worst.max(error);
+            }
+            println!("worst relative error of the {tile} input gradient: {worst:e}");
         }
-        println!("worst relative error of the F(4x4, 3x3) input gradient: {worst:e}");
     }
 
     /// The weight gradient summed over images with partial tiles, both paddings and channel
@@ -1262,32 +1187,35 @@ mod tests {
             ([14, 14, 32], 32, true, 2),
             ([26, 26, 32], 64, false, 2),
         ];
-        let mut worst: f32 = 0.0;
-        for (input, filters, same, images) in cases {
-            let (g, reference) = geometries(input, filters, same);
-            let (in_len, out_len) = (g.in_h * g.in_w * g.in_channels, g.out_h * g.out_w * filters);
-            let x = random(images * in_len, 1.0, &mut rng);
-            let dy = random(images * out_len, 1.0, &mut rng);
-            let weight = glorot(g, &mut rng);
-            let (_, want, _) = reference::conv2d_backward(reference, &x, &weight, &dy, images);
-            let mut m = vec![0.0; g.filter_len()];
-            for (x, dy) in x.chunks(in_len).zip(dy.chunks(out_len)) {
-                accumulate_gradients(g, x, dy, &mut m, None);
+        for (tile, tolerance) in TILES {
+            let mut worst: f32 = 0.0;
+            for (input, filters, same, images) in cases {
+                let (g, reference) = geometries(input, filters, same, tile);
+                let (in_len, out_len) =
+                    (g.in_h * g.in_w * g.in_channels, g.out_h * g.out_w * filters);
+                let x = random(images * in_len, 1.0, &mut rng);
+                let dy = random(images * out_len, 1.0, &mut rng);
+                let weight = glorot(g, &mut rng);
+                let (_, want, _) = reference::conv2d_backward(reference, &x, &weight, &dy, images);
+                let mut m = vec![0.0; g.filter_len()];
+                for (x, dy) in x.chunks(in_len).zip(dy.chunks(out_len)) {
+                    accumulate_gradients(g, x, dy, &mut m, None);
+                }
+                let mut got = vec![f32::NAN; weight.len()];
+                filter_gradient(g, &m, &mut got);
+                // The weight gradient sums over every pixel: compare relative to its scale.
+                let scale = want.iter().fold(1.0f32, |a, w| a.max(w.abs()));
+                let error = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(g, w)| (g - w).abs() / scale)
+                    .fold(0.0, f32::max);
+                assert!(error <= tolerance, "{g:?}: error {error}");
+                worst = worst.max(error);
             }
-            let mut got = vec![f32::NAN; weight.len()];
-            filter_gradient(g, &m, &mut got);
-            // The weight gradient sums over every pixel: compare relative to its scale.
-            let scale = want.iter().fold(1.0f32, |a, w| a.max(w.abs()));
-            let error = got
-                .iter()
-                .zip(&want)
-                .map(|(g, w)| (g - w).abs() / scale)
-                .fold(0.0, f32::max);
-            assert!(error <= TOLERANCE, "{g:?}: error {error}");
-            worst = worst.max(error);
+            println!(
+                "worst error of the {tile} weight gradient, relative to its largest value: {worst:e}"
+            );
         }
-        println!(
-            "worst error of the F(4x4, 3x3) weight gradient, relative to its largest value: {worst:e}"
-        );
     }
 }
