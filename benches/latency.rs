@@ -3,10 +3,11 @@
 //! many timed calls after a warm-up, on 1 and 2 threads.
 //!
 //! Each configuration is timed twice over:
-//! - from a pool thread: the calls run inside `ThreadPool::install`, as criterion's batch-1
-//!   benchmarks run them and as a program that calls `infer` from its own rayon work does;
-//! - from outside the pool: each call starts on a thread of its own, as a program's main thread
-//!   calls `infer`, and waits while a pool thread runs the pass.
+//! - from a pool thread: the calls run inside `ThreadPool::install` on a pool of 1 or 2
+//!   threads, as criterion's batch-1 benchmarks run them and as a program that calls `infer`
+//!   from its own rayon work does;
+//! - from the main thread: `infer` called directly, as most programs call it, on rayon's global
+//!   pool (as many threads as cores, or `RAYON_NUM_THREADS`; the other row shows "–").
 //!
 //! Run with `cargo bench --bench latency`; `-- W1` times one workload, `--calls N` sets the
 //! number of timed calls (default 3000).
@@ -18,7 +19,7 @@ use std::time::Instant;
 
 use constnet::network::Network;
 use constnet::{Batch, Flat, Hwc};
-use rayon::{ThreadPool, ThreadPoolBuilder};
+use rayon::ThreadPoolBuilder;
 use workloads::{W1, W2, W3};
 
 /// Calls made before timing starts.
@@ -58,8 +59,9 @@ fn time_calls(calls: usize, mut call: impl FnMut()) -> Summary {
     Summary::of(micros)
 }
 
-/// Times network `N` at batch 1 on `pool`, from one of its threads and from outside it.
-fn workload<N>(pool: &ThreadPool, calls: usize) -> [Summary; 2]
+/// Times network `N` at batch 1 on a pool of `threads` threads, from one of its threads, and
+/// from the main thread when the global pool has that many.
+fn workload<N>(threads: usize, calls: usize) -> [Option<Summary>; 2]
 where
     N: Network<Input = Hwc<28, 28, 1>, Output = Flat<10>>,
 {
@@ -69,9 +71,14 @@ where
     let mut infer = || {
         std::hint::black_box(network.infer(&image, &mut workspace));
     };
+    let pool = ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool");
     let from_pool_thread = pool.install(|| time_calls(calls, &mut infer));
-    let from_outside = time_calls(calls, || pool.install(&mut infer));
-    [from_pool_thread, from_outside]
+    let from_main_thread =
+        (rayon::current_num_threads() == threads).then(|| time_calls(calls, &mut infer));
+    [Some(from_pool_thread), from_main_thread]
 }
 
 fn main() {
@@ -86,7 +93,7 @@ fn main() {
         .enumerate()
         .find(|(at, arg)| !arg.starts_with("--") && (*at == 0 || args[at - 1] != "--calls"))
         .map_or("", |(_, arg)| arg.as_str());
-    type Run = fn(&ThreadPool, usize) -> [Summary; 2];
+    type Run = fn(usize, usize) -> [Option<Summary>; 2];
     let workloads: [(&str, Run); 3] = [
         ("W1", workload::<W1>),
         ("W2", workload::<W2>),
@@ -95,16 +102,15 @@ fn main() {
     println!("Batch-1 inference, µs per call: median / p99 / mean of {calls} calls");
     println!(
         "{:<9}{:<9}{:>26}{:>26}",
-        "network", "threads", "from a pool thread", "from outside the pool"
+        "network", "threads", "from a pool thread", "from the main thread"
     );
     for (name, run) in workloads.iter().filter(|(name, _)| name.contains(filter)) {
         for threads in [1, 2] {
-            let pool = ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("a thread pool");
-            let cells = run(&pool, calls)
-                .map(|s| format!("{:.1} / {:.1} / {:.1}", s.median, s.p99, s.mean));
+            let cells = run(threads, calls).map(|summary| {
+                summary.map_or("–".to_string(), |s| {
+                    format!("{:.1} / {:.1} / {:.1}", s.median, s.p99, s.mean)
+                })
+            });
             println!("{name:<9}{threads:<9}{:>26}{:>26}", cells[0], cells[1]);
         }
     }

@@ -1,6 +1,7 @@
 //! The run-time side of the plan `network!` compiles: the buffers inference keeps its values in
 //! ([`InferenceBuffers`]), the description of each op ([`OpInfo`]) and the plan table,
-//! and [`on_pool`], which runs a whole pass on a thread of the rayon pool.
+//! and [`on_pool`], which runs a whole pass on a thread of the rayon pool (or, when it would
+//! run on one thread anyway, on the caller's).
 
 use std::cell::Cell;
 use std::fmt::Write as _;
@@ -174,29 +175,62 @@ const KEEP_AWAKE_BATCH_MULS: usize = 1 << 23;
 /// ([`crate::kernels::gemm`]'s `reverse_k_part_order`), so a dense layer's weights stream in
 /// alternating order from pass to pass.
 pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) -> R {
+    let threads = rayon::current_num_threads();
+    let least = if samples < threads {
+        KEEP_AWAKE_MULS
+    } else {
+        KEEP_AWAKE_BATCH_MULS
+    };
+    let keep_awake = threads > 1 && samples.saturating_mul(N::MULS) >= least;
+    let one_thread = threads == 1 || (samples < threads && !keep_awake);
+    let in_pool = rayon::current_thread_index().is_some();
+    if one_thread && !in_pool {
+        return on_calling_thread::<N, R>(f);
+    }
     let prepared_then_f = || {
         if !crate::kernels::thread_prepared_for(N::SCRATCH) {
             crate::kernels::prepare_thread(N::SCRATCH);
             rayon::spawn_broadcast(|_| crate::kernels::prepare_thread(N::SCRATCH));
         }
         crate::kernels::gemm::reverse_k_part_order();
-        let threads = rayon::current_num_threads();
-        let least = if samples < threads {
-            KEEP_AWAKE_MULS
-        } else {
-            KEEP_AWAKE_BATCH_MULS
-        };
-        if threads > 1 && samples.saturating_mul(N::MULS) >= least {
-            with_pool_awake(f)
-        } else {
-            f()
-        }
+        if keep_awake { with_pool_awake(f) } else { f() }
     };
-    if rayon::current_thread_index().is_some() {
+    if in_pool {
         prepared_then_f()
     } else {
         rayon::scope(|_| prepared_then_f())
     }
+}
+
+thread_local! {
+    /// Whether this thread is running a pass of [`on_calling_thread`].
+    static ON_CALLING_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Threads the current pass may split its work between: the pool's, or one in a pass that
+/// runs on the caller's thread ([`on_pool`]), which never hands the pool work.
+pub(crate) fn pass_threads() -> usize {
+    if ON_CALLING_THREAD.get() {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
+/// Runs `f`, a pass of network `N` that would run on one thread of the pool, on this thread
+/// (outside the pool) instead: handing it to a pool thread and waiting for it would cost the
+/// wake-up of both, more than a small network's whole pass. The pass splits nothing
+/// ([`pass_threads`] is 1), so it never calls into the pool; this thread's scratch is reserved
+/// by its first pass, and denormals are flushed only while the pass runs.
+fn on_calling_thread<N: Layer, R>(f: impl FnOnce() -> R) -> R {
+    if !crate::kernels::thread_prepared_for(N::SCRATCH) {
+        crate::kernels::reserve_thread_scratch(N::SCRATCH);
+    }
+    crate::kernels::gemm::reverse_k_part_order();
+    let was_on_calling_thread = ON_CALLING_THREAD.replace(true);
+    let result = crate::kernels::with_denormals_flushed(f);
+    ON_CALLING_THREAD.set(was_on_calling_thread);
+    result
 }
 
 thread_local! {
@@ -386,6 +420,28 @@ mod tests {
         }
         for _ in 0..50 {
             assert_eq!(on_pool::<Heavy, _>(SAMPLES, pass), want);
+        }
+    }
+
+    /// A pass too small to split runs on the calling thread when that is outside the pool,
+    /// splitting nothing; on a pool thread, or with work to split, it runs in the pool.
+    #[test]
+    fn small_passes_run_on_the_calling_thread() {
+        type Light = Dense<16, 16>;
+        let caller = std::thread::current().id();
+        let where_and_threads = || (std::thread::current().id(), pass_threads());
+        assert_eq!(on_pool::<Light, _>(1, where_and_threads), (caller, 1));
+        assert_eq!(pass_threads(), rayon::current_num_threads());
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build();
+        let pool = pool.expect("a pool");
+        let (thread, threads) = pool.install(|| on_pool::<Light, _>(1, where_and_threads));
+        assert!(thread != caller && threads == 2);
+        if rayon::current_num_threads() >= 2 {
+            let (thread, _) = on_pool::<Dense<1024, 1024>, _>(1, where_and_threads);
+            assert_ne!(
+                thread, caller,
+                "a pass that keeps the pool awake runs in it"
+            );
         }
     }
 }

@@ -594,7 +594,7 @@ pub fn gemm_parallel<'e>(
         MIN_MULS_PER_PART
     };
     let epilogue = epilogue.into();
-    let threads = rayon::current_num_threads();
+    let threads = crate::plan::pass_threads();
     let muls = c.rows * c.cols * a.cols;
     assert_eq!(
         a.rows, c.rows,
@@ -709,7 +709,7 @@ fn split_along_k(
 ) {
     let (m, k, n) = (c.rows, a.cols, c.cols);
     let part_len = k.div_ceil(parts);
-    let parts_per_task = parts.div_ceil(rayon::current_num_threads());
+    let parts_per_task = parts.div_ceil(crate::plan::pass_threads());
     let reversed = PARTS_REVERSED.get();
     super::with_scratch(parts * m * n, |partials| {
         partials

@@ -148,6 +148,13 @@ pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 ///   well-fitted batch otherwise drives optimiser state into denormals, and each operation on a
 ///   denormal costs the CPU about a hundred cycles.
 pub fn prepare_thread(scratch: usize) {
+    reserve_thread_scratch(scratch);
+    flush_denormals_to_zero();
+}
+
+/// The first half of [`prepare_thread`] alone: reserves this thread's scratch for kernels that
+/// ask for at most `scratch` values, leaving its floating-point mode as it is.
+pub(crate) fn reserve_thread_scratch(scratch: usize) {
     const DEPTH: usize = 3;
     SCRATCH_POOL.with_borrow_mut(|pool| {
         while pool.len() < DEPTH {
@@ -158,7 +165,6 @@ pub fn prepare_thread(scratch: usize) {
         }
     });
     gemm::reserve_packing();
-    flush_denormals_to_zero();
     PREPARED_SCRATCH.set(PREPARED_SCRATCH.get().max(Some(scratch)));
 }
 
@@ -174,23 +180,55 @@ thread_local! {
     static PREPARED_SCRATCH: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
-/// Sets MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6) on this thread.
-#[cfg(target_arch = "x86_64")]
-fn flush_denormals_to_zero() {
-    const FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
-    let mut mxcsr: u32 = 0;
-    // SAFETY: `stmxcsr` stores the 32-bit control register to the given address and `ldmxcsr`
-    // loads it back with two mode bits set; both exist on every x86-64 CPU (SSE).
-    unsafe {
-        std::arch::asm!("stmxcsr [{}]", in(reg) &mut mxcsr, options(nostack));
-        mxcsr |= FTZ_DAZ;
-        std::arch::asm!("ldmxcsr [{}]", in(reg) &mxcsr, options(nostack));
+/// Runs `f` with denormal floats flushed to zero on this thread, as on prepared pool threads
+/// ([`prepare_thread`]), and gives the thread back its own floating-point mode after, even if
+/// `f` panics: for a pass run on a caller's thread, whose other code keeps IEEE denormals.
+pub(crate) fn with_denormals_flushed<R>(f: impl FnOnce() -> R) -> R {
+    /// Restores the mode it was made with when dropped.
+    struct Restore(Option<u32>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(mode) = self.0 {
+                set_float_mode(mode);
+            }
+        }
     }
+    let _restore = Restore(flush_denormals_to_zero());
+    f()
+}
+
+/// MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6).
+#[cfg(target_arch = "x86_64")]
+const FTZ_DAZ: u32 = (1 << 15) | (1 << 6);
+
+/// Sets MXCSR's FTZ and DAZ bits on this thread; returns the register as it was.
+#[cfg(target_arch = "x86_64")]
+fn flush_denormals_to_zero() -> Option<u32> {
+    let mut mxcsr: u32 = 0;
+    // SAFETY: `stmxcsr` stores the 32-bit control register to the given address; it exists on
+    // every x86-64 CPU (SSE).
+    unsafe { std::arch::asm!("stmxcsr [{}]", in(reg) &mut mxcsr, options(nostack)) };
+    set_float_mode(mxcsr | FTZ_DAZ);
+    Some(mxcsr)
+}
+
+/// Loads `mxcsr` into this thread's MXCSR.
+#[cfg(target_arch = "x86_64")]
+fn set_float_mode(mxcsr: u32) {
+    // SAFETY: `ldmxcsr` loads the 32-bit control register from the given address; every value
+    // passed here is one `stmxcsr` stored, with at most the FTZ and DAZ mode bits added.
+    unsafe { std::arch::asm!("ldmxcsr [{}]", in(reg) &mxcsr, options(nostack)) };
 }
 
 /// Other architectures keep their default floating-point mode.
 #[cfg(not(target_arch = "x86_64"))]
-fn flush_denormals_to_zero() {}
+fn flush_denormals_to_zero() -> Option<u32> {
+    None
+}
+
+/// Other architectures keep their default floating-point mode.
+#[cfg(not(target_arch = "x86_64"))]
+fn set_float_mode(_: u32) {}
 
 #[cfg(test)]
 mod tests {
@@ -219,6 +257,25 @@ mod tests {
             prepare_thread(16);
             assert_eq!(half_of_smallest(), 0.0);
             assert!(thread_prepared_for(16) && !thread_prepared_for(17));
+        })
+        .join()
+        .expect("the checks pass");
+    }
+
+    /// A pass on a caller's thread flushes denormals while it runs and gives the thread its own
+    /// mode back after, also when the pass panics.
+    #[test]
+    fn denormals_are_flushed_only_inside_the_pass() {
+        use std::hint::black_box;
+        std::thread::spawn(|| {
+            let half_of_smallest = || black_box(f32::MIN_POSITIVE) * black_box(0.5);
+            assert_eq!(with_denormals_flushed(half_of_smallest), 0.0);
+            assert!(half_of_smallest() > 0.0);
+            let panicked = std::panic::catch_unwind(|| {
+                with_denormals_flushed(|| panic!("a failing pass"));
+            });
+            assert!(panicked.is_err());
+            assert!(half_of_smallest() > 0.0);
         })
         .join()
         .expect("the checks pass");

@@ -175,7 +175,7 @@ pub(crate) const MIN_TASK_VALUES: usize = 1 << 15;
 /// Samples per rayon task, each sample touching `values_per_sample` values: one contiguous group
 /// per thread, but no group smaller than [`MIN_TASK_VALUES`] values.
 pub(crate) fn samples_per_task(samples: usize, values_per_sample: usize) -> usize {
-    let per_thread = samples.div_ceil(rayon::current_num_threads());
+    let per_thread = samples.div_ceil(crate::plan::pass_threads());
     let smallest = MIN_TASK_VALUES.div_ceil(values_per_sample.max(1));
     per_thread.max(smallest).max(1)
 }

@@ -55,7 +55,7 @@ impl<S: Shape> Layer for Softmax<S> {
         if !crate::plan::pool_awake() {
             return rows(input.as_slice(), output.as_mut_slice());
         }
-        let part = input.len().div_ceil(rayon::current_num_threads()) * S::CHANNELS;
+        let part = input.len().div_ceil(crate::plan::pass_threads()) * S::CHANNELS;
         input
             .as_slice()
             .par_chunks(part.max(1))
