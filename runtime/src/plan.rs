@@ -227,10 +227,15 @@ fn on_calling_thread<N: Layer, R>(f: impl FnOnce() -> R) -> R {
         crate::kernels::reserve_thread_scratch(N::SCRATCH);
     }
     crate::kernels::gemm::reverse_k_part_order();
-    let was_on_calling_thread = ON_CALLING_THREAD.replace(true);
-    let result = crate::kernels::with_denormals_flushed(f);
-    ON_CALLING_THREAD.set(was_on_calling_thread);
-    result
+    /// Gives `ON_CALLING_THREAD` back its value when dropped, also if the pass panics.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ON_CALLING_THREAD.set(self.0);
+        }
+    }
+    let _restore = Restore(ON_CALLING_THREAD.replace(true));
+    crate::kernels::with_denormals_flushed(f)
 }
 
 thread_local! {
