@@ -171,6 +171,11 @@ const KEEP_AWAKE_BATCH_MULS: usize = 1 << 23;
 /// only after every older job on the queue (a stealer takes the oldest first), so inference of
 /// many batches in `par_iter` tasks still spreads those tasks over the pool.
 ///
+/// A pass that would run on one thread anyway (a pool of one thread, or fewer samples than
+/// threads and too little work to keep the pool awake), called from outside the pool, runs on
+/// the calling thread instead, splitting nothing (`on_calling_thread`): handing it over would
+/// cost more than the pass.
+///
 /// Each pass also reverses the order in which products split along `K` visit their parts
 /// ([`crate::kernels::gemm`]'s `reverse_k_part_order`), so a dense layer's weights stream in
 /// alternating order from pass to pass.

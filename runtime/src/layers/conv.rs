@@ -317,7 +317,8 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         if !Self::WINOGRAD_APPLIES {
             return ConvAlgorithm::Gemm;
         }
-        let tiles = O::H.div_ceil(4) * O::W.div_ceil(4);
+        let size = Tile::F4x4.size();
+        let tiles = O::H.div_ceil(size) * O::W.div_ceil(size);
         let worth_it = I::C >= WINOGRAD_MIN_CHANNELS && samples * tiles >= WINOGRAD_MIN_TILES;
         match ForcedConv::from_env() {
             Some(ForcedConv::Gemm) => ConvAlgorithm::Gemm,

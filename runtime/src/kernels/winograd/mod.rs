@@ -163,7 +163,8 @@ impl Geometry {
     }
 }
 
-/// Transforms HWIO 3x3 weights (`[3, 3, in_channels, filters]`) into `u`, the 36 matrices
+/// Transforms HWIO 3x3 weights (`[3, 3, in_channels, filters]`) into `u`, the 36 matrices (16 for
+/// F(2x2, 3x3))
 /// `U[in_channel][position][filter]` ([`Geometry::filter_len`] values).
 ///
 /// # Panics
@@ -231,7 +232,7 @@ pub fn forward_rows(
 /// [`forward_rows`] with 2x2 max pooling of stride 2 applied as each tile is stored: `pooled`
 /// receives the pooled rows `rows.start / 2..rows.end / 2` (HWC, `out_w / 2` columns; a last
 /// odd column of the convolution is dropped, as the pool drops it), and the convolution's own
-/// output is never written. `rows` starts and ends on even rows, so each 4x4 tile holds whole
+/// output is never written. `rows` starts and ends on even rows, so each tile holds whole
 /// windows. Equals [`forward_rows`] followed by the pool, bit for bit (the same epilogue, then
 /// the pool's maximum taken over each window row by row, a NaN kept). The epilogue may not
 /// accumulate, and its activation is the identity or ReLU (the ones the tile applies in
@@ -329,7 +330,7 @@ pub struct InputGradient<'a> {
 /// - adds `Σ_tiles Ŷ ⊙ (Bᵀ d B)` to `m`, the gradient of the transformed filters (laid out as
 ///   [`transform_filters`]' `U`, [`Geometry::filter_len`] values; see [`filter_gradient`]);
 /// - with `input_gradient`, writes the image's input gradient as the adjoint of the forward
-///   pass: `B (Ŷ · Uᵀ) Bᵀ` for each tile, added onto its 6x6 input window (windows overlap by
+///   pass: `B (Ŷ · Uᵀ) Bᵀ` for each tile, added onto its input window (windows overlap by
 ///   two rows and columns; the parts over the padding are dropped). It multiplies over the
 ///   forward pass's tiles, where computing the input gradient as a convolution of the output
 ///   gradient would tile the larger, padded input.
@@ -561,7 +562,7 @@ unsafe fn store_part<S: SimdF32>(x: S, dst: *mut f32, len: usize) {
 }
 
 /// Loads an `N × N` block whose element `(i, j)` is `len` values at `base + (i·N + j)·stride`
-/// (one tile's or filter's 36 positions, or a filter's 9 taps).
+/// (one tile's or filter's positions, or a filter's 9 taps).
 ///
 /// # Safety
 /// Every element must be readable; the CPU must support `S`.
@@ -646,7 +647,7 @@ impl TiledKernel for FilterTransform<'_> {
         for c in 0..channels {
             for_each_vector(filters, S::LANES, |f, len| {
                 // SAFETY: `transform_filters` checked the lengths: the 9 taps lie inside
-                // `weight` (3x3 HWIO), the 36 positions inside `u` (`channels × 36 × filters`).
+                // `weight` (3x3 HWIO), the positions inside `u` (`channels × positions × filters`).
                 unsafe {
                     let taps = weight.as_ptr().add(c * filters + f);
                     let g = load_block::<S, 3>(taps, channels * filters, len);
@@ -682,13 +683,13 @@ impl TiledKernel for InputTransform<'_> {
         for t in 0..tiles.count {
             let ((y0, x0), _, _) = tiles.place(t, g.out_w);
             // The window's input rows and columns, `None` outside the image (zero padding),
-            // checked apart: a helper giving each pixel's offset as an `Option` kept the 6x6
+            // checked apart: a helper giving each pixel's offset as an `Option` kept the
             // block out of registers (4x slower).
             let row = |i: usize| (y0 + i).checked_sub(g.pad_top).filter(|&y| y < g.in_h);
             let column = |j: usize| (x0 + j).checked_sub(g.pad_left).filter(|&x| x < g.in_w);
             for_each_vector(channels, S::LANES, |c, len| {
                 // SAFETY: `forward_rows` checked the image's length; reads stay inside it (rows
-                // and columns are checked above), writes inside `v` (`count × 36 × channels`).
+                // and columns are checked above), writes inside `v` (`count × positions × channels`).
                 unsafe {
                     let mut d = [[S::zero(); WINDOW]; WINDOW];
                     for (i, d_row) in d.iter_mut().enumerate() {
@@ -747,7 +748,7 @@ impl TiledKernel for InputGradientTransform<'_> {
             let column = |j: usize| (x0 + j).checked_sub(g.pad_left).filter(|&x| x < g.in_w);
             for_each_vector(channels, S::LANES, |c, len| {
                 // SAFETY: `accumulate_gradients` checked the lengths; reads stay inside `v`
-                // (`count × 36 × channels`), writes inside the input gradient (rows and
+                // (`count × positions × channels`), writes inside the input gradient (rows and
                 // columns are checked above).
                 unsafe {
                     let at = v.as_ptr().add(t * WINDOW * WINDOW * channels + c);
@@ -801,7 +802,7 @@ impl TiledKernel for OutputGradientTransform<'_> {
             for_each_vector(filters, S::LANES, |f, len| {
                 // SAFETY: `accumulate_gradients` checked the lengths; reads stay inside
                 // the output gradient (rows below `end_row`, columns below `out_w`), writes
-                // inside `y` (`count × 36 × filters`).
+                // inside `y` (`count × positions × filters`).
                 unsafe {
                     let mut dy = [[S::zero(); TILE]; TILE];
                     for (i, dy_row) in dy.iter_mut().enumerate().take(rows) {
@@ -845,8 +846,8 @@ impl TiledKernel for FilterGradientTransform<'_> {
         let (channels, filters) = (geometry.in_channels, geometry.filters);
         for c in 0..channels {
             for_each_vector(filters, S::LANES, |f, len| {
-                // SAFETY: `filter_gradient` checked the lengths: the 36 positions lie inside
-                // `m` (`channels × 36 × filters`), the 9 taps inside `weight_grad` (3x3 HWIO).
+                // SAFETY: `filter_gradient` checked the lengths: the positions lie inside
+                // `m` (`channels × positions × filters`), the 9 taps inside `weight_grad` (3x3 HWIO).
                 unsafe {
                     let at = m.as_ptr().add(c * WINDOW * WINDOW * filters + f);
                     let block = load_block::<S, WINDOW>(at, filters, len);
@@ -896,7 +897,7 @@ impl TiledKernel for OutputTransform<'_> {
         for t in 0..tiles.count {
             let ((y0, x0), rows, columns) = tiles.place(t, g.out_w);
             for_each_vector(filters, S::LANES, |f, len| {
-                // SAFETY: reads stay inside `m` (`count × 36 × filters`), the scale and bias
+                // SAFETY: reads stay inside `m` (`count × positions × filters`), the scale and bias
                 // hold a value per filter (checked by `forward_tiles`), and writes go to rows
                 // `y0..y0 + rows` (below `end_row`) and columns below `out_w` of the chunk's
                 // output, or, pooled, to the windows that lie wholly inside those rows and
