@@ -214,8 +214,8 @@ pub fn conv_activation_pool_forward<
     let split = prepared
         .row_split(M::W * K * K * I::C * M::C)
         .pooled(POOL_STRIDE);
-    // Winograd's tiles (4x4 or 2x2) hold whole 2x2 windows: its output transform pools them as it
-    // stores them, and the convolution's output is never written.
+    // Winograd's tiles (4x4 or 2x2) hold whole 2x2 windows: its output transform pools them as
+    // it stores them, and the convolution's output is never written.
     let pooled_by_tiles = prepared.is_winograd()
         && (POOL, POOL_STRIDE) == (2, 2)
         && TypeId::of::<Op>() == TypeId::of::<Max>()

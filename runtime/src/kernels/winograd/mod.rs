@@ -689,7 +689,8 @@ impl TiledKernel for InputTransform<'_> {
             let column = |j: usize| (x0 + j).checked_sub(g.pad_left).filter(|&x| x < g.in_w);
             for_each_vector(channels, S::LANES, |c, len| {
                 // SAFETY: `forward_rows` checked the image's length; reads stay inside it (rows
-                // and columns are checked above), writes inside `v` (`count × positions × channels`).
+                // and columns are checked above), writes inside `v` (`count × positions ×
+                // channels`).
                 unsafe {
                     let mut d = [[S::zero(); WINDOW]; WINDOW];
                     for (i, d_row) in d.iter_mut().enumerate() {
@@ -846,8 +847,9 @@ impl TiledKernel for FilterGradientTransform<'_> {
         let (channels, filters) = (geometry.in_channels, geometry.filters);
         for c in 0..channels {
             for_each_vector(filters, S::LANES, |f, len| {
-                // SAFETY: `filter_gradient` checked the lengths: the positions lie inside
-                // `m` (`channels × positions × filters`), the 9 taps inside `weight_grad` (3x3 HWIO).
+                // SAFETY: `filter_gradient` checked the lengths: the positions lie inside `m`
+                // (`channels × positions × filters`), the 9 taps inside `weight_grad` (3x3
+                // HWIO).
                 unsafe {
                     let at = m.as_ptr().add(c * WINDOW * WINDOW * filters + f);
                     let block = load_block::<S, WINDOW>(at, filters, len);
@@ -1215,7 +1217,7 @@ mod tests {
                 worst = worst.max(error);
             }
             println!(
-                "worst error of the {tile} weight gradient, relative to its largest value: {worst:e}"
+                "worst error of the {tile} weight gradient, relative to its largest: {worst:e}"
             );
         }
     }
