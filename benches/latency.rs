@@ -17,6 +17,7 @@ mod workloads;
 
 use std::time::Instant;
 
+use clap::Parser;
 use constnet::network::Network;
 use constnet::{Batch, Flat, Hwc};
 use rayon::ThreadPoolBuilder;
@@ -81,18 +82,22 @@ where
     [Some(from_pool_thread), from_main_thread]
 }
 
+/// Batch-1 latency of the peer workloads, call by call.
+#[derive(Parser)]
+struct Cli {
+    /// Times only the workloads whose name contains this (`W1`, `W2`, `W3`).
+    filter: Option<String>,
+    /// Timed calls per configuration.
+    #[arg(long, default_value_t = 3000)]
+    calls: usize,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let calls = args
-        .iter()
-        .position(|arg| arg == "--calls")
-        .and_then(|at| args.get(at + 1)?.parse().ok())
-        .unwrap_or(3000);
-    let filter = args
-        .iter()
-        .enumerate()
-        .find(|(at, arg)| !arg.starts_with("--") && (*at == 0 || args[at - 1] != "--calls"))
-        .map_or("", |(_, arg)| arg.as_str());
+    let Cli { filter, calls, .. } = Cli::parse();
+    let filter = filter.unwrap_or_default();
     type Run = fn(usize, usize) -> [Option<Summary>; 2];
     let workloads: [(&str, Run); 3] = [
         ("W1", workload::<W1>),
@@ -104,7 +109,7 @@ fn main() {
         "{:<9}{:<9}{:>26}{:>26}",
         "network", "threads", "from a pool thread", "from the main thread"
     );
-    for (name, run) in workloads.iter().filter(|(name, _)| name.contains(filter)) {
+    for (name, run) in workloads.iter().filter(|(name, _)| name.contains(&filter)) {
         for threads in [1, 2] {
             let cells = run(threads, calls).map(|summary| {
                 summary.map_or("–".to_string(), |s| {
