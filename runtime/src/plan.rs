@@ -69,13 +69,21 @@ pub struct ConvOp {
 /// ```
 pub struct InferenceBuffers<O: Shape, const N: usize> {
     slots: [AlignedVec; N],
-    /// Values of each slot's allocation written at least once: a batch taken at most this long
-    /// needs no zero fill.
+    /// Values of the allocation each slot holds now written at least once: a batch taken at
+    /// most this long needs no zero fill. 0 while the allocation is lent, so a batch never
+    /// given back (its pass panicked) leaves an empty slot that knows nothing is written.
     written: [usize; N],
-    /// The address of each slot's allocation when it was lent, to tell a returned allocation
-    /// from a replaced one.
-    lent: [usize; N],
+    /// Each lent allocation's address and written count, to tell a returned allocation from a
+    /// replaced one.
+    lent: [Lent; N],
     output: Batch<O>,
+}
+
+/// What a slot knew of the allocation it lent.
+#[derive(Clone, Copy, Default)]
+struct Lent {
+    address: usize,
+    written: usize,
 }
 
 impl<O: Shape, const N: usize> Default for InferenceBuffers<O, N> {
@@ -83,7 +91,7 @@ impl<O: Shape, const N: usize> Default for InferenceBuffers<O, N> {
         Self {
             slots: std::array::from_fn(|_| AlignedVec::new()),
             written: [0; N],
-            lent: [0; N],
+            lent: [Lent::default(); N],
             output: Batch::default(),
         }
     }
@@ -98,28 +106,36 @@ impl<O: Shape, const N: usize> InferenceBuffers<O, N> {
     /// If `slot` is not below `N`.
     pub fn take<S: Shape>(&mut self, slot: usize, samples: usize) -> Batch<S> {
         let mut data = std::mem::take(&mut self.slots[slot]);
+        let mut written = std::mem::take(&mut self.written[slot]);
         let len = samples * S::LEN;
-        if len <= self.written[slot] {
+        if len <= written {
             data.truncate(len);
-            // SAFETY: the first `written[slot]` values of this allocation were initialised by
-            // an earlier `resize` (truncation keeps them; `give` resets the count when another
-            // allocation comes back), and `len` is no more than that.
+            // SAFETY: `written` counts the values of this very allocation initialised by an
+            // earlier `resize` (truncation keeps them; the count moves with the allocation:
+            // `take` zeroes the slot's, and `give` restores it only for the same allocation),
+            // and `len` is no more than that.
             unsafe { data.set_len(len) };
         } else {
             data.resize(len, 0.0);
-            self.written[slot] = len;
+            written = len;
         }
-        self.lent[slot] = data.as_ptr() as usize;
+        self.lent[slot] = Lent {
+            address: data.as_ptr() as usize,
+            written,
+        };
         Batch::from_storage(data, samples)
     }
 
     /// Returns a batch's storage to slot `slot`.
     pub fn give<S: Shape>(&mut self, slot: usize, batch: Batch<S>) {
         let data = batch.into_storage();
-        if data.as_ptr() as usize != self.lent[slot] {
+        let lent = self.lent[slot];
+        self.written[slot] = if data.as_ptr() as usize == lent.address {
+            lent.written.max(data.len())
+        } else {
             // Not the allocation lent: only its current values are known to be initialised.
-            self.written[slot] = data.len();
-        }
+            data.len()
+        };
         self.slots[slot] = data;
     }
 
@@ -256,18 +272,33 @@ pub(crate) fn pool_awake() -> bool {
 }
 
 /// Runs `f` on this pool thread while every other thread of the pool spins on the pool's
-/// queues, running what it finds, until `f` returns. The spinners are `join`'s stack jobs, so
-/// nothing is allocated.
+/// queues, running what it finds, until `f` returns or panics. The spinners are `join`'s stack
+/// jobs, so nothing is allocated.
+///
+/// `join` waits for both halves before it returns or passes on a panic, so the spinners must
+/// stop however `f` ends: a guard sets `done` (and gives this thread back its `POOL_AWAKE`)
+/// when dropped, on return and on unwinding alike.
 fn with_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    /// Ends the pass when dropped: restores `POOL_AWAKE` and releases the spinners.
+    struct EndOfPass<'a> {
+        was_awake: bool,
+        done: &'a AtomicBool,
+    }
+    impl Drop for EndOfPass<'_> {
+        fn drop(&mut self) {
+            POOL_AWAKE.set(self.was_awake);
+            self.done.store(true, Ordering::Release);
+        }
+    }
     let done = AtomicBool::new(false);
     let owner = rayon::current_thread_index();
     let (result, ()) = rayon::join(
         || {
-            let was_awake = POOL_AWAKE.replace(true);
-            let result = f();
-            POOL_AWAKE.set(was_awake);
-            done.store(true, Ordering::Release);
-            result
+            let _end = EndOfPass {
+                was_awake: POOL_AWAKE.replace(true),
+                done: &done,
+            };
+            f()
         },
         || spin_until(&done, owner, rayon::current_num_threads() - 1),
     );
@@ -403,6 +434,23 @@ mod tests {
 
     use super::*;
     use crate::layers::Dense;
+
+    /// A batch never given back (its pass panicked) leaves its slot empty, and the next take
+    /// of that slot gets fresh, initialised storage of the length asked for.
+    #[test]
+    fn a_batch_never_given_back_leaves_a_usable_slot() {
+        use crate::Flat;
+        let mut buffers = InferenceBuffers::<Flat<1>, 1>::default();
+        let mut batch = buffers.take::<Flat<4>>(0, 3);
+        batch.as_mut_slice().fill(7.0);
+        buffers.give(0, batch);
+        drop(buffers.take::<Flat<4>>(0, 3));
+        let mut batch = buffers.take::<Flat<4>>(0, 3);
+        assert_eq!(batch.as_slice(), &[0.0; 12]);
+        batch.as_mut_slice().fill(1.0);
+        buffers.give(0, batch);
+        assert_eq!(buffers.take::<Flat<4>>(0, 2).as_slice(), &[1.0; 8]);
+    }
 
     /// Passes that keep the pool awake (one sample through a layer of 2^20 multiply-adds)
     /// finish with the right result, with nested parallel loops inside, on pools of 1 to 4
