@@ -345,7 +345,7 @@ impl MnistCnn {
         ::constnet::layers::conv_activation_pool_forward(
             &self.conv2,
             ::constnet::layers::ConvWeights::from(&self.conv2.params),
-            ::constnet::layers::ActivationFn::kind(&self.relu2.function),
+            ::constnet::layers::ActivationFn::epilogue(&self.relu2.function),
             &self.maxpool1,
             &v1,
             &mut v2,
@@ -1034,41 +1034,41 @@ impl ::constnet::network::Network for MnistCnn {
     fn graph(&self) -> ::std::vec::Vec<::constnet::graph::Node> {
         ::std::vec![
             ::constnet::graph::Node { name : "conv1", op :
-            ::constnet::graph::NodeOp::Conv { filters : 32usize, kernel : 3usize, stride
-            : 1usize, same : false }, inputs : & [0usize], output : < ::constnet::Hwc <
-            26, 26, 32 > as ::constnet::Shape > ::DIMS, }, ::constnet::graph::Node { name
-            : "relu1", op : ::constnet::graph::NodeOp::Relu, inputs : & [1usize], output
-            : < ::constnet::Hwc < 26, 26, 32 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::layers::Layer::kind(& self.conv1), inputs : & [0usize], output :
+            < ::constnet::Hwc < 26, 26, 32 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::graph::Node { name : "relu1", op :
+            ::constnet::layers::Layer::kind(& self.relu1), inputs : & [1usize], output :
+            < ::constnet::Hwc < 26, 26, 32 > as ::constnet::Shape > ::DIMS, },
             ::constnet::graph::Node { name : "conv2", op :
-            ::constnet::graph::NodeOp::Conv { filters : 64usize, kernel : 3usize, stride
-            : 1usize, same : false }, inputs : & [2usize], output : < ::constnet::Hwc <
-            24, 24, 64 > as ::constnet::Shape > ::DIMS, }, ::constnet::graph::Node { name
-            : "relu2", op : ::constnet::graph::NodeOp::Relu, inputs : & [3usize], output
-            : < ::constnet::Hwc < 24, 24, 64 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::layers::Layer::kind(& self.conv2), inputs : & [2usize], output :
+            < ::constnet::Hwc < 24, 24, 64 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::graph::Node { name : "relu2", op :
+            ::constnet::layers::Layer::kind(& self.relu2), inputs : & [3usize], output :
+            < ::constnet::Hwc < 24, 24, 64 > as ::constnet::Shape > ::DIMS, },
             ::constnet::graph::Node { name : "maxpool1", op :
-            ::constnet::graph::NodeOp::Pool { max : true, size : 2usize, stride : 2usize
-            }, inputs : & [4usize], output : < ::constnet::Hwc < 12, 12, 64 > as
-            ::constnet::Shape > ::DIMS, }, ::constnet::graph::Node { name : "dropout1",
-            op : ::constnet::graph::NodeOp::Dropout, inputs : & [5usize], output : <
-            ::constnet::Hwc < 12, 12, 64 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::layers::Layer::kind(& self.maxpool1), inputs : & [4usize], output
+            : < ::constnet::Hwc < 12, 12, 64 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::graph::Node { name : "dropout1", op :
+            ::constnet::layers::Layer::kind(& self.dropout1), inputs : & [5usize], output
+            : < ::constnet::Hwc < 12, 12, 64 > as ::constnet::Shape > ::DIMS, },
             ::constnet::graph::Node { name : "flatten1", op :
-            ::constnet::graph::NodeOp::Flatten, inputs : & [6usize], output : <
-            ::constnet::Flat < 9216 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::layers::Layer::kind(& self.flatten1), inputs : & [6usize], output
+            : < ::constnet::Flat < 9216 > as ::constnet::Shape > ::DIMS, },
             ::constnet::graph::Node { name : "dense1", op :
-            ::constnet::graph::NodeOp::Dense { units : 128usize }, inputs : & [7usize],
-            output : < ::constnet::Flat < 128 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::layers::Layer::kind(& self.dense1), inputs : & [7usize], output :
+            < ::constnet::Flat < 128 > as ::constnet::Shape > ::DIMS, },
             ::constnet::graph::Node { name : "relu3", op :
-            ::constnet::graph::NodeOp::Relu, inputs : & [8usize], output : <
-            ::constnet::Flat < 128 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::layers::Layer::kind(& self.relu3), inputs : & [8usize], output :
+            < ::constnet::Flat < 128 > as ::constnet::Shape > ::DIMS, },
             ::constnet::graph::Node { name : "dropout2", op :
-            ::constnet::graph::NodeOp::Dropout, inputs : & [9usize], output : <
-            ::constnet::Flat < 128 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::layers::Layer::kind(& self.dropout2), inputs : & [9usize], output
+            : < ::constnet::Flat < 128 > as ::constnet::Shape > ::DIMS, },
             ::constnet::graph::Node { name : "dense2", op :
-            ::constnet::graph::NodeOp::Dense { units : 10usize }, inputs : & [10usize],
-            output : < ::constnet::Flat < 10 > as ::constnet::Shape > ::DIMS, },
+            ::constnet::layers::Layer::kind(& self.dense2), inputs : & [10usize], output
+            : < ::constnet::Flat < 10 > as ::constnet::Shape > ::DIMS, },
             ::constnet::graph::Node { name : "softmax1", op :
-            ::constnet::graph::NodeOp::Softmax, inputs : & [11usize], output : <
-            ::constnet::Flat < 10 > as ::constnet::Shape > ::DIMS, }
+            ::constnet::layers::Layer::kind(& self.softmax1), inputs : & [11usize],
+            output : < ::constnet::Flat < 10 > as ::constnet::Shape > ::DIMS, }
         ]
     }
     fn visit_activations(

@@ -251,7 +251,7 @@ fn a_block_freezes_and_saves_by_its_name() {
 
 #[test]
 fn the_graph_names_each_layer_and_the_values_it_reads() {
-    use constnet::graph::NodeOp;
+    use constnet::catalogue::{LayerKind, Padding};
     let graph = Blocks::new(0).graph();
     let described: Vec<(&str, &[usize])> = graph.iter().map(|n| (n.name, n.inputs)).collect();
     assert_eq!(
@@ -275,11 +275,11 @@ fn the_graph_names_each_layer_and_the_values_it_reads() {
     );
     assert_eq!(
         graph[9].op,
-        NodeOp::Conv {
+        LayerKind::Conv {
             filters: 8,
             kernel: 1,
             stride: 2,
-            same: false
+            padding: Padding::Valid
         }
     );
     assert_eq!(graph[10].output, &[3, 3, 8]);

@@ -12,11 +12,13 @@
 //!   `impl Network for MnistCnn` (inference, logits path, layer and plan tables, constructor).
 
 use proc_macro2::{Ident, Literal, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use crate::plan::{Graph, Op, OpKind, Plan, Slot, Slots, Source, ValueId};
-use crate::valid::{Kind, Layer, Network, Shape, Step};
+use constnet_catalogue::{Constructor, Generic, LayerKind, RuntimeLayer, Shape};
+
+use crate::valid::{Layer, Network, Step};
 
 fn shape_type(shape: Shape) -> TokenStream {
     match shape {
@@ -35,91 +37,54 @@ fn shape_type(shape: Shape) -> TokenStream {
     }
 }
 
+/// The runtime type of a layer: the catalogue's, or the user's own for `layer(T)`.
 fn layer_type(layer: &Layer) -> TokenStream {
-    let input = shape_type(layer.input);
-    let output = shape_type(layer.output);
-    let number = Literal::usize_unsuffixed;
-    match &layer.kind {
-        Kind::Conv {
-            kernel,
-            stride,
-            same,
-            ..
-        }
-        | Kind::DepthwiseConv {
-            kernel,
-            stride,
-            same,
-        } => {
-            let conv = if matches!(layer.kind, Kind::Conv { .. }) {
-                quote!(Conv2d)
-            } else {
-                quote!(DepthwiseConv2d)
-            };
-            let (kernel, stride) = (number(*kernel), number(*stride));
-            let padding = if *same { quote!(Same) } else { quote!(Valid) };
-            quote!(::constnet::layers::#conv<#input, #output, #kernel, #stride, ::constnet::layers::#padding>)
-        }
-        Kind::Pool { max, size, stride } => {
-            let (size, stride) = (number(*size), number(*stride));
-            let pool = if *max {
-                quote!(MaxPool2d)
-            } else {
-                quote!(AvgPool2d)
-            };
-            quote!(::constnet::layers::#pool<#input, #output, #size, #stride>)
-        }
-        Kind::Dense { units } => {
-            let (inputs, units) = (number(layer.input.len()), number(*units));
-            quote!(::constnet::layers::Dense<#inputs, #units>)
-        }
-        Kind::Flatten => {
-            let len = number(layer.output.len());
-            quote!(::constnet::layers::Flatten<#input, #len>)
-        }
-        Kind::GlobalPool { max } => {
-            let channels = number(layer.output.len());
-            let pool = if *max {
-                quote!(GlobalMaxPool2d)
-            } else {
-                quote!(GlobalAvgPool2d)
-            };
-            quote!(::constnet::layers::#pool<#input, #channels>)
-        }
-        Kind::Relu => quote!(::constnet::layers::Relu<#input>),
-        Kind::LeakyRelu { .. } => quote!(::constnet::layers::LeakyRelu<#input>),
-        Kind::Sigmoid => quote!(::constnet::layers::Sigmoid<#input>),
-        Kind::Tanh => quote!(::constnet::layers::Tanh<#input>),
-        Kind::Softmax => quote!(::constnet::layers::Softmax<#input>),
-        Kind::Dropout { .. } => quote!(::constnet::layers::Dropout<#input>),
-        Kind::BatchNorm => quote!(::constnet::layers::BatchNorm<#input>),
-        Kind::Custom { ty, .. } => quote!(#ty),
+    if let Some(ty) = &layer.custom {
+        return quote!(#ty);
     }
+    let runtime = runtime_layer(layer);
+    let name = format_ident!("{}", runtime.name);
+    let generics = runtime.generics.iter().map(|generic| match *generic {
+        Generic::Input => shape_type(layer.input),
+        Generic::Output => shape_type(layer.output),
+        Generic::Size(size) => Literal::usize_unsuffixed(size).into_token_stream(),
+        Generic::Padding(padding) => {
+            let padding = format_ident!("{padding:?}");
+            quote!(::constnet::layers::#padding)
+        }
+    });
+    quote!(::constnet::layers::#name<#(#generics),*>)
+}
+
+/// The catalogue's runtime type of a layer that is not the user's.
+fn runtime_layer(layer: &Layer) -> RuntimeLayer {
+    let runtime = layer.kind.runtime(layer.input, layer.output);
+    runtime.expect("every catalogue layer has a runtime type")
 }
 
 /// How the generated constructor builds a layer (`rng` is the network's seeded generator).
 fn constructor(layer: &Layer) -> TokenStream {
     let ty = layer_type(layer);
-    match &layer.kind {
-        Kind::Conv { .. } | Kind::DepthwiseConv { .. } | Kind::Dense { .. } => {
-            quote!(<#ty>::new(&mut rng))
+    if layer.custom.is_some() {
+        return quote!(<#ty as ::constnet::layers::Build>::build(&mut rng));
+    }
+    match runtime_layer(layer).constructor {
+        Constructor::Plain => quote!(<#ty>::new()),
+        Constructor::Seeded => quote!(<#ty>::new(&mut rng)),
+        Constructor::WithValue { method, value } => {
+            let (method, value) = (format_ident!("{method}"), Literal::f32_suffixed(value));
+            quote!(<#ty>::#method(#value))
         }
-        Kind::LeakyRelu { alpha } => quote!(<#ty>::leaky(#alpha)),
-        Kind::Dropout { rate } => quote!(<#ty>::new(#rate, ::constnet::init::next_seed(&mut rng))),
-        Kind::Custom { .. } => quote!(<#ty as ::constnet::layers::Build>::build(&mut rng)),
-        _ => quote!(<#ty>::new()),
+        Constructor::WithValueAndSeed(value) => {
+            let value = Literal::f32_suffixed(value);
+            quote!(<#ty>::new(#value, ::constnet::init::next_seed(&mut rng)))
+        }
     }
 }
 
+/// Whether building the layer draws from the network's generator.
 fn needs_rng(layer: &Layer) -> bool {
-    matches!(
-        layer.kind,
-        Kind::Conv { .. }
-            | Kind::DepthwiseConv { .. }
-            | Kind::Dense { .. }
-            | Kind::Dropout { .. }
-            | Kind::Custom { .. }
-    )
+    layer.custom.is_some() || runtime_layer(layer).constructor.uses_rng()
 }
 
 /// `visit` when `used`, `_visit` otherwise, so the generated code has no unused variables.
@@ -459,7 +424,7 @@ fn infer_call(plan: &Plan, op: &Op, input: &TokenStream, target: &TokenStream) -
             let activation = match activation {
                 Some(layer) => {
                     let field = &layer.field;
-                    quote!(::constnet::layers::ActivationFn::kind(&self.#field.function))
+                    quote!(::constnet::layers::ActivationFn::epilogue(&self.#field.function))
                 }
                 None => quote!(::constnet::kernels::elementwise::ActivationKind::Identity),
             };
@@ -580,7 +545,7 @@ fn conv_of<'p>(op: &Op<'p>) -> Option<&'p Layer> {
         | OpKind::DropoutInPlace(_)
         | OpKind::PoolThroughActivation { .. } => return None,
     };
-    matches!(layer.kind, Kind::Conv { .. }).then_some(*layer)
+    matches!(layer.kind, LayerKind::Conv { .. }).then_some(*layer)
 }
 
 /// The workspace fields, each with its type and the op it serves: one state per training op
@@ -685,7 +650,7 @@ fn param_layers(net: &Network) -> Vec<&Layer> {
 /// The layers with saved, untrained buffers (batch normalisation's running statistics; a custom
 /// layer's, if it has any).
 fn buffer_layers(net: &Network) -> Vec<&Layer> {
-    let with_buffers = |l: &&Layer| matches!(l.kind, Kind::BatchNorm | Kind::Custom { .. });
+    let with_buffers = |l: &&Layer| l.kind.has_buffers();
     net.layers.iter().filter(with_buffers).collect()
 }
 
@@ -707,9 +672,7 @@ pub fn expand(net: &Network) -> TokenStream {
 /// spanned on `T` and names both shapes.
 fn custom_layer_checks(net: &Network) -> TokenStream {
     let checks = net.layers.iter().filter_map(|layer| {
-        let Kind::Custom { ty, .. } = &layer.kind else {
-            return None;
-        };
+        let ty = layer.custom.as_ref()?;
         let (input, output) = (shape_type(layer.input), shape_type(layer.output));
         Some(quote_spanned! {ty.span()=>
             const _: fn() = {
@@ -1080,26 +1043,39 @@ fn graph_nodes(net: &Network, steps: &[Step], input: usize, nodes: &mut Vec<Toke
         current = match step {
             Step::Layer(index) => {
                 let layer = &net.layers[*index];
-                push_node(nodes, &layer.name, node_op(layer), &[current], layer.output)
+                push_node(
+                    nodes,
+                    &layer.name,
+                    layer_kind(layer),
+                    &[current],
+                    layer.output,
+                )
             }
             Step::Residual(block) => {
                 let body = graph_nodes(net, &block.body, current, nodes);
                 let skip = match block.shortcut {
                     Some(index) => {
                         let layer = &net.layers[index];
-                        push_node(nodes, &layer.name, node_op(layer), &[current], layer.output)
+                        push_node(
+                            nodes,
+                            &layer.name,
+                            layer_kind(layer),
+                            &[current],
+                            layer.output,
+                        )
                     }
                     None => current,
                 };
-                push_node(nodes, &block.name, quote!(Add), &[body, skip], block.output)
+                let add = quote!(::constnet::catalogue::LayerKind::Add);
+                push_node(nodes, &block.name, add, &[body, skip], block.output)
             }
         };
     }
     current
 }
 
-/// Appends a node computing `op` (a `NodeOp` variant) from `inputs`; returns the value it
-/// writes.
+/// Appends a node computing `op` (a `LayerKind` expression) from `inputs`; returns the value
+/// it writes.
 fn push_node(
     nodes: &mut Vec<TokenStream>,
     name: &str,
@@ -1111,7 +1087,7 @@ fn push_node(
     nodes.push(quote! {
         ::constnet::graph::Node {
             name: #name,
-            op: ::constnet::graph::NodeOp::#op,
+            op: #op,
             inputs: &[#(#inputs),*],
             output: <#output as ::constnet::Shape>::DIMS,
         }
@@ -1119,37 +1095,12 @@ fn push_node(
     nodes.len()
 }
 
-/// The `NodeOp` variant of a layer (after `NodeOp::`), reading the attributes a layer keeps at
-/// run time (batch normalisation's epsilon, leaky ReLU's slope) from `self`.
-fn node_op(layer: &Layer) -> TokenStream {
+/// A layer's kind as the runtime layer itself reports it (`Layer::kind`), so the attributes it
+/// keeps at run time (batch normalisation's epsilon) are current, and a user's layer says what
+/// it is.
+fn layer_kind(layer: &Layer) -> TokenStream {
     let field = &layer.field;
-    match &layer.kind {
-        Kind::Conv {
-            filters,
-            kernel,
-            stride,
-            same,
-        } => quote!(Conv { filters: #filters, kernel: #kernel, stride: #stride, same: #same }),
-        Kind::DepthwiseConv {
-            kernel,
-            stride,
-            same,
-        } => quote!(DepthwiseConv { kernel: #kernel, stride: #stride, same: #same }),
-        Kind::Pool { max, size, stride } => {
-            quote!(Pool { max: #max, size: #size, stride: #stride })
-        }
-        Kind::GlobalPool { max } => quote!(GlobalPool { max: #max }),
-        Kind::Dense { units } => quote!(Dense { units: #units }),
-        Kind::Flatten => quote!(Flatten),
-        Kind::Relu => quote!(Relu),
-        Kind::LeakyRelu { .. } => quote!(LeakyRelu { alpha: self.#field.function.alpha }),
-        Kind::Sigmoid => quote!(Sigmoid),
-        Kind::Tanh => quote!(Tanh),
-        Kind::Softmax => quote!(Softmax),
-        Kind::Dropout { .. } => quote!(Dropout),
-        Kind::BatchNorm => quote!(BatchNorm { epsilon: self.#field.epsilon }),
-        Kind::Custom { .. } => quote!(Custom),
-    }
+    quote!(::constnet::layers::Layer::kind(&self.#field))
 }
 
 /// The `Network` impl: the layer and plan tables, the constructor, inference, the logits path.
@@ -1176,7 +1127,7 @@ fn network_impl(names: &Names) -> TokenStream {
     let mut graph = Vec::new();
     graph_nodes(net, &net.steps, 0, &mut graph);
     let head = match plan.head.map(|layer| &layer.kind) {
-        Some(Kind::Softmax) => quote!(Softmax),
+        Some(LayerKind::Softmax) => quote!(Softmax),
         Some(_) => quote!(Sigmoid),
         None => quote!(Linear),
     };

@@ -28,7 +28,9 @@
 use proc_macro2::Ident;
 use quote::format_ident;
 
-use crate::valid::{Block, Kind, Layer, Network, Shape, Step};
+use constnet_catalogue::{LayerKind, OutputUse, Shape};
+
+use crate::valid::{Block, Layer, Network, Step};
 
 /// An index into [`Graph::values`].
 pub type ValueId = usize;
@@ -250,21 +252,9 @@ impl<'n> Graph<'n> {
         let Source::Op(writer) = self.values[self.root(value)].source else {
             return false;
         };
-        let sign_only = |layer: &Layer| matches!(layer.kind, Kind::Relu | Kind::LeakyRelu { .. });
+        let sign_only = |layer: &Layer| layer.kind.output_in_backward() == OutputUse::SignOnly;
         match &self.ops[writer].kind {
-            OpKind::Layer(layer) => {
-                sign_only(layer)
-                    || matches!(
-                        layer.kind,
-                        Kind::Conv { .. }
-                            | Kind::DepthwiseConv { .. }
-                            | Kind::Dense { .. }
-                            | Kind::Pool { .. }
-                            | Kind::GlobalPool { .. }
-                            | Kind::BatchNorm
-                            | Kind::Dropout { .. }
-                    )
-            }
+            OpKind::Layer(layer) => layer.kind.output_in_backward() != OutputUse::Read,
             OpKind::LinearActivation { activation, .. }
             | OpKind::PoolThroughActivation { activation, .. } => sign_only(activation),
             OpKind::Shortcut { .. } | OpKind::Add { .. } => true,
@@ -323,7 +313,7 @@ impl<'n> Graph<'n> {
     fn pop_plain_conv(&mut self) -> Option<(&'n Layer, Option<&'n Layer>, ValueId)> {
         let last = self.ops.last()?;
         let found = match last.kind {
-            OpKind::Layer(conv) if matches!(conv.kind, Kind::Conv { .. }) => (conv, None),
+            OpKind::Layer(conv) if matches!(conv.kind, LayerKind::Conv { .. }) => (conv, None),
             OpKind::Conv {
                 conv,
                 batchnorm,
@@ -458,7 +448,7 @@ impl<'n, 'k> Builder<'n, 'k> {
         while !rest.is_empty() {
             let (kind, consumed) = match rest {
                 [dropout, _, ..]
-                    if matches!(dropout.kind, Kind::Dropout { .. })
+                    if matches!(dropout.kind, LayerKind::Dropout { .. })
                         && self.graph.may_overwrite(self.current, &self.pinned) =>
                 {
                     (OpKind::DropoutInPlace(dropout), 1)
@@ -489,7 +479,7 @@ impl<'n, 'k> Builder<'n, 'k> {
             .last_mut()
             .filter(|op| op.output == self.current);
         match (last, &pool.kind) {
-            (Some(op), Kind::Pool { max: true, .. }) if !self.inference && !pinned => {
+            (Some(op), LayerKind::Pool { max: true, .. }) if !self.inference && !pinned => {
                 let OpKind::LinearActivation {
                     activation, pooled, ..
                 } = &mut op.kind
@@ -552,16 +542,16 @@ impl<'n, 'k> Builder<'n, 'k> {
 /// normalisation and pooling into the convolution before them.
 fn next_op<'n>(layers: &[&'n Layer], inference: bool) -> (OpKind<'n>, usize) {
     let first = layers[0];
-    if inference && matches!(first.kind, Kind::Conv { .. }) {
+    if inference && matches!(first.kind, LayerKind::Conv { .. }) {
         let mut taken = 1;
         let mut take = |fits: fn(&Layer) -> bool| {
             let layer = layers.get(taken).copied().filter(|layer| fits(layer));
             taken += usize::from(layer.is_some());
             layer
         };
-        let batchnorm = take(|layer| matches!(layer.kind, Kind::BatchNorm));
+        let batchnorm = take(|layer| matches!(layer.kind, LayerKind::BatchNorm { .. }));
         let activation = take(fuses_into_epilogue);
-        let pool = take(|layer| matches!(layer.kind, Kind::Pool { .. }));
+        let pool = take(|layer| matches!(layer.kind, LayerKind::Pool { .. }));
         if batchnorm.is_some() || pool.is_some() {
             let kind = OpKind::Conv {
                 conv: first,
@@ -574,7 +564,7 @@ fn next_op<'n>(layers: &[&'n Layer], inference: bool) -> (OpKind<'n>, usize) {
         }
     }
     match layers.get(1) {
-        Some(next) if is_linear(first) && fuses_into_epilogue(next) => (
+        Some(next) if first.kind.is_linear() && fuses_into_epilogue(next) => (
             OpKind::LinearActivation {
                 linear: first,
                 activation: next,
@@ -583,23 +573,14 @@ fn next_op<'n>(layers: &[&'n Layer], inference: bool) -> (OpKind<'n>, usize) {
             2,
         ),
         // The network's result lives in the workspace, so it is never a view.
-        Some(_) if matches!(first.kind, Kind::Flatten) => (OpKind::View(first), 1),
+        Some(_) if matches!(first.kind, LayerKind::Flatten) => (OpKind::View(first), 1),
         _ => (OpKind::Layer(first), 1),
     }
 }
 
-/// Whether `layer` runs its GEMM with an epilogue.
-fn is_linear(layer: &Layer) -> bool {
-    matches!(layer.kind, Kind::Conv { .. } | Kind::Dense { .. })
-}
-
-/// Whether `layer` is an activation the epilogue applies exactly, with a derivative the
-/// activated output determines (leaky ReLU's slope is at least 0, checked by `valid`).
+/// Whether `layer` is an activation a GEMM epilogue applies (see the catalogue).
 fn fuses_into_epilogue(layer: &Layer) -> bool {
-    matches!(
-        layer.kind,
-        Kind::Relu | Kind::LeakyRelu { .. } | Kind::Sigmoid | Kind::Tanh
-    )
+    layer.kind.fuses_into_epilogue()
 }
 
 /// Both graphs of a network.
@@ -616,7 +597,7 @@ impl<'n> Plan<'n> {
     pub fn new(net: &'n Network) -> Self {
         let head = net.head();
         let train_keeps = |layer: &Layer| !head.is_some_and(|head| std::ptr::eq(layer, head));
-        let infer_keeps = |layer: &Layer| !matches!(layer.kind, Kind::Dropout { .. });
+        let infer_keeps = |layer: &Layer| !matches!(layer.kind, LayerKind::Dropout { .. });
         let (layers, steps) = (&net.layers[..], &net.steps[..]);
         Plan {
             train: Builder::graph(net.input, layers, steps, &train_keeps, false),

@@ -4,42 +4,14 @@
 
 use std::fmt;
 
+use constnet_catalogue::{
+    ArgProblem, ArgRef, ArgType, ArgValue, Entry, LayerKind, MAX_VALUES, Padding, Shape,
+    ShapeProblem,
+};
 use quote::ToTokens;
 use syn::{Attribute, Ident, Lit, Visibility};
 
 use crate::ast::{Arg, LayerDef, NetworkDef, RESIDUAL, Value};
-
-/// A sample shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shape {
-    /// A vector of features.
-    Flat(usize),
-    /// Rows, columns, channels.
-    Image(usize, usize, usize),
-}
-
-/// The most values one sample of a layer's output, or one parameter tensor, may hold: 2^32 − 1
-/// (16 GiB of `f32`). Sizes are checked against it before anything multiplies them, so no
-/// arithmetic in the macro, or in the constants it generates, can overflow.
-const MAX_VALUES: usize = u32::MAX as usize;
-
-impl Shape {
-    /// The values in one sample; only called on shapes [`check_size`] accepted.
-    pub fn len(self) -> usize {
-        match self {
-            Shape::Flat(n) => n,
-            Shape::Image(h, w, c) => h * w * c,
-        }
-    }
-
-    /// The values in one sample, if they fit in `usize`.
-    fn checked_len(self) -> Option<usize> {
-        match self {
-            Shape::Flat(n) => Some(n),
-            Shape::Image(h, w, c) => h.checked_mul(w)?.checked_mul(c),
-        }
-    }
-}
 
 /// Refuses a layer (or the input) whose output sample, or whose parameter count, holds more
 /// than [`MAX_VALUES`] values, with an error spanned on it.
@@ -69,98 +41,12 @@ fn check_size(def: &LayerDef, output: Shape, params: Option<usize>) -> syn::Resu
     }
 }
 
-/// The parameter count of a checked layer fed `input` (`None` if it overflows `usize`).
-fn param_count(kind: &Kind, input: Shape) -> Option<usize> {
-    match (kind, input) {
-        (
-            Kind::Conv {
-                filters, kernel, ..
-            },
-            Shape::Image(_, _, channels),
-        ) => kernel
-            .checked_mul(*kernel)?
-            .checked_mul(channels)?
-            .checked_mul(*filters)?
-            .checked_add(*filters),
-        (Kind::DepthwiseConv { kernel, .. }, Shape::Image(_, _, channels)) => kernel
-            .checked_mul(*kernel)?
-            .checked_mul(channels)?
-            .checked_add(channels),
-        (Kind::Dense { units }, input) => input.len().checked_mul(*units)?.checked_add(*units),
-        _ => Some(0),
-    }
-}
-
-impl fmt::Display for Shape {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Shape::Flat(n) => write!(f, "a flat vector of {n}"),
-            Shape::Image(h, w, c) => write!(f, "{h}x{w}x{c}"),
-        }
-    }
-}
-
-/// What a layer does, with its checked arguments.
-#[derive(Clone)]
-pub enum Kind {
-    Conv {
-        filters: usize,
-        kernel: usize,
-        stride: usize,
-        same: bool,
-    },
-    DepthwiseConv {
-        kernel: usize,
-        stride: usize,
-        same: bool,
-    },
-    Pool {
-        max: bool,
-        size: usize,
-        stride: usize,
-    },
-    Dense {
-        units: usize,
-    },
-    Flatten,
-    GlobalPool {
-        max: bool,
-    },
-    Relu,
-    LeakyRelu {
-        alpha: Lit,
-    },
-    Sigmoid,
-    Tanh,
-    Softmax,
-    Dropout {
-        rate: Lit,
-    },
-    BatchNorm,
-    /// A layer type of the user's, with the output shape the network expects of it.
-    Custom {
-        ty: Box<syn::Type>,
-        output: Shape,
-    },
-}
-
-impl Kind {
-    /// Whether the layer has trainable parameters (and so a gradient field).
-    pub fn has_params(&self) -> bool {
-        matches!(
-            self,
-            Kind::Conv { .. }
-                | Kind::DepthwiseConv { .. }
-                | Kind::Dense { .. }
-                | Kind::BatchNorm
-                | Kind::Custom { .. }
-        )
-    }
-}
-
 /// A checked layer with its shapes.
 pub struct Layer {
-    pub kind: Kind,
+    /// What it computes, as the catalogue describes it.
+    pub kind: LayerKind,
+    /// The type of a layer of the user's (`layer(T)`, kind [`LayerKind::Custom`]).
+    pub custom: Option<Box<syn::Type>>,
     /// Field name in the generated struct: `conv1`, `relu2`, `res1_conv1`, ...
     pub field: Ident,
     /// The name of the layer and the prefix of its parameters' names: `conv1`, `res1.conv1`.
@@ -226,43 +112,34 @@ impl Network {
         };
         let last = &self.layers[*last];
         match last.kind {
-            Kind::Softmax => Some(last),
-            Kind::Sigmoid if self.steps.len() > 1 => Some(last),
+            LayerKind::Softmax => Some(last),
+            LayerKind::Sigmoid if self.steps.len() > 1 => Some(last),
             _ => None,
         }
     }
 }
 
-/// Every layer the grammar knows, with its signature, for messages and did-you-mean.
-const LAYERS: &[(&str, &str)] = &[
+/// The items of the grammar besides the catalogue's layer kinds, with their signatures.
+const STRUCTURE: &[(&str, &str)] = &[
     ("input", "input(h, w, c) or input(n)"),
-    (
-        "conv",
-        "conv(filters, kernel) with optional stride = s, padding = same | valid",
-    ),
-    (
-        "dwconv",
-        "dwconv(kernel) with optional stride = s, padding = same | valid",
-    ),
-    ("maxpool", "maxpool(size) with optional stride = s"),
-    ("avgpool", "avgpool(size) with optional stride = s"),
-    ("dense", "dense(units)"),
-    ("flatten", "flatten"),
-    ("globalavgpool", "globalavgpool"),
-    ("globalmaxpool", "globalmaxpool"),
-    ("relu", "relu"),
-    ("leaky_relu", "leaky_relu(alpha)"),
-    ("sigmoid", "sigmoid"),
-    ("tanh", "tanh"),
-    ("softmax", "softmax"),
-    ("dropout", "dropout(rate)"),
-    ("batchnorm", "batchnorm"),
     (
         "residual",
         "residual(layers...) with optional shortcut = project",
     ),
     ("layer", "layer(Type) or layer(Type -> (h, w, c))"),
 ];
+
+/// Every item the grammar knows, with its signature, for messages and did-you-mean.
+fn grammar() -> impl Iterator<Item = (&'static str, &'static str)> {
+    let kinds = constnet_catalogue::ENTRIES
+        .iter()
+        .map(|e| (e.name, e.usage));
+    STRUCTURE[..1]
+        .iter()
+        .copied()
+        .chain(kinds)
+        .chain(STRUCTURE[1..].iter().copied())
+}
 
 fn error(tokens: impl ToTokens, message: impl fmt::Display) -> syn::Error {
     syn::Error::new_spanned(tokens, message)
@@ -393,8 +270,8 @@ impl<'a> Args<'a> {
         }
     }
 
-    /// A number (integer or float literal), possibly negative, as written.
-    fn number(&self, arg: &Arg, what: &str) -> syn::Result<(f64, Lit)> {
+    /// A number (integer or float literal), possibly negative.
+    fn number(&self, arg: &Arg, what: &str) -> syn::Result<f64> {
         match &arg.value {
             Value::Number { negative, literal } => {
                 let value: f64 = match literal {
@@ -407,15 +284,67 @@ impl<'a> Args<'a> {
                         ));
                     }
                 };
-                let value = if *negative { -value } else { value };
-                let float = syn::LitFloat::new(&format!("{value:?}f32"), literal.span());
-                Ok((value, Lit::Float(float)))
+                Ok(if *negative { -value } else { value })
             }
             Value::Word(word) => Err(error(
                 word,
                 format!("`{}`: {what} must be a number, not `{word}`", self.spec),
             )),
         }
+    }
+
+    /// One of `words`, for the argument `name`.
+    fn word(&self, arg: &Arg, name: &str, words: &[&'static str]) -> syn::Result<&'static str> {
+        let written = arg.value_text();
+        match words.iter().find(|word| **word == written) {
+            Some(word) => Ok(word),
+            None => {
+                let words: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
+                Err(error(
+                    &arg.tokens,
+                    format!(
+                        "`{}`: {name} is {}, not `{written}`",
+                        self.spec,
+                        words.join(" or ")
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// `arg` decoded as the catalogue's type for the argument `name`.
+    fn decode(&self, arg: &Arg, name: &str, ty: ArgType) -> syn::Result<ArgValue> {
+        let what = format!("the {name}");
+        Ok(match ty {
+            ArgType::PositiveInt => ArgValue::Int(self.positive_int(arg, &what)?),
+            ArgType::Number => ArgValue::Number(self.number(arg, &what)?),
+            ArgType::Word(words) => ArgValue::Word(self.word(arg, name, words)?),
+        })
+    }
+
+    /// The layer's arguments decoded as `entry` declares them.
+    fn decoded(&self, entry: &Entry) -> syn::Result<constnet_catalogue::Args> {
+        let positional = entry.positional.iter().zip(&self.positional);
+        let options = entry.options.iter().map(|param| {
+            self.option(param.name)
+                .map(|arg| self.decode(arg, param.name, param.ty))
+                .transpose()
+        });
+        Ok(constnet_catalogue::Args {
+            positional: positional
+                .map(|(param, arg)| self.decode(arg, param.name, param.ty))
+                .collect::<syn::Result<_>>()?,
+            options: options.collect::<syn::Result<_>>()?,
+        })
+    }
+
+    /// The written argument `problem` is about, with its message.
+    fn refused(&self, entry: &Entry, problem: ArgProblem) -> syn::Error {
+        let arg = match problem.arg {
+            ArgRef::Positional(index) => self.positional[index],
+            ArgRef::Option(index) => self.option(entry.options[index].name).expect("written"),
+        };
+        error(&arg.tokens, format!("`{}`: {}", self.spec, problem.message))
     }
 }
 
@@ -477,7 +406,7 @@ pub fn validate(def: NetworkDef) -> syn::Result<Network> {
     let mut layers = Vec::new();
     let (steps, output) = Scope::top().check_list(rest, input, None, &mut layers)?;
     if let [Step::Layer(only)] = steps[..]
-        && matches!(layers[only].kind, Kind::Softmax)
+        && matches!(layers[only].kind, LayerKind::Softmax)
     {
         return Err(error(
             rest[0].tokens(),
@@ -549,13 +478,17 @@ impl Scope {
                 Step::Residual(block)
             } else {
                 self.check_softmax_place(def, defs.get(index + 1))?;
-                let kind = interpret(def, received, previous.as_deref())?;
-                let output = output_shape(&kind, received);
-                let params = param_count(&kind, received).unwrap_or(usize::MAX);
+                let Interpreted {
+                    kind,
+                    custom,
+                    output,
+                } = interpret(def, received, previous.as_deref())?;
+                let params = kind.param_count(received).unwrap_or(usize::MAX);
                 check_size(def, output, Some(params))?;
                 let name = self.next_name(&def.kind.to_string());
                 layers.push(Layer {
                     kind,
+                    custom,
                     field: field_ident(&name, def.kind.span()),
                     name,
                     spec: def.spec(),
@@ -696,12 +629,13 @@ impl Scope {
                 ),
             ));
         };
-        let params = param_count(&kind, input).unwrap_or(usize::MAX);
+        let params = kind.param_count(input).unwrap_or(usize::MAX);
         check_size(def, output, Some(params))?;
         let name = format!("{block}.shortcut");
         layers.push(Layer {
             spec: kind_spec(&kind),
             kind,
+            custom: None,
             field: field_ident(&name, def.kind.span()),
             name,
             input,
@@ -714,29 +648,29 @@ impl Scope {
 /// The layer that projects `input` onto `output` for a residual shortcut: a 1x1 convolution
 /// whose stride maps the input's rows and columns onto the output's, or a dense layer between
 /// vectors.
-fn projection(input: Shape, output: Shape) -> Option<Kind> {
+fn projection(input: Shape, output: Shape) -> Option<LayerKind> {
     match (input, output) {
         (Shape::Image(h, w, _), Shape::Image(out_h, out_w, filters)) => (1..=h.max(w))
             .find(|stride| (h - 1) / stride + 1 == out_h && (w - 1) / stride + 1 == out_w)
-            .map(|stride| Kind::Conv {
+            .map(|stride| LayerKind::Conv {
                 filters,
                 kernel: 1,
                 stride,
-                same: false,
+                padding: Padding::Valid,
             }),
-        (Shape::Flat(_), Shape::Flat(units)) => Some(Kind::Dense { units }),
+        (Shape::Flat(_), Shape::Flat(units)) => Some(LayerKind::Dense { units }),
         _ => None,
     }
 }
 
 /// How the grammar writes a projection: `conv(64, 1, stride = 2)`, `dense(32)`.
-fn kind_spec(kind: &Kind) -> String {
+fn kind_spec(kind: &LayerKind) -> String {
     match kind {
-        Kind::Conv {
+        LayerKind::Conv {
             filters, stride, ..
         } if *stride > 1 => format!("conv({filters}, 1, stride = {stride})"),
-        Kind::Conv { filters, .. } => format!("conv({filters}, 1)"),
-        Kind::Dense { units } => format!("dense({units})"),
+        LayerKind::Conv { filters, .. } => format!("conv({filters}, 1)"),
+        LayerKind::Dense { units } => format!("dense({units})"),
         _ => unreachable!("projections are 1x1 convolutions or dense layers"),
     }
 }
@@ -787,253 +721,95 @@ fn dims_shape(def: &LayerDef, [flat, image]: [&str; 2], problem: &str) -> syn::R
     })
 }
 
-/// A convolution's `stride = s` (1 by default) and `padding = same | valid` (valid).
-fn stride_and_padding(args: &Args, spec: &str) -> syn::Result<(usize, bool)> {
-    let stride = match args.option("stride") {
-        Some(arg) => args.positive_int(arg, "the stride")?,
-        None => 1,
-    };
-    let same = match args.option("padding").map(|a| &a.value) {
-        None => false,
-        Some(Value::Word(word)) if word == "valid" => false,
-        Some(Value::Word(word)) if word == "same" => true,
-        Some(_) => {
-            let arg = args.option("padding").expect("present");
-            return Err(error(
-                &arg.tokens,
-                format!(
-                    "`{spec}`: padding is `same` or `valid`, not `{}`",
-                    arg.value_text()
-                ),
-            ));
-        }
-    };
-    Ok((stride, same))
+/// A checked layer's kind, its user type (for `layer(T)`) and its output shape.
+struct Interpreted {
+    kind: LayerKind,
+    custom: Option<Box<syn::Type>>,
+    output: Shape,
 }
 
-/// Checks one layer's arguments against its signature and its input shape.
-fn interpret(def: &LayerDef, received: Shape, previous: Option<&str>) -> syn::Result<Kind> {
+/// Checks one layer's arguments against its catalogue entry and its input shape.
+fn interpret(def: &LayerDef, received: Shape, previous: Option<&str>) -> syn::Result<Interpreted> {
     let kind = def.kind.to_string();
-    let spec = def.spec();
-    let needs_image = |what: &str| -> syn::Result<(usize, usize, usize)> {
-        match received {
-            Shape::Image(h, w, c) => Ok((h, w, c)),
-            Shape::Flat(n) => Err(error(
-                def.tokens(),
-                format!(
-                    "`{spec}` needs an image (height x width x channels), but receives a flat \
-                     vector of {n} ({}): {what} cannot follow `flatten` or a dense layer",
-                    source(previous)
-                ),
-            )),
-        }
-    };
-    let window_fits = |size: usize, what: &str, h: usize, w: usize| -> syn::Result<()> {
-        if h < size || w < size {
-            return Err(error(
-                def.tokens(),
-                format!(
-                    "`{spec}` needs an input of at least {size}x{size}, but receives {received} \
-                     ({}): the {what} is larger than its input",
-                    source(previous)
-                ),
-            ));
-        }
-        Ok(())
-    };
-    // A convolution's window: its stride and padding, an image to slide over, and, without
-    // padding, room for the kernel.
-    let window = |args: &Args, kernel: usize, what: &str| -> syn::Result<(usize, bool)> {
-        let (stride, same) = stride_and_padding(args, &spec)?;
-        let (h, w, _) = needs_image(what)?;
-        if !same {
-            window_fits(kernel, "kernel", h, w)?;
-        }
-        Ok((stride, same))
-    };
-    Ok(match kind.as_str() {
-        "conv" => {
-            let args = Args::new(
-                def,
-                &["number of filters", "kernel size"],
-                &["stride", "padding"],
-                "conv(32, 3)",
-            )?;
-            let filters = args.positive_int(args.positional[0], "the number of filters")?;
-            let kernel = args.positive_int(args.positional[1], "the kernel size")?;
-            let (stride, same) = window(&args, kernel, "a convolution")?;
-            Kind::Conv {
-                filters,
-                kernel,
-                stride,
-                same,
-            }
-        }
-        "dwconv" => {
-            let args = Args::new(def, &["kernel size"], &["stride", "padding"], "dwconv(3)")?;
-            let kernel = args.positive_int(args.positional[0], "the kernel size")?;
-            let (stride, same) = window(&args, kernel, "a depthwise convolution")?;
-            Kind::DepthwiseConv {
-                kernel,
-                stride,
-                same,
-            }
-        }
-        "maxpool" | "avgpool" => {
-            let example = format!("{kind}(2)");
-            let args = Args::new(def, &["pool size"], &["stride"], &example)?;
-            let size = args.positive_int(args.positional[0], "the pool size")?;
-            let stride = match args.option("stride") {
-                Some(arg) => args.positive_int(arg, "the stride")?,
-                None => size,
-            };
-            let (h, w, _) = needs_image("pooling")?;
-            window_fits(size, "pooling window", h, w)?;
-            Kind::Pool {
-                max: kind == "maxpool",
-                size,
-                stride,
-            }
-        }
-        "layer" => {
-            let Some(ty) = &def.custom else {
-                return Err(error(
-                    def.tokens(),
-                    "`layer` inserts a layer type of yours: `layer(my_crate::Swish<Hwc<12, 12, \
-                     64>>)`, with `-> (h, w, c)` after the type if its output shape differs",
-                ));
-            };
-            Kind::Custom {
-                ty: Box::new(ty.clone()),
-                output: custom_output(def, received)?,
-            }
-        }
-        "globalavgpool" | "globalmaxpool" => {
-            Args::new(def, &[], &[], &kind)?;
-            needs_image("global pooling")?;
-            Kind::GlobalPool {
-                max: kind == "globalmaxpool",
-            }
-        }
-        "dense" => {
-            let args = Args::new(def, &["number of units"], &[], "dense(128)")?;
-            let units = args.positive_int(args.positional[0], "the number of units")?;
-            if let Shape::Image(..) = received {
-                return Err(error(
-                    def.tokens(),
-                    format!(
-                        "`{spec}` needs a flat input, but receives {received} ({}): add `flatten` \
-                         before it",
-                        source(previous)
-                    ),
-                ));
-            }
-            Kind::Dense { units }
-        }
-        "leaky_relu" => {
-            let args = Args::new(def, &["slope alpha"], &[], "leaky_relu(0.1)")?;
-            let (slope, alpha) = args.number(args.positional[0], "the slope alpha")?;
-            if slope < 0.0 {
-                return Err(error(
-                    &args.positional[0].tokens,
-                    format!(
-                        "`{spec}`: the slope for negative inputs must be at least 0 (as in Keras), not {slope}"
-                    ),
-                ));
-            }
-            Kind::LeakyRelu { alpha }
-        }
-        "dropout" => {
-            let args = Args::new(def, &["rate"], &[], "dropout(0.25)")?;
-            let (rate, literal) = args.number(args.positional[0], "the rate")?;
-            if !(0.0..1.0).contains(&rate) {
-                return Err(error(
-                    &args.positional[0].tokens,
-                    format!(
-                        "`{spec}`: the dropout rate is the fraction of values dropped, so it must \
-                         be in [0, 1), not {rate}"
-                    ),
-                ));
-            }
-            Kind::Dropout { rate: literal }
-        }
-        "flatten" | "relu" | "sigmoid" | "tanh" | "softmax" | "batchnorm" => {
-            Args::new(def, &[], &[], &kind)?;
-            match kind.as_str() {
-                "flatten" => Kind::Flatten,
-                "relu" => Kind::Relu,
-                "sigmoid" => Kind::Sigmoid,
-                "tanh" => Kind::Tanh,
-                "softmax" => Kind::Softmax,
-                _ => Kind::BatchNorm,
-            }
-        }
+    let entry = match kind.as_str() {
+        "layer" => return custom_layer(def, received),
         "input" => {
             return Err(error(
                 def.tokens(),
-                format!("`{spec}`: a network has one input, its first layer; remove this one"),
-            ));
-        }
-        unknown => {
-            let names = LAYERS.iter().map(|(name, _)| *name);
-            let hint = match did_you_mean(unknown, names) {
-                Some(name) => {
-                    let signature = LAYERS.iter().find(|(n, _)| *n == name).expect("known").1;
-                    format!("did you mean `{name}` ({signature})?")
-                }
-                None => format!(
-                    "the layers are {}",
-                    list(&LAYERS.iter().map(|(name, _)| *name).collect::<Vec<_>>())
+                format!(
+                    "`{}`: a network has one input, its first layer; remove this one",
+                    def.spec()
                 ),
-            };
-            return Err(error(
-                &def.kind,
-                format!("unknown layer `{unknown}`: {hint}"),
             ));
         }
+        name => Entry::named(name).ok_or_else(|| unknown_layer(def, name))?,
+    };
+    let names: Vec<&str> = entry.positional.iter().map(|param| param.name).collect();
+    let options: Vec<&str> = entry.options.iter().map(|param| param.name).collect();
+    let args = Args::new(def, &names, &options, entry.example)?;
+    let layer = (entry.build)(&args.decoded(entry)?).map_err(|p| args.refused(entry, p))?;
+    let output = layer
+        .output_shape(received)
+        .map_err(|problem| shape_error(def, problem, received, previous))?;
+    Ok(Interpreted {
+        kind: layer,
+        custom: None,
+        output,
     })
 }
 
-/// The shape a (checked) layer produces from `input`.
-fn output_shape(kind: &Kind, input: Shape) -> Shape {
-    let image = |h, w, c| Shape::Image(h, w, c);
-    match kind {
-        Kind::Conv {
-            filters,
-            kernel,
-            stride,
-            same,
-        } => match input {
-            Shape::Image(h, w, _) if *same => {
-                image(h.div_ceil(*stride), w.div_ceil(*stride), *filters)
-            }
-            Shape::Image(h, w, _) => image(
-                (h - kernel) / stride + 1,
-                (w - kernel) / stride + 1,
-                *filters,
-            ),
-            Shape::Flat(_) => unreachable!("checked by interpret"),
-        },
-        Kind::DepthwiseConv {
-            kernel,
-            stride,
-            same,
-        } => match input {
-            Shape::Image(h, w, c) if *same => image(h.div_ceil(*stride), w.div_ceil(*stride), c),
-            Shape::Image(h, w, c) => image((h - kernel) / stride + 1, (w - kernel) / stride + 1, c),
-            Shape::Flat(_) => unreachable!("checked by interpret"),
-        },
-        Kind::Pool { size, stride, .. } => match input {
-            Shape::Image(h, w, c) => image((h - size) / stride + 1, (w - size) / stride + 1, c),
-            Shape::Flat(_) => unreachable!("checked by interpret"),
-        },
-        Kind::Dense { units } => Shape::Flat(*units),
-        Kind::Flatten => Shape::Flat(input.len()),
-        Kind::Custom { output, .. } => *output,
-        Kind::GlobalPool { .. } => match input {
-            Shape::Image(_, _, c) => Shape::Flat(c),
-            Shape::Flat(_) => unreachable!("checked by interpret"),
-        },
-        _ => input,
-    }
+/// A `layer(T)` item: the user's type, with the output shape written after it.
+fn custom_layer(def: &LayerDef, received: Shape) -> syn::Result<Interpreted> {
+    let Some(ty) = &def.custom else {
+        return Err(error(
+            def.tokens(),
+            "`layer` inserts a layer type of yours: `layer(my_crate::Swish<Hwc<12, 12, 64>>)`, \
+             with `-> (h, w, c)` after the type if its output shape differs",
+        ));
+    };
+    Ok(Interpreted {
+        kind: LayerKind::Custom,
+        custom: Some(Box::new(ty.clone())),
+        output: custom_output(def, received)?,
+    })
+}
+
+/// The error of a layer the grammar does not know, with the likeliest one meant.
+fn unknown_layer(def: &LayerDef, unknown: &str) -> syn::Error {
+    let hint = match did_you_mean(unknown, grammar().map(|(name, _)| name)) {
+        Some(name) => {
+            let signature = grammar().find(|(n, _)| *n == name).expect("known").1;
+            format!("did you mean `{name}` ({signature})?")
+        }
+        None => format!(
+            "the layers are {}",
+            list(&grammar().map(|(name, _)| name).collect::<Vec<_>>())
+        ),
+    };
+    error(&def.kind, format!("unknown layer `{unknown}`: {hint}"))
+}
+
+/// The error of a layer whose input shape does not suit it, saying what reached it from where.
+fn shape_error(
+    def: &LayerDef,
+    problem: ShapeProblem,
+    received: Shape,
+    previous: Option<&str>,
+) -> syn::Error {
+    let (spec, source) = (def.spec(), source(previous));
+    let message = match problem {
+        ShapeProblem::NeedsImage(what) => format!(
+            "`{spec}` needs an image (height x width x channels), but receives {received} \
+             ({source}): {what} cannot follow `flatten` or a dense layer"
+        ),
+        ShapeProblem::NeedsFlat => format!(
+            "`{spec}` needs a flat input, but receives {received} ({source}): add `flatten` \
+             before it"
+        ),
+        ShapeProblem::WindowTooLarge { size, what } => format!(
+            "`{spec}` needs an input of at least {size}x{size}, but receives {received} \
+             ({source}): the {what} is larger than its input"
+        ),
+    };
+    error(def.tokens(), message)
 }

@@ -33,6 +33,7 @@ pub mod train;
 #[cfg(feature = "safetensors")]
 pub mod weights;
 
+pub use constnet_catalogue as catalogue;
 pub use rand;
 pub use shape::{Flat, Hwc, Image, Shape};
 pub use tensor::{Batch, ShapeError, Tensor};

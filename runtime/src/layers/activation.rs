@@ -9,6 +9,8 @@ use std::marker::PhantomData;
 
 use rayon::prelude::*;
 
+use constnet_catalogue::LayerKind;
+
 use super::Layer;
 use crate::kernels::elementwise::{self, ActivationKind};
 use crate::shape::Shape;
@@ -27,7 +29,12 @@ pub trait ActivationFn: Clone + Debug + Send + Sync {
     /// used: a fused layer keeps only its activated output for backward.
     fn derivative_from_output(&self, y: f32) -> f32;
     /// The same function as the GEMM epilogue applies it.
-    fn kind(&self) -> ActivationKind;
+    fn epilogue(&self) -> ActivationKind;
+    /// The function's layer kind in the catalogue; [`LayerKind::Custom`] for a function of
+    /// one's own.
+    fn layer_kind(&self) -> LayerKind {
+        LayerKind::Custom
+    }
 }
 
 /// `max(x, 0)`, NaN for NaN ([`elementwise::relu`]).
@@ -45,8 +52,11 @@ impl ActivationFn for ReluFn {
     fn derivative_from_output(&self, y: f32) -> f32 {
         if y > 0.0 { 1.0 } else { 0.0 }
     }
-    fn kind(&self) -> ActivationKind {
+    fn epilogue(&self) -> ActivationKind {
         ActivationKind::Relu
+    }
+    fn layer_kind(&self) -> LayerKind {
+        LayerKind::Relu
     }
 }
 
@@ -69,8 +79,11 @@ impl ActivationFn for LeakyReluFn {
     fn derivative_from_output(&self, y: f32) -> f32 {
         if y > 0.0 { 1.0 } else { self.alpha }
     }
-    fn kind(&self) -> ActivationKind {
+    fn epilogue(&self) -> ActivationKind {
         ActivationKind::LeakyRelu(self.alpha)
+    }
+    fn layer_kind(&self) -> LayerKind {
+        LayerKind::LeakyRelu { alpha: self.alpha }
     }
 }
 
@@ -88,8 +101,11 @@ impl ActivationFn for SigmoidFn {
     fn derivative_from_output(&self, y: f32) -> f32 {
         y * (1.0 - y)
     }
-    fn kind(&self) -> ActivationKind {
+    fn epilogue(&self) -> ActivationKind {
         ActivationKind::Sigmoid
+    }
+    fn layer_kind(&self) -> LayerKind {
+        LayerKind::Sigmoid
     }
 }
 
@@ -107,8 +123,11 @@ impl ActivationFn for TanhFn {
     fn derivative_from_output(&self, y: f32) -> f32 {
         1.0 - y * y
     }
-    fn kind(&self) -> ActivationKind {
+    fn epilogue(&self) -> ActivationKind {
         ActivationKind::Tanh
+    }
+    fn layer_kind(&self) -> LayerKind {
+        LayerKind::Tanh
     }
 }
 
@@ -199,6 +218,10 @@ impl<S: Shape, F: ActivationFn> Layer for Activation<S, F> {
                     *dx = dy * self.function.derivative(x, y);
                 }
             });
+    }
+
+    fn kind(&self) -> LayerKind {
+        self.function.layer_kind()
     }
 
     no_params!();

@@ -5,6 +5,7 @@
 //! statistics towards them; inference normalises with the running statistics. Defaults follow
 //! Keras: momentum 0.99, epsilon 0.001, `gamma` (saved as `weight`) ones, `beta` (`bias`) zeros.
 
+use constnet_catalogue::LayerKind;
 use std::marker::PhantomData;
 
 use super::{Layer, TensorVisitor, TensorVisitorMut, WeightBias};
@@ -58,7 +59,7 @@ impl<S: Shape> BatchNorm<S> {
             running_mean: vec![0.0; S::CHANNELS],
             running_var: vec![1.0; S::CHANNELS],
             momentum: 0.99,
-            epsilon: 1e-3,
+            epsilon: constnet_catalogue::BATCHNORM_EPSILON,
             shape: PhantomData,
         }
     }
@@ -118,6 +119,12 @@ impl<S: Shape> Layer for BatchNorm<S> {
     type Cache = BatchNormCache;
     const PARAMS: usize = 2 * S::CHANNELS;
     const BUFFERS: usize = 2 * S::CHANNELS;
+
+    fn kind(&self) -> LayerKind {
+        LayerKind::BatchNorm {
+            epsilon: self.epsilon,
+        }
+    }
 
     fn forward(&self, input: &Batch<S>, output: &mut Batch<S>, workspace: &mut BatchNormCache) {
         output.resize(input.len());

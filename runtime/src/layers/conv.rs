@@ -20,6 +20,7 @@
 //! the partial sums in group order, so the result is the same bit for bit on any number of
 //! threads.
 
+use constnet_catalogue::LayerKind;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -42,6 +43,15 @@ use crate::tensor::Batch;
 pub trait Padding: 'static + Copy + Default + Debug + Send + Sync {
     /// Whether the input is zero-padded so the output has `ceil(input / stride)` rows and columns.
     const SAME: bool;
+}
+
+/// The catalogue's padding of marker type `P`.
+pub(crate) fn catalogue_padding<P: Padding>() -> constnet_catalogue::Padding {
+    if P::SAME {
+        constnet_catalogue::Padding::Same
+    } else {
+        constnet_catalogue::Padding::Valid
+    }
 }
 
 /// No padding: the kernel only visits positions where it fits entirely inside the input.
@@ -676,6 +686,15 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
             },
         ),
     );
+
+    fn kind(&self) -> LayerKind {
+        LayerKind::Conv {
+            filters: O::C,
+            kernel: K,
+            stride: STRIDE,
+            padding: catalogue_padding::<P>(),
+        }
+    }
 
     fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, cache: &mut ConvCache) {
         self.forward_activated(input, output, ActivationKind::Identity, cache);

@@ -6,6 +6,7 @@
 //! - weight gradient: `dW = Xᵀ · dY` (rows of `dW` split across threads), `db = Σ dY`;
 //! - input gradient: `dX = dY · Wᵀ`.
 
+use constnet_catalogue::LayerKind;
 use rand::Rng;
 
 use super::fused::Linear;
@@ -62,6 +63,10 @@ impl<const IN: usize, const OUT: usize> Layer for Dense<IN, OUT> {
     const PARAMS: usize = IN * OUT + OUT;
     const MULS: usize = IN * OUT;
     const SCRATCH: usize = split_k_scratch(IN, OUT);
+
+    fn kind(&self) -> LayerKind {
+        LayerKind::Dense { units: OUT }
+    }
 
     fn forward(&self, input: &Batch<Flat<IN>>, output: &mut Batch<Flat<OUT>>, _workspace: &mut ()) {
         self.forward_activated(input, output, ActivationKind::Identity, &mut ());

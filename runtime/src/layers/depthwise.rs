@@ -9,6 +9,7 @@
 //! Backward sums the weight gradient over fixed groups of images, one partial sum each, added
 //! in group order, so results do not depend on the thread count.
 
+use constnet_catalogue::LayerKind;
 use std::marker::PhantomData;
 
 use rand::Rng;
@@ -172,6 +173,14 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     type Cache = DepthwiseCache;
     const PARAMS: usize = K * K * I::C + I::C;
     const MULS: usize = O::LEN * K * K;
+
+    fn kind(&self) -> LayerKind {
+        LayerKind::DepthwiseConv {
+            kernel: K,
+            stride: STRIDE,
+            padding: super::conv::catalogue_padding::<P>(),
+        }
+    }
 
     fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _cache: &mut DepthwiseCache) {
         let () = Self::SHAPES_AGREE;

@@ -5,6 +5,7 @@
 //! `(seed, t, i)` alone, so it does not depend on how the batch is split across threads, and a
 //! clone of the layer replays the same masks.
 
+use constnet_catalogue::LayerKind;
 use std::marker::PhantomData;
 
 use rand::{Rng, SeedableRng};
@@ -214,6 +215,10 @@ impl<S: Shape> Layer for Dropout<S> {
             cache.keep_scale,
             grad_input.as_mut_slice(),
         );
+    }
+
+    fn kind(&self) -> LayerKind {
+        LayerKind::Dropout { rate: self.rate }
     }
 
     no_params!();

@@ -1,6 +1,7 @@
 //! [`Flatten`]: an image becomes a vector of its values in HWC order (as Keras flattens a
 //! channels-last tensor), so a dense layer can follow a convolution.
 
+use constnet_catalogue::LayerKind;
 use std::marker::PhantomData;
 
 use super::Layer;
@@ -53,6 +54,10 @@ impl<I: Shape, const N: usize> Layer for Flatten<I, N> {
                 .as_mut_slice()
                 .copy_from_slice(grad_output.as_slice());
         }
+    }
+
+    fn kind(&self) -> LayerKind {
+        LayerKind::Flatten
     }
 
     no_params!();

@@ -126,7 +126,7 @@ pub fn linear_activation_forward<L: Linear, F: ActivationFn>(
     output: &mut Batch<L::Output>,
     cache: &mut L::Cache,
 ) {
-    linear.forward_activated(input, output, activation.kind(), cache);
+    linear.forward_activated(input, output, activation.epilogue(), cache);
 }
 
 /// Backward of [`linear_activation_forward`], from its input, its (activated) output and the
@@ -272,7 +272,7 @@ pub fn conv_activation_pool_forward_train<
 ) {
     let weights = ConvWeights::from(&conv.params);
     let prepared = Conv2d::<I, M, K, STRIDE, P>::prepare(weights, input.len(), conv_cache);
-    let activation = activation.kind();
+    let activation = activation.epilogue();
     let pool_group = |images: &[f32], outputs: &mut [f32], selected: &mut [u32]| {
         with_scratch(M::LEN, |conv_out| {
             let outputs = outputs.chunks_mut(O::LEN).zip(selected.chunks_mut(O::LEN));
@@ -746,7 +746,7 @@ mod tests {
             crate::layers::residual_add_forward(&conv_out, &skip, &mut sum);
             relu.forward(&sum, &mut want, &mut ());
             let mut got = Batch::default();
-            let kind = ActivationFn::kind(&relu.function);
+            let kind = ActivationFn::epilogue(&relu.function);
             let weights = (&conv.params).into();
             let cache = &mut ConvCache::default();
             conv_residual_forward(&conv, weights, kind, &x, &skip, &mut got, cache);

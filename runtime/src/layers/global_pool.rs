@@ -8,6 +8,7 @@
 //! which pixel each channel's maximum came from (the first, as in TensorFlow), and its backward
 //! pass sends the gradient there; average pooling spreads it evenly over the pixels.
 
+use constnet_catalogue::LayerKind;
 use std::marker::PhantomData;
 
 use rayon::prelude::*;
@@ -169,6 +170,10 @@ impl<I: Image, Op: PoolOp, const C: usize> Layer for GlobalPool2d<I, Op, C> {
                     }
                 }
             });
+    }
+
+    fn kind(&self) -> LayerKind {
+        LayerKind::GlobalPool { max: Op::SELECTS }
     }
 
     no_params!();

@@ -60,6 +60,7 @@ pub(crate) use softmax::softmax_row;
 
 use std::ops::Range;
 
+use constnet_catalogue::LayerKind;
 use rayon::prelude::*;
 
 use crate::aligned::AlignedVec;
@@ -276,6 +277,13 @@ pub trait Layer: Send + Sync {
 
     /// Visits the same state as [`Layer::visit_buffers`], mutably (for weight loading).
     fn visit_buffers_mut(&mut self, _visit: &mut TensorVisitorMut<'_>) {}
+
+    /// What the layer computes, as the catalogue describes it: the op of its node in a
+    /// network's graph, which exporters read. [`LayerKind::Custom`] (nothing more is known) for
+    /// a layer that does not say.
+    fn kind(&self) -> LayerKind {
+        LayerKind::Custom
+    }
 }
 
 /// How `network!` builds a layer type of yours, inserted with `layer(T)`: from the network's

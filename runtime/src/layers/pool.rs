@@ -8,6 +8,7 @@
 //! before it ([`MaxPool2d::backward_through_activation`]); average pooling spreads each gradient
 //! over its window.
 
+use constnet_catalogue::LayerKind;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -316,7 +317,7 @@ impl ActivationFn for Unchanged {
     fn derivative_from_output(&self, _y: f32) -> f32 {
         1.0
     }
-    fn kind(&self) -> ActivationKind {
+    fn epilogue(&self) -> ActivationKind {
         ActivationKind::Identity
     }
 }
@@ -563,6 +564,14 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
                     Self::spread_image(dx, dy);
                 }
             });
+        }
+    }
+
+    fn kind(&self) -> LayerKind {
+        LayerKind::Pool {
+            max: Op::SELECTS,
+            size: K,
+            stride: STRIDE,
         }
     }
 

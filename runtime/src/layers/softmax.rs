@@ -3,6 +3,7 @@
 //! [`softmax_cross_entropy`](crate::loss::softmax_cross_entropy) takes the logits and is both
 //! cheaper and numerically safer.
 
+use constnet_catalogue::LayerKind;
 use std::marker::PhantomData;
 
 use rayon::prelude::*;
@@ -86,6 +87,10 @@ impl<S: Shape> Layer for Softmax<S> {
                 *dx = y * (dy - dot);
             }
         }
+    }
+
+    fn kind(&self) -> LayerKind {
+        LayerKind::Softmax
     }
 
     no_params!();

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use crate::graph::{Node, NodeOp};
+use crate::catalogue::{LayerKind, Padding};
+use crate::graph::Node;
 use crate::layers::padding_before;
 use crate::network::Network;
 use crate::shape::Shape;
@@ -219,23 +220,23 @@ impl Builder {
             Ok(same_layout(name.clone()))
         };
         match node.op {
-            NodeOp::Conv {
+            LayerKind::Conv {
                 filters,
                 kernel,
                 stride,
-                same,
+                padding,
             } => {
                 let window = Window {
                     kernel,
                     stride,
-                    same,
+                    same: padding == Padding::Same,
                 };
                 Ok(self.conv(node, input, filters, window, false))
             }
-            NodeOp::DepthwiseConv {
+            LayerKind::DepthwiseConv {
                 kernel,
                 stride,
-                same,
+                padding,
             } => {
                 let channels = match input.layout {
                     Layout::Nchw(_, _, c) => c,
@@ -244,11 +245,11 @@ impl Builder {
                 let window = Window {
                     kernel,
                     stride,
-                    same,
+                    same: padding == Padding::Same,
                 };
                 Ok(self.conv(node, input, channels, window, true))
             }
-            NodeOp::Pool { max, size, stride } => {
+            LayerKind::Pool { max, size, stride } => {
                 let op = if max { "MaxPool" } else { "AveragePool" };
                 let attributes = vec![
                     ints("kernel_shape", &[size, size]),
@@ -257,7 +258,7 @@ impl Builder {
                 self.push(op, &[&input.name], &name, attributes);
                 Ok(image_value(name, node.output))
             }
-            NodeOp::GlobalPool { max } => {
+            LayerKind::GlobalPool { max } => {
                 let op = if max {
                     "GlobalMaxPool"
                 } else {
@@ -268,25 +269,25 @@ impl Builder {
                 self.push("Flatten", &[&pooled], &name, vec![int("axis", 1)]);
                 Ok(flat_value(name, node.output))
             }
-            NodeOp::Dense { .. } => {
+            LayerKind::Dense { .. } => {
                 let (weight, bias) = (self.param(node, "weight"), self.param(node, "bias"));
                 self.push("Gemm", &[&input.name, &weight, &bias], &name, vec![]);
                 Ok(flat_value(name, node.output))
             }
-            NodeOp::Flatten => {
+            LayerKind::Flatten => {
                 let source = self.nhwc_name(input, &name);
                 self.push("Flatten", &[&source], &name, vec![int("axis", 1)]);
                 Ok(flat_value(name, node.output))
             }
-            NodeOp::Relu => elementwise(self, "Relu", vec![]),
-            NodeOp::LeakyRelu { alpha } => {
+            LayerKind::Relu => elementwise(self, "Relu", vec![]),
+            LayerKind::LeakyRelu { alpha } => {
                 elementwise(self, "LeakyRelu", vec![float("alpha", alpha)])
             }
-            NodeOp::Sigmoid => elementwise(self, "Sigmoid", vec![]),
-            NodeOp::Tanh => elementwise(self, "Tanh", vec![]),
-            NodeOp::Softmax => Ok(self.softmax(input, &name)),
-            NodeOp::Dropout => Ok(input.clone()),
-            NodeOp::BatchNorm { epsilon } => {
+            LayerKind::Sigmoid => elementwise(self, "Sigmoid", vec![]),
+            LayerKind::Tanh => elementwise(self, "Tanh", vec![]),
+            LayerKind::Softmax => Ok(self.softmax(input, &name)),
+            LayerKind::Dropout { .. } => Ok(input.clone()),
+            LayerKind::BatchNorm { epsilon } => {
                 let names =
                     ["weight", "bias", "running_mean", "running_var"].map(|t| self.param(node, t));
                 let [scale, shift, mean, var] = names.each_ref().map(String::as_str);
@@ -299,11 +300,11 @@ impl Builder {
                 );
                 Ok(same_layout(name))
             }
-            NodeOp::Add => {
+            LayerKind::Add => {
                 self.push("Add", &[&inputs[0].name, &inputs[1].name], &name, vec![]);
                 Ok(same_layout(name))
             }
-            NodeOp::Custom => Err(OnnxError::Unsupported {
+            LayerKind::Custom => Err(OnnxError::Unsupported {
                 layer: name,
                 reason: "a layer type of your own (`layer(T)`) has no ONNX description".into(),
             }),
