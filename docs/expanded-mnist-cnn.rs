@@ -345,7 +345,7 @@ impl MnistCnn {
         ::constnet::layers::conv_activation_pool_forward(
             &self.conv2,
             ::constnet::layers::ConvWeights::from(&self.conv2.params),
-            ::constnet::layers::ActivationFn::epilogue(&self.relu2.function),
+            ::constnet::layers::EpilogueFn::epilogue(&self.relu2.function),
             &self.maxpool1,
             &v1,
             &mut v2,

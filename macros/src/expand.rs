@@ -424,7 +424,7 @@ fn infer_call(plan: &Plan, op: &Op, input: &TokenStream, target: &TokenStream) -
             let activation = match activation {
                 Some(layer) => {
                     let field = &layer.field;
-                    quote!(::constnet::layers::ActivationFn::epilogue(&self.#field.function))
+                    quote!(::constnet::layers::EpilogueFn::epilogue(&self.#field.function))
                 }
                 None => quote!(::constnet::kernels::elementwise::ActivationKind::Identity),
             };

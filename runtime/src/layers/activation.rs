@@ -25,16 +25,22 @@ pub trait ActivationFn: Clone + Debug + Send + Sync {
     fn value(&self, x: f32) -> f32;
     /// `f'(x)`, given `x` and `y = f(x)` (whichever is cheaper to use).
     fn derivative(&self, x: f32, y: f32) -> f32;
-    /// `f'(x)` from `y = f(x)` alone, equal to [`ActivationFn::derivative`] wherever it is
-    /// used: a fused layer keeps only its activated output for backward.
-    fn derivative_from_output(&self, y: f32) -> f32;
-    /// The same function as the GEMM epilogue applies it.
-    fn epilogue(&self) -> ActivationKind;
     /// The function's layer kind in the catalogue; [`LayerKind::Custom`] for a function of
     /// one's own.
     fn layer_kind(&self) -> LayerKind {
         LayerKind::Custom
     }
+}
+
+/// An activation a GEMM applies in its epilogue, fused into the convolution or dense layer
+/// before it (the catalogue's `fuses_into_epilogue`). The fused op keeps only its activated
+/// output for backward, so the derivative must follow from the output alone.
+pub trait EpilogueFn: ActivationFn {
+    /// `f'(x)` from `y = f(x)` alone, equal to [`ActivationFn::derivative`] wherever it is
+    /// used.
+    fn derivative_from_output(&self, y: f32) -> f32;
+    /// The same function as the GEMM epilogue applies it.
+    fn epilogue(&self) -> ActivationKind;
 }
 
 /// `max(x, 0)`, NaN for NaN ([`elementwise::relu`]).
@@ -48,15 +54,18 @@ impl ActivationFn for ReluFn {
     fn derivative(&self, x: f32, _y: f32) -> f32 {
         if x > 0.0 { 1.0 } else { 0.0 }
     }
+    fn layer_kind(&self) -> LayerKind {
+        LayerKind::Relu
+    }
+}
+
+impl EpilogueFn for ReluFn {
     /// `y > 0` exactly when `x > 0` (NaN gives 0 either way).
     fn derivative_from_output(&self, y: f32) -> f32 {
         if y > 0.0 { 1.0 } else { 0.0 }
     }
     fn epilogue(&self) -> ActivationKind {
         ActivationKind::Relu
-    }
-    fn layer_kind(&self) -> LayerKind {
-        LayerKind::Relu
     }
 }
 
@@ -75,15 +84,18 @@ impl ActivationFn for LeakyReluFn {
     fn derivative(&self, x: f32, _y: f32) -> f32 {
         if x > 0.0 { 1.0 } else { self.alpha }
     }
+    fn layer_kind(&self) -> LayerKind {
+        LayerKind::LeakyRelu { alpha: self.alpha }
+    }
+}
+
+impl EpilogueFn for LeakyReluFn {
     /// With `alpha >= 0`, `y > 0` exactly when `x > 0`.
     fn derivative_from_output(&self, y: f32) -> f32 {
         if y > 0.0 { 1.0 } else { self.alpha }
     }
     fn epilogue(&self) -> ActivationKind {
         ActivationKind::LeakyRelu(self.alpha)
-    }
-    fn layer_kind(&self) -> LayerKind {
-        LayerKind::LeakyRelu { alpha: self.alpha }
     }
 }
 
@@ -98,14 +110,17 @@ impl ActivationFn for SigmoidFn {
     fn derivative(&self, _x: f32, y: f32) -> f32 {
         self.derivative_from_output(y)
     }
+    fn layer_kind(&self) -> LayerKind {
+        LayerKind::Sigmoid
+    }
+}
+
+impl EpilogueFn for SigmoidFn {
     fn derivative_from_output(&self, y: f32) -> f32 {
         y * (1.0 - y)
     }
     fn epilogue(&self) -> ActivationKind {
         ActivationKind::Sigmoid
-    }
-    fn layer_kind(&self) -> LayerKind {
-        LayerKind::Sigmoid
     }
 }
 
@@ -120,14 +135,17 @@ impl ActivationFn for TanhFn {
     fn derivative(&self, _x: f32, y: f32) -> f32 {
         self.derivative_from_output(y)
     }
+    fn layer_kind(&self) -> LayerKind {
+        LayerKind::Tanh
+    }
+}
+
+impl EpilogueFn for TanhFn {
     fn derivative_from_output(&self, y: f32) -> f32 {
         1.0 - y * y
     }
     fn epilogue(&self) -> ActivationKind {
         ActivationKind::Tanh
-    }
-    fn layer_kind(&self) -> LayerKind {
-        LayerKind::Tanh
     }
 }
 

@@ -5,7 +5,7 @@
 //! activation in the GEMM's epilogue (or Winograd's output transform) while each tile is in
 //! registers, so the pre-activation is never written; backward
 //! turns the gradient of the activated output into the gradient of the pre-activation in place
-//! (`f'` taken from the output, [`ActivationFn::derivative_from_output`]) and runs the linear
+//! (`f'` taken from the output, [`EpilogueFn::derivative_from_output`]) and runs the linear
 //! layer's backward. Both equal the two unfused layers bit for bit.
 
 use std::any::TypeId;
@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::pool::for_each_selecting_group;
 use super::{
-    ActivationFn, BatchNorm, Conv2d, ConvCache, Layer, MIN_TASK_VALUES, Max, MaxPool2d, Padding,
+    BatchNorm, Conv2d, ConvCache, EpilogueFn, Layer, MIN_TASK_VALUES, Max, MaxPool2d, Padding,
     ParamVec, Pool2d, PoolCache, PoolOp, WeightBias, for_each_sample_group,
 };
 use crate::kernels::elementwise::ActivationKind;
@@ -119,7 +119,7 @@ pub(crate) fn for_each_output_rows<I: Shape, O: Image>(
 
 /// `output = activation(linear(input))` in one pass, for inference and training alike (neither
 /// layer keeps anything else for backward); `cache` is the linear layer's.
-pub fn linear_activation_forward<L: Linear, F: ActivationFn>(
+pub fn linear_activation_forward<L: Linear, F: EpilogueFn>(
     linear: &L,
     activation: &F,
     input: &Batch<L::Input>,
@@ -134,7 +134,7 @@ pub fn linear_activation_forward<L: Linear, F: ActivationFn>(
 /// respect to the pre-activation, then the linear layer's backward fills `grad_input` (if
 /// asked for) and `grads`.
 #[allow(clippy::too_many_arguments)]
-pub fn linear_activation_backward<L: Linear, F: ActivationFn>(
+pub fn linear_activation_backward<L: Linear, F: EpilogueFn>(
     linear: &L,
     activation: &F,
     input: &Batch<L::Input>,
@@ -166,7 +166,7 @@ struct TimesDerivative<'a, F> {
     outputs: &'a [f32],
 }
 
-impl<F: ActivationFn> VectorKernel for TimesDerivative<'_, F> {
+impl<F: EpilogueFn> VectorKernel for TimesDerivative<'_, F> {
     type Output = ();
 
     #[inline(always)]
@@ -257,7 +257,7 @@ pub fn conv_activation_pool_forward_train<
     const K: usize,
     const STRIDE: usize,
     P: Padding,
-    F: ActivationFn,
+    F: EpilogueFn,
     const POOL: usize,
     const POOL_STRIDE: usize,
 >(
@@ -420,7 +420,7 @@ mod tests {
 
     /// The fused op against the linear layer followed by the activation layer: forward, input
     /// gradient and every parameter gradient, bit for bit.
-    fn fused_equals_unfused<L: Linear, F: ActivationFn>(mut linear: L, function: F, samples: usize)
+    fn fused_equals_unfused<L: Linear, F: EpilogueFn>(mut linear: L, function: F, samples: usize)
     where
         L::Grads: PartialEq + std::fmt::Debug,
     {
@@ -599,7 +599,7 @@ mod tests {
         I: Image,
         M: Image,
         O: Image,
-        F: ActivationFn,
+        F: EpilogueFn,
         const K: usize,
         const POOL: usize,
         const POOL_STRIDE: usize,
@@ -746,7 +746,7 @@ mod tests {
             crate::layers::residual_add_forward(&conv_out, &skip, &mut sum);
             relu.forward(&sum, &mut want, &mut ());
             let mut got = Batch::default();
-            let kind = ActivationFn::epilogue(&relu.function);
+            let kind = EpilogueFn::epilogue(&relu.function);
             let weights = (&conv.params).into();
             let cache = &mut ConvCache::default();
             conv_residual_forward(&conv, weights, kind, &x, &skip, &mut got, cache);

@@ -28,10 +28,8 @@ mod pool;
 mod residual;
 mod softmax;
 
-pub use activation::{
-    Activation, ActivationFn, LeakyRelu, LeakyReluFn, Relu, ReluFn, Sigmoid, SigmoidFn, Tanh,
-    TanhFn,
-};
+// Every activation function and its layer alias, so a new one needs no line here.
+pub use activation::*;
 pub use batchnorm::{BatchNorm, BatchNormCache};
 pub use conv::{
     Conv2d, ConvAlgorithm, ConvCache, ForcedConv, Padding, Same, Valid, conv_output_len,

@@ -15,7 +15,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::activation::ActivationFn;
+use super::activation::{ActivationFn, EpilogueFn};
 use super::{Layer, for_each_sample_group, samples_per_task};
 use crate::kernels::elementwise::{ActivationKind, max_keep_nan};
 use crate::kernels::{self, simd::SimdF32, simd::VectorKernel};
@@ -232,7 +232,7 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
     /// A selecting op's backward pass: each output gradient, times `activation`'s derivative at
     /// that output value, goes to the input value the output is; every other input gradient is
     /// zero.
-    fn route_gradients<F: ActivationFn>(
+    fn route_gradients<F: EpilogueFn>(
         activation: &F,
         output: &Batch<O>,
         grad_output: &Batch<O>,
@@ -290,7 +290,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize> MaxPool2d<I, O, K,
     ///
     /// # Panics
     /// If `cache` is not from [`Layer::forward_train`] on a batch of `output`'s size.
-    pub fn backward_through_activation<F: ActivationFn>(
+    pub fn backward_through_activation<F: EpilogueFn>(
         &self,
         activation: &F,
         output: &Batch<O>,
@@ -314,6 +314,9 @@ impl ActivationFn for Unchanged {
     fn derivative(&self, _x: f32, _y: f32) -> f32 {
         1.0
     }
+}
+
+impl EpilogueFn for Unchanged {
     fn derivative_from_output(&self, _y: f32) -> f32 {
         1.0
     }
@@ -389,7 +392,7 @@ struct RouteGradients<'a, I, O, F, const K: usize, const STRIDE: usize> {
     shapes: PhantomData<(I, O)>,
 }
 
-impl<I: Image, O: Image, F: ActivationFn, const K: usize, const STRIDE: usize> VectorKernel
+impl<I: Image, O: Image, F: EpilogueFn, const K: usize, const STRIDE: usize> VectorKernel
     for RouteGradients<'_, I, O, F, K, STRIDE>
 {
     type Output = ();
@@ -426,7 +429,7 @@ impl<I: Image, O: Image, F: ActivationFn, const K: usize, const STRIDE: usize> V
 /// row, each window's values the gradient (times `activation`'s derivative at the output `y`)
 /// where selected and zero elsewhere, then the columns and rows no window covers zero.
 #[inline(always)]
-fn write_windows<I: Image, O: Image, F: ActivationFn, const K: usize>(
+fn write_windows<I: Image, O: Image, F: EpilogueFn, const K: usize>(
     activation: &F,
     dx: &mut [f32],
     y: &[f32],
@@ -656,7 +659,7 @@ mod tests {
     fn through_activation_equals_two_passes<
         I: Image,
         O: Image,
-        F: ActivationFn,
+        F: EpilogueFn,
         const K: usize,
         const S: usize,
     >(
