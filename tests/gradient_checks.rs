@@ -135,6 +135,8 @@ fn activations() {
         &away_from_zero(3, 12),
     );
     passes("tanh", &Tanh::<Flat<9>>::new(), &away_from_zero(3, 13));
+    passes("gelu", &Gelu::<Hwc<3, 3, 2>>::new(), &away_from_zero(3, 15));
+    passes("swish", &Swish::<Flat<9>>::new(), &away_from_zero(3, 16));
     passes(
         "softmax",
         &Softmax::<Flat<7>>::new(),

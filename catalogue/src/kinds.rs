@@ -73,6 +73,10 @@ pub enum LayerKind {
     Sigmoid,
     /// `tanh(x)`.
     Tanh,
+    /// `x · Φ(x)`, `Φ` the standard normal distribution function (GELU, exact form).
+    Gelu,
+    /// `x · σ(x)` (Swish with β = 1, SiLU).
+    Swish,
     /// Softmax over the vector.
     Softmax,
     /// Dropout of a fraction `rate` of the values in training; the identity at inference.
@@ -315,6 +319,8 @@ pub static ENTRIES: &[Entry] = &[
     },
     bare("sigmoid", |_| Ok(LayerKind::Sigmoid)),
     bare("tanh", |_| Ok(LayerKind::Tanh)),
+    bare("gelu", |_| Ok(LayerKind::Gelu)),
+    bare("swish", |_| Ok(LayerKind::Swish)),
     bare("softmax", |_| Ok(LayerKind::Softmax)),
     Entry {
         name: "dropout",
@@ -418,6 +424,8 @@ impl LayerKind {
             | LayerKind::LeakyRelu { .. }
             | LayerKind::Sigmoid
             | LayerKind::Tanh
+            | LayerKind::Gelu
+            | LayerKind::Swish
             | LayerKind::Softmax
             | LayerKind::Dropout { .. }
             | LayerKind::BatchNorm { .. }
@@ -492,7 +500,9 @@ impl LayerKind {
             | LayerKind::Pool { .. }
             | LayerKind::GlobalPool { .. }
             | LayerKind::BatchNorm { .. }
-            | LayerKind::Dropout { .. } => OutputUse::Unread,
+            | LayerKind::Dropout { .. }
+            | LayerKind::Gelu
+            | LayerKind::Swish => OutputUse::Unread,
             LayerKind::Flatten
             | LayerKind::Sigmoid
             | LayerKind::Tanh
@@ -561,6 +571,8 @@ impl LayerKind {
             }
             LayerKind::Sigmoid => layer("Sigmoid", vec![Input], Plain),
             LayerKind::Tanh => layer("Tanh", vec![Input], Plain),
+            LayerKind::Gelu => layer("Gelu", vec![Input], Plain),
+            LayerKind::Swish => layer("Swish", vec![Input], Plain),
             LayerKind::Softmax => layer("Softmax", vec![Input], Plain),
             LayerKind::Dropout { rate } => layer("Dropout", vec![Input], WithValueAndSeed(rate)),
             LayerKind::BatchNorm { .. } => layer("BatchNorm", vec![Input], Plain),

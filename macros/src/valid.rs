@@ -777,10 +777,10 @@ fn custom_layer(def: &LayerDef, received: Shape) -> syn::Result<Interpreted> {
 /// The error of a layer the grammar does not know, with the likeliest one meant.
 fn unknown_layer(def: &LayerDef, unknown: &str) -> syn::Error {
     let hint = match did_you_mean(unknown, grammar().map(|(name, _)| name)) {
-        Some(name) => {
-            let signature = grammar().find(|(n, _)| *n == name).expect("known").1;
-            format!("did you mean `{name}` ({signature})?")
-        }
+        Some(name) => match grammar().find(|(n, _)| *n == name).expect("known").1 {
+            signature if signature == name => format!("did you mean `{name}`?"),
+            signature => format!("did you mean `{name}` ({signature})?"),
+        },
         None => format!(
             "the layers are {}",
             list(&grammar().map(|(name, _)| name).collect::<Vec<_>>())

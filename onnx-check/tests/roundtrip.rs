@@ -40,6 +40,11 @@ network! {
 }
 
 network! {
+    /// GELU and Swish on images and on vectors.
+    SmoothActivations<input(6, 6, 2) conv(4, 3) gelu swish flatten dense(5) swish dense(3) gelu>
+}
+
+network! {
     /// A flat input and an MLP.
     Mlp<input(12) dense(8) relu dense(3)>
 }
@@ -170,6 +175,11 @@ fn layers_on_vectors_and_a_sigmoid_head() {
 #[test]
 fn an_image_output_comes_back_nhwc() {
     round_trip::<ImageOut>(3);
+}
+
+#[test]
+fn gelu_and_swish() {
+    round_trip::<SmoothActivations>(4);
 }
 
 #[test]

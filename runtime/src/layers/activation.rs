@@ -149,6 +149,51 @@ impl EpilogueFn for TanhFn {
     }
 }
 
+/// `x · Φ(x)`, `Φ` the standard normal distribution function: GELU in its exact form
+/// (PyTorch's `nn.GELU()`, Keras's `gelu`), with `erf` from `libm`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GeluFn;
+
+/// `1 / √(2π)`, the standard normal density at 0.
+const FRAC_1_SQRT_2PI: f32 =
+    std::f32::consts::FRAC_2_SQRT_PI * std::f32::consts::FRAC_1_SQRT_2 / 2.0;
+
+impl ActivationFn for GeluFn {
+    fn value(&self, x: f32) -> f32 {
+        x * normal_cdf(x)
+    }
+    /// `Φ(x) + x · φ(x)`, `φ` the standard normal density.
+    fn derivative(&self, x: f32, _y: f32) -> f32 {
+        normal_cdf(x) + x * FRAC_1_SQRT_2PI * (-0.5 * x * x).exp()
+    }
+    fn layer_kind(&self) -> LayerKind {
+        LayerKind::Gelu
+    }
+}
+
+/// `Φ(x) = (1 + erf(x / √2)) / 2`.
+fn normal_cdf(x: f32) -> f32 {
+    0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// `x · σ(x)`: Swish with β = 1, or SiLU (PyTorch's `nn.SiLU()`, Keras's `swish`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SwishFn;
+
+impl ActivationFn for SwishFn {
+    fn value(&self, x: f32) -> f32 {
+        x * elementwise::sigmoid(x)
+    }
+    /// `σ(x) · (1 + x · (1 − σ(x)))`.
+    fn derivative(&self, x: f32, _y: f32) -> f32 {
+        let s = elementwise::sigmoid(x);
+        s * (1.0 + x * (1.0 - s))
+    }
+    fn layer_kind(&self) -> LayerKind {
+        LayerKind::Swish
+    }
+}
+
 /// Applies `F` to every value of samples of shape `S`.
 #[derive(Clone, Debug)]
 pub struct Activation<S: Shape, F: ActivationFn> {
@@ -165,6 +210,10 @@ pub type LeakyRelu<S> = Activation<S, LeakyReluFn>;
 pub type Sigmoid<S> = Activation<S, SigmoidFn>;
 /// Tanh over samples of shape `S`.
 pub type Tanh<S> = Activation<S, TanhFn>;
+/// GELU over samples of shape `S`.
+pub type Gelu<S> = Activation<S, GeluFn>;
+/// Swish (SiLU) over samples of shape `S`.
+pub type Swish<S> = Activation<S, SwishFn>;
 
 impl<S: Shape, F: ActivationFn + Default> Activation<S, F> {
     /// The activation (for functions without settings).
@@ -258,6 +307,30 @@ mod tests {
         assert!((TanhFn.value(1.0) - 1f32.tanh()).abs() < 1e-7);
         assert_eq!(SigmoidFn.value(-100.0), 0.0);
         assert_eq!(SigmoidFn.value(100.0), 1.0);
+    }
+
+    /// GELU and Swish against their definitions in f64, and their derivatives against central
+    /// differences of their values.
+    #[test]
+    fn gelu_and_swish_match_their_definitions() {
+        let gelu = |x: f64| x * 0.5 * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+        let swish = |x: f64| x / (1.0 + (-x).exp());
+        for i in -80..=80 {
+            let x = i as f32 / 10.0;
+            let close =
+                |got: f32, want: f64| (f64::from(got) - want).abs() <= 1e-6 * (1.0 + want.abs());
+            assert!(close(GeluFn.value(x), gelu(f64::from(x))), "gelu({x})");
+            assert!(close(SwishFn.value(x), swish(f64::from(x))), "swish({x})");
+            let h = 1e-4;
+            let slope =
+                |f: &dyn Fn(f64) -> f64| (f(f64::from(x) + h) - f(f64::from(x) - h)) / (2.0 * h);
+            assert!(close(GeluFn.derivative(x, 0.0), slope(&gelu)), "gelu'({x})");
+            assert!(
+                close(SwishFn.derivative(x, 0.0), slope(&swish)),
+                "swish'({x})"
+            );
+        }
+        assert!(GeluFn.value(f32::NAN).is_nan() && SwishFn.value(f32::NAN).is_nan());
     }
 
     /// A NaN input stays NaN through every activation, and ReLU's layer pass keeps it.

@@ -285,6 +285,13 @@ impl Builder {
             }
             LayerKind::Sigmoid => elementwise(self, "Sigmoid", vec![]),
             LayerKind::Tanh => elementwise(self, "Tanh", vec![]),
+            LayerKind::Gelu => Ok(same_layout(self.gelu(&input.name, &name))),
+            LayerKind::Swish => {
+                let sigmoid = format!("{name}.sigmoid");
+                self.push("Sigmoid", &[&input.name], &sigmoid, vec![]);
+                self.push("Mul", &[&input.name, &sigmoid], &name, vec![]);
+                Ok(same_layout(name))
+            }
             LayerKind::Softmax => Ok(self.softmax(input, &name)),
             LayerKind::Dropout { .. } => Ok(input.clone()),
             LayerKind::BatchNorm { epsilon } => {
@@ -379,6 +386,26 @@ impl Builder {
             name: name.into(),
             layout: input.layout,
         }
+    }
+
+    /// GELU of `input` into `name`, as constnet computes it: `x · ((1 + erf(x · (1/√2))) · 0.5)`
+    /// (opset 17 has no `Gelu`); returns `name`.
+    fn gelu(&mut self, input: &str, name: &str) -> String {
+        let constant = |builder: &mut Self, what: &str, value: f32| {
+            let constant = format!("{name}.{what}");
+            builder.initializer(&constant, &[], vec![value]);
+            constant
+        };
+        let inv_sqrt2 = constant(self, "inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2);
+        let (one, half) = (constant(self, "one", 1.0), constant(self, "half", 0.5));
+        let [scaled, erf, plus_one, cdf] =
+            ["scaled", "erf", "plus_one", "cdf"].map(|step| format!("{name}.{step}"));
+        self.push("Mul", &[input, &inv_sqrt2], &scaled, vec![]);
+        self.push("Erf", &[&scaled], &erf, vec![]);
+        self.push("Add", &[&erf, &one], &plus_one, vec![]);
+        self.push("Mul", &[&plus_one, &half], &cdf, vec![]);
+        self.push("Mul", &[input, &cdf], name, vec![]);
+        name.to_string()
     }
 
     /// The name of a value holding `value` NHWC: itself if it is a vector, a transposition
