@@ -78,6 +78,20 @@ fn pools() {
 }
 
 #[test]
+fn upsample() {
+    passes(
+        "upsample 2",
+        &Upsample2d::<Hwc<3, 2, 3>, Hwc<6, 4, 3>, 2>::new(),
+        &away_from_zero(2, 17),
+    );
+    passes(
+        "upsample 3",
+        &Upsample2d::<Hwc<2, 3, 1>, Hwc<6, 9, 1>, 3>::new(),
+        &away_from_zero(3, 18),
+    );
+}
+
+#[test]
 fn depthwise_conv_valid_and_same_with_stride() {
     let mut rng = seeded_rng(13);
     let mut dw = DepthwiseConv2d::<Hwc<5, 7, 3>, Hwc<3, 4, 3>, 3, 2, Same>::new(&mut rng);

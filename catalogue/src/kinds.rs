@@ -60,6 +60,11 @@ pub enum LayerKind {
         /// Outputs.
         units: usize,
     },
+    /// Every pixel repeated in a `factor`x`factor` block (nearest-neighbour upsampling).
+    Upsample {
+        /// How many times larger the image gets in each direction.
+        factor: usize,
+    },
     /// An image to a vector of its values in HWC order.
     Flatten,
     /// `max(x, 0)`.
@@ -109,6 +114,8 @@ pub enum ShapeProblem {
         /// What the window is.
         what: &'static str,
     },
+    /// Its output would hold more values than `usize` counts.
+    TooLarge,
 }
 
 /// Whether a layer's backward pass reads its output, which decides whether a later op may
@@ -289,6 +296,18 @@ pub static ENTRIES: &[Entry] = &[
         options: &[],
         build: |args| Ok(LayerKind::Dense { units: args.int(0) }),
     },
+    Entry {
+        name: "upsample",
+        usage: "upsample(factor)",
+        example: "upsample(2)",
+        positional: &[positional("scale factor", ArgType::PositiveInt)],
+        options: &[],
+        build: |args| {
+            Ok(LayerKind::Upsample {
+                factor: args.int(0),
+            })
+        },
+    },
     bare("flatten", |_| Ok(LayerKind::Flatten)),
     bare("globalavgpool", |_| {
         Ok(LayerKind::GlobalPool { max: false })
@@ -415,6 +434,11 @@ impl LayerKind {
                 Shape::Image(h, w, c)
             }
             LayerKind::GlobalPool { .. } => Shape::Flat(image(input, "global pooling")?.2),
+            LayerKind::Upsample { factor } => {
+                let (h, w, c) = image(input, "upsampling")?;
+                let grown = |len: usize| len.checked_mul(factor).ok_or(ShapeProblem::TooLarge);
+                Shape::Image(grown(h)?, grown(w)?, c)
+            }
             LayerKind::Dense { units } => match input {
                 Shape::Flat(_) => Shape::Flat(units),
                 Shape::Image(..) => return Err(ShapeProblem::NeedsFlat),
@@ -499,6 +523,7 @@ impl LayerKind {
             | LayerKind::Dense { .. }
             | LayerKind::Pool { .. }
             | LayerKind::GlobalPool { .. }
+            | LayerKind::Upsample { .. }
             | LayerKind::BatchNorm { .. }
             | LayerKind::Dropout { .. }
             | LayerKind::Gelu
@@ -559,6 +584,9 @@ impl LayerKind {
             }
             LayerKind::Dense { units } => {
                 layer("Dense", vec![Size(input.len()), Size(units)], Seeded)
+            }
+            LayerKind::Upsample { factor } => {
+                layer("Upsample2d", vec![Input, Output, Size(factor)], Plain)
             }
             LayerKind::Flatten => layer("Flatten", vec![Input, Size(output.len())], Plain),
             LayerKind::Relu => layer("Relu", vec![Input], Plain),
@@ -627,6 +655,25 @@ mod tests {
             conv(1, Padding::Valid).output_shape(Shape::Flat(9)),
             Err(ShapeProblem::NeedsImage("a convolution"))
         );
+    }
+
+    #[test]
+    fn upsampling_grows_images_and_refuses_vectors_and_overflow() {
+        let up = LayerKind::Upsample { factor: 3 };
+        assert_eq!(
+            up.output_shape(Shape::Image(4, 5, 2)),
+            Ok(Shape::Image(12, 15, 2))
+        );
+        assert_eq!(
+            up.output_shape(Shape::Flat(8)),
+            Err(ShapeProblem::NeedsImage("upsampling"))
+        );
+        let huge = LayerKind::Upsample { factor: usize::MAX };
+        assert_eq!(
+            huge.output_shape(Shape::Image(2, 1, 1)),
+            Err(ShapeProblem::TooLarge)
+        );
+        assert_eq!(up.param_count(Shape::Image(4, 5, 2)), Some(0));
     }
 
     #[test]

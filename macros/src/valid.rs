@@ -810,6 +810,10 @@ fn shape_error(
             "`{spec}` needs an input of at least {size}x{size}, but receives {received} \
              ({source}): the {what} is larger than its input"
         ),
+        ShapeProblem::TooLarge => format!(
+            "`{spec}` is too large: from {received} ({source}) its output would hold more \
+             values than a usize can count"
+        ),
     };
     error(def.tokens(), message)
 }

@@ -45,6 +45,12 @@ network! {
 }
 
 network! {
+    /// Nearest-neighbour upsampling by 2 and by 3 between convolutions.
+    Upsampling<input(5, 4, 2) conv(3, 3, padding = same) relu upsample(2) conv(2, 3) upsample(3)
+               flatten dense(4)>
+}
+
+network! {
     /// A flat input and an MLP.
     Mlp<input(12) dense(8) relu dense(3)>
 }
@@ -180,6 +186,11 @@ fn an_image_output_comes_back_nhwc() {
 #[test]
 fn gelu_and_swish() {
     round_trip::<SmoothActivations>(4);
+}
+
+#[test]
+fn nearest_neighbour_upsampling() {
+    round_trip::<Upsampling>(5);
 }
 
 #[test]

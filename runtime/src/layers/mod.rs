@@ -27,6 +27,7 @@ mod global_pool;
 mod pool;
 mod residual;
 mod softmax;
+mod upsample;
 
 // Every activation function and its layer alias, so a new one needs no line here.
 pub use activation::*;
@@ -55,6 +56,7 @@ pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolCache, PoolOp, pool_o
 pub use residual::{ResidualState, accumulate_gradient, residual_add_forward};
 pub use softmax::Softmax;
 pub(crate) use softmax::softmax_row;
+pub use upsample::Upsample2d;
 
 use std::ops::Range;
 

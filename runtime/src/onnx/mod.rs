@@ -269,6 +269,16 @@ impl Builder {
                 self.push("Flatten", &[&pooled], &name, vec![int("axis", 1)]);
                 Ok(flat_value(name, node.output))
             }
+            LayerKind::Upsample { factor } => {
+                // Resize's defaults (nearest, half_pixel, round_prefer_floor) pick input pixel
+                // i for each of its k copies: their source coordinates
+                // i + (2j + 1 − k) / 2k, j < k, lie strictly within half a pixel of i.
+                let scales = format!("{name}.scales");
+                let factor = factor as f32;
+                self.initializer(&scales, &[4], vec![1.0, 1.0, factor, factor]);
+                self.push("Resize", &[&input.name, "", &scales], &name, vec![]);
+                Ok(image_value(name, node.output))
+            }
             LayerKind::Dense { .. } => {
                 let (weight, bias) = (self.param(node, "weight"), self.param(node, "bias"));
                 self.push("Gemm", &[&input.name, &weight, &bias], &name, vec![]);
