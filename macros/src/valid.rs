@@ -145,6 +145,36 @@ fn error(tokens: impl ToTokens, message: impl fmt::Display) -> syn::Error {
     syn::Error::new_spanned(tokens, message)
 }
 
+/// Every error found in one layer list, reported together, each spanned on its own layer.
+#[derive(Default)]
+struct Errors {
+    first: Option<syn::Error>,
+    count: usize,
+}
+
+impl Errors {
+    fn push(&mut self, error: syn::Error) {
+        self.count += 1;
+        match &mut self.first {
+            Some(first) => first.combine(error),
+            None => self.first = Some(error),
+        }
+    }
+
+    /// The value of `result`, or `None` with its error kept.
+    fn keep<T>(&mut self, result: syn::Result<T>) -> Option<T> {
+        result.map_err(|error| self.push(error)).ok()
+    }
+
+    /// `value` if nothing went wrong, else every error.
+    fn finish<T>(self, value: impl FnOnce() -> T) -> syn::Result<T> {
+        match self.first {
+            Some(errors) => Err(errors),
+            None => Ok(value()),
+        }
+    }
+}
+
 /// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
 fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
@@ -392,34 +422,38 @@ pub fn validate(def: NetworkDef) -> syn::Result<Network> {
             ),
         ));
     }
-    let input = input_shape(first)?;
-    check_size(first, input, None)?;
+    let mut errors = Errors::default();
+    let input = errors.keep(input_shape(first).and_then(|input| {
+        check_size(first, input, None)?;
+        Ok(input)
+    }));
     if rest.is_empty() {
-        return Err(error(
+        errors.push(error(
             first.tokens(),
             format!(
                 "the network has only an input: add at least one layer after `{}`",
                 first.spec()
             ),
         ));
+        return errors.finish(|| unreachable!("an error was kept"));
     }
     let mut layers = Vec::new();
-    let (steps, output) = Scope::top().check_list(rest, input, None, &mut layers)?;
+    let (steps, output) = Scope::top().check_list(rest, input, None, &mut layers, &mut errors);
     if let [Step::Layer(only)] = steps[..]
         && matches!(layers[only].kind, LayerKind::Softmax)
     {
-        return Err(error(
+        errors.push(error(
             rest[0].tokens(),
             "`softmax` turns logits into probabilities: it needs a layer before it that makes the \
              logits, e.g. `dense(10) softmax`",
         ));
     }
-    Ok(Network {
+    errors.finish(|| Network {
         attrs,
         vis,
         name,
-        input,
-        output,
+        input: input.expect("only an error leaves a shape unknown"),
+        output: output.expect("only an error leaves a shape unknown"),
         layers,
         steps,
     })
@@ -461,47 +495,76 @@ impl Scope {
     }
 
     /// Checks `defs` fed `input` (the output of the item written `previous`, or the network's
-    /// input), appending their layers to `layers`; returns the list's items and the shape it
-    /// produces.
+    /// input), appending their layers to `layers` and keeping every error in `errors`; returns
+    /// the list's items and the shape it produces. After an error the shape is unknown (`None`):
+    /// later layers still have their arguments checked, and shapes again from the first layer
+    /// whose output does not depend on its input (`dense(n)`, `layer(T -> (...))`).
     fn check_list(
         &mut self,
         defs: &[LayerDef],
-        input: Shape,
+        input: Option<Shape>,
         mut previous: Option<String>,
         layers: &mut Vec<Layer>,
-    ) -> syn::Result<(Vec<Step>, Shape)> {
+        errors: &mut Errors,
+    ) -> (Vec<Step>, Option<Shape>) {
         let mut steps = Vec::new();
         let mut received = input;
         for (index, def) in defs.iter().enumerate() {
-            let step = if def.kind == RESIDUAL {
-                let block = self.check_block(def, received, previous.take(), layers)?;
-                Step::Residual(block)
+            let checked = if def.kind == RESIDUAL {
+                let block = self.check_block(def, received, previous.take(), layers, errors);
+                block.map(Step::Residual).ok_or(None)
             } else {
-                self.check_softmax_place(def, defs.get(index + 1))?;
-                let Interpreted {
-                    kind,
-                    custom,
-                    output,
-                } = interpret(def, received, previous.as_deref())?;
-                let params = kind.param_count(received).unwrap_or(usize::MAX);
-                check_size(def, output, Some(params))?;
-                let name = self.next_name(&def.kind.to_string());
-                layers.push(Layer {
-                    kind,
-                    custom,
-                    field: field_ident(&name, def.kind.span()),
-                    name,
-                    spec: def.spec(),
-                    input: received,
-                    output,
-                });
-                Step::Layer(layers.len() - 1)
+                errors.keep(self.check_softmax_place(def, defs.get(index + 1)));
+                let layer = self.check_layer(def, received, previous.as_deref(), errors);
+                layer.map(|layer| {
+                    layers.push(layer);
+                    Step::Layer(layers.len() - 1)
+                })
             };
-            received = step.output(layers);
+            received = match checked {
+                Ok(step) => {
+                    let output = step.output(layers);
+                    steps.push(step);
+                    Some(output)
+                }
+                Err(resumed) => resumed,
+            };
             previous = Some(def.spec());
-            steps.push(step);
         }
-        Ok((steps, received))
+        (steps, received)
+    }
+
+    /// Checks one layer fed `received` (unknown after an error), keeping its errors in `errors`.
+    /// Without a layer, returns the shape it produces whatever its input, if it has one.
+    fn check_layer(
+        &mut self,
+        def: &LayerDef,
+        received: Option<Shape>,
+        previous: Option<&str>,
+        errors: &mut Errors,
+    ) -> Result<Layer, Option<Shape>> {
+        let meaning = errors.keep(meaning(def)).ok_or(None)?;
+        let Some(received) = received else {
+            return Err(meaning.output_whatever_input());
+        };
+        let output = meaning.output(def, received, previous).and_then(|output| {
+            let params = meaning.kind.param_count(received).unwrap_or(usize::MAX);
+            check_size(def, output, Some(params))?;
+            Ok(output)
+        });
+        let output = errors
+            .keep(output)
+            .ok_or_else(|| meaning.output_whatever_input())?;
+        let name = self.next_name(&def.kind.to_string());
+        Ok(Layer {
+            kind: meaning.kind,
+            custom: meaning.custom,
+            field: field_ident(&name, def.kind.span()),
+            name,
+            spec: def.spec(),
+            input: received,
+            output,
+        })
     }
 
     /// Softmax may only end the network: training fuses it with the cross-entropy loss.
@@ -524,88 +587,64 @@ impl Scope {
         Err(error(def.tokens(), message))
     }
 
-    /// Checks a `residual(...)` block fed `received` (the output of `previous`): its layers, in a scope of their own, and
-    /// its shortcut, which a block must have exactly when its layers change the shape.
+    /// Checks a `residual(...)` block fed `received` (the output of `previous`; unknown after
+    /// an error): its layers, in a scope of their own, and its shortcut, which a block must
+    /// have exactly when its layers change the shape. Keeps its errors in `errors`.
     fn check_block(
         &mut self,
         def: &LayerDef,
-        received: Shape,
+        received: Option<Shape>,
         previous: Option<String>,
         layers: &mut Vec<Layer>,
-    ) -> syn::Result<Block> {
+        errors: &mut Errors,
+    ) -> Option<Block> {
         let example = "residual(conv(32, 3, padding = same) relu)";
         let spec = def.spec();
-        let body_defs = match &def.body {
-            Some(body) if !body.is_empty() => body,
-            _ => {
-                return Err(error(
-                    def.tokens(),
-                    format!(
-                        "`{spec}` has no layers: a residual block adds its input to what its \
-                         layers make of it, e.g. `{example}`"
-                    ),
-                ));
-            }
+        let Some(body_defs) = def.body.as_ref().filter(|body| !body.is_empty()) else {
+            errors.push(error(
+                def.tokens(),
+                format!(
+                    "`{spec}` has no layers: a residual block adds its input to what its layers \
+                     make of it, e.g. `{example}`"
+                ),
+            ));
+            return None;
         };
-        let args = Args::new(def, &[], &["shortcut"], example)?;
-        let project = match args.option("shortcut") {
-            None => None,
-            Some(arg) if matches!(&arg.value, Value::Word(word) if word == "project") => Some(arg),
-            Some(arg) => {
-                return Err(error(
-                    &arg.tokens,
-                    format!(
-                        "`{spec}`: the shortcut is `project` (a 1x1 convolution, or a dense \
-                         layer for vectors), not `{}`",
-                        arg.value_text()
-                    ),
-                ));
-            }
-        };
+        let errors_before = errors.count;
+        let project = errors.keep(shortcut_option(def, example));
         let name = self.next_name("res");
         let mut inner = Scope {
             name_prefix: format!("{name}."),
             block: Some(spec.clone()),
             counts: Vec::new(),
         };
-        let (body, output) = inner.check_list(body_defs, received, previous, layers)?;
-        let shortcut = match project {
-            Some(arg) if output == received => {
-                return Err(error(
-                    &arg.tokens,
-                    format!(
-                        "`{spec}` needs no shortcut: its layers keep its input's shape \
-                         ({received}), so the input is added as it is; remove `shortcut = project`"
-                    ),
-                ));
-            }
-            None if output != received => {
-                let hint = match projection(received, output) {
-                    Some(kind) => format!(
-                        "add `shortcut = project` to learn the projection (`{}`)",
-                        kind_spec(&kind)
-                    ),
-                    None => "no 1x1 convolution or dense layer projects one onto the other, so \
-                             keep the shape inside the block"
-                        .to_string(),
-                };
-                return Err(error(
-                    def.tokens(),
-                    format!(
-                        "`{spec}` changes the shape: its layers turn {received} into {output}, \
-                         so its input cannot be added to their output; {hint}"
-                    ),
-                ));
-            }
-            Some(_) => Some(self.shortcut_layer(def, &name, received, output, layers)?),
-            None => None,
+        let (body, output) = inner.check_list(body_defs, received, previous, layers, errors);
+        let (Some(project), Some(input), Some(output)) = (project, received, output) else {
+            return None;
         };
-        Ok(Block {
+        if errors.count > errors_before {
+            return None;
+        }
+        let shortcut = match (project, output == input) {
+            (Some(arg), true) => Err(error(
+                &arg.tokens,
+                format!(
+                    "`{spec}` needs no shortcut: its layers keep its input's shape ({input}), so \
+                     the input is added as it is; remove `shortcut = project`"
+                ),
+            )),
+            (None, false) => Err(shape_changed(&spec, def, input, output)),
+            (Some(_), false) => self
+                .shortcut_layer(def, &name, input, output, layers)
+                .map(Some),
+            (None, true) => Ok(None),
+        };
+        Some(Block {
             field: field_ident(&name, def.kind.span()),
             name,
             body,
-            shortcut,
-            input: received,
+            shortcut: errors.keep(shortcut)?,
+            input,
             output,
         })
     }
@@ -675,6 +714,44 @@ fn kind_spec(kind: &LayerKind) -> String {
     }
 }
 
+/// A block's `shortcut = project` option: `Some` with the argument if given.
+fn shortcut_option<'a>(def: &'a LayerDef, example: &str) -> syn::Result<Option<&'a Arg>> {
+    let args = Args::new(def, &[], &["shortcut"], example)?;
+    match args.option("shortcut") {
+        None => Ok(None),
+        Some(arg) if matches!(&arg.value, Value::Word(word) if word == "project") => Ok(Some(arg)),
+        Some(arg) => Err(error(
+            &arg.tokens,
+            format!(
+                "`{}`: the shortcut is `project` (a 1x1 convolution, or a dense layer for \
+                 vectors), not `{}`",
+                def.spec(),
+                arg.value_text()
+            ),
+        )),
+    }
+}
+
+/// The error of a block without a shortcut whose layers turn `input` into `output`.
+fn shape_changed(spec: &str, def: &LayerDef, input: Shape, output: Shape) -> syn::Error {
+    let hint = match projection(input, output) {
+        Some(kind) => format!(
+            "add `shortcut = project` to learn the projection (`{}`)",
+            kind_spec(&kind)
+        ),
+        None => "no 1x1 convolution or dense layer projects one onto the other, so keep the \
+                 shape inside the block"
+            .to_string(),
+    };
+    error(
+        def.tokens(),
+        format!(
+            "`{spec}` changes the shape: its layers turn {input} into {output}, so its input \
+             cannot be added to their output; {hint}"
+        ),
+    )
+}
+
 /// The struct field of the item named `name`: `res1_conv1` for `res1.conv1`.
 fn field_ident(name: &str, span: proc_macro2::Span) -> Ident {
     Ident::new(&name.replace('.', "_"), span)
@@ -688,16 +765,13 @@ fn input_shape(def: &LayerDef) -> syn::Result<Shape> {
 
 /// The output shape written after a custom layer's type, `-> (24, 24, 64)`; without one, the
 /// layer keeps its input's shape.
-fn custom_output(def: &LayerDef, received: Shape) -> syn::Result<Shape> {
+fn custom_output(def: &LayerDef) -> syn::Result<Option<Shape>> {
     if def.args.is_empty() {
-        return Ok(received);
+        return Ok(None);
     }
     let problem = "the output shape after `->` is `(height, width, channels)` or `(size)`";
-    dims_shape(
-        def,
-        ["layer(T -> (10))", "layer(T -> (24, 24, 64))"],
-        problem,
-    )
+    let examples = ["layer(T -> (10))", "layer(T -> (24, 24, 64))"];
+    dims_shape(def, examples, problem).map(Some)
 }
 
 /// A shape from a layer's arguments: one size, or height, width and channels.
@@ -721,18 +795,46 @@ fn dims_shape(def: &LayerDef, [flat, image]: [&str; 2], problem: &str) -> syn::R
     })
 }
 
-/// A checked layer's kind, its user type (for `layer(T)`) and its output shape.
-struct Interpreted {
+/// What a layer's arguments say it is, before its input shape is known.
+struct Meaning {
     kind: LayerKind,
+    /// The user's type of `layer(T)` (kind [`LayerKind::Custom`]).
     custom: Option<Box<syn::Type>>,
-    output: Shape,
+    /// The output shape written after a user's type, `-> (h, w, c)`.
+    declared: Option<Shape>,
 }
 
-/// Checks one layer's arguments against its catalogue entry and its input shape.
-fn interpret(def: &LayerDef, received: Shape, previous: Option<&str>) -> syn::Result<Interpreted> {
+impl Meaning {
+    /// The shape the layer produces from `received` (the output of `previous`), or the error
+    /// saying why it cannot take it.
+    fn output(
+        &self,
+        def: &LayerDef,
+        received: Shape,
+        previous: Option<&str>,
+    ) -> syn::Result<Shape> {
+        if self.custom.is_some() {
+            return Ok(self.declared.unwrap_or(received));
+        }
+        self.kind
+            .output_shape(received)
+            .map_err(|problem| shape_error(def, problem, received, previous))
+    }
+
+    /// The shape the layer produces whatever its input, if its arguments fix it.
+    fn output_whatever_input(&self) -> Option<Shape> {
+        match self.kind {
+            LayerKind::Dense { units } => Some(Shape::Flat(units)),
+            _ => self.declared,
+        }
+    }
+}
+
+/// Checks one layer's arguments against its catalogue entry (or a `layer(T)`'s form).
+fn meaning(def: &LayerDef) -> syn::Result<Meaning> {
     let kind = def.kind.to_string();
     let entry = match kind.as_str() {
-        "layer" => return custom_layer(def, received),
+        "layer" => return custom_layer(def),
         "input" => {
             return Err(error(
                 def.tokens(),
@@ -747,19 +849,16 @@ fn interpret(def: &LayerDef, received: Shape, previous: Option<&str>) -> syn::Re
     let names: Vec<&str> = entry.positional.iter().map(|param| param.name).collect();
     let options: Vec<&str> = entry.options.iter().map(|param| param.name).collect();
     let args = Args::new(def, &names, &options, entry.example)?;
-    let layer = (entry.build)(&args.decoded(entry)?).map_err(|p| args.refused(entry, p))?;
-    let output = layer
-        .output_shape(received)
-        .map_err(|problem| shape_error(def, problem, received, previous))?;
-    Ok(Interpreted {
-        kind: layer,
+    let kind = (entry.build)(&args.decoded(entry)?).map_err(|p| args.refused(entry, p))?;
+    Ok(Meaning {
+        kind,
         custom: None,
-        output,
+        declared: None,
     })
 }
 
 /// A `layer(T)` item: the user's type, with the output shape written after it.
-fn custom_layer(def: &LayerDef, received: Shape) -> syn::Result<Interpreted> {
+fn custom_layer(def: &LayerDef) -> syn::Result<Meaning> {
     let Some(ty) = &def.custom else {
         return Err(error(
             def.tokens(),
@@ -767,10 +866,10 @@ fn custom_layer(def: &LayerDef, received: Shape) -> syn::Result<Interpreted> {
              with `-> (h, w, c)` after the type if its output shape differs",
         ));
     };
-    Ok(Interpreted {
+    Ok(Meaning {
         kind: LayerKind::Custom,
         custom: Some(Box::new(ty.clone())),
-        output: custom_output(def, received)?,
+        declared: custom_output(def)?,
     })
 }
 
@@ -816,4 +915,72 @@ fn shape_error(
         ),
     };
     error(def.tokens(), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages of every error `validate` reports for `layers`, in order.
+    fn errors(layers: proc_macro2::TokenStream) -> Vec<String> {
+        let def: NetworkDef = syn::parse2(quote::quote!(Net<#layers>)).expect("it parses");
+        match validate(def) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_valid_list_has_no_error() {
+        assert!(errors(quote::quote!(input(8, 8, 1) conv(4, 3) flatten dense(2))).is_empty());
+    }
+
+    /// An error inside a block is reported, the block's own checks wait for known shapes, and
+    /// the list goes on: the dense layer after it fixes the shape again.
+    #[test]
+    fn errors_inside_and_after_a_block_are_all_reported() {
+        let found = errors(quote::quote!(
+            input(8, 8, 4) residual(conv(4, 3, padding = same) dense(3) relu) dense(0)
+            residual(conv(8, 3, padding = same), shortcut = sideways) dense(5) conv(2, 1)
+        ));
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(
+            found[0].starts_with("`dense(3)` needs a flat input"),
+            "{}",
+            found[0]
+        );
+        assert!(found[1].contains("dense(0)"), "{}", found[1]);
+        assert!(
+            found[2].contains("the shortcut is `project`"),
+            "{}",
+            found[2]
+        );
+        assert!(
+            found[3].contains("but receives a flat vector of 5"),
+            "{}",
+            found[3]
+        );
+    }
+
+    /// Unknown shapes stop shape checks but not argument checks, and a layer whose output is
+    /// written (`layer(T -> (...))`) starts them again.
+    #[test]
+    fn a_written_output_shape_resumes_shape_checks() {
+        let found = errors(quote::quote!(
+            input(10) conv(4, 3) maxpool(0) layer(Mine -> (6, 6, 2)) conv(3, 7) sofmax
+        ));
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(
+            found[0].starts_with("`conv(4, 3)` needs an image"),
+            "{}",
+            found[0]
+        );
+        assert!(found[1].contains("maxpool(0)"), "{}", found[1]);
+        assert!(
+            found[2].contains("at least 7x7, but receives 6x6x2"),
+            "{}",
+            found[2]
+        );
+        assert!(found[3].contains("unknown layer `sofmax`"), "{}", found[3]);
+    }
 }
