@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use constnet::init::seeded_rng;
 use constnet::layers::Layer;
-use constnet::network::Network;
 use constnet::rand::RngExt;
 use constnet::weights;
 

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use constnet::data::idx::{self, read_idx};
 use constnet::init::seeded_rng;
-use constnet::network::Network;
 use constnet::rand::{Rng, RngExt};
 use constnet::weights;
 

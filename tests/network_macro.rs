@@ -472,7 +472,7 @@ fn inference_follows_changed_weights() {
     let mut workspace = MnistCnnWorkspace::default();
     let before = net.infer(&images, &mut workspace).clone();
     let filter_values = Conv2d::<Hwc<26, 26, 32>, Hwc<24, 24, 64>, 3>::cached_filter_values(4);
-    let filter_bytes = workspace.conv2_relu2.cache.filter_bytes();
+    let filter_bytes = workspace.filter_bytes();
     assert_eq!(
         filter_bytes,
         filter_values * size_of::<f32>(),

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use constnet::network::Network;
 use constnet::{Batch, Hwc};
 use rayon::prelude::*;
 

@@ -7,7 +7,6 @@ use std::path::Path;
 use constnet::data::{Dataset, idx, load_mnist};
 use constnet::init::seeded_rng;
 use constnet::layers::Layer;
-use constnet::network::Network;
 use constnet::optim::{Adam, OptimizerState, Sgd};
 use constnet::rand::RngExt;
 use constnet::train::{EarlyStopping, FitConfig, Validation, evaluate, fit, predict};

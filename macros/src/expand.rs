@@ -5,11 +5,14 @@
 //! For `pub MnistCnn<...>` it writes:
 //! - `pub struct MnistCnn`, one public field per layer (`conv1`, `relu1`, ..., `dense2`), so
 //!   parameter names (`conv1.weight`) do not depend on fusion;
-//! - `pub struct MnistCnnWorkspace`: one `LayerState` (output, cache, output gradient) per
-//!   training op (`conv1_relu1` for a fused op; none for a view) and the two inference buffers;
+//! - `pub struct MnistCnnWorkspace`, private: one `LayerState` (output, cache, output gradient)
+//!   per training op (`conv1_relu1` for a fused op; none for a view) and the inference buffers;
 //! - `pub struct MnistCnnGrads`, one gradient field per layer with parameters;
-//! - `impl Layer for MnistCnn` (the whole function, final softmax included) and
-//!   `impl Network for MnistCnn` (inference, logits path, layer and plan tables, constructor).
+//! - `mod __mnist_cnn` (hidden): the support items of `constnet::expansion` and an alias per
+//!   catalogue layer type (`Conv1`), so each long type is written once;
+//! - in one anonymous `const` block that imports that module as `cn`: inherent `new`, `infer`,
+//!   `summary`, `plan`; the passes; `impl Layer` (the whole function, final softmax included)
+//!   and `impl Network` (logits path, layer and plan tables, graph).
 
 use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
@@ -20,11 +23,18 @@ use constnet_catalogue::{Constructor, Generic, LayerKind, RuntimeLayer, Shape};
 
 use crate::valid::{Layer, Network, Step};
 
-fn shape_type(shape: Shape) -> TokenStream {
+/// The type of a sample of `shape`, `{path}::Hwc<h, w, c>` or `{path}::Flat<n>` (`Hwc<h, w, c>`
+/// where the support items are in scope, `path` empty).
+fn shape_type_in(shape: Shape, path: &TokenStream) -> TokenStream {
+    let path = if path.is_empty() {
+        quote!()
+    } else {
+        quote!(#path::)
+    };
     match shape {
         Shape::Flat(n) => {
             let n = Literal::usize_unsuffixed(n);
-            quote!(::constnet::Flat<#n>)
+            quote!(#path Flat<#n>)
         }
         Shape::Image(h, w, c) => {
             let (h, w, c) = (
@@ -32,28 +42,66 @@ fn shape_type(shape: Shape) -> TokenStream {
                 Literal::usize_unsuffixed(w),
                 Literal::usize_unsuffixed(c),
             );
-            quote!(::constnet::Hwc<#h, #w, #c>)
+            quote!(#path Hwc<#h, #w, #c>)
         }
     }
 }
 
-/// The runtime type of a layer: the catalogue's, or the user's own for `layer(T)`.
+/// [`shape_type_in`] where the expansion's support module is imported as `cn`.
+fn shape_type(shape: Shape) -> TokenStream {
+    shape_type_in(shape, &quote!(cn))
+}
+
+/// The name of a catalogue layer's type alias: `Conv1`, `Res1Conv1` (its field in CamelCase).
+fn alias(layer: &Layer) -> Ident {
+    let camel: String = layer
+        .field
+        .to_string()
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect();
+    format_ident!("{camel}")
+}
+
+/// The type of a layer inside the expansion's block: its alias (`cn::Conv1`), or the user's own
+/// type for `layer(T)`.
 fn layer_type(layer: &Layer) -> TokenStream {
-    if let Some(ty) = &layer.custom {
-        return quote!(#ty);
+    layer_type_in(layer, &quote!(cn))
+}
+
+/// The type of a layer through `path`, the support module's name where it is used.
+fn layer_type_in(layer: &Layer, path: &TokenStream) -> TokenStream {
+    match &layer.custom {
+        Some(ty) => quote!(#ty),
+        None => {
+            let alias = alias(layer);
+            quote!(#path::#alias)
+        }
+    }
+}
+
+/// The alias of a catalogue layer's runtime type, `pub type Conv1 = Conv2d<...>;`, written
+/// inside the support module; nothing for a user's layer.
+fn alias_definition(layer: &Layer) -> TokenStream {
+    if layer.custom.is_some() {
+        return quote!();
     }
     let runtime = runtime_layer(layer);
     let name = format_ident!("{}", runtime.name);
     let generics = runtime.generics.iter().map(|generic| match *generic {
-        Generic::Input => shape_type(layer.input),
-        Generic::Output => shape_type(layer.output),
+        Generic::Input => shape_type_in(layer.input, &quote!()),
+        Generic::Output => shape_type_in(layer.output, &quote!()),
         Generic::Size(size) => Literal::usize_unsuffixed(size).into_token_stream(),
-        Generic::Padding(padding) => {
-            let padding = format_ident!("{padding:?}");
-            quote!(::constnet::layers::#padding)
-        }
+        Generic::Padding(padding) => format_ident!("{padding:?}").into_token_stream(),
     });
-    quote!(::constnet::layers::#name<#(#generics),*>)
+    let alias = alias(layer);
+    quote!(pub type #alias = #name<#(#generics),*>;)
 }
 
 /// The catalogue's runtime type of a layer that is not the user's.
@@ -66,7 +114,7 @@ fn runtime_layer(layer: &Layer) -> RuntimeLayer {
 fn constructor(layer: &Layer) -> TokenStream {
     let ty = layer_type(layer);
     if layer.custom.is_some() {
-        return quote!(<#ty as ::constnet::layers::Build>::build(&mut rng));
+        return quote!(<#ty as cn::Build>::build(&mut rng));
     }
     match runtime_layer(layer).constructor {
         Constructor::Plain => quote!(<#ty>::new()),
@@ -77,7 +125,7 @@ fn constructor(layer: &Layer) -> TokenStream {
         }
         Constructor::WithValueAndSeed(value) => {
             let value = Literal::f32_suffixed(value);
-            quote!(<#ty>::new(#value, ::constnet::init::next_seed(&mut rng)))
+            quote!(<#ty>::new(#value, cn::next_seed(&mut rng)))
         }
     }
 }
@@ -118,17 +166,14 @@ fn train_place(graph: &Graph, value: ValueId, buffer: Buffer) -> Option<TokenStr
     };
     let field = &graph.ops[owner].field;
     let (place, reshape) = match buffer {
-        Buffer::Output => (quote!(&workspace.#field.output), quote!(reshaped)),
-        Buffer::OutputMut => (quote!(&mut workspace.#field.output), quote!(reshaped_mut)),
-        Buffer::GradMut => (
-            quote!(&mut workspace.#field.grad_output),
-            quote!(reshaped_mut),
-        ),
+        Buffer::Output => (quote!(&ws.#field.output), quote!(reshaped)),
+        Buffer::OutputMut => (quote!(&mut ws.#field.output), quote!(reshaped_mut)),
+        Buffer::GradMut => (quote!(&mut ws.#field.grad_output), quote!(reshaped_mut)),
     };
     Some(if root == value {
         place
     } else {
-        quote!(::constnet::Batch::#reshape(#place))
+        quote!(cn::Batch::#reshape(#place))
     })
 }
 
@@ -136,7 +181,7 @@ fn train_place(graph: &Graph, value: ValueId, buffer: Buffer) -> Option<TokenStr
 fn train_value(graph: &Graph, value: ValueId) -> TokenStream {
     train_place(graph, value, Buffer::Output).unwrap_or_else(|| match graph.root(value) {
         root if root == value => quote!(input),
-        _ => quote!(::constnet::Batch::reshaped(input)),
+        _ => quote!(cn::Batch::reshaped(input)),
     })
 }
 
@@ -144,13 +189,9 @@ fn train_value(graph: &Graph, value: ValueId) -> TokenStream {
 /// the caller's `grad_input` for the network's input.
 fn train_grad(graph: &Graph, value: ValueId) -> TokenStream {
     match train_place(graph, value, Buffer::GradMut) {
-        Some(place) => quote!(::std::option::Option::Some(#place)),
+        Some(place) => quote!(cn::Some(#place)),
         None if graph.root(value) == value => quote!(grad_input.as_deref_mut()),
-        None => quote!(
-            grad_input
-                .as_deref_mut()
-                .map(::constnet::Batch::reshaped_mut)
-        ),
+        None => quote!(grad_input.as_deref_mut().map(cn::Batch::reshaped_mut)),
     }
 }
 
@@ -167,7 +208,7 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
     match &op.kind {
         OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } => {
             let field = &layer.field;
-            quote!(::constnet::layers::Layer::forward_train(&mut self.#field, #input, &mut workspace.#state.output, &mut workspace.#state.cache);)
+            quote!(cn::Layer::forward_train(&mut self.#field, #input, &mut ws.#state.output, &mut ws.#state.cache);)
         }
         OpKind::LinearActivation { pooled: true, .. } => quote!(),
         OpKind::PoolThroughActivation { pool, activation } => {
@@ -182,10 +223,10 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
             let (conv, conv_state) = (&conv.field, &conv_op.field);
             let (pool, activation) = (&pool.field, &activation.field);
             quote! {
-                ::constnet::layers::conv_activation_pool_forward_train(
+                cn::conv_activation_pool_forward_train(
                     &self.#conv, &self.#activation.function, &self.#pool, #conv_input,
-                    &mut workspace.#state.output, &mut workspace.#conv_state.cache,
-                    &mut workspace.#state.cache,
+                    &mut ws.#state.output, &mut ws.#conv_state.cache,
+                    &mut ws.#state.cache,
                 );
             }
         }
@@ -193,16 +234,16 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
             linear, activation, ..
         } => {
             let (linear, activation) = (&linear.field, &activation.field);
-            quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, &mut workspace.#state.output, &mut workspace.#state.cache);)
+            quote!(cn::linear_activation_forward(&self.#linear, &self.#activation.function, #input, &mut ws.#state.output, &mut ws.#state.cache);)
         }
         OpKind::DropoutInPlace(layer) => {
             let field = &layer.field;
             let values = train_place_mut(graph, op.input, Buffer::OutputMut);
-            quote!(::constnet::layers::Dropout::forward_train_in_place(&mut self.#field, #values, &mut workspace.#field.cache);)
+            quote!(cn::Dropout::forward_train_in_place(&mut self.#field, #values, &mut ws.#field.cache);)
         }
         OpKind::Add { skip, .. } => {
             let skip = train_value(graph, *skip);
-            quote!(::constnet::layers::residual_add_forward(#input, #skip, &mut workspace.#state.output);)
+            quote!(cn::residual_add_forward(#input, #skip, &mut ws.#state.output);)
         }
         OpKind::View(_) => quote!(),
         OpKind::Conv { .. } => {
@@ -223,21 +264,21 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
             let grads = if layer.kind.has_params() {
                 quote!(&mut grads.#field)
             } else {
-                quote!(&mut ::constnet::layers::NoParams)
+                quote!(&mut cn::NoParams)
             };
             // A projection's input gradient is the block's skip share, kept apart until the
             // block's layers have written theirs.
             let grad_input = match op.kind {
                 OpKind::Shortcut { block, .. } => {
                     let block = &block.field;
-                    quote!(::std::option::Option::Some(&mut workspace.#block.grad_skip))
+                    quote!(cn::Some(&mut ws.#block.grad_skip))
                 }
                 _ => grad_input,
             };
             quote! {
-                ::constnet::layers::Layer::backward(
-                    &self.#field, #input, &workspace.#state.output, &workspace.#state.grad_output,
-                    &mut workspace.#state.cache, #grad_input, #grads,
+                cn::Layer::backward(
+                    &self.#field, #input, &ws.#state.output, &ws.#state.grad_output,
+                    &mut ws.#state.cache, #grad_input, #grads,
                 );
             }
         }
@@ -248,9 +289,9 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
         } => {
             let linear = &linear.field;
             quote! {
-                ::constnet::layers::Layer::backward(
-                    &self.#linear, #input, &workspace.#state.output, &workspace.#state.grad_output,
-                    &mut workspace.#state.cache, #grad_input, &mut grads.#linear,
+                cn::Layer::backward(
+                    &self.#linear, #input, &ws.#state.output, &ws.#state.grad_output,
+                    &mut ws.#state.cache, #grad_input, &mut grads.#linear,
                 );
             }
         }
@@ -259,8 +300,8 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
             let grad_input = train_place_mut(graph, op.input, Buffer::GradMut);
             quote! {
                 self.#pool.backward_through_activation(
-                    &self.#activation.function, &workspace.#state.output, &workspace.#state.grad_output,
-                    &workspace.#state.cache, #grad_input,
+                    &self.#activation.function, &ws.#state.output, &ws.#state.grad_output,
+                    &ws.#state.cache, #grad_input,
                 );
             }
         }
@@ -269,9 +310,9 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
         } => {
             let (linear, activation) = (&linear.field, &activation.field);
             quote! {
-                ::constnet::layers::linear_activation_backward(
-                    &self.#linear, &self.#activation.function, #input, &workspace.#state.output,
-                    &mut workspace.#state.grad_output, &mut workspace.#state.cache, #grad_input,
+                cn::linear_activation_backward(
+                    &self.#linear, &self.#activation.function, #input, &ws.#state.output,
+                    &mut ws.#state.grad_output, &mut ws.#state.cache, #grad_input,
                     &mut grads.#linear,
                 );
             }
@@ -279,19 +320,19 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
         OpKind::DropoutInPlace(layer) => {
             let field = &layer.field;
             let grad = train_place_mut(graph, op.input, Buffer::GradMut);
-            quote!(::constnet::layers::Dropout::backward_in_place(&self.#field, #grad, &workspace.#field.cache);)
+            quote!(cn::Dropout::backward_in_place(&self.#field, #grad, &ws.#field.cache);)
         }
         OpKind::Add { skip, .. } => {
             let grad_body = train_place_mut(graph, op.input, Buffer::GradMut);
             let grad_shortcut = match graph.values[*skip].source {
                 Source::Op(shortcut) => {
                     let shortcut = &graph.ops[shortcut].field;
-                    quote!(workspace.#shortcut.grad_output.copy_from(&workspace.#state.grad_output);)
+                    quote!(ws.#shortcut.grad_output.copy_from(&ws.#state.grad_output);)
                 }
                 _ => quote!(),
             };
             quote! {
-                ::constnet::Batch::copy_from(#grad_body, &workspace.#state.grad_output);
+                cn::Batch::copy_from(#grad_body, &ws.#state.grad_output);
                 #grad_shortcut
             }
         }
@@ -322,10 +363,10 @@ fn skip_gradients(graph: &Graph, index: usize) -> TokenStream {
         let grad = train_grad(graph, block_input);
         let field = &op.field;
         let share = match block.shortcut {
-            Some(_) => quote!(&workspace.#field.grad_skip),
-            None => quote!(&workspace.#field.grad_output),
+            Some(_) => quote!(&ws.#field.grad_skip),
+            None => quote!(&ws.#field.grad_output),
         };
-        Some(quote!(::constnet::layers::accumulate_gradient(#grad, #share);))
+        Some(quote!(cn::accumulate_gradient(#grad, #share);))
     });
     quote!(#(#shares)*)
 }
@@ -362,14 +403,14 @@ fn infer_op(plan: &Plan, slots: &Slots, index: usize) -> TokenStream {
     let out = infer_var(op.output);
     let out_ty = shape_type(graph.values[op.output].shape);
     if let OpKind::View(_) = op.kind {
-        return quote!(let #out: &::constnet::Batch<#out_ty> = ::constnet::Batch::reshaped(#input););
+        return quote!(let #out: &cn::Batch<#out_ty> = cn::Batch::reshaped(#input););
     }
     let (take, target) = match slots.of[op.output] {
-        Some(Slot::Output) => (quote!(), quote!(workspace.inference.output_mut())),
+        Some(Slot::Output) => (quote!(), quote!(ws.inference.output_mut())),
         slot => {
             let index = slot_index(slot.expect("an op's output has a slot"));
             (
-                quote!(let mut #out: ::constnet::Batch<#out_ty> = workspace.inference.take(#index, input.len());),
+                quote!(let mut #out = ws.inference.take(#index, input.len());),
                 quote!(&mut #out),
             )
         }
@@ -377,7 +418,7 @@ fn infer_op(plan: &Plan, slots: &Slots, index: usize) -> TokenStream {
     let call = infer_call(plan, op, &input, &target);
     let give = slots.released[index].iter().map(|&(buffer, value)| {
         let (index, var) = (Literal::usize_unsuffixed(buffer), infer_var(value));
-        quote!(workspace.inference.give(#index, #var);)
+        quote!(ws.inference.give(#index, #var);)
     });
     quote!(#take #call #(#give)*)
 }
@@ -387,7 +428,7 @@ fn infer_op(plan: &Plan, slots: &Slots, index: usize) -> TokenStream {
 fn layer_cache(plan: &Plan, layer: &Layer) -> TokenStream {
     let op = plan.train.op_computing(layer);
     let state = &op.expect("every layer but the head is trained").field;
-    quote!(&mut workspace.#state.cache)
+    quote!(&mut ws.#state.cache)
 }
 
 /// The call that computes an inference op from `input` into `target`.
@@ -396,14 +437,14 @@ fn infer_call(plan: &Plan, op: &Op, input: &TokenStream, target: &TokenStream) -
     match &op.kind {
         OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } => {
             let (field, state) = (&layer.field, &op.field);
-            quote!(::constnet::layers::Layer::forward(&self.#field, #input, #target, &mut workspace.#state.cache);)
+            quote!(cn::Layer::forward(&self.#field, #input, #target, &mut ws.#state.cache);)
         }
         OpKind::LinearActivation {
             linear, activation, ..
         } => {
             let cache = layer_cache(plan, linear);
             let (linear, activation) = (&linear.field, &activation.field);
-            quote!(::constnet::layers::linear_activation_forward(&self.#linear, &self.#activation.function, #input, #target, #cache);)
+            quote!(cn::linear_activation_forward(&self.#linear, &self.#activation.function, #input, #target, #cache);)
         }
         OpKind::Conv {
             conv,
@@ -417,34 +458,34 @@ fn infer_call(plan: &Plan, op: &Op, input: &TokenStream, target: &TokenStream) -
             let weights = match batchnorm {
                 Some(batchnorm) => {
                     let (batchnorm, folded) = (&batchnorm.field, &op.field);
-                    quote!(::constnet::layers::fold_batchnorm(&self.#conv, &self.#batchnorm, &mut workspace.#folded))
+                    quote!(cn::fold_batchnorm(&self.#conv, &self.#batchnorm, &mut ws.#folded))
                 }
-                None => quote!(::constnet::layers::ConvWeights::from(&self.#conv.params)),
+                None => quote!(cn::ConvWeights::from(&self.#conv.params)),
             };
             let activation = match activation {
                 Some(layer) => {
                     let field = &layer.field;
-                    quote!(::constnet::layers::EpilogueFn::epilogue(&self.#field.function))
+                    quote!(cn::EpilogueFn::epilogue(&self.#field.function))
                 }
-                None => quote!(::constnet::kernels::elementwise::ActivationKind::Identity),
+                None => quote!(cn::ActivationKind::Identity),
             };
             match (pool, residual) {
                 (Some(pool), _) => {
                     let pool = &pool.field;
-                    quote!(::constnet::layers::conv_activation_pool_forward(&self.#conv, #weights, #activation, &self.#pool, #input, #target, #cache);)
+                    quote!(cn::conv_activation_pool_forward(&self.#conv, #weights, #activation, &self.#pool, #input, #target, #cache);)
                 }
                 (None, Some(residual)) => {
                     let skip = infer_value(graph, residual.skip);
-                    quote!(::constnet::layers::conv_residual_forward(&self.#conv, #weights, #activation, #input, #skip, #target, #cache);)
+                    quote!(cn::conv_residual_forward(&self.#conv, #weights, #activation, #input, #skip, #target, #cache);)
                 }
                 (None, None) => {
-                    quote!(::constnet::layers::conv_params_forward(&self.#conv, #weights, #activation, #input, #target, #cache);)
+                    quote!(cn::conv_params_forward(&self.#conv, #weights, #activation, #input, #target, #cache);)
                 }
             }
         }
         OpKind::Add { skip, .. } => {
             let skip = infer_value(graph, *skip);
-            quote!(::constnet::layers::residual_add_forward(#input, #skip, #target);)
+            quote!(cn::residual_add_forward(#input, #skip, #target);)
         }
         OpKind::View(_) => unreachable!("a view runs nothing"),
         OpKind::DropoutInPlace(_) | OpKind::PoolThroughActivation { .. } => {
@@ -457,7 +498,7 @@ fn infer_call(plan: &Plan, op: &Op, input: &TokenStream, target: &TokenStream) -
 /// was.
 fn infer_body(plan: &Plan, slots: &Slots) -> TokenStream {
     if plan.infer.ops.is_empty() {
-        return quote!(workspace.inference.output_mut().copy_from(input););
+        return quote!(ws.inference.output_mut().copy_from(input););
     }
     let ops = (0..plan.infer.ops.len()).map(|index| infer_op(plan, slots, index));
     quote!(#(#ops)*)
@@ -516,20 +557,17 @@ fn op_info(graph: &Graph, slots: &Slots, op: &Op) -> TokenStream {
     let conv = match conv_of(op) {
         Some(conv) => {
             let conv = layer_type(conv);
-            quote!(::std::option::Option::Some(::constnet::plan::ConvOp {
-                algorithm: <#conv>::algorithm,
-                cached_filter_values: <#conv>::cached_filter_values,
-            }))
+            quote!(cn::Some(#conv::CONV_OP))
         }
-        None => quote!(::std::option::Option::None),
+        None => quote!(cn::None),
     };
     quote! {
-        ::constnet::plan::OpInfo {
+        cn::OpInfo {
             name: #name,
             runs: #runs,
             conv: #conv,
-            output: <#output as ::constnet::Shape>::DIMS,
-            inference: ::constnet::plan::InferenceSlot::#inference,
+            output: <#output as cn::Shape>::DIMS,
+            inference: cn::InferenceSlot::#inference,
         }
     }
 }
@@ -548,40 +586,57 @@ fn conv_of<'p>(op: &Op<'p>) -> Option<&'p Layer> {
     matches!(layer.kind, LayerKind::Conv { .. }).then_some(*layer)
 }
 
-/// The workspace fields, each with its type and the op it serves: one state per training op
-/// that has any (a `LayerState`, or a `ResidualState` for a block's addition), the final
-/// head's, and that of any layer inference runs on its own that training fuses or views.
-fn state_ops<'p>(plan: &'p Plan<'p>) -> Vec<(&'p Ident, TokenStream, String)> {
-    let mut states: Vec<(&Ident, TokenStream, String)> = Vec::new();
-    let mut add = |field, ty: TokenStream, name: String| {
-        if !states.iter().any(|(f, _, _)| *f == field) {
-            states.push((field, ty, name));
+/// One workspace field: the state of the op named `name`.
+struct State<'p> {
+    field: &'p Ident,
+    /// Its type, through the support module's name at item level.
+    ty: TokenStream,
+    /// Whether it is a convolution's, whose cache keeps transformed filters.
+    conv: bool,
+}
+
+/// The workspace fields: one state per training op that has any (a `LayerState`, or a
+/// `ResidualState` for a block's addition), the final head's, and that of any layer inference
+/// runs on its own that training fuses or views. Types are written through `path`.
+fn state_ops<'p>(plan: &'p Plan<'p>, path: &TokenStream) -> Vec<State<'p>> {
+    let mut states: Vec<State> = Vec::new();
+    let mut add = |state: State<'p>| {
+        if !states.iter().any(|s| s.field == state.field) {
+            states.push(state);
         }
     };
-    let layer_state = |layer: &Layer| {
-        let ty = layer_type(layer);
-        quote!(::constnet::network::LayerState<#ty>)
+    let layer_state = |field, layer: &Layer| {
+        let ty = layer_type_in(layer, path);
+        State {
+            field,
+            ty: quote!(#path::LayerState<#ty>),
+            conv: matches!(layer.kind, LayerKind::Conv { .. }),
+        }
     };
     for op in &plan.train.ops {
-        let ty = match op.state_layer() {
+        match op.state_layer() {
             _ if matches!(op.kind, OpKind::View(_)) => continue,
-            Some(layer) => layer_state(layer),
+            Some(layer) => add(layer_state(&op.field, layer)),
             None => {
                 let OpKind::Add { block, .. } = op.kind else {
                     unreachable!("every other op has a layer's state")
                 };
-                let (input, output) = (shape_type(block.input), shape_type(block.output));
-                quote!(::constnet::layers::ResidualState<#input, #output>)
+                let input = shape_type_in(block.input, path);
+                let output = shape_type_in(block.output, path);
+                add(State {
+                    field: &op.field,
+                    ty: quote!(#path::ResidualState<#input, #output>),
+                    conv: false,
+                });
             }
-        };
-        add(&op.field, ty, op.name.clone());
+        }
     }
     if let Some(head) = plan.head {
-        add(&head.field, layer_state(head), head.name.clone());
+        add(layer_state(&head.field, head));
     }
     for op in &plan.infer.ops {
         if let OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } = op.kind {
-            add(&op.field, layer_state(layer), op.name.clone());
+            add(layer_state(&op.field, layer));
         }
     }
     states
@@ -608,13 +663,14 @@ fn folding_ops<'p>(plan: &'p Plan<'p>) -> Vec<&'p Op<'p>> {
 /// What every part of the expansion refers to.
 struct Names<'n> {
     net: &'n Network,
-    /// The struct's field of each layer, first to last.
-    fields: Vec<&'n Ident>,
     plan: Plan<'n>,
     /// Where inference keeps each value of `plan.infer`.
     infer_slots: Slots,
     workspace: Ident,
     grads: Ident,
+    /// The hidden module of the network's type aliases and support items (`__mnist_cnn`),
+    /// imported as `cn` inside the expansion's block.
+    module: Ident,
     input_ty: TokenStream,
     output_ty: TokenStream,
 }
@@ -625,13 +681,13 @@ impl<'n> Names<'n> {
         let plan = Plan::new(net);
         Names {
             net,
-            fields: net.layers.iter().map(|l| &l.field).collect(),
             infer_slots: plan.infer.slots(),
             plan,
             workspace: format_ident!("{name}Workspace"),
             grads: format_ident!("{name}Grads"),
-            input_ty: shape_type(net.input),
-            output_ty: shape_type(net.output),
+            module: format_ident!("__{}", snake_case(&name.to_string())),
+            input_ty: quote!(cn::Input),
+            output_ty: quote!(cn::Output),
         }
     }
 
@@ -654,17 +710,55 @@ fn buffer_layers(net: &Network) -> Vec<&Layer> {
     net.layers.iter().filter(with_buffers).collect()
 }
 
+/// `MnistCnn` → `mnist_cnn`.
+fn snake_case(name: &str) -> String {
+    let mut snake = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            snake.push('_');
+        }
+        snake.push(c.to_ascii_lowercase());
+    }
+    snake
+}
+
 pub fn expand(net: &Network) -> TokenStream {
     let names = Names::new(net);
-    let parts = [
+    let items = [structs(&names), grads_struct(&names), type_aliases(&names)];
+    let impls = [
         custom_layer_checks(net),
-        structs(&names),
-        grads(&names),
+        inherent_impls(&names),
+        grads_impl(&names),
         passes(&names),
         layer_impl(&names),
         network_impl(&names),
     ];
-    quote!(#(#parts)*)
+    let module = &names.module;
+    quote! {
+        #(#items)*
+        const _: () = {
+            use #module as cn;
+            #(#impls)*
+        };
+    }
+}
+
+/// The hidden module of the network's types: the expansion's support items, an alias per
+/// catalogue layer (`Conv1`) and the input and output shapes.
+fn type_aliases(names: &Names) -> TokenStream {
+    let Names { net, module, .. } = names;
+    let aliases = net.layers.iter().map(alias_definition);
+    let input = shape_type_in(net.input, &quote!());
+    let output = shape_type_in(net.output, &quote!());
+    quote! {
+        #[doc(hidden)]
+        mod #module {
+            pub use ::constnet::expansion::*;
+            pub type Input = #input;
+            pub type Output = #output;
+            #(#aliases)*
+        }
+    }
 }
 
 /// For each `layer(T)`, a bound the compiler checks: `T` is a layer (that `network!` can build
@@ -678,9 +772,7 @@ fn custom_layer_checks(net: &Network) -> TokenStream {
             const _: fn() = {
                 fn takes_and_makes<L>()
                 where
-                    L: ::constnet::layers::Layer<Input = #input, Output = #output>
-                        + ::constnet::layers::Build
-                        + ::core::clone::Clone,
+                    L: cn::Layer<Input = #input, Output = #output> + cn::Build + ::core::clone::Clone,
                 {
                 }
                 takes_and_makes::<#ty>
@@ -691,47 +783,36 @@ fn custom_layer_checks(net: &Network) -> TokenStream {
 }
 
 /// The network's struct (a field per layer) and its workspace (a state per training op, the
-/// batch normalisations inference folds, and inference's buffers).
+/// batch normalisations inference folds, and inference's buffers; private, so what the plan
+/// fuses is not part of the API).
 fn structs(names: &Names) -> TokenStream {
     let Names {
         net,
-        fields,
         plan,
         workspace,
-        output_ty,
+        module,
         ..
     } = names;
     let Network {
         attrs, vis, name, ..
     } = net;
-    let types: Vec<_> = net.layers.iter().map(layer_type).collect();
-    let field_docs: Vec<String> = net
-        .layers
-        .iter()
-        .map(|l| format!("`{}`: {} → {}", l.spec, l.input, l.output))
-        .collect();
-    let states = state_ops(plan);
-    let state_fields: Vec<_> = states.iter().map(|(field, _, _)| *field).collect();
-    let state_types: Vec<_> = states.iter().map(|(_, ty, _)| ty).collect();
-    let state_docs: Vec<String> = states
-        .iter()
-        .map(|(_, _, name)| format!("State of `{name}`."))
-        .collect();
+    let path = quote!(#module);
+    let fields = net.layers.iter().map(|layer| {
+        let (field, ty) = (&layer.field, layer_type_in(layer, &path));
+        let doc = format!("`{}`: {} → {}", layer.spec, layer.input, layer.output);
+        quote!(#[doc = #doc] pub #field: #ty,)
+    });
+    let states = state_ops(plan, &path)
+        .into_iter()
+        .map(|State { field, ty, .. }| quote!(#field: #ty,));
+    let folded = folding_ops(plan).into_iter().map(|op| {
+        let field = &op.field;
+        quote!(#field: #module::FoldedBatchNorm,)
+    });
     let buffers = Literal::usize_unsuffixed(names.infer_slots.buffers);
-    let folding = folding_ops(plan);
-    let folded_fields: Vec<_> = folding.iter().map(|op| &op.field).collect();
-    let folded_docs: Vec<String> = folding
-        .iter()
-        .map(|op| {
-            format!(
-                "The batch normalisation of `{}` as inference folds it.",
-                op.name
-            )
-        })
-        .collect();
     let struct_doc = format!(
         "\n\nGenerated by `network!` from {} layers; `{name}::summary()` prints the table, \
-         `<{name} as Network>::plan(batch)` what was compiled.",
+         `{name}::plan(batch)` what was compiled.",
         net.layers.len()
     );
     let workspace_doc = format!(
@@ -742,66 +823,133 @@ fn structs(names: &Names) -> TokenStream {
     quote! {
         #(#attrs)*
         #[doc = #struct_doc]
-        #vis struct #name {
-            #(
-                #[doc = #field_docs]
-                pub #fields: #types,
-            )*
-        }
+        #[derive(::core::clone::Clone)]
+        #vis struct #name { #(#fields)* }
 
         #[doc = #workspace_doc]
         #[derive(Default)]
         #vis struct #workspace {
-            #(
-                #[doc = #state_docs]
-                pub #state_fields: #state_types,
-            )*
-            #(
-                #[doc = #folded_docs]
-                pub #folded_fields: ::constnet::layers::FoldedBatchNorm,
-            )*
-            /// The buffers inference keeps its values in, and its output.
-            pub inference: ::constnet::plan::InferenceBuffers<#output_ty, #buffers>,
+            #(#states)*
+            #(#folded)*
+            inference: #module::InferenceBuffers<#module::Output, #buffers>,
         }
     }
 }
 
-/// The gradients struct, a field per layer with parameters, and its parameter-set impl.
-fn grads(names: &Names) -> TokenStream {
-    let Names { net, grads, .. } = names;
+/// The gradients struct: a field per layer with parameters, named as the layer.
+fn grads_struct(names: &Names) -> TokenStream {
+    let Names {
+        net, grads, module, ..
+    } = names;
     let (vis, name) = (&net.vis, &net.name);
-    let with_params = param_layers(net);
-    let param_fields: Vec<_> = with_params.iter().map(|l| &l.field).collect();
-    let param_names: Vec<&String> = with_params.iter().map(|l| &l.name).collect();
-    let param_types: Vec<_> = with_params.iter().map(|l| layer_type(l)).collect();
-    let visit = param_name("visit", !param_fields.is_empty());
-    let other = param_name("other", !param_fields.is_empty());
-    let grads_doc = format!(
+    let path = quote!(#module);
+    let fields = param_layers(net).into_iter().map(|layer| {
+        let (field, ty) = (&layer.field, layer_type_in(layer, &path));
+        quote!(#[doc = "Gradients of this layer's parameters."] pub #field: <#ty as #module::Layer>::Grads,)
+    });
+    let doc = format!(
         "Gradients of [`{name}`]'s parameters, one field per layer that has any, named as the \
          layer."
     );
     quote! {
-        #[doc = #grads_doc]
+        #[doc = #doc]
         #[derive(Clone, Debug)]
-        #vis struct #grads {
-            #(
-                #[doc = "Gradients of this layer's parameters."]
-                pub #param_fields: <#param_types as ::constnet::layers::Layer>::Grads,
-            )*
+        #vis struct #grads { #(#fields)* }
+    }
+}
+
+/// The gradients' parameter-set impl: every field, prefixed with its layer's name.
+fn grads_impl(names: &Names) -> TokenStream {
+    let Names { net, grads, .. } = names;
+    let with_params = param_layers(net);
+    let fields: Vec<_> = with_params.iter().map(|l| &l.field).collect();
+    let names: Vec<&String> = with_params.iter().map(|l| &l.name).collect();
+    let visit = param_name("visit", !fields.is_empty());
+    let other = param_name("other", !fields.is_empty());
+    quote! {
+        impl cn::ParamSet for #grads {
+            fn zeros_like(&self) -> Self {
+                Self { #( #fields: cn::ParamSet::zeros_like(&self.#fields), )* }
+            }
+            fn visit(&self, #visit: &mut cn::TensorVisitor<'_>) {
+                #( cn::visit_prefixed(#names, &self.#fields, visit); )*
+            }
+            fn visit_mut(&mut self, #visit: &mut cn::TensorVisitorMut<'_>) {
+                #( cn::visit_mut_prefixed(#names, &mut self.#fields, visit); )*
+            }
+            fn zip_mut(&mut self, #other: &Self, #visit: &mut cn::UpdateVisitor<'_>) {
+                #( cn::zip_mut_prefixed(#names, &mut self.#fields, &other.#fields, visit); )*
+            }
+        }
+    }
+}
+
+/// What a network offers without a trait in scope: `new`, `infer`, `summary`, `plan` and its
+/// parameter count; and the workspace's constructor and the filter memory it keeps.
+fn inherent_impls(names: &Names) -> TokenStream {
+    let Names {
+        net,
+        plan,
+        workspace,
+        input_ty,
+        output_ty,
+        module,
+        ..
+    } = names;
+    let name = &net.name;
+    let constructors = net.layers.iter().map(|layer| {
+        let (field, constructor) = (&layer.field, constructor(layer));
+        quote!(#field: #constructor,)
+    });
+    let seed_rng = if net.layers.iter().any(needs_rng) {
+        quote!(let mut rng = cn::seeded_rng(seed);)
+    } else {
+        quote!(let _ = seed;)
+    };
+    let path = quote!(#module);
+    let conv_states: Vec<_> = state_ops(plan, &path)
+        .into_iter()
+        .filter(|state| state.conv)
+        .map(|state| state.field)
+        .collect();
+    quote! {
+        impl #name {
+            /// Trainable parameters, as Keras's summary counts them.
+            pub const PARAMS: usize = <Self as cn::Layer>::PARAMS;
+
+            /// The network with its weights drawn from a generator seeded with `seed`.
+            pub fn new(seed: u64) -> Self {
+                #seed_rng
+                Self { #(#constructors)* }
+            }
+
+            /// The network's output for `input`, kept in `workspace`.
+            pub fn infer<'w>(&self, input: &cn::Batch<#input_ty>, workspace: &'w mut #workspace) -> &'w cn::Batch<#output_ty> {
+                cn::on_pool::<Self, _>(input.len(), || self.run_inference(input, workspace));
+                workspace.inference.output()
+            }
+
+            /// The layer table, as Keras's `model.summary()` prints it.
+            pub fn summary() -> ::std::string::String {
+                <Self as cn::Network>::summary()
+            }
+
+            /// What `network!` compiled, and the memory it needs at `batch` samples.
+            pub fn plan(batch: usize) -> ::std::string::String {
+                <Self as cn::Network>::plan(batch)
+            }
         }
 
-        impl ::constnet::layers::ParamSet for #grads {
-            fn zeros_like(&self) -> Self {
-                Self { #( #param_fields: ::constnet::layers::ParamSet::zeros_like(&self.#param_fields), )* }
+        impl #workspace {
+            /// An empty workspace; the first call at a batch size allocates what it needs.
+            pub fn new() -> Self {
+                Self::default()
             }
-            fn visit(&self, #visit: &mut ::constnet::layers::TensorVisitor<'_>) {
-                #( ::constnet::layers::visit_prefixed(#param_names, &self.#param_fields, visit); )*
-            }
-            fn visit_mut(&mut self, #visit: &mut ::constnet::layers::TensorVisitorMut<'_>) {
-                #( ::constnet::layers::visit_mut_prefixed(#param_names, &mut self.#param_fields, visit); )*
-            }
-            fn zip_mut(&mut self, #other: &Self, #visit: &mut ::constnet::layers::UpdateVisitor<'_>) {
-                #( ::constnet::layers::zip_mut_prefixed(#param_names, &mut self.#param_fields, &other.#param_fields, visit); )*
+
+            /// Bytes of transformed convolution filters kept between calls (the plan table's
+            /// figure, once a call has run).
+            pub fn filter_bytes(&self) -> usize {
+                0 #( + self.#conv_states.cache.filter_bytes() )*
             }
         }
     }
@@ -811,7 +959,6 @@ fn grads(names: &Names) -> TokenStream {
 fn passes(names: &Names) -> TokenStream {
     let Names {
         net,
-        fields,
         plan,
         workspace,
         grads,
@@ -830,41 +977,30 @@ fn passes(names: &Names) -> TokenStream {
     let grads_arg = param_name("grads", !param_layers(net).is_empty());
     quote! {
         impl #name {
-            /// Trainable parameters, as Keras's summary counts them.
-            pub const PARAMS: usize = <Self as ::constnet::layers::Layer>::PARAMS;
-
-            /// The layer table, as Keras's `model.summary()` prints it.
-            pub fn summary() -> ::std::string::String {
-                <Self as ::constnet::network::Network>::summary()
-            }
-
             /// Training forward pass through every op up to the logits.
-            fn train_layers(&mut self, input: &::constnet::Batch<#input_ty>, workspace: &mut #workspace) {
-                ::constnet::plan::on_pool::<Self, _>(input.len(), || { #( #train_forward_ops )* });
+            fn train_layers(&mut self, input: &cn::Batch<#input_ty>, ws: &mut #workspace) {
+                let pass = || { #( #train_forward_ops )* };
+                cn::on_pool::<Self, _>(input.len(), pass);
             }
 
             /// Backward pass from the gradient in the logits op's state, last op first.
             fn backward_layers(
                 &self,
-                input: &::constnet::Batch<#input_ty>,
-                workspace: &mut #workspace,
-                mut grad_input: ::std::option::Option<&mut ::constnet::Batch<#input_ty>>,
+                input: &cn::Batch<#input_ty>,
+                ws: &mut #workspace,
+                mut grad_input: cn::Option<&mut cn::Batch<#input_ty>>,
                 #grads_arg: &mut #grads,
             ) {
-                ::constnet::plan::on_pool::<Self, _>(input.len(), || { #( #backward_ops )* });
+                let pass = || { #( #backward_ops )* };
+                cn::on_pool::<Self, _>(input.len(), pass);
             }
 
-            /// Inference through every op of the plan into `workspace.inference`.
-            fn run_inference(&self, input: &::constnet::Batch<#input_ty>, workspace: &mut #workspace) {
+            /// Inference through every op of the plan into `ws.inference`.
+            fn run_inference(&self, input: &cn::Batch<#input_ty>, ws: &mut #workspace) {
                 #infer_ops
             }
         }
 
-        impl ::std::clone::Clone for #name {
-            fn clone(&self) -> Self {
-                Self { #( #fields: ::std::clone::Clone::clone(&self.#fields), )* }
-            }
-        }
     }
 }
 
@@ -880,7 +1016,6 @@ fn layer_impl(names: &Names) -> TokenStream {
         ..
     } = names;
     let name = &net.name;
-    let types: Vec<_> = net.layers.iter().map(layer_type).collect();
     let logits = names.logits();
     let logits_value = train_value(&plan.train, plan.train.result());
     let (forward_train_tail, backward_head) = match plan.head {
@@ -888,25 +1023,25 @@ fn layer_impl(names: &Names) -> TokenStream {
             let sm = &head.field;
             (
                 quote! {
-                    ::constnet::layers::Layer::forward_train(&mut self.#sm, #logits_value, &mut workspace.#sm.output, &mut workspace.#sm.cache);
-                    output.copy_from(&workspace.#sm.output);
+                    cn::Layer::forward_train(&mut self.#sm, #logits_value, &mut ws.#sm.output, &mut ws.#sm.cache);
+                    output.copy_from(&ws.#sm.output);
                 },
                 quote! {
-                    ::constnet::layers::Layer::backward(
+                    cn::Layer::backward(
                         &self.#sm,
                         #logits_value,
-                        &workspace.#sm.output,
+                        &ws.#sm.output,
                         grad_output,
-                        &mut workspace.#sm.cache,
-                        ::std::option::Option::Some(&mut workspace.#logits.grad_output),
-                        &mut ::constnet::layers::NoParams,
+                        &mut ws.#sm.cache,
+                        cn::Some(&mut ws.#logits.grad_output),
+                        &mut cn::NoParams,
                     );
                 },
             )
         }
         None => (
-            quote!(output.copy_from(&workspace.#logits.output);),
-            quote!(workspace.#logits.grad_output.copy_from(grad_output);),
+            quote!(output.copy_from(&ws.#logits.output);),
+            quote!(ws.#logits.grad_output.copy_from(grad_output);),
         ),
     };
     let param_fields: Vec<_> = param_layers(net).into_iter().map(|l| &l.field).collect();
@@ -918,74 +1053,70 @@ fn layer_impl(names: &Names) -> TokenStream {
     let grads_arg = param_name("grads", !param_fields.is_empty());
     let buffer_visit = param_name("visit", !buffer_fields.is_empty());
     quote! {
-        impl ::constnet::layers::Layer for #name {
+        impl cn::Layer for #name {
             type Input = #input_ty;
             type Output = #output_ty;
             type Grads = #grads;
             type Cache = #workspace;
-            const PARAMS: usize = 0 #( + <#types as ::constnet::layers::Layer>::PARAMS )*;
-            const BUFFERS: usize = 0 #( + <#types as ::constnet::layers::Layer>::BUFFERS )*;
-            const MULS: usize = 0 #( + <#types as ::constnet::layers::Layer>::MULS )*;
-            const SCRATCH: usize = {
-                let scratch = 0;
-                #( let scratch = ::constnet::layers::max(scratch, <#types as ::constnet::layers::Layer>::SCRATCH); )*
-                scratch
-            };
+            const PARAMS: usize = cn::LayerTotals::of(<Self as cn::Network>::LAYERS).params;
+            const BUFFERS: usize = cn::LayerTotals::of(<Self as cn::Network>::LAYERS).buffers;
+            const MULS: usize = cn::LayerTotals::of(<Self as cn::Network>::LAYERS).muls;
+            const SCRATCH: usize = cn::LayerTotals::of(<Self as cn::Network>::LAYERS).scratch;
 
             fn forward(
                 &self,
-                input: &::constnet::Batch<#input_ty>,
-                output: &mut ::constnet::Batch<#output_ty>,
-                workspace: &mut #workspace,
+                input: &cn::Batch<#input_ty>,
+                output: &mut cn::Batch<#output_ty>,
+                ws: &mut #workspace,
             ) {
-                output.copy_from(::constnet::network::Network::infer(self, input, workspace));
+                output.copy_from(Self::infer(self, input, ws));
             }
 
             fn forward_train(
                 &mut self,
-                input: &::constnet::Batch<#input_ty>,
-                output: &mut ::constnet::Batch<#output_ty>,
-                workspace: &mut #workspace,
+                input: &cn::Batch<#input_ty>,
+                output: &mut cn::Batch<#output_ty>,
+                ws: &mut #workspace,
             ) {
-                self.train_layers(input, workspace);
+                self.train_layers(input, ws);
                 #forward_train_tail
             }
 
             fn backward(
                 &self,
-                input: &::constnet::Batch<#input_ty>,
-                _output: &::constnet::Batch<#output_ty>,
-                grad_output: &::constnet::Batch<#output_ty>,
-                workspace: &mut #workspace,
-                grad_input: ::std::option::Option<&mut ::constnet::Batch<#input_ty>>,
+                input: &cn::Batch<#input_ty>,
+                _output: &cn::Batch<#output_ty>,
+                grad_output: &cn::Batch<#output_ty>,
+                ws: &mut #workspace,
+                grad_input: cn::Option<&mut cn::Batch<#input_ty>>,
                 grads: &mut #grads,
             ) {
                 #backward_head
-                self.backward_layers(input, workspace, grad_input, grads);
+                self.backward_layers(input, ws, grad_input, grads);
             }
 
             fn new_grads(&self) -> #grads {
-                #grads { #( #param_fields: ::constnet::layers::Layer::new_grads(&self.#param_fields), )* }
+                #grads { #( #param_fields: cn::Layer::new_grads(&self.#param_fields), )* }
             }
 
-            fn visit_params(&self, #visit: &mut ::constnet::layers::TensorVisitor<'_>) {
-                #( ::constnet::layers::visit_layer_params(#param_names, &self.#param_fields, visit); )*
+            fn visit_params(&self, #visit: &mut cn::TensorVisitor<'_>) {
+                #( cn::visit_layer_params(#param_names, &self.#param_fields, visit); )*
             }
 
-            fn visit_params_mut(&mut self, #visit: &mut ::constnet::layers::TensorVisitorMut<'_>) {
-                #( ::constnet::layers::visit_layer_params_mut(#param_names, &mut self.#param_fields, visit); )*
+            fn visit_params_mut(&mut self, #visit: &mut cn::TensorVisitorMut<'_>) {
+                #( cn::visit_layer_params_mut(#param_names, &mut self.#param_fields, visit); )*
             }
 
-            fn update_params(&mut self, #grads_arg: &#grads, #update: &mut ::constnet::layers::UpdateVisitor<'_>) {
-                #( ::constnet::layers::update_layer_params(#param_names, &mut self.#param_fields, &grads.#param_fields, update); )*
+            fn update_params(&mut self, #grads_arg: &#grads, #update: &mut cn::UpdateVisitor<'_>) {
+                #( cn::update_layer_params(#param_names, &mut self.#param_fields, &grads.#param_fields, update); )*
             }
 
-            fn visit_buffers(&self, #buffer_visit: &mut ::constnet::layers::TensorVisitor<'_>) {
-                #( ::constnet::layers::visit_layer_buffers(#buffer_names, &self.#buffer_fields, visit); )*
+            fn visit_buffers(&self, #buffer_visit: &mut cn::TensorVisitor<'_>) {
+                #( cn::visit_layer_buffers(#buffer_names, &self.#buffer_fields, visit); )*
             }
 
-            fn visit_buffers_mut(&mut self, #buffer_visit: &mut ::constnet::layers::TensorVisitorMut<'_>) {
-                #( ::constnet::layers::visit_layer_buffers_mut(#buffer_names, &mut self.#buffer_fields, visit); )*
+            fn visit_buffers_mut(&mut self, #buffer_visit: &mut cn::TensorVisitorMut<'_>) {
+                #( cn::visit_layer_buffers_mut(#buffer_names, &mut self.#buffer_fields, visit); )*
             }
         }
     }
@@ -994,32 +1125,9 @@ fn layer_impl(names: &Names) -> TokenStream {
 /// The rows of the layer table for `steps`: a layer's row, or a block's layers (named
 /// `res1.conv1`), its shortcut (`res1.shortcut`) and its addition (`res1`).
 fn layer_rows(net: &Network, steps: &[Step]) -> Vec<TokenStream> {
-    let row = |name: &str, spec: &str, output: Shape, ty: Option<TokenStream>| {
-        let output = shape_type(output);
-        let (params, buffers) = match ty {
-            Some(ty) => (
-                quote!(<#ty as ::constnet::layers::Layer>::PARAMS),
-                quote!(<#ty as ::constnet::layers::Layer>::BUFFERS),
-            ),
-            None => (quote!(0), quote!(0)),
-        };
-        quote! {
-            ::constnet::network::LayerInfo {
-                name: #name,
-                spec: #spec,
-                output: <#output as ::constnet::Shape>::DIMS,
-                params: #params,
-                buffers: #buffers,
-            }
-        }
-    };
     let layer_row = |layer: &Layer| {
-        row(
-            &layer.name,
-            &layer.spec,
-            layer.output,
-            Some(layer_type(layer)),
-        )
+        let (ty, name, spec) = (layer_type(layer), &layer.name, &layer.spec);
+        quote!(cn::LayerInfo::of::<#ty>(#name, #spec))
     };
     let mut rows = Vec::new();
     for step in steps {
@@ -1028,7 +1136,8 @@ fn layer_rows(net: &Network, steps: &[Step]) -> Vec<TokenStream> {
             Step::Residual(block) => {
                 rows.extend(layer_rows(net, &block.body));
                 rows.extend(block.shortcut.map(|index| layer_row(&net.layers[index])));
-                rows.push(row(&block.name, "add", block.output, None));
+                let (name, output) = (&block.name, shape_type(block.output));
+                rows.push(quote!(cn::LayerInfo::addition::<#output>(#name)));
             }
         }
     }
@@ -1037,91 +1146,47 @@ fn layer_rows(net: &Network, steps: &[Step]) -> Vec<TokenStream> {
 
 /// The inference graph's nodes for `steps` fed value `input` (value 0 is the network's input,
 /// node `i` writes value `i + 1`), appended to `nodes`; returns the value the steps produce.
+/// A layer's node reads its kind from the layer itself (`Layer::kind`), so the attributes it
+/// keeps at run time (batch normalisation's epsilon) are current, and a user's layer says what
+/// it is.
 fn graph_nodes(net: &Network, steps: &[Step], input: usize, nodes: &mut Vec<TokenStream>) -> usize {
+    let push_layer = |nodes: &mut Vec<TokenStream>, layer: &Layer, input: usize| {
+        let (name, field) = (&layer.name, &layer.field);
+        nodes.push(quote!(cn::Node::of(#name, &self.#field, &[#input])));
+        nodes.len()
+    };
     let mut current = input;
     for step in steps {
         current = match step {
-            Step::Layer(index) => {
-                let layer = &net.layers[*index];
-                push_node(
-                    nodes,
-                    &layer.name,
-                    layer_kind(layer),
-                    &[current],
-                    layer.output,
-                )
-            }
+            Step::Layer(index) => push_layer(nodes, &net.layers[*index], current),
             Step::Residual(block) => {
                 let body = graph_nodes(net, &block.body, current, nodes);
                 let skip = match block.shortcut {
-                    Some(index) => {
-                        let layer = &net.layers[index];
-                        push_node(
-                            nodes,
-                            &layer.name,
-                            layer_kind(layer),
-                            &[current],
-                            layer.output,
-                        )
-                    }
+                    Some(index) => push_layer(nodes, &net.layers[index], current),
                     None => current,
                 };
-                let add = quote!(::constnet::catalogue::LayerKind::Add);
-                push_node(nodes, &block.name, add, &[body, skip], block.output)
+                let (name, output) = (&block.name, shape_type(block.output));
+                nodes.push(quote!(cn::Node::addition::<#output>(#name, &[#body, #skip])));
+                nodes.len()
             }
         };
     }
     current
 }
 
-/// Appends a node computing `op` (a `LayerKind` expression) from `inputs`; returns the value
-/// it writes.
-fn push_node(
-    nodes: &mut Vec<TokenStream>,
-    name: &str,
-    op: TokenStream,
-    inputs: &[usize],
-    output: Shape,
-) -> usize {
-    let output = shape_type(output);
-    nodes.push(quote! {
-        ::constnet::graph::Node {
-            name: #name,
-            op: #op,
-            inputs: &[#(#inputs),*],
-            output: <#output as ::constnet::Shape>::DIMS,
-        }
-    });
-    nodes.len()
-}
-
-/// A layer's kind as the runtime layer itself reports it (`Layer::kind`), so the attributes it
-/// keeps at run time (batch normalisation's epsilon) are current, and a user's layer says what
-/// it is.
-fn layer_kind(layer: &Layer) -> TokenStream {
-    let field = &layer.field;
-    quote!(::constnet::layers::Layer::kind(&self.#field))
-}
-
 /// The `Network` impl: the layer and plan tables, the constructor, inference, the logits path.
 fn network_impl(names: &Names) -> TokenStream {
     let Names {
         net,
-        fields,
         plan,
         infer_slots,
         workspace,
         grads,
         input_ty,
         output_ty,
+        ..
     } = names;
     let name = &net.name;
-    let constructors: Vec<_> = net.layers.iter().map(constructor).collect();
-    let seed_rng = if net.layers.iter().any(needs_rng) {
-        quote!(let mut rng = ::constnet::init::seeded_rng(seed);)
-    } else {
-        quote!(let _ = seed;)
-    };
     let name_str = name.to_string();
     let layer_rows = layer_rows(net, &net.steps);
     let mut graph = Vec::new();
@@ -1163,57 +1228,51 @@ fn network_impl(names: &Names) -> TokenStream {
         .sum();
     let logits = names.logits();
     quote! {
-        impl ::constnet::network::Network for #name {
+        impl cn::Network for #name {
             const NAME: &'static str = #name_str;
-            const LAYERS: &'static [::constnet::network::LayerInfo] = &[ #( #layer_rows, )* ];
-            type Head = ::constnet::loss::head::#head;
-            const PLAN: &'static [::constnet::plan::OpInfo] = &[ #( #op_infos, )* ];
+            const LAYERS: &'static [cn::LayerInfo] = &[ #( #layer_rows, )* ];
+            type Head = cn::head::#head;
+            const PLAN: &'static [cn::OpInfo] = &[ #( #op_infos, )* ];
             const TRAINING_VALUES: usize = #training_values;
 
             fn new(seed: u64) -> Self {
-                #seed_rng
-                Self { #( #fields: #constructors, )* }
+                Self::new(seed)
             }
 
-            fn infer<'w>(
-                &self,
-                input: &::constnet::Batch<#input_ty>,
-                workspace: &'w mut #workspace,
-            ) -> &'w ::constnet::Batch<#output_ty> {
-                ::constnet::plan::on_pool::<Self, _>(input.len(), || self.run_inference(input, workspace));
-                workspace.inference.output()
+            fn infer<'w>(&self, input: &cn::Batch<#input_ty>, ws: &'w mut #workspace) -> &'w cn::Batch<#output_ty> {
+                Self::infer(self, input, ws)
             }
 
             fn forward_logits<'w>(
                 &mut self,
-                input: &::constnet::Batch<#input_ty>,
-                workspace: &'w mut #workspace,
-            ) -> &'w ::constnet::Batch<#output_ty> {
-                self.train_layers(input, workspace);
-                &workspace.#logits.output
+                input: &cn::Batch<#input_ty>,
+                ws: &'w mut #workspace,
+            ) -> &'w cn::Batch<#output_ty> {
+                self.train_layers(input, ws);
+                &ws.#logits.output
             }
 
-            fn graph(&self) -> ::std::vec::Vec<::constnet::graph::Node> {
-                ::std::vec![ #( #graph ),* ]
+            fn graph(&self) -> ::std::vec::Vec<cn::Node> {
+                ::std::vec::Vec::from([ #( #graph ),* ])
             }
 
             fn visit_activations(
-                workspace: &#workspace,
-                visit: &mut ::constnet::network::ActivationVisitor<'_>,
+                ws: &#workspace,
+                visit: &mut cn::ActivationVisitor<'_>,
             ) {
-                #( visit(#visited_names, workspace.#visited_fields.output.as_slice(), workspace.#visited_fields.grad_output.as_slice()); )*
+                #( cn::visit_activations(#visited_names, &ws.#visited_fields, visit); )*
             }
 
             fn backward_logits(
                 &self,
-                input: &::constnet::Batch<#input_ty>,
-                grad_logits: &::constnet::Batch<#output_ty>,
-                workspace: &mut #workspace,
-                grad_input: ::std::option::Option<&mut ::constnet::Batch<#input_ty>>,
+                input: &cn::Batch<#input_ty>,
+                grad_logits: &cn::Batch<#output_ty>,
+                ws: &mut #workspace,
+                grad_input: cn::Option<&mut cn::Batch<#input_ty>>,
                 grads: &mut #grads,
             ) {
-                workspace.#logits.grad_output.copy_from(grad_logits);
-                self.backward_layers(input, workspace, grad_input, grads);
+                ws.#logits.grad_output.copy_from(grad_logits);
+                self.backward_layers(input, ws, grad_input, grads);
             }
         }
     }

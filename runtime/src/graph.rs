@@ -11,6 +11,9 @@
 
 use constnet_catalogue::LayerKind;
 
+use crate::layers::Layer;
+use crate::shape::Shape;
+
 /// One node of a network's inference graph.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
@@ -24,4 +27,26 @@ pub struct Node {
     pub inputs: &'static [usize],
     /// Its output shape, outermost first, without the batch axis.
     pub output: &'static [usize],
+}
+
+impl Node {
+    /// The node of `layer`, named `name`, reading `inputs`.
+    pub fn of<L: Layer>(name: &'static str, layer: &L, inputs: &'static [usize]) -> Self {
+        Node {
+            name,
+            op: layer.kind(),
+            inputs,
+            output: <L::Output as Shape>::DIMS,
+        }
+    }
+
+    /// The addition of residual block `name` (its layers' output and its shortcut's), making `S`.
+    pub fn addition<S: Shape>(name: &'static str, inputs: &'static [usize]) -> Self {
+        Node {
+            name,
+            op: LayerKind::Add,
+            inputs,
+            output: S::DIMS,
+        }
+    }
 }

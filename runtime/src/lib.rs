@@ -11,6 +11,8 @@
 
 pub mod aligned;
 pub mod data;
+#[doc(hidden)]
+pub mod expansion;
 #[cfg(any(feature = "safetensors", feature = "onnx"))]
 mod files;
 pub mod gradcheck;

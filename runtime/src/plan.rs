@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::aligned::AlignedVec;
-use crate::layers::{ConvAlgorithm, Layer};
+pub use crate::layers::ConvOp;
+use crate::layers::Layer;
 use crate::network::thousands;
 use crate::shape::Shape;
 use crate::tensor::Batch;
@@ -39,16 +40,6 @@ pub struct OpInfo {
     pub output: &'static [usize],
     /// Where inference keeps the output.
     pub inference: InferenceSlot,
-}
-
-/// How an op runs its convolution, as functions of the batch size.
-#[derive(Clone, Copy, Debug)]
-pub struct ConvOp {
-    /// The algorithm ([`Conv2d::algorithm`](crate::layers::Conv2d::algorithm)).
-    pub algorithm: fn(usize) -> ConvAlgorithm,
-    /// Values of transformed filters kept between calls
-    /// ([`Conv2d::cached_filter_values`](crate::layers::Conv2d::cached_filter_values)).
-    pub cached_filter_values: fn(usize) -> usize,
 }
 
 /// The activation storage of inference: `N` buffers that hold the ops' outputs, whatever their
@@ -195,6 +186,7 @@ const KEEP_AWAKE_BATCH_MULS: usize = 1 << 23;
 /// Each pass also reverses the order in which products split along `K` visit their parts
 /// ([`crate::kernels::gemm`]'s `reverse_k_part_order`), so a dense layer's weights stream in
 /// alternating order from pass to pass.
+#[doc(hidden)]
 pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) -> R {
     let threads = rayon::current_num_threads();
     let least = if samples < threads {

@@ -1,6 +1,4 @@
 // A generated network fed images of another shape.
-use constnet::layers::Layer;
-use constnet::network::Network;
 use constnet::{Batch, Hwc};
 
 constnet::network! {
@@ -10,6 +8,5 @@ constnet::network! {
 fn main() {
     let net = MnistMlp::new(0);
     let cifar_images = Batch::<Hwc<32, 32, 3>>::zeros(1);
-    let mut output = Batch::default();
-    net.forward(&cifar_images, &mut output, &mut Default::default());
+    net.infer(&cifar_images, &mut MnistMlpWorkspace::new());
 }

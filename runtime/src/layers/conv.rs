@@ -95,6 +95,15 @@ pub const fn padding_before(input: usize, kernel: usize, stride: usize, same: bo
     }
 }
 
+/// How an op runs its convolution, as functions of the batch size.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvOp {
+    /// The algorithm ([`Conv2d::algorithm`]).
+    pub algorithm: fn(usize) -> ConvAlgorithm,
+    /// Values of transformed filters kept between calls ([`Conv2d::cached_filter_values`]).
+    pub cached_filter_values: fn(usize) -> usize,
+}
+
 /// How a convolution computes its passes' products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvAlgorithm {
@@ -339,6 +348,12 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
             None => ConvAlgorithm::Gemm,
         }
     }
+
+    /// How an op of this convolution runs it, for the plan table.
+    pub const CONV_OP: ConvOp = ConvOp {
+        algorithm: Self::algorithm,
+        cached_filter_values: Self::cached_filter_values,
+    };
 
     /// Values of Winograd's transformed filters that `cache` keeps after a forward pass over
     /// `samples` images (none for the GEMM).

@@ -33,7 +33,7 @@ mod upsample;
 pub use activation::*;
 pub use batchnorm::{BatchNorm, BatchNormCache};
 pub use conv::{
-    Conv2d, ConvAlgorithm, ConvCache, ForcedConv, Padding, Same, Valid, conv_output_len,
+    Conv2d, ConvAlgorithm, ConvCache, ConvOp, ForcedConv, Padding, Same, Valid, conv_output_len,
     padding_before,
 };
 pub use dense::Dense;
@@ -48,9 +48,13 @@ pub use fused::{
 pub use global_pool::{GlobalAvgPool2d, GlobalMaxPool2d, GlobalPool2d, GlobalPoolCache};
 pub use params::{
     NoParams, ParamSet, ParamVec, TensorVisitor, TensorVisitorMut, UpdateVisitor, Version,
-    WeightBias, update_layer_params, visit_layer_buffers, visit_layer_buffers_mut,
-    visit_layer_params, visit_layer_params_mut, visit_mut_prefixed, visit_prefixed,
-    zip_mut_prefixed,
+    WeightBias,
+};
+// What the generated parameter visits call, for `crate::expansion`; not an API.
+#[doc(hidden)]
+pub use params::{
+    update_layer_params, visit_layer_buffers, visit_layer_buffers_mut, visit_layer_params,
+    visit_layer_params_mut, visit_mut_prefixed, visit_prefixed, zip_mut_prefixed,
 };
 pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolCache, PoolOp, pool_output_len};
 pub use residual::{ResidualState, accumulate_gradient, residual_add_forward};
@@ -165,7 +169,7 @@ impl VectorKernel for SumPerChannel<'_> {
 }
 
 /// The larger of two sizes, in a constant.
-pub const fn max(a: usize, b: usize) -> usize {
+pub(crate) const fn max(a: usize, b: usize) -> usize {
     if a > b { a } else { b }
 }
 
