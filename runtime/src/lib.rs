@@ -29,6 +29,7 @@ pub mod optim;
 pub mod plan;
 #[cfg(test)]
 mod reference;
+mod schedule;
 pub mod shape;
 pub mod tensor;
 pub mod train;

@@ -8,7 +8,7 @@
 //! and buffers by name (`conv1.weight`), and the layer table.
 
 use crate::layers::{Layer, ResidualState};
-use crate::plan::{OpInfo, plan_table};
+use crate::plan::{OpInfo, plan_table, thousands};
 use crate::shape::Shape;
 use crate::tensor::Batch;
 
@@ -222,19 +222,6 @@ pub trait Network: Layer {
     fn plan(batch: usize) -> String {
         plan_table(Self::NAME, Self::PLAN, Self::TRAINING_VALUES, batch)
     }
-}
-
-/// `1199882` as `1,199,882`.
-pub(crate) fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
 
 /// The table `model.summary()` prints in Keras, for a network called `name`.

@@ -3,14 +3,13 @@
 //! and [`on_pool`], which runs a whole pass on a thread of the rayon pool (or, when it would
 //! run on one thread anyway, on the caller's).
 
-use std::cell::Cell;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::aligned::AlignedVec;
+use crate::kernels;
 pub use crate::layers::ConvOp;
 use crate::layers::Layer;
-use crate::network::thousands;
+use crate::schedule::{self, Placement};
 use crate::shape::Shape;
 use crate::tensor::Batch;
 
@@ -147,15 +146,6 @@ impl<O: Shape, const N: usize> InferenceBuffers<O, N> {
     }
 }
 
-/// Multiply-adds a pass over fewer samples than the pool has threads must have to keep the
-/// pool's other threads awake for it ([`on_pool`]): enough that its products split across
-/// threads.
-const KEEP_AWAKE_MULS: usize = 1 << 20;
-/// The same for a pass over at least one sample per thread: a batch's products split from
-/// 2^22 multiply-adds per part (`gemm_parallel`), so a smaller pass runs mostly on one thread,
-/// which a spinning neighbour would only slow down.
-const KEEP_AWAKE_BATCH_MULS: usize = 1 << 23;
-
 /// Runs `f`, a pass of network `N` over `samples` samples, on a thread of the rayon pool
 /// (directly, when called from one), so the parallel loops of a whole pass split their work from
 /// a pool thread instead of each waking the pool from outside and waiting for it.
@@ -188,135 +178,38 @@ const KEEP_AWAKE_BATCH_MULS: usize = 1 << 23;
 /// alternating order from pass to pass.
 #[doc(hidden)]
 pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) -> R {
-    let threads = rayon::current_num_threads();
-    let least = if samples < threads {
-        KEEP_AWAKE_MULS
-    } else {
-        KEEP_AWAKE_BATCH_MULS
-    };
-    let keep_awake = threads > 1 && samples.saturating_mul(N::MULS) >= least;
-    let one_thread = threads == 1 || (samples < threads && !keep_awake);
-    let in_pool = rayon::current_thread_index().is_some();
-    if one_thread && !in_pool {
-        return on_calling_thread::<N, R>(f);
-    }
-    let prepared_then_f = || {
-        if !crate::kernels::thread_prepared_for(N::SCRATCH) {
-            crate::kernels::prepare_thread(N::SCRATCH);
-            rayon::spawn_broadcast(|_| crate::kernels::prepare_thread(N::SCRATCH));
-        }
-        crate::kernels::gemm::reverse_k_part_order();
-        if keep_awake { with_pool_awake(f) } else { f() }
-    };
-    if in_pool {
-        prepared_then_f()
-    } else {
-        rayon::scope(|_| prepared_then_f())
-    }
-}
-
-thread_local! {
-    /// Whether this thread is running a pass of [`on_calling_thread`].
-    static ON_CALLING_THREAD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Threads the current pass may split its work between: the pool's, or one in a pass that
-/// runs on the caller's thread ([`on_pool`]), which never hands the pool work.
-pub(crate) fn pass_threads() -> usize {
-    if ON_CALLING_THREAD.get() {
-        1
-    } else {
-        rayon::current_num_threads()
-    }
-}
-
-/// Runs `f`, a pass of network `N` that would run on one thread of the pool, on this thread
-/// (outside the pool) instead: handing it to a pool thread and waiting for it would cost the
-/// wake-up of both, more than a small network's whole pass. The pass splits nothing
-/// ([`pass_threads`] is 1), so it never calls into the pool; this thread's scratch is reserved
-/// by its first pass, and denormals are flushed only while the pass runs.
-fn on_calling_thread<N: Layer, R>(f: impl FnOnce() -> R) -> R {
-    if !crate::kernels::thread_prepared_for(N::SCRATCH) {
-        crate::kernels::reserve_thread_scratch(N::SCRATCH);
-    }
-    crate::kernels::gemm::reverse_k_part_order();
-    /// Gives `ON_CALLING_THREAD` back its value when dropped, also if the pass panics.
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            ON_CALLING_THREAD.set(self.0);
-        }
-    }
-    let _restore = Restore(ON_CALLING_THREAD.replace(true));
-    crate::kernels::with_denormals_flushed(f)
-}
-
-thread_local! {
-    /// Whether this thread is running a pass while [`with_pool_awake`] keeps the others spinning.
-    static POOL_AWAKE: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Whether this thread runs a pass with the pool's other threads kept awake ([`on_pool`]): a
-/// part handed to them then starts within a microsecond, not the tens that waking a thread
-/// takes, so smaller work gains from splitting.
-pub(crate) fn pool_awake() -> bool {
-    POOL_AWAKE.get()
-}
-
-/// Runs `f` on this pool thread while every other thread of the pool spins on the pool's
-/// queues, running what it finds, until `f` returns or panics. The spinners are `join`'s stack
-/// jobs, so nothing is allocated.
-///
-/// `join` waits for both halves before it returns or passes on a panic, so the spinners must
-/// stop however `f` ends: a guard sets `done` (and gives this thread back its `POOL_AWAKE`)
-/// when dropped, on return and on unwinding alike.
-fn with_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    /// Ends the pass when dropped: restores `POOL_AWAKE` and releases the spinners.
-    struct EndOfPass<'a> {
-        was_awake: bool,
-        done: &'a AtomicBool,
-    }
-    impl Drop for EndOfPass<'_> {
-        fn drop(&mut self) {
-            POOL_AWAKE.set(self.was_awake);
-            self.done.store(true, Ordering::Release);
-        }
-    }
-    let done = AtomicBool::new(false);
-    let owner = rayon::current_thread_index();
-    let (result, ()) = rayon::join(
-        || {
-            let _end = EndOfPass {
-                was_awake: POOL_AWAKE.replace(true),
-                done: &done,
-            };
-            f()
-        },
-        || spin_until(&done, owner, rayon::current_num_threads() - 1),
-    );
-    result
-}
-
-/// Spins `spinners` threads on the pool's queues until `done`: this one, and the others by
-/// leaving the rest of the work to be stolen. The thread `owner`, which runs the pass, returns
-/// at once: it may pick a spinner up while it waits inside the pass (for a part another thread
-/// took), and spinning there would wait for the pass to end, forever.
-fn spin_until(done: &AtomicBool, owner: Option<usize>, spinners: usize) {
-    if spinners == 0 || rayon::current_thread_index() == owner {
-        return;
-    }
-    let spin = || {
-        while !done.load(Ordering::Acquire) {
-            if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                // Pause a little between looks, so the queues' cache lines are not pulled
-                // away from the thread that pushes to them on every one.
-                for _ in 0..16 {
-                    std::hint::spin_loop();
-                }
+    match schedule::placement(samples, N::MULS) {
+        Placement::CallingThread => {
+            if !kernels::thread_prepared_for(N::SCRATCH) {
+                kernels::reserve_thread_scratch(N::SCRATCH);
             }
+            kernels::gemm::reverse_k_part_order();
+            schedule::on_calling_thread(|| kernels::with_denormals_flushed(f))
         }
-    };
-    rayon::join(spin, || spin_until(done, owner, spinners - 1));
+        Placement::Pool { keep_awake } => {
+            let prepare = || {
+                if !kernels::thread_prepared_for(N::SCRATCH) {
+                    kernels::prepare_thread(N::SCRATCH);
+                    rayon::spawn_broadcast(|_| kernels::prepare_thread(N::SCRATCH));
+                }
+                kernels::gemm::reverse_k_part_order();
+            };
+            schedule::on_pool_thread(keep_awake, prepare, f)
+        }
+    }
+}
+
+/// `1199882` as `1,199,882`.
+pub(crate) fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 /// Buffer 0 as the plan table names it, `A`; then `B`, ..., `Z`, `AA`, ...
@@ -426,6 +319,7 @@ mod tests {
 
     use super::*;
     use crate::layers::Dense;
+    use crate::schedule::{KEEP_AWAKE_MULS, pass_threads};
 
     /// A batch never given back (its pass panicked) leaves its slot empty, and the next take
     /// of that slot gets fresh, initialised storage of the length asked for.

@@ -569,7 +569,7 @@ fn empty_product(c: MatMut<'_>, epilogue: Epilogue<'_>) {
 /// Fewest multiply-adds a part of a product split by rows must have to gain from another
 /// thread: waking a sleeping one costs tens of microseconds.
 const MIN_MULS_PER_PART: usize = 1 << 22;
-/// The same during a pass that keeps the pool's threads awake ([`crate::plan::on_pool`]), where
+/// The same during a pass that keeps the pool's threads awake (`schedule::pool_awake`), where
 /// a part starts within a microsecond: a network's last dense layer at batch 128 splits too.
 const MIN_MULS_PER_AWAKE_PART: usize = 1 << 16;
 
@@ -588,13 +588,13 @@ pub fn gemm_parallel<'e>(
 ) {
     const MIN_MULS_PER_COLUMN_PART: usize = 1 << 18;
     const PANEL: usize = 64;
-    let min_muls_per_part = if crate::plan::pool_awake() {
+    let min_muls_per_part = if crate::schedule::pool_awake() {
         MIN_MULS_PER_AWAKE_PART
     } else {
         MIN_MULS_PER_PART
     };
     let epilogue = epilogue.into();
-    let threads = crate::plan::pass_threads();
+    let threads = crate::schedule::pass_threads();
     let muls = c.rows * c.cols * a.cols;
     assert_eq!(
         a.rows, c.rows,
@@ -684,7 +684,7 @@ thread_local! {
 }
 
 /// Reverses the order in which this thread's next products split along `K` visit their parts;
-/// [`crate::plan::on_pool`] calls it once per pass.
+/// the pass runner (`plan::on_pool`) calls it once per pass.
 ///
 /// A weight matrix of a few megabytes streamed in the same order on every pass misses the
 /// core's L2 cache on every line when it is a little larger than the cache: each line is
@@ -709,7 +709,7 @@ fn split_along_k(
 ) {
     let (m, k, n) = (c.rows, a.cols, c.cols);
     let part_len = k.div_ceil(parts);
-    let parts_per_task = parts.div_ceil(crate::plan::pass_threads());
+    let parts_per_task = parts.div_ceil(crate::schedule::pass_threads());
     let reversed = PARTS_REVERSED.get();
     super::with_scratch(parts * m * n, |partials| {
         partials

@@ -70,7 +70,7 @@ impl RowSplit {
 /// thread instead): only when the batch has fewer samples than the pool has threads and each
 /// part keeps enough work.
 pub(crate) fn row_parts(samples: usize, rows: usize, muls_per_row: usize) -> usize {
-    let threads = crate::plan::pass_threads();
+    let threads = crate::schedule::pass_threads();
     if samples >= threads {
         return 1;
     }

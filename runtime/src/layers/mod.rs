@@ -180,7 +180,7 @@ pub(crate) const MIN_TASK_VALUES: usize = 1 << 15;
 /// Samples per rayon task, each sample touching `values_per_sample` values: one contiguous group
 /// per thread, but no group smaller than [`MIN_TASK_VALUES`] values.
 pub(crate) fn samples_per_task(samples: usize, values_per_sample: usize) -> usize {
-    let per_thread = samples.div_ceil(crate::plan::pass_threads());
+    let per_thread = samples.div_ceil(crate::schedule::pass_threads());
     let smallest = MIN_TASK_VALUES.div_ceil(values_per_sample.max(1));
     per_thread.max(smallest).max(1)
 }
@@ -222,7 +222,7 @@ pub trait Layer: Send + Sync {
     const SCRATCH: usize = 0;
     /// Multiply-adds of one sample's forward pass, roughly (0 for layers whose work is
     /// negligible beside a product's): what a network weighs to decide whether a pass is worth
-    /// keeping every thread of the pool awake for ([`crate::plan::on_pool`]).
+    /// keeping every thread of the pool awake for (`schedule::placement`).
     const MULS: usize = 0;
 
     /// Inference forward pass: `output` is resized to `input.len()` samples and overwritten.

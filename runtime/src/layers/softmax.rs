@@ -43,7 +43,7 @@ impl<S: Shape> Layer for Softmax<S> {
     type Output = S;
     type Cache = ();
 
-    /// Row by row; with the pool kept awake ([`crate::plan::on_pool`]), the rows split
+    /// Row by row; with the pool kept awake (`schedule::pool_awake`), the rows split
     /// between its threads.
     fn forward(&self, input: &Batch<S>, output: &mut Batch<S>, _workspace: &mut ()) {
         output.resize(input.len());
@@ -53,10 +53,10 @@ impl<S: Shape> Layer for Softmax<S> {
                 softmax_row(x, y);
             }
         };
-        if !crate::plan::pool_awake() {
+        if !crate::schedule::pool_awake() {
             return rows(input.as_slice(), output.as_mut_slice());
         }
-        let part = input.len().div_ceil(crate::plan::pass_threads()) * S::CHANNELS;
+        let part = input.len().div_ceil(crate::schedule::pass_threads()) * S::CHANNELS;
         input
             .as_slice()
             .par_chunks(part.max(1))
