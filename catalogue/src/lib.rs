@@ -8,11 +8,15 @@
 //! implement it ([`LayerKind::runtime`]), and what the planner may do with it (whether an
 //! activation fuses into a GEMM epilogue, whether its backward pass reads its output). The
 //! crate has no dependencies, so a procedural macro and the runtime can both build on it.
+//!
+//! It also holds the plan's vocabulary both read: where inference keeps each value
+//! ([`InferenceSlot`]).
 #![warn(missing_docs)]
 
 mod args;
 pub mod kinds;
 mod shape;
+mod slot;
 
 pub use args::{ArgProblem, ArgRef, ArgType, ArgValue, Args, Param};
 pub use kinds::{
@@ -20,3 +24,4 @@ pub use kinds::{
     RuntimeLayer, ShapeProblem,
 };
 pub use shape::{MAX_VALUES, Shape};
+pub use slot::InferenceSlot;

@@ -18,8 +18,8 @@ use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::plan::{Graph, Op, OpKind, Plan, Slot, Slots, Source, ValueId};
-use constnet_catalogue::{Constructor, Generic, LayerKind, RuntimeLayer, Shape};
+use crate::plan::{Graph, Op, OpKind, Plan, Slots, Source, ValueId};
+use constnet_catalogue::{Constructor, Generic, InferenceSlot, LayerKind, RuntimeLayer, Shape};
 
 use crate::valid::{Layer, Network, Step};
 
@@ -387,10 +387,12 @@ fn infer_value(graph: &Graph, value: ValueId) -> TokenStream {
 }
 
 /// The index of an inference buffer, as a literal.
-fn slot_index(slot: Slot) -> Literal {
+fn slot_index(slot: InferenceSlot) -> Literal {
     match slot {
-        Slot::Buffer(index) => Literal::usize_unsuffixed(index),
-        Slot::Output => unreachable!("the output is not one of the buffers"),
+        InferenceSlot::Buffer(index) => Literal::usize_unsuffixed(index),
+        InferenceSlot::Output | InferenceSlot::View => {
+            unreachable!("the output and views are not buffers")
+        }
     }
 }
 
@@ -406,7 +408,7 @@ fn infer_op(plan: &Plan, slots: &Slots, index: usize) -> TokenStream {
         return quote!(let #out: &cn::Batch<#out_ty> = cn::Batch::reshaped(#input););
     }
     let (take, target) = match slots.of[op.output] {
-        Some(Slot::Output) => (quote!(), quote!(ws.inference.output_mut())),
+        Some(InferenceSlot::Output) => (quote!(), quote!(ws.inference.output_mut())),
         slot => {
             let index = slot_index(slot.expect("an op's output has a slot"));
             (
@@ -548,7 +550,7 @@ fn op_info(graph: &Graph, slots: &Slots, op: &Op) -> TokenStream {
     let output = shape_type(graph.values[op.output].shape);
     let inference = match (&op.kind, slots.of[op.output]) {
         (OpKind::View(_), _) => quote!(View),
-        (_, Some(Slot::Output)) => quote!(Output),
+        (_, Some(InferenceSlot::Output)) => quote!(Output),
         (_, slot) => {
             let index = slot_index(slot.expect("an op's output has a slot"));
             quote!(Buffer(#index))

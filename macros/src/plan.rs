@@ -10,7 +10,7 @@
 //!   each op keeps its output and the gradient of it, the state its
 //!   backward reads;
 //! - inference, dropout gone: each op's output takes the lowest-numbered buffer not holding a
-//!   value some later op still reads ([`Slot::Buffer`]; two for a chain, one more per level of
+//!   value some later op still reads ([`InferenceSlot::Buffer`]; two for a chain, one more per level of
 //!   nested blocks), the last op writing the network's output.
 //!
 //! In training, dropout scales its input in place when the op before it allows (see
@@ -28,7 +28,7 @@
 use proc_macro2::Ident;
 use quote::format_ident;
 
-use constnet_catalogue::{LayerKind, OutputUse, Shape};
+use constnet_catalogue::{InferenceSlot, LayerKind, OutputUse, Shape};
 
 use crate::valid::{Block, Layer, Network, Step};
 
@@ -183,19 +183,10 @@ impl Op<'_> {
     }
 }
 
-/// Where inference keeps a value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Slot {
-    /// One of the inference buffers.
-    Buffer(usize),
-    /// The network's output, kept in the workspace for the caller.
-    Output,
-}
-
 /// The inference storage of every value of a graph.
 pub struct Slots {
     /// Each value's slot (`None` for the caller's input).
-    pub of: Vec<Option<Slot>>,
+    pub of: Vec<Option<InferenceSlot>>,
     /// How many buffers the slots use.
     pub buffers: usize,
     /// The buffers to give back after each op: those of the values it was the last to read.
@@ -338,26 +329,27 @@ impl<'n> Graph<'n> {
                 last_read[self.root(input)] = index;
             }
         }
-        let mut of: Vec<Option<Slot>> = vec![None; self.values.len()];
+        let mut of: Vec<Option<InferenceSlot>> = vec![None; self.values.len()];
         let mut busy: Vec<bool> = Vec::new();
         let mut released = Vec::new();
         for (index, op) in self.ops.iter().enumerate() {
             of[op.output] = match self.values[op.output].source {
                 Source::View(viewed) => of[viewed],
-                _ if op.output == self.result() => Some(Slot::Output),
+                _ if op.output == self.result() => Some(InferenceSlot::Output),
                 _ => {
                     let free = busy.iter().position(|b| !b).unwrap_or(busy.len());
                     if free == busy.len() {
                         busy.push(false);
                     }
                     busy[free] = true;
-                    Some(Slot::Buffer(free))
+                    Some(InferenceSlot::Buffer(free))
                 }
             };
             let mut given = Vec::new();
             for input in op.inputs() {
                 let root = self.root(input);
-                if let (Some(Slot::Buffer(buffer)), true) = (of[root], last_read[root] == index)
+                if let (Some(InferenceSlot::Buffer(buffer)), true) =
+                    (of[root], last_read[root] == index)
                     && busy[buffer]
                 {
                     busy[buffer] = false;

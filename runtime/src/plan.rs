@@ -5,6 +5,8 @@
 
 use std::fmt::Write as _;
 
+pub use constnet_catalogue::InferenceSlot;
+
 use crate::aligned::AlignedVec;
 use crate::kernels;
 pub use crate::layers::ConvOp;
@@ -12,18 +14,6 @@ use crate::layers::Layer;
 use crate::schedule::{self, Placement};
 use crate::shape::Shape;
 use crate::tensor::Batch;
-
-/// Where an op's output lives during inference.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InferenceSlot {
-    /// One of the inference buffers (numbered from 0; a chain of layers alternates between two,
-    /// each level of nested residual blocks keeps one more).
-    Buffer(usize),
-    /// The network's output, kept in the workspace for the caller.
-    Output,
-    /// The same storage as the op's input (flatten).
-    View,
-}
 
 /// One op of a compiled network's inference, as the plan table shows it.
 #[derive(Clone, Copy, Debug)]
