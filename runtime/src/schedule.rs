@@ -10,6 +10,23 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+// How finely work splits between threads: every threshold in one place. Each is the least work
+// a part must have to gain from another thread, whose wake-up costs tens of microseconds when
+// it sleeps and under one when the pool is kept awake for the pass.
+
+/// Fewest values (read and written) a parallel task of an element-wise or per-sample pass is
+/// given: below it, waking another thread costs more than the task.
+pub(crate) const MIN_TASK_VALUES: usize = 1 << 15;
+/// Fewest multiply-adds a part of a product split by rows (`gemm_parallel`) must have.
+pub(crate) const GEMM_MIN_MULS_PER_PART: usize = 1 << 22;
+/// The same during a pass that keeps the pool's threads awake ([`pool_awake`]), where a part
+/// starts within a microsecond: a network's last dense layer at batch 128 splits too.
+pub(crate) const GEMM_MIN_MULS_PER_AWAKE_PART: usize = 1 << 16;
+/// Fewest multiply-adds a part of a single-row product split by column panels must have.
+pub(crate) const GEMM_MIN_MULS_PER_COLUMN_PART: usize = 1 << 18;
+/// Fewest multiply-adds one part of a sample's output rows must have when a convolution splits
+/// a sample's rows between threads (batches smaller than the pool).
+pub(crate) const ROW_SPLIT_MIN_MULS_PER_PART: usize = 1 << 16;
 /// Multiply-adds a pass over fewer samples than the pool has threads must have to keep the
 /// pool's other threads awake for it: enough that its products split across threads.
 pub(crate) const KEEP_AWAKE_MULS: usize = 1 << 20;

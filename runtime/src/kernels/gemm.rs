@@ -25,6 +25,9 @@ use super::Isa;
 use super::elementwise::{ActivationKind, relu};
 use super::simd::SimdF32;
 use crate::aligned::CACHE_LINE;
+use crate::schedule::{
+    self, GEMM_MIN_MULS_PER_AWAKE_PART, GEMM_MIN_MULS_PER_COLUMN_PART, GEMM_MIN_MULS_PER_PART,
+};
 
 /// Most rows of `B` per block: K is split into equal blocks no deeper than this, and each block
 /// adds into `C` once. A 256-row block of a 64-wide panel is 64 KiB, more than L1 holds (the
@@ -566,17 +569,10 @@ fn empty_product(c: MatMut<'_>, epilogue: Epilogue<'_>) {
     }
 }
 
-/// Fewest multiply-adds a part of a product split by rows must have to gain from another
-/// thread: waking a sleeping one costs tens of microseconds.
-const MIN_MULS_PER_PART: usize = 1 << 22;
-/// The same during a pass that keeps the pool's threads awake (`schedule::pool_awake`), where
-/// a part starts within a microsecond: a network's last dense layer at batch 128 splits too.
-const MIN_MULS_PER_AWAKE_PART: usize = 1 << 16;
-
 /// [`gemm`] split across the rayon pool: along `K` into a fixed number of parts when `K`
 /// dominates (see `k_parts`), else by rows of `C` when the product is large enough to gain (at
-/// least `MIN_MULS_PER_PART` (2^22) multiply-adds, or `MIN_MULS_PER_AWAKE_PART` (2^16) with the pool
-/// awake, and 16 rows per part), or, for a single row, by 64-column panels.
+/// least [`GEMM_MIN_MULS_PER_PART`] (2^22) multiply-adds, or [`GEMM_MIN_MULS_PER_AWAKE_PART`]
+/// (2^16) with the pool awake, and 16 rows per part), or, for a single row, by 64-column panels.
 ///
 /// # Panics
 /// As [`gemm`].
@@ -586,15 +582,14 @@ pub fn gemm_parallel<'e>(
     b: MatRef<'_>,
     epilogue: impl Into<Epilogue<'e>>,
 ) {
-    const MIN_MULS_PER_COLUMN_PART: usize = 1 << 18;
     const PANEL: usize = 64;
-    let min_muls_per_part = if crate::schedule::pool_awake() {
-        MIN_MULS_PER_AWAKE_PART
+    let min_muls_per_part = if schedule::pool_awake() {
+        GEMM_MIN_MULS_PER_AWAKE_PART
     } else {
-        MIN_MULS_PER_PART
+        GEMM_MIN_MULS_PER_PART
     };
     let epilogue = epilogue.into();
-    let threads = crate::schedule::pass_threads();
+    let threads = schedule::pass_threads();
     let muls = c.rows * c.cols * a.cols;
     assert_eq!(
         a.rows, c.rows,
@@ -606,7 +601,7 @@ pub fn gemm_parallel<'e>(
     }
     if c.rows == 1 && threads >= 2 {
         let parts = threads
-            .min(muls / MIN_MULS_PER_COLUMN_PART)
+            .min(muls / GEMM_MIN_MULS_PER_COLUMN_PART)
             .min(c.cols / PANEL);
         if parts >= 2 {
             let cols_per_part = c.cols.div_ceil(parts).next_multiple_of(PANEL);
@@ -709,7 +704,7 @@ fn split_along_k(
 ) {
     let (m, k, n) = (c.rows, a.cols, c.cols);
     let part_len = k.div_ceil(parts);
-    let parts_per_task = parts.div_ceil(crate::schedule::pass_threads());
+    let parts_per_task = parts.div_ceil(schedule::pass_threads());
     let reversed = PARTS_REVERSED.get();
     super::with_scratch(parts * m * n, |partials| {
         partials

@@ -21,6 +21,7 @@ use super::{
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::simd::{SimdF32, VectorKernel};
 use crate::kernels::{self, with_scratch};
+use crate::schedule::ROW_SPLIT_MIN_MULS_PER_PART;
 use crate::shape::{Image, Shape};
 use crate::tensor::Batch;
 
@@ -37,9 +38,6 @@ pub trait Linear: Layer {
         cache: &mut Self::Cache,
     );
 }
-
-/// Multiply-adds one part of a split sample must have to gain from another thread.
-const MIN_MULS_PER_PART: usize = 1 << 16;
 
 /// How an image's output rows may split between threads: each row costs `muls_per_row`
 /// multiply-adds, and parts start at multiples of `step` rows.
@@ -75,7 +73,7 @@ pub(crate) fn row_parts(samples: usize, rows: usize, muls_per_row: usize) -> usi
         return 1;
     }
     threads
-        .min(rows.saturating_mul(muls_per_row) / MIN_MULS_PER_PART)
+        .min(rows.saturating_mul(muls_per_row) / ROW_SPLIT_MIN_MULS_PER_PART)
         .min(rows)
         .max(1)
 }

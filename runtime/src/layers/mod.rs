@@ -70,6 +70,7 @@ use rayon::prelude::*;
 use crate::aligned::AlignedVec;
 use crate::init::SeededRng;
 use crate::kernels::{self, simd::SimdF32, simd::VectorKernel};
+pub(crate) use crate::schedule::MIN_TASK_VALUES;
 use crate::shape::Shape;
 use crate::tensor::Batch;
 
@@ -172,10 +173,6 @@ impl VectorKernel for SumPerChannel<'_> {
 pub(crate) const fn max(a: usize, b: usize) -> usize {
     if a > b { a } else { b }
 }
-
-/// Fewest values (read and written) a parallel task of an element-wise or per-sample pass is
-/// given: below it, waking another thread costs more than the task.
-pub(crate) const MIN_TASK_VALUES: usize = 1 << 15;
 
 /// Samples per rayon task, each sample touching `values_per_sample` values: one contiguous group
 /// per thread, but no group smaller than [`MIN_TASK_VALUES`] values.
