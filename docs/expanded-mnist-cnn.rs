@@ -163,13 +163,8 @@ const _: () = {
             ws: &mut MnistCnnWorkspace,
         ) {
             let pass = || {
-                cn::linear_activation_forward(
-                    &self.conv1,
-                    &self.relu1.function,
-                    input,
-                    &mut ws.conv1_relu1.output,
-                    &mut ws.conv1_relu1.cache,
-                );
+                ws.conv1_relu1
+                    .forward_activated(&self.conv1, &self.relu1.function, input);
                 cn::conv_activation_pool_forward_train(
                     &self.conv2,
                     &self.relu2.function,
@@ -184,24 +179,22 @@ const _: () = {
                     &mut ws.maxpool1.output,
                     &mut ws.dropout1.cache,
                 );
-                cn::linear_activation_forward(
-                    &self.dense1,
-                    &self.relu3.function,
-                    cn::Batch::reshaped(&ws.maxpool1.output),
-                    &mut ws.dense1_relu3.output,
-                    &mut ws.dense1_relu3.cache,
-                );
+                ws.dense1_relu3
+                    .forward_activated(
+                        &self.dense1,
+                        &self.relu3.function,
+                        cn::Batch::reshaped(&ws.maxpool1.output),
+                    );
                 cn::Dropout::forward_train_in_place(
                     &mut self.dropout2,
                     &mut ws.dense1_relu3.output,
                     &mut ws.dropout2.cache,
                 );
-                cn::Layer::forward_train(
-                    &mut self.dense2,
-                    cn::Batch::reshaped(&ws.dense1_relu3.output),
-                    &mut ws.dense2.output,
-                    &mut ws.dense2.cache,
-                );
+                ws.dense2
+                    .forward_train(
+                        &mut self.dense2,
+                        cn::Batch::reshaped(&ws.dense1_relu3.output),
+                    );
             };
             cn::on_pool::<Self, _>(input.len(), pass);
         }
@@ -214,30 +207,28 @@ const _: () = {
             grads: &mut MnistCnnGrads,
         ) {
             let pass = || {
-                cn::Layer::backward(
-                    &self.dense2,
-                    cn::Batch::reshaped(&ws.dense1_relu3.output),
-                    &ws.dense2.output,
-                    &ws.dense2.grad_output,
-                    &mut ws.dense2.cache,
-                    cn::Some(cn::Batch::reshaped_mut(&mut ws.dense1_relu3.grad_output)),
-                    &mut grads.dense2,
-                );
+                ws.dense2
+                    .backward(
+                        &self.dense2,
+                        cn::Batch::reshaped(&ws.dense1_relu3.output),
+                        cn::Some(
+                            cn::Batch::reshaped_mut(&mut ws.dense1_relu3.grad_output),
+                        ),
+                        &mut grads.dense2,
+                    );
                 cn::Dropout::backward_in_place(
                     &self.dropout2,
                     &mut ws.dense1_relu3.grad_output,
                     &ws.dropout2.cache,
                 );
-                cn::linear_activation_backward(
-                    &self.dense1,
-                    &self.relu3.function,
-                    cn::Batch::reshaped(&ws.maxpool1.output),
-                    &ws.dense1_relu3.output,
-                    &mut ws.dense1_relu3.grad_output,
-                    &mut ws.dense1_relu3.cache,
-                    cn::Some(cn::Batch::reshaped_mut(&mut ws.maxpool1.grad_output)),
-                    &mut grads.dense1,
-                );
+                ws.dense1_relu3
+                    .backward_activated(
+                        &self.dense1,
+                        &self.relu3.function,
+                        cn::Batch::reshaped(&ws.maxpool1.output),
+                        cn::Some(cn::Batch::reshaped_mut(&mut ws.maxpool1.grad_output)),
+                        &mut grads.dense1,
+                    );
                 cn::Dropout::backward_in_place(
                     &self.dropout1,
                     &mut ws.maxpool1.grad_output,
@@ -251,25 +242,21 @@ const _: () = {
                         &ws.maxpool1.cache,
                         &mut ws.conv2_relu2.grad_output,
                     );
-                cn::Layer::backward(
-                    &self.conv2,
-                    &ws.conv1_relu1.output,
-                    &ws.conv2_relu2.output,
-                    &ws.conv2_relu2.grad_output,
-                    &mut ws.conv2_relu2.cache,
-                    cn::Some(&mut ws.conv1_relu1.grad_output),
-                    &mut grads.conv2,
-                );
-                cn::linear_activation_backward(
-                    &self.conv1,
-                    &self.relu1.function,
-                    input,
-                    &ws.conv1_relu1.output,
-                    &mut ws.conv1_relu1.grad_output,
-                    &mut ws.conv1_relu1.cache,
-                    grad_input.as_deref_mut(),
-                    &mut grads.conv1,
-                );
+                ws.conv2_relu2
+                    .backward(
+                        &self.conv2,
+                        &ws.conv1_relu1.output,
+                        cn::Some(&mut ws.conv1_relu1.grad_output),
+                        &mut grads.conv2,
+                    );
+                ws.conv1_relu1
+                    .backward_activated(
+                        &self.conv1,
+                        &self.relu1.function,
+                        input,
+                        grad_input.as_deref_mut(),
+                        &mut grads.conv1,
+                    );
             };
             cn::on_pool::<Self, _>(input.len(), pass);
         }
@@ -346,12 +333,7 @@ const _: () = {
             ws: &mut MnistCnnWorkspace,
         ) {
             self.train_layers(input, ws);
-            cn::Layer::forward_train(
-                &mut self.softmax1,
-                &ws.dense2.output,
-                &mut ws.softmax1.output,
-                &mut ws.softmax1.cache,
-            );
+            ws.softmax1.forward_train(&mut self.softmax1, &ws.dense2.output);
             output.copy_from(&ws.softmax1.output);
         }
         fn backward(

@@ -208,7 +208,7 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
     match &op.kind {
         OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } => {
             let field = &layer.field;
-            quote!(cn::Layer::forward_train(&mut self.#field, #input, &mut ws.#state.output, &mut ws.#state.cache);)
+            quote!(ws.#state.forward_train(&mut self.#field, #input);)
         }
         OpKind::LinearActivation { pooled: true, .. } => quote!(),
         OpKind::PoolThroughActivation { pool, activation } => {
@@ -234,7 +234,7 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
             linear, activation, ..
         } => {
             let (linear, activation) = (&linear.field, &activation.field);
-            quote!(cn::linear_activation_forward(&self.#linear, &self.#activation.function, #input, &mut ws.#state.output, &mut ws.#state.cache);)
+            quote!(ws.#state.forward_activated(&self.#linear, &self.#activation.function, #input);)
         }
         OpKind::DropoutInPlace(layer) => {
             let field = &layer.field;
@@ -275,12 +275,7 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
                 }
                 _ => grad_input,
             };
-            quote! {
-                cn::Layer::backward(
-                    &self.#field, #input, &ws.#state.output, &ws.#state.grad_output,
-                    &mut ws.#state.cache, #grad_input, #grads,
-                );
-            }
+            quote!(ws.#state.backward(&self.#field, #input, #grad_input, #grads);)
         }
         OpKind::LinearActivation {
             linear,
@@ -288,12 +283,7 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
             ..
         } => {
             let linear = &linear.field;
-            quote! {
-                cn::Layer::backward(
-                    &self.#linear, #input, &ws.#state.output, &ws.#state.grad_output,
-                    &mut ws.#state.cache, #grad_input, &mut grads.#linear,
-                );
-            }
+            quote!(ws.#state.backward(&self.#linear, #input, #grad_input, &mut grads.#linear);)
         }
         OpKind::PoolThroughActivation { pool, activation } => {
             let (pool, activation) = (&pool.field, &activation.field);
@@ -309,13 +299,8 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
             linear, activation, ..
         } => {
             let (linear, activation) = (&linear.field, &activation.field);
-            quote! {
-                cn::linear_activation_backward(
-                    &self.#linear, &self.#activation.function, #input, &ws.#state.output,
-                    &mut ws.#state.grad_output, &mut ws.#state.cache, #grad_input,
-                    &mut grads.#linear,
-                );
-            }
+            let grads = quote!(&mut grads.#linear);
+            quote!(ws.#state.backward_activated(&self.#linear, &self.#activation.function, #input, #grad_input, #grads);)
         }
         OpKind::DropoutInPlace(layer) => {
             let field = &layer.field;
@@ -1025,7 +1010,7 @@ fn layer_impl(names: &Names) -> TokenStream {
             let sm = &head.field;
             (
                 quote! {
-                    cn::Layer::forward_train(&mut self.#sm, #logits_value, &mut ws.#sm.output, &mut ws.#sm.cache);
+                    ws.#sm.forward_train(&mut self.#sm, #logits_value);
                     output.copy_from(&ws.#sm.output);
                 },
                 quote! {

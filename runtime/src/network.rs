@@ -7,7 +7,9 @@
 //! when the network ends with softmax (the loss fuses softmax with cross-entropy), parameters
 //! and buffers by name (`conv1.weight`), and the layer table.
 
-use crate::layers::{Layer, ResidualState};
+use crate::layers::{
+    EpilogueFn, Layer, Linear, ResidualState, linear_activation_backward, linear_activation_forward,
+};
 use crate::plan::{OpInfo, plan_table, thousands};
 use crate::shape::Shape;
 use crate::tensor::Batch;
@@ -23,6 +25,67 @@ pub struct LayerState<L: Layer> {
     pub cache: L::Cache,
     /// The gradient with respect to the layer's output, filled by the layer after it.
     pub grad_output: Batch<L::Output>,
+}
+
+impl<L: Layer> LayerState<L> {
+    /// `layer`'s training forward pass from `input` into this state's output and cache.
+    pub fn forward_train(&mut self, layer: &mut L, input: &Batch<L::Input>) {
+        layer.forward_train(input, &mut self.output, &mut self.cache);
+    }
+
+    /// `layer`'s backward pass from this state (its output, output gradient and cache) into
+    /// `grad_input` (if asked for) and `grads`.
+    pub fn backward(
+        &mut self,
+        layer: &L,
+        input: &Batch<L::Input>,
+        grad_input: Option<&mut Batch<L::Input>>,
+        grads: &mut L::Grads,
+    ) {
+        let (output, grad_output) = (&self.output, &self.grad_output);
+        layer.backward(
+            input,
+            output,
+            grad_output,
+            &mut self.cache,
+            grad_input,
+            grads,
+        );
+    }
+}
+
+impl<L: Linear> LayerState<L> {
+    /// `activation(linear(input))` fused ([`linear_activation_forward`]) into this state.
+    pub fn forward_activated<F: EpilogueFn>(
+        &mut self,
+        linear: &L,
+        activation: &F,
+        input: &Batch<L::Input>,
+    ) {
+        linear_activation_forward(linear, activation, input, &mut self.output, &mut self.cache);
+    }
+
+    /// The fused op's backward pass ([`linear_activation_backward`]) from this state.
+    pub fn backward_activated<F: EpilogueFn>(
+        &mut self,
+        linear: &L,
+        activation: &F,
+        input: &Batch<L::Input>,
+        grad_input: Option<&mut Batch<L::Input>>,
+        grads: &mut L::Grads,
+    ) {
+        let (output, grad_output, cache) = (&self.output, &mut self.grad_output, &mut self.cache);
+        linear_activation_backward(
+            linear,
+            activation,
+            input,
+            output,
+            grad_output,
+            cache,
+            grad_input,
+            grads,
+        );
+    }
 }
 
 impl<L: Layer> Default for LayerState<L> {
