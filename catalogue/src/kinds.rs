@@ -118,6 +118,31 @@ pub enum ShapeProblem {
     TooLarge,
 }
 
+impl ShapeProblem {
+    /// The message of a layer written `spec` that receives `received` from `source` (`the
+    /// output of `conv(32, 3)``, `the network's input`).
+    pub fn message(&self, spec: &str, received: Shape, source: &str) -> String {
+        match *self {
+            ShapeProblem::NeedsImage(what) => format!(
+                "`{spec}` needs an image (height x width x channels), but receives {received} \
+                 ({source}): {what} cannot follow `flatten` or a dense layer"
+            ),
+            ShapeProblem::NeedsFlat => format!(
+                "`{spec}` needs a flat input, but receives {received} ({source}): add `flatten` \
+                 before it"
+            ),
+            ShapeProblem::WindowTooLarge { size, what } => format!(
+                "`{spec}` needs an input of at least {size}x{size}, but receives {received} \
+                 ({source}): the {what} is larger than its input"
+            ),
+            ShapeProblem::TooLarge => format!(
+                "`{spec}` is too large: from {received} ({source}) its output would hold more \
+                 values than a usize can count"
+            ),
+        }
+    }
+}
+
 /// Whether a layer's backward pass reads its output, which decides whether a later op may
 /// overwrite that output in place.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -674,6 +699,8 @@ mod tests {
             Err(ShapeProblem::TooLarge)
         );
         assert_eq!(up.param_count(Shape::Image(4, 5, 2)), Some(0));
+        let message = ShapeProblem::TooLarge.message("upsample(9)", Shape::Image(2, 1, 1), "x");
+        assert!(message.starts_with("`upsample(9)` is too large: from 2x1x1 (x)"));
     }
 
     #[test]

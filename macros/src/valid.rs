@@ -895,25 +895,7 @@ fn shape_error(
     received: Shape,
     previous: Option<&str>,
 ) -> syn::Error {
-    let (spec, source) = (def.spec(), source(previous));
-    let message = match problem {
-        ShapeProblem::NeedsImage(what) => format!(
-            "`{spec}` needs an image (height x width x channels), but receives {received} \
-             ({source}): {what} cannot follow `flatten` or a dense layer"
-        ),
-        ShapeProblem::NeedsFlat => format!(
-            "`{spec}` needs a flat input, but receives {received} ({source}): add `flatten` \
-             before it"
-        ),
-        ShapeProblem::WindowTooLarge { size, what } => format!(
-            "`{spec}` needs an input of at least {size}x{size}, but receives {received} \
-             ({source}): the {what} is larger than its input"
-        ),
-        ShapeProblem::TooLarge => format!(
-            "`{spec}` is too large: from {received} ({source}) its output would hold more \
-             values than a usize can count"
-        ),
-    };
+    let message = problem.message(&def.spec(), received, &source(previous));
     error(def.tokens(), message)
 }
 
