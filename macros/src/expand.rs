@@ -18,7 +18,7 @@ use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::plan::{Graph, Op, OpKind, Plan, Slots, Source, ValueId};
+use crate::plan::{Graph, Op, OpKind, Plan, Slots, Source, StateOf, ValueId};
 use constnet_catalogue::{Constructor, Generic, InferenceSlot, LayerKind, RuntimeLayer, Shape};
 
 use crate::valid::{Layer, Network, Step};
@@ -573,7 +573,7 @@ fn conv_of<'p>(op: &Op<'p>) -> Option<&'p Layer> {
     matches!(layer.kind, LayerKind::Conv { .. }).then_some(*layer)
 }
 
-/// One workspace field: the state of the op named `name`.
+/// One workspace field: the state of an op.
 struct State<'p> {
     field: &'p Ident,
     /// Its type, through the support module's name at item level.
@@ -582,69 +582,29 @@ struct State<'p> {
     conv: bool,
 }
 
-/// The workspace fields: one state per training op that has any (a `LayerState`, or a
-/// `ResidualState` for a block's addition), the final head's, and that of any layer inference
-/// runs on its own that training fuses or views. Types are written through `path`.
+/// The workspace's state fields the plan lists ([`Plan::states`]), their types written
+/// through `path`.
 fn state_ops<'p>(plan: &'p Plan<'p>, path: &TokenStream) -> Vec<State<'p>> {
-    let mut states: Vec<State> = Vec::new();
-    let mut add = |state: State<'p>| {
-        if !states.iter().any(|s| s.field == state.field) {
-            states.push(state);
-        }
-    };
-    let layer_state = |field, layer: &Layer| {
-        let ty = layer_type_in(layer, path);
-        State {
-            field,
-            ty: quote!(#path::LayerState<#ty>),
-            conv: matches!(layer.kind, LayerKind::Conv { .. }),
-        }
-    };
-    for op in &plan.train.ops {
-        match op.state_layer() {
-            _ if matches!(op.kind, OpKind::View(_)) => continue,
-            Some(layer) => add(layer_state(&op.field, layer)),
-            None => {
-                let OpKind::Add { block, .. } = op.kind else {
-                    unreachable!("every other op has a layer's state")
-                };
-                let input = shape_type_in(block.input, path);
-                let output = shape_type_in(block.output, path);
-                add(State {
-                    field: &op.field,
-                    ty: quote!(#path::ResidualState<#input, #output>),
-                    conv: false,
-                });
+    let state = |(field, of)| match of {
+        StateOf::Layer(layer) => {
+            let ty = layer_type_in(layer, path);
+            State {
+                field,
+                ty: quote!(#path::LayerState<#ty>),
+                conv: matches!(layer.kind, LayerKind::Conv { .. }),
             }
         }
-    }
-    if let Some(head) = plan.head {
-        add(layer_state(&head.field, head));
-    }
-    for op in &plan.infer.ops {
-        if let OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } = op.kind {
-            add(layer_state(&op.field, layer));
+        StateOf::Residual(block) => {
+            let input = shape_type_in(block.input, path);
+            let output = shape_type_in(block.output, path);
+            State {
+                field,
+                ty: quote!(#path::ResidualState<#input, #output>),
+                conv: false,
+            }
         }
-    }
-    states
-}
-
-/// The inference ops that fold batch normalisation into a convolution: each keeps the folded
-/// scale and bias in a workspace field named as the op.
-fn folding_ops<'p>(plan: &'p Plan<'p>) -> Vec<&'p Op<'p>> {
-    plan.infer
-        .ops
-        .iter()
-        .filter(|op| {
-            matches!(
-                op.kind,
-                OpKind::Conv {
-                    batchnorm: Some(_),
-                    ..
-                }
-            )
-        })
-        .collect()
+    };
+    plan.states().into_iter().map(state).collect()
 }
 
 /// What every part of the expansion refers to.
@@ -792,7 +752,7 @@ fn structs(names: &Names) -> TokenStream {
     let states = state_ops(plan, &path)
         .into_iter()
         .map(|State { field, ty, .. }| quote!(#field: #ty,));
-    let folded = folding_ops(plan).into_iter().map(|op| {
+    let folded = plan.folding_ops().into_iter().map(|op| {
         let field = &op.field;
         quote!(#field: #module::FoldedBatchNorm,)
     });
@@ -1188,31 +1148,9 @@ fn network_impl(names: &Names) -> TokenStream {
         .ops
         .iter()
         .map(|op| op_info(&plan.infer, infer_slots, op));
-    let train = &plan.train;
-    let owns_output = |op: &&Op| matches!(train.values[op.output].source, Source::Op(_));
-    let trained_states: Vec<(&Ident, String)> = train
-        .ops
-        .iter()
-        .filter(owns_output)
-        .map(|op| (&op.field, op.name.clone()))
-        .chain(plan.head.map(|head| (&head.field, head.name.clone())))
-        .collect();
-    let visited_fields: Vec<_> = trained_states.iter().map(|(field, _)| *field).collect();
-    let visited_names: Vec<&String> = trained_states.iter().map(|(_, name)| name).collect();
-    let training_values: usize = train
-        .ops
-        .iter()
-        .filter(owns_output)
-        .map(|op| {
-            // A pooled convolution's output is never stored, only its gradient.
-            let buffers = match op.kind {
-                OpKind::LinearActivation { pooled: true, .. } => 1,
-                _ => 2,
-            };
-            buffers * train.values[op.output].shape.len()
-        })
-        .chain(plan.head.map(|head| 2 * head.output.len()))
-        .sum();
+    let (visited_fields, visited_names): (Vec<_>, Vec<_>) =
+        plan.trained_states().into_iter().unzip();
+    let training_values = plan.training_values();
     let logits = names.logits();
     quote! {
         impl cn::Network for #name {

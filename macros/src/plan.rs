@@ -597,4 +597,153 @@ impl<'n> Plan<'n> {
             infer: Builder::graph(net.input, layers, steps, &infer_keeps, true),
         }
     }
+
+    /// The workspace's state fields, each once: one per training op that has any (a view has
+    /// none), the head's, and that of any layer inference runs on its own that training fuses
+    /// or views.
+    pub fn states(&self) -> Vec<(&Ident, StateOf<'_>)> {
+        let mut states: Vec<(&Ident, StateOf)> = Vec::new();
+        let mut add = |field, of| {
+            if !states.iter().any(|(f, _)| *f == field) {
+                states.push((field, of));
+            }
+        };
+        for op in &self.train.ops {
+            match (&op.kind, op.state_layer()) {
+                (OpKind::View(_), _) => {}
+                (_, Some(layer)) => add(&op.field, StateOf::Layer(layer)),
+                (OpKind::Add { block, .. }, None) => add(&op.field, StateOf::Residual(block)),
+                (_, None) => unreachable!("only an addition has no layer's state"),
+            }
+        }
+        if let Some(head) = self.head {
+            add(&head.field, StateOf::Layer(head));
+        }
+        for op in &self.infer.ops {
+            if let OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } = op.kind {
+                add(&op.field, StateOf::Layer(layer));
+            }
+        }
+        states
+    }
+
+    /// The inference ops that fold batch normalisation into a convolution: each keeps the
+    /// folded scale and bias in a workspace field named as the op.
+    pub fn folding_ops(&self) -> Vec<&Op<'n>> {
+        let folds = |op: &&Op| {
+            matches!(
+                op.kind,
+                OpKind::Conv {
+                    batchnorm: Some(_),
+                    ..
+                }
+            )
+        };
+        self.infer.ops.iter().filter(folds).collect()
+    }
+
+    /// The training states that own their output, with the op's name, and the head's: what
+    /// training keeps per sample and what `visit_activations` reports.
+    pub fn trained_states(&self) -> Vec<(&Ident, &str)> {
+        self.owning_ops()
+            .map(|op| (&op.field, op.name.as_str()))
+            .chain(self.head.map(|head| (&head.field, head.name.as_str())))
+            .collect()
+    }
+
+    /// Values training keeps per sample: each owning op's output and its gradient (only the
+    /// gradient of a convolution its pooling runs, whose output is never stored), and the
+    /// head's.
+    pub fn training_values(&self) -> usize {
+        let op_values = self.owning_ops().map(|op| {
+            let buffers = match op.kind {
+                OpKind::LinearActivation { pooled: true, .. } => 1,
+                _ => 2,
+            };
+            buffers * self.train.values[op.output].shape.len()
+        });
+        let head_values = self.head.map(|head| 2 * head.output.len());
+        op_values.chain(head_values).sum()
+    }
+
+    /// The training ops that write storage of their own (not a view, not in place).
+    fn owning_ops(&self) -> impl Iterator<Item = &Op<'n>> {
+        let train = &self.train;
+        let owns = |op: &&Op| matches!(train.values[op.output].source, Source::Op(_));
+        train.ops.iter().filter(owns)
+    }
+}
+
+/// What a workspace state field keeps the state of.
+#[derive(Clone, Copy)]
+pub enum StateOf<'n> {
+    /// A layer's op (a `LayerState` of its type).
+    Layer(&'n Layer),
+    /// A residual block's addition (a `ResidualState`).
+    Residual(&'n Block),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checked network of a layer list.
+    fn network(layers: proc_macro2::TokenStream) -> Network {
+        let def = syn::parse2(quote::quote!(Net<#layers>)).expect("it parses");
+        crate::valid::validate(def).expect("it is valid")
+    }
+
+    fn names(ops: &[Op]) -> Vec<String> {
+        ops.iter().map(|op| op.name.clone()).collect()
+    }
+
+    /// Training fuses the activation into the convolution and runs the max pooling through it,
+    /// stops before the softmax, and scales in place where dropout may; inference folds the
+    /// pooling into the convolution and drops dropout. The states, kept values and activations
+    /// follow from the ops.
+    #[test]
+    fn a_small_cnn_fuses_and_keeps_what_backward_reads() {
+        let net = network(quote::quote!(
+            input(8, 8, 1) conv(4, 3) relu maxpool(2) dropout(0.5) flatten dense(3) softmax
+        ));
+        let plan = Plan::new(&net);
+        assert_eq!(
+            names(&plan.train.ops),
+            ["conv1+relu1", "maxpool1", "dropout1", "flatten1", "dense1"]
+        );
+        assert!(matches!(plan.train.ops[2].kind, OpKind::DropoutInPlace(_)));
+        assert_eq!(
+            names(&plan.infer.ops),
+            ["conv1+relu1+maxpool1", "flatten1", "dense1", "softmax1"]
+        );
+        let states: Vec<String> = plan.states().iter().map(|(f, _)| f.to_string()).collect();
+        assert_eq!(
+            states,
+            ["conv1_relu1", "maxpool1", "dropout1", "dense1", "softmax1"]
+        );
+        // The pooled convolution keeps only its gradient (6x6x4); the pooling its output and
+        // gradient (3x3x4 each); the dense layer and the head theirs (3 each).
+        assert_eq!(
+            plan.training_values(),
+            6 * 6 * 4 + 2 * 3 * 3 * 4 + 2 * 3 + 2 * 3
+        );
+        let trained: Vec<&str> = plan.trained_states().iter().map(|(_, n)| *n).collect();
+        assert_eq!(trained, ["conv1+relu1", "maxpool1", "dense1", "softmax1"]);
+        assert!(plan.folding_ops().is_empty());
+    }
+
+    /// At inference a batch normalisation folds into the convolution before it, whose op then
+    /// keeps the folded scale and bias.
+    #[test]
+    fn batch_normalisation_folds_into_the_convolution_at_inference() {
+        let net = network(quote::quote!(input(6, 6, 2) conv(4, 3) batchnorm relu flatten dense(2)));
+        let plan = Plan::new(&net);
+        let folding = plan.folding_ops();
+        assert_eq!(
+            names(&plan.infer.ops),
+            ["conv1+batchnorm1+relu1", "flatten1", "dense1"]
+        );
+        assert_eq!(folding.len(), 1);
+        assert_eq!(folding[0].name, "conv1+batchnorm1+relu1");
+    }
 }
