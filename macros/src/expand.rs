@@ -23,18 +23,13 @@ use constnet_catalogue::{Constructor, Generic, InferenceSlot, LayerKind, Runtime
 
 use crate::valid::{Layer, Network, Step};
 
-/// The type of a sample of `shape`, `{path}::Hwc<h, w, c>` or `{path}::Flat<n>` (`Hwc<h, w, c>`
-/// where the support items are in scope, `path` empty).
-fn shape_type_in(shape: Shape, path: &TokenStream) -> TokenStream {
-    let path = if path.is_empty() {
-        quote!()
-    } else {
-        quote!(#path::)
-    };
+/// The type of a sample of `shape` through `prefix`, the path to the support items with its
+/// `::` (`cn::`, or nothing where they are in scope): `{prefix}Hwc<h, w, c>`, `{prefix}Flat<n>`.
+fn shape_type_in(shape: Shape, prefix: &TokenStream) -> TokenStream {
     match shape {
         Shape::Flat(n) => {
             let n = Literal::usize_unsuffixed(n);
-            quote!(#path Flat<#n>)
+            quote!(#prefix Flat<#n>)
         }
         Shape::Image(h, w, c) => {
             let (h, w, c) = (
@@ -42,14 +37,14 @@ fn shape_type_in(shape: Shape, path: &TokenStream) -> TokenStream {
                 Literal::usize_unsuffixed(w),
                 Literal::usize_unsuffixed(c),
             );
-            quote!(#path Hwc<#h, #w, #c>)
+            quote!(#prefix Hwc<#h, #w, #c>)
         }
     }
 }
 
 /// [`shape_type_in`] where the expansion's support module is imported as `cn`.
 fn shape_type(shape: Shape) -> TokenStream {
-    shape_type_in(shape, &quote!(cn))
+    shape_type_in(shape, &quote!(cn::))
 }
 
 /// The name of a catalogue layer's type alias: `Conv1`, `Res1Conv1` (its field in CamelCase).
@@ -72,16 +67,16 @@ fn alias(layer: &Layer) -> Ident {
 /// The type of a layer inside the expansion's block: its alias (`cn::Conv1`), or the user's own
 /// type for `layer(T)`.
 fn layer_type(layer: &Layer) -> TokenStream {
-    layer_type_in(layer, &quote!(cn))
+    layer_type_in(layer, &quote!(cn::))
 }
 
-/// The type of a layer through `path`, the support module's name where it is used.
-fn layer_type_in(layer: &Layer, path: &TokenStream) -> TokenStream {
+/// The type of a layer through `prefix`, the path to the support module with its `::`.
+fn layer_type_in(layer: &Layer, prefix: &TokenStream) -> TokenStream {
     match &layer.custom {
         Some(ty) => quote!(#ty),
         None => {
             let alias = alias(layer);
-            quote!(#path::#alias)
+            quote!(#prefix #alias)
         }
     }
 }
@@ -573,38 +568,20 @@ fn conv_of<'p>(op: &Op<'p>) -> Option<&'p Layer> {
     matches!(layer.kind, LayerKind::Conv { .. }).then_some(*layer)
 }
 
-/// One workspace field: the state of an op.
-struct State<'p> {
-    field: &'p Ident,
-    /// Its type, through the support module's name at item level.
-    ty: TokenStream,
-    /// Whether it is a convolution's, whose cache keeps transformed filters.
-    conv: bool,
-}
-
-/// The workspace's state fields the plan lists ([`Plan::states`]), their types written
-/// through `path`.
-fn state_ops<'p>(plan: &'p Plan<'p>, path: &TokenStream) -> Vec<State<'p>> {
-    let state = |(field, of)| match of {
+/// The type of a workspace state ([`Plan::states`]) through `prefix`: a `LayerState` of the
+/// layer's type, or a block's `ResidualState`.
+fn state_type(of: StateOf, prefix: &TokenStream) -> TokenStream {
+    match of {
         StateOf::Layer(layer) => {
-            let ty = layer_type_in(layer, path);
-            State {
-                field,
-                ty: quote!(#path::LayerState<#ty>),
-                conv: matches!(layer.kind, LayerKind::Conv { .. }),
-            }
+            let ty = layer_type_in(layer, prefix);
+            quote!(#prefix LayerState<#ty>)
         }
         StateOf::Residual(block) => {
-            let input = shape_type_in(block.input, path);
-            let output = shape_type_in(block.output, path);
-            State {
-                field,
-                ty: quote!(#path::ResidualState<#input, #output>),
-                conv: false,
-            }
+            let input = shape_type_in(block.input, prefix);
+            let output = shape_type_in(block.output, prefix);
+            quote!(#prefix ResidualState<#input, #output>)
         }
-    };
-    plan.states().into_iter().map(state).collect()
+    }
 }
 
 /// What every part of the expansion refers to.
@@ -743,15 +720,16 @@ fn structs(names: &Names) -> TokenStream {
     let Network {
         attrs, vis, name, ..
     } = net;
-    let path = quote!(#module);
+    let prefix = quote!(#module::);
     let fields = net.layers.iter().map(|layer| {
-        let (field, ty) = (&layer.field, layer_type_in(layer, &path));
+        let (field, ty) = (&layer.field, layer_type_in(layer, &prefix));
         let doc = format!("`{}`: {} → {}", layer.spec, layer.input, layer.output);
         quote!(#[doc = #doc] pub #field: #ty,)
     });
-    let states = state_ops(plan, &path)
-        .into_iter()
-        .map(|State { field, ty, .. }| quote!(#field: #ty,));
+    let states = plan.states().into_iter().map(|(field, of)| {
+        let ty = state_type(of, &prefix);
+        quote!(#field: #ty,)
+    });
     let folded = plan.folding_ops().into_iter().map(|op| {
         let field = &op.field;
         quote!(#field: #module::FoldedBatchNorm,)
@@ -789,9 +767,9 @@ fn grads_struct(names: &Names) -> TokenStream {
         net, grads, module, ..
     } = names;
     let (vis, name) = (&net.vis, &net.name);
-    let path = quote!(#module);
+    let prefix = quote!(#module::);
     let fields = param_layers(net).into_iter().map(|layer| {
-        let (field, ty) = (&layer.field, layer_type_in(layer, &path));
+        let (field, ty) = (&layer.field, layer_type_in(layer, &prefix));
         quote!(#[doc = "Gradients of this layer's parameters."] pub #field: <#ty as #module::Layer>::Grads,)
     });
     let doc = format!(
@@ -840,7 +818,6 @@ fn inherent_impls(names: &Names) -> TokenStream {
         workspace,
         input_ty,
         output_ty,
-        module,
         ..
     } = names;
     let name = &net.name;
@@ -853,12 +830,13 @@ fn inherent_impls(names: &Names) -> TokenStream {
     } else {
         quote!(let _ = seed;)
     };
-    let path = quote!(#module);
-    let conv_states: Vec<_> = state_ops(plan, &path)
+    let conv_states = plan
+        .states()
         .into_iter()
-        .filter(|state| state.conv)
-        .map(|state| state.field)
-        .collect();
+        .filter_map(|(field, of)| match of {
+            StateOf::Layer(layer) if matches!(layer.kind, LayerKind::Conv { .. }) => Some(field),
+            _ => None,
+        });
     quote! {
         impl #name {
             /// Trainable parameters, as Keras's summary counts them.

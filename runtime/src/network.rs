@@ -42,12 +42,12 @@ impl<L: Layer> LayerState<L> {
         grad_input: Option<&mut Batch<L::Input>>,
         grads: &mut L::Grads,
     ) {
-        let (output, grad_output) = (&self.output, &self.grad_output);
+        let cache = &mut self.cache;
         layer.backward(
             input,
-            output,
-            grad_output,
-            &mut self.cache,
+            &self.output,
+            &self.grad_output,
+            cache,
             grad_input,
             grads,
         );
