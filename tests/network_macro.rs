@@ -1,9 +1,10 @@
 //! What `network!` generates, seen from outside: parameter counts and the summary, agreement with
 //! the same layers composed by hand, end-to-end gradient checks, and names for weight files.
 
+use constnet::context::{Context, ConvPolicy, Settings};
 use constnet::gradcheck::GradCheck;
 use constnet::init::seeded_rng;
-use constnet::layers::{Chain, Conv2d, ForcedConv, Layer, ParamSet};
+use constnet::layers::{Chain, Conv2d, Layer, ParamSet};
 use constnet::loss::{Head, OutputActivation, sparse_softmax_cross_entropy};
 use constnet::network::Network;
 use constnet::rand::RngExt;
@@ -449,18 +450,24 @@ fn the_plan_fuses_views_and_alternates_buffers() {
     }
     let activations = "Activations at batch 128: inference 15,799,296 bytes (2 buffers and the \
                        output), training 50,614,272 bytes (the outputs backward reads and every gradient)\n";
-    match ForcedConv::from_env() {
+    match Settings::current().conv {
         // conv2's filters with Winograd F(4x4, 3x3): 36 x 32 x 64 transformed.
-        None => assert!(
+        ConvPolicy::Auto => assert!(
             plan.ends_with(&format!(
                 "{activations}Transformed filters kept between calls (Winograd): 294,912 bytes \
                  at inference; training keeps as many again for input gradients\n"
             )),
             "{plan}"
         ),
-        Some(ForcedConv::Gemm) => assert!(plan.ends_with(activations), "{plan}"),
-        Some(ForcedConv::Winograd(_)) => assert!(plan.contains(activations), "{plan}"),
+        ConvPolicy::Gemm => assert!(plan.ends_with(activations), "{plan}"),
+        _ => assert!(plan.contains(activations), "{plan}"),
     }
+    // A context that forces the GEMM plans it, whatever the default.
+    let gemm = Context::builder().threads(1).conv(ConvPolicy::Gemm).build();
+    let plan = gemm
+        .expect("a context builds")
+        .install(|| MnistCnn::plan(128));
+    assert!(plan.ends_with(activations), "{plan}");
 }
 
 /// Inference keeps Winograd's transformed filters in the workspace between calls, and a

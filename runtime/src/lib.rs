@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod aligned;
+pub mod context;
 pub mod data;
 #[doc(hidden)]
 pub mod expansion;

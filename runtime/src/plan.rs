@@ -164,7 +164,7 @@ impl<O: Shape, const N: usize> InferenceBuffers<O, N> {
 /// cost more than the pass.
 ///
 /// Each pass also reverses the order in which products split along `K` visit their parts
-/// ([`crate::kernels::gemm`]'s `reverse_k_part_order`), so a dense layer's weights stream in
+/// ([`crate::kernels::gemm`]'s split along `K`), so a dense layer's weights stream in
 /// alternating order from pass to pass.
 #[doc(hidden)]
 pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) -> R {
@@ -173,7 +173,7 @@ pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) 
             if !kernels::thread_prepared_for(N::SCRATCH) {
                 kernels::reserve_thread_scratch(N::SCRATCH);
             }
-            kernels::gemm::reverse_k_part_order();
+            schedule::reverse_k_part_order();
             schedule::on_calling_thread(|| kernels::with_denormals_flushed(f))
         }
         Placement::Pool { keep_awake } => {
@@ -182,7 +182,7 @@ pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) 
                     kernels::prepare_thread(N::SCRATCH);
                     rayon::spawn_broadcast(|_| kernels::prepare_thread(N::SCRATCH));
                 }
-                kernels::gemm::reverse_k_part_order();
+                schedule::reverse_k_part_order();
             };
             schedule::on_pool_thread(keep_awake, prepare, f)
         }
@@ -308,8 +308,9 @@ mod tests {
     use rayon::prelude::*;
 
     use super::*;
+    use crate::context::Splits;
     use crate::layers::Dense;
-    use crate::schedule::{KEEP_AWAKE_MULS, pass_threads};
+    use crate::schedule::pass_threads;
 
     /// A batch never given back (its pass panicked) leaves its slot empty, and the next take
     /// of that slot gets fresh, initialised storage of the length asked for.
@@ -335,7 +336,7 @@ mod tests {
     fn passes_on_an_awake_pool_finish() {
         type Heavy = Dense<1024, 1024>;
         const SAMPLES: usize = 1;
-        const { assert!(SAMPLES * <Heavy as Layer>::MULS >= KEEP_AWAKE_MULS) };
+        assert!(SAMPLES * <Heavy as Layer>::MULS >= Splits::default().keep_awake_muls);
         let values: Vec<u64> = (0..100_000).collect();
         let want: u64 = values.iter().map(|v| v * 3).sum();
         let pass = || {

@@ -4,36 +4,20 @@
 //! it asks nothing of them (what a pass needs prepared on its threads is given to it as a
 //! closure by [`crate::plan::on_pool`]), so it sits below everything that splits work.
 //!
-//! Its state is two flags per thread, each set only for the length of one pass and given back
-//! by a `Drop` guard, so a pass that panics leaves them as they were.
+//! How much work a part needs before it splits is the pass's context's ([`splits`]). Its own
+//! state is one [`PassState`] per thread: two flags set only for the length of one pass and
+//! given back by a `Drop` guard, so a pass that panics leaves them as they were, and the order
+//! in which the next pass's products visit their parts along `K`.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-// How finely work splits between threads: every threshold in one place. Each is the least work
-// a part must have to gain from another thread, whose wake-up costs tens of microseconds when
-// it sleeps and under one when the pool is kept awake for the pass.
+use crate::context::{self, Splits};
 
-/// Fewest values (read and written) a parallel task of an element-wise or per-sample pass is
-/// given: below it, waking another thread costs more than the task.
-pub(crate) const MIN_TASK_VALUES: usize = 1 << 15;
-/// Fewest multiply-adds a part of a product split by rows (`gemm_parallel`) must have.
-pub(crate) const GEMM_MIN_MULS_PER_PART: usize = 1 << 22;
-/// The same during a pass that keeps the pool's threads awake ([`pool_awake`]), where a part
-/// starts within a microsecond: a network's last dense layer at batch 128 splits too.
-pub(crate) const GEMM_MIN_MULS_PER_AWAKE_PART: usize = 1 << 16;
-/// Fewest multiply-adds a part of a single-row product split by column panels must have.
-pub(crate) const GEMM_MIN_MULS_PER_COLUMN_PART: usize = 1 << 18;
-/// Fewest multiply-adds one part of a sample's output rows must have when a convolution splits
-/// a sample's rows between threads (batches smaller than the pool).
-pub(crate) const ROW_SPLIT_MIN_MULS_PER_PART: usize = 1 << 16;
-/// Multiply-adds a pass over fewer samples than the pool has threads must have to keep the
-/// pool's other threads awake for it: enough that its products split across threads.
-pub(crate) const KEEP_AWAKE_MULS: usize = 1 << 20;
-/// The same for a pass over at least one sample per thread: a batch's products split from
-/// 2^22 multiply-adds per part (`gemm_parallel`), so a smaller pass runs mostly on one thread,
-/// which a spinning neighbour would only slow down.
-const KEEP_AWAKE_BATCH_MULS: usize = 1 << 23;
+/// The split thresholds of the pass running on this thread ([`crate::context::Splits`]).
+pub(crate) fn splits() -> Splits {
+    context::with_current(|settings| settings.splits)
+}
 
 /// Where a pass runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,10 +37,11 @@ pub(crate) enum Placement {
 /// already; on this thread when it would run on one thread anyway.
 pub(crate) fn placement(samples: usize, muls_per_sample: usize) -> Placement {
     let threads = rayon::current_num_threads();
+    let splits = splits();
     let least = if samples < threads {
-        KEEP_AWAKE_MULS
+        splits.keep_awake_muls
     } else {
-        KEEP_AWAKE_BATCH_MULS
+        splits.keep_awake_batch_muls
     };
     let keep_awake = threads > 1 && samples.saturating_mul(muls_per_sample) >= least;
     let one_thread = threads == 1 || (samples < threads && !keep_awake);
@@ -67,17 +52,68 @@ pub(crate) fn placement(samples: usize, muls_per_sample: usize) -> Placement {
     }
 }
 
-thread_local! {
+/// What this thread's pass is, and the order its next products split along `K` take.
+#[derive(Clone, Copy)]
+struct PassState {
     /// Whether this thread is running a pass of [`on_calling_thread`].
-    static ON_CALLING_THREAD: Cell<bool> = const { Cell::new(false) };
-    /// Whether this thread is running a pass while [`with_pool_awake`] keeps the others spinning.
-    static POOL_AWAKE: Cell<bool> = const { Cell::new(false) };
+    on_calling_thread: bool,
+    /// Whether this thread is running a pass while [`with_pool_awake`] keeps the others
+    /// spinning.
+    pool_awake: bool,
+    /// Whether the products this thread splits along `K` take their parts last to first.
+    k_parts_reversed: bool,
+}
+
+thread_local! {
+    /// This thread's pass state. The first two flags are set for the length of one pass and
+    /// given back by a [`RestoreFlag`] guard; the third alternates from pass to pass.
+    static PASS: Cell<PassState> = const {
+        Cell::new(PassState {
+            on_calling_thread: false,
+            pool_awake: false,
+            k_parts_reversed: false,
+        })
+    };
+}
+
+/// One flag of [`PassState`].
+type Flag = fn(&mut PassState) -> &mut bool;
+
+/// Sets `flag` of this thread's pass state to `value`; returns what it was.
+fn replace_flag(flag: Flag, value: bool) -> bool {
+    let mut state = PASS.get();
+    let was = std::mem::replace(flag(&mut state), value);
+    PASS.set(state);
+    was
+}
+
+/// Gives a flag of this thread's pass state back the value it had when dropped: when the pass
+/// returns, and when it panics.
+struct RestoreFlag {
+    flag: Flag,
+    was: bool,
+}
+
+impl RestoreFlag {
+    /// Sets `flag` for as long as the guard lives.
+    fn set(flag: Flag) -> RestoreFlag {
+        RestoreFlag {
+            flag,
+            was: replace_flag(flag, true),
+        }
+    }
+}
+
+impl Drop for RestoreFlag {
+    fn drop(&mut self) {
+        replace_flag(self.flag, self.was);
+    }
 }
 
 /// Threads the current pass may split its work between: the pool's, or one in a pass that
 /// runs on the caller's thread, which never hands the pool work.
 pub(crate) fn pass_threads() -> usize {
-    if ON_CALLING_THREAD.get() {
+    if PASS.get().on_calling_thread {
         1
     } else {
         rayon::current_num_threads()
@@ -88,20 +124,30 @@ pub(crate) fn pass_threads() -> usize {
 /// them then starts within a microsecond, not the tens that waking a thread takes, so smaller
 /// work gains from splitting.
 pub(crate) fn pool_awake() -> bool {
-    POOL_AWAKE.get()
+    PASS.get().pool_awake
+}
+
+/// Reverses the order in which this thread's next products split along `K` visit their parts;
+/// the pass runner (`plan::on_pool`) calls it once per pass.
+///
+/// A weight matrix of a few megabytes streamed in the same order on every pass misses the
+/// core's L2 cache on every line when it is a little larger than the cache: each line is
+/// evicted just before it is read again. In alternating order, a pass first reads the parts
+/// the previous pass read last, which are still cached. The order changes which part is
+/// multiplied first, never how the parts are summed, so results do not change.
+pub(crate) fn reverse_k_part_order() {
+    replace_flag(|state| &mut state.k_parts_reversed, !k_parts_reversed());
+}
+
+/// Whether this thread's products split along `K` take their parts last to first.
+pub(crate) fn k_parts_reversed() -> bool {
+    PASS.get().k_parts_reversed
 }
 
 /// Runs `f` on this thread (outside the pool) as a pass that splits nothing: [`pass_threads`]
 /// is 1 until it returns or panics.
 pub(crate) fn on_calling_thread<R>(f: impl FnOnce() -> R) -> R {
-    /// Gives `ON_CALLING_THREAD` back its value when dropped, also if the pass panics.
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            ON_CALLING_THREAD.set(self.0);
-        }
-    }
-    let _restore = Restore(ON_CALLING_THREAD.replace(true));
+    let _restore = RestoreFlag::set(|state| &mut state.on_calling_thread);
     f()
 }
 
@@ -128,17 +174,16 @@ pub(crate) fn on_pool_thread<R: Send>(
 /// jobs, so nothing is allocated.
 ///
 /// `join` waits for both halves before it returns or passes on a panic, so the spinners must
-/// stop however `f` ends: a guard sets `done` (and gives this thread back its `POOL_AWAKE`)
-/// when dropped, on return and on unwinding alike.
+/// stop however `f` ends: a guard sets `done` (and gives this thread back its `pool_awake`
+/// flag) when dropped, on return and on unwinding alike.
 fn with_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    /// Ends the pass when dropped: restores `POOL_AWAKE` and releases the spinners.
+    /// Ends the pass when dropped: releases the spinners, then its field restores the flag.
     struct EndOfPass<'a> {
-        was_awake: bool,
+        _awake: RestoreFlag,
         done: &'a AtomicBool,
     }
     impl Drop for EndOfPass<'_> {
         fn drop(&mut self) {
-            POOL_AWAKE.set(self.was_awake);
             self.done.store(true, Ordering::Release);
         }
     }
@@ -147,7 +192,7 @@ fn with_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let (result, ()) = rayon::join(
         || {
             let _end = EndOfPass {
-                was_awake: POOL_AWAKE.replace(true),
+                _awake: RestoreFlag::set(|state| &mut state.pool_awake),
                 done: &done,
             };
             f()

@@ -15,7 +15,6 @@
 //! parameter, chosen per instruction set in its own file, so one generic body compiles to a fully
 //! unrolled microkernel for each.
 
-use std::cell::{Cell, RefCell};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -25,9 +24,7 @@ use super::Isa;
 use super::elementwise::{ActivationKind, relu};
 use super::simd::SimdF32;
 use crate::aligned::CACHE_LINE;
-use crate::schedule::{
-    self, GEMM_MIN_MULS_PER_AWAKE_PART, GEMM_MIN_MULS_PER_COLUMN_PART, GEMM_MIN_MULS_PER_PART,
-};
+use crate::schedule;
 
 /// Most rows of `B` per block: K is split into equal blocks no deeper than this, and each block
 /// adds into `C` once. A 256-row block of a 64-wide panel is 64 KiB, more than L1 holds (the
@@ -571,8 +568,8 @@ fn empty_product(c: MatMut<'_>, epilogue: Epilogue<'_>) {
 
 /// [`gemm`] split across the rayon pool: along `K` into a fixed number of parts when `K`
 /// dominates (see `k_parts`), else by rows of `C` when the product is large enough to gain (at
-/// least [`GEMM_MIN_MULS_PER_PART`] (2^22) multiply-adds, or [`GEMM_MIN_MULS_PER_AWAKE_PART`]
-/// (2^16) with the pool awake, and 16 rows per part), or, for a single row, by 64-column panels.
+/// least the context's `gemm_min_muls_per_part` (2^22 by default) multiply-adds, or
+/// `gemm_min_muls_per_awake_part` (2^16) with the pool awake, and 16 rows per part), or, for a single row, by 64-column panels.
 ///
 /// # Panics
 /// As [`gemm`].
@@ -583,10 +580,11 @@ pub fn gemm_parallel<'e>(
     epilogue: impl Into<Epilogue<'e>>,
 ) {
     const PANEL: usize = 64;
+    let splits = schedule::splits();
     let min_muls_per_part = if schedule::pool_awake() {
-        GEMM_MIN_MULS_PER_AWAKE_PART
+        splits.gemm_min_muls_per_awake_part
     } else {
-        GEMM_MIN_MULS_PER_PART
+        splits.gemm_min_muls_per_part
     };
     let epilogue = epilogue.into();
     let threads = schedule::pass_threads();
@@ -601,7 +599,7 @@ pub fn gemm_parallel<'e>(
     }
     if c.rows == 1 && threads >= 2 {
         let parts = threads
-            .min(muls / GEMM_MIN_MULS_PER_COLUMN_PART)
+            .min(muls / splits.gemm_min_muls_per_column_part)
             .min(c.cols / PANEL);
         if parts >= 2 {
             let cols_per_part = c.cols.div_ceil(parts).next_multiple_of(PANEL);
@@ -673,28 +671,11 @@ pub const fn split_k_scratch(k: usize, n: usize) -> usize {
     }
 }
 
-thread_local! {
-    /// Whether the products this thread splits along `K` take their parts last to first.
-    static PARTS_REVERSED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Reverses the order in which this thread's next products split along `K` visit their parts;
-/// the pass runner (`plan::on_pool`) calls it once per pass.
-///
-/// A weight matrix of a few megabytes streamed in the same order on every pass misses the
-/// core's L2 cache on every line when it is a little larger than the cache: each line is
-/// evicted just before it is read again. In alternating order, a pass first reads the parts
-/// the previous pass read last, which are still cached. The order changes which part is
-/// multiplied first, never how the parts are summed, so results do not change.
-pub(crate) fn reverse_k_part_order() {
-    PARTS_REVERSED.set(!PARTS_REVERSED.get());
-}
-
 /// The product split along `K` into `parts` equal runs of rows of `B`: each task multiplies its
 /// columns of `A` by its rows of `B` into its own partial `C`, and the partial products are
 /// added in order (so the result does not depend on which thread made which), then the
 /// epilogue. Each thread takes one contiguous range of parts, so it streams the same rows of
-/// `B` on every pass, in the order [`reverse_k_part_order`] last set.
+/// `B` on every pass, in the order [`schedule::reverse_k_part_order`] last set.
 fn split_along_k(
     c: MatMut<'_>,
     a: MatRef<'_>,
@@ -705,7 +686,7 @@ fn split_along_k(
     let (m, k, n) = (c.rows, a.cols, c.cols);
     let part_len = k.div_ceil(parts);
     let parts_per_task = parts.div_ceil(schedule::pass_threads());
-    let reversed = PARTS_REVERSED.get();
+    let reversed = schedule::k_parts_reversed();
     super::with_scratch(parts * m * n, |partials| {
         partials
             .par_chunks_mut(parts_per_task * m * n)
@@ -747,15 +728,10 @@ fn split_along_k(
 /// the whole GEMM 2.5 times slower).
 const PACKING_PAD: usize = CACHE_LINE / size_of::<f32>() - 1;
 
-thread_local! {
-    /// Packed panels of `B`, reused by every GEMM this thread runs.
-    static PACKED_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Gives this thread's packing buffer room for the widest panel any instruction set packs.
-pub(super) fn reserve_packing() {
+/// Gives a thread's packing buffer room for the widest panel any instruction set packs.
+pub(super) fn reserve_packing(packed: &mut Vec<f32>) {
     const WIDEST_PANEL: usize = 64;
-    PACKED_B.with_borrow_mut(|packed| packed.reserve(KC_MAX * WIDEST_PANEL + PACKING_PAD));
+    packed.reserve(KC_MAX * WIDEST_PANEL + PACKING_PAD);
 }
 
 /// The GEMM with `MR × (NV · LANES)` register tiles of vector type `V`.
@@ -801,7 +777,7 @@ unsafe fn tile_loops<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>(
     let mut packed = if in_place {
         Vec::new()
     } else {
-        PACKED_B.take()
+        super::take_packing()
     };
     // The block's column offsets, for an A that is not strided. Left uninitialised otherwise:
     // zeroing 2 KiB on every call cost small products (a dense layer's, per row at batch 1)
@@ -896,7 +872,7 @@ unsafe fn tile_loops<V: SimdF32, const MR: usize, const NV: usize, A: TiledLhs>(
         }
     }
     if !in_place {
-        PACKED_B.set(packed);
+        super::give_packing(packed);
     }
 }
 
@@ -1578,7 +1554,7 @@ mod tests {
                 let mut reversed = vec![0.0; m * n];
                 pool.install(|| {
                     gemm_parallel(MatMut::row_major(&mut c, m, n), a, b, epilogue);
-                    reverse_k_part_order();
+                    crate::schedule::reverse_k_part_order();
                     gemm_parallel(MatMut::row_major(&mut reversed, m, n), a, b, epilogue);
                 });
                 assert_eq!(

@@ -3,9 +3,9 @@
 //! Every heavy kernel (the GEMM behind convolutions and dense layers, pooling) is written once,
 //! generic over [`simd::SimdF32`], and compiled three times: for AVX-512, for AVX2 with FMA, and for a
 //! portable fallback that needs nothing beyond the x86-64 (or any other) baseline. Which one runs
-//! is decided at run time from the CPU's features ([`Isa::active`]), so `cargo run --release` is
-//! fast without `RUSTFLAGS`. Setting `CONSTNET_ISA=portable|avx2|avx512` forces a path (if the
-//! CPU has it); tests use it to check that all paths agree.
+//! is decided at run time: the fastest the CPU has, unless the pass's context says otherwise
+//! ([`Isa::active`], [`crate::context`]), so `cargo run --release` is fast without `RUSTFLAGS`.
+//! Tests run every path to check that they agree.
 
 pub mod elementwise;
 pub mod gemm;
@@ -18,92 +18,11 @@ mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx512;
 
-use std::cell::{Cell, RefCell};
-use std::sync::OnceLock;
+use std::cell::RefCell;
 
 use crate::aligned::AlignedVec;
 
-/// An instruction-set path of the kernels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Isa {
-    /// 512-bit vectors (AVX-512F): 16 lanes, 32 registers.
-    Avx512,
-    /// 256-bit vectors with fused multiply-add (AVX2 + FMA): 8 lanes, 16 registers.
-    Avx2,
-    /// Plain Rust that the compiler vectorises for the baseline target.
-    Portable,
-}
-
-impl Isa {
-    /// Every path, fastest first.
-    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
-
-    /// The name `CONSTNET_ISA` accepts for this path.
-    pub fn name(self) -> &'static str {
-        match self {
-            Isa::Avx512 => "avx512",
-            Isa::Avx2 => "avx2",
-            Isa::Portable => "portable",
-        }
-    }
-
-    /// Whether this CPU can run the path.
-    pub fn is_supported(self) -> bool {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => {
-                std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-            }
-            Isa::Portable => true,
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
-        }
-    }
-
-    /// The paths this CPU can run, fastest first.
-    pub fn supported() -> Vec<Isa> {
-        Isa::ALL
-            .into_iter()
-            .filter(|isa| isa.is_supported())
-            .collect()
-    }
-
-    /// The path the kernels use: `CONSTNET_ISA` if it names a supported path, otherwise the
-    /// fastest supported one. Decided once per process.
-    pub fn active() -> Isa {
-        static ACTIVE: OnceLock<Isa> = OnceLock::new();
-        *ACTIVE.get_or_init(|| {
-            let requested = std::env::var("CONSTNET_ISA").ok();
-            match requested.as_deref().map(Isa::from_name) {
-                Some(Some(isa)) if isa.is_supported() => isa,
-                Some(_) => {
-                    let best = Isa::supported()[0];
-                    eprintln!(
-                        "constnet: CONSTNET_ISA={} is not a supported path on this CPU \
-                         (one of: {}); using {}",
-                        requested.unwrap_or_default(),
-                        Isa::supported()
-                            .iter()
-                            .map(|isa| isa.name())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        best.name()
-                    );
-                    best
-                }
-                None => Isa::supported()[0],
-            }
-        })
-    }
-
-    /// The path called `name` (`avx512`, `avx2` or `portable`).
-    pub fn from_name(name: &str) -> Option<Isa> {
-        Isa::ALL.into_iter().find(|isa| isa.name() == name)
-    }
-}
+pub use crate::context::Isa;
 
 /// Runs `kernel` on the active instruction-set path ([`Isa::active`]).
 pub(crate) fn run_vectorized<K: simd::VectorKernel>(kernel: K) -> K::Output {
@@ -119,22 +38,51 @@ pub(crate) fn run_vectorized<K: simd::VectorKernel>(kernel: K) -> K::Output {
     }
 }
 
+/// This thread's kernel memory, kept between passes so that none allocates.
+struct ThreadScratch {
+    /// Buffers lent out by [`with_scratch`] and returned after use.
+    buffers: Vec<AlignedVec>,
+    /// Packed panels of `B`, reused by every GEMM this thread runs.
+    packed_b: Vec<f32>,
+    /// The largest scratch [`prepare_thread`] reserved on this thread, if it ran here.
+    prepared_for: Option<usize>,
+}
+
 thread_local! {
-    /// Scratch buffers of this thread, lent out by [`with_scratch`] and returned after use.
-    static SCRATCH_POOL: RefCell<Vec<AlignedVec>> = const { RefCell::new(Vec::new()) };
+    /// This thread's kernel memory.
+    static SCRATCH: RefCell<ThreadScratch> = const {
+        RefCell::new(ThreadScratch {
+            buffers: Vec::new(),
+            packed_b: Vec::new(),
+            prepared_for: None,
+        })
+    };
+}
+
+/// Takes this thread's buffer of packed panels, to be given back by [`give_packing`] (a GEMM
+/// nested inside another, which has it, finds an empty one).
+pub(crate) fn take_packing() -> Vec<f32> {
+    SCRATCH.with_borrow_mut(|scratch| std::mem::take(&mut scratch.packed_b))
+}
+
+/// Gives back the buffer [`take_packing`] took.
+pub(crate) fn give_packing(packed: Vec<f32>) {
+    SCRATCH.with_borrow_mut(|scratch| scratch.packed_b = packed);
 }
 
 /// Lends `f` a scratch buffer of `len` values (contents unspecified) from a per-thread pool, so
 /// kernels that need workspace (im2col patches) allocate it once per thread, not once per call.
 /// Calls may nest.
 pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buffer = SCRATCH_POOL.with_borrow_mut(Vec::pop).unwrap_or_default();
+    let mut buffer = SCRATCH
+        .with_borrow_mut(|scratch| scratch.buffers.pop())
+        .unwrap_or_default();
     // Buffers only grow, so a smaller request after a larger one neither shrinks nor refills.
     if buffer.len() < len {
         buffer.resize(len, 0.0);
     }
     let result = f(&mut buffer[..len]);
-    SCRATCH_POOL.with_borrow_mut(|pool| pool.push(buffer));
+    SCRATCH.with_borrow_mut(|scratch| scratch.buffers.push(buffer));
     result
 }
 
@@ -156,28 +104,25 @@ pub fn prepare_thread(scratch: usize) {
 /// ask for at most `scratch` values, leaving its floating-point mode as it is.
 pub(crate) fn reserve_thread_scratch(scratch: usize) {
     const DEPTH: usize = 3;
-    SCRATCH_POOL.with_borrow_mut(|pool| {
-        while pool.len() < DEPTH {
-            pool.push(AlignedVec::new());
+    SCRATCH.with_borrow_mut(|thread| {
+        while thread.buffers.len() < DEPTH {
+            thread.buffers.push(AlignedVec::new());
         }
-        for buffer in pool.iter_mut().rev().take(DEPTH) {
+        for buffer in thread.buffers.iter_mut().rev().take(DEPTH) {
             buffer.reserve(scratch.saturating_sub(buffer.len()));
         }
+        gemm::reserve_packing(&mut thread.packed_b);
+        thread.prepared_for = thread.prepared_for.max(Some(scratch));
     });
-    gemm::reserve_packing();
-    PREPARED_SCRATCH.set(PREPARED_SCRATCH.get().max(Some(scratch)));
 }
 
 /// Whether [`prepare_thread`] prepared this thread for at least `scratch` values.
 pub fn thread_prepared_for(scratch: usize) -> bool {
-    PREPARED_SCRATCH
-        .get()
-        .is_some_and(|prepared| prepared >= scratch)
-}
-
-thread_local! {
-    /// The largest scratch [`prepare_thread`] reserved on this thread, if it ran here.
-    static PREPARED_SCRATCH: Cell<Option<usize>> = const { Cell::new(None) };
+    SCRATCH.with_borrow(|thread| {
+        thread
+            .prepared_for
+            .is_some_and(|prepared| prepared >= scratch)
+    })
 }
 
 /// Runs `f` with denormal floats flushed to zero on this thread, as on prepared pool threads
@@ -234,16 +179,6 @@ fn set_float_mode(_: u32) {}
 mod tests {
     use super::*;
 
-    #[test]
-    fn portable_is_always_supported_and_names_round_trip() {
-        assert!(Isa::Portable.is_supported());
-        assert!(Isa::active().is_supported());
-        for isa in Isa::ALL {
-            assert_eq!(Isa::from_name(isa.name()), Some(isa));
-        }
-        assert_eq!(Isa::from_name("sse9"), None);
-    }
-
     /// A prepared thread flushes a product below the smallest normal float to zero; an
     /// unprepared one does not. (On a thread of its own, so no other test sees the mode.)
     #[test]
@@ -279,17 +214,5 @@ mod tests {
         })
         .join()
         .expect("the checks pass");
-    }
-
-    /// CI runs the kernel tests once per path through `CONSTNET_ISA`: prove the path switched.
-    #[test]
-    fn constnet_isa_selects_the_path() {
-        match std::env::var("CONSTNET_ISA")
-            .ok()
-            .and_then(|name| Isa::from_name(&name))
-        {
-            Some(isa) if isa.is_supported() => assert_eq!(Isa::active(), isa),
-            _ => assert_eq!(Isa::active(), Isa::supported()[0]),
-        }
     }
 }

@@ -16,8 +16,11 @@ use crate::kernels::elementwise::{self, ActivationKind};
 use crate::shape::Shape;
 use crate::tensor::Batch;
 
-/// Values per parallel task: small batches stay on the calling thread.
-const PARALLEL_MIN_VALUES: usize = 1 << 16;
+/// Values per parallel task ([`crate::context::Splits::min_activation_values`]): small batches
+/// stay on one thread.
+fn parallel_min_values() -> usize {
+    crate::schedule::splits().min_activation_values
+}
 
 /// An element-wise function and its derivative.
 pub trait ActivationFn: Clone + Debug + Send + Sync {
@@ -254,8 +257,8 @@ impl<S: Shape, F: ActivationFn> Layer for Activation<S, F> {
         output.resize(input.len());
         output
             .as_mut_slice()
-            .par_chunks_mut(PARALLEL_MIN_VALUES)
-            .zip(input.as_slice().par_chunks(PARALLEL_MIN_VALUES))
+            .par_chunks_mut(parallel_min_values())
+            .zip(input.as_slice().par_chunks(parallel_min_values()))
             .for_each(|(y, x)| {
                 for (y, &x) in y.iter_mut().zip(x) {
                     *y = self.function.value(x);
@@ -276,10 +279,10 @@ impl<S: Shape, F: ActivationFn> Layer for Activation<S, F> {
         grad_input.resize(input.len());
         grad_input
             .as_mut_slice()
-            .par_chunks_mut(PARALLEL_MIN_VALUES)
-            .zip(input.as_slice().par_chunks(PARALLEL_MIN_VALUES))
-            .zip(output.as_slice().par_chunks(PARALLEL_MIN_VALUES))
-            .zip(grad_output.as_slice().par_chunks(PARALLEL_MIN_VALUES))
+            .par_chunks_mut(parallel_min_values())
+            .zip(input.as_slice().par_chunks(parallel_min_values()))
+            .zip(output.as_slice().par_chunks(parallel_min_values()))
+            .zip(grad_output.as_slice().par_chunks(parallel_min_values()))
             .for_each(|(((dx, x), y), dy)| {
                 for (((dx, &x), &y), &dy) in dx.iter_mut().zip(x).zip(y).zip(dy) {
                     *dx = dy * self.function.derivative(x, y);

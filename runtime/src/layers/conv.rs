@@ -24,13 +24,13 @@ use constnet_catalogue::LayerKind;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::sync::OnceLock;
 
 use rand::Rng;
 
 use super::fused::{ConvWeights, Linear, RowSplit, for_each_output_rows};
 use super::{Layer, ParamVec, Version, WeightBias, grouped_backward, max};
 use crate::aligned::AlignedVec;
+use crate::context::{self, ConvPolicy};
 use crate::init::Init;
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, Patches, gemm, gemm_patches};
@@ -119,45 +119,6 @@ impl std::fmt::Display for ConvAlgorithm {
         match self {
             ConvAlgorithm::Gemm => f.pad("GEMM"),
             ConvAlgorithm::Winograd(tile) => f.pad(&format!("Winograd {tile}")),
-        }
-    }
-}
-
-/// The algorithm `CONSTNET_CONV` forces on every convolution Winograd applies to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ForcedConv {
-    /// `gemm`: the GEMM.
-    Gemm,
-    /// `winograd`: Winograd with the tile the layer's rule picks; `winograd2x2` or
-    /// `winograd4x4`: with that tile.
-    Winograd(Option<Tile>),
-}
-
-impl ForcedConv {
-    /// What `CONSTNET_CONV` forces, if it is set; read once per process.
-    pub fn from_env() -> Option<ForcedConv> {
-        static FORCED: OnceLock<Option<ForcedConv>> = OnceLock::new();
-        *FORCED.get_or_init(|| {
-            let name = std::env::var("CONSTNET_CONV").ok()?;
-            let forced = ForcedConv::from_name(&name);
-            if forced.is_none() {
-                eprintln!(
-                    "constnet: CONSTNET_CONV={name} is not gemm, winograd, winograd2x2 or \
-                     winograd4x4; ignored"
-                );
-            }
-            forced
-        })
-    }
-
-    /// The choice called `name`: `gemm`, `winograd`, `winograd2x2` or `winograd4x4`.
-    pub fn from_name(name: &str) -> Option<ForcedConv> {
-        match name {
-            "gemm" => Some(ForcedConv::Gemm),
-            "winograd" => Some(ForcedConv::Winograd(None)),
-            "winograd2x2" => Some(ForcedConv::Winograd(Some(Tile::F2x2))),
-            "winograd4x4" => Some(ForcedConv::Winograd(Some(Tile::F4x4))),
-            _ => None,
         }
     }
 }
@@ -330,8 +291,8 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
 
     /// The algorithm a pass (forward or backward) over `samples` images runs: Winograd for 3x3
     /// stride-1 convolutions of at least 8 input channels and 32 4x4 output tiles over the
-    /// batch, with the tile of `WINOGRAD_TILE`; the GEMM otherwise. `CONSTNET_CONV` forces
-    /// either, or a tile, where Winograd applies ([`ForcedConv`]).
+    /// batch, with the tile of `WINOGRAD_TILE`; the GEMM otherwise. The pass's context may force
+    /// either, or a tile, where Winograd applies ([`ConvPolicy`]).
     pub fn algorithm(samples: usize) -> ConvAlgorithm {
         if !Self::WINOGRAD_APPLIES {
             return ConvAlgorithm::Gemm;
@@ -339,13 +300,13 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         let size = Tile::F4x4.size();
         let tiles = O::H.div_ceil(size) * O::W.div_ceil(size);
         let worth_it = I::C >= WINOGRAD_MIN_CHANNELS && samples * tiles >= WINOGRAD_MIN_TILES;
-        match ForcedConv::from_env() {
-            Some(ForcedConv::Gemm) => ConvAlgorithm::Gemm,
-            Some(ForcedConv::Winograd(tile)) => {
-                ConvAlgorithm::Winograd(tile.unwrap_or(Self::WINOGRAD_TILE))
-            }
-            None if worth_it => ConvAlgorithm::Winograd(Self::WINOGRAD_TILE),
-            None => ConvAlgorithm::Gemm,
+        match context::with_current(|settings| settings.conv) {
+            ConvPolicy::Gemm => ConvAlgorithm::Gemm,
+            ConvPolicy::Winograd => ConvAlgorithm::Winograd(Self::WINOGRAD_TILE),
+            ConvPolicy::Winograd2x2 => ConvAlgorithm::Winograd(Tile::F2x2),
+            ConvPolicy::Winograd4x4 => ConvAlgorithm::Winograd(Tile::F4x4),
+            ConvPolicy::Auto if worth_it => ConvAlgorithm::Winograd(Self::WINOGRAD_TILE),
+            ConvPolicy::Auto => ConvAlgorithm::Gemm,
         }
     }
 
@@ -813,6 +774,7 @@ mod tests {
     use rand::RngExt;
 
     use super::*;
+    use crate::context::Settings;
     use crate::init::seeded_rng;
     use crate::reference::{
         Geometry, assert_close, assert_gradients_close, conv2d_backward, conv2d_forward,
@@ -962,10 +924,10 @@ mod tests {
         );
     }
 
-    /// The rule of [`Conv2d::algorithm`], unless `CONSTNET_CONV` forces an algorithm.
+    /// The rule of [`Conv2d::algorithm`], unless the default context forces an algorithm.
     #[test]
     fn winograd_runs_where_it_pays() {
-        if ForcedConv::from_env().is_some() {
+        if Settings::current().conv != ConvPolicy::Auto {
             return;
         }
         const F4X4: ConvAlgorithm = ConvAlgorithm::Winograd(Tile::F4x4);

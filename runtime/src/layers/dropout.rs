@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-use super::{Layer, MIN_TASK_VALUES};
+use super::{Layer, min_task_values};
 use crate::init::SeededRng;
 use crate::kernels::{self, simd::SimdF32, simd::VectorKernel};
 use crate::shape::Shape;
@@ -130,7 +130,7 @@ impl<S: Shape> Dropout<S> {
             .par_chunks_mut(S::LEN)
             .zip(values.as_mut_slice().par_chunks_mut(S::LEN))
             .enumerate()
-            .with_min_len(MIN_TASK_VALUES.div_ceil(S::LEN))
+            .with_min_len(min_task_values().div_ceil(S::LEN))
             .for_each(|(sample, (kept, values))| {
                 masks.draw(sample, kept);
                 scale_kept_in_place(values, kept, masks.keep_scale);
@@ -141,8 +141,8 @@ impl<S: Shape> Dropout<S> {
     /// the output becomes, in place, the gradient with respect to the input.
     pub fn backward_in_place(&self, grad: &mut Batch<S>, cache: &DropoutCache) {
         grad.as_mut_slice()
-            .par_chunks_mut(MIN_TASK_VALUES)
-            .zip(cache.kept.par_chunks(MIN_TASK_VALUES))
+            .par_chunks_mut(min_task_values())
+            .zip(cache.kept.par_chunks(min_task_values()))
             .for_each(|(grad, kept)| scale_kept_in_place(grad, kept, cache.keep_scale));
     }
 
@@ -191,7 +191,7 @@ impl<S: Shape> Layer for Dropout<S> {
             .zip(output.as_mut_slice().par_chunks_mut(S::LEN))
             .zip(input.as_slice().par_chunks(S::LEN))
             .enumerate()
-            .with_min_len(MIN_TASK_VALUES.div_ceil(S::LEN))
+            .with_min_len(min_task_values().div_ceil(S::LEN))
             .for_each(|(sample, ((kept, y), x))| {
                 masks.draw(sample, kept);
                 scale_kept(x, kept, masks.keep_scale, y);

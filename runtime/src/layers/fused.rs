@@ -15,13 +15,13 @@ use rayon::prelude::*;
 
 use super::pool::for_each_selecting_group;
 use super::{
-    BatchNorm, Conv2d, ConvCache, EpilogueFn, Layer, MIN_TASK_VALUES, Max, MaxPool2d, Padding,
-    ParamVec, Pool2d, PoolCache, PoolOp, WeightBias, for_each_sample_group,
+    BatchNorm, Conv2d, ConvCache, EpilogueFn, Layer, Max, MaxPool2d, Padding, ParamVec, Pool2d,
+    PoolCache, PoolOp, WeightBias, for_each_sample_group, min_task_values,
 };
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::simd::{SimdF32, VectorKernel};
 use crate::kernels::{self, with_scratch};
-use crate::schedule::ROW_SPLIT_MIN_MULS_PER_PART;
+use crate::schedule;
 use crate::shape::{Image, Shape};
 use crate::tensor::Batch;
 
@@ -68,12 +68,12 @@ impl RowSplit {
 /// thread instead): only when the batch has fewer samples than the pool has threads and each
 /// part keeps enough work.
 pub(crate) fn row_parts(samples: usize, rows: usize, muls_per_row: usize) -> usize {
-    let threads = crate::schedule::pass_threads();
+    let threads = schedule::pass_threads();
     if samples >= threads {
         return 1;
     }
     threads
-        .min(rows.saturating_mul(muls_per_row) / ROW_SPLIT_MIN_MULS_PER_PART)
+        .min(rows.saturating_mul(muls_per_row) / schedule::splits().row_split_min_muls_per_part)
         .min(rows)
         .max(1)
 }
@@ -144,8 +144,8 @@ pub fn linear_activation_backward<L: Linear, F: EpilogueFn>(
 ) {
     grad_output
         .as_mut_slice()
-        .par_chunks_mut(MIN_TASK_VALUES)
-        .zip(output.as_slice().par_chunks(MIN_TASK_VALUES))
+        .par_chunks_mut(min_task_values())
+        .zip(output.as_slice().par_chunks(min_task_values()))
         .for_each(|(grads, outputs)| {
             kernels::run_vectorized(TimesDerivative {
                 activation,

@@ -33,8 +33,7 @@ mod upsample;
 pub use activation::*;
 pub use batchnorm::{BatchNorm, BatchNormCache};
 pub use conv::{
-    Conv2d, ConvAlgorithm, ConvCache, ConvOp, ForcedConv, Padding, Same, Valid, conv_output_len,
-    padding_before,
+    Conv2d, ConvAlgorithm, ConvCache, ConvOp, Padding, Same, Valid, conv_output_len, padding_before,
 };
 pub use dense::Dense;
 pub use depthwise::{DepthwiseCache, DepthwiseConv2d};
@@ -70,7 +69,6 @@ use rayon::prelude::*;
 use crate::aligned::AlignedVec;
 use crate::init::SeededRng;
 use crate::kernels::{self, simd::SimdF32, simd::VectorKernel};
-pub(crate) use crate::schedule::MIN_TASK_VALUES;
 use crate::shape::Shape;
 use crate::tensor::Batch;
 
@@ -169,16 +167,22 @@ impl VectorKernel for SumPerChannel<'_> {
     }
 }
 
+/// Fewest values a task of a per-sample or element-wise pass is given
+/// ([`crate::context::Splits::min_task_values`]).
+pub(crate) fn min_task_values() -> usize {
+    crate::schedule::splits().min_task_values
+}
+
 /// The larger of two sizes, in a constant.
 pub(crate) const fn max(a: usize, b: usize) -> usize {
     if a > b { a } else { b }
 }
 
 /// Samples per rayon task, each sample touching `values_per_sample` values: one contiguous group
-/// per thread, but no group smaller than [`MIN_TASK_VALUES`] values.
+/// per thread, but no group smaller than the context's `min_task_values` values.
 pub(crate) fn samples_per_task(samples: usize, values_per_sample: usize) -> usize {
     let per_thread = samples.div_ceil(crate::schedule::pass_threads());
-    let smallest = MIN_TASK_VALUES.div_ceil(values_per_sample.max(1));
+    let smallest = min_task_values().div_ceil(values_per_sample.max(1));
     per_thread.max(smallest).max(1)
 }
 
