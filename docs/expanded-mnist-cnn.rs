@@ -409,14 +409,14 @@ const _: () = {
         const PLAN: &'static [cn::OpInfo] = &[
             cn::OpInfo {
                 name: "conv1+relu1",
-                runs: "conv(32, 3) + relu (epilogue)",
+                runs: "conv(32, 3) + relu (activation epilogue)",
                 conv: cn::Some(cn::Conv1::CONV_OP),
                 output: <cn::Hwc<26, 26, 32> as cn::Shape>::DIMS,
                 inference: cn::InferenceSlot::Buffer(0),
             },
             cn::OpInfo {
                 name: "conv2+relu2+maxpool1",
-                runs: "conv(64, 3) + relu (epilogue) + maxpool(2) (from scratch)",
+                runs: "conv(64, 3) + relu (activation epilogue) + maxpool(2) (pooling from scratch)",
                 conv: cn::Some(cn::Conv2::CONV_OP),
                 output: <cn::Hwc<12, 12, 64> as cn::Shape>::DIMS,
                 inference: cn::InferenceSlot::Buffer(1),
@@ -430,7 +430,7 @@ const _: () = {
             },
             cn::OpInfo {
                 name: "dense1+relu3",
-                runs: "dense(128) + relu (epilogue)",
+                runs: "dense(128) + relu (activation epilogue)",
                 conv: cn::None,
                 output: <cn::Flat<128> as cn::Shape>::DIMS,
                 inference: cn::InferenceSlot::Buffer(0),

@@ -444,7 +444,7 @@ fn the_plan_fuses_views_and_alternates_buffers() {
         .lines()
         .find(|row| row.starts_with(" conv2+relu2+maxpool1 "));
     let row = row.unwrap_or_else(|| panic!("no row of conv2 in\n{plan}"));
-    let runs = "conv(64, 3) + relu (epilogue) + maxpool(2) (from scratch)";
+    let runs = "conv(64, 3) + relu (activation epilogue) + maxpool(2) (pooling from scratch)";
     for cell in [runs, &conv2, "(12, 12, 64)", "buffer B"] {
         assert!(row.contains(cell), "{cell} is not in\n{plan}");
     }

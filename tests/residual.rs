@@ -208,7 +208,7 @@ fn the_plan_keeps_a_block_input_in_a_third_buffer() {
         "res1.conv1+res1.tanh1",
         // The last convolution of a block adds its input in the epilogue, then the ReLU after.
         "res1.conv2+res1+relu2",
-        "conv(4, 3, padding = same) + conv1+relu1 (epilogue) + relu (epilogue)",
+        "conv(4, 3, padding = same) + conv1+relu1 (residual epilogue) + relu (activation epilogue)",
         "res2.shortcut",
         // Not after a tanh: the sum comes after the activation.
         "add: res2.conv1+res2.tanh1 + res2.shortcut",

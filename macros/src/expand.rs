@@ -18,6 +18,10 @@ use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
+use crate::plan::passes::{
+    ACTIVATION_EPILOGUE, BATCHNORM_FOLDING, FLATTEN_VIEW, POOLING_FROM_SCRATCH, Pass,
+    RESIDUAL_EPILOGUE,
+};
 use crate::plan::{Graph, Op, OpKind, Plan, Slots, Source, StateOf, ValueId};
 use constnet_catalogue::{Constructor, Generic, InferenceSlot, LayerKind, RuntimeLayer, Shape};
 
@@ -351,6 +355,12 @@ fn skip_gradients(graph: &Graph, index: usize) -> TokenStream {
     quote!(#(#shares)*)
 }
 
+/// `layer` as the plan table shows a layer `pass` fused into its op: `relu (activation
+/// epilogue)`.
+fn by(layer: &Layer, pass: &Pass) -> String {
+    format!("{} ({})", layer.spec, pass.name)
+}
+
 /// The local variable holding value `value` during inference.
 fn infer_var(value: ValueId) -> Ident {
     format_ident!("v{value}")
@@ -499,8 +509,8 @@ fn op_info(graph: &Graph, slots: &Slots, op: &Op) -> TokenStream {
         ),
         OpKind::LinearActivation {
             linear, activation, ..
-        } => format!("{} + {} (epilogue)", linear.spec, activation.spec),
-        OpKind::View(layer) => format!("{} (view)", layer.spec),
+        } => format!("{} + {}", linear.spec, by(activation, &ACTIVATION_EPILOGUE)),
+        OpKind::View(layer) => by(layer, &FLATTEN_VIEW),
         OpKind::DropoutInPlace(_) | OpKind::PoolThroughActivation { .. } => {
             unreachable!("dropout and the pool that takes a derivative run in training only")
         }
@@ -511,20 +521,18 @@ fn op_info(graph: &Graph, slots: &Slots, op: &Op) -> TokenStream {
             pool,
             residual,
         } => {
-            let mut runs = conv.spec.clone();
-            if let Some(batchnorm) = batchnorm {
-                runs += &format!(" + {} (folded)", batchnorm.spec);
-            }
-            if let Some(residual) = residual {
-                runs += &format!(" + {} (epilogue)", graph.op_name(residual.skip));
-            }
-            if let Some(activation) = activation {
-                runs += &format!(" + {} (epilogue)", activation.spec);
-            }
-            if let Some(pool) = pool {
-                runs += &format!(" + {} (from scratch)", pool.spec);
-            }
-            runs
+            let residual = residual.map(|residual| {
+                let skip = graph.op_name(residual.skip);
+                format!("{skip} ({})", RESIDUAL_EPILOGUE.name)
+            });
+            let parts = [
+                Some(conv.spec.clone()),
+                batchnorm.map(|layer| by(layer, &BATCHNORM_FOLDING)),
+                residual,
+                activation.map(|layer| by(layer, &ACTIVATION_EPILOGUE)),
+                pool.map(|layer| by(layer, &POOLING_FROM_SCRATCH)),
+            ];
+            parts.into_iter().flatten().collect::<Vec<_>>().join(" + ")
         }
     };
     let output = shape_type(graph.values[op.output].shape);

@@ -20,8 +20,8 @@ use crate::tensor::Batch;
 pub struct OpInfo {
     /// `conv1+relu1` for a fused op, the layer's name otherwise.
     pub name: &'static str,
-    /// What runs, its layers as written: `conv(32, 3) + relu (epilogue)`, `flatten (view)`,
-    /// `dense(10)`.
+    /// What runs, its layers as written, each layer a pass fused into the op followed by the
+    /// pass's name: `conv(32, 3) + relu (activation epilogue)`, `flatten (view)`, `dense(10)`.
     pub runs: &'static str,
     /// For an op that runs a convolution, how it runs it at a batch size.
     pub conv: Option<ConvOp>,

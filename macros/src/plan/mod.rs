@@ -5,32 +5,26 @@
 //! is the network input, an op's output, or a view of another value (flatten: the same storage
 //! seen as a flat vector). A residual block is its layers' ops, its shortcut's op if it has
 //! one, and an [`OpKind::Add`] reading both the block's input (or its projection) and its
-//! layers' output. Two plans are made from one network:
+//! layers' output. Two plans are made from one network, each built unfused
+//! ([`build`]) and then rewritten by named passes ([`passes`]):
 //! - training, up to the logits (all but a final softmax or sigmoid, which the loss fuses):
-//!   each op keeps its output and the gradient of it, the state its
-//!   backward reads;
+//!   each op keeps its output and the gradient of it, the state its backward reads;
 //! - inference, dropout gone: each op's output takes the lowest-numbered buffer not holding a
-//!   value some later op still reads ([`InferenceSlot::Buffer`]; two for a chain, one more per level of
-//!   nested blocks), the last op writing the network's output.
-//!
-//! In training, dropout scales its input in place when the op before it allows (see
-//! [`OpKind::DropoutInPlace`]); at inference it is gone.
-//!
-//! Fusion: a convolution or dense layer directly followed by relu, leaky_relu, sigmoid or tanh
-//! becomes one op with the activation in its GEMM epilogue; its backward takes the activation's
-//! derivative from the output, which the fused op keeps instead of the pre-activation. At
-//! inference, a convolution also takes in the batch normalisation after it (folded into its
-//! epilogue) and the pooling after its activation (each image's convolution output stays in
-//! per-thread scratch, pooled while it is in cache). In training, max pooling right after a
-//! fused convolution runs it the same way, and takes the activation's derivative in its
-//! backward, from its own output: each window's maximum ([`OpKind::PoolThroughActivation`]).
+//!   value some later op still reads ([`InferenceSlot::Buffer`]; two for a chain, one more per
+//!   level of nested blocks), the last op writing the network's output ([`slots`]).
 
 use proc_macro2::Ident;
 use quote::format_ident;
 
-use constnet_catalogue::{InferenceSlot, LayerKind, OutputUse, Shape};
+mod build;
+pub mod passes;
+mod slots;
 
-use crate::valid::{Block, Layer, Network, Step};
+use constnet_catalogue::{LayerKind, Shape};
+
+use crate::valid::{Block, Layer, Network};
+use build::Builder;
+pub use slots::Slots;
 
 /// An index into [`Graph::values`].
 pub type ValueId = usize;
@@ -53,6 +47,7 @@ pub struct Value {
 }
 
 /// What an op computes.
+#[derive(Clone, Copy)]
 pub enum OpKind<'n> {
     /// One layer, run as itself.
     Layer(&'n Layer),
@@ -125,6 +120,8 @@ pub struct Op<'n> {
     pub field: Ident,
     /// How messages name it: the layer's name, or `conv1+relu1`.
     pub name: String,
+    /// Its run: passes fuse only ops of one run ([`build`]).
+    pub run: usize,
 }
 
 impl<'n> OpKind<'n> {
@@ -150,6 +147,41 @@ impl<'n> OpKind<'n> {
                 .into_iter()
                 .flatten()
                 .collect(),
+        }
+    }
+}
+
+impl<'n> OpKind<'n> {
+    /// The op with the values and ops it names renumbered: value `v` becomes `values[v]`, op
+    /// `o` becomes `ops[o]`.
+    fn renumbered(self, values: &[ValueId], ops: &[usize]) -> Self {
+        match self {
+            OpKind::Add {
+                block,
+                skip,
+                first_body_op,
+            } => OpKind::Add {
+                block,
+                skip: values[skip],
+                first_body_op: ops[first_body_op],
+            },
+            OpKind::Conv {
+                conv,
+                batchnorm,
+                activation,
+                pool,
+                residual: Some(Residual { block, skip }),
+            } => OpKind::Conv {
+                conv,
+                batchnorm,
+                activation,
+                pool,
+                residual: Some(Residual {
+                    block,
+                    skip: values[skip],
+                }),
+            },
+            kind => kind,
         }
     }
 }
@@ -181,16 +213,6 @@ impl Op<'_> {
             _ => vec![self.input],
         }
     }
-}
-
-/// The inference storage of every value of a graph.
-pub struct Slots {
-    /// Each value's slot (`None` for the caller's input).
-    pub of: Vec<Option<InferenceSlot>>,
-    /// How many buffers the slots use.
-    pub buffers: usize,
-    /// The buffers to give back after each op: those of the values it was the last to read.
-    pub released: Vec<Vec<(usize, ValueId)>>,
 }
 
 /// Ops in the order they run and the values between them.
@@ -230,31 +252,8 @@ impl<'n> Graph<'n> {
         }
     }
 
-    /// Whether an op may overwrite `value`'s storage after the op that wrote it: that op's
-    /// backward pass does not read its output, or reads only its sign. The caller's input is
-    /// never overwritten.
-    fn may_overwrite(&self, value: ValueId, pinned: &[ValueId]) -> bool {
-        if pinned
-            .iter()
-            .any(|&kept| self.root(kept) == self.root(value))
-        {
-            return false;
-        }
-        let Source::Op(writer) = self.values[self.root(value)].source else {
-            return false;
-        };
-        let sign_only = |layer: &Layer| layer.kind.output_in_backward() == OutputUse::SignOnly;
-        match &self.ops[writer].kind {
-            OpKind::Layer(layer) => layer.kind.output_in_backward() != OutputUse::Read,
-            OpKind::LinearActivation { activation, .. }
-            | OpKind::PoolThroughActivation { activation, .. } => sign_only(activation),
-            OpKind::Shortcut { .. } | OpKind::Add { .. } => true,
-            OpKind::View(_) | OpKind::DropoutInPlace(_) | OpKind::Conv { .. } => false,
-        }
-    }
-
-    /// Appends an op reading `input`; returns the value it writes.
-    fn push(&mut self, kind: OpKind<'n>, input: ValueId) -> ValueId {
+    /// Appends an op of run `run` reading `input`; returns the value it writes.
+    fn push(&mut self, kind: OpKind<'n>, input: ValueId, run: usize) -> ValueId {
         let index = self.ops.len();
         let (field, name, output) = match kind {
             OpKind::Add { block, .. } => (block.field.clone(), block.name.clone(), block.output),
@@ -294,285 +293,10 @@ impl<'n> Graph<'n> {
             output,
             field,
             name,
+            run,
         });
         output
     }
-
-    /// Removes the last op if it is a convolution with nothing after it in its epilogue (batch
-    /// normalisation folded in or not), so a residual addition can take its place there;
-    /// returns the convolution, its batch normalisation and the value it read.
-    fn pop_plain_conv(&mut self) -> Option<(&'n Layer, Option<&'n Layer>, ValueId)> {
-        let last = self.ops.last()?;
-        let found = match last.kind {
-            OpKind::Layer(conv) if matches!(conv.kind, LayerKind::Conv { .. }) => (conv, None),
-            OpKind::Conv {
-                conv,
-                batchnorm,
-                activation: None,
-                pool: None,
-                residual: None,
-            } => (conv, batchnorm),
-            _ => return None,
-        };
-        let input = last.input;
-        self.ops.pop();
-        self.values.pop();
-        Some((found.0, found.1, input))
-    }
-
-    /// Where inference keeps each value: every op's output takes the lowest buffer free of
-    /// values a later op reads (a view shares its value's), the last op's goes to the output.
-    pub fn slots(&self) -> Slots {
-        let mut last_read = vec![0; self.values.len()];
-        for (index, op) in self.ops.iter().enumerate() {
-            for input in op.inputs() {
-                last_read[self.root(input)] = index;
-            }
-        }
-        let mut of: Vec<Option<InferenceSlot>> = vec![None; self.values.len()];
-        let mut busy: Vec<bool> = Vec::new();
-        let mut released = Vec::new();
-        for (index, op) in self.ops.iter().enumerate() {
-            of[op.output] = match self.values[op.output].source {
-                Source::View(viewed) => of[viewed],
-                _ if op.output == self.result() => Some(InferenceSlot::Output),
-                _ => {
-                    let free = busy.iter().position(|b| !b).unwrap_or(busy.len());
-                    if free == busy.len() {
-                        busy.push(false);
-                    }
-                    busy[free] = true;
-                    Some(InferenceSlot::Buffer(free))
-                }
-            };
-            let mut given = Vec::new();
-            for input in op.inputs() {
-                let root = self.root(input);
-                if let (Some(InferenceSlot::Buffer(buffer)), true) =
-                    (of[root], last_read[root] == index)
-                    && busy[buffer]
-                {
-                    busy[buffer] = false;
-                    given.push((buffer, root));
-                }
-            }
-            released.push(given);
-        }
-        Slots {
-            of,
-            buffers: busy.len(),
-            released,
-        }
-    }
-}
-
-/// Builds a graph from a network's items, keeping the layers a pass runs.
-struct Builder<'n, 'k> {
-    graph: Graph<'n>,
-    layers: &'n [Layer],
-    /// Whether a layer takes part in the pass.
-    keep: &'k dyn Fn(&Layer) -> bool,
-    inference: bool,
-    /// The value the next op reads.
-    current: ValueId,
-    /// The inputs of the residual blocks being built, which their additions still read.
-    pinned: Vec<ValueId>,
-}
-
-impl<'n, 'k> Builder<'n, 'k> {
-    /// The graph of `steps` fed the network input of shape `input`.
-    fn graph(
-        input: Shape,
-        layers: &'n [Layer],
-        steps: &'n [Step],
-        keep: &'k dyn Fn(&Layer) -> bool,
-        inference: bool,
-    ) -> Graph<'n> {
-        let mut builder = Builder {
-            graph: Graph {
-                values: vec![Value {
-                    shape: input,
-                    source: Source::Input,
-                }],
-                ops: Vec::new(),
-            },
-            layers,
-            keep,
-            inference,
-            current: 0,
-            pinned: Vec::new(),
-        };
-        builder.steps(steps);
-        builder.graph
-    }
-
-    /// The ops of a list of items: each run of layers between blocks fused as the module
-    /// documentation says (never across a block's edge), and each block.
-    fn steps(&mut self, steps: &'n [Step]) {
-        let mut run: Vec<&'n Layer> = Vec::new();
-        let mut rest = steps.iter();
-        while let Some(step) = rest.next() {
-            match step {
-                Step::Layer(index) => {
-                    let layer = &self.layers[*index];
-                    if (self.keep)(layer) {
-                        run.push(layer);
-                    }
-                }
-                Step::Residual(block) => {
-                    self.chain(&std::mem::take(&mut run));
-                    let after = match rest.as_slice().first() {
-                        Some(Step::Layer(index)) => Some(&self.layers[*index]),
-                        _ => None,
-                    };
-                    if self.block(block, after) {
-                        rest.next();
-                    }
-                }
-            }
-        }
-        self.chain(&run);
-    }
-
-    /// The ops of consecutive layers, fused where the rules allow.
-    fn chain(&mut self, layers: &[&'n Layer]) {
-        let mut rest = layers;
-        while !rest.is_empty() {
-            let (kind, consumed) = match rest {
-                [dropout, _, ..]
-                    if matches!(dropout.kind, LayerKind::Dropout { .. })
-                        && self.graph.may_overwrite(self.current, &self.pinned) =>
-                {
-                    (OpKind::DropoutInPlace(dropout), 1)
-                }
-                _ => next_op(rest, self.inference),
-            };
-            let kind = self.through_activation(kind);
-            self.current = self.graph.push(kind, self.current);
-            rest = &rest[consumed..];
-        }
-    }
-
-    /// In training, `kind` as the op after the last one: max pooling directly after a fused
-    /// convolution and activation, of a value no residual block reads, runs that op and takes
-    /// the activation's derivative in its backward ([`OpKind::PoolThroughActivation`]), and the
-    /// fused op is told so.
-    fn through_activation(&mut self, kind: OpKind<'n>) -> OpKind<'n> {
-        let OpKind::Layer(pool) = kind else {
-            return kind;
-        };
-        let pinned = self
-            .pinned
-            .iter()
-            .any(|&kept| self.graph.root(kept) == self.current);
-        let last = self
-            .graph
-            .ops
-            .last_mut()
-            .filter(|op| op.output == self.current);
-        match (last, &pool.kind) {
-            (Some(op), LayerKind::Pool { max: true, .. }) if !self.inference && !pinned => {
-                let OpKind::LinearActivation {
-                    activation, pooled, ..
-                } = &mut op.kind
-                else {
-                    return kind;
-                };
-                *pooled = true;
-                OpKind::PoolThroughActivation { pool, activation }
-            }
-            _ => kind,
-        }
-    }
-
-    /// A residual block's ops: its layers', its shortcut's, and the addition. At inference,
-    /// when the block's layers end with a convolution (batch normalisation folded in, no
-    /// activation), the addition joins that convolution's epilogue, with the activation `after`
-    /// the block if it fuses there too; returns whether it took `after`.
-    fn block(&mut self, block: &'n Block, after: Option<&'n Layer>) -> bool {
-        let input = self.current;
-        let first_body_op = self.graph.ops.len();
-        self.pinned.push(input);
-        self.steps(&block.body);
-        self.pinned.pop();
-        let body = self.current;
-        let last_conv = if self.inference && self.graph.ops.len() > first_body_op {
-            self.graph.pop_plain_conv()
-        } else {
-            None
-        };
-        let skip = match block.shortcut {
-            Some(index) => {
-                let layer = &self.layers[index];
-                self.graph.push(OpKind::Shortcut { layer, block }, input)
-            }
-            None => input,
-        };
-        if let Some((conv, batchnorm, conv_input)) = last_conv {
-            let activation = after.filter(|layer| (self.keep)(layer) && fuses_into_epilogue(layer));
-            let kind = OpKind::Conv {
-                conv,
-                batchnorm,
-                activation,
-                pool: None,
-                residual: Some(Residual { block, skip }),
-            };
-            self.current = self.graph.push(kind, conv_input);
-            return activation.is_some();
-        }
-        let add = OpKind::Add {
-            block,
-            skip,
-            first_body_op,
-        };
-        self.current = self.graph.push(add, body);
-        false
-    }
-}
-
-/// The op that starts at `layers[0]`, and how many layers it takes; `inference` fuses batch
-/// normalisation and pooling into the convolution before them.
-fn next_op<'n>(layers: &[&'n Layer], inference: bool) -> (OpKind<'n>, usize) {
-    let first = layers[0];
-    if inference && matches!(first.kind, LayerKind::Conv { .. }) {
-        let mut taken = 1;
-        let mut take = |fits: fn(&Layer) -> bool| {
-            let layer = layers.get(taken).copied().filter(|layer| fits(layer));
-            taken += usize::from(layer.is_some());
-            layer
-        };
-        let batchnorm = take(|layer| matches!(layer.kind, LayerKind::BatchNorm { .. }));
-        let activation = take(fuses_into_epilogue);
-        let pool = take(|layer| matches!(layer.kind, LayerKind::Pool { .. }));
-        if batchnorm.is_some() || pool.is_some() {
-            let kind = OpKind::Conv {
-                conv: first,
-                batchnorm,
-                activation,
-                pool,
-                residual: None,
-            };
-            return (kind, taken);
-        }
-    }
-    match layers.get(1) {
-        Some(next) if first.kind.is_linear() && fuses_into_epilogue(next) => (
-            OpKind::LinearActivation {
-                linear: first,
-                activation: next,
-                pooled: false,
-            },
-            2,
-        ),
-        // The network's result lives in the workspace, so it is never a view.
-        Some(_) if matches!(first.kind, LayerKind::Flatten) => (OpKind::View(first), 1),
-        _ => (OpKind::Layer(first), 1),
-    }
-}
-
-/// Whether `layer` is an activation a GEMM epilogue applies (see the catalogue).
-fn fuses_into_epilogue(layer: &Layer) -> bool {
-    layer.kind.fuses_into_epilogue()
 }
 
 /// Both graphs of a network.
@@ -586,15 +310,19 @@ pub struct Plan<'n> {
 }
 
 impl<'n> Plan<'n> {
+    /// The training and inference graphs of `net`, each built unfused and rewritten by its
+    /// passes.
     pub fn new(net: &'n Network) -> Self {
         let head = net.head();
         let train_keeps = |layer: &Layer| !head.is_some_and(|head| std::ptr::eq(layer, head));
         let infer_keeps = |layer: &Layer| !matches!(layer.kind, LayerKind::Dropout { .. });
-        let (layers, steps) = (&net.layers[..], &net.steps[..]);
+        let graph = |keep: &dyn Fn(&Layer) -> bool| {
+            Builder::graph(net.input, &net.layers, &net.steps, keep)
+        };
         Plan {
-            train: Builder::graph(net.input, layers, steps, &train_keeps, false),
+            train: passes::run(graph(&train_keeps), &passes::TRAINING),
             head,
-            infer: Builder::graph(net.input, layers, steps, &infer_keeps, true),
+            infer: passes::run(graph(&infer_keeps), &passes::INFERENCE),
         }
     }
 
@@ -688,12 +416,13 @@ mod tests {
     use super::*;
 
     /// The checked network of a layer list.
-    fn network(layers: proc_macro2::TokenStream) -> Network {
+    pub(super) fn network(layers: proc_macro2::TokenStream) -> Network {
         let def = syn::parse2(quote::quote!(Net<#layers>)).expect("it parses");
         crate::valid::validate(def).expect("it is valid")
     }
 
-    fn names(ops: &[Op]) -> Vec<String> {
+    /// The names of `ops`, in order.
+    pub(super) fn names(ops: &[Op]) -> Vec<String> {
         ops.iter().map(|op| op.name.clone()).collect()
     }
 
