@@ -155,8 +155,9 @@ enum Buffer {
 }
 
 /// A `&Batch` or `&mut Batch` expression for `buffer` of value `value` of the training graph:
-/// the buffer of the op that owns the value's storage, reshaped when the value is a view. (Straight
-/// from the owner: a view of a view would leave the middle shape for the compiler to guess.)
+/// the buffer of the op that owns the value's storage, reshaped when the value is a view of
+/// another shape. (Straight from the owner: a view of a view would leave the middle shape for
+/// the compiler to guess.)
 /// `None` when the storage is the caller's input.
 fn train_place(graph: &Graph, value: ValueId, buffer: Buffer) -> Option<TokenStream> {
     let root = graph.root(value);
@@ -169,18 +170,26 @@ fn train_place(graph: &Graph, value: ValueId, buffer: Buffer) -> Option<TokenStr
         Buffer::OutputMut => (quote!(&mut ws.#field.output), quote!(reshaped_mut)),
         Buffer::GradMut => (quote!(&mut ws.#field.grad_output), quote!(reshaped_mut)),
     };
-    Some(if root == value {
+    Some(if same_shape_as_root(graph, value) {
         place
     } else {
         quote!(cn::Batch::#reshape(#place))
     })
 }
 
+/// Whether `value` has the shape of the value whose storage it is.
+fn same_shape_as_root(graph: &Graph, value: ValueId) -> bool {
+    graph.values[graph.root(value)].shape == graph.values[value].shape
+}
+
 /// A `&Batch` expression for value `value` of the training graph.
 fn train_value(graph: &Graph, value: ValueId) -> TokenStream {
-    train_place(graph, value, Buffer::Output).unwrap_or_else(|| match graph.root(value) {
-        root if root == value => quote!(input),
-        _ => quote!(cn::Batch::reshaped(input)),
+    train_place(graph, value, Buffer::Output).unwrap_or_else(|| {
+        if same_shape_as_root(graph, value) {
+            quote!(input)
+        } else {
+            quote!(cn::Batch::reshaped(input))
+        }
     })
 }
 
@@ -189,7 +198,7 @@ fn train_value(graph: &Graph, value: ValueId) -> TokenStream {
 fn train_grad(graph: &Graph, value: ValueId) -> TokenStream {
     match train_place(graph, value, Buffer::GradMut) {
         Some(place) => quote!(cn::Some(#place)),
-        None if graph.root(value) == value => quote!(grad_input.as_deref_mut()),
+        None if same_shape_as_root(graph, value) => quote!(grad_input.as_deref_mut()),
         None => quote!(grad_input.as_deref_mut().map(cn::Batch::reshaped_mut)),
     }
 }
@@ -222,10 +231,9 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
             let (conv, conv_state) = (&conv.field, &conv_op.field);
             let (pool, activation) = (&pool.field, &activation.field);
             quote! {
-                cn::conv_activation_pool_forward_train(
-                    &self.#conv, &self.#activation.function, &self.#pool, #conv_input,
-                    &mut ws.#state.output, &mut ws.#conv_state.cache,
-                    &mut ws.#state.cache,
+                ws.#state.forward_through(
+                    &self.#pool, &self.#conv, &self.#activation, &mut ws.#conv_state.cache,
+                    #conv_input,
                 );
             }
         }
@@ -233,12 +241,12 @@ fn train_forward(graph: &Graph, op: &Op) -> TokenStream {
             linear, activation, ..
         } => {
             let (linear, activation) = (&linear.field, &activation.field);
-            quote!(ws.#state.forward_activated(&self.#linear, &self.#activation.function, #input);)
+            quote!(ws.#state.forward_activated(&self.#linear, &self.#activation, #input);)
         }
         OpKind::DropoutInPlace(layer) => {
             let field = &layer.field;
             let values = train_place_mut(graph, op.input, Buffer::OutputMut);
-            quote!(cn::Dropout::forward_train_in_place(&mut self.#field, #values, &mut ws.#field.cache);)
+            quote!(ws.#field.forward_in_place(&mut self.#field, #values);)
         }
         OpKind::Add { skip, .. } => {
             let skip = train_value(graph, *skip);
@@ -287,24 +295,19 @@ fn train_backward(graph: &Graph, op: &Op) -> TokenStream {
         OpKind::PoolThroughActivation { pool, activation } => {
             let (pool, activation) = (&pool.field, &activation.field);
             let grad_input = train_place_mut(graph, op.input, Buffer::GradMut);
-            quote! {
-                self.#pool.backward_through_activation(
-                    &self.#activation.function, &ws.#state.output, &ws.#state.grad_output,
-                    &ws.#state.cache, #grad_input,
-                );
-            }
+            quote!(ws.#state.backward_through(&self.#pool, &self.#activation, #grad_input);)
         }
         OpKind::LinearActivation {
             linear, activation, ..
         } => {
             let (linear, activation) = (&linear.field, &activation.field);
             let grads = quote!(&mut grads.#linear);
-            quote!(ws.#state.backward_activated(&self.#linear, &self.#activation.function, #input, #grad_input, #grads);)
+            quote!(ws.#state.backward_activated(&self.#linear, &self.#activation, #input, #grad_input, #grads);)
         }
         OpKind::DropoutInPlace(layer) => {
             let field = &layer.field;
             let grad = train_place_mut(graph, op.input, Buffer::GradMut);
-            quote!(cn::Dropout::backward_in_place(&self.#field, #grad, &ws.#field.cache);)
+            quote!(ws.#field.backward_in_place(&self.#field, #grad);)
         }
         OpKind::Add { skip, .. } => {
             let grad_body = train_place_mut(graph, op.input, Buffer::GradMut);
@@ -418,9 +421,14 @@ fn infer_op(plan: &Plan, slots: &Slots, index: usize) -> TokenStream {
 /// The cache of `layer` in the workspace: that of the training op computing it, which
 /// inference shares (a convolution's transformed filters, kept between calls).
 fn layer_cache(plan: &Plan, layer: &Layer) -> TokenStream {
-    let op = plan.train.op_computing(layer);
-    let state = &op.expect("every layer but the head is trained").field;
+    let state = layer_state(plan, layer);
     quote!(&mut ws.#state.cache)
+}
+
+/// The workspace field of the training state that holds `layer`'s cache.
+fn layer_state<'p>(plan: &'p Plan, layer: &Layer) -> &'p Ident {
+    let op = plan.train.op_computing(layer);
+    &op.expect("every layer but the head is trained").field
 }
 
 /// The call that computes an inference op from `input` into `target`.
@@ -429,14 +437,14 @@ fn infer_call(plan: &Plan, op: &Op, input: &TokenStream, target: &TokenStream) -
     match &op.kind {
         OpKind::Layer(layer) | OpKind::Shortcut { layer, .. } => {
             let (field, state) = (&layer.field, &op.field);
-            quote!(cn::Layer::forward(&self.#field, #input, #target, &mut ws.#state.cache);)
+            quote!(ws.#state.infer(&self.#field, #input, #target);)
         }
         OpKind::LinearActivation {
             linear, activation, ..
         } => {
-            let cache = layer_cache(plan, linear);
+            let state = layer_state(plan, linear);
             let (linear, activation) = (&linear.field, &activation.field);
-            quote!(cn::linear_activation_forward(&self.#linear, &self.#activation.function, #input, #target, #cache);)
+            quote!(ws.#state.infer_activated(&self.#linear, &self.#activation, #input, #target);)
         }
         OpKind::Conv {
             conv,
@@ -660,7 +668,6 @@ pub fn expand(net: &Network) -> TokenStream {
     let impls = [
         custom_layer_checks(net),
         inherent_impls(&names),
-        grads_impl(&names),
         passes(&names),
         layer_impl(&names),
         network_impl(&names),
@@ -743,9 +750,12 @@ fn structs(names: &Names) -> TokenStream {
         quote!(#field: #module::FoldedBatchNorm,)
     });
     let buffers = Literal::usize_unsuffixed(names.infer_slots.buffers);
+    // A paragraph of its own after the user's documentation, if any.
+    let documented = attrs.iter().any(|attr| attr.path().is_ident("doc"));
     let struct_doc = format!(
-        "\n\nGenerated by `network!` from {} layers; `{name}::summary()` prints the table, \
+        "{}Generated by `network!` from {} layers; `{name}::summary()` prints the table, \
          `{name}::plan(batch)` what was compiled.",
+        if documented { "\n\n" } else { "" },
         net.layers.len()
     );
     let workspace_doc = format!(
@@ -769,7 +779,8 @@ fn structs(names: &Names) -> TokenStream {
     }
 }
 
-/// The gradients struct: a field per layer with parameters, named as the layer.
+/// The gradients struct, a field per layer with parameters named as the layer, and its
+/// parameter-set impl (every field, prefixed with its layer's name).
 fn grads_struct(names: &Names) -> TokenStream {
     let Names {
         net, grads, module, ..
@@ -777,44 +788,17 @@ fn grads_struct(names: &Names) -> TokenStream {
     let (vis, name) = (&net.vis, &net.name);
     let prefix = quote!(#module::);
     let fields = param_layers(net).into_iter().map(|layer| {
-        let (field, ty) = (&layer.field, layer_type_in(layer, &prefix));
-        quote!(#[doc = "Gradients of this layer's parameters."] pub #field: <#ty as #module::Layer>::Grads,)
+        let (field, ty, name) = (&layer.field, layer_type_in(layer, &prefix), &layer.name);
+        quote!(#field: #ty = #name)
     });
-    let doc = format!(
-        "Gradients of [`{name}`]'s parameters, one field per layer that has any, named as the \
-         layer."
-    );
-    quote! {
-        #[doc = #doc]
-        #[derive(Clone, Debug)]
-        #vis struct #grads { #(#fields)* }
-    }
+    quote!(#module::network_grads!(#vis #grads of #name { #(#fields),* });)
 }
 
-/// The gradients' parameter-set impl: every field, prefixed with its layer's name.
-fn grads_impl(names: &Names) -> TokenStream {
-    let Names { net, grads, .. } = names;
-    let with_params = param_layers(net);
-    let fields: Vec<_> = with_params.iter().map(|l| &l.field).collect();
-    let names: Vec<&String> = with_params.iter().map(|l| &l.name).collect();
-    let visit = param_name("visit", !fields.is_empty());
-    let other = param_name("other", !fields.is_empty());
-    quote! {
-        impl cn::ParamSet for #grads {
-            fn zeros_like(&self) -> Self {
-                Self { #( #fields: cn::ParamSet::zeros_like(&self.#fields), )* }
-            }
-            fn visit(&self, #visit: &mut cn::TensorVisitor<'_>) {
-                #( cn::visit_prefixed(#names, &self.#fields, visit); )*
-            }
-            fn visit_mut(&mut self, #visit: &mut cn::TensorVisitorMut<'_>) {
-                #( cn::visit_mut_prefixed(#names, &mut self.#fields, visit); )*
-            }
-            fn zip_mut(&mut self, #other: &Self, #visit: &mut cn::UpdateVisitor<'_>) {
-                #( cn::zip_mut_prefixed(#names, &mut self.#fields, &other.#fields, visit); )*
-            }
-        }
-    }
+/// `field: "name"` for each of `layers`, comma-separated: what the runtime's macros read.
+fn named_fields(layers: Vec<&Layer>) -> TokenStream {
+    let fields = layers.iter().map(|layer| &layer.field);
+    let names = layers.iter().map(|layer| &layer.name);
+    quote!(#(#fields: #names),*)
 }
 
 /// What a network offers without a trait in scope: `new`, `infer`, `summary`, `plan` and its
@@ -848,7 +832,7 @@ fn inherent_impls(names: &Names) -> TokenStream {
     quote! {
         impl #name {
             /// Trainable parameters, as Keras's summary counts them.
-            pub const PARAMS: usize = <Self as cn::Layer>::PARAMS;
+            pub const PARAMS: usize = <Self as cn::Network>::TOTALS.params;
 
             /// The network with its weights drawn from a generator seeded with `seed`.
             pub fn new(seed: u64) -> Self {
@@ -910,13 +894,12 @@ fn passes(names: &Names) -> TokenStream {
     let grads_arg = param_name("grads", !param_layers(net).is_empty());
     quote! {
         impl #name {
-            /// Training forward pass through every op up to the logits.
+            /// Training forward pass through every op up to the logits (a pass: see `on_pool`).
             fn train_layers(&mut self, input: &cn::Batch<#input_ty>, ws: &mut #workspace) {
-                let pass = || { #( #train_forward_ops )* };
-                cn::on_pool::<Self, _>(input.len(), pass);
+                #( #train_forward_ops )*
             }
 
-            /// Backward pass from the gradient in the logits op's state, last op first.
+            /// Backward pass from the gradient in the logits op's state, last op first (a pass).
             fn backward_layers(
                 &self,
                 input: &cn::Batch<#input_ty>,
@@ -924,11 +907,10 @@ fn passes(names: &Names) -> TokenStream {
                 mut grad_input: cn::Option<&mut cn::Batch<#input_ty>>,
                 #grads_arg: &mut #grads,
             ) {
-                let pass = || { #( #backward_ops )* };
-                cn::on_pool::<Self, _>(input.len(), pass);
+                #( #backward_ops )*
             }
 
-            /// Inference through every op of the plan into `ws.inference`.
+            /// Inference through every op of the plan into `ws.inference` (a pass).
             fn run_inference(&self, input: &cn::Batch<#input_ty>, ws: &mut #workspace) {
                 #infer_ops
             }
@@ -977,24 +959,18 @@ fn layer_impl(names: &Names) -> TokenStream {
             quote!(ws.#logits.grad_output.copy_from(grad_output);),
         ),
     };
-    let param_fields: Vec<_> = param_layers(net).into_iter().map(|l| &l.field).collect();
-    let param_names: Vec<&String> = param_layers(net).into_iter().map(|l| &l.name).collect();
-    let buffer_fields: Vec<_> = buffer_layers(net).into_iter().map(|l| &l.field).collect();
-    let buffer_names: Vec<&String> = buffer_layers(net).into_iter().map(|l| &l.name).collect();
-    let visit = param_name("visit", !param_fields.is_empty());
-    let update = param_name("update", !param_fields.is_empty());
-    let grads_arg = param_name("grads", !param_fields.is_empty());
-    let buffer_visit = param_name("visit", !buffer_fields.is_empty());
+    let params = named_fields(param_layers(net));
+    let buffers = named_fields(buffer_layers(net));
     quote! {
         impl cn::Layer for #name {
             type Input = #input_ty;
             type Output = #output_ty;
             type Grads = #grads;
             type Cache = #workspace;
-            const PARAMS: usize = cn::LayerTotals::of(<Self as cn::Network>::LAYERS).params;
-            const BUFFERS: usize = cn::LayerTotals::of(<Self as cn::Network>::LAYERS).buffers;
-            const MULS: usize = cn::LayerTotals::of(<Self as cn::Network>::LAYERS).muls;
-            const SCRATCH: usize = cn::LayerTotals::of(<Self as cn::Network>::LAYERS).scratch;
+            const PARAMS: usize = <Self as cn::Network>::TOTALS.params;
+            const BUFFERS: usize = <Self as cn::Network>::TOTALS.buffers;
+            const MULS: usize = <Self as cn::Network>::TOTALS.muls;
+            const SCRATCH: usize = <Self as cn::Network>::TOTALS.scratch;
 
             fn forward(
                 &self,
@@ -1011,7 +987,7 @@ fn layer_impl(names: &Names) -> TokenStream {
                 output: &mut cn::Batch<#output_ty>,
                 ws: &mut #workspace,
             ) {
-                self.train_layers(input, ws);
+                cn::on_pool::<Self, _>(input.len(), || self.train_layers(input, ws));
                 #forward_train_tail
             }
 
@@ -1025,32 +1001,11 @@ fn layer_impl(names: &Names) -> TokenStream {
                 grads: &mut #grads,
             ) {
                 #backward_head
-                self.backward_layers(input, ws, grad_input, grads);
+                let pass = || self.backward_layers(input, ws, grad_input, grads);
+                cn::on_pool::<Self, _>(input.len(), pass);
             }
 
-            fn new_grads(&self) -> #grads {
-                #grads { #( #param_fields: cn::Layer::new_grads(&self.#param_fields), )* }
-            }
-
-            fn visit_params(&self, #visit: &mut cn::TensorVisitor<'_>) {
-                #( cn::visit_layer_params(#param_names, &self.#param_fields, visit); )*
-            }
-
-            fn visit_params_mut(&mut self, #visit: &mut cn::TensorVisitorMut<'_>) {
-                #( cn::visit_layer_params_mut(#param_names, &mut self.#param_fields, visit); )*
-            }
-
-            fn update_params(&mut self, #grads_arg: &#grads, #update: &mut cn::UpdateVisitor<'_>) {
-                #( cn::update_layer_params(#param_names, &mut self.#param_fields, &grads.#param_fields, update); )*
-            }
-
-            fn visit_buffers(&self, #buffer_visit: &mut cn::TensorVisitor<'_>) {
-                #( cn::visit_layer_buffers(#buffer_names, &self.#buffer_fields, visit); )*
-            }
-
-            fn visit_buffers_mut(&mut self, #buffer_visit: &mut cn::TensorVisitorMut<'_>) {
-                #( cn::visit_layer_buffers_mut(#buffer_names, &mut self.#buffer_fields, visit); )*
-            }
+            cn::network_params!(#grads { #params } buffers { #buffers });
         }
     }
 }
@@ -1159,7 +1114,7 @@ fn network_impl(names: &Names) -> TokenStream {
                 input: &cn::Batch<#input_ty>,
                 ws: &'w mut #workspace,
             ) -> &'w cn::Batch<#output_ty> {
-                self.train_layers(input, ws);
+                cn::on_pool::<Self, _>(input.len(), || self.train_layers(input, ws));
                 &ws.#logits.output
             }
 
@@ -1183,7 +1138,8 @@ fn network_impl(names: &Names) -> TokenStream {
                 grads: &mut #grads,
             ) {
                 ws.#logits.grad_output.copy_from(grad_logits);
-                self.backward_layers(input, ws, grad_input, grads);
+                let pass = || self.backward_layers(input, ws, grad_input, grads);
+                cn::on_pool::<Self, _>(input.len(), pass);
             }
         }
     }

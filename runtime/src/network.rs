@@ -8,10 +8,12 @@
 //! and buffers by name (`conv1.weight`), and the layer table.
 
 use crate::layers::{
-    EpilogueFn, Layer, Linear, ResidualState, linear_activation_backward, linear_activation_forward,
+    Activation, Conv2d, ConvCache, Dropout, EpilogueFn, Layer, Linear, MaxPool2d, Padding,
+    ResidualState, conv_activation_pool_forward_train, linear_activation_backward,
+    linear_activation_forward,
 };
 use crate::plan::{OpInfo, plan_table, thousands};
-use crate::shape::Shape;
+use crate::shape::{Image, Shape};
 use crate::tensor::Batch;
 
 /// What one op of a network's training plan keeps between passes (a layer's, or a fused op's
@@ -54,22 +56,42 @@ impl<L: Layer> LayerState<L> {
     }
 }
 
+impl<L: Layer> LayerState<L> {
+    /// `layer`'s inference pass from `input` into `output`, with this state's cache.
+    pub fn infer(&mut self, layer: &L, input: &Batch<L::Input>, output: &mut Batch<L::Output>) {
+        layer.forward(input, output, &mut self.cache);
+    }
+}
+
 impl<L: Linear> LayerState<L> {
-    /// `activation(linear(input))` fused ([`linear_activation_forward`]) into this state.
-    pub fn forward_activated<F: EpilogueFn>(
+    /// `activation(linear(input))` fused ([`linear_activation_forward`]) at inference, into
+    /// `output`, with this state's cache.
+    pub fn infer_activated<S: Shape, F: EpilogueFn>(
         &mut self,
         linear: &L,
-        activation: &F,
+        activation: &Activation<S, F>,
+        input: &Batch<L::Input>,
+        output: &mut Batch<L::Output>,
+    ) {
+        linear_activation_forward(linear, &activation.function, input, output, &mut self.cache);
+    }
+
+    /// `activation(linear(input))` fused ([`linear_activation_forward`]) into this state.
+    pub fn forward_activated<S: Shape, F: EpilogueFn>(
+        &mut self,
+        linear: &L,
+        activation: &Activation<S, F>,
         input: &Batch<L::Input>,
     ) {
-        linear_activation_forward(linear, activation, input, &mut self.output, &mut self.cache);
+        let function = &activation.function;
+        linear_activation_forward(linear, function, input, &mut self.output, &mut self.cache);
     }
 
     /// The fused op's backward pass ([`linear_activation_backward`]) from this state.
-    pub fn backward_activated<F: EpilogueFn>(
+    pub fn backward_activated<S: Shape, F: EpilogueFn>(
         &mut self,
         linear: &L,
-        activation: &F,
+        activation: &Activation<S, F>,
         input: &Batch<L::Input>,
         grad_input: Option<&mut Batch<L::Input>>,
         grads: &mut L::Grads,
@@ -77,7 +99,7 @@ impl<L: Linear> LayerState<L> {
         let (output, grad_output, cache) = (&self.output, &mut self.grad_output, &mut self.cache);
         linear_activation_backward(
             linear,
-            activation,
+            &activation.function,
             input,
             output,
             grad_output,
@@ -85,6 +107,66 @@ impl<L: Linear> LayerState<L> {
             grad_input,
             grads,
         );
+    }
+}
+
+impl<S: Shape> LayerState<Dropout<S>> {
+    /// `dropout`'s training pass over `values` in place ([`Dropout::forward_train_in_place`]),
+    /// its masks kept in this state.
+    pub fn forward_in_place(&mut self, dropout: &mut Dropout<S>, values: &mut Batch<S>) {
+        dropout.forward_train_in_place(values, &mut self.cache);
+    }
+
+    /// Its backward pass over the gradient `grad` in place ([`Dropout::backward_in_place`]).
+    pub fn backward_in_place(&self, dropout: &Dropout<S>, grad: &mut Batch<S>) {
+        dropout.backward_in_place(grad, &self.cache);
+    }
+}
+
+impl<M: Image, O: Image, const POOL: usize, const STRIDE: usize>
+    LayerState<MaxPool2d<M, O, POOL, STRIDE>>
+{
+    /// The convolution and activation before this max pooling, run by it
+    /// ([`conv_activation_pool_forward_train`]): each image's convolution output is pooled from
+    /// scratch, never stored, and the convolution's cache is `conv_cache`.
+    pub fn forward_through<
+        I: Image,
+        const K: usize,
+        const CONV_STRIDE: usize,
+        P: Padding,
+        F: EpilogueFn,
+    >(
+        &mut self,
+        pool: &MaxPool2d<M, O, POOL, STRIDE>,
+        conv: &Conv2d<I, M, K, CONV_STRIDE, P>,
+        activation: &Activation<M, F>,
+        conv_cache: &mut ConvCache,
+        input: &Batch<I>,
+    ) {
+        let (output, cache) = (&mut self.output, &mut self.cache);
+        conv_activation_pool_forward_train(
+            conv,
+            &activation.function,
+            pool,
+            input,
+            output,
+            conv_cache,
+            cache,
+        );
+    }
+
+    /// The backward pass of [`LayerState::forward_through`] from this state into the
+    /// gradient of the convolution's output before its activation
+    /// ([`MaxPool2d::backward_through_activation`]).
+    pub fn backward_through<F: EpilogueFn>(
+        &self,
+        pool: &MaxPool2d<M, O, POOL, STRIDE>,
+        activation: &Activation<M, F>,
+        grad_input: &mut Batch<M>,
+    ) {
+        let function = &activation.function;
+        let (output, grad_output) = (&self.output, &self.grad_output);
+        pool.backward_through_activation(function, output, grad_output, &self.cache, grad_input);
     }
 }
 
@@ -230,6 +312,8 @@ pub trait Network: Layer {
     /// Values per sample a training pass keeps: the outputs backward reads and every op's
     /// output gradient.
     const TRAINING_VALUES: usize;
+    /// The sums over [`Network::LAYERS`]: what the network reports as a [`Layer`].
+    const TOTALS: LayerTotals = LayerTotals::of(Self::LAYERS);
 
     /// Builds the network with Keras's default initialisation, drawn from `seed`.
     fn new(seed: u64) -> Self;
