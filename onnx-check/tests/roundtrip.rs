@@ -86,6 +86,7 @@ fn round_trip<N: Network>(samples: usize) {
     let input: Batch<N::Input> = Batch::from_fn(samples, |_| rng.random_range(-1.0..1.0));
     let expected = net.infer(&input, &mut Default::default()).clone();
     let bytes = onnx::to_bytes(&net).unwrap();
+    operators_follow_the_catalogue(&net, &bytes);
 
     let shape: Vec<usize> = [samples]
         .iter()
@@ -121,6 +122,43 @@ fn round_trip<N: Network>(samples: usize) {
         N::NAME
     );
     write_for_onnx_runtime::<N>(&bytes, &input, &expected);
+}
+
+/// Each layer's ONNX operators, layout transpositions aside, are those the catalogue gives
+/// its kind ([`LayerKind::onnx`](constnet::catalogue::LayerKind::onnx)): a node belongs to the
+/// layer with the longest name its output carries (`conv1`, `conv1.<step>`; `res1.conv1` is not
+/// the block `res1`'s).
+fn operators_follow_the_catalogue<N: Network>(net: &N, bytes: &[u8]) {
+    use constnet::catalogue::OnnxOp;
+    let model = tract_onnx::onnx()
+        .proto_model_for_read(&mut &bytes[..])
+        .unwrap();
+    let graph = model.graph.expect("the model has a graph");
+    let layers = net.graph();
+    let owner = |output: &str| {
+        let carries = |name: &str| output == name || output.starts_with(&format!("{name}."));
+        let named = layers
+            .iter()
+            .map(|layer| layer.name)
+            .filter(|name| carries(name));
+        named.max_by_key(|name| name.len())
+    };
+    for layer in &layers {
+        let written: Vec<&str> = graph
+            .node
+            .iter()
+            .filter(|node| {
+                node.op_type != "Transpose" && owner(&node.output[0]) == Some(layer.name)
+            })
+            .map(|node| node.op_type.as_str())
+            .collect();
+        let catalogued: Vec<&str> = match layer.op.onnx() {
+            OnnxOp::Node(op) => vec![op],
+            OnnxOp::Nodes(ops) => ops.to_vec(),
+            OnnxOp::Identity | OnnxOp::Unsupported => vec![],
+        };
+        assert_eq!(written, catalogued, "{}: {}", N::NAME, layer.name);
+    }
 }
 
 /// With `ONNX_CHECK_DIR` set, writes the model and its inputs and expected outputs there.

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-use crate::catalogue::{LayerKind, Padding};
+use crate::catalogue::{LayerKind, OnnxOp, Padding};
 use crate::graph::Node;
 use crate::layers::padding_before;
 use crate::network::Network;
@@ -249,8 +249,8 @@ impl Builder {
                 };
                 Ok(self.conv(node, input, channels, window, true))
             }
-            LayerKind::Pool { max, size, stride } => {
-                let op = if max { "MaxPool" } else { "AveragePool" };
+            LayerKind::Pool { size, stride, .. } => {
+                let op = operator(&node.op);
                 let attributes = vec![
                     ints("kernel_shape", &[size, size]),
                     ints("strides", &[stride, stride]),
@@ -258,15 +258,13 @@ impl Builder {
                 self.push(op, &[&input.name], &name, attributes);
                 Ok(image_value(name, node.output))
             }
-            LayerKind::GlobalPool { max } => {
-                let op = if max {
-                    "GlobalMaxPool"
-                } else {
-                    "GlobalAveragePool"
+            LayerKind::GlobalPool { .. } => {
+                let OnnxOp::Nodes(&[pool, flatten]) = node.op.onnx() else {
+                    unreachable!("global pooling is written as pooling and a flatten")
                 };
                 let pooled = format!("{name}.pooled");
-                self.push(op, &[&input.name], &pooled, vec![]);
-                self.push("Flatten", &[&pooled], &name, vec![int("axis", 1)]);
+                self.push(pool, &[&input.name], &pooled, vec![]);
+                self.push(flatten, &[&pooled], &name, vec![int("axis", 1)]);
                 Ok(flat_value(name, node.output))
             }
             LayerKind::Upsample { factor } => {
@@ -276,30 +274,43 @@ impl Builder {
                 let scales = format!("{name}.scales");
                 let factor = factor as f32;
                 self.initializer(&scales, &[4], vec![1.0, 1.0, factor, factor]);
-                self.push("Resize", &[&input.name, "", &scales], &name, vec![]);
+                self.push(
+                    operator(&node.op),
+                    &[&input.name, "", &scales],
+                    &name,
+                    vec![],
+                );
                 Ok(image_value(name, node.output))
             }
             LayerKind::Dense { .. } => {
                 let (weight, bias) = (self.param(node, "weight"), self.param(node, "bias"));
-                self.push("Gemm", &[&input.name, &weight, &bias], &name, vec![]);
+                self.push(
+                    operator(&node.op),
+                    &[&input.name, &weight, &bias],
+                    &name,
+                    vec![],
+                );
                 Ok(flat_value(name, node.output))
             }
             LayerKind::Flatten => {
                 let source = self.nhwc_name(input, &name);
-                self.push("Flatten", &[&source], &name, vec![int("axis", 1)]);
+                self.push(operator(&node.op), &[&source], &name, vec![int("axis", 1)]);
                 Ok(flat_value(name, node.output))
             }
-            LayerKind::Relu => elementwise(self, "Relu", vec![]),
-            LayerKind::LeakyRelu { alpha } => {
-                elementwise(self, "LeakyRelu", vec![float("alpha", alpha)])
+            LayerKind::Relu | LayerKind::Sigmoid | LayerKind::Tanh => {
+                elementwise(self, operator(&node.op), vec![])
             }
-            LayerKind::Sigmoid => elementwise(self, "Sigmoid", vec![]),
-            LayerKind::Tanh => elementwise(self, "Tanh", vec![]),
+            LayerKind::LeakyRelu { alpha } => {
+                elementwise(self, operator(&node.op), vec![float("alpha", alpha)])
+            }
             LayerKind::Gelu => Ok(same_layout(self.gelu(&input.name, &name))),
             LayerKind::Swish => {
+                let OnnxOp::Nodes(&[sigmoid_op, mul]) = node.op.onnx() else {
+                    unreachable!("swish is written as a sigmoid and a product")
+                };
                 let sigmoid = format!("{name}.sigmoid");
-                self.push("Sigmoid", &[&input.name], &sigmoid, vec![]);
-                self.push("Mul", &[&input.name, &sigmoid], &name, vec![]);
+                self.push(sigmoid_op, &[&input.name], &sigmoid, vec![]);
+                self.push(mul, &[&input.name, &sigmoid], &name, vec![]);
                 Ok(same_layout(name))
             }
             LayerKind::Softmax => Ok(self.softmax(input, &name)),
@@ -310,7 +321,7 @@ impl Builder {
                 let [scale, shift, mean, var] = names.each_ref().map(String::as_str);
                 let inputs = [input.name.as_str(), scale, shift, mean, var];
                 self.push(
-                    "BatchNormalization",
+                    operator(&node.op),
                     &inputs,
                     &name,
                     vec![float("epsilon", epsilon)],
@@ -318,7 +329,8 @@ impl Builder {
                 Ok(same_layout(name))
             }
             LayerKind::Add => {
-                self.push("Add", &[&inputs[0].name, &inputs[1].name], &name, vec![]);
+                let operands = [inputs[0].name.as_str(), &inputs[1].name];
+                self.push(operator(&node.op), &operands, &name, vec![]);
                 Ok(same_layout(name))
             }
             LayerKind::Custom => Err(OnnxError::Unsupported {
@@ -380,7 +392,8 @@ impl Builder {
             attributes.push(int("group", channels as i64));
         }
         let name = node.name.to_string();
-        self.push("Conv", &[&input.name, &weight, &bias], &name, attributes);
+        let op = operator(&node.op);
+        self.push(op, &[&input.name, &weight, &bias], &name, attributes);
         image_value(name, node.output)
     }
 
@@ -391,7 +404,8 @@ impl Builder {
             Layout::Flat(_) => -1,
             Layout::Nchw(..) => 1,
         };
-        self.push("Softmax", &[&input.name], name, vec![int("axis", axis)]);
+        let op = operator(&LayerKind::Softmax);
+        self.push(op, &[&input.name], name, vec![int("axis", axis)]);
         Value {
             name: name.into(),
             layout: input.layout,
@@ -410,11 +424,15 @@ impl Builder {
         let (one, half) = (constant(self, "one", 1.0), constant(self, "half", 0.5));
         let [scaled, erf, plus_one, cdf] =
             ["scaled", "erf", "plus_one", "cdf"].map(|step| format!("{name}.{step}"));
-        self.push("Mul", &[input, &inv_sqrt2], &scaled, vec![]);
-        self.push("Erf", &[&scaled], &erf, vec![]);
-        self.push("Add", &[&erf, &one], &plus_one, vec![]);
-        self.push("Mul", &[&plus_one, &half], &cdf, vec![]);
-        self.push("Mul", &[input, &cdf], name, vec![]);
+        let OnnxOp::Nodes(&[scale, erf_op, add, times_half, times_input]) = LayerKind::Gelu.onnx()
+        else {
+            unreachable!("GELU is written as five operators")
+        };
+        self.push(scale, &[input, &inv_sqrt2], &scaled, vec![]);
+        self.push(erf_op, &[&scaled], &erf, vec![]);
+        self.push(add, &[&erf, &one], &plus_one, vec![]);
+        self.push(times_half, &[&plus_one, &half], &cdf, vec![]);
+        self.push(times_input, &[input, &cdf], name, vec![]);
         name.to_string()
     }
 
@@ -478,6 +496,14 @@ struct Window {
     kernel: usize,
     stride: usize,
     same: bool,
+}
+
+/// The operator the catalogue writes a layer of `kind` as, for kinds written as one node.
+fn operator(kind: &LayerKind) -> &'static str {
+    match kind.onnx() {
+        OnnxOp::Node(op) => op,
+        form => unreachable!("{kind:?} is written as {form:?}, not one node"),
+    }
 }
 
 /// An image value named `name` of constnet dimensions `dims` (`[h, w, c]`).

@@ -17,6 +17,7 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 
 use super::{WeightsError, f32_values, parse, read_bounded, visit_tensors};
+use crate::catalogue::{LayerKind, TorchLayout};
 use crate::network::Network;
 use crate::shape::Shape;
 
@@ -42,9 +43,11 @@ const BATCH_COUNTER: &str = "num_batches_tracked";
 /// PyTorch's layout), nothing is changed and the error lists each problem, naming both the
 /// PyTorch tensor and the layer.
 ///
-/// A tensor's layout is told by its number of dimensions: four, a convolution kernel; three, a
-/// depthwise kernel; two, a linear weight; the rest as they are (so the tensors of a layer of
-/// one's own are converted by the same rules).
+/// Each tensor's layout is its layer kind's in the catalogue
+/// ([`LayerKind::torch_layout`](crate::catalogue::LayerKind::torch_layout)): convolution,
+/// depthwise and linear weights are transposed, the rest taken as they are; the tensors of a
+/// layer of one's own are told by their number of dimensions (four, a convolution kernel;
+/// three, a depthwise kernel; two, a linear weight).
 ///
 /// PyTorch's `BatchNorm2d` adds `eps = 1e-5` to the variance, constnet's `batchnorm` Keras's
 /// `1e-3`: set the layer's `epsilon` to match the network the weights were trained in.
@@ -134,10 +137,12 @@ fn read_tensor<N: Network>(
     Ok(layout.to_constnet(&f32_values(&view), &tensor.dims))
 }
 
-/// One tensor of the network: `layer.param` and its dimensions in constnet's layout.
+/// One tensor of the network: `layer.param`, its dimensions in constnet's layout, and the kind
+/// of its layer.
 struct NetworkTensor {
     name: String,
     dims: Vec<usize>,
+    kind: LayerKind,
 }
 
 impl NetworkTensor {
@@ -154,11 +159,18 @@ impl NetworkTensor {
 
 /// Every parameter and buffer of `network`, in the order it visits them.
 fn network_tensors<N: Network>(network: &N) -> Vec<NetworkTensor> {
+    let kinds: HashMap<&str, LayerKind> = network
+        .graph()
+        .into_iter()
+        .map(|node| (node.name, node.op))
+        .collect();
     let mut tensors = Vec::new();
     let mut visit = |name: &str, dims: &[usize], _: &[f32]| {
+        let layer = name.rsplit_once('.').map_or(name, |(layer, _)| layer);
         tensors.push(NetworkTensor {
             name: name.to_string(),
             dims: dims.to_vec(),
+            kind: kinds.get(layer).copied().unwrap_or(LayerKind::Custom),
         })
     };
     visit_tensors(network, &mut visit);
@@ -260,15 +272,18 @@ enum Layout {
 }
 
 impl Layout {
-    /// The layout of `tensor` of network `N`.
+    /// The layout of `tensor` of network `N`: its layer kind's
+    /// ([`LayerKind::torch_layout`]), a linear weight fed by a flattened image noting the
+    /// image.
     fn of<N: Network>(tensor: &NetworkTensor) -> Self {
-        match tensor.dims.len() {
-            4 => Layout::Conv,
-            3 => Layout::Depthwise,
-            2 => Layout::Dense {
+        let param = tensor.name.rsplit_once('.').map_or("", |(_, param)| param);
+        match tensor.kind.torch_layout(param, tensor.dims.len()) {
+            TorchLayout::Same => Layout::Same,
+            TorchLayout::Conv => Layout::Conv,
+            TorchLayout::Depthwise => Layout::Depthwise,
+            TorchLayout::Linear => Layout::Dense {
                 image: flattened_image::<N>(tensor.layer()),
             },
-            _ => Layout::Same,
         }
     }
 
