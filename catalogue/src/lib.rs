@@ -15,16 +15,14 @@
 #![warn(missing_docs)]
 
 mod args;
-mod interop;
 pub mod kinds;
 mod shape;
 mod slot;
 
 pub use args::{ArgProblem, ArgRef, ArgType, ArgValue, Args, Param};
-pub use interop::{OnnxOp, TorchLayout};
 pub use kinds::{
-    BATCHNORM_EPSILON, Constructor, ENTRIES, Entry, Generic, LayerKind, OutputUse, Padding,
-    RuntimeLayer, ShapeProblem,
+    BATCHNORM_EPSILON, Constructor, ENTRIES, Entry, Generic, LayerKind, OnnxOp, OutputUse, Padding,
+    RuntimeLayer, ShapeProblem, TorchLayout,
 };
 pub use shape::{MAX_VALUES, Shape};
 pub use slot::InferenceSlot;
