@@ -7,6 +7,7 @@ use constnet::context::{Context, ConvPolicy, Isa, Settings, Splits};
 use constnet::layers::{Layer, ParamSet};
 use constnet::loss::sparse_softmax_cross_entropy;
 use constnet::network::Network;
+use constnet::optim::{OptimizerState, Sgd};
 use constnet::{Batch, Flat, Hwc};
 
 constnet::network! {
@@ -18,6 +19,7 @@ constnet::network! {
 const FINEST: Splits = Splits {
     min_task_values: 1,
     min_activation_values: 1,
+    min_update_values: 1,
     gemm_min_muls_per_part: 1,
     gemm_min_muls_per_awake_part: 1,
     gemm_min_muls_per_column_part: 1,
@@ -30,6 +32,7 @@ const FINEST: Splits = Splits {
 const NONE: Splits = Splits {
     min_task_values: usize::MAX,
     min_activation_values: usize::MAX,
+    min_update_values: usize::MAX,
     gemm_min_muls_per_part: usize::MAX,
     gemm_min_muls_per_awake_part: usize::MAX,
     gemm_min_muls_per_column_part: usize::MAX,
@@ -50,7 +53,8 @@ fn context(threads: usize, splits: Splits) -> Context {
         .expect("a context on a supported path builds")
 }
 
-/// Inference at batch 1 and 32, and one training step's gradients, under `context`.
+/// Inference at batch 1 and 32, one training step's gradients and the weights after an SGD
+/// update, under `context`.
 fn run(context: &Context) -> Vec<Vec<f32>> {
     context.install(|| {
         let mut net = Cnn::new(3);
@@ -70,6 +74,11 @@ fn run(context: &Context) -> Vec<Vec<f32>> {
         let mut flat = Vec::new();
         grads.visit(&mut |_, _, values| flat.extend_from_slice(values));
         outputs.push(flat);
+        let mut optimizer = OptimizerState::new(Sgd::new(0.1));
+        optimizer.step(&mut net, &grads, 0).expect("the state is this network's");
+        let mut params = Vec::new();
+        net.visit_params(&mut |_, _, values| params.extend_from_slice(values));
+        outputs.push(params);
         outputs
     })
 }

@@ -134,6 +134,8 @@ pub struct Splits {
     pub min_task_values: usize,
     /// Fewest values a task of an activation's own pass (not fused into a product) is given.
     pub min_activation_values: usize,
+    /// Fewest values a task of an optimiser's update of one tensor is given.
+    pub min_update_values: usize,
     /// Fewest multiply-adds a part of a product split by rows must have.
     pub gemm_min_muls_per_part: usize,
     /// The same while the pool's threads are kept awake for the pass.
@@ -157,6 +159,7 @@ impl Default for Splits {
         Splits {
             min_task_values: 1 << 15,
             min_activation_values: 1 << 16,
+            min_update_values: 1 << 17,
             gemm_min_muls_per_part: 1 << 22,
             gemm_min_muls_per_awake_part: 1 << 16,
             gemm_min_muls_per_column_part: 1 << 18,

@@ -316,9 +316,6 @@ fn layers_with_params<L: Layer>(network: &L) -> Vec<String> {
     layers
 }
 
-/// Values per parallel task of an update: small tensors stay on the calling thread.
-const UPDATE_CHUNK: usize = 1 << 17;
-
 /// The most state slots (per-value moving averages) an [`Optimizer`] may keep.
 pub const MAX_SLOTS: usize = 8;
 
@@ -336,13 +333,14 @@ unsafe impl Send for SlotValues {}
 unsafe impl Sync for SlotValues {}
 
 impl SlotValues {
-    /// Values `index * UPDATE_CHUNK ..` of the slot, at most `UPDATE_CHUNK` of them.
+    /// Values `index * chunk ..` of the slot, at most `chunk` of them.
     ///
     /// # Safety
-    /// No other live reference may cover this chunk: each task of an update takes its own.
-    unsafe fn chunk<'a>(self, index: usize) -> &'a mut [f32] {
-        let start = index * UPDATE_CHUNK;
-        let len = UPDATE_CHUNK.min(self.len - start);
+    /// No other live reference may cover this chunk: each task of an update takes its own,
+    /// all with the same `chunk`.
+    unsafe fn chunk<'a>(self, index: usize, chunk: usize) -> &'a mut [f32] {
+        let start = index * chunk;
+        let len = chunk.min(self.len - start);
         // SAFETY: `start + len <= self.len`, inside the slot's allocation, which outlives the
         // update; the caller guarantees exclusivity.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
@@ -375,15 +373,17 @@ fn update_in_chunks(
         };
     }
     let count = state.len();
+    // Values per parallel task: small tensors stay on the calling thread.
+    let chunk = crate::schedule::splits().min_update_values;
     values
-        .par_chunks_mut(UPDATE_CHUNK)
-        .zip(grad.par_chunks(UPDATE_CHUNK))
+        .par_chunks_mut(chunk)
+        .zip(grad.par_chunks(chunk))
         .enumerate()
         .for_each(|(index, (values, grad))| {
             let mut parts: [&mut [f32]; MAX_SLOTS] = std::array::from_fn(|slot| {
                 if slot < count {
                     // SAFETY: task `index` is the only one taking chunk `index` of each slot.
-                    unsafe { slots[slot].chunk(index) }
+                    unsafe { slots[slot].chunk(index, chunk) }
                 } else {
                     &mut []
                 }
@@ -477,7 +477,7 @@ mod tests {
             state.step(&mut net, &grads, 0).unwrap();
             adam.update(t, 1e-3, &mut weight, &grads.weight, &mut [&mut m, &mut v]);
         }
-        assert!(weight.len() > UPDATE_CHUNK);
+        assert!(weight.len() > crate::context::Splits::default().min_update_values);
         assert_eq!(net.params.weight, weight);
     }
 
