@@ -75,7 +75,9 @@ fn run(context: &Context) -> Vec<Vec<f32>> {
         grads.visit(&mut |_, _, values| flat.extend_from_slice(values));
         outputs.push(flat);
         let mut optimizer = OptimizerState::new(Sgd::new(0.1));
-        optimizer.step(&mut net, &grads, 0).expect("the state is this network's");
+        optimizer
+            .step(&mut net, &grads, 0)
+            .expect("the state is this network's");
         let mut params = Vec::new();
         net.visit_params(&mut |_, _, values| params.extend_from_slice(values));
         outputs.push(params);

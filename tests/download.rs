@@ -65,7 +65,7 @@ const BODY: &[u8] = b"the bytes of a data file, long enough to be split in two";
 fn a_good_file_lands_intact() {
     let dir = empty_dir("good");
     let url = serve(vec![ok_response(BODY, BODY.len())]);
-    download_verified(&url, &dir.path().join("file.gz"), &sha256(BODY)).unwrap();
+    download_verified(&url, dir.path().join("file.gz"), &sha256(BODY)).unwrap();
     assert_eq!(std::fs::read(dir.path().join("file.gz")).unwrap(), BODY);
     assert_eq!(files_in(dir.path()), ["file.gz"]);
 }
@@ -76,7 +76,7 @@ fn a_corrupted_file_is_rejected_and_removed() {
     let mut corrupted = BODY.to_vec();
     corrupted[3] ^= 0x20;
     let url = serve(vec![ok_response(&corrupted, corrupted.len())]);
-    let error = download_verified(&url, &dir.path().join("file.gz"), &sha256(BODY))
+    let error = download_verified(&url, dir.path().join("file.gz"), &sha256(BODY))
         .unwrap_err()
         .to_string();
     assert!(error.contains("file.gz from http://127.0.0.1"), "{error}");
@@ -95,7 +95,7 @@ fn a_corrupted_file_is_rejected_and_removed() {
 fn a_truncated_transfer_is_rejected_and_removed() {
     let dir = empty_dir("truncated");
     let url = serve(vec![ok_response(&BODY[..20], BODY.len())]);
-    let error = download_verified(&url, &dir.path().join("file.gz"), &sha256(BODY))
+    let error = download_verified(&url, dir.path().join("file.gz"), &sha256(BODY))
         .unwrap_err()
         .to_string();
     assert!(
@@ -111,7 +111,7 @@ fn a_server_error_is_reported_and_nothing_written() {
     let response =
         b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     let url = serve(vec![response.to_vec()]);
-    let error = download_verified(&url, &dir.path().join("file.gz"), &sha256(BODY))
+    let error = download_verified(&url, dir.path().join("file.gz"), &sha256(BODY))
         .unwrap_err()
         .to_string();
     assert!(error.contains("the server answered HTTP 500"), "{error}");

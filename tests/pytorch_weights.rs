@@ -84,7 +84,7 @@ fn a_state_dict_mapped_by_name_reproduces_pytorch() {
     let mut net = TorchCnn::new(0);
     load_pytorch(
         &mut net,
-        &fixture("pytorch_cnn.safetensors"),
+        fixture("pytorch_cnn.safetensors"),
         TorchNames::Map(&TORCH_NAMES),
     )
     .unwrap();
@@ -137,7 +137,7 @@ fn a_map_that_leaves_a_layer_out_is_an_error() {
     let mut net = TorchCnn::new(0);
     let error = load_pytorch(
         &mut net,
-        &fixture("pytorch_cnn.safetensors"),
+        fixture("pytorch_cnn.safetensors"),
         TorchNames::Map(&TORCH_NAMES[..3]),
     )
     .unwrap_err();

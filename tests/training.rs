@@ -252,7 +252,7 @@ fn weights_of_another_network_are_rejected_with_every_mismatch_and_nothing_loade
         error.contains("truncated.safetensors: not a valid safetensors file"),
         "{error}"
     );
-    let error = weights::load(&mut net, &dir.path().join("absent.safetensors"))
+    let error = weights::load(&mut net, dir.path().join("absent.safetensors"))
         .unwrap_err()
         .to_string();
     assert!(error.contains("absent.safetensors"), "{error}");

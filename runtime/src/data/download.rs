@@ -30,7 +30,12 @@ const MAX_BYTES: u64 = 256 << 20;
 
 /// Downloads `url` to `dest` if its SHA-256 is `sha256_hex`. On any failure `dest` is left as
 /// it was (absent) and no partial file remains.
-pub fn download_verified(url: &str, dest: &Path, sha256_hex: &str) -> Result<(), DataError> {
+pub fn download_verified(
+    url: &str,
+    dest: impl AsRef<Path>,
+    sha256_hex: &str,
+) -> Result<(), DataError> {
+    let dest = dest.as_ref();
     let fail = |problem: String| DataError::Download {
         file: dest.to_path_buf(),
         url: url.to_string(),
@@ -119,7 +124,8 @@ impl Write for HashingWriter<'_> {
 /// Makes sure `dir` holds the four MNIST files: those missing (with or without `.gz`) are
 /// downloaded from the first of `mirrors` that serves them intact. Files already present are
 /// used as they are, so any data set laid out like MNIST (Fashion-MNIST, ...) works.
-pub fn ensure_mnist(dir: &Path, mirrors: &[&str]) -> Result<(), DataError> {
+pub fn ensure_mnist(dir: impl AsRef<Path>, mirrors: &[&str]) -> Result<(), DataError> {
+    let dir = dir.as_ref();
     std::fs::create_dir_all(dir).map_err(|source| DataError::Io {
         file: dir.to_path_buf(),
         source,

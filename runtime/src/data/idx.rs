@@ -36,7 +36,8 @@ pub const MAX_VALUES: usize = 1 << 32;
 /// the declared size. A raw file's length is checked against its header before its values are
 /// allocated; a gzip stream that inflates past its declared size (a "gzip bomb") is refused as
 /// soon as it does.
-pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
+pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray, DataError> {
+    let path = path.as_ref();
     let io = |source| DataError::Io {
         file: path.to_path_buf(),
         source,
@@ -170,7 +171,8 @@ fn read_values(mut input: impl Read, size: Option<u64>) -> Result<IdxArray, Prob
 }
 
 /// Writes an IDX file of unsigned bytes (uncompressed). Used to make test data.
-pub fn write_idx(path: &Path, dims: &[usize], data: &[u8]) -> Result<(), DataError> {
+pub fn write_idx(path: impl AsRef<Path>, dims: &[usize], data: &[u8]) -> Result<(), DataError> {
+    let path = path.as_ref();
     let mut bytes = vec![0, 0, UNSIGNED_BYTE, dims.len() as u8];
     for &d in dims {
         bytes.extend_from_slice(&(d as u32).to_be_bytes());

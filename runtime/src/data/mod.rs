@@ -214,7 +214,12 @@ impl<S: Shape> Dataset<S> {
     /// shape (`[n, 28, 28]` for `Hwc<28, 28, 1>` or `Flat<784>`), every label must be below
     /// `classes`, and both files must hold the same number of samples.
     #[cfg(feature = "data")]
-    pub fn from_idx(images: &Path, labels: &Path, classes: usize) -> Result<Self, DataError> {
+    pub fn from_idx(
+        images: impl AsRef<Path>,
+        labels: impl AsRef<Path>,
+        classes: usize,
+    ) -> Result<Self, DataError> {
+        let (images, labels) = (images.as_ref(), labels.as_ref());
         let image_array = idx::read_idx(images)?;
         let label_array = idx::read_idx(labels)?;
         let format = |file: &Path, problem: String| DataError::Format {
@@ -415,7 +420,8 @@ fn find(dir: &Path, name: &str) -> PathBuf {
 
 /// Reads the MNIST training and test sets from `dir` (10 classes; with the `data` feature).
 #[cfg(feature = "data")]
-pub fn load_mnist<S: Shape>(dir: &Path) -> Result<(Dataset<S>, Dataset<S>), DataError> {
+pub fn load_mnist<S: Shape>(dir: impl AsRef<Path>) -> Result<(Dataset<S>, Dataset<S>), DataError> {
+    let dir = dir.as_ref();
     let [train_images, train_labels, test_images, test_labels] = MNIST_FILES.map(|f| find(dir, f));
     Ok((
         Dataset::from_idx(&train_images, &train_labels, 10)?,
@@ -547,7 +553,7 @@ mod tests {
             "{error}"
         );
 
-        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(&dir.path().join("missing"), &labels, 3)
+        let error = Dataset::<Hwc<2, 3, 1>>::from_idx(dir.path().join("missing"), &labels, 3)
             .unwrap_err()
             .to_string();
         assert!(error.contains("missing:"), "{error}");

@@ -63,7 +63,8 @@ pub enum OnnxError {
 /// # Errors
 /// [`OnnxError::Unsupported`] for a layer of the user's; [`OnnxError::Io`] if the file cannot
 /// be written.
-pub fn export<N: Network>(network: &N, path: &Path) -> Result<(), OnnxError> {
+pub fn export<N: Network>(network: &N, path: impl AsRef<Path>) -> Result<(), OnnxError> {
+    let path = path.as_ref();
     let bytes = to_bytes(network)?;
     crate::files::write_atomically(path, &bytes).map_err(|source| OnnxError::Io {
         file: path.to_path_buf(),

@@ -56,7 +56,8 @@ fn visit_tensors<L: Layer>(network: &L, visit: &mut TensorVisitor<'_>) {
 }
 
 /// Saves every parameter and buffer of `network` to `path`, atomically.
-pub fn save<L: Layer>(network: &L, path: &Path) -> Result<(), WeightsError> {
+pub fn save<L: Layer>(network: &L, path: impl AsRef<Path>) -> Result<(), WeightsError> {
+    let path = path.as_ref();
     let io = |source| WeightsError::Io {
         file: path.to_path_buf(),
         source,
@@ -86,7 +87,8 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 ///
 /// A file longer than this network's tensors and the largest header is refused before it is
 /// read, so memory stays within the network's own size (plus the header) whatever the file.
-pub fn load<L: Layer>(network: &mut L, path: &Path) -> Result<(), WeightsError> {
+pub fn load<L: Layer>(network: &mut L, path: impl AsRef<Path>) -> Result<(), WeightsError> {
+    let path = path.as_ref();
     let bytes = read_bounded(path, 4 * (L::PARAMS + L::BUFFERS) as u64)?;
     let file = parse(path, &bytes)?;
     let mut expected: Vec<(String, Vec<usize>)> = Vec::new();

@@ -56,9 +56,10 @@ const BATCH_COUNTER: &str = "num_batches_tracked";
 /// [`WeightsError`]: the file cannot be read, is not safetensors, or does not fit.
 pub fn load_pytorch<N: Network>(
     network: &mut N,
-    path: &Path,
+    path: impl AsRef<Path>,
     names: TorchNames<'_>,
 ) -> Result<(), WeightsError> {
+    let path = path.as_ref();
     // Room for the counters beside the network's own tensors.
     let counters = 8 * N::LAYERS.len() as u64;
     let bytes = read_bounded(path, 4 * (N::PARAMS + N::BUFFERS) as u64 + counters)?;
