@@ -33,6 +33,5 @@ pub use constnet_runtime::train::{
     EarlyStopping, FitConfig, History, Validation, evaluate, evaluate_with, fit, fit_with, predict,
     predict_outputs,
 };
-#[cfg(feature = "safetensors")]
 pub use constnet_runtime::weights;
 pub use constnet_runtime::{Batch, Flat, Hwc, Image, Shape, ShapeError, Tensor};

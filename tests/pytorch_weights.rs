@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use constnet::layers::Layer;
 use constnet::prelude::*;
-use constnet::weights::{TorchNames, WeightsError, load_pytorch};
+use constnet::weights::{Origin, TorchNames, WeightsError, load_pytorch};
 use safetensors::SafeTensors;
 
 network! {
@@ -107,10 +107,10 @@ fn modules_that_do_not_fit_their_layers_change_nothing_and_are_listed() {
     let before = params_of(&net);
     let path = fixture("pytorch_cnn.safetensors");
     let error = load_pytorch(&mut net, &path, TorchNames::InOrder).unwrap_err();
-    let WeightsError::Mismatch { file, problems } = &error else {
+    let WeightsError::Mismatch { origin, problems } = &error else {
         panic!("expected a mismatch, got {error}");
     };
-    assert_eq!(file, &path);
+    assert_eq!(origin, &Origin::File(path.clone()));
     assert!(
         problems.iter().any(
             |p| p.contains("`classifier.1.weight` is [5, 27] in the file")

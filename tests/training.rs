@@ -333,3 +333,26 @@ fn malformed_idx_files_are_clear_errors() {
 fn flate2_writer(out: &mut Vec<u8>) -> impl Write + '_ {
     flate2::write::GzEncoder::new(out, flate2::Compression::default())
 }
+
+/// Weights in memory round-trip as a file does, and are checked the same way: bytes of another
+/// network or no safetensors at all change nothing and say which.
+#[test]
+fn weights_as_bytes_round_trip_and_are_checked() {
+    let trained = Tiny::new(3);
+    let bytes = weights::to_bytes(&trained).unwrap();
+    let mut served = Tiny::new(4);
+    weights::from_bytes(&mut served, &bytes).unwrap();
+    assert_eq!(params_of(&served), params_of(&trained));
+
+    let mut net = Tiny::new(5);
+    let before = params_of(&net);
+    let other = weights::to_bytes(&OtherTiny::new(0)).unwrap();
+    let error = weights::from_bytes(&mut net, &other).unwrap_err().to_string();
+    assert!(
+        error.starts_with("the weight bytes: the weights do not fit this network"),
+        "{error}"
+    );
+    let error = weights::from_bytes(&mut net, &bytes[..bytes.len() / 2]).unwrap_err();
+    assert!(matches!(error, WeightsError::Format { .. }), "{error}");
+    assert_eq!(before, params_of(&net), "a failed load changes nothing");
+}

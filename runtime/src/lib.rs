@@ -14,7 +14,6 @@ pub mod context;
 pub mod data;
 #[doc(hidden)]
 pub mod expansion;
-#[cfg(any(feature = "safetensors", feature = "onnx"))]
 mod files;
 pub mod gradcheck;
 pub mod graph;
@@ -34,7 +33,6 @@ mod schedule;
 pub mod shape;
 pub mod tensor;
 pub mod train;
-#[cfg(feature = "safetensors")]
 pub mod weights;
 
 pub use constnet_catalogue as catalogue;

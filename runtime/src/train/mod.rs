@@ -14,7 +14,6 @@ mod divergence;
 mod inference;
 mod progress;
 
-#[cfg(feature = "safetensors")]
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -27,7 +26,6 @@ use crate::network::Network;
 use crate::optim::{OptimizerError, OptimizerState};
 use crate::shape::Flat;
 use crate::tensor::Batch;
-#[cfg(feature = "safetensors")]
 use crate::weights::{self, WeightsError};
 use divergence::{BufferSnapshot, grads_finite};
 use progress::EpochBar;
@@ -68,9 +66,7 @@ pub struct FitConfig {
     pub seed: u64,
     /// Early stopping, if any.
     pub early_stopping: Option<EarlyStopping>,
-    /// Save the weights here whenever the monitored loss reaches a new best (with the
-    /// `safetensors` feature).
-    #[cfg(feature = "safetensors")]
+    /// Save the weights here whenever the monitored loss reaches a new best.
     pub checkpoint: Option<PathBuf>,
     /// Random shifts and rotations of training images, if any.
     pub augment: Option<Augment>,
@@ -86,7 +82,6 @@ impl Default for FitConfig {
             shuffle: true,
             seed: 0,
             early_stopping: None,
-            #[cfg(feature = "safetensors")]
             checkpoint: None,
             augment: None,
             verbose: true,
@@ -181,7 +176,6 @@ pub enum TrainError {
         learning_rate: f32,
     },
     /// The checkpoint could not be written.
-    #[cfg(feature = "safetensors")]
     #[error(transparent)]
     Checkpoint(#[from] WeightsError),
 }
@@ -257,14 +251,11 @@ where
         let progress = monitor.observe(stats.val_loss.unwrap_or(stats.loss));
         history.epochs.push(stats);
         match progress {
-            #[cfg(feature = "safetensors")]
             Progress::Improved => {
                 if let Some(path) = &config.checkpoint {
                     weights::save(network, path)?;
                 }
             }
-            #[cfg(not(feature = "safetensors"))]
-            Progress::Improved => {}
             Progress::Stalled => {}
             Progress::Stop => {
                 history.stopped_early = true;

@@ -1,6 +1,8 @@
-//! Weight files in the safetensors format: one `F32` tensor per parameter and buffer, named as
-//! the network names them (`conv1.weight`, `batchnorm1.running_mean`, ...), with the layer's
-//! dimensions.
+//! Weights in the safetensors format, in files or in memory: one `F32` tensor per parameter
+//! and buffer, named as the network names them (`conv1.weight`, `batchnorm1.running_mean`,
+//! ...), with the layer's dimensions. [`save`] and [`load`] take a file; [`to_bytes`] and
+//! [`from_bytes`] the same bytes in memory, for weights built into a program with
+//! `include_bytes!`.
 //!
 //! Saving writes a temporary file beside the destination, syncs it and renames it over the
 //! destination, so a crash leaves either the old file or the new one, never a torn one. Loading
@@ -12,6 +14,7 @@ mod pytorch;
 pub use pytorch::{TorchNames, load_pytorch};
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::TensorView;
@@ -19,31 +22,55 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::layers::{Layer, TensorVisitor};
 
-/// What can go wrong saving or loading weights; every variant names the file.
+/// Where weights were read from or written to, as an error names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A weight file.
+    File(PathBuf),
+    /// Bytes in memory ([`to_bytes`], [`from_bytes`]).
+    Bytes,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::Bytes => f.write_str("the weight bytes"),
+        }
+    }
+}
+
+impl From<&Path> for Origin {
+    fn from(path: &Path) -> Self {
+        Origin::File(path.to_path_buf())
+    }
+}
+
+/// What can go wrong saving or loading weights; every variant names the file (or the bytes).
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     /// The file could not be read or written.
-    #[error("{}: {source}", file.display())]
+    #[error("{origin}: {source}")]
     Io {
         /// The file.
-        file: PathBuf,
+        origin: Origin,
         /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
-    /// The file is not a readable safetensors file.
-    #[error("{}: not a valid safetensors file: {problem}", file.display())]
+    /// The file or bytes are not readable safetensors.
+    #[error("{origin}: not a valid safetensors file: {problem}")]
     Format {
-        /// The file.
-        file: PathBuf,
+        /// The file or the bytes.
+        origin: Origin,
         /// What the parser said.
         problem: String,
     },
-    /// The file's tensors do not fit the network; nothing was loaded.
-    #[error("{}: the weights do not fit this network (nothing was loaded):\n  - {}", file.display(), problems.join("\n  - "))]
+    /// The tensors do not fit the network; nothing was loaded.
+    #[error("{origin}: the weights do not fit this network (nothing was loaded):\n  - {}", problems.join("\n  - "))]
     Mismatch {
-        /// The file.
-        file: PathBuf,
+        /// The file or the bytes.
+        origin: Origin,
         /// One line per missing, extra or misshapen tensor.
         problems: Vec<String>,
     },
@@ -55,28 +82,39 @@ fn visit_tensors<L: Layer>(network: &L, visit: &mut TensorVisitor<'_>) {
     network.visit_buffers(visit);
 }
 
-/// Saves every parameter and buffer of `network` to `path`, atomically.
-pub fn save<L: Layer>(network: &L, path: impl AsRef<Path>) -> Result<(), WeightsError> {
-    let path = path.as_ref();
-    let io = |source| WeightsError::Io {
-        file: path.to_path_buf(),
-        source,
-    };
-    let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+/// Every parameter and buffer of `network`, as the bytes of a safetensors file.
+///
+/// # Errors
+/// [`WeightsError::Format`] if the serialiser refuses the tensors (it never has for a
+/// network's own).
+pub fn to_bytes<L: Layer>(network: &L) -> Result<Vec<u8>, WeightsError> {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     visit_tensors(network, &mut |name, dims, values| {
         let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        bytes.push((name.to_string(), dims.to_vec(), data));
+        tensors.push((name.to_string(), dims.to_vec(), data));
     });
-    let views = bytes.iter().map(|(name, dims, data)| {
+    let views = tensors.iter().map(|(name, dims, data)| {
         let view = TensorView::new(Dtype::F32, dims.clone(), data)
             .expect("dimensions match the data they describe");
         (name.as_str(), view)
     });
-    let serialized = safetensors::serialize(views, None).map_err(|e| WeightsError::Format {
-        file: path.to_path_buf(),
+    safetensors::serialize(views, None).map_err(|e| WeightsError::Format {
+        origin: Origin::Bytes,
         problem: e.to_string(),
-    })?;
-    crate::files::write_atomically(path, &serialized).map_err(io)
+    })
+}
+
+/// Saves every parameter and buffer of `network` to `path`, atomically.
+///
+/// # Errors
+/// [`WeightsError::Io`] naming the file if it cannot be written.
+pub fn save<L: Layer>(network: &L, path: impl AsRef<Path>) -> Result<(), WeightsError> {
+    let path = path.as_ref();
+    let bytes = to_bytes(network)?;
+    crate::files::write_atomically(path, &bytes).map_err(|source| WeightsError::Io {
+        origin: path.into(),
+        source,
+    })
 }
 
 /// The largest safetensors header accepted, as the `safetensors` crate bounds it (100 MB).
@@ -87,10 +125,47 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 ///
 /// A file longer than this network's tensors and the largest header is refused before it is
 /// read, so memory stays within the network's own size (plus the header) whatever the file.
+///
+/// # Errors
+/// [`WeightsError`] naming the file: it cannot be read, is not safetensors, or does not fit.
 pub fn load<L: Layer>(network: &mut L, path: impl AsRef<Path>) -> Result<(), WeightsError> {
     let path = path.as_ref();
     let bytes = read_bounded(path, 4 * (L::PARAMS + L::BUFFERS) as u64)?;
-    let file = parse(path, &bytes)?;
+    load_checked(network, &bytes, path.into())
+}
+
+/// Loads every parameter and buffer of `network` from the bytes of a safetensors file (what
+/// [`to_bytes`] or [`save`] wrote), checked as [`load`] checks a file: nothing changes unless
+/// every tensor fits.
+///
+/// ```
+/// use constnet_runtime::init::seeded_rng;
+/// use constnet_runtime::layers::Dense;
+/// use constnet_runtime::weights;
+///
+/// let trained = Dense::<4, 2>::new(&mut seeded_rng(1));
+/// let bytes = weights::to_bytes(&trained)?; // or include_bytes!("net.safetensors")
+/// let mut served = Dense::<4, 2>::new(&mut seeded_rng(2));
+/// weights::from_bytes(&mut served, &bytes)?;
+/// assert_eq!(served.params.weight, trained.params.weight);
+/// assert!(weights::from_bytes(&mut Dense::<3, 2>::new(&mut seeded_rng(3)), &bytes).is_err());
+/// # Ok::<(), weights::WeightsError>(())
+/// ```
+///
+/// # Errors
+/// [`WeightsError::Format`] if the bytes are not safetensors, [`WeightsError::Mismatch`] if
+/// their tensors do not fit.
+pub fn from_bytes<L: Layer>(network: &mut L, bytes: &[u8]) -> Result<(), WeightsError> {
+    load_checked(network, bytes, Origin::Bytes)
+}
+
+/// Loads `network` from the safetensors `bytes` read from `origin`, after checking every tensor.
+fn load_checked<L: Layer>(
+    network: &mut L,
+    bytes: &[u8],
+    origin: Origin,
+) -> Result<(), WeightsError> {
+    let file = parse(&origin, bytes)?;
     let mut expected: Vec<(String, Vec<usize>)> = Vec::new();
     visit_tensors(network, &mut |name, dims, _| {
         expected.push((name.to_string(), dims.to_vec()))
@@ -124,10 +199,7 @@ pub fn load<L: Layer>(network: &mut L, path: impl AsRef<Path>) -> Result<(), Wei
             .map(|name| format!("`{name}` is not a tensor of this network")),
     );
     if !problems.is_empty() {
-        return Err(WeightsError::Mismatch {
-            file: path.to_path_buf(),
-            problems,
-        });
+        return Err(WeightsError::Mismatch { origin, problems });
     }
     let mut copy = |name: &str, target: &mut [f32]| target.copy_from_slice(&values[name]);
     network.visit_params_mut(&mut copy);
@@ -139,13 +211,13 @@ pub fn load<L: Layer>(network: &mut L, path: impl AsRef<Path>) -> Result<(), Wei
 /// header allow: memory stays within the network's own size (plus the header) whatever the file.
 fn read_bounded(path: &Path, tensor_bytes: u64) -> Result<Vec<u8>, WeightsError> {
     let io = |source| WeightsError::Io {
-        file: path.to_path_buf(),
+        origin: path.into(),
         source,
     };
     let size = std::fs::metadata(path).map_err(io)?.len();
     if size > tensor_bytes + 8 + MAX_HEADER_BYTES {
         return Err(WeightsError::Format {
-            file: path.to_path_buf(),
+            origin: path.into(),
             problem: format!(
                 "the file is {size} bytes, more than this network's {tensor_bytes} bytes of \
                  tensors and the largest header allow"
@@ -155,10 +227,10 @@ fn read_bounded(path: &Path, tensor_bytes: u64) -> Result<Vec<u8>, WeightsError>
     std::fs::read(path).map_err(io)
 }
 
-/// The safetensors file in `bytes`, read from `path`.
-fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<SafeTensors<'a>, WeightsError> {
+/// The safetensors file in `bytes`, read from `origin`.
+fn parse<'a>(origin: &Origin, bytes: &'a [u8]) -> Result<SafeTensors<'a>, WeightsError> {
     SafeTensors::deserialize(bytes).map_err(|e| WeightsError::Format {
-        file: path.to_path_buf(),
+        origin: origin.clone(),
         problem: e.to_string(),
     })
 }

@@ -63,9 +63,9 @@ pub fn load_pytorch<N: Network>(
     // Room for the counters beside the network's own tensors.
     let counters = 8 * N::LAYERS.len() as u64;
     let bytes = read_bounded(path, 4 * (N::PARAMS + N::BUFFERS) as u64 + counters)?;
-    let file = parse(path, &bytes)?;
+    let file = parse(&path.into(), &bytes)?;
     let mismatch = |problems| WeightsError::Mismatch {
-        file: path.to_path_buf(),
+        origin: path.into(),
         problems,
     };
     let tensors = network_tensors(network);
