@@ -1,5 +1,5 @@
-//! Batch-1 inference latency of the peer workloads, call by call, as the peers' scripts
-//! (`../shared/peers/python/bench_ort.py`) report it: the median, 99th percentile and mean of
+//! Batch-1 inference latency of the peer workloads, call by call, as the peers' benchmark
+//! scripts report ONNX Runtime's (see `docs/benchmarks.md`): the median, 99th percentile and mean of
 //! many timed calls after a warm-up, on 1 and 2 threads.
 //!
 //! Each configuration is timed twice over:

@@ -4,16 +4,13 @@
 //! `cargo run --release --example mnist -- --help` lists the flags.
 
 mod common;
+#[path = "models/mnist_cnn.rs"]
+mod mnist_cnn;
 
 use clap::Parser;
 use common::{Defaults, OptimizerName};
 use constnet::network;
-
-network! {
-    /// The network of the Keras MNIST example (`mnist_cnn.py`): 1,199,882 parameters.
-    pub MnistCnn<input(28, 28, 1) conv(32, 3) relu conv(64, 3) relu maxpool(2) dropout(0.25)
-                 flatten dense(128) relu dropout(0.5) dense(10) softmax>
-}
+use mnist_cnn::MnistCnn;
 
 network! {
     /// A smaller CNN: 592,074 parameters.

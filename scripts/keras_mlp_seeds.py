@@ -4,9 +4,9 @@
 Flatten, Dense(128, relu), Dropout(0.2), Dense(10); Adam(1e-3), from-logits sparse
 cross-entropy, batch 32, 5 epochs, shuffled every epoch; pixels scaled to [0, 1]. Prints one
 JSON line per seed with the test accuracy, to set `cargo run --release --example mlp -- --seed N`
-beside. Needs TensorFlow (the venv of ../shared/peers/README.md):
+beside. Needs TensorFlow (tensorflow-cpu) and numpy:
 
-    MNIST_DIR=../shared/data/mnist python3 scripts/keras_mlp_seeds.py 0 1 2 3 4 5 6 7 8 9
+    MNIST_DIR=DIR python3 scripts/keras_mlp_seeds.py 0 1 2 3 4 5 6 7 8 9
 """
 import gzip
 import json

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The ResNet of `examples/resnet.rs` in TensorFlow/Keras, for a side-by-side training speed.
 
-    python3 scripts/resnet_keras.py --data-dir ../shared/data/mnist --epochs 2 [--augment]
+    python3 scripts/resnet_keras.py --data-dir DIR --epochs 2 [--augment]
 
 The same network (a conv(16) stem, four residual blocks with batch normalisation, the first of
 each stage strided with a 1x1 projection, global average pooling, dense(10) softmax; 166,730
@@ -9,7 +9,7 @@ parameters, Glorot-uniform weights and Keras's batch-normalisation defaults as i
 the same recipe (Adam 1e-3 decayed along a cosine to zero over the run, batch 128; with
 --augment random shifts of up to 2 px and rotations of up to 10 degrees), on 2 threads. Prints
 one JSON line per epoch (training images per second, excluding evaluation) and the test accuracy.
-Needs tensorflow-cpu and numpy (the peers' venv, ../shared/peers/README.md).
+Needs tensorflow-cpu and numpy.
 """
 import argparse
 import gzip
@@ -23,7 +23,7 @@ import numpy as np
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default="../shared/data/mnist")
+    p.add_argument("--data-dir", default="data/mnist")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)

@@ -40,8 +40,9 @@
 //! - [`train`]: [`fit`](train::fit), [`evaluate`](train::evaluate), [`predict`](train::predict),
 //!   and for any [`loss::Loss`] [`fit_with`](train::fit_with) and
 //!   [`evaluate_with`](train::evaluate_with).
-//! - [`optim`], [`loss`], [`metrics`], [`data`], `weights` (safetensors files), `onnx` (export),
-//!   [`graph`] (a network's layers as exporters read them).
+//! - [`optim`], [`loss`], [`metrics`], [`data`], [`weights`] (safetensors files and bytes),
+//!   `onnx` (export), [`graph`] (a network's layers as exporters read them).
+//! - [`context`]: where and how passes run: a thread pool and its settings.
 //! - [`layers`], [`tensor`], [`shape`], [`kernels`]: the typed layers, tensors and SIMD kernels
 //!   generated networks are made of, usable on their own.
 //!
@@ -50,12 +51,12 @@
 //! |---|---|---|
 //! | `data` | yes | IDX files (gzip or raw) and MNIST-style data sets (`load_mnist`, `Dataset::from_idx`) |
 //! | `progress` | yes | a progress bar while [`fit`](train::fit) trains |
-//! | `safetensors` | yes | `weights::save` / `weights::load` and `fit`'s best-weights checkpoint |
 //! | `download` | no | fetching data sets over HTTPS, checked by SHA-256 (`data::download`) |
 //! | `onnx` | no | `onnx::export`: a network as an ONNX model |
 //!
-//! With `default-features = false`, constnet is the macro, tensors, layers, kernels, training and
-//! inference, with no I/O dependencies.
+//! With `default-features = false`, constnet is the macro, tensors, layers, kernels, training,
+//! inference and weights (files and bytes), without the crates for data files, progress bars,
+//! downloads and ONNX.
 #![warn(missing_docs)]
 
 pub mod prelude;
@@ -67,3 +68,8 @@ pub use constnet_runtime::*;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeExamples;
+
+/// The guide's examples, compiled and run as tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide.md")]
+pub struct GuideExamples;

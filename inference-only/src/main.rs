@@ -1,24 +1,61 @@
-//! A program that only runs a network, as a service embedding a trained classifier would:
-//! constnet with `default-features = false`, so none of the crates for data files, downloads,
-//! progress bars or weight files is built. It classifies a synthetic image (a bright vertical
-//! bar) with a freshly initialised network and prints the class probabilities.
+//! A program that serves a trained network, as a service embedding a classifier would: the
+//! network is the training example's (`examples/models/mnist_cnn.rs`, included as a module), its
+//! trained weights are built into the binary with `include_bytes!` and loaded with
+//! `weights::from_bytes`, and nothing is read at run time but the images it classifies. It
+//! classifies the MNIST test set in `MNIST_DIR` (default `data/mnist`) and prints its accuracy.
+//!
+//! ```text
+//! cargo run --release --example mnist -- --save mnist_cnn.safetensors
+//! CONSTNET_MNIST_WEIGHTS=$PWD/mnist_cnn.safetensors cargo run --release -p constnet-inference-only
+//! ```
 
+#[path = "../../examples/models/mnist_cnn.rs"]
+mod mnist_cnn;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use constnet::data::load_mnist;
 use constnet::prelude::*;
+use mnist_cnn::{MnistCnn, MnistCnnWorkspace};
 
-network! {
-    /// A small CNN for 28x28 grey images.
-    pub Classifier<input(28, 28, 1) conv(8, 3) relu maxpool(2) flatten dense(10) softmax>
+/// The trained weights, as `build.rs` found them (empty when built without).
+static WEIGHTS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mnist_cnn.safetensors"));
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-fn main() {
-    let net = Classifier::new(7);
-    let image = Batch::<Hwc<28, 28, 1>>::from_fn(1, |i| if i % 28 == 14 { 1.0 } else { 0.0 });
-    let mut workspace = ClassifierWorkspace::default();
-    let probabilities = net.infer(&image, &mut workspace);
-    let class = argmax(probabilities)[0];
-    let sum: f32 = probabilities.as_slice().iter().sum();
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    if WEIGHTS.is_empty() {
+        return Err("built without weights: build with CONSTNET_MNIST_WEIGHTS set to the file \
+                    `cargo run --release --example mnist -- --save FILE` wrote"
+            .into());
+    }
+    let mut net = MnistCnn::new(0);
+    weights::from_bytes(&mut net, WEIGHTS)?;
+    let dir = std::env::var_os("MNIST_DIR").map_or_else(|| "data/mnist".into(), PathBuf::from);
+    let (_, test) = load_mnist::<Hwc<28, 28, 1>>(&dir)?;
+
+    // One image, as a service answers one request: the workspace is reused, nothing allocated.
+    let mut workspace = MnistCnnWorkspace::new();
+    let first = Batch::from_fn(1, |i| test.images().as_slice()[i]);
+    let class = argmax(net.infer(&first, &mut workspace))[0];
+    println!("test image 0: class {class} (labelled {})", test.labels()[0]);
+
+    let score = evaluate(&net, &test, 250)?;
     println!(
-        "class {class}, probabilities {:.3?} (sum {sum:.4})",
-        probabilities.as_slice()
+        "test accuracy: {:.2}% ({} images of {}; {} bytes of weights built in)",
+        100.0 * score.accuracy,
+        test.len(),
+        dir.display(),
+        WEIGHTS.len()
     );
+    Ok(())
 }

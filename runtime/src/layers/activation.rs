@@ -76,7 +76,7 @@ impl EpilogueFn for ReluFn {
 #[derive(Clone, Copy, Debug)]
 pub struct LeakyReluFn {
     /// Slope for negative inputs; at least 0 (as Keras requires) for
-    /// [`ActivationFn::derivative_from_output`] to hold.
+    /// [`EpilogueFn::derivative_from_output`] to hold.
     pub alpha: f32,
 }
 
