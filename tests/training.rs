@@ -347,7 +347,9 @@ fn weights_as_bytes_round_trip_and_are_checked() {
     let mut net = Tiny::new(5);
     let before = params_of(&net);
     let other = weights::to_bytes(&OtherTiny::new(0)).unwrap();
-    let error = weights::from_bytes(&mut net, &other).unwrap_err().to_string();
+    let error = weights::from_bytes(&mut net, &other)
+        .unwrap_err()
+        .to_string();
     assert!(
         error.starts_with("the weight bytes: the weights do not fit this network"),
         "{error}"

@@ -34,9 +34,11 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     if WEIGHTS.is_empty() {
-        return Err("built without weights: build with CONSTNET_MNIST_WEIGHTS set to the file \
+        return Err(
+            "built without weights: build with CONSTNET_MNIST_WEIGHTS set to the file \
                     `cargo run --release --example mnist -- --save FILE` wrote"
-            .into());
+                .into(),
+        );
     }
     let mut net = MnistCnn::new(0);
     weights::from_bytes(&mut net, WEIGHTS)?;
@@ -47,7 +49,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut workspace = MnistCnnWorkspace::new();
     let first = Batch::from_fn(1, |i| test.images().as_slice()[i]);
     let class = argmax(net.infer(&first, &mut workspace))[0];
-    println!("test image 0: class {class} (labelled {})", test.labels()[0]);
+    println!(
+        "test image 0: class {class} (labelled {})",
+        test.labels()[0]
+    );
 
     let score = evaluate(&net, &test, 250)?;
     println!(
