@@ -1,5 +1,5 @@
-//! Trains the Keras MNIST example network (or, with `--model small-cnn`, a smaller CNN) on MNIST
-//! and reports test accuracy, predictions, the confusion matrix and per-class metrics.
+//! Trains the Keras MNIST example network (or, with `--model small-cnn`, a smaller CNN) on MNIST,
+//! then reports on the test set, draws the training curves and saves the weights.
 //!
 //! `cargo run --release --example mnist -- --help` lists the flags.
 
@@ -7,9 +7,13 @@ mod common;
 #[path = "models/mnist_cnn.rs"]
 mod mnist_cnn;
 
+use std::error::Error;
+use std::process::ExitCode;
+
 use clap::Parser;
-use common::{Defaults, OptimizerName};
-use constnet::network;
+use common::{Args, Defaults, Image, OptimizerName};
+use constnet::loss::FitsHead;
+use constnet::prelude::*;
 use mnist_cnn::MnistCnn;
 
 network! {
@@ -36,31 +40,40 @@ struct Cli {
     #[arg(long, value_enum, default_value_t)]
     model: Model,
     #[command(flatten)]
-    args: common::Args,
+    args: Args,
 }
 
-fn main() {
-    let cli = Cli::parse();
-    match cli.model {
-        Model::KerasCnn => common::main::<MnistCnn>(
-            &cli.args,
-            Defaults {
-                epochs: 12,
-                batch_size: 128,
-                optimizer: OptimizerName::Adam,
-                cosine_decay: false,
-                augment: false,
-            },
-        ),
-        Model::SmallCnn => common::main::<SmallCnn>(
-            &cli.args,
-            Defaults {
-                epochs: 5,
-                batch_size: 32,
-                optimizer: OptimizerName::Adam,
-                cosine_decay: false,
-                augment: false,
-            },
-        ),
-    }
+fn main() -> ExitCode {
+    let Cli { model, args } = Cli::parse();
+    let defaults = |epochs, batch_size| Defaults {
+        epochs,
+        batch_size,
+        optimizer: OptimizerName::Adam,
+        cosine_decay: false,
+        augment: false,
+    };
+    common::exit_on_error(match model {
+        Model::KerasCnn => train::<MnistCnn>(&args, defaults(12, 128)),
+        Model::SmallCnn => train::<SmallCnn>(&args, defaults(5, 32)),
+    })
+}
+
+/// Loads MNIST, builds network `N`, trains it, reports on the test set, draws the plots and
+/// saves the weights.
+fn train<N>(args: &Args, defaults: Defaults) -> Result<(), Box<dyn Error>>
+where
+    N: Network<Input = Image, Output = Flat<10>>,
+    SparseCategoricalCrossentropy: FitsHead<N::Head>,
+{
+    let (train, test) = common::load_data(args)?;
+    let mut network: N = common::build(args)?;
+    let mut optimizer = common::optimizer(args, &defaults, &network)?;
+    let config = common::fit_config(args, &defaults, &optimizer);
+    let started = std::time::Instant::now();
+    let validation = common::validation(args, &test);
+    let history = fit(&mut network, &mut optimizer, &train, validation, &config)?;
+    println!("Trained in {:.1}s", started.elapsed().as_secs_f64());
+    let predicted = common::report(&network, &test)?;
+    common::plots::write(&args.plots, N::NAME, &history, &test, &predicted)?;
+    common::save(&network, args)
 }

@@ -7,9 +7,12 @@
 
 mod common;
 
+use std::error::Error;
+use std::process::ExitCode;
+
 use clap::Parser;
-use common::{Defaults, OptimizerName};
-use constnet::network;
+use common::{Args, Defaults, OptimizerName};
+use constnet::prelude::*;
 
 network! {
     /// A ResNet for 28x28 digits: a stem, then two stages of two residual blocks each (the first
@@ -30,19 +33,35 @@ network! {
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]
-    args: common::Args,
+    args: Args,
 }
 
-fn main() {
-    let cli = Cli::parse();
-    common::main::<ResNet>(
-        &cli.args,
-        Defaults {
-            epochs: 12,
-            batch_size: 128,
-            optimizer: OptimizerName::Adam,
-            cosine_decay: true,
-            augment: true,
-        },
-    );
+fn main() -> ExitCode {
+    common::exit_on_error(train(&Cli::parse().args))
+}
+
+/// Loads MNIST, builds the network, trains it, reports on the test set, draws the plots and
+/// saves the weights.
+fn train(args: &Args) -> Result<(), Box<dyn Error>> {
+    let defaults = Defaults {
+        epochs: 12,
+        batch_size: 128,
+        optimizer: OptimizerName::Adam,
+        cosine_decay: true,
+        augment: true,
+    };
+    let (train, test) = common::load_data(args)?;
+    let mut network: ResNet = common::build(args)?;
+    let mut optimizer = common::optimizer(args, &defaults, &network)?;
+    let config = common::fit_config(args, &defaults, &optimizer);
+    let history = fit(
+        &mut network,
+        &mut optimizer,
+        &train,
+        common::validation(args, &test),
+        &config,
+    )?;
+    let predicted = common::report(&network, &test)?;
+    common::plots::write(&args.plots, ResNet::NAME, &history, &test, &predicted)?;
+    common::save(&network, args)
 }

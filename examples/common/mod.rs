@@ -1,17 +1,20 @@
-//! What every MNIST example does, whatever its network: command-line flags, data (downloaded if
-//! missing), training, evaluation, predictions, plots and weight files.
+//! The steps every MNIST example takes, whatever its network, each a function the examples
+//! call in order: the command-line flags, the data (downloaded if missing), the network (fresh or
+//! from weights), the optimiser and `fit`'s settings, the report on the test set, the plots
+//! ([`plots`]) and the weight files.
 
-mod plots;
+pub mod plots;
 
+use std::error::Error;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::process::ExitCode;
 
 use clap::ValueEnum;
-use constnet::data::{download, load_mnist};
+use constnet::data::{Augment, Dataset, download, load_mnist};
 use constnet::loss::{FitsHead, SparseCategoricalCrossentropy};
 use constnet::network::Network;
 use constnet::optim::{Adadelta, Adam, OptimizerState, RmsProp, Schedule, Sgd};
-use constnet::train::{EarlyStopping, FitConfig, Validation, evaluate, fit, predict};
+use constnet::train::{EarlyStopping, FitConfig, Validation, evaluate, predict};
 use constnet::{Flat, Hwc, weights};
 
 /// Command-line flags shared by the examples.
@@ -105,7 +108,8 @@ pub struct Defaults {
     pub augment: bool,
 }
 
-fn optimizer(name: OptimizerName, lr: Option<f32>) -> OptimizerState {
+/// The optimiser called `name`, at learning rate `lr` or Keras's default.
+fn optimizer_named(name: OptimizerName, lr: Option<f32>) -> OptimizerState {
     match name {
         OptimizerName::Sgd => OptimizerState::new(Sgd {
             momentum: 0.9,
@@ -126,14 +130,12 @@ fn optimizer(name: OptimizerName, lr: Option<f32>) -> OptimizerState {
     }
 }
 
-type Image = Hwc<28, 28, 1>;
+/// The images every example trains on: MNIST's 28x28 grey digits.
+pub type Image = Hwc<28, 28, 1>;
 
-/// Trains, evaluates and reports on network `N`; errors are printed by `main`.
-pub fn run<N>(args: &Args, defaults: Defaults) -> Result<(), Box<dyn std::error::Error>>
-where
-    N: Network<Input = Image, Output = Flat<10>>,
-    SparseCategoricalCrossentropy: FitsHead<N::Head>,
-{
+/// Sizes the global thread pool as `--threads` asks, then reads MNIST from `--data`
+/// (downloading missing files unless `--no-download`), keeping `--limit` training images.
+pub fn load_data(args: &Args) -> Result<(Dataset<Image>, Dataset<Image>), Box<dyn Error>> {
     if let Some(threads) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -152,7 +154,11 @@ where
         test.len(),
         args.data.display()
     );
+    Ok((train, test))
+}
 
+/// Network `N` seeded with `--seed`, or with the weights of `--load` or `--load-pytorch`.
+pub fn build<N: Network>(args: &Args) -> Result<N, Box<dyn Error>> {
     let mut network = N::new(args.seed);
     if let Some(path) = &args.load {
         weights::load(&mut network, path)?;
@@ -163,57 +169,77 @@ where
         println!("Loaded PyTorch weights from {}", path.display());
     }
     print!("{}", N::summary());
+    Ok(network)
+}
 
-    let mut optimizer = optimizer(args.optimizer.unwrap_or(defaults.optimizer), args.lr);
-    let epochs = args.epochs.unwrap_or(defaults.epochs);
+/// The optimiser the flags or `defaults` choose, with `--freeze`'s layers frozen.
+pub fn optimizer<N: Network>(
+    args: &Args,
+    defaults: &Defaults,
+    network: &N,
+) -> Result<OptimizerState, Box<dyn Error>> {
+    let mut optimizer = optimizer_named(args.optimizer.unwrap_or(defaults.optimizer), args.lr);
     if defaults.cosine_decay {
+        let epochs = args.epochs.unwrap_or(defaults.epochs);
         optimizer.schedule = Schedule::Cosine { epochs };
     }
     let frozen: Vec<&str> = args.freeze.iter().map(String::as_str).collect();
     optimizer
-        .freeze(&network, &frozen)
+        .freeze(network, &frozen)
         .map_err(|error| format!("--freeze: {error}"))?;
+    Ok(optimizer)
+}
+
+/// `fit`'s settings from the flags and `defaults`, printed.
+pub fn fit_config(args: &Args, defaults: &Defaults, optimizer: &OptimizerState) -> FitConfig {
+    let augment = Augment {
+        max_shift: 2.0,
+        max_rotation_degrees: 10.0,
+    };
     let config = FitConfig {
-        epochs,
+        epochs: args.epochs.unwrap_or(defaults.epochs),
         batch_size: args.batch_size.unwrap_or(defaults.batch_size),
         seed: args.seed,
         early_stopping: args.patience.map(|patience| EarlyStopping {
             patience,
             min_delta: 0.0,
         }),
-        augment: (args.augment || defaults.augment && !args.no_augment).then_some(
-            constnet::data::Augment {
-                max_shift: 2.0,
-                max_rotation_degrees: 10.0,
-            },
-        ),
+        augment: (args.augment || defaults.augment && !args.no_augment).then_some(augment),
         ..FitConfig::default()
     };
-    let validation = match args.validation_split {
-        Some(fraction) => Validation::Split(fraction),
-        None => Validation::Data(&test),
+    let frozen = match args.freeze.as_slice() {
+        [] => String::new(),
+        layers => format!(", frozen: {}", layers.join(", ")),
     };
     println!(
-        "Training for {} epochs, batch size {}, {} (learning rate {}){}",
+        "Training for {} epochs, batch size {}, {} (learning rate {}){frozen}",
         config.epochs,
         config.batch_size,
         optimizer.optimizer().name(),
         optimizer.learning_rate(0),
-        if args.freeze.is_empty() {
-            String::new()
-        } else {
-            format!(", frozen: {}", args.freeze.join(", "))
-        }
     );
-    let started = Instant::now();
-    let history = fit(&mut network, &mut optimizer, &train, validation, &config)?;
-    println!("Trained in {:.1}s", started.elapsed().as_secs_f64());
+    config
+}
 
-    let evaluation = evaluate(&network, &test, 256)?;
+/// What `fit` validates on: `--validation-split` of the training set, else the test set.
+pub fn validation<'d>(args: &Args, test: &'d Dataset<Image>) -> Validation<'d, Image> {
+    match args.validation_split {
+        Some(fraction) => Validation::Split(fraction),
+        None => Validation::Data(test),
+    }
+}
+
+/// Prints the test loss and accuracy, the first ten predictions with their probabilities, the
+/// confusion matrix and per-class metrics; returns every predicted class.
+pub fn report<N>(network: &N, test: &Dataset<Image>) -> Result<Vec<usize>, Box<dyn Error>>
+where
+    N: Network<Input = Image, Output = Flat<10>>,
+    SparseCategoricalCrossentropy: FitsHead<N::Head>,
+{
+    let evaluation = evaluate(network, test, 256)?;
     println!("Test loss: {:.4}", evaluation.loss);
     println!("Test accuracy: {:.4}", evaluation.accuracy);
-
-    let predictions = predict(&network, test.images(), 256)?;
+    let predictions = predict(network, test.images(), 256)?;
     println!("First 10 test images:");
     for (i, class) in predictions.classes.iter().enumerate().take(10) {
         let probabilities: Vec<String> = predictions
@@ -233,14 +259,17 @@ where
         evaluation.confusion
     );
     print!("{}", evaluation.confusion.report());
+    Ok(predictions.classes)
+}
 
-    plots::write(&args.plots, N::NAME, &history, &test, &predictions.classes)?;
+/// Saves the weights where `--save` says, and exports the network where `--export-onnx` says.
+pub fn save<N: Network>(network: &N, args: &Args) -> Result<(), Box<dyn Error>> {
     if let Some(path) = &args.save {
-        weights::save(&network, path)?;
+        weights::save(network, path)?;
         println!("Saved weights to {}", path.display());
     }
     if let Some(path) = &args.export_onnx {
-        constnet::onnx::export(&network, path)?;
+        constnet::onnx::export(network, path)?;
         println!(
             "Exported the network to {} (ONNX, NHWC input)",
             path.display()
@@ -249,14 +278,13 @@ where
     Ok(())
 }
 
-/// Runs `N` with `args`, and exits with status 1 and the error on failure.
-pub fn main<N>(args: &Args, defaults: Defaults)
-where
-    N: Network<Input = Image, Output = Flat<10>>,
-    SparseCategoricalCrossentropy: FitsHead<N::Head>,
-{
-    if let Err(error) = run::<N>(args, defaults) {
-        eprintln!("error: {error}");
-        std::process::exit(1);
+/// Runs an example's `main`, printing its error and failing the process on one.
+pub fn exit_on_error(result: Result<(), Box<dyn Error>>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
