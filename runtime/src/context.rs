@@ -342,7 +342,8 @@ impl Context {
 
     /// Runs `f` on this context's pool: every pass `f` starts (an `infer`, a `fit`, an
     /// `evaluate`) runs on the pool's threads with the context's settings. The default context
-    /// runs `f` where it is called.
+    /// runs `f` where it is called: called from a thread of another context's pool, `f`'s
+    /// passes run there, with that pool's settings.
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match &self.pool {
             Some(pool) => pool.install(f),
