@@ -72,7 +72,8 @@ impl Isa {
 
     /// The fastest path this CPU can run.
     pub fn fastest() -> Isa {
-        Isa::supported()[0]
+        let supported = Isa::ALL.into_iter().find(|isa| isa.is_supported());
+        supported.unwrap_or(Isa::Portable)
     }
 
     /// The path the kernels use on this thread: its context's ([`Settings::current`]).
@@ -99,7 +100,7 @@ pub enum ConvPolicy {
 }
 
 impl ConvPolicy {
-    /// Every policy, in the order of [`ConvPolicy::NAMES`].
+    /// Every policy.
     pub const ALL: [ConvPolicy; 5] = [
         ConvPolicy::Auto,
         ConvPolicy::Gemm,
@@ -107,13 +108,15 @@ impl ConvPolicy {
         ConvPolicy::Winograd2x2,
         ConvPolicy::Winograd4x4,
     ];
-    /// The names `CONSTNET_CONV` accepts.
-    pub const NAMES: [&'static str; 5] = ["auto", "gemm", "winograd", "winograd2x2", "winograd4x4"];
-
     /// The name `CONSTNET_CONV` accepts for this policy.
     pub fn name(self) -> &'static str {
-        let index = ConvPolicy::ALL.iter().position(|policy| *policy == self);
-        ConvPolicy::NAMES[index.unwrap_or_default()]
+        match self {
+            ConvPolicy::Auto => "auto",
+            ConvPolicy::Gemm => "gemm",
+            ConvPolicy::Winograd => "winograd",
+            ConvPolicy::Winograd2x2 => "winograd2x2",
+            ConvPolicy::Winograd4x4 => "winograd4x4",
+        }
     }
 
     /// The policy called `name`.
@@ -237,9 +240,13 @@ fn conv_from_env() -> Result<Option<ConvPolicy>, ContextError> {
         return Ok(None);
     };
     let policy = ConvPolicy::from_name(&value);
-    policy
-        .map(Some)
-        .ok_or_else(|| unknown("CONSTNET_CONV", value, &ConvPolicy::NAMES))
+    policy.map(Some).ok_or_else(|| {
+        unknown(
+            "CONSTNET_CONV",
+            value,
+            &ConvPolicy::ALL.map(ConvPolicy::name),
+        )
+    })
 }
 
 /// The default context's settings: [`Settings::from_env`], read once per process. A variable

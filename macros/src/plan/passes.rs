@@ -212,10 +212,10 @@ fn each_op<'n>(
 ) -> Vec<Rewrite<'n>> {
     let mut rewrites: Vec<Rewrite> = Vec::new();
     for index in 0..graph.ops.len() {
-        let taken = rewrites.iter().any(|r| r.consumed.contains(&index));
-        if let Some(rewrite) = find_at(index).filter(|_| !taken) {
-            rewrites.push(rewrite);
+        if rewrites.iter().any(|r| r.consumed.contains(&index)) {
+            continue;
         }
+        rewrites.extend(find_at(index));
     }
     rewrites
 }

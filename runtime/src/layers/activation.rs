@@ -255,10 +255,11 @@ impl<S: Shape, F: ActivationFn> Layer for Activation<S, F> {
 
     fn forward(&self, input: &Batch<S>, output: &mut Batch<S>, _workspace: &mut ()) {
         output.resize(input.len());
+        let chunk = parallel_min_values();
         output
             .as_mut_slice()
-            .par_chunks_mut(parallel_min_values())
-            .zip(input.as_slice().par_chunks(parallel_min_values()))
+            .par_chunks_mut(chunk)
+            .zip(input.as_slice().par_chunks(chunk))
             .for_each(|(y, x)| {
                 for (y, &x) in y.iter_mut().zip(x) {
                     *y = self.function.value(x);
@@ -277,12 +278,13 @@ impl<S: Shape, F: ActivationFn> Layer for Activation<S, F> {
     ) {
         let Some(grad_input) = grad_input else { return };
         grad_input.resize(input.len());
+        let chunk = parallel_min_values();
         grad_input
             .as_mut_slice()
-            .par_chunks_mut(parallel_min_values())
-            .zip(input.as_slice().par_chunks(parallel_min_values()))
-            .zip(output.as_slice().par_chunks(parallel_min_values()))
-            .zip(grad_output.as_slice().par_chunks(parallel_min_values()))
+            .par_chunks_mut(chunk)
+            .zip(input.as_slice().par_chunks(chunk))
+            .zip(output.as_slice().par_chunks(chunk))
+            .zip(grad_output.as_slice().par_chunks(chunk))
             .for_each(|(((dx, x), y), dy)| {
                 for (((dx, &x), &y), &dy) in dx.iter_mut().zip(x).zip(y).zip(dy) {
                     *dx = dy * self.function.derivative(x, y);

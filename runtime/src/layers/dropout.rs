@@ -140,9 +140,10 @@ impl<S: Shape> Dropout<S> {
     /// [`Layer::backward`] of [`Dropout::forward_train_in_place`]: the gradient with respect to
     /// the output becomes, in place, the gradient with respect to the input.
     pub fn backward_in_place(&self, grad: &mut Batch<S>, cache: &DropoutCache) {
+        let chunk = min_task_values();
         grad.as_mut_slice()
-            .par_chunks_mut(min_task_values())
-            .zip(cache.kept.par_chunks(min_task_values()))
+            .par_chunks_mut(chunk)
+            .zip(cache.kept.par_chunks(chunk))
             .for_each(|(grad, kept)| scale_kept_in_place(grad, kept, cache.keep_scale));
     }
 

@@ -142,10 +142,11 @@ pub fn linear_activation_backward<L: Linear, F: EpilogueFn>(
     grad_input: Option<&mut Batch<L::Input>>,
     grads: &mut L::Grads,
 ) {
+    let chunk = min_task_values();
     grad_output
         .as_mut_slice()
-        .par_chunks_mut(min_task_values())
-        .zip(output.as_slice().par_chunks(min_task_values()))
+        .par_chunks_mut(chunk)
+        .zip(output.as_slice().par_chunks(chunk))
         .for_each(|(grads, outputs)| {
             kernels::run_vectorized(TimesDerivative {
                 activation,
