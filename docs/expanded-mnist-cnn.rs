@@ -56,7 +56,7 @@ mod __mnist_cnn {
     pub type Relu1 = Relu<Hwc<26, 26, 32>>;
     pub type Conv2 = Conv2d<Hwc<26, 26, 32>, Hwc<24, 24, 64>, 3, 1, Valid>;
     pub type Relu2 = Relu<Hwc<24, 24, 64>>;
-    pub type Maxpool1 = MaxPool2d<Hwc<24, 24, 64>, Hwc<12, 12, 64>, 2, 2>;
+    pub type Maxpool1 = MaxPool2d<Hwc<24, 24, 64>, Hwc<12, 12, 64>, 2, 2, Valid>;
     pub type Dropout1 = Dropout<Hwc<12, 12, 64>>;
     pub type Flatten1 = Flatten<Hwc<12, 12, 64>, 9216>;
     pub type Dense1 = Dense<9216, 128>;

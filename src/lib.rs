@@ -61,7 +61,13 @@
 
 pub mod prelude;
 
+/// ONNX models as `network!` layer lists and weights (with the `import` feature): what
+/// [`onnx_network!`] and the `constnet-import` tool use.
+#[cfg(feature = "import")]
+pub use constnet_import as import;
 pub use constnet_macros::network;
+#[cfg(feature = "import")]
+pub use constnet_macros::onnx_network;
 pub use constnet_runtime::*;
 
 /// The README's examples, compiled and run as tests.

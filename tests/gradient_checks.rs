@@ -59,6 +59,21 @@ fn conv2d_valid_and_same_with_stride() {
 }
 
 #[test]
+fn conv2d_explicit_pads() {
+    let mut rng = seeded_rng(31);
+    let mut conv = Conv2d::<Hwc<6, 6, 2>, Hwc<3, 3, 3>, 3, 2, Pads<1, 1, 1, 1>>::new(&mut rng);
+    conv.params
+        .bias
+        .iter_mut()
+        .for_each(|b| *b = rng.random_range(-0.5..0.5));
+    passes("conv pads 1 stride 2", &conv, &away_from_zero(2, 32));
+    let conv = Conv2d::<Hwc<5, 4, 2>, Hwc<5, 3, 3>, 3, 1, Pads<2, 0, 0, 1>>::new(&mut rng);
+    passes("conv asymmetric pads", &conv, &away_from_zero(2, 33));
+    let dw = DepthwiseConv2d::<Hwc<6, 6, 3>, Hwc<3, 3, 3>, 3, 2, Pads<1, 1, 1, 1>>::new(&mut rng);
+    passes("dwconv pads 1 stride 2", &dw, &away_from_zero(2, 34));
+}
+
+#[test]
 fn pools() {
     passes(
         "max pool",
@@ -74,6 +89,16 @@ fn pools() {
         "avg pool",
         &AvgPool2d::<Hwc<5, 7, 3>, Hwc<2, 3, 3>, 2>::new(),
         &away_from_zero(2, 6),
+    );
+    passes(
+        "max pool k3 s2 pads 1",
+        &MaxPool2d::<Hwc<6, 5, 2>, Hwc<3, 3, 2>, 3, 2, Pads<1, 1, 1, 1>>::new(),
+        &well_separated(2, 7),
+    );
+    passes(
+        "avg pool same",
+        &AvgPool2d::<Hwc<5, 7, 3>, Hwc<3, 4, 3>, 2, 2, Same>::new(),
+        &away_from_zero(2, 8),
     );
 }
 

@@ -1,6 +1,8 @@
 //! How a layer kind declares its arguments ([`Param`]), and the values the macro decodes for
 //! them ([`Args`]) before the kind's entry builds a [`LayerKind`](crate::LayerKind) from them.
 
+use crate::padding::Padding;
+
 /// What an argument accepts. The macro checks each written argument against its type, so an
 /// entry's build function only checks what the type cannot say (a rate below 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,6 +13,9 @@ pub enum ArgType {
     Number,
     /// One of these words.
     Word(&'static [&'static str]),
+    /// A padding: `same`, `valid`, a whole number of at least 0, or `(top, bottom, left,
+    /// right)`.
+    Padding,
 }
 
 /// One declared argument of a layer kind.
@@ -32,6 +37,8 @@ pub enum ArgValue {
     Number(f64),
     /// A [`ArgType::Word`]: one of its words.
     Word(&'static str),
+    /// A [`ArgType::Padding`].
+    Padding(Padding),
 }
 
 /// Which argument a problem is about, to point at it.
@@ -85,6 +92,24 @@ impl Args {
             Some(ArgValue::Int(value)) => value,
             None => default,
             Some(other) => unreachable!("option {index} is an integer, not {other:?}"),
+        }
+    }
+
+    /// Option `index`, a number, if written.
+    pub fn option_number(&self, index: usize) -> Option<f64> {
+        match self.options[index] {
+            Some(ArgValue::Number(value)) => Some(value),
+            None => None,
+            Some(other) => unreachable!("option {index} is a number, not {other:?}"),
+        }
+    }
+
+    /// Option `index`, a padding, if written.
+    pub fn option_padding(&self, index: usize) -> Option<Padding> {
+        match self.options[index] {
+            Some(ArgValue::Padding(padding)) => Some(padding),
+            None => None,
+            Some(other) => unreachable!("option {index} is a padding, not {other:?}"),
         }
     }
 

@@ -4,20 +4,11 @@
 //! and an arm in each `match` below; the compiler lists the arms a new variant is missing.
 
 use crate::args::{ArgProblem, ArgRef, ArgType, Args, Param};
+use crate::padding::Padding;
 use crate::shape::Shape;
 
 /// Batch normalisation's default epsilon, added to the variance (Keras's `1e-3`).
 pub const BATCHNORM_EPSILON: f32 = 1e-3;
-
-/// How a convolution pads its input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Padding {
-    /// No padding: the kernel only visits positions where it fits inside the input.
-    Valid,
-    /// Zeros around the input so the output has `ceil(input / stride)` rows and columns; as in
-    /// Keras, an odd total puts the extra row or column after.
-    Same,
-}
 
 /// A checked layer: what it computes, with its arguments.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -42,7 +33,9 @@ pub enum LayerKind {
         /// How the input is padded.
         padding: Padding,
     },
-    /// Max or average pooling over `size`x`size` windows, without padding.
+    /// Max or average pooling over `size`x`size` windows. Padding takes no part in a window:
+    /// the maximum or mean is of the input values the window covers (Keras's `same`, ONNX's
+    /// `count_include_pad = 0`).
     Pool {
         /// Maximum, else mean.
         max: bool,
@@ -50,6 +43,8 @@ pub enum LayerKind {
         size: usize,
         /// Step between windows.
         stride: usize,
+        /// How the input is padded.
+        padding: Padding,
     },
     /// Maximum or mean of each channel over all pixels, to a flat vector.
     GlobalPool {
@@ -177,7 +172,7 @@ pub enum Generic {
     Output,
     /// A `usize` constant.
     Size(usize),
-    /// A padding marker type (`Valid`, `Same`).
+    /// A padding marker type (`Valid`, `Same`, `Pads<top, bottom, left, right>`).
     Padding(Padding),
 }
 
@@ -240,14 +235,30 @@ const STRIDE: Param = Param {
 
 const PADDING: Param = Param {
     name: "padding",
-    ty: ArgType::Word(&["same", "valid"]),
+    ty: ArgType::Padding,
 };
 
-/// The padding option (index 1 after the stride) as written, `valid` by default.
-fn padding(args: &Args) -> Padding {
-    match args.option_word(1) {
-        Some("same") => Padding::Same,
-        _ => Padding::Valid,
+/// The padding option (index 1, after the stride) as written, `valid` by default or where
+/// every pad is 0; explicit pads must leave a value of the input in every window: at most `window − 1` zeros on a side
+/// of a convolution, at most half the window on a side of a pooling (PyTorch's rule).
+fn padding(args: &Args, window: usize, pooling: bool) -> Result<Padding, ArgProblem> {
+    let padding = args.option_padding(1).unwrap_or(Padding::Valid);
+    let (limit, rule) = if pooling {
+        (window / 2, "half the pooling window")
+    } else {
+        (window - 1, "the kernel size less one")
+    };
+    match padding {
+        Padding::Explicit(pads) if pads.largest() > limit => Err(ArgProblem {
+            arg: ArgRef::Option(1),
+            message: format!(
+                "a pad of {} is more than {rule} ({limit}), so some windows would hold no input \
+                 value",
+                pads.largest()
+            ),
+        }),
+        Padding::Explicit(pads) if pads.is_zero() => Ok(Padding::Valid),
+        _ => Ok(padding),
     }
 }
 
@@ -268,7 +279,7 @@ const fn bare(name: &'static str, kind: fn(&Args) -> Result<LayerKind, ArgProble
 pub static ENTRIES: &[Entry] = &[
     Entry {
         name: "conv",
-        usage: "conv(filters, kernel) with optional stride = s, padding = same | valid",
+        usage: "conv(filters, kernel) with optional stride = s, padding = same | valid | p | (top, bottom, left, right)",
         example: "conv(32, 3)",
         positional: &[
             positional("number of filters", ArgType::PositiveInt),
@@ -280,13 +291,13 @@ pub static ENTRIES: &[Entry] = &[
                 filters: args.int(0),
                 kernel: args.int(1),
                 stride: args.option_int(0, 1),
-                padding: padding(args),
+                padding: padding(args, args.int(1), false)?,
             })
         },
     },
     Entry {
         name: "dwconv",
-        usage: "dwconv(kernel) with optional stride = s, padding = same | valid",
+        usage: "dwconv(kernel) with optional stride = s, padding = same | valid | p | (top, bottom, left, right)",
         example: "dwconv(3)",
         positional: &[positional("kernel size", ArgType::PositiveInt)],
         options: &[STRIDE, PADDING],
@@ -294,25 +305,25 @@ pub static ENTRIES: &[Entry] = &[
             Ok(LayerKind::DepthwiseConv {
                 kernel: args.int(0),
                 stride: args.option_int(0, 1),
-                padding: padding(args),
+                padding: padding(args, args.int(0), false)?,
             })
         },
     },
     Entry {
         name: "maxpool",
-        usage: "maxpool(size) with optional stride = s",
+        usage: "maxpool(size) with optional stride = s, padding = same | valid | p | (top, bottom, left, right)",
         example: "maxpool(2)",
         positional: &[positional("pool size", ArgType::PositiveInt)],
-        options: &[STRIDE],
-        build: |args| Ok(pool(true, args)),
+        options: &[STRIDE, PADDING],
+        build: |args| pool(true, args),
     },
     Entry {
         name: "avgpool",
-        usage: "avgpool(size) with optional stride = s",
+        usage: "avgpool(size) with optional stride = s, padding = same | valid | p | (top, bottom, left, right)",
         example: "avgpool(2)",
         positional: &[positional("pool size", ArgType::PositiveInt)],
-        options: &[STRIDE],
-        build: |args| Ok(pool(false, args)),
+        options: &[STRIDE, PADDING],
+        build: |args| pool(false, args),
     },
     Entry {
         name: "dense",
@@ -387,21 +398,42 @@ pub static ENTRIES: &[Entry] = &[
             Ok(LayerKind::Dropout { rate: rate as f32 })
         },
     },
-    bare("batchnorm", |_| {
-        Ok(LayerKind::BatchNorm {
-            epsilon: BATCHNORM_EPSILON,
-        })
-    }),
+    Entry {
+        name: "batchnorm",
+        usage: "batchnorm with optional epsilon = e",
+        example: "batchnorm",
+        positional: &[],
+        options: &[Param {
+            name: "epsilon",
+            ty: ArgType::Number,
+        }],
+        build: |args| {
+            let epsilon = args.option_number(0).unwrap_or(BATCHNORM_EPSILON as f64);
+            if !(epsilon > 0.0 && (epsilon as f32) > 0.0 && epsilon.is_finite()) {
+                return Err(ArgProblem {
+                    arg: ArgRef::Option(0),
+                    message: format!(
+                        "epsilon is added to the variance before its square root, so it must \
+                         be positive, not {epsilon}"
+                    ),
+                });
+            }
+            Ok(LayerKind::BatchNorm {
+                epsilon: epsilon as f32,
+            })
+        },
+    },
 ];
 
-/// A pooling's kind from its size and optional stride (the size by default).
-fn pool(max: bool, args: &Args) -> LayerKind {
+/// A pooling's kind from its size, optional stride (the size by default) and padding.
+fn pool(max: bool, args: &Args) -> Result<LayerKind, ArgProblem> {
     let size = args.int(0);
-    LayerKind::Pool {
+    Ok(LayerKind::Pool {
         max,
         size,
         stride: args.option_int(0, size),
-    }
+        padding: padding(args, size, true)?,
+    })
 }
 
 /// `(h, w, c)` of an image input, or the problem of a flat one.
@@ -412,19 +444,19 @@ fn image(input: Shape, what: &'static str) -> Result<(usize, usize, usize), Shap
     }
 }
 
-/// Rows or columns of a window sliding over `len` with `stride`: padded (`Same`) or where the
-/// window fits (`Valid`), refusing a window larger than a valid input.
+/// Rows and columns of `size`x`size` windows sliding `stride` apart over the padded image,
+/// refusing a window larger than the padded input.
 fn window_output(
-    (h, w): (usize, usize),
+    input: (usize, usize),
     size: usize,
     stride: usize,
     padding: Padding,
     what: &'static str,
 ) -> Result<(usize, usize), ShapeProblem> {
-    match padding {
-        Padding::Same => Ok((h.div_ceil(stride), w.div_ceil(stride))),
-        Padding::Valid if h < size || w < size => Err(ShapeProblem::WindowTooLarge { size, what }),
-        Padding::Valid => Ok(((h - size) / stride + 1, (w - size) / stride + 1)),
+    match padding.output(input, size, stride) {
+        Some(output) => Ok(output),
+        None if padding.padded(input, size, stride).is_none() => Err(ShapeProblem::TooLarge),
+        None => Err(ShapeProblem::WindowTooLarge { size, what }),
     }
 }
 
@@ -453,10 +485,15 @@ impl LayerKind {
                 let (h, w) = window_output((h, w), kernel, stride, padding, "kernel")?;
                 Shape::Image(h, w, c)
             }
-            LayerKind::Pool { size, stride, .. } => {
+            LayerKind::Pool {
+                size,
+                stride,
+                padding,
+                ..
+            } => {
                 let (h, w, c) = image(input, "pooling")?;
                 let window = "pooling window";
-                let (h, w) = window_output((h, w), size, stride, Padding::Valid, window)?;
+                let (h, w) = window_output((h, w), size, stride, padding, window)?;
                 Shape::Image(h, w, c)
             }
             LayerKind::GlobalPool { .. } => Shape::Flat(image(input, "global pooling")?.2),
@@ -596,9 +633,16 @@ impl LayerKind {
                 let generics = [generics, vec![Generic::Padding(padding)]].concat();
                 layer("DepthwiseConv2d", generics, Seeded)
             }
-            LayerKind::Pool { max, size, stride } => {
+            LayerKind::Pool {
+                max,
+                size,
+                stride,
+                padding,
+            } => {
                 let name = if max { "MaxPool2d" } else { "AvgPool2d" };
-                layer(name, vec![Input, Output, Size(size), Size(stride)], Plain)
+                let generics = vec![Input, Output, Size(size), Size(stride)];
+                let generics = [generics, vec![Generic::Padding(padding)]].concat();
+                layer(name, generics, Plain)
             }
             LayerKind::GlobalPool { max } => {
                 let name = if max {
@@ -629,7 +673,16 @@ impl LayerKind {
             LayerKind::Swish => layer("Swish", vec![Input], Plain),
             LayerKind::Softmax => layer("Softmax", vec![Input], Plain),
             LayerKind::Dropout { rate } => layer("Dropout", vec![Input], WithValueAndSeed(rate)),
-            LayerKind::BatchNorm { .. } => layer("BatchNorm", vec![Input], Plain),
+            LayerKind::BatchNorm { epsilon } if epsilon == BATCHNORM_EPSILON => {
+                layer("BatchNorm", vec![Input], Plain)
+            }
+            LayerKind::BatchNorm { epsilon } => {
+                let epsilon = WithValue {
+                    method: "with_epsilon",
+                    value: epsilon,
+                };
+                layer("BatchNorm", vec![Input], epsilon)
+            }
             LayerKind::Custom | LayerKind::Add => None,
         }
     }
@@ -793,18 +846,59 @@ mod tests {
             ArgRef::Positional(0)
         );
         assert!(build("leaky_relu", number(-0.1)).is_err());
-        let pool = Args {
+        let pool = |padding| Args {
             positional: vec![crate::ArgValue::Int(3)],
-            options: vec![None],
+            options: vec![None, padding],
         };
         assert_eq!(
-            build("maxpool", pool),
+            build("maxpool", pool(None)),
             Ok(LayerKind::Pool {
                 max: true,
                 size: 3,
-                stride: 3
+                stride: 3,
+                padding: Padding::Valid,
             })
         );
+        let padded = |p| Some(crate::ArgValue::Padding(Padding::uniform(p)));
+        assert!(build("maxpool", pool(padded(1))).is_ok());
+        let refused = build("avgpool", pool(padded(2))).unwrap_err();
+        assert_eq!(refused.arg, ArgRef::Option(1));
+        assert!(
+            refused
+                .message
+                .contains("more than half the pooling window (1)")
+        );
+        let conv = |p| Args {
+            positional: vec![crate::ArgValue::Int(8), crate::ArgValue::Int(3)],
+            options: vec![None, padded(p)],
+        };
+        assert!(build("conv", conv(2)).is_ok());
+        assert!(build("conv", conv(3)).is_err());
+    }
+
+    #[test]
+    fn explicit_padding_sets_the_output_as_pytorch_does() {
+        let conv = LayerKind::Conv {
+            filters: 64,
+            kernel: 7,
+            stride: 2,
+            padding: Padding::uniform(3),
+        };
+        let stem = conv.output_shape(Shape::Image(224, 224, 3));
+        assert_eq!(stem, Ok(Shape::Image(112, 112, 64)));
+        let pool = LayerKind::Pool {
+            max: true,
+            size: 3,
+            stride: 2,
+            padding: Padding::uniform(1),
+        };
+        assert_eq!(
+            pool.output_shape(Shape::Image(112, 112, 64)),
+            Ok(Shape::Image(56, 56, 64))
+        );
+        let runtime = pool.runtime(Shape::Image(112, 112, 64), Shape::Image(56, 56, 64));
+        let generics = runtime.expect("a type").generics;
+        assert_eq!(generics[4], Generic::Padding(Padding::uniform(1)));
     }
 
     #[test]

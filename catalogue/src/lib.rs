@@ -16,13 +16,15 @@
 
 mod args;
 pub mod kinds;
+mod padding;
 mod shape;
 mod slot;
 
 pub use args::{ArgProblem, ArgRef, ArgType, ArgValue, Args, Param};
 pub use kinds::{
-    BATCHNORM_EPSILON, Constructor, ENTRIES, Entry, Generic, LayerKind, OnnxOp, OutputUse, Padding,
+    BATCHNORM_EPSILON, Constructor, ENTRIES, Entry, Generic, LayerKind, OnnxOp, OutputUse,
     RuntimeLayer, ShapeProblem, TorchLayout,
 };
+pub use padding::{Padding, Pads};
 pub use shape::{MAX_VALUES, Shape};
 pub use slot::InferenceSlot;

@@ -6,7 +6,7 @@
 //!           | 'layer' '(' TYPE ( '->' '(' argument (',' argument)* ')' )? ')'
 //!           | 'residual' '(' (layer ','?)* (IDENT '=' value ','?)* ')'
 //! argument := value | IDENT '=' value
-//! value    := '-'? LITERAL | IDENT
+//! value    := '-'? LITERAL | IDENT | '(' value (',' value)* ')'
 //! ```
 //! Meaning (which layers exist, how many arguments they take, what their shapes become) is
 //! `valid.rs`'s business; this module only keeps each piece with the tokens it came from, so
@@ -61,6 +61,8 @@ pub enum Value {
     Number { negative: bool, literal: Lit },
     /// A bare word: `same`.
     Word(Ident),
+    /// Values in parentheses: `(1, 0, 1, 0)`.
+    Tuple(Vec<Value>),
 }
 
 impl LayerDef {
@@ -111,13 +113,59 @@ impl Arg {
 
     /// The value alone, as written: `2` in `stride = 2`.
     pub fn value_text(&self) -> String {
-        match &self.value {
+        self.value.text()
+    }
+}
+
+impl Value {
+    /// The value as written, with normalised spacing: `-5`, `same`, `(1, 0, 1, 0)`.
+    pub fn text(&self) -> String {
+        match self {
             Value::Number { negative, literal } => {
                 let sign = if *negative { "-" } else { "" };
                 format!("{sign}{}", literal.to_token_stream())
             }
             Value::Word(word) => word.to_string(),
+            Value::Tuple(values) => {
+                let values: Vec<String> = values.iter().map(Value::text).collect();
+                format!("({})", values.join(", "))
+            }
         }
+    }
+
+    /// Parses one value, appending its tokens to `tokens`.
+    fn parse(input: ParseStream, tokens: &mut TokenStream) -> syn::Result<Self> {
+        if input.peek(syn::Ident) {
+            let word: Ident = input.parse()?;
+            word.to_tokens(tokens);
+            return Ok(Value::Word(word));
+        }
+        if input.peek(token::Paren) {
+            let content;
+            let paren = parenthesized!(content in input);
+            let mut values = Vec::new();
+            let mut inner = TokenStream::new();
+            while !content.is_empty() {
+                values.push(Value::parse(&content, &mut inner)?);
+                if !content.is_empty() {
+                    content.parse::<Token![,]>()?.to_tokens(&mut inner);
+                }
+            }
+            paren.surround(tokens, |t| t.extend(inner));
+            return Ok(Value::Tuple(values));
+        }
+        let negative = input.peek(Token![-]);
+        if negative {
+            input.parse::<Token![-]>()?.to_tokens(tokens);
+        }
+        let literal: Lit = input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "expected a number, a word such as `same`, or values in parentheses",
+            )
+        })?;
+        literal.to_tokens(tokens);
+        Ok(Value::Number { negative, literal })
     }
 }
 
@@ -295,21 +343,7 @@ impl Parse for Arg {
         } else {
             None
         };
-        let value = if input.peek(syn::Ident) {
-            let word: Ident = input.parse()?;
-            word.to_tokens(&mut tokens);
-            Value::Word(word)
-        } else {
-            let negative = input.peek(Token![-]);
-            if negative {
-                input.parse::<Token![-]>()?.to_tokens(&mut tokens);
-            }
-            let literal: Lit = input.parse().map_err(|e| {
-                syn::Error::new(e.span(), "expected a number or a word such as `same`")
-            })?;
-            literal.to_tokens(&mut tokens);
-            Value::Number { negative, literal }
-        };
+        let value = Value::parse(input, &mut tokens)?;
         if !input.is_empty() && !input.peek(Token![,]) {
             let unexpected: TokenTree = input.parse()?;
             return Err(syn::Error::new_spanned(

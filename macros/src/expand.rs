@@ -23,7 +23,9 @@ use crate::plan::passes::{
     RESIDUAL_EPILOGUE,
 };
 use crate::plan::{Graph, Op, OpKind, Plan, Slots, Source, StateOf, ValueId};
-use constnet_catalogue::{Constructor, Generic, InferenceSlot, LayerKind, RuntimeLayer, Shape};
+use constnet_catalogue::{
+    Constructor, Generic, InferenceSlot, LayerKind, Padding, Pads, RuntimeLayer, Shape,
+};
 
 use crate::valid::{Layer, Network, Step};
 
@@ -97,10 +99,27 @@ fn alias_definition(layer: &Layer) -> TokenStream {
         Generic::Input => shape_type_in(layer.input, &quote!()),
         Generic::Output => shape_type_in(layer.output, &quote!()),
         Generic::Size(size) => Literal::usize_unsuffixed(size).into_token_stream(),
-        Generic::Padding(padding) => format_ident!("{padding:?}").into_token_stream(),
+        Generic::Padding(padding) => padding_type(padding),
     });
     let alias = alias(layer);
     quote!(pub type #alias = #name<#(#generics),*>;)
+}
+
+/// The runtime's marker type of `padding`: `Valid`, `Same` or `Pads<top, bottom, left, right>`.
+fn padding_type(padding: Padding) -> TokenStream {
+    match padding {
+        Padding::Valid => quote!(Valid),
+        Padding::Same => quote!(Same),
+        Padding::Explicit(Pads {
+            top,
+            bottom,
+            left,
+            right,
+        }) => {
+            let pads = [top, bottom, left, right].map(Literal::usize_unsuffixed);
+            quote!(Pads<#(#pads),*>)
+        }
+    }
 }
 
 /// The catalogue's runtime type of a layer that is not the user's.

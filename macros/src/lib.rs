@@ -11,6 +11,8 @@
 
 mod ast;
 mod expand;
+#[cfg(feature = "onnx")]
+mod onnx;
 mod plan;
 mod valid;
 
@@ -23,6 +25,21 @@ pub fn network(input: TokenStream) -> TokenStream {
     let def = syn::parse_macro_input!(input as ast::NetworkDef);
     match valid::validate(def) {
         Ok(network) => expand::expand(&network).into(),
+        Err(error) => error.to_compile_error().into(),
+    }
+}
+
+/// Defines the network an ONNX model computes, read when the crate is compiled:
+/// `onnx_network!("models/net.onnx", pub Net)`, the path relative to the crate's `Cargo.toml`.
+/// The network is what `constnet-import` writes for the model, checked as `network!` checks a
+/// layer list; load the model's weights with `constnet::import`. A model `network!` cannot
+/// express is a compile error naming the node at fault.
+#[cfg(feature = "onnx")]
+#[proc_macro]
+pub fn onnx_network(input: TokenStream) -> TokenStream {
+    let def = syn::parse_macro_input!(input as onnx::OnnxNetworkDef);
+    match onnx::expand(def) {
+        Ok(tokens) => tokens.into(),
         Err(error) => error.to_compile_error().into(),
     }
 }

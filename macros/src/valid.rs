@@ -5,7 +5,7 @@
 use std::fmt;
 
 use constnet_catalogue::{
-    ArgProblem, ArgRef, ArgType, ArgValue, Entry, LayerKind, MAX_VALUES, Padding, Shape,
+    ArgProblem, ArgRef, ArgType, ArgValue, Entry, LayerKind, MAX_VALUES, Padding, Pads, Shape,
     ShapeProblem,
 };
 use quote::ToTokens;
@@ -320,6 +320,50 @@ impl<'a> Args<'a> {
                 word,
                 format!("`{}`: {what} must be a number, not `{word}`", self.spec),
             )),
+            Value::Tuple(_) => Err(error(
+                &arg.tokens,
+                format!(
+                    "`{}`: {what} must be a number, not `{}`",
+                    self.spec,
+                    arg.value_text()
+                ),
+            )),
+        }
+    }
+
+    /// A padding: `same`, `valid`, `p` or `(top, bottom, left, right)`, each pad a whole number.
+    fn padding(&self, arg: &Arg) -> syn::Result<Padding> {
+        let refused = || {
+            error(
+                &arg.tokens,
+                format!(
+                    "`{}`: the padding is `same`, `valid`, a whole number of rows and columns on \
+                     every side, or `(top, bottom, left, right)`, not `{}`",
+                    self.spec,
+                    arg.value_text()
+                ),
+            )
+        };
+        let pad = |value: &Value| match value {
+            Value::Number {
+                negative: false,
+                literal: Lit::Int(int),
+            } => int.base10_parse::<usize>().map_err(|_| refused()),
+            _ => Err(refused()),
+        };
+        match &arg.value {
+            Value::Word(word) if word == "same" => Ok(Padding::Same),
+            Value::Word(word) if word == "valid" => Ok(Padding::Valid),
+            Value::Tuple(values) => match values.as_slice() {
+                [top, bottom, left, right] => Ok(Padding::Explicit(Pads {
+                    top: pad(top)?,
+                    bottom: pad(bottom)?,
+                    left: pad(left)?,
+                    right: pad(right)?,
+                })),
+                _ => Err(refused()),
+            },
+            value => Ok(Padding::uniform(pad(value)?)),
         }
     }
 
@@ -349,6 +393,7 @@ impl<'a> Args<'a> {
             ArgType::PositiveInt => ArgValue::Int(self.positive_int(arg, &what)?),
             ArgType::Number => ArgValue::Number(self.number(arg, &what)?),
             ArgType::Word(words) => ArgValue::Word(self.word(arg, name, words)?),
+            ArgType::Padding => ArgValue::Padding(self.padding(arg)?),
         })
     }
 

@@ -51,6 +51,17 @@ network! {
 }
 
 network! {
+    /// PyTorch's paddings: a 7x7 stem with a pad of 3 and stride 2, max pooling 3x3 stride 2 with
+    /// a pad of 1, a stride-2 convolution padding 1 on each side, asymmetric pads on a depthwise
+    /// convolution, `same` average pooling.
+    TorchPadding<input(16, 15, 3) conv(4, 7, stride = 2, padding = 3) batchnorm relu
+                 maxpool(3, stride = 2, padding = 1)
+                 residual(conv(4, 3, padding = 1) relu)
+                 conv(6, 3, stride = 2, padding = 1) dwconv(3, padding = (2, 0, 1, 1))
+                 avgpool(2, padding = same) flatten dense(3)>
+}
+
+network! {
     /// A flat input and an MLP.
     Mlp<input(12) dense(8) relu dense(3)>
 }
@@ -229,6 +240,11 @@ fn gelu_and_swish() {
 #[test]
 fn nearest_neighbour_upsampling() {
     round_trip::<Upsampling>(5);
+}
+
+#[test]
+fn explicit_and_asymmetric_padding() {
+    round_trip::<TorchPadding>(3);
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! Plain, obviously-correct implementations of every kernel, used only by tests as the ground
 //! truth for the optimised layers. Dimensions are run-time values, loops are the textbook
-//! definitions, sums accumulate in f64, and nothing is shared with the code under test.
+//! definitions, sums accumulate in f64, and nothing is shared with the code under test (a
+//! padding is the catalogue's value, but its pads and sizes are computed here).
+
+use constnet_catalogue::Padding;
 
 /// A convolution's or pool's geometry, with run-time dimensions.
 #[derive(Clone, Copy, Debug)]
@@ -11,31 +14,43 @@ pub struct Geometry {
     pub out_c: usize,
     pub kernel: usize,
     pub stride: usize,
-    pub same: bool,
+    pub padding: Padding,
 }
 
 impl Geometry {
     pub fn out_h(&self) -> usize {
-        self.out_len(self.in_h)
+        self.out_len(self.in_h, true)
     }
     pub fn out_w(&self) -> usize {
-        self.out_len(self.in_w)
+        self.out_len(self.in_w, false)
     }
-    fn out_len(&self, input: usize) -> usize {
-        if self.same {
-            input.div_ceil(self.stride)
-        } else {
-            (input - self.kernel) / self.stride + 1
+    fn out_len(&self, input: usize, rows: bool) -> usize {
+        match self.padding {
+            Padding::Same => input.div_ceil(self.stride),
+            _ => {
+                let (before, after) = self.pads(input, rows);
+                (input + before as usize + after as usize - self.kernel) / self.stride + 1
+            }
         }
     }
+    /// Zeros before and after the rows (`rows`) or columns of `input` values. `Same` is
     /// TensorFlow's rule: total padding `max((out − 1)·s + k − in, 0)`, the smaller half first.
-    fn pad_before(&self, input: usize) -> isize {
-        if !self.same {
-            return 0;
+    fn pads(&self, input: usize, rows: bool) -> (isize, isize) {
+        let explicit = |before: usize, after: usize| (before as isize, after as isize);
+        match self.padding {
+            Padding::Valid => (0, 0),
+            Padding::Same => {
+                let out = input.div_ceil(self.stride);
+                let total = ((out - 1) * self.stride + self.kernel) as isize - input as isize;
+                (total.max(0) / 2, total.max(0) - total.max(0) / 2)
+            }
+            Padding::Explicit(p) if rows => explicit(p.top, p.bottom),
+            Padding::Explicit(p) => explicit(p.left, p.right),
         }
-        let total =
-            ((self.out_len(input) - 1) * self.stride + self.kernel) as isize - input as isize;
-        total.max(0) / 2
+    }
+    /// Zeros above the input and left of it.
+    pub fn pad_top_left(&self) -> (isize, isize) {
+        (self.pads(self.in_h, true).0, self.pads(self.in_w, false).0)
     }
     fn in_index(&self, h: usize, w: usize, c: usize) -> usize {
         (h * self.in_w + w) * self.in_c + c
@@ -45,8 +60,9 @@ impl Geometry {
     }
     /// Input position read by output `(oh, ow)` at kernel offset `(kh, kw)`, if not padding.
     fn source(&self, oh: usize, ow: usize, kh: usize, kw: usize) -> Option<(usize, usize)> {
-        let ih = (oh * self.stride + kh) as isize - self.pad_before(self.in_h);
-        let iw = (ow * self.stride + kw) as isize - self.pad_before(self.in_w);
+        let (top, left) = self.pad_top_left();
+        let ih = (oh * self.stride + kh) as isize - top;
+        let iw = (ow * self.stride + kw) as isize - left;
         (ih >= 0 && iw >= 0 && (ih as usize) < self.in_h && (iw as usize) < self.in_w)
             .then_some((ih as usize, iw as usize))
     }
@@ -124,7 +140,8 @@ pub fn conv2d_backward(
     (to_f32(dx), to_f32(dw), to_f32(db))
 }
 
-/// Max (`max = true`) or average pooling without padding; `out_c` must equal `in_c`.
+/// Max (`max = true`) or average pooling; a window's padding takes no part (the maximum or mean
+/// is of the input values it covers); `out_c` must equal `in_c`.
 pub fn pool_forward(g: Geometry, max: bool, x: &[f32], n: usize) -> Vec<f32> {
     let mut y = vec![0.0; n * g.out_len_total()];
     for s in 0..n {
@@ -132,10 +149,8 @@ pub fn pool_forward(g: Geometry, max: bool, x: &[f32], n: usize) -> Vec<f32> {
             for ow in 0..g.out_w() {
                 for c in 0..g.in_c {
                     let window: Vec<f32> = (0..g.kernel * g.kernel)
-                        .map(|i| {
-                            let (ih, iw) = g.source(oh, ow, i / g.kernel, i % g.kernel).unwrap();
-                            x[s * g.in_len() + g.in_index(ih, iw, c)]
-                        })
+                        .filter_map(|i| g.source(oh, ow, i / g.kernel, i % g.kernel))
+                        .map(|(ih, iw)| x[s * g.in_len() + g.in_index(ih, iw, c)])
                         .collect();
                     y[s * g.out_len_total() + g.out_index(oh, ow, c)] = if max {
                         window.iter().copied().fold(f32::NEG_INFINITY, f32::max)
@@ -159,10 +174,8 @@ pub fn pool_backward(g: Geometry, max: bool, x: &[f32], dy: &[f32], n: usize) ->
                 for c in 0..g.in_c {
                     let d = dy[s * g.out_len_total() + g.out_index(oh, ow, c)] as f64;
                     let cells: Vec<usize> = (0..g.kernel * g.kernel)
-                        .map(|i| {
-                            let (ih, iw) = g.source(oh, ow, i / g.kernel, i % g.kernel).unwrap();
-                            s * g.in_len() + g.in_index(ih, iw, c)
-                        })
+                        .filter_map(|i| g.source(oh, ow, i / g.kernel, i % g.kernel))
+                        .map(|(ih, iw)| s * g.in_len() + g.in_index(ih, iw, c))
                         .collect();
                     if max {
                         let best = cells

@@ -9,7 +9,7 @@
 //! convolution runs is decided at run time, from the batch size and the pass's context, so it
 //! is not a pass here.
 
-use constnet_catalogue::{LayerKind, OutputUse};
+use constnet_catalogue::{LayerKind, OutputUse, Padding};
 
 use super::{Graph, Op, OpKind, Residual, Source, Value, ValueId};
 use crate::valid::Layer;
@@ -268,8 +268,17 @@ fn batchnorm_folding<'n>(graph: &Graph<'n>) -> Vec<Rewrite<'n>> {
 fn pooling_from_scratch<'n>(graph: &Graph<'n>) -> Vec<Rewrite<'n>> {
     each_op(graph, |index| {
         let next = follower(graph, index)?;
-        let pool = single_layer(graph, next)
-            .filter(|layer| matches!(layer.kind, LayerKind::Pool { .. }))?;
+        // A padded pooling clips its windows to the image, which the convolution's row walk
+        // does not.
+        let pool = single_layer(graph, next).filter(|layer| {
+            matches!(
+                layer.kind,
+                LayerKind::Pool {
+                    padding: Padding::Valid,
+                    ..
+                }
+            )
+        })?;
         let (conv, batchnorm, activation) = match graph.ops[index].kind {
             OpKind::Layer(conv) if is_conv(conv) => (conv, None, None),
             OpKind::LinearActivation {
@@ -478,6 +487,13 @@ mod tests {
         let graph = run(unfused(&net, true), &passes);
         assert_eq!(graph.values.len(), 3);
         assert_eq!((graph.ops[1].input, graph.ops[1].output), (1, 2));
+        // A padded pooling stays an op of its own; all-zero pads are no padding.
+        let net = network(quote!(
+            input(8, 8, 1) conv(4, 3) maxpool(3, stride = 2, padding = 1)
+            conv(4, 1) maxpool(2, padding = (0, 0, 0, 0))
+        ));
+        let ops = after(&net, true, &passes);
+        assert_eq!(ops, ["conv1", "maxpool1", "conv2+maxpool2"]);
     }
 
     #[test]

@@ -64,6 +64,15 @@ impl<S: Shape> BatchNorm<S> {
         }
     }
 
+    /// Batch normalisation with Keras's defaults but `epsilon` added to the variance (PyTorch's
+    /// and ONNX's default is `1e-5`).
+    pub fn with_epsilon(epsilon: f32) -> Self {
+        Self {
+            epsilon,
+            ..Self::new()
+        }
+    }
+
     /// Writes `gamma · (x − mean) · inv_std + beta` per channel into `output`, and the
     /// normalised values into `normalized` when given.
     fn normalize(

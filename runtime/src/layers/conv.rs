@@ -39,19 +39,11 @@ use crate::kernels::with_scratch;
 use crate::shape::Image;
 use crate::tensor::Batch;
 
-/// How a convolution treats the border: [`Valid`] or [`Same`].
+/// How a window treats the border, as a type: [`Valid`], [`Same`] or [`Pads`]. The rule is the
+/// catalogue's [`Padding`](constnet_catalogue::Padding), evaluated at compile time.
 pub trait Padding: 'static + Copy + Default + Debug + Send + Sync {
-    /// Whether the input is zero-padded so the output has `ceil(input / stride)` rows and columns.
-    const SAME: bool;
-}
-
-/// The catalogue's padding of marker type `P`.
-pub(crate) fn catalogue_padding<P: Padding>() -> constnet_catalogue::Padding {
-    if P::SAME {
-        constnet_catalogue::Padding::Same
-    } else {
-        constnet_catalogue::Padding::Valid
-    }
+    /// The padding this type stands for.
+    const PADDING: constnet_catalogue::Padding;
 }
 
 /// No padding: the kernel only visits positions where it fits entirely inside the input.
@@ -59,7 +51,7 @@ pub(crate) fn catalogue_padding<P: Padding>() -> constnet_catalogue::Padding {
 pub struct Valid;
 
 impl Padding for Valid {
-    const SAME: bool = false;
+    const PADDING: constnet_catalogue::Padding = constnet_catalogue::Padding::Valid;
 }
 
 /// Zero padding so the output has `ceil(input / stride)` rows and columns; as in Keras, an odd
@@ -68,31 +60,33 @@ impl Padding for Valid {
 pub struct Same;
 
 impl Padding for Same {
-    const SAME: bool = true;
+    const PADDING: constnet_catalogue::Padding = constnet_catalogue::Padding::Same;
 }
 
-/// Output length of a convolution along one axis (`0` when a valid kernel does not fit).
-pub const fn conv_output_len(input: usize, kernel: usize, stride: usize, same: bool) -> usize {
-    if same {
-        input.div_ceil(stride)
-    } else if input < kernel {
-        0
-    } else {
-        (input - kernel) / stride + 1
-    }
+/// `TOP` rows above the input, `BOTTOM` below, `LEFT` columns before and `RIGHT` after (PyTorch's
+/// `padding=p` is `Pads<p, p, p, p>`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pads<const TOP: usize, const BOTTOM: usize, const LEFT: usize, const RIGHT: usize>;
+
+impl<const TOP: usize, const BOTTOM: usize, const LEFT: usize, const RIGHT: usize> Padding
+    for Pads<TOP, BOTTOM, LEFT, RIGHT>
+{
+    const PADDING: constnet_catalogue::Padding =
+        constnet_catalogue::Padding::Explicit(constnet_catalogue::Pads {
+            top: TOP,
+            bottom: BOTTOM,
+            left: LEFT,
+            right: RIGHT,
+        });
 }
 
-/// Zero rows (columns) added before the input along one axis.
-pub const fn padding_before(input: usize, kernel: usize, stride: usize, same: bool) -> usize {
-    if !same {
-        return 0;
-    }
-    let covered = (input.div_ceil(stride) - 1) * stride + kernel;
-    if covered > input {
-        (covered - input) / 2
-    } else {
-        0
-    }
+/// Whether a window of `kernel` x `kernel`, `stride` apart and padded by `P`, turns an `I` into
+/// an `O` (rows and columns only).
+pub(crate) const fn window_output_is<I: Image, O: Image, P: Padding>(
+    kernel: usize,
+    stride: usize,
+) -> bool {
+    matches!(P::PADDING.output((I::H, I::W), kernel, stride), Some((h, w)) if h == O::H && w == O::W)
 }
 
 /// How an op runs its convolution, as functions of the batch size.
@@ -248,11 +242,15 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     const PATCH: usize = K * K * I::C;
     /// Rows of the patch matrix: one per output pixel.
     const PIXELS: usize = O::H * O::W;
-    const PAD_TOP: usize = padding_before(I::H, K, STRIDE, P::SAME);
-    const PAD_LEFT: usize = padding_before(I::W, K, STRIDE, P::SAME);
-    /// Rows and columns of the image with `Same` padding around it, as far as the windows
-    /// reach (the forward pass reads its patches from this copy).
-    const PADDED: [usize; 2] = if P::SAME {
+    const PADS: constnet_catalogue::Pads = P::PADDING.pads((I::H, I::W), K, STRIDE);
+    const PAD_TOP: usize = Self::PADS.top;
+    const PAD_LEFT: usize = Self::PADS.left;
+    /// Whether any window reaches over the border, which the forward pass then reads from a
+    /// padded copy of the image.
+    const PADS_INPUT: bool = !P::PADDING.is_none();
+    /// Rows and columns of the image with its padding around it, as far as the windows reach
+    /// (the forward pass reads its patches from this copy).
+    const PADDED: [usize; 2] = if Self::PADS_INPUT {
         [(O::H - 1) * STRIDE + K, (O::W - 1) * STRIDE + K]
     } else {
         [I::H, I::W]
@@ -356,12 +354,15 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         assert!(K > 0, "conv2d: the kernel size must be at least 1");
         assert!(STRIDE > 0, "conv2d: the stride must be at least 1");
         assert!(
-            P::SAME || (I::H >= K && I::W >= K),
+            P::PADDING.output((I::H, I::W), K, STRIDE).is_some(),
             "conv2d: the kernel is larger than its input (see the layer's type for both sizes)"
         );
         assert!(
-            O::H == conv_output_len(I::H, K, STRIDE, P::SAME)
-                && O::W == conv_output_len(I::W, K, STRIDE, P::SAME),
+            Self::PADS.largest() < K,
+            "conv2d: a pad as large as the kernel makes windows of zeros only"
+        );
+        assert!(
+            window_output_is::<I, O, P>(K, STRIDE),
             "conv2d: the output's rows and columns are not what this kernel, stride and padding \
              make of the input"
         );
@@ -423,7 +424,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     /// Copies the patches of output pixels `pixels` of `image` into `patches` (one row of
     /// `PATCH` values per pixel).
     fn im2col(image: &[f32], pixels: Range<usize>, patches: &mut [f32]) {
-        if !P::SAME {
+        if !Self::PADS_INPUT {
             // Every window lies inside the image: `K` runs of a constant `K · C` values per
             // pixel, which the compiler copies inline (a call per run cost more than the copy
             // for one input channel).
@@ -476,7 +477,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
                 epilogue,
             )
         };
-        if !P::SAME {
+        if !Self::PADS_INPUT {
             return product(image, Self::PADDED);
         }
         let [height, width] = Self::PADDED;
@@ -522,7 +523,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         }
     }
 
-    /// `image` with the zeros of `Same` padding around it, into `padded` ([`Self::PADDED`]
+    /// `image` with the zeros of its padding around it, into `padded` ([`Self::PADDED`]
     /// rows and columns; input rows and columns no window reaches are left out).
     fn pad(image: &[f32], padded: &mut [f32]) {
         let [height, width] = Self::PADDED;
@@ -668,7 +669,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
             filters: O::C,
             kernel: K,
             stride: STRIDE,
-            padding: catalogue_padding::<P>(),
+            padding: P::PADDING,
         }
     }
 
@@ -800,13 +801,13 @@ mod tests {
             out_c: O::C,
             kernel: K,
             stride: S,
-            same: P::SAME,
+            padding: P::PADDING,
         };
         let what = format!(
-            "conv {} -> {} k{K} s{S} same={}",
+            "conv {} -> {} k{K} s{S} padding {}",
             I::describe(),
             O::describe(),
-            P::SAME
+            P::PADDING
         );
 
         let mut y = Batch::default();
@@ -884,12 +885,18 @@ mod tests {
     }
 
     #[test]
-    fn same_padding_puts_the_extra_row_after() {
-        assert_eq!(conv_output_len(5, 3, 2, true), 3);
-        assert_eq!(padding_before(5, 3, 2, true), 1);
-        assert_eq!(padding_before(7, 2, 1, true), 0);
-        assert_eq!(padding_before(6, 4, 2, true), 1);
-        assert_eq!(conv_output_len(4, 5, 1, false), 0);
+    fn explicit_pads_match_the_reference() {
+        // PyTorch's stride-2 `padding=1`, which `same` does not match on even inputs.
+        matches_reference::<Hwc<8, 8, 3>, Hwc<4, 4, 5>, 3, 2, Pads<1, 1, 1, 1>>(2);
+        // Asymmetric pads, a stem-like 7x7 kernel, and pads whose last rows no window reads.
+        matches_reference::<Hwc<6, 7, 2>, Hwc<6, 5, 4>, 3, 1, Pads<2, 0, 0, 0>>(2);
+        matches_reference::<Hwc<9, 9, 3>, Hwc<5, 5, 8>, 7, 2, Pads<3, 3, 3, 3>>(2);
+        matches_reference::<Hwc<5, 5, 2>, Hwc<3, 3, 3>, 3, 2, Pads<1, 2, 1, 2>>(2);
+        // Winograd (3x3 stride 1, enough channels and tiles) with pads of 1.
+        matches_reference::<Hwc<10, 9, 12>, Hwc<10, 9, 20>, 3, 1, Pads<1, 1, 1, 1>>(4);
+        matches_reference::<Hwc<10, 9, 12>, Hwc<9, 8, 20>, 3, 1, Pads<1, 0, 0, 1>>(4);
+        // All-zero pads behave as `Valid`.
+        matches_reference::<Hwc<5, 7, 3>, Hwc<3, 5, 4>, 3, 1, Pads<0, 0, 0, 0>>(2);
     }
 
     /// The cache recomputes the filters exactly when the weights' version or the filters'

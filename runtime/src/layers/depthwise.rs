@@ -14,10 +14,8 @@ use std::marker::PhantomData;
 
 use rand::Rng;
 
-use super::{
-    Layer, Padding, WeightBias, conv_output_len, for_each_sample_group, grouped_backward,
-    padding_before,
-};
+use super::conv::window_output_is;
+use super::{Layer, Padding, WeightBias, for_each_sample_group, grouped_backward};
 use crate::aligned::AlignedVec;
 use crate::init::Init;
 use crate::shape::Image;
@@ -48,8 +46,9 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     DepthwiseConv2d<I, O, K, STRIDE, P>
 {
     const WEIGHT_DIMS: &'static [usize] = &[K, K, I::C];
-    const PAD_TOP: usize = padding_before(I::H, K, STRIDE, P::SAME);
-    const PAD_LEFT: usize = padding_before(I::W, K, STRIDE, P::SAME);
+    const PADS: constnet_catalogue::Pads = P::PADDING.pads((I::H, I::W), K, STRIDE);
+    const PAD_TOP: usize = Self::PADS.top;
+    const PAD_LEFT: usize = Self::PADS.left;
 
     /// Evaluated when the layer is built.
     const SHAPES_AGREE: () = {
@@ -62,10 +61,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
             "dwconv: the output has one channel per input channel"
         );
         assert!(
-            O::H == conv_output_len(I::H, K, STRIDE, P::SAME)
-                && O::W == conv_output_len(I::W, K, STRIDE, P::SAME)
-                && O::H > 0
-                && O::W > 0,
+            window_output_is::<I, O, P>(K, STRIDE) && O::H > 0 && O::W > 0,
             "dwconv: the output's rows and columns are not what this kernel, stride and padding \
              make of the input"
         );
@@ -178,7 +174,7 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
         LayerKind::DepthwiseConv {
             kernel: K,
             stride: STRIDE,
-            padding: super::conv::catalogue_padding::<P>(),
+            padding: P::PADDING,
         }
     }
 
@@ -219,7 +215,7 @@ mod tests {
 
     use super::*;
     use crate::init::seeded_rng;
-    use crate::layers::{Same, Valid};
+    use crate::layers::{Pads, Same, Valid};
     use crate::reference::assert_close;
     use crate::shape::Hwc;
 
@@ -229,10 +225,16 @@ mod tests {
         layer: &DepthwiseConv2d<I, O, K, S, P>,
         x: &[f32],
     ) -> Vec<f32> {
-        let (top, left) = (
-            padding_before(I::H, K, S, P::SAME) as isize,
-            padding_before(I::W, K, S, P::SAME) as isize,
-        );
+        let (top, left) = crate::reference::Geometry {
+            in_h: I::H,
+            in_w: I::W,
+            in_c: I::C,
+            out_c: I::C,
+            kernel: K,
+            stride: S,
+            padding: P::PADDING,
+        }
+        .pad_top_left();
         let mut y = Vec::new();
         for image in x.chunks(I::LEN) {
             for oh in 0..O::H {
@@ -280,6 +282,8 @@ mod tests {
         matches_reference::<Hwc<7, 6, 5>, Hwc<4, 3, 5>, 3, 2, Same>();
         matches_reference::<Hwc<5, 5, 17>, Hwc<5, 5, 17>, 3, 1, Same>();
         matches_reference::<Hwc<7, 9, 3>, Hwc<2, 2, 3>, 4, 3, Valid>();
+        matches_reference::<Hwc<8, 8, 6>, Hwc<4, 4, 6>, 3, 2, Pads<1, 1, 1, 1>>();
+        matches_reference::<Hwc<6, 7, 5>, Hwc<6, 5, 5>, 3, 1, Pads<2, 0, 0, 0>>();
     }
 
     /// The weight gradient is summed in fixed groups: the same bits on 1 and 3 threads.

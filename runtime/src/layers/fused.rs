@@ -750,9 +750,9 @@ mod tests {
             let cache = &mut ConvCache::default();
             conv_residual_forward(&conv, weights, kind, &x, &skip, &mut got, cache);
             let what = format!(
-                "{} k{K} s{S} same={}, {samples} samples",
+                "{} k{K} s{S} padding {}, {samples} samples",
                 I::describe(),
-                P::SAME
+                P::PADDING
             );
             assert_close(&what, got.as_slice(), want.as_slice(), 1e-5);
         }

@@ -32,9 +32,7 @@ mod upsample;
 // Every activation function and its layer alias, so a new one needs no line here.
 pub use activation::*;
 pub use batchnorm::{BatchNorm, BatchNormCache};
-pub use conv::{
-    Conv2d, ConvAlgorithm, ConvCache, ConvOp, Padding, Same, Valid, conv_output_len, padding_before,
-};
+pub use conv::{Conv2d, ConvAlgorithm, ConvCache, ConvOp, Padding, Pads, Same, Valid};
 pub use dense::Dense;
 pub use depthwise::{DepthwiseCache, DepthwiseConv2d};
 pub use dropout::{Dropout, DropoutCache};
@@ -55,7 +53,7 @@ pub use params::{
     update_layer_params, visit_layer_buffers, visit_layer_buffers_mut, visit_layer_params,
     visit_layer_params_mut, visit_mut_prefixed, visit_prefixed, zip_mut_prefixed,
 };
-pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolCache, PoolOp, pool_output_len};
+pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolCache, PoolOp};
 pub use residual::{ResidualState, accumulate_gradient, residual_add_forward};
 pub use softmax::Softmax;
 pub(crate) use softmax::softmax_row;

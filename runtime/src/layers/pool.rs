@@ -1,5 +1,8 @@
 //! 2-D pooling ([`Pool2d`]): one window walk, generic over the reduction ([`Max`], [`Avg`]).
-//! Windows do not pad (Keras's `valid`); the stride defaults to the window size.
+//! The stride defaults to the window size. A window over the padding ([`Padding`]) pools only the
+//! input values it covers: padding is never a maximum and never counts in a mean (Keras's `same`,
+//! ONNX's `count_include_pad = 0`). Each walk clips its window to the image; without padding the
+//! clip is the whole window, a constant the compiler folds away.
 //!
 //! The innermost loop runs over the channels, contiguous in NHWC, so it vectorises. Max pooling's
 //! training pass records, for every output value, which input value it is (the first position
@@ -16,7 +19,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::activation::{ActivationFn, EpilogueFn};
-use super::{Layer, for_each_sample_group, samples_per_task};
+use super::conv::window_output_is;
+use super::{Layer, Padding, Valid, for_each_sample_group, samples_per_task};
 use crate::kernels::elementwise::{ActivationKind, max_keep_nan};
 use crate::kernels::{self, simd::SimdF32, simd::VectorKernel};
 use crate::shape::{Image, Shape};
@@ -37,7 +41,7 @@ pub trait PoolOp: 'static + Copy + Debug + Default + Send + Sync {
     /// # Safety
     /// The CPU must support `S`'s instruction set.
     unsafe fn combine_lanes<S: SimdF32>(acc: S, x: S) -> S;
-    /// The window's output from its running result and its size.
+    /// The window's output from its running result and the number of values it pooled.
     fn finish(acc: f32, window: usize) -> f32;
     /// A selecting op's [`combine`](Self::combine) that also records where its result came
     /// from: `at` becomes `index` when `x` replaces `acc` (the op returns `acc` itself
@@ -121,30 +125,60 @@ pub(crate) fn for_each_selecting_group<I: Shape, O: Shape>(
         .for_each(|((images, outputs), selected)| f(images, outputs, selected));
 }
 
-/// Output length of a pooling window along one axis (`0` when the window does not fit).
-pub const fn pool_output_len(input: usize, window: usize, stride: usize) -> usize {
-    if input < window {
-        0
-    } else {
-        (input - window) / stride + 1
-    }
-}
-
-/// Pools `K × K` windows of `I`, `STRIDE` apart, into `O` with the reduction `Op`.
+/// Pools `K × K` windows of `I`, `STRIDE` apart and padded by `P`, into `O` with the reduction
+/// `Op`.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Pool2d<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> {
-    shapes: PhantomData<(I, O, Op)>,
+pub struct Pool2d<
+    I: Image,
+    O: Image,
+    Op: PoolOp,
+    const K: usize,
+    const STRIDE: usize,
+    P: Padding = Valid,
+> {
+    shapes: PhantomData<(I, O, Op, P)>,
 }
 
 /// Max pooling of `K × K` windows, `STRIDE` apart (by default, `K`).
-pub type MaxPool2d<I, O, const K: usize, const STRIDE: usize = K> = Pool2d<I, O, Max, K, STRIDE>;
+pub type MaxPool2d<I, O, const K: usize, const STRIDE: usize = K, P = Valid> =
+    Pool2d<I, O, Max, K, STRIDE, P>;
 /// Average pooling of `K × K` windows, `STRIDE` apart (by default, `K`).
-pub type AvgPool2d<I, O, const K: usize, const STRIDE: usize = K> = Pool2d<I, O, Avg, K, STRIDE>;
+pub type AvgPool2d<I, O, const K: usize, const STRIDE: usize = K, P = Valid> =
+    Pool2d<I, O, Avg, K, STRIDE, P>;
 
-impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
-    Pool2d<I, O, Op, K, STRIDE>
+impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize, P: Padding>
+    Pool2d<I, O, Op, K, STRIDE, P>
 {
-    const WINDOW: usize = K * K;
+    const PADS: constnet_catalogue::Pads = P::PADDING.pads((I::H, I::W), K, STRIDE);
+    /// Whether some window reaches over the border.
+    const PADDED: bool = !P::PADDING.is_none();
+
+    /// The window rows (`kh`) of output row `oh`, and the window columns (`kw`) of output column
+    /// `ow`, that lie inside the image: input row `oh · STRIDE + kh − top`, column `ow · STRIDE +
+    /// kw − left`. Never empty: no pad exceeds half the window.
+    #[inline(always)]
+    fn inside(oh: usize, ow: usize) -> (Range<usize>, Range<usize>) {
+        if !Self::PADDED {
+            return (0..K, 0..K);
+        }
+        let clip = |start: usize, pad: usize, len: usize| {
+            pad.saturating_sub(start)..K.min(len + pad - start)
+        };
+        (
+            clip(oh * STRIDE, Self::PADS.top, I::H),
+            clip(ow * STRIDE, Self::PADS.left, I::W),
+        )
+    }
+
+    /// The offset (in one image, channel 0) of the first input value of output pixel `(oh,
+    /// ow)`'s window inside the image, and the rows and columns of the window there.
+    #[inline(always)]
+    fn window_start(oh: usize, ow: usize) -> (usize, usize, usize) {
+        let (rows, columns) = Self::inside(oh, ow);
+        let row = oh * STRIDE + rows.start - Self::PADS.top;
+        let column = ow * STRIDE + columns.start - Self::PADS.left;
+        ((row * I::W + column) * I::C, rows.len(), columns.len())
+    }
 
     /// Evaluated when the layer is built: the window must fit and the output shape must be the
     /// one pooling produces.
@@ -154,13 +188,17 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
             "pool2d: the window and stride must be at least 1"
         );
         assert!(
-            I::H >= K && I::W >= K,
+            P::PADDING.output((I::H, I::W), K, STRIDE).is_some(),
             "pool2d: the window is larger than its input (see the layer's type for both sizes)"
         );
         assert!(
-            O::H == pool_output_len(I::H, K, STRIDE) && O::W == pool_output_len(I::W, K, STRIDE),
-            "pool2d: the output's rows and columns are not what this window and stride make of \
-             the input"
+            Self::PADS.largest() <= K / 2,
+            "pool2d: a pad of more than half the window makes windows without an input value"
+        );
+        assert!(
+            window_output_is::<I, O, P>(K, STRIDE),
+            "pool2d: the output's rows and columns are not what this window, stride and padding \
+             make of the input"
         );
         assert!(O::C == I::C, "pool2d: pooling keeps the number of channels");
         assert!(
@@ -177,18 +215,18 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
         }
     }
 
-    /// Offsets (into one image) of the `K × K` window values of output pixel `(oh, ow)`, channel 0.
+    /// Offsets (into one image) of the window values of output pixel `(oh, ow)` inside the
+    /// image, channel 0.
     fn window(oh: usize, ow: usize) -> impl Iterator<Item = usize> {
-        (0..K).flat_map(move |kh| {
-            (0..K).map(move |kw| ((oh * STRIDE + kh) * I::W + ow * STRIDE + kw) * I::C)
-        })
+        let (first, rows, columns) = Self::window_start(oh, ow);
+        (0..rows).flat_map(move |kh| (0..columns).map(move |kw| first + (kh * I::W + kw) * I::C))
     }
 
     /// A selecting op's training pass over whole images (`images`, `outputs` and `selected` hold
     /// the same number of them): each output value and the offset, in its image, of the input
     /// value it is.
     pub(crate) fn select_images(images: &[f32], outputs: &mut [f32], selected: &mut [u32]) {
-        kernels::run_vectorized(SelectMaxima::<I, O, Op, K, STRIDE> {
+        kernels::run_vectorized(SelectMaxima::<I, O, Op, K, STRIDE, P> {
             images,
             outputs,
             selected,
@@ -197,7 +235,7 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
     }
 
     /// Pools output rows `rows` into `out` (exactly those rows) from `input_rows`, which holds
-    /// input rows `first_input_row..` of one image: every row those windows cover.
+    /// input rows `first_input_row..` of one image: every row those windows cover inside it.
     ///
     /// # Panics
     /// If `input_rows` does not reach the last window's row or `out` is not `rows` long.
@@ -213,14 +251,15 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
             "pool_rows: output length"
         );
         if let Some(last) = rows.end.checked_sub(1) {
-            let rows_read = last * STRIDE + K - first_input_row;
+            let first_read = (rows.start * STRIDE).saturating_sub(Self::PADS.top);
+            let end_read = (last * STRIDE + K).saturating_sub(Self::PADS.top).min(I::H);
             assert!(
-                first_input_row <= rows.start * STRIDE
-                    && input_rows.len() >= rows_read * I::W * I::C,
+                first_input_row <= first_read
+                    && input_rows.len() >= (end_read - first_input_row) * I::W * I::C,
                 "pool_rows: the input rows do not cover the windows"
             );
         }
-        kernels::run_vectorized(PoolRows::<I, O, Op, K, STRIDE> {
+        kernels::run_vectorized(PoolRows::<I, O, Op, K, STRIDE, P> {
             input_rows,
             first_input_row,
             first_row: rows.start,
@@ -254,7 +293,7 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
             .zip(grad_output.as_slice().par_chunks(group * O::LEN))
             .zip(cache.selected.par_chunks(group * O::LEN))
             .for_each(|(((grad_inputs, outputs), grad_outputs), selected)| {
-                kernels::run_vectorized(RouteGradients::<I, O, F, K, STRIDE> {
+                kernels::run_vectorized(RouteGradients::<I, O, F, K, STRIDE, P> {
                     activation,
                     grad_inputs,
                     outputs,
@@ -266,19 +305,24 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize>
     }
 
     /// A non-selecting op's backward pass over one image: each output gradient spread evenly
-    /// over its window.
+    /// over the input values its window pooled.
     fn spread_image(dx: &mut [f32], dy: &[f32]) {
         for (pixel, dy) in dy.chunks(O::C).enumerate() {
-            for offset in Self::window(pixel / O::W, pixel % O::W) {
+            let (oh, ow) = (pixel / O::W, pixel % O::W);
+            let (_, rows, columns) = Self::window_start(oh, ow);
+            let pooled = (rows * columns) as f32;
+            for offset in Self::window(oh, ow) {
                 for (dx, &dy) in dx[offset..offset + I::C].iter_mut().zip(dy) {
-                    *dx += dy / Self::WINDOW as f32;
+                    *dx += dy / pooled;
                 }
             }
         }
     }
 }
 
-impl<I: Image, O: Image, const K: usize, const STRIDE: usize> MaxPool2d<I, O, K, STRIDE> {
+impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
+    MaxPool2d<I, O, K, STRIDE, P>
+{
     /// Backward of max pooling and the activation before it, in one pass: `output` is this
     /// pool's output from [`Layer::forward_train`] (each window's maximum of activated values `y
     /// = f(x)`), and `grad_input` receives the gradient with respect to `x`, the pre-activation:
@@ -329,15 +373,15 @@ impl EpilogueFn for Unchanged {
 /// instruction set: each output value and, in `selected`, the offset (in its image) of the
 /// input value it is, the first of its window that `combine` kept. Plain loops over the window
 /// in window order, the channel loop innermost, so it vectorises.
-struct SelectMaxima<'a, I, O, Op, const K: usize, const STRIDE: usize> {
+struct SelectMaxima<'a, I, O, Op, const K: usize, const STRIDE: usize, P> {
     images: &'a [f32],
     outputs: &'a mut [f32],
     selected: &'a mut [u32],
-    shapes: PhantomData<(I, O, Op)>,
+    shapes: PhantomData<(I, O, Op, P)>,
 }
 
-impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> VectorKernel
-    for SelectMaxima<'_, I, O, Op, K, STRIDE>
+impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize, P: Padding> VectorKernel
+    for SelectMaxima<'_, I, O, Op, K, STRIDE, P>
 {
     type Output = ();
 
@@ -356,13 +400,13 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Vector
             {
                 let (oh, ow) = (pixel / O::W, pixel % O::W);
                 y.fill(Op::START);
-                let first = (oh * STRIDE * I::W + ow * STRIDE) * I::C;
+                let (first, rows, columns) = Pool2d::<I, O, Op, K, STRIDE, P>::window_start(oh, ow);
                 for (c, at) in at.iter_mut().enumerate() {
                     *at = (first + c) as u32;
                 }
-                for kh in 0..K {
-                    for kw in 0..K {
-                        let offset = ((oh * STRIDE + kh) * I::W + ow * STRIDE + kw) * I::C;
+                for kh in 0..rows {
+                    for kw in 0..columns {
+                        let offset = first + (kh * I::W + kw) * I::C;
                         let values = &image[offset..offset + I::C];
                         for (c, ((y, at), &x)) in
                             y.iter_mut().zip(at.iter_mut()).zip(values).enumerate()
@@ -383,17 +427,17 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Vector
 /// whole, each value its gradient or zero, and the rows and columns no window covers are zeroed:
 /// every input gradient is written once. Otherwise the images' gradients are zeroed and each
 /// output gradient added at its selected offset.
-struct RouteGradients<'a, I, O, F, const K: usize, const STRIDE: usize> {
+struct RouteGradients<'a, I, O, F, const K: usize, const STRIDE: usize, P> {
     activation: &'a F,
     grad_inputs: &'a mut [f32],
     outputs: &'a [f32],
     grad_outputs: &'a [f32],
     selected: &'a [u32],
-    shapes: PhantomData<(I, O)>,
+    shapes: PhantomData<(I, O, P)>,
 }
 
-impl<I: Image, O: Image, F: EpilogueFn, const K: usize, const STRIDE: usize> VectorKernel
-    for RouteGradients<'_, I, O, F, K, STRIDE>
+impl<I: Image, O: Image, F: EpilogueFn, const K: usize, const STRIDE: usize, P: Padding>
+    VectorKernel for RouteGradients<'_, I, O, F, K, STRIDE, P>
 {
     type Output = ();
 
@@ -413,7 +457,7 @@ impl<I: Image, O: Image, F: EpilogueFn, const K: usize, const STRIDE: usize> Vec
             .zip(grad_outputs.chunks_exact(O::LEN))
             .zip(selected.chunks_exact(O::LEN));
         for (dx, ((y, dy), selected)) in images.zip(pooled) {
-            if K == STRIDE {
+            if K == STRIDE && P::PADDING.is_none() {
                 write_windows::<I, O, F, K>(activation, dx, y, dy, selected);
             } else {
                 dx.fill(0.0);
@@ -425,7 +469,8 @@ impl<I: Image, O: Image, F: EpilogueFn, const K: usize, const STRIDE: usize> Vec
     }
 }
 
-/// One image's input gradient when max pooling's windows tile their rows (`K = STRIDE`): row by
+/// One image's input gradient when max pooling's windows tile their rows (`K = STRIDE`, no
+/// padding): row by
 /// row, each window's values the gradient (times `activation`'s derivative at the output `y`)
 /// where selected and zero elsewhere, then the columns and rows no window covers zero.
 #[inline(always)]
@@ -467,16 +512,16 @@ fn write_windows<I: Image, O: Image, F: EpilogueFn, const K: usize>(
 /// The vector kernel of [`Pool2d::pool_rows`], whose checks it relies on: each output pixel's
 /// channels a vector at a time, the running result in a register across the window, the
 /// channels past the last whole vector one at a time.
-struct PoolRows<'a, I, O, Op, const K: usize, const STRIDE: usize> {
+struct PoolRows<'a, I, O, Op, const K: usize, const STRIDE: usize, P> {
     input_rows: &'a [f32],
     first_input_row: usize,
     first_row: usize,
     out: &'a mut [f32],
-    shapes: PhantomData<(I, O, Op)>,
+    shapes: PhantomData<(I, O, Op, P)>,
 }
 
-impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> VectorKernel
-    for PoolRows<'_, I, O, Op, K, STRIDE>
+impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize, P: Padding> VectorKernel
+    for PoolRows<'_, I, O, Op, K, STRIDE, P>
 {
     type Output = ();
 
@@ -486,16 +531,17 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Vector
         let input = self.input_rows.as_ptr();
         for (pixel, y) in self.out.chunks_exact_mut(O::C).enumerate() {
             let (oh, ow) = (self.first_row + pixel / O::W, pixel % O::W);
-            let window = ((oh * STRIDE - self.first_input_row) * I::W + ow * STRIDE) * I::C;
+            let (first, rows, columns) = Pool2d::<I, O, Op, K, STRIDE, P>::window_start(oh, ow);
+            let window = first - self.first_input_row * I::W * I::C;
             // SAFETY: `pool_rows` checked that `input_rows` holds every row of this pixel's
             // window, and the window's columns lie inside a row; `y` holds `C` values.
             unsafe {
                 let mut c = 0;
                 while c < whole_vectors {
                     let mut acc = S::splat(Op::START);
-                    for kh in 0..K {
+                    for kh in 0..rows {
                         let row = input.add(window + kh * I::W * I::C + c);
-                        for kw in 0..K {
+                        for kw in 0..columns {
                             acc = Op::combine_lanes(acc, S::load(row.add(kw * I::C)));
                         }
                     }
@@ -504,9 +550,9 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Vector
                 }
                 for (c, y) in y.iter_mut().enumerate().skip(whole_vectors) {
                     let mut acc = Op::START;
-                    for kh in 0..K {
+                    for kh in 0..rows {
                         let row = input.add(window + kh * I::W * I::C + c);
-                        for kw in 0..K {
+                        for kw in 0..columns {
                             acc = Op::combine(acc, *row.add(kw * I::C));
                         }
                     }
@@ -514,14 +560,14 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Vector
                 }
             }
             for y in y.iter_mut() {
-                *y = Op::finish(*y, Pool2d::<I, O, Op, K, STRIDE>::WINDOW);
+                *y = Op::finish(*y, rows * columns);
             }
         }
     }
 }
 
-impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
-    for Pool2d<I, O, Op, K, STRIDE>
+impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize, P: Padding> Layer
+    for Pool2d<I, O, Op, K, STRIDE, P>
 {
     type Input = I;
     type Output = O;
@@ -575,6 +621,7 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize> Layer
             max: Op::SELECTS,
             size: K,
             stride: STRIDE,
+            padding: P::PADDING,
         }
     }
 
@@ -595,9 +642,22 @@ mod tests {
     fn matches_reference<I: Image, O: Image, Op: PoolOp, const K: usize, const S: usize>(
         max: bool,
     ) {
+        matches_reference_padded::<I, O, Op, K, S, Valid>(max);
+    }
+
+    fn matches_reference_padded<
+        I: Image,
+        O: Image,
+        Op: PoolOp,
+        const K: usize,
+        const S: usize,
+        P: Padding,
+    >(
+        max: bool,
+    ) {
         let mut rng = seeded_rng(K as u64);
         let samples = 3;
-        let mut pool = Pool2d::<I, O, Op, K, S>::new();
+        let mut pool = Pool2d::<I, O, Op, K, S, P>::new();
         let x = Batch::<I>::from_fn(samples, |_| rng.random_range(-1.0..1.0));
         let dy = Batch::<O>::from_fn(samples, |_| rng.random_range(-1.0..1.0));
         let geometry = Geometry {
@@ -607,13 +667,14 @@ mod tests {
             out_c: I::C,
             kernel: K,
             stride: S,
-            same: false,
+            padding: P::PADDING,
         };
         let what = format!(
-            "{:?} pool {} -> {} k{K} s{S}",
+            "{:?} pool {} -> {} k{K} s{S} padding {}",
             Op::default(),
             I::describe(),
-            O::describe()
+            O::describe(),
+            P::PADDING
         );
         let mut y = Batch::default();
         let mut cache = PoolCache::default();
@@ -650,6 +711,21 @@ mod tests {
         // Whole vectors of every instruction set and a remainder.
         matches_reference::<Hwc<5, 6, 19>, Hwc<2, 3, 19>, Max, 2, 2>(true);
         matches_reference::<Hwc<5, 6, 19>, Hwc<3, 4, 19>, Avg, 3, 1>(false);
+    }
+
+    #[test]
+    fn padded_windows_pool_only_the_input_they_cover() {
+        use crate::layers::{Pads, Same};
+        // ResNet's stem pooling: 3x3, stride 2, a pad of 1 (PyTorch's MaxPool2d(3, 2, 1)).
+        matches_reference_padded::<Hwc<8, 8, 19>, Hwc<4, 4, 19>, Max, 3, 2, Pads<1, 1, 1, 1>>(true);
+        matches_reference_padded::<Hwc<7, 8, 5>, Hwc<4, 4, 5>, Avg, 3, 2, Pads<1, 1, 1, 1>>(false);
+        // Keras's `same` pooling at odd sizes, and asymmetric pads.
+        matches_reference_padded::<Hwc<5, 7, 3>, Hwc<3, 4, 3>, Max, 2, 2, Same>(true);
+        matches_reference_padded::<Hwc<5, 7, 3>, Hwc<3, 4, 3>, Avg, 2, 2, Same>(false);
+        matches_reference_padded::<Hwc<5, 5, 17>, Hwc<5, 4, 17>, Max, 3, 1, Pads<1, 1, 0, 1>>(true);
+        matches_reference_padded::<Hwc<5, 5, 17>, Hwc<5, 4, 17>, Avg, 2, 1, Pads<1, 0, 0, 0>>(
+            false,
+        );
     }
 
     /// Max pooling's backward through an activation equals the pool's backward followed by the

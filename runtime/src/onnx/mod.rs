@@ -10,16 +10,13 @@
 //! image gives it back NHWC. A layer type of the user's (`layer(T)`) cannot be described, and
 //! is refused with an error naming it.
 
-mod proto;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use prost::Message;
+use constnet_onnx_proto::{self as proto, Message};
 
 use crate::catalogue::{LayerKind, OnnxOp, Padding};
 use crate::graph::Node;
-use crate::layers::padding_before;
 use crate::network::Network;
 use crate::shape::Shape;
 
@@ -230,7 +227,7 @@ impl Builder {
                 let window = Window {
                     kernel,
                     stride,
-                    same: padding == Padding::Same,
+                    padding,
                 };
                 Ok(self.conv(node, input, filters, window, false))
             }
@@ -246,16 +243,23 @@ impl Builder {
                 let window = Window {
                     kernel,
                     stride,
-                    same: padding == Padding::Same,
+                    padding,
                 };
                 Ok(self.conv(node, input, channels, window, true))
             }
-            LayerKind::Pool { size, stride, .. } => {
+            LayerKind::Pool {
+                size,
+                stride,
+                padding,
+                ..
+            } => {
                 let op = operator(&node.op);
-                let attributes = vec![
-                    ints("kernel_shape", &[size, size]),
-                    ints("strides", &[stride, stride]),
-                ];
+                let window = Window {
+                    kernel: size,
+                    stride,
+                    padding,
+                };
+                let attributes = window.attributes(input);
                 self.push(op, &[&input.name], &name, attributes);
                 Ok(image_value(name, node.output))
             }
@@ -352,12 +356,8 @@ impl Builder {
         window: Window,
         depthwise: bool,
     ) -> Value {
-        let Window {
-            kernel,
-            stride,
-            same,
-        } = window;
-        let Layout::Nchw(h, w, channels) = input.layout else {
+        let kernel = window.kernel;
+        let Layout::Nchw(_, _, channels) = input.layout else {
             unreachable!("network! checks that convolutions read images")
         };
         let in_per_filter = if depthwise { 1 } else { channels };
@@ -377,18 +377,7 @@ impl Builder {
         }
         self.initializer(&weight, &[filters, in_per_filter, kernel, kernel], oihw);
         let bias = self.param(node, "bias");
-        let pads = |size: usize| {
-            let out = crate::layers::conv_output_len(size, kernel, stride, same);
-            let before = padding_before(size, kernel, stride, same);
-            let after = ((out - 1) * stride + kernel).saturating_sub(size + before);
-            (before, after)
-        };
-        let ((top, bottom), (left, right)) = (pads(h), pads(w));
-        let mut attributes = vec![
-            ints("kernel_shape", &[kernel, kernel]),
-            ints("strides", &[stride, stride]),
-            ints("pads", &[top, left, bottom, right]),
-        ];
+        let mut attributes = window.attributes(input);
         if depthwise {
             attributes.push(int("group", channels as i64));
         }
@@ -477,6 +466,7 @@ impl Builder {
             data_type: proto::FLOAT,
             float_data: values,
             name: name.into(),
+            ..proto::Tensor::default()
         });
     }
 
@@ -491,12 +481,29 @@ impl Builder {
     }
 }
 
-/// A convolution's window: its size, its stride, and whether it pads `same`.
-#[derive(Clone, Copy, Debug)]
+/// A convolution's or pooling's window: its size, its stride, and its padding.
+#[derive(Clone, Copy)]
 struct Window {
     kernel: usize,
     stride: usize,
-    same: bool,
+    padding: Padding,
+}
+
+impl Window {
+    /// `kernel_shape`, `strides` and `pads` for a window over `input`, an image. `same` is
+    /// written as the pads it makes (ONNX's `SAME_UPPER` is not read by every runtime) and
+    /// explicit pads as given, ONNX's order being `[top, left, bottom, right]`.
+    fn attributes(self, input: &Value) -> Vec<proto::Attribute> {
+        let Layout::Nchw(h, w, _) = input.layout else {
+            unreachable!("network! checks that windows slide over images")
+        };
+        let pads = self.padding.pads((h, w), self.kernel, self.stride);
+        vec![
+            ints("kernel_shape", &[self.kernel, self.kernel]),
+            ints("strides", &[self.stride, self.stride]),
+            ints("pads", &[pads.top, pads.left, pads.bottom, pads.right]),
+        ]
+    }
 }
 
 /// The operator the catalogue writes a layer of `kind` as, for kinds written as one node.

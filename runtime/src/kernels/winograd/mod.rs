@@ -989,7 +989,11 @@ mod tests {
             out_c: filters,
             kernel: 3,
             stride: 1,
-            same,
+            padding: if same {
+                crate::catalogue::Padding::Same
+            } else {
+                crate::catalogue::Padding::Valid
+            },
         };
         let pad = usize::from(same);
         let geometry = Geometry {

@@ -1,6 +1,9 @@
-//! The part of ONNX's protobuf schema (`onnx.proto`, IR version 8) an exported model uses,
-//! declared for `prost` with the schema's field numbers. A `oneof` of one member is declared as
-//! that member, optional: the encoding is the same.
+//! The part of ONNX's protobuf schema (`onnx.proto`, IR version 8) that constnet writes when it
+//! exports a network and reads when it imports one, declared for `prost` with the schema's field
+//! numbers. A `oneof` of one member is declared as that member, optional: the encoding is the
+//! same. Fields outside this part are skipped when a model is read.
+
+pub use prost::Message;
 
 /// `ModelProto`: the file.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -58,7 +61,8 @@ pub struct Node {
     pub attribute: Vec<Attribute>,
 }
 
-/// `AttributeProto`, for the kinds used here: a float, an int, or a list of ints.
+/// `AttributeProto`, for the kinds used here: a float, an int, a string, a tensor, or a list of
+/// ints or floats.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Attribute {
     #[prost(string, tag = "1")]
@@ -67,6 +71,12 @@ pub struct Attribute {
     pub f: f32,
     #[prost(int64, tag = "3")]
     pub i: i64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub s: Vec<u8>,
+    #[prost(message, optional, tag = "5")]
+    pub t: Option<Tensor>,
+    #[prost(float, repeated, tag = "7")]
+    pub floats: Vec<f32>,
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
     /// `AttributeProto.AttributeType`.
@@ -91,12 +101,19 @@ pub struct Tensor {
     pub data_type: i32,
     #[prost(float, repeated, tag = "4")]
     pub float_data: Vec<f32>,
+    #[prost(int64, repeated, tag = "7")]
+    pub int64_data: Vec<i64>,
     #[prost(string, tag = "8")]
     pub name: String,
+    /// The values as little-endian bytes, where `float_data` (or `int64_data`) is empty.
+    #[prost(bytes = "vec", tag = "9")]
+    pub raw_data: Vec<u8>,
 }
 
 /// `TensorProto.DataType.FLOAT`.
 pub const FLOAT: i32 = 1;
+/// `TensorProto.DataType.INT64`.
+pub const INT64: i32 = 7;
 
 /// `ValueInfoProto`: a graph input or output with its type.
 #[derive(Clone, PartialEq, prost::Message)]

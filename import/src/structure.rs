@@ -1,0 +1,267 @@
+//! The shape of a model's graph as a layer list ([`Step`]s): a chain of nodes from the input to
+//! the output, where the only join is an `Add` of a residual block, its branch and its shortcut
+//! (the block's input, or a projection of it) meeting again. Found by walking back from the
+//! output: each node's one data input leads to the node before it, and an `Add` of two data
+//! inputs leads to the value both sides start from. A graph of any other shape (a value read
+//! by two chains that never meet, a node reading two values outside a block) is refused with
+//! the node at fault.
+
+use std::collections::HashSet;
+
+use crate::ImportError;
+use crate::model::{Model, node_error};
+
+/// One item of the layer list, in input-to-output order.
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// A node of one data input (its index in [`Model::nodes`]).
+    Node(usize),
+    /// `MatMul` by a constant, then `Add` of a constant: a dense layer.
+    MatMulAdd {
+        /// The `MatMul` node.
+        matmul: usize,
+        /// The `Add` node.
+        add: usize,
+    },
+    /// `x · (1 + erf(x / √2)) / 2`, as constnet and PyTorch export it: GELU.
+    Gelu,
+    /// `Mul(x, Sigmoid(x))`: swish.
+    Swish {
+        /// The `Sigmoid` node.
+        sigmoid: usize,
+        /// The `Mul` node.
+        mul: usize,
+    },
+    /// A residual block: `body` applied to the block's input, added to the input or to its
+    /// projection by the `shortcut` nodes.
+    Block {
+        /// The branch, from the block's input to the `Add`.
+        body: Vec<Step>,
+        /// The shortcut's nodes, in order (none for the identity).
+        shortcut: Vec<usize>,
+        /// The `Add` node.
+        add: usize,
+    },
+}
+
+/// The model's layer list, from its input to its output.
+pub fn steps(model: &Model) -> Result<Vec<Step>, ImportError> {
+    trace(model, &model.output, &model.input)
+}
+
+/// The steps that turn `start` into `value`.
+fn trace(model: &Model, value: &str, start: &str) -> Result<Vec<Step>, ImportError> {
+    let mut steps = Vec::new();
+    let mut current = value.to_string();
+    while current != start {
+        let index = model.producer(&current).ok_or_else(|| {
+            ImportError::Model(format!(
+                "computes `{current}` from something other than its input `{start}`"
+            ))
+        })?;
+        let node = &model.nodes[index];
+        let inputs = data_inputs(model, index);
+        let (step, before) = match (node.op_type.as_str(), inputs.as_slice()) {
+            ("Add", [a, b]) => residual_block(model, index, a, b)?,
+            ("Mul", [a, b]) => match gelu_input(model, index) {
+                Some(x) => (Step::Gelu, x),
+                None => swish(model, index, a, b)?,
+            },
+            ("Mul", [_]) if gelu_input(model, index).is_some() => {
+                (Step::Gelu, gelu_input(model, index).expect("matched"))
+            }
+            ("Add", [x]) => match matmul_before(model, x) {
+                Some(matmul) => {
+                    let before = data_inputs(model, matmul)[0].clone();
+                    (Step::MatMulAdd { matmul, add: index }, before)
+                }
+                None => (Step::Node(index), x.clone()),
+            },
+            (_, [x]) => (Step::Node(index), x.clone()),
+            (_, inputs) => {
+                return Err(node_error(
+                    node,
+                    format!(
+                        "reads {} values that are not constants; a layer reads one, and only an \
+                         `Add` ending a residual block joins two",
+                        inputs.len()
+                    ),
+                ));
+            }
+        };
+        steps.push(step);
+        current = before;
+    }
+    steps.reverse();
+    Ok(steps)
+}
+
+/// The inputs of node `index` that are not constants.
+fn data_inputs(model: &Model, index: usize) -> Vec<String> {
+    model.nodes[index]
+        .input
+        .iter()
+        .filter(|input| !input.is_empty() && model.constant(input).is_none())
+        .cloned()
+        .collect()
+}
+
+/// The `MatMul` by a constant that makes `value`, if one does.
+fn matmul_before(model: &Model, value: &str) -> Option<usize> {
+    let index = model.producer(value)?;
+    let node = &model.nodes[index];
+    (node.op_type == "MatMul" && data_inputs(model, index).len() == 1).then_some(index)
+}
+
+/// The `x` of GELU's nodes ending in the `Mul` node `index`, in either form exporters write:
+/// `x · ((1 + erf(x · (1/√2))) · 0.5)` (constnet) or `(x · (1 + erf(x / √2))) · 0.5` (PyTorch).
+fn gelu_input(model: &Model, index: usize) -> Option<String> {
+    let node = &model.nodes[index];
+    let data = data_inputs(model, index);
+    match data.as_slice() {
+        [a, b] => [(a, b), (b, a)].into_iter().find_map(|(x, cdf)| {
+            let half = model.producer(cdf)?;
+            let [plus_one] = <[String; 1]>::try_from(data_inputs(model, half)).ok()?;
+            let is_half = model.nodes[half].op_type == "Mul" && constant_is(model, half, 0.5);
+            (is_half && erf_input(model, &plus_one).as_deref() == Some(x.as_str()))
+                .then(|| x.clone())
+        }),
+        [product] if constant_is(model, index, 0.5) && node.op_type == "Mul" => {
+            let times = model.producer(product)?;
+            let [a, b] = <[String; 2]>::try_from(data_inputs(model, times)).ok()?;
+            (model.nodes[times].op_type == "Mul")
+                .then(|| {
+                    [(a.clone(), b.clone()), (b, a)]
+                        .into_iter()
+                        .find(|(x, plus_one)| erf_input(model, plus_one).as_ref() == Some(x))
+                        .map(|(x, _)| x)
+                })
+                .flatten()
+        }
+        _ => None,
+    }
+}
+
+/// The `x` of `1 + erf(x · (1/√2))` or `1 + erf(x / √2)` making `value`.
+fn erf_input(model: &Model, value: &str) -> Option<String> {
+    let add = model.producer(value)?;
+    let [erf_out] = <[String; 1]>::try_from(data_inputs(model, add)).ok()?;
+    if model.nodes[add].op_type != "Add" || !constant_is(model, add, 1.0) {
+        return None;
+    }
+    let erf = model.producer(&erf_out)?;
+    let [scaled] = <[String; 1]>::try_from(data_inputs(model, erf)).ok()?;
+    let scale = model.producer(&scaled)?;
+    let [x] = <[String; 1]>::try_from(data_inputs(model, scale)).ok()?;
+    let scales = match model.nodes[scale].op_type.as_str() {
+        "Mul" => constant_is(model, scale, std::f32::consts::FRAC_1_SQRT_2),
+        "Div" => constant_is(model, scale, std::f32::consts::SQRT_2),
+        _ => false,
+    };
+    (model.nodes[erf].op_type == "Erf" && scales).then_some(x)
+}
+
+/// Whether node `index` reads a one-value constant within 1e-6 of `value`.
+fn constant_is(model: &Model, index: usize, value: f32) -> bool {
+    model.nodes[index].input.iter().any(|input| {
+        model
+            .constant(input)
+            .is_some_and(|c| matches!(c.values[..], [v] if (v - value).abs() <= 1e-6))
+    })
+}
+
+/// `Mul(x, Sigmoid(x))` (either order) at node `mul`: swish, and `x`.
+fn swish(model: &Model, mul: usize, a: &str, b: &str) -> Result<(Step, String), ImportError> {
+    for (x, s) in [(a, b), (b, a)] {
+        let Some(sigmoid) = model.producer(s) else {
+            continue;
+        };
+        let node = &model.nodes[sigmoid];
+        if node.op_type == "Sigmoid" && node.input.first().map(String::as_str) == Some(x) {
+            return Ok((Step::Swish { sigmoid, mul }, x.to_string()));
+        }
+    }
+    Err(node_error(
+        &model.nodes[mul],
+        "multiplies two values, which a layer list has only as `x · sigmoid(x)` (swish)".into(),
+    ))
+}
+
+/// The residual block ending in the `Add` node `add` of `a` and `b`, and its input.
+fn residual_block(
+    model: &Model,
+    add: usize,
+    a: &str,
+    b: &str,
+) -> Result<(Step, String), ImportError> {
+    for (branch, skip) in [(a, b), (b, a)] {
+        let ancestors = ancestors(model, branch);
+        if let Some((input, shortcut)) = shortcut_path(model, skip, &ancestors) {
+            let body = trace(model, branch, &input)?;
+            if body.is_empty() {
+                continue;
+            }
+            let step = Step::Block {
+                body,
+                shortcut,
+                add,
+            };
+            return Ok((step, input));
+        }
+    }
+    Err(node_error(
+        &model.nodes[add],
+        "adds two values that do not start from one block input (through a projection of at \
+         most a convolution and a batch normalisation); a layer list joins values only at the \
+         end of a residual block"
+            .into(),
+    ))
+}
+
+/// Every value `value` is computed from, itself included.
+fn ancestors<'m>(model: &'m Model, value: &'m str) -> HashSet<&'m str> {
+    let mut seen = HashSet::new();
+    let mut pending = vec![value];
+    while let Some(value) = pending.pop() {
+        if !seen.insert(value) {
+            continue;
+        }
+        if let Some(index) = model.producer(value) {
+            let node = &model.nodes[index];
+            pending.extend(
+                node.input
+                    .iter()
+                    .filter(|i| !i.is_empty() && model.constant(i).is_none())
+                    .map(String::as_str),
+            );
+        }
+    }
+    seen
+}
+
+/// Most nodes a shortcut's projection has: a convolution and a batch normalisation.
+const MAX_SHORTCUT_NODES: usize = 2;
+
+/// Walks back from `skip` through nodes of one data input until a value of `ancestors` (the
+/// branch's): that value is the block's input, and the nodes walked its shortcut.
+fn shortcut_path(
+    model: &Model,
+    skip: &str,
+    ancestors: &HashSet<&str>,
+) -> Option<(String, Vec<usize>)> {
+    let mut nodes = Vec::new();
+    let mut current = skip.to_string();
+    loop {
+        if ancestors.contains(current.as_str()) {
+            nodes.reverse();
+            return Some((current, nodes));
+        }
+        if nodes.len() == MAX_SHORTCUT_NODES {
+            return None;
+        }
+        let index = model.producer(&current)?;
+        let [input] = data_inputs(model, index).try_into().ok()?;
+        nodes.push(index);
+        current = input;
+    }
+}
