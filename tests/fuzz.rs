@@ -1,8 +1,10 @@
-//! A stable-Rust fuzzer for the two readers of untrusted files: the IDX reader (raw and gzip)
-//! and the weight loader (safetensors). Each input is made from a valid seed file by seeded
-//! mutations (truncations, bit flips, byte overwrites, insertions, deletions, huge declared
-//! dimensions, header lengths past the end, wrong dtypes) or is a crafted gzip bomb, written to
-//! a file and read back. Every read must return `Ok` or an error, never panic, finish within a
+//! A stable-Rust fuzzer for the three readers of untrusted files: the IDX reader (raw and
+//! gzip), the weight loader (safetensors) and the ONNX importer. Each input is made from a valid
+//! seed file by seeded mutations (truncations, bit flips, byte overwrites, insertions,
+//! deletions, huge declared dimensions, header lengths past the end, wrong dtypes, value names
+//! swapped so that nodes read values made later or by themselves) or is crafted (a gzip bomb,
+//! a model declaring a tensor of 2^40 values, a graph with a cycle), written to a file and read
+//! back. Every read must return `Ok` or an error, never panic, finish within a
 //! second, and keep its peak heap use within a bound stated for the input (counted by this
 //! binary's global allocator).
 //!
@@ -20,6 +22,7 @@ use constnet::data::idx::{self, read_idx};
 use constnet::init::seeded_rng;
 use constnet::rand::{Rng, RngExt};
 use constnet::weights;
+use constnet_onnx_proto::{self as proto, Message};
 
 /// The system allocator, counting the bytes live now and the most live since the last reset.
 struct CountingAllocator;
@@ -258,6 +261,103 @@ fn fuzz_weights(inputs: usize, seed: u64, dir: &Path) -> Tally {
     tally
 }
 
+/// Most bytes the importer may allocate per byte of a model file: decoding turns a 2-byte empty
+/// message into a struct of a few vectors (about 120 bytes, doubled by a vector's growth), and
+/// the translation keeps up to three copies of each weight.
+const ONNX_BYTES_PER_FILE_BYTE: usize = 256;
+
+/// The fixtures' models, and crafted ones: a tensor declaring 2^40 values, one declaring 2^40
+/// over two dimensions with no data, and two nodes each reading the other's output.
+fn onnx_seeds() -> Vec<Vec<u8>> {
+    let fixture = |name: &str| {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/onnx");
+        std::fs::read(format!("{dir}/{name}.onnx")).unwrap()
+    };
+    let model = |nodes: Vec<proto::Node>, initializer: Vec<proto::Tensor>| {
+        let value = |name: &str| proto::ValueInfo {
+            name: name.into(),
+            r#type: Some(proto::Type {
+                tensor_type: Some(proto::TensorType {
+                    elem_type: proto::FLOAT,
+                    shape: Some(proto::Shape {
+                        dim: [None, Some(4)]
+                            .map(|size| proto::Dimension {
+                                dim_value: size,
+                                dim_param: None,
+                            })
+                            .to_vec(),
+                    }),
+                }),
+            }),
+        };
+        proto::Model {
+            ir_version: 8,
+            graph: Some(proto::Graph {
+                node: nodes,
+                initializer,
+                input: vec![value("input")],
+                output: vec![value("b")],
+                ..Default::default()
+            }),
+            opset_import: vec![proto::OperatorSetId {
+                domain: String::new(),
+                version: 17,
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let node = |op: &str, inputs: &[&str], output: &str| proto::Node {
+        input: inputs.iter().map(|i| i.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        op_type: op.into(),
+        attribute: vec![],
+    };
+    let huge = |dims: Vec<i64>, raw: usize| proto::Tensor {
+        dims,
+        data_type: proto::FLOAT,
+        name: "w".into(),
+        raw_data: vec![0; raw],
+        ..Default::default()
+    };
+    vec![
+        fixture("torch_resnet"),
+        fixture("torch_mixed"),
+        fixture("keras_nhwc"),
+        model(vec![node("MatMul", &["input", "w"], "b")], vec![huge(vec![1 << 40], 4)]),
+        model(vec![node("MatMul", &["input", "w"], "b")], vec![huge(vec![1 << 20, 1 << 20], 0)]),
+        model(
+            vec![node("Relu", &["b"], "a"), node("Add", &["input", "a"], "b")],
+            vec![],
+        ),
+    ]
+}
+
+/// Feeds `inputs` mutated ONNX models to the importer.
+fn fuzz_onnx(inputs: usize, seed: u64, dir: &Path) -> Tally {
+    let mut rng = seeded_rng(seed);
+    let seeds = onnx_seeds();
+    let interesting: [&[u8]; 10] = [
+        b"input", b"conv_1", b"relu_5", b"add_13", b"gemm_", b"Conv", b"Add", b"Gemm",
+        b"MaxPool", b"Transpose",
+    ];
+    let path = dir.join("fuzz.onnx");
+    let read = |path: &Path| constnet_import::import_file(path).is_ok();
+    let mut tally = Tally::default();
+    for (i, seed) in seeds.iter().enumerate() {
+        let bound = SLACK + ONNX_BYTES_PER_FILE_BYTE * seed.len();
+        check_one(&mut tally, &path, seed, bound, &read);
+        assert_eq!(tally.accepted, i.min(2) + 1, "the fixtures import, the crafted do not");
+    }
+    for i in 0..inputs {
+        let bytes = mutate(&seeds[i % seeds.len()], &mut rng, &interesting);
+        let bound = SLACK + ONNX_BYTES_PER_FILE_BYTE * bytes.len();
+        check_one(&mut tally, &path, &bytes, bound, &read);
+    }
+    tally
+}
+
 fn report(name: &str, tally: &Tally, elapsed: Duration) {
     println!(
         "{name}: {} inputs in {:.1} s ({:.0} inputs/s), {} accepted, peak heap growth {} bytes, \
@@ -279,10 +379,14 @@ fn run(inputs: usize) {
     let started = Instant::now();
     let weights_tally = fuzz_weights(inputs, 2, dir.path());
     report("weight loader", &weights_tally, started.elapsed());
+    let started = Instant::now();
+    let onnx_tally = fuzz_onnx(inputs, 3, dir.path());
+    report("ONNX importer", &onnx_tally, started.elapsed());
     // The seeds themselves are valid, and some mutations (in the values) stay valid: the
     // readers accept those, so the run exercised both outcomes.
     assert!(idx_tally.accepted > 0 && idx_tally.accepted < idx_tally.inputs);
     assert!(weights_tally.accepted > 0 && weights_tally.accepted < weights_tally.inputs);
+    assert!(onnx_tally.accepted > 3 && onnx_tally.accepted < onnx_tally.inputs);
 }
 
 /// One test per run of the allocator's counters: tests of one binary run on parallel threads,

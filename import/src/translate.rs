@@ -7,7 +7,7 @@
 //! flatten of NCHW values gets its rows reordered from CHW to constnet's HWC. So the network
 //! takes NHWC input whatever the model's layout, and computes what the model computes.
 
-use constnet_catalogue::{Args, Entry, LayerKind, Padding, Pads, Shape};
+use constnet_catalogue::{ArgValue, Args, Entry, LayerKind, Padding, Pads, Shape};
 use constnet_onnx_proto as proto;
 
 use crate::ImportError;
@@ -202,7 +202,10 @@ impl Translator<'_> {
         else {
             return refuse("a convolution between images");
         };
-        let stride = ints(conv, "strides").map_or(1, |s| s[0] as usize);
+        let stride = match layer.kind {
+            LayerKind::Conv { stride, .. } => stride,
+            _ => return refuse("a convolution of every channel"),
+        };
         let is_projection = layer.spec == format!("conv({filters}, 1{})", stride_text(stride, 1))
             && h.div_ceil(stride) == out_h
             && w.div_ceil(stride) == out_w
@@ -236,11 +239,12 @@ impl Translator<'_> {
             .zip(&var.values)
             .map(|(g, v)| g / (v + epsilon).sqrt())
             .collect();
-        let filters = scale.len();
         let [(_, _, weight), (_, _, bias)] = layer.tensors.as_mut_slice() else {
             unreachable!("a convolution has a weight and a bias")
         };
-        if bias.len() != filters || [&beta, &mean].iter().any(|t| t.values.len() != filters) {
+        let filters = bias.len();
+        let vectors = [&gamma, &beta, &mean, &var];
+        if vectors.iter().any(|t| t.values.len() != filters) {
             return Err(node_error(bn, "has vectors of the wrong length".into()));
         }
         for (index, w) in weight.iter_mut().enumerate() {
@@ -281,7 +285,7 @@ impl Translator<'_> {
                 let layer = Layer {
                     name: "leaky_relu",
                     spec: format!("leaky_relu({alpha:?})"),
-                    kind: LayerKind::LeakyRelu { alpha },
+                    kind: checked_kind(node, "leaky_relu", vec![number(alpha)], vec![])?,
                     tensors: Vec::new(),
                 };
                 one(layer, same_value(node, value)?)
@@ -296,7 +300,7 @@ impl Translator<'_> {
                 let layer = Layer {
                     name: "dropout",
                     spec: format!("dropout({rate:?})"),
-                    kind: LayerKind::Dropout { rate },
+                    kind: checked_kind(node, "dropout", vec![number(rate)], vec![])?,
                     tensors: Vec::new(),
                 };
                 one(layer, same_value(node, value)?)
@@ -358,20 +362,12 @@ impl Translator<'_> {
                 format!("has {} biases for {filters} filters", bias.len()),
             ));
         }
-        let (stride, padding) = (window.stride, window.padding);
         let kind = if depthwise {
-            LayerKind::DepthwiseConv {
-                kernel: window.size,
-                stride,
-                padding,
-            }
+            let positional = vec![ArgValue::Int(window.size)];
+            checked_kind(node, "dwconv", positional, window.arguments())?
         } else {
-            LayerKind::Conv {
-                filters,
-                kernel: window.size,
-                stride,
-                padding,
-            }
+            let positional = vec![ArgValue::Int(filters), ArgValue::Int(window.size)];
+            checked_kind(node, "conv", positional, window.arguments())?
         };
         let shape = output_shape(node, kind, Shape::Image(h, w, c))?;
         let (name, spec, kernel) = if depthwise {
@@ -434,14 +430,10 @@ impl Translator<'_> {
         if node.output.iter().skip(1).any(|o| !o.is_empty()) {
             return Err(node_error(node, "also outputs the maxima's indices".into()));
         }
-        let kind = LayerKind::Pool {
-            max,
-            size: window.size,
-            stride: window.stride,
-            padding: window.padding,
-        };
-        let shape = output_shape(node, kind, Shape::Image(h, w, c))?;
         let name = if max { "maxpool" } else { "avgpool" };
+        let positional = vec![ArgValue::Int(window.size)];
+        let kind = checked_kind(node, name, positional, window.arguments())?;
+        let shape = output_shape(node, kind, Shape::Image(h, w, c))?;
         let layer = Layer {
             name,
             spec: format!("{name}({}{})", window.size, window.options(window.size)),
@@ -495,7 +487,7 @@ impl Translator<'_> {
         let layer = Layer {
             name: "batchnorm",
             spec: format!("batchnorm(epsilon = {epsilon:?})"),
-            kind: LayerKind::BatchNorm { epsilon },
+            kind: checked_kind(node, "batchnorm", vec![], vec![Some(number(epsilon))])?,
             tensors,
         };
         Ok((vec![Item::Layer(layer)], value))
@@ -764,6 +756,27 @@ impl Translator<'_> {
     }
 }
 
+/// The kind the grammar's entry `name` builds from these arguments, refusing what `network!`
+/// would refuse (pads larger than a window allows, a dropout rate of 1, a negative slope).
+fn checked_kind(
+    node: &proto::Node,
+    name: &str,
+    positional: Vec<ArgValue>,
+    options: Vec<Option<ArgValue>>,
+) -> Result<LayerKind, ImportError> {
+    let entry = Entry::named(name).expect("a layer of the grammar");
+    (entry.build)(&Args {
+        positional,
+        options,
+    })
+    .map_err(|problem| node_error(node, format!("as `{name}`: {}", problem.message)))
+}
+
+/// A number argument, as the grammar decodes `0.1`.
+fn number(value: f32) -> ArgValue {
+    ArgValue::Number(value as f64)
+}
+
 /// A layer without arguments or tensors: `relu`.
 fn plain_layer(name: &'static str) -> Layer {
     let entry = Entry::named(name).expect("a layer of the grammar");
@@ -838,6 +851,14 @@ struct Window {
 }
 
 impl Window {
+    /// The `stride` and `padding` options as the grammar's entries declare them.
+    fn arguments(&self) -> Vec<Option<ArgValue>> {
+        vec![
+            Some(ArgValue::Int(self.stride)),
+            Some(ArgValue::Padding(self.padding)),
+        ]
+    }
+
     /// `, stride = s, padding = p` where they differ from the layer's defaults.
     fn options(&self, default_stride: usize) -> String {
         let padding = match self.padding {
