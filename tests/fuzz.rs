@@ -325,8 +325,14 @@ fn onnx_seeds() -> Vec<Vec<u8>> {
         fixture("torch_resnet"),
         fixture("torch_mixed"),
         fixture("keras_nhwc"),
-        model(vec![node("MatMul", &["input", "w"], "b")], vec![huge(vec![1 << 40], 4)]),
-        model(vec![node("MatMul", &["input", "w"], "b")], vec![huge(vec![1 << 20, 1 << 20], 0)]),
+        model(
+            vec![node("MatMul", &["input", "w"], "b")],
+            vec![huge(vec![1 << 40], 4)],
+        ),
+        model(
+            vec![node("MatMul", &["input", "w"], "b")],
+            vec![huge(vec![1 << 20, 1 << 20], 0)],
+        ),
         model(
             vec![node("Relu", &["b"], "a"), node("Add", &["input", "a"], "b")],
             vec![],
@@ -339,8 +345,16 @@ fn fuzz_onnx(inputs: usize, seed: u64, dir: &Path) -> Tally {
     let mut rng = seeded_rng(seed);
     let seeds = onnx_seeds();
     let interesting: [&[u8]; 10] = [
-        b"input", b"conv_1", b"relu_5", b"add_13", b"gemm_", b"Conv", b"Add", b"Gemm",
-        b"MaxPool", b"Transpose",
+        b"input",
+        b"conv_1",
+        b"relu_5",
+        b"add_13",
+        b"gemm_",
+        b"Conv",
+        b"Add",
+        b"Gemm",
+        b"MaxPool",
+        b"Transpose",
     ];
     let path = dir.join("fuzz.onnx");
     let read = |path: &Path| constnet_import::import_file(path).is_ok();
@@ -348,7 +362,11 @@ fn fuzz_onnx(inputs: usize, seed: u64, dir: &Path) -> Tally {
     for (i, seed) in seeds.iter().enumerate() {
         let bound = SLACK + ONNX_BYTES_PER_FILE_BYTE * seed.len();
         check_one(&mut tally, &path, seed, bound, &read);
-        assert_eq!(tally.accepted, i.min(2) + 1, "the fixtures import, the crafted do not");
+        assert_eq!(
+            tally.accepted,
+            i.min(2) + 1,
+            "the fixtures import, the crafted do not"
+        );
     }
     for i in 0..inputs {
         let bytes = mutate(&seeds[i % seeds.len()], &mut rng, &interesting);

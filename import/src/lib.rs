@@ -112,8 +112,22 @@ impl Imported {
     /// `res2.shortcut.bias`), in constnet's layouts.
     pub fn tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         let mut tensors = Vec::new();
-        named_tensors(&self.items, "", &mut tensors);
+        visit_named(&self.items, "", &mut |name, layer| {
+            for (tensor, dims, values) in &layer.tensors {
+                tensors.push((format!("{name}.{tensor}"), dims.clone(), values.clone()));
+            }
+        });
         tensors
+    }
+
+    /// Every layer with the name `network!` gives it (`conv1`, `res1.conv2`, `res1.shortcut`),
+    /// in the list's order (a block's projection after its layers).
+    pub fn layers(&self) -> Vec<(String, &Layer)> {
+        let mut layers = Vec::new();
+        visit_named(&self.items, "", &mut |name, layer| {
+            layers.push((name, layer))
+        });
+        layers
     }
 
     /// The weights as the bytes of a safetensors file, which `constnet::weights::from_bytes`
@@ -193,9 +207,10 @@ fn list_lines(items: &[Item], lines: &mut Vec<String>) {
     }
 }
 
-/// Numbers each item as `network!` does: per list, by kind (`conv1`, `conv2`, `res1`), the
-/// items of a block under its name (`res1.conv1`), its projection `res1.shortcut`.
-fn named_tensors(items: &[Item], prefix: &str, out: &mut Vec<(String, Vec<usize>, Vec<f32>)>) {
+/// Calls `visit` with each layer and its name, numbering items as `network!` does: per list,
+/// by kind (`conv1`, `conv2`, `res1`), the items of a block under its name (`res1.conv1`), its
+/// projection `res1.shortcut`.
+fn visit_named<'a>(items: &'a [Item], prefix: &str, visit: &mut impl FnMut(String, &'a Layer)) {
     let mut counts: Vec<(&str, usize)> = Vec::new();
     let mut next = |kind: &'static str| {
         let count = match counts.iter_mut().find(|(k, _)| *k == kind) {
@@ -212,24 +227,15 @@ fn named_tensors(items: &[Item], prefix: &str, out: &mut Vec<(String, Vec<usize>
     };
     for item in items {
         match item {
-            Item::Layer(layer) => {
-                let name = next(layer.name);
-                push_tensors(layer, &name, out);
-            }
+            Item::Layer(layer) => visit(next(layer.name), layer),
             Item::Block { body, projection } => {
                 let name = next("res");
-                named_tensors(body, &format!("{name}."), out);
+                visit_named(body, &format!("{name}."), visit);
                 if let Some(projection) = projection {
-                    push_tensors(projection, &format!("{name}.shortcut"), out);
+                    visit(format!("{name}.shortcut"), projection);
                 }
             }
         }
-    }
-}
-
-fn push_tensors(layer: &Layer, name: &str, out: &mut Vec<(String, Vec<usize>, Vec<f32>)>) {
-    for (tensor, dims, values) in &layer.tensors {
-        out.push((format!("{name}.{tensor}"), dims.clone(), values.clone()));
     }
 }
 

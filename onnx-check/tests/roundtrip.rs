@@ -1,13 +1,16 @@
 //! Every layer kind of the grammar, exported to ONNX and run in tract on random inputs, gives
 //! constnet's outputs within 1e-5. With `ONNX_CHECK_DIR` set, each model is also written there
 //! with its inputs and constnet's outputs (`<name>.onnx`, `<name>.safetensors`), for
-//! `scripts/check_onnx_ort.py` to run in ONNX Runtime.
+//! `scripts/check_onnx_ort.py` to run in ONNX Runtime. Each model also imports back (with
+//! `constnet-import`) to the same layers and the same weights, bit for bit.
 
+use constnet::catalogue::{LayerKind, Padding};
 use constnet::init::seeded_rng;
 use constnet::layers::{Build, Layer, NoParams, TensorVisitor, TensorVisitorMut, UpdateVisitor};
 use constnet::onnx::{self, OnnxError};
 use constnet::prelude::*;
 use constnet::rand::RngExt;
+use constnet::weights;
 use tract_onnx::prelude::{Framework, InferenceModelExt, Tensor, tvec};
 
 network! {
@@ -133,6 +136,55 @@ fn round_trip<N: Network>(samples: usize) {
         N::NAME
     );
     write_for_onnx_runtime::<N>(&bytes, &input, &expected);
+    imports_back(&net, &bytes);
+}
+
+/// Importing the exported model gives back the network: the same layers, named as `network!`
+/// names them (less the dropout the export leaves out), and every tensor bit for bit. `same`
+/// comes back as the pads it makes on the layer's input, which the export writes: the same
+/// windows, so the same layer type's arithmetic. So the imported network computes what the
+/// original computes, bit for bit.
+fn imports_back<N: Network>(net: &N, bytes: &[u8]) {
+    let imported = constnet_import::import_bytes(bytes).unwrap();
+    let graph = net.graph();
+    let input_of = |value: usize| match value {
+        0 => <N::Input as Shape>::DIMS,
+        value => graph[value - 1].output,
+    };
+    let original: Vec<(String, LayerKind)> = graph
+        .iter()
+        .filter(|node| !matches!(node.op, LayerKind::Add | LayerKind::Dropout { .. }))
+        .map(|node| {
+            let input = input_of(node.inputs[0]);
+            (node.name.to_string(), same_as_pads(node.op, input))
+        })
+        .collect();
+    let mut back: Vec<(String, LayerKind)> = imported
+        .layers()
+        .into_iter()
+        .map(|(name, layer)| (name, layer.kind))
+        .collect();
+    let mut original_sorted = original.clone();
+    original_sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    back.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(back, original_sorted, "{}: imported layers", N::NAME);
+    let own = weights::to_bytes(net).unwrap();
+    let own = safetensors::SafeTensors::deserialize(&own).unwrap();
+    let tensors = imported.tensors();
+    assert_eq!(tensors.len(), own.len(), "{}: tensors", N::NAME);
+    for (name, dims, values) in tensors {
+        let view = own
+            .tensor(&name)
+            .unwrap_or_else(|_| panic!("{}: no {name}", N::NAME));
+        assert_eq!(view.shape(), dims.as_slice(), "{}: {name}", N::NAME);
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(
+            view.data(),
+            bytes.as_slice(),
+            "{}: {name} bit for bit",
+            N::NAME
+        );
+    }
 }
 
 /// Each layer's ONNX operators, layout transpositions aside, are those the catalogue gives
@@ -169,6 +221,55 @@ fn operators_follow_the_catalogue<N: Network>(net: &N, bytes: &[u8]) {
             OnnxOp::Identity | OnnxOp::Unsupported => vec![],
         };
         assert_eq!(written, catalogued, "{}: {}", N::NAME, layer.name);
+    }
+}
+
+/// `kind` with `same` padding written as the pads it makes on an `input` image.
+fn same_as_pads(kind: LayerKind, input: &[usize]) -> LayerKind {
+    let explicit = |padding: Padding, window: usize, stride: usize| match (padding, input) {
+        (Padding::Same, &[h, w, _]) => {
+            let pads = padding.pads((h, w), window, stride);
+            if pads.is_zero() {
+                Padding::Valid
+            } else {
+                Padding::Explicit(pads)
+            }
+        }
+        _ => padding,
+    };
+    match kind {
+        LayerKind::Conv {
+            filters,
+            kernel,
+            stride,
+            padding,
+        } => LayerKind::Conv {
+            filters,
+            kernel,
+            stride,
+            padding: explicit(padding, kernel, stride),
+        },
+        LayerKind::DepthwiseConv {
+            kernel,
+            stride,
+            padding,
+        } => LayerKind::DepthwiseConv {
+            kernel,
+            stride,
+            padding: explicit(padding, kernel, stride),
+        },
+        LayerKind::Pool {
+            max,
+            size,
+            stride,
+            padding,
+        } => LayerKind::Pool {
+            max,
+            size,
+            stride,
+            padding: explicit(padding, size, stride),
+        },
+        kind => kind,
     }
 }
 
