@@ -5,7 +5,9 @@ before a batch normalisation, eps 1e-5, symmetric pads on stride-2 convolutions,
 joined by `Add`), except `keras_nhwc.onnx`, laid out as tf2onnx writes a Keras model (NHWC input
 transposed to NCHW, `auto_pad = SAME_UPPER`, transposed back before flattening). Beside each
 model, `<name>.io.safetensors` holds four inputs (in the model's layout) and the outputs this
-file's float64 forward pass computes for them: the fixtures the Rust tests compare with. Two more
+file's float64 forward pass computes for them: the fixtures the Rust tests compare with.
+`keras_tf2onnx.onnx` is a Keras model converted by tf2onnx itself, its expected outputs Keras's
+(made only where TensorFlow and tf2onnx are installed; kept otherwise). Two more
 models must be refused: `unsupported_op.onnx` (an LRN node) and `shape_mismatch.onnx` (a dense
 weight for the wrong number of inputs).
 
@@ -253,6 +255,38 @@ def keras_nhwc():
     return b.model([6, 5, 3], x.name, [5]), nhwc, x.value
 
 
+def keras_tf2onnx():
+    """A Keras model converted by tf2onnx itself (TensorFlow and tf2onnx needed): `same`
+    convolutions (one strided), batch normalisation (which tf2onnx folds into the convolution),
+    a depthwise convolution, max pooling, `Flatten` (a `Reshape` whose shape the graph computes)
+    and dense layers with biases. The expected outputs are Keras's own (float32)."""
+    import tensorflow as tf
+    import tf2onnx
+
+    tf.keras.utils.set_random_seed(20261207)
+    rng = np.random.default_rng(7)
+    layers = tf.keras.layers
+    inputs = tf.keras.Input((12, 10, 3), name="input")
+    x = layers.Conv2D(6, 3, strides=2, padding="same")(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.DepthwiseConv2D(3, padding="same")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(8, activation="tanh")(x)
+    outputs = layers.Dense(4, activation="softmax")(x)
+    model = tf.keras.Model(inputs, outputs)
+    for layer in model.layers:
+        weights = [rng.uniform(0.5, 1.5, w.shape) if "variance" in w.path or "gamma" in w.path
+                   else rng.uniform(-0.5, 0.5, w.shape) for w in layer.weights]
+        if weights:
+            layer.set_weights([w.astype(np.float32) for w in weights])
+    spec = (tf.TensorSpec((None, 12, 10, 3), tf.float32, name="input"),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=17)
+    x = rng.uniform(-1, 1, (4, 12, 10, 3)).astype(np.float32)
+    return proto, x, model.predict(x, verbose=0)
+
+
 def unsupported_op():
     b = Builder()
     x = Net(b, "input", RNG.uniform(-1, 1, (1, 3, 8, 8)))
@@ -292,6 +326,15 @@ def main():
         save_file({"input": inputs.astype(np.float32), "output": outputs.astype(np.float32)},
                   out / f"{name}.io.safetensors")
         check_with_onnx_runtime(path, inputs, outputs)
+    try:
+        model, inputs, outputs = keras_tf2onnx()
+    except ImportError as missing:
+        print(f"keras_tf2onnx.onnx left as it is: {missing}")
+    else:
+        onnx.save(model, out / "keras_tf2onnx.onnx")
+        save_file({"input": inputs, "output": outputs.astype(np.float32)},
+                  out / "keras_tf2onnx.io.safetensors")
+        check_with_onnx_runtime(out / "keras_tf2onnx.onnx", inputs, outputs)
     onnx.save(unsupported_op(), out / "unsupported_op.onnx")
     onnx.save(shape_mismatch(), out / "shape_mismatch.onnx")
 

@@ -325,6 +325,7 @@ fn onnx_seeds() -> Vec<Vec<u8>> {
         fixture("torch_resnet"),
         fixture("torch_mixed"),
         fixture("keras_nhwc"),
+        fixture("keras_tf2onnx"),
         model(
             vec![node("MatMul", &["input", "w"], "b")],
             vec![huge(vec![1 << 40], 4)],
@@ -364,7 +365,7 @@ fn fuzz_onnx(inputs: usize, seed: u64, dir: &Path) -> Tally {
         check_one(&mut tally, &path, seed, bound, &read);
         assert_eq!(
             tally.accepted,
-            i.min(2) + 1,
+            i.min(3) + 1,
             "the fixtures import, the crafted do not"
         );
     }
@@ -404,7 +405,7 @@ fn run(inputs: usize) {
     // readers accept those, so the run exercised both outcomes.
     assert!(idx_tally.accepted > 0 && idx_tally.accepted < idx_tally.inputs);
     assert!(weights_tally.accepted > 0 && weights_tally.accepted < weights_tally.inputs);
-    assert!(onnx_tally.accepted > 3 && onnx_tally.accepted < onnx_tally.inputs);
+    assert!(onnx_tally.accepted > 4 && onnx_tally.accepted < onnx_tally.inputs);
 }
 
 /// One test per run of the allocator's counters: tests of one binary run on parallel threads,

@@ -15,6 +15,7 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/onnx
 constnet_macros::onnx_network!("tests/fixtures/onnx/torch_resnet.onnx", TorchResnet);
 constnet_macros::onnx_network!("tests/fixtures/onnx/torch_mixed.onnx", TorchMixed);
 constnet_macros::onnx_network!("tests/fixtures/onnx/keras_nhwc.onnx", KerasNhwc);
+constnet_macros::onnx_network!("tests/fixtures/onnx/keras_tf2onnx.onnx", KerasTf2onnx);
 
 /// The network as `constnet-import --name TorchResnetCli` writes it (checked current below).
 mod cli {
@@ -94,6 +95,13 @@ fn depthwise_asymmetric_pads_a_flatten_of_nchw_values_gelu_and_swish() {
 #[test]
 fn a_keras_model_as_tf2onnx_writes_it() {
     matches_fixture(KerasNhwc::new(0), "keras_nhwc", false);
+}
+
+/// tf2onnx folds batch normalisation into the convolution and writes `Flatten` as a `Reshape`
+/// whose shape the graph computes; the expected outputs are Keras's own, in float32.
+#[test]
+fn a_keras_model_converted_by_tf2onnx() {
+    matches_fixture(KerasTf2onnx::new(0), "keras_tf2onnx", false);
 }
 
 /// The tool's contract: `net.rs` with one `network!` and `net.safetensors` that

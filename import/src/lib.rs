@@ -12,8 +12,10 @@
 //! always takes constnet's NHWC, and a model's image output comes back NHWC. What is read:
 //! `Conv` (with `group` equal to the channels for depthwise), `Gemm`, `MatMul` + `Add`, `Relu`,
 //! `LeakyRelu`, `Sigmoid`, `Tanh`, `Gelu`, `x · Sigmoid(x)`, `MaxPool`, `AveragePool`,
-//! `GlobalAveragePool`, `GlobalMaxPool`, `BatchNormalization` (its epsilon kept), `Flatten`,
-//! `Reshape` to a vector, `Add` ending a residual block (its shortcut the identity, or a 1x1
+//! `GlobalAveragePool`, `GlobalMaxPool`, `BatchNormalization` (its epsilon kept), `Mul` and
+//! `Add` of one constant per channel (batch normalisation as tf2onnx writes it), `Flatten`,
+//! `Reshape` to a vector (its shape a constant or computed from shapes, as tf2onnx writes
+//! Keras's `Flatten`), `Add` ending a residual block (its shortcut the identity, or a 1x1
 //! convolution with an optional batch normalisation, folded into it), `Softmax`, `Dropout`,
 //! `Identity`, nearest `Resize` by a whole factor, and `Transpose` between NCHW and NHWC.
 //! Anything else is refused with an [`ImportError`] naming the node, its operator and why: an
@@ -22,6 +24,7 @@
 
 mod error;
 mod model;
+mod shapes;
 mod structure;
 mod translate;
 

@@ -256,13 +256,13 @@ fn constant(tensor: &proto::Tensor) -> Result<Constant, ImportError> {
         .ok_or_else(|| problem(format!("has dimensions {:?}, too many values", tensor.dims)))?;
     let (values, ints) = match tensor.data_type {
         proto::FLOAT => (float_values(tensor, len).map_err(problem)?, Vec::new()),
-        proto::INT64 => {
+        proto::INT64 | proto::INT32 => {
             let ints = int_values(tensor, len).map_err(problem)?;
             (ints.iter().map(|&i| i as f32).collect(), ints)
         }
         other => {
             return Err(problem(format!(
-                "has data type {other}; import reads float (1) and int64 (7) tensors"
+                "has data type {other}; import reads float (1), int32 (6) and int64 (7) tensors"
             )));
         }
     };
@@ -287,21 +287,33 @@ fn float_values(tensor: &proto::Tensor, len: usize) -> Result<Vec<f32>, String> 
         .collect())
 }
 
-/// The `len` values of an int64 tensor, from `int64_data` or `raw_data`.
+/// The `len` values of an int64 or int32 tensor, from `int64_data`, `int32_data` or
+/// `raw_data`.
 fn int_values(tensor: &proto::Tensor, len: usize) -> Result<Vec<i64>, String> {
-    if !tensor.int64_data.is_empty() {
+    let wide = tensor.data_type == proto::INT64;
+    if wide && !tensor.int64_data.is_empty() {
         return exactly(tensor.int64_data.clone(), len);
     }
-    if tensor.raw_data.len() != len * 8 {
+    if !wide && !tensor.int32_data.is_empty() {
+        return exactly(
+            tensor.int32_data.iter().map(|&i| i64::from(i)).collect(),
+            len,
+        );
+    }
+    let size = if wide { 8 } else { 4 };
+    if tensor.raw_data.len() != len * size {
         return Err(format!(
-            "holds {} bytes for {len} int64 values",
+            "holds {} bytes for {len} integers of {size} bytes",
             tensor.raw_data.len()
         ));
     }
     Ok(tensor
         .raw_data
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().expect("chunks of 8")))
+        .chunks_exact(size)
+        .map(|b| match *b {
+            [a, b, c, d] => i64::from(i32::from_le_bytes([a, b, c, d])),
+            _ => i64::from_le_bytes(b.try_into().expect("chunks of 8")),
+        })
         .collect())
 }
 

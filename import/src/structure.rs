@@ -23,6 +23,14 @@ pub enum Step {
         /// The `Add` node.
         add: usize,
     },
+    /// `x · scale + shift` by constants, per channel (either may be left out): batch
+    /// normalisation at inference, as tf2onnx writes it.
+    Affine {
+        /// The `Mul` node.
+        mul: Option<usize>,
+        /// The `Add` node.
+        add: Option<usize>,
+    },
     /// `x · (1 + erf(x / √2)) / 2`, as constnet and PyTorch export it: GELU.
     Gelu,
     /// `Mul(x, Sigmoid(x))`: swish.
@@ -67,15 +75,33 @@ fn trace(model: &Model, value: &str, start: &str) -> Result<Vec<Step>, ImportErr
                 Some(x) => (Step::Gelu, x),
                 None => swish(model, index, a, b)?,
             },
-            ("Mul", [_]) if gelu_input(model, index).is_some() => {
-                (Step::Gelu, gelu_input(model, index).expect("matched"))
-            }
-            ("Add", [x]) => match matmul_before(model, x) {
-                Some(matmul) => {
+            ("Mul", [x]) => match gelu_input(model, index) {
+                Some(input) => (Step::Gelu, input),
+                None => (
+                    Step::Affine {
+                        mul: Some(index),
+                        add: None,
+                    },
+                    x.clone(),
+                ),
+            },
+            ("Add", [x]) => match (matmul_before(model, x), scale_before(model, x)) {
+                (Some(matmul), _) => {
                     let before = data_inputs(model, matmul)[0].clone();
                     (Step::MatMulAdd { matmul, add: index }, before)
                 }
-                None => (Step::Node(index), x.clone()),
+                (None, Some(mul)) => {
+                    let before = data_inputs(model, mul)[0].clone();
+                    let (mul, add) = (Some(mul), Some(index));
+                    (Step::Affine { mul, add }, before)
+                }
+                (None, None) => (
+                    Step::Affine {
+                        mul: None,
+                        add: Some(index),
+                    },
+                    x.clone(),
+                ),
             },
             (_, [x]) => (Step::Node(index), x.clone()),
             (_, inputs) => {
@@ -96,10 +122,16 @@ fn trace(model: &Model, value: &str, start: &str) -> Result<Vec<Step>, ImportErr
     Ok(steps)
 }
 
-/// The inputs of node `index` that are not constants.
+/// The inputs of node `index` that are not constants. A `Reshape`'s target shape is read as
+/// a constant even when the graph computes it from shapes: the translation evaluates it.
 fn data_inputs(model: &Model, index: usize) -> Vec<String> {
-    model.nodes[index]
-        .input
+    let node = &model.nodes[index];
+    let inputs = if node.op_type == "Reshape" {
+        &node.input[..node.input.len().min(1)]
+    } else {
+        &node.input[..]
+    };
+    inputs
         .iter()
         .filter(|input| !input.is_empty() && model.constant(input).is_none())
         .cloned()
@@ -168,6 +200,13 @@ fn constant_is(model: &Model, index: usize, value: f32) -> bool {
             .constant(input)
             .is_some_and(|c| matches!(c.values[..], [v] if (v - value).abs() <= 1e-6))
     })
+}
+
+/// The `Mul` by a constant that makes `value`, if one does.
+fn scale_before(model: &Model, value: &str) -> Option<usize> {
+    let index = model.producer(value)?;
+    let node = &model.nodes[index];
+    (node.op_type == "Mul" && data_inputs(model, index).len() == 1).then_some(index)
 }
 
 /// `Mul(x, Sigmoid(x))` (either order) at node `mul`: swish, and `x`.

@@ -11,7 +11,10 @@ use constnet_catalogue::{ArgValue, Args, Entry, LayerKind, Padding, Pads, Shape}
 use constnet_onnx_proto as proto;
 
 use crate::ImportError;
+use std::collections::HashMap;
+
 use crate::model::{Constant, Model, node_error};
+use crate::shapes;
 use crate::structure::Step;
 
 /// One layer of the list: how it is written, and its tensors in constnet's layouts.
@@ -63,6 +66,22 @@ struct Value {
     order: Order,
 }
 
+impl Value {
+    /// Its dimensions in ONNX, the batch first.
+    fn onnx_dims(self) -> Vec<i64> {
+        let dims: Vec<usize> = match (self.shape, self.order) {
+            (Shape::Image(h, w, c), Order::ChannelsFirst) => vec![c, h, w],
+            (Shape::Image(h, w, c), _) => vec![h, w, c],
+            (Shape::Flat(c), Order::Pooled) => vec![c, 1, 1],
+            (Shape::Flat(n), _) => vec![n],
+        };
+        [shapes::BATCH]
+            .into_iter()
+            .chain(dims.into_iter().map(|d| d as i64))
+            .collect()
+    }
+}
+
 /// The network's input shape (constnet's, NHWC) and its layer list.
 pub struct Translation {
     /// `[h, w, c]` or `[n]`.
@@ -74,7 +93,10 @@ pub struct Translation {
 /// Translates `steps` of `model`.
 pub fn translate(model: &Model, steps: &[Step]) -> Result<Translation, ImportError> {
     let (input, value) = input_value(model, steps);
-    let mut translator = Translator { model };
+    let mut translator = Translator {
+        model,
+        dims: HashMap::from([(model.input.clone(), value.onnx_dims())]),
+    };
     let (items, _) = translator.steps(steps, value)?;
     Ok(Translation { input, items })
 }
@@ -107,6 +129,9 @@ fn input_value(model: &Model, steps: &[Step]) -> (Vec<usize>, Value) {
 
 struct Translator<'m> {
     model: &'m Model,
+    /// The ONNX dimensions of every value passed so far, by name ([`shapes::BATCH`] for the
+    /// batch), for `Reshape`s whose target the graph computes from them.
+    dims: HashMap<String, Vec<i64>>,
 }
 
 type Translated = Result<(Vec<Item>, Value), ImportError>;
@@ -118,8 +143,28 @@ impl Translator<'_> {
             let (mut more, next) = self.step(step, value)?;
             items.append(&mut more);
             value = next;
+            if let Some(output) = self.output_of(step) {
+                self.dims.insert(output, value.onnx_dims());
+            }
         }
         Ok((items, value))
+    }
+
+    /// The name of the value `step` makes (`None` for GELU's nodes, which no shape reads).
+    fn output_of(&self, step: &Step) -> Option<String> {
+        let node = match *step {
+            Step::Node(node) | Step::MatMulAdd { add: node, .. } => node,
+            Step::Affine {
+                add: Some(node), ..
+            }
+            | Step::Affine {
+                mul: Some(node), ..
+            } => node,
+            Step::Affine { .. } => return None,
+            Step::Swish { mul: node, .. } | Step::Block { add: node, .. } => node,
+            Step::Gelu => return None,
+        };
+        self.model.nodes[node].output.first().cloned()
     }
 
     fn step(&mut self, step: &Step, value: Value) -> Translated {
@@ -132,6 +177,10 @@ impl Translator<'_> {
                 self.dense(node, value, weight, false, bias)
             }
             Step::Gelu => Ok((vec![Item::Layer(plain_layer("gelu"))], value)),
+            Step::Affine { mul, add } => {
+                let [mul, add] = [mul, add].map(|n| n.map(|n| &self.model.nodes[n]));
+                self.affine(mul, add, value)
+            }
             Step::Swish { mul, .. } => {
                 let node = &self.model.nodes[mul];
                 let layer = plain_layer("swish");
@@ -493,6 +542,71 @@ impl Translator<'_> {
         Ok((vec![Item::Layer(layer)], value))
     }
 
+    /// `x · scale + shift` per channel, as a batch normalisation of mean 0 and variance
+    /// `1 − epsilon` (whose square root with epsilon added is 1).
+    fn affine(
+        &mut self,
+        mul: Option<&proto::Node>,
+        add: Option<&proto::Node>,
+        value: Value,
+    ) -> Translated {
+        let node = mul.or(add).expect("a scale or a shift");
+        let channels = match (value.shape, value.order) {
+            (Shape::Image(_, _, c), Order::ChannelsFirst | Order::ChannelsLast) => c,
+            (Shape::Flat(n), Order::Flat | Order::Pooled) => n,
+            _ => {
+                return Err(node_error(
+                    node,
+                    "scales a vector flattened from NCHW values; import reads per-channel \
+                     scales and shifts"
+                        .into(),
+                ));
+            }
+        };
+        let per_channel = |node: Option<&proto::Node>,
+                           identity: f32|
+         -> Result<Vec<f32>, ImportError> {
+            let Some(node) = node else {
+                return Ok(vec![identity; channels]);
+            };
+            let constant = node
+                .input
+                .iter()
+                .find_map(|input| self.model.constant(input))
+                .expect("the structure found a constant");
+            let axis_ok = match value.order {
+                Order::ChannelsFirst => constant.dims.iter().rev().take(2).all(|&d| d == 1),
+                _ => true,
+            };
+            let used: Vec<usize> = constant.dims.iter().copied().filter(|&d| d != 1).collect();
+            match (constant.values.len(), axis_ok, used.as_slice()) {
+                (1, _, _) => Ok(vec![constant.values[0]; channels]),
+                (n, true, [c]) if n == channels && *c == channels => Ok(constant.values.clone()),
+                _ => Err(node_error(
+                    node,
+                    format!(
+                        "applies a constant of dimensions {:?}, not one value per channel of {channels}",
+                        constant.dims
+                    ),
+                )),
+            }
+        };
+        let (scale, shift) = (per_channel(mul, 1.0)?, per_channel(add, 0.0)?);
+        let epsilon = constnet_catalogue::BATCHNORM_EPSILON;
+        let layer = Layer {
+            name: "batchnorm",
+            spec: "batchnorm".into(),
+            kind: checked_kind(node, "batchnorm", vec![], vec![None])?,
+            tensors: vec![
+                ("weight", vec![channels], scale),
+                ("bias", vec![channels], shift),
+                ("running_mean", vec![channels], vec![0.0; channels]),
+                ("running_var", vec![channels], vec![1.0 - epsilon; channels]),
+            ],
+        };
+        Ok((vec![Item::Layer(layer)], value))
+    }
+
     fn gelu(&mut self, node: &proto::Node, value: Value) -> Translated {
         let approximate = node
             .attribute
@@ -543,8 +657,14 @@ impl Translator<'_> {
         let to_vector = match node.op_type.as_str() {
             "Flatten" => int(node, "axis").unwrap_or(1) == 1,
             "Reshape" => {
-                let shape = self.input_constant(node, 1)?;
-                matches!(shape.ints[..], [b, n] if (b == -1 || b == 0 || b >= 1)
+                let target = node.input.get(1).map_or("", String::as_str);
+                let shape = shapes::evaluate(self.model, &self.dims, target).ok_or_else(|| {
+                    node_error(
+                        node,
+                        format!("reshapes to `{target}`, which is neither a constant nor computed from shapes"),
+                    )
+                })?;
+                matches!(shape[..], [b, n] if (b == shapes::BATCH || b == -1 || b >= 0)
                     && (n == -1 || n == len as i64))
             }
             _ => value.order == Order::Pooled,
