@@ -345,7 +345,7 @@ fn onnx_seeds() -> Vec<Vec<u8>> {
 fn fuzz_onnx(inputs: usize, seed: u64, dir: &Path) -> Tally {
     let mut rng = seeded_rng(seed);
     let seeds = onnx_seeds();
-    let interesting: [&[u8]; 10] = [
+    let interesting: [&[u8]; 12] = [
         b"input",
         b"conv_1",
         b"relu_5",
@@ -356,6 +356,8 @@ fn fuzz_onnx(inputs: usize, seed: u64, dir: &Path) -> Tally {
         b"Gemm",
         b"MaxPool",
         b"Transpose",
+        b"Shape",
+        b"Concat",
     ];
     let path = dir.join("fuzz.onnx");
     let read = |path: &Path| constnet_import::import_file(path).is_ok();

@@ -68,3 +68,39 @@ pub fn expand(def: OnnxNetworkDef) -> syn::Result<TokenStream> {
         #expansion
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The compile error of `onnx_network!` on `path` (relative to this crate).
+    fn error(path: &str) -> String {
+        let def: OnnxNetworkDef = syn::parse_str(&format!("{path:?}, pub Net")).unwrap();
+        expand(def).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_model_network_cannot_express_is_a_compile_error_naming_the_node() {
+        let message = error("../tests/fixtures/onnx/unsupported_op.onnx");
+        assert!(
+            message.contains("node `lrn_4` (LRN): the operator LRN has no equivalent"),
+            "{message}"
+        );
+        let message = error("../tests/fixtures/onnx/shape_mismatch.onnx");
+        assert!(
+            message.contains("has a weight for 30 inputs, but its input has 32 values"),
+            "{message}"
+        );
+        let message = error("no/such/model.onnx");
+        assert!(message.starts_with("no/such/model.onnx: "), "{message}");
+    }
+
+    #[test]
+    fn an_imported_model_expands_to_a_network() {
+        let def: OnnxNetworkDef =
+            syn::parse_str(r#""../tests/fixtures/onnx/keras_nhwc.onnx", pub Net"#).unwrap();
+        let tokens = expand(def).unwrap().to_string();
+        assert!(tokens.contains("include_bytes"), "the model is part of the build");
+        assert!(tokens.contains("pub struct Net"), "{tokens}");
+    }
+}
