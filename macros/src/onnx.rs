@@ -100,7 +100,10 @@ mod tests {
         let def: OnnxNetworkDef =
             syn::parse_str(r#""../tests/fixtures/onnx/keras_nhwc.onnx", pub Net"#).unwrap();
         let tokens = expand(def).unwrap().to_string();
-        assert!(tokens.contains("include_bytes"), "the model is part of the build");
+        assert!(
+            tokens.contains("include_bytes"),
+            "the model is part of the build"
+        );
         assert!(tokens.contains("pub struct Net"), "{tokens}");
     }
 }
