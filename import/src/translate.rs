@@ -101,8 +101,49 @@ pub fn translate(model: &Model, steps: &[Step]) -> Result<Translation, ImportErr
     Ok(Translation { input, items })
 }
 
-/// The input's constnet dimensions and value: an image is NHWC if the model's first step
-/// transposes it to NCHW, NCHW otherwise.
+/// How the model first reads its input, past element-wise steps.
+#[derive(Debug, PartialEq)]
+enum FirstRead {
+    /// A `Transpose` from NHWC to NCHW.
+    FromNhwc,
+    /// An operator that reads NCHW images (a convolution, a pooling, ...).
+    AsNchw,
+    /// As a sequence of values only (a flatten, a reshape): the layout is not the model's to say.
+    AsValues,
+}
+
+fn first_read(model: &Model, steps: &[Step]) -> FirstRead {
+    first_read_of(model, steps).unwrap_or(FirstRead::AsValues)
+}
+
+/// [`first_read`], `None` where `steps` hold only element-wise steps.
+fn first_read_of(model: &Model, steps: &[Step]) -> Option<FirstRead> {
+    let node_read = |index: usize| {
+        let node = &model.nodes[index];
+        match node.op_type.as_str() {
+            "Relu" | "LeakyRelu" | "Sigmoid" | "Tanh" | "Gelu" | "Dropout" | "Identity" => None,
+            "Transpose" if ints(node, "perm") == Some(vec![0, 3, 1, 2]) => {
+                Some(FirstRead::FromNhwc)
+            }
+            "Flatten" | "Reshape" | "Gemm" | "MatMul" | "Softmax" => Some(FirstRead::AsValues),
+            _ => Some(FirstRead::AsNchw),
+        }
+    };
+    steps.iter().find_map(|step| match *step {
+        Step::Node(index) => node_read(index),
+        Step::Block {
+            ref body,
+            ref shortcut,
+            ..
+        } => first_read_of(model, body).or_else(|| shortcut.first().and_then(|&n| node_read(n))),
+        Step::Gelu | Step::Swish { .. } | Step::Affine { .. } => None,
+        Step::MatMulAdd { .. } => Some(FirstRead::AsValues),
+    })
+}
+
+/// The input's constnet dimensions and value. An image the model transposes from NHWC, or
+/// only ever reads as a sequence of values, is taken as NHWC in the model's order (so a flatten
+/// keeps it); one the model's first operator reads as NCHW is taken as NCHW.
 fn input_value(model: &Model, steps: &[Step]) -> (Vec<usize>, Value) {
     let dims = &model.input_dims;
     if let [n] = dims.as_slice() {
@@ -112,13 +153,11 @@ fn input_value(model: &Model, steps: &[Step]) -> (Vec<usize>, Value) {
         };
         return (vec![*n], value);
     }
-    let first_transposes = matches!(steps.first(), Some(Step::Node(index))
-        if model.nodes[*index].op_type == "Transpose"
-            && ints(&model.nodes[*index], "perm") == Some(vec![0, 3, 1, 2]));
-    let (h, w, c, order) = if first_transposes {
-        (dims[0], dims[1], dims[2], Order::ChannelsLast)
-    } else {
-        (dims[1], dims[2], dims[0], Order::ChannelsFirst)
+    let (h, w, c, order) = match first_read(model, steps) {
+        FirstRead::FromNhwc | FirstRead::AsValues => {
+            (dims[0], dims[1], dims[2], Order::ChannelsLast)
+        }
+        FirstRead::AsNchw => (dims[1], dims[2], dims[0], Order::ChannelsFirst),
     };
     let value = Value {
         shape: Shape::Image(h, w, c),
@@ -206,6 +245,17 @@ impl Translator<'_> {
             [] => None,
             nodes => Some(self.projection(nodes, value, output)?),
         };
+        if projection.is_some() && output.shape == value.shape && output.order == value.order {
+            return Err(node_error(
+                add,
+                format!(
+                    "adds a projection of the block's input to a branch that keeps its shape \
+                     ({}); a residual block of `network!` adds its input itself when the shape \
+                     is kept",
+                    value.shape
+                ),
+            ));
+        }
         if output.order != value.order || (projection.is_none() && output.shape != value.shape) {
             return Err(node_error(
                 add,
