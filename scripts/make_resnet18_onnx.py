@@ -13,29 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 from safetensors.numpy import save_file
+
+from make_onnx_fixtures import Builder
 
 RNG = np.random.default_rng(18)
 
 
-class Graph:
-    def __init__(self):
-        self.nodes, self.initializers, self.count = [], [], 0
-
-    def name(self, what):
-        self.count += 1
-        return f"{what}_{self.count}"
-
-    def constant(self, what, value):
-        name = self.name(what)
-        self.initializers.append(numpy_helper.from_array(value.astype(np.float32), name))
-        return name
-
-    def node(self, op, inputs, **attributes):
-        output = self.name(op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attributes))
-        return output
+class Graph(Builder):
+    """The fixtures' graph builder, with the two pieces a ResNet repeats."""
 
     def conv_bn(self, x, c_in, c_out, k, stride, pad, relu=True):
         scale = np.sqrt(2.0 / (c_in * k * k))

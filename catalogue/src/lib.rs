@@ -16,6 +16,7 @@
 
 mod args;
 pub mod kinds;
+pub mod names;
 mod padding;
 mod shape;
 mod slot;

@@ -30,6 +30,8 @@ mod translate;
 
 use std::path::Path;
 
+use constnet_catalogue::names::{self, Numbering};
+
 pub use error::ImportError;
 pub use model::MIN_OPSET;
 pub use translate::{Item, Layer};
@@ -101,8 +103,8 @@ impl Imported {
         check_name(name)?;
         let indent = " ".repeat(8 + name.len());
         Ok(format!(
-            "// Written by constnet-import from `{source}`; its weights are in the safetensors \
-             file beside it.\n\
+            "// Written by constnet-import from `{source}`; its weights are in the safetensors\n\
+             // file beside it.\n\
              constnet::network! {{\n    \
              /// Imported from `{source}`.\n    \
              pub {name}<{}>\n\
@@ -115,7 +117,7 @@ impl Imported {
     /// `res2.shortcut.bias`), in constnet's layouts.
     pub fn tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         let mut tensors = Vec::new();
-        visit_named(&self.items, "", &mut |name, layer| {
+        visit_named(&self.items, &mut Numbering::top(), &mut |name, layer| {
             for (tensor, dims, values) in &layer.tensors {
                 tensors.push((format!("{name}.{tensor}"), dims.clone(), values.clone()));
             }
@@ -127,7 +129,7 @@ impl Imported {
     /// in the list's order (a block's projection after its layers).
     pub fn layers(&self) -> Vec<(String, &Layer)> {
         let mut layers = Vec::new();
-        visit_named(&self.items, "", &mut |name, layer| {
+        visit_named(&self.items, &mut Numbering::top(), &mut |name, layer| {
             layers.push((name, layer))
         });
         layers
@@ -176,7 +178,7 @@ impl Imported {
         source: &str,
     ) -> Result<[std::path::PathBuf; 2], ImportError> {
         let dir = dir.as_ref();
-        let file = snake_case(name);
+        let file = names::snake_case(name);
         let rust = dir.join(format!("{file}.rs"));
         let weights = dir.join(format!("{file}.safetensors"));
         let source = self.network_source(name, source)?;
@@ -210,32 +212,20 @@ fn list_lines(items: &[Item], lines: &mut Vec<String>) {
     }
 }
 
-/// Calls `visit` with each layer and its name, numbering items as `network!` does: per list,
-/// by kind (`conv1`, `conv2`, `res1`), the items of a block under its name (`res1.conv1`), its
-/// projection `res1.shortcut`.
-fn visit_named<'a>(items: &'a [Item], prefix: &str, visit: &mut impl FnMut(String, &'a Layer)) {
-    let mut counts: Vec<(&str, usize)> = Vec::new();
-    let mut next = |kind: &'static str| {
-        let count = match counts.iter_mut().find(|(k, _)| *k == kind) {
-            Some((_, n)) => {
-                *n += 1;
-                *n
-            }
-            None => {
-                counts.push((kind, 1));
-                1
-            }
-        };
-        format!("{prefix}{kind}{count}")
-    };
+/// Calls `visit` with each layer and its name, as `network!` names it ([`names`]).
+fn visit_named<'a>(
+    items: &'a [Item],
+    names: &mut Numbering,
+    visit: &mut impl FnMut(String, &'a Layer),
+) {
     for item in items {
         match item {
-            Item::Layer(layer) => visit(next(layer.name), layer),
+            Item::Layer(layer) => visit(names.next(layer.name), layer),
             Item::Block { body, projection } => {
-                let name = next("res");
-                visit_named(body, &format!("{name}."), visit);
+                let block = names.next(names::BLOCK);
+                visit_named(body, &mut Numbering::inside(&block), visit);
                 if let Some(projection) = projection {
-                    visit(format!("{name}.shortcut"), projection);
+                    visit(names::shortcut(&block), projection);
                 }
             }
         }
@@ -251,16 +241,4 @@ fn check_name(name: &str) -> Result<(), ImportError> {
     } else {
         Err(ImportError::Name(name.into()))
     }
-}
-
-/// `ResNet18` → `res_net18`, as file names are written.
-fn snake_case(name: &str) -> String {
-    let mut snake = String::new();
-    for (index, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() && index > 0 {
-            snake.push('_');
-        }
-        snake.push(c.to_ascii_lowercase());
-    }
-    snake
 }

@@ -23,6 +23,7 @@ use crate::plan::passes::{
     RESIDUAL_EPILOGUE,
 };
 use crate::plan::{Graph, Op, OpKind, Plan, Slots, Source, StateOf, ValueId};
+use constnet_catalogue::names;
 use constnet_catalogue::{
     Constructor, Generic, InferenceSlot, LayerKind, Padding, Pads, RuntimeLayer, Shape,
 };
@@ -644,7 +645,7 @@ impl<'n> Names<'n> {
             plan,
             workspace: format_ident!("{name}Workspace"),
             grads: format_ident!("{name}Grads"),
-            module: format_ident!("__{}", snake_case(&name.to_string())),
+            module: format_ident!("__{}", names::snake_case(&name.to_string())),
             input_ty: quote!(cn::Input),
             output_ty: quote!(cn::Output),
         }
@@ -667,18 +668,6 @@ fn param_layers(net: &Network) -> Vec<&Layer> {
 fn buffer_layers(net: &Network) -> Vec<&Layer> {
     let with_buffers = |l: &&Layer| l.kind.has_buffers();
     net.layers.iter().filter(with_buffers).collect()
-}
-
-/// `MnistCnn` → `mnist_cnn`.
-fn snake_case(name: &str) -> String {
-    let mut snake = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            snake.push('_');
-        }
-        snake.push(c.to_ascii_lowercase());
-    }
-    snake
 }
 
 pub fn expand(net: &Network) -> TokenStream {

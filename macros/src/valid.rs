@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use constnet_catalogue::names::{self, Numbering};
 use constnet_catalogue::{
     ArgProblem, ArgRef, ArgType, ArgValue, Entry, LayerKind, MAX_VALUES, Padding, Pads, Shape,
     ShapeProblem,
@@ -507,36 +508,18 @@ pub fn validate(def: NetworkDef) -> syn::Result<Network> {
 /// Where a layer list sits: the network itself, or the inside of a residual block, whose
 /// layers' names it prefixes (`res1.conv1`, field `res1_conv1`).
 struct Scope {
-    /// `res1.` inside the first block, empty at the top.
-    name_prefix: String,
+    /// The names of the list's items: `conv2`, or `res1.conv2` in a block.
+    names: Numbering,
     /// The block as written, inside one.
     block: Option<String>,
-    /// How many items of each kind the list has had so far, to number the next.
-    counts: Vec<(String, usize)>,
 }
 
 impl Scope {
     fn top() -> Self {
         Scope {
-            name_prefix: String::new(),
+            names: Numbering::top(),
             block: None,
-            counts: Vec::new(),
         }
-    }
-
-    /// The next name for an item of `kind` in this list: `conv2`, or `res1.conv2` in a block.
-    fn next_name(&mut self, kind: &str) -> String {
-        let count = match self.counts.iter_mut().find(|(k, _)| k == kind) {
-            Some((_, n)) => {
-                *n += 1;
-                *n
-            }
-            None => {
-                self.counts.push((kind.to_string(), 1));
-                1
-            }
-        };
-        format!("{}{kind}{count}", self.name_prefix)
     }
 
     /// Checks `defs` fed `input` (the output of the item written `previous`, or the network's
@@ -600,7 +583,7 @@ impl Scope {
         let output = errors
             .keep(output)
             .ok_or_else(|| meaning.output_whatever_input())?;
-        let name = self.next_name(&def.kind.to_string());
+        let name = self.names.next(&def.kind.to_string());
         Ok(Layer {
             kind: meaning.kind,
             custom: meaning.custom,
@@ -657,11 +640,10 @@ impl Scope {
         };
         let errors_before = errors.count;
         let project = errors.keep(shortcut_option(def, example));
-        let name = self.next_name("res");
+        let name = self.names.next(names::BLOCK);
         let mut inner = Scope {
-            name_prefix: format!("{name}."),
+            names: Numbering::inside(&name),
             block: Some(spec.clone()),
-            counts: Vec::new(),
         };
         let (body, output) = inner.check_list(body_defs, received, previous, layers, errors);
         let (Some(project), Some(input), Some(output)) = (project, received, output) else {
@@ -715,7 +697,7 @@ impl Scope {
         };
         let params = kind.param_count(input).unwrap_or(usize::MAX);
         check_size(def, output, Some(params))?;
-        let name = format!("{block}.shortcut");
+        let name = names::shortcut(block);
         layers.push(Layer {
             spec: kind_spec(&kind),
             kind,
