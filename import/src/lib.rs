@@ -22,6 +22,7 @@
 //! import never yields a network that computes something else.
 #![warn(missing_docs)]
 
+mod attributes;
 mod error;
 mod model;
 mod shapes;
