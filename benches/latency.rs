@@ -10,7 +10,7 @@
 //!   pool (as many threads as cores, or `RAYON_NUM_THREADS`; the other row shows "–").
 //!
 //! Run with `cargo bench --bench latency`; `-- W1` times one workload, `--calls N` sets the
-//! number of timed calls (default 3000).
+//! number of timed calls (default 3000), `--export DIR` writes each workload as ONNX instead.
 
 #[path = "benchmarks/workloads.rs"]
 mod workloads;
@@ -21,7 +21,7 @@ use clap::Parser;
 use constnet::network::Network;
 use constnet::{Batch, Flat, Hwc};
 use rayon::ThreadPoolBuilder;
-use workloads::{W1, W2, W3};
+use workloads::{C20, L5, M1, R1, W1, W2, W3};
 
 /// Calls made before timing starts.
 const WARM_UP_CALLS: usize = 300;
@@ -64,10 +64,10 @@ fn time_calls(calls: usize, mut call: impl FnMut()) -> Summary {
 /// from the main thread when the global pool has that many.
 fn workload<N>(threads: usize, calls: usize) -> [Option<Summary>; 2]
 where
-    N: Network<Input = Hwc<28, 28, 1>, Output = Flat<10>>,
+    N: Network<Output = Flat<10>>,
 {
     let network = N::new(0);
-    let image = Batch::<Hwc<28, 28, 1>>::from_fn(1, |i| ((i * 37) % 101) as f32 / 101.0);
+    let image = Batch::<N::Input>::from_fn(1, |i| ((i * 37) % 101) as f32 / 101.0);
     let mut workspace = N::Cache::default();
     let mut infer = || {
         std::hint::black_box(network.infer(&image, &mut workspace));
@@ -85,31 +85,58 @@ where
 /// Batch-1 latency of the peer workloads, call by call.
 #[derive(Parser)]
 struct Cli {
-    /// Times only the workloads whose name contains this (`W1`, `W2`, `W3`).
+    /// Times only the workloads whose name contains this (`W1`, `R1`, `C20`, ...).
     filter: Option<String>,
     /// Timed calls per configuration.
     #[arg(long, default_value_t = 3000)]
     calls: usize,
+    /// Instead of timing, writes each workload as `DIR/<name>.onnx` (its weights drawn from
+    /// seed 0), for ONNX Runtime to time the same networks.
+    #[arg(long, value_name = "DIR")]
+    export: Option<std::path::PathBuf>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
 }
 
+/// Writes network `N`, weights from seed 0, as `dir/<name>.onnx`.
+fn export<N: Network>(dir: &std::path::Path) {
+    let path = dir.join(format!("{}.onnx", N::NAME));
+    constnet::onnx::export(&N::new(0), &path).expect("the workload exports");
+    println!("wrote {}", path.display());
+}
+
 fn main() {
-    let Cli { filter, calls, .. } = Cli::parse();
+    let Cli {
+        filter,
+        calls,
+        export: export_dir,
+        ..
+    } = Cli::parse();
     let filter = filter.unwrap_or_default();
     type Run = fn(usize, usize) -> [Option<Summary>; 2];
-    let workloads: [(&str, Run); 3] = [
-        ("W1", workload::<W1>),
-        ("W2", workload::<W2>),
-        ("W3", workload::<W3>),
+    type Export = fn(&std::path::Path);
+    let workloads: [(&str, Run, Export); 7] = [
+        ("W1", workload::<W1>, export::<W1>),
+        ("W2", workload::<W2>, export::<W2>),
+        ("W3", workload::<W3>, export::<W3>),
+        ("R1", workload::<R1>, export::<R1>),
+        ("L5", workload::<L5>, export::<L5>),
+        ("C20", workload::<C20>, export::<C20>),
+        ("M1", workload::<M1>, export::<M1>),
     ];
+    let chosen = workloads.iter().filter(|(name, ..)| name.contains(&filter));
+    if let Some(dir) = export_dir {
+        std::fs::create_dir_all(&dir).expect("the export directory");
+        chosen.for_each(|(.., write)| write(&dir));
+        return;
+    }
     println!("Batch-1 inference, µs per call: median / p99 / mean of {calls} calls");
     println!(
         "{:<9}{:<9}{:>26}{:>26}",
         "network", "threads", "from a pool thread", "from the main thread"
     );
-    for (name, run) in workloads.iter().filter(|(name, _)| name.contains(&filter)) {
+    for (name, run, _) in chosen {
         for threads in [1, 2] {
             let cells = run(threads, calls).map(|summary| {
                 summary.map_or("–".to_string(), |s| {

@@ -8,11 +8,11 @@
 use constnet::loss::sparse_softmax_cross_entropy;
 use constnet::network::Network;
 use constnet::optim::{Adadelta, Adam, OptimizerState};
-use constnet::{Batch, Flat, Hwc};
+use constnet::{Batch, Flat};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
 use super::measurement::WallClock;
-use super::workloads::{R1, W1, W2, W3};
+use super::workloads::{C20, L5, M1, R1, W1, W2, W3};
 use super::{noise, threads};
 
 fn workload<N>(
@@ -20,10 +20,10 @@ fn workload<N>(
     batch_size: usize,
     optimizer: impl Fn() -> OptimizerState,
 ) where
-    N: Network<Input = Hwc<28, 28, 1>, Output = Flat<10>>,
+    N: Network<Output = Flat<10>>,
 {
     let mut group = c.benchmark_group(N::NAME);
-    let images = noise::<Hwc<28, 28, 1>>(batch_size);
+    let images = noise::<N::Input>(batch_size);
     let labels: Vec<usize> = (0..batch_size).map(|i| i % 10).collect();
     for thread_count in [1, 2] {
         let pool = threads(thread_count);
@@ -56,7 +56,7 @@ fn workload<N>(
             },
         );
         for samples in [128, 1] {
-            let batch = noise::<Hwc<28, 28, 1>>(samples);
+            let batch = noise::<N::Input>(samples);
             group.throughput(Throughput::Elements(samples as u64));
             group.bench_function(
                 BenchmarkId::new(format!("inference, batch {samples}"), &threads_label),
@@ -72,4 +72,7 @@ pub fn bench(c: &mut Criterion<WallClock>) {
     workload::<W2>(c, 32, || OptimizerState::new(Adam::default()));
     workload::<W3>(c, 32, || OptimizerState::new(Adam::default()));
     workload::<R1>(c, 128, || OptimizerState::new(Adam::default()));
+    workload::<L5>(c, 128, || OptimizerState::new(Adam::default()));
+    workload::<C20>(c, 128, || OptimizerState::new(Adam::default()));
+    workload::<M1>(c, 128, || OptimizerState::new(Adam::default()));
 }

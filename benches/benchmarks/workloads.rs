@@ -7,6 +7,9 @@
 //! | W2 | conv(32, 5) maxpool(2) dense(128) dense(10) | 32 | Adam(1e-3) |
 //! | W3 | flatten dense(128) dropout(0.2) dense(10) | 32 | Adam(1e-3) |
 //! | R1 | the ResNet of `examples/resnet.rs` (residual blocks, batch normalisation) | 128 | Adam(1e-3) |
+//! | L5 | LeNet-5 on 28x28x1 (5x5 convolutions padded 2, average pooling) | 128 | Adam(1e-3) |
+//! | C20 | a CIFAR-10 ResNet-20 on 32x32x3 (16/32/64 channels, 3 stages of 3 blocks) | 128 | Adam(1e-3) |
+//! | M1 | a MobileNet-style depthwise-separable network on 32x32x3 | 128 | Adam(1e-3) |
 
 use constnet::network;
 
@@ -37,4 +40,41 @@ network! {
                 conv(64, 3, padding = same) batchnorm, shortcut = project) relu
        residual(conv(64, 3, padding = same) batchnorm relu conv(64, 3, padding = same) batchnorm)
        relu globalavgpool dense(10) softmax>
+}
+
+network! {
+    /// L5: LeNet-5, as PyTorch's tutorials write it for 28x28 inputs.
+    pub L5<input(28, 28, 1) conv(6, 5, padding = 2) relu avgpool(2) conv(16, 5) relu avgpool(2)
+       flatten dense(120) relu dense(84) relu dense(10) softmax>
+}
+
+network! {
+    /// C20: ResNet-20 for CIFAR-10 (He et al.): 3 stages of 3 basic blocks, 16, 32 and 64
+    /// channels, PyTorch's padding of 1 and projections where a stage halves the image.
+    pub C20<input(32, 32, 3) conv(16, 3, padding = 1) batchnorm relu
+        residual(conv(16, 3, padding = 1) batchnorm relu conv(16, 3, padding = 1) batchnorm) relu
+        residual(conv(16, 3, padding = 1) batchnorm relu conv(16, 3, padding = 1) batchnorm) relu
+        residual(conv(16, 3, padding = 1) batchnorm relu conv(16, 3, padding = 1) batchnorm) relu
+        residual(conv(32, 3, stride = 2, padding = 1) batchnorm relu
+                 conv(32, 3, padding = 1) batchnorm, shortcut = project) relu
+        residual(conv(32, 3, padding = 1) batchnorm relu conv(32, 3, padding = 1) batchnorm) relu
+        residual(conv(32, 3, padding = 1) batchnorm relu conv(32, 3, padding = 1) batchnorm) relu
+        residual(conv(64, 3, stride = 2, padding = 1) batchnorm relu
+                 conv(64, 3, padding = 1) batchnorm, shortcut = project) relu
+        residual(conv(64, 3, padding = 1) batchnorm relu conv(64, 3, padding = 1) batchnorm) relu
+        residual(conv(64, 3, padding = 1) batchnorm relu conv(64, 3, padding = 1) batchnorm) relu
+        globalavgpool dense(10) softmax>
+}
+
+network! {
+    /// M1: a MobileNet-style network for 32x32 images: depthwise 3x3 and pointwise 1x1
+    /// convolutions, each with batch normalisation and ReLU, striding at 16x16, 8x8 and 4x4.
+    pub M1<input(32, 32, 3) conv(32, 3, padding = 1) batchnorm relu
+       dwconv(3, padding = 1) batchnorm relu conv(64, 1) batchnorm relu
+       dwconv(3, stride = 2, padding = 1) batchnorm relu conv(128, 1) batchnorm relu
+       dwconv(3, padding = 1) batchnorm relu conv(128, 1) batchnorm relu
+       dwconv(3, stride = 2, padding = 1) batchnorm relu conv(256, 1) batchnorm relu
+       dwconv(3, padding = 1) batchnorm relu conv(256, 1) batchnorm relu
+       dwconv(3, stride = 2, padding = 1) batchnorm relu conv(512, 1) batchnorm relu
+       globalavgpool dense(10) softmax>
 }

@@ -4,13 +4,15 @@
 //! DS-CNN keyword spotters: about `K²` times fewer multiplications than a full convolution.
 //!
 //! Weights are stored `[K, K, C]` (Keras's `[K, K, C, 1]`), biases `[C]`. Every loop runs over
-//! the channels innermost, contiguous in NHWC, so it vectorises. Windows that hang over the
+//! the channels innermost, contiguous in NHWC: the forward pass a vector of channels at a time
+//! on the active instruction set, its sum kept in a register across the window. Windows that hang over the
 //! border with `Same` padding skip the missing rows and columns (zeros contribute nothing).
 //! Backward sums the weight gradient over fixed groups of images, one partial sum each, added
 //! in group order, so results do not depend on the thread count.
 
 use constnet_catalogue::LayerKind;
 use std::marker::PhantomData;
+use std::ops::Range;
 
 use rand::Rng;
 
@@ -18,6 +20,7 @@ use super::conv::window_output_is;
 use super::{Layer, Padding, WeightBias, for_each_sample_group, grouped_backward};
 use crate::aligned::AlignedVec;
 use crate::init::Init;
+use crate::kernels::{self, simd::SimdF32, simd::VectorKernel};
 use crate::shape::Image;
 use crate::tensor::Batch;
 
@@ -105,20 +108,30 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         }
     }
 
+    /// The window rows (`kh`) of output row `oh` and columns (`kw`) of output column `ow` that
+    /// lie inside the image.
+    #[inline(always)]
+    fn inside(oh: usize, ow: usize) -> (Range<usize>, Range<usize>) {
+        let clip = |start: usize, pad: usize, len: usize| {
+            pad.saturating_sub(start)..K.min((len + pad).saturating_sub(start))
+        };
+        (
+            clip(oh * STRIDE, Self::PAD_TOP, I::H),
+            clip(ow * STRIDE, Self::PAD_LEFT, I::W),
+        )
+    }
+
     fn forward_image(&self, image: &[f32], out: &mut [f32]) {
-        for pixel in out.chunks_exact_mut(I::C) {
-            pixel.copy_from_slice(&self.params.bias);
-        }
-        let weight = &self.params.weight;
-        Self::for_each_tap(|o, i, w| {
-            let (y, x, w) = (
-                &mut out[o..o + I::C],
-                &image[i..i + I::C],
-                &weight[w..w + I::C],
-            );
-            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
-                *y += x * w;
-            }
+        assert!(
+            image.len() == I::LEN && out.len() == O::LEN,
+            "one image in, one out"
+        );
+        kernels::run_vectorized(DepthwiseForward::<I, O, K, STRIDE, P> {
+            image,
+            weight: &self.params.weight,
+            bias: &self.params.bias,
+            out,
+            shapes: PhantomData,
         });
     }
 
@@ -156,6 +169,65 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
                     }
                 }
             });
+        }
+    }
+}
+
+/// The forward pass over one image, compiled for the active instruction set: each output
+/// pixel's channels a vector at a time, its sum in a register from the bias through every tap
+/// inside the image, the channels past the last whole vector one at a time.
+struct DepthwiseForward<'a, I, O, const K: usize, const STRIDE: usize, P> {
+    image: &'a [f32],
+    weight: &'a [f32],
+    bias: &'a [f32],
+    out: &'a mut [f32],
+    shapes: PhantomData<(I, O, P)>,
+}
+
+impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> VectorKernel
+    for DepthwiseForward<'_, I, O, K, STRIDE, P>
+{
+    type Output = ();
+
+    #[inline(always)]
+    unsafe fn run<S: SimdF32>(self) {
+        let whole_vectors = I::C - I::C % S::LANES;
+        let (image, weight) = (self.image.as_ptr(), self.weight.as_ptr());
+        for (pixel, y) in self.out.chunks_exact_mut(I::C).enumerate() {
+            let (oh, ow) = (pixel / O::W, pixel % O::W);
+            let (rows, columns) = DepthwiseConv2d::<I, O, K, STRIDE, P>::inside(oh, ow);
+            let first_row =
+                oh * STRIDE + rows.start - DepthwiseConv2d::<I, O, K, STRIDE, P>::PAD_TOP;
+            let first_column =
+                ow * STRIDE + columns.start - DepthwiseConv2d::<I, O, K, STRIDE, P>::PAD_LEFT;
+            // SAFETY: the taps visited are those `inside` keeps, whose input rows and columns lie
+            // in the image (`image` holds `I::LEN` values, checked by `forward_image`); tap
+            // `(kh, kw)` is in `weight` (`K · K · C` values); `y` holds `C` values.
+            unsafe {
+                let mut c = 0;
+                while c < whole_vectors {
+                    let mut acc = S::load(self.bias.as_ptr().add(c));
+                    for (row, kh) in (first_row..).zip(rows.clone()) {
+                        for (column, kw) in (first_column..).zip(columns.clone()) {
+                            let x = S::load(image.add((row * I::W + column) * I::C + c));
+                            let w = S::load(weight.add((kh * K + kw) * I::C + c));
+                            acc = x.mul_add(w, acc);
+                        }
+                    }
+                    acc.store(y.as_mut_ptr().add(c));
+                    c += S::LANES;
+                }
+                for (c, y) in y.iter_mut().enumerate().skip(whole_vectors) {
+                    let mut acc = self.bias[c];
+                    for (row, kh) in (first_row..).zip(rows.clone()) {
+                        for (column, kw) in (first_column..).zip(columns.clone()) {
+                            let x = *image.add((row * I::W + column) * I::C + c);
+                            acc += x * *weight.add((kh * K + kw) * I::C + c);
+                        }
+                    }
+                    *y = acc;
+                }
+            }
         }
     }
 }
