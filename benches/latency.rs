@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use constnet::network::Network;
-use constnet::{Batch, Flat, Hwc};
+use constnet::{Batch, Flat};
 use rayon::ThreadPoolBuilder;
 use workloads::{C20, L5, M1, R1, W1, W2, W3};
 
