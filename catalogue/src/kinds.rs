@@ -563,9 +563,22 @@ impl LayerKind {
         matches!(self, LayerKind::BatchNorm { .. } | LayerKind::Custom)
     }
 
-    /// Whether it is a GEMM that can apply an activation in its epilogue.
+    /// Whether it is linear in its input and applies an activation in its epilogue (the GEMM of
+    /// a convolution or dense layer, the register sums of a depthwise convolution).
     pub fn is_linear(&self) -> bool {
-        matches!(self, LayerKind::Conv { .. } | LayerKind::Dense { .. })
+        matches!(
+            self,
+            LayerKind::Conv { .. } | LayerKind::DepthwiseConv { .. } | LayerKind::Dense { .. }
+        )
+    }
+
+    /// Whether batch normalisation after it folds into its weights at inference (a scale and a
+    /// bias per output channel).
+    pub fn folds_batchnorm(&self) -> bool {
+        matches!(
+            self,
+            LayerKind::Conv { .. } | LayerKind::DepthwiseConv { .. }
+        )
     }
 
     /// Whether it is an activation a GEMM epilogue applies exactly, with a derivative its

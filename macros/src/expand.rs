@@ -474,11 +474,12 @@ fn infer_call(plan: &Plan, op: &Op, input: &TokenStream, target: &TokenStream) -
             residual,
         } => {
             let cache = layer_cache(plan, conv);
+            let depthwise = matches!(conv.kind, LayerKind::DepthwiseConv { .. });
             let conv = &conv.field;
             let weights = match batchnorm {
                 Some(batchnorm) => {
                     let (batchnorm, folded) = (&batchnorm.field, &op.field);
-                    quote!(cn::fold_batchnorm(&self.#conv, &self.#batchnorm, &mut ws.#folded))
+                    quote!(cn::fold_batchnorm(&self.#conv.params, &self.#batchnorm, &mut ws.#folded))
                 }
                 None => quote!(cn::ConvWeights::from(&self.#conv.params)),
             };
@@ -497,6 +498,9 @@ fn infer_call(plan: &Plan, op: &Op, input: &TokenStream, target: &TokenStream) -
                 (None, Some(residual)) => {
                     let skip = infer_value(graph, residual.skip);
                     quote!(cn::conv_residual_forward(&self.#conv, #weights, #activation, #input, #skip, #target, #cache);)
+                }
+                (None, None) if depthwise => {
+                    quote!(cn::depthwise_params_forward(&self.#conv, #weights, #activation, #input, #target, #cache);)
                 }
                 (None, None) => {
                     quote!(cn::conv_params_forward(&self.#conv, #weights, #activation, #input, #target, #cache);)

@@ -250,7 +250,7 @@ fn activation_epilogue<'n>(graph: &Graph<'n>) -> Vec<Rewrite<'n>> {
 
 fn batchnorm_folding<'n>(graph: &Graph<'n>) -> Vec<Rewrite<'n>> {
     each_op(graph, |index| {
-        let conv = single_layer(graph, index).filter(|layer| is_conv(layer))?;
+        let conv = single_layer(graph, index).filter(|layer| layer.kind.folds_batchnorm())?;
         let next = follower(graph, index)?;
         let batchnorm = single_layer(graph, next)
             .filter(|layer| matches!(layer.kind, LayerKind::BatchNorm { .. }))?;
@@ -290,7 +290,7 @@ fn pooling_from_scratch<'n>(graph: &Graph<'n>) -> Vec<Rewrite<'n>> {
                 activation,
                 pool: None,
                 residual: None,
-            } => (conv, batchnorm, activation),
+            } if is_conv(conv) => (conv, batchnorm, activation),
             _ => return None,
         };
         let kind = OpKind::Conv {
@@ -326,7 +326,7 @@ fn residual_epilogue<'n>(graph: &Graph<'n>) -> Vec<Rewrite<'n>> {
                 activation: None,
                 pool: None,
                 residual: None,
-            } => (conv, batchnorm),
+            } if is_conv(conv) => (conv, batchnorm),
             _ => return None,
         };
         if last < first_body_op {
@@ -475,6 +475,18 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_depthwise_convolution_folds_batchnorm_and_takes_its_activation() {
+        let net = network(quote!(
+            input(8, 8, 4) dwconv(3, padding = 1) batchnorm relu dwconv(3) relu maxpool(2)
+        ));
+        let ops = after(&net, true, &INFERENCE);
+        assert_eq!(
+            ops,
+            ["dwconv1+batchnorm1+relu1", "dwconv2+relu2", "maxpool1"]
+        );
     }
 
     #[test]

@@ -17,9 +17,11 @@ use std::ops::Range;
 use rand::Rng;
 
 use super::conv::window_output_is;
+use super::fused::{ConvWeights, Linear};
 use super::{Layer, Padding, WeightBias, for_each_sample_group, grouped_backward};
 use crate::aligned::AlignedVec;
 use crate::init::Init;
+use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::{self, simd::SimdF32, simd::VectorKernel};
 use crate::shape::Image;
 use crate::tensor::Batch;
@@ -121,17 +123,25 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
         )
     }
 
-    fn forward_image(&self, image: &[f32], out: &mut [f32]) {
-        assert!(
-            image.len() == I::LEN && out.len() == O::LEN,
-            "one image in, one out"
-        );
-        kernels::run_vectorized(DepthwiseForward::<I, O, K, STRIDE, P> {
-            image,
-            weight: &self.params.weight,
-            bias: &self.params.bias,
-            out,
-            shapes: PhantomData,
+    /// Inference of `input` with `weights` (a folded batch normalisation's scale and bias, or
+    /// the layer's own), then `activation`, into `output`.
+    pub(crate) fn forward_with(
+        weights: ConvWeights<'_>,
+        input: &Batch<I>,
+        output: &mut Batch<O>,
+        activation: ActivationKind,
+    ) {
+        let () = Self::SHAPES_AGREE;
+        for_each_sample_group(input, output, |images, outputs| {
+            for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
+                kernels::run_vectorized(DepthwiseForward::<I, O, K, STRIDE, P> {
+                    image,
+                    weights,
+                    activation,
+                    out,
+                    shapes: PhantomData,
+                });
+            }
         });
     }
 
@@ -174,12 +184,14 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
 }
 
 /// The forward pass over one image, compiled for the active instruction set: each output
-/// pixel's channels a vector at a time, its sum in a register from the bias through every tap
-/// inside the image, the channels past the last whole vector one at a time.
+/// pixel's channels a vector at a time, its sum in a register over every tap inside the image,
+/// then scaled (a folded batch normalisation), biased and, for ReLU, activated there; the
+/// channels past the last whole vector one at a time, and other activations over the pixel
+/// while it is in L1.
 struct DepthwiseForward<'a, I, O, const K: usize, const STRIDE: usize, P> {
     image: &'a [f32],
-    weight: &'a [f32],
-    bias: &'a [f32],
+    weights: ConvWeights<'a>,
+    activation: ActivationKind,
     out: &'a mut [f32],
     shapes: PhantomData<(I, O, P)>,
 }
@@ -192,7 +204,18 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Vector
     #[inline(always)]
     unsafe fn run<S: SimdF32>(self) {
         let whole_vectors = I::C - I::C % S::LANES;
-        let (image, weight) = (self.image.as_ptr(), self.weight.as_ptr());
+        let ConvWeights {
+            weight,
+            scale,
+            bias,
+        } = self.weights;
+        assert!(
+            self.image.len() == I::LEN && self.out.len() == O::LEN && weight.len() == K * K * I::C,
+            "one image, one output, one filter per channel"
+        );
+        assert!(bias.len() == I::C && scale.is_none_or(|scale| scale.len() == I::C));
+        let relu = self.activation == ActivationKind::Relu;
+        let (image, weight) = (self.image.as_ptr(), weight.as_ptr());
         for (pixel, y) in self.out.chunks_exact_mut(I::C).enumerate() {
             let (oh, ow) = (pixel / O::W, pixel % O::W);
             let (rows, columns) = DepthwiseConv2d::<I, O, K, STRIDE, P>::inside(oh, ow);
@@ -201,12 +224,12 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Vector
             let first_column =
                 ow * STRIDE + columns.start - DepthwiseConv2d::<I, O, K, STRIDE, P>::PAD_LEFT;
             // SAFETY: the taps visited are those `inside` keeps, whose input rows and columns lie
-            // in the image (`image` holds `I::LEN` values, checked by `forward_image`); tap
-            // `(kh, kw)` is in `weight` (`K · K · C` values); `y` holds `C` values.
+            // in the image (`image` holds `I::LEN` values, asserted above); tap `(kh, kw)` is in
+            // `weight` (`K · K · C` values, asserted); `y`, `bias` and `scale` hold `C` values.
             unsafe {
                 let mut c = 0;
                 while c < whole_vectors {
-                    let mut acc = S::load(self.bias.as_ptr().add(c));
+                    let mut acc = S::zero();
                     for (row, kh) in (first_row..).zip(rows.clone()) {
                         for (column, kw) in (first_column..).zip(columns.clone()) {
                             let x = S::load(image.add((row * I::W + column) * I::C + c));
@@ -214,19 +237,31 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Vector
                             acc = x.mul_add(w, acc);
                         }
                     }
+                    let b = S::load(bias.as_ptr().add(c));
+                    acc = match scale {
+                        Some(scale) => acc.mul_add(S::load(scale.as_ptr().add(c)), b),
+                        None => acc.add(b),
+                    };
+                    if relu {
+                        acc = acc.relu();
+                    }
                     acc.store(y.as_mut_ptr().add(c));
                     c += S::LANES;
                 }
                 for (c, y) in y.iter_mut().enumerate().skip(whole_vectors) {
-                    let mut acc = self.bias[c];
+                    let mut acc = 0.0;
                     for (row, kh) in (first_row..).zip(rows.clone()) {
                         for (column, kw) in (first_column..).zip(columns.clone()) {
                             let x = *image.add((row * I::W + column) * I::C + c);
                             acc += x * *weight.add((kh * K + kw) * I::C + c);
                         }
                     }
-                    *y = acc;
+                    let acc = acc * scale.map_or(1.0, |scale| scale[c]) + bias[c];
+                    *y = if relu { acc.max(0.0) } else { acc };
                 }
+            }
+            if !relu && self.activation != ActivationKind::Identity {
+                y.iter_mut().for_each(|y| *y = self.activation.apply(*y));
             }
         }
     }
@@ -251,12 +286,8 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     }
 
     fn forward(&self, input: &Batch<I>, output: &mut Batch<O>, _cache: &mut DepthwiseCache) {
-        let () = Self::SHAPES_AGREE;
-        for_each_sample_group(input, output, |images, outputs| {
-            for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
-                self.forward_image(image, out);
-            }
-        });
+        let weights = (&self.params).into();
+        Self::forward_with(weights, input, output, ActivationKind::Identity);
     }
 
     fn backward(
@@ -279,6 +310,20 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Layer
     }
 
     params_in_field!(params);
+}
+
+impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Linear
+    for DepthwiseConv2d<I, O, K, STRIDE, P>
+{
+    fn forward_activated(
+        &self,
+        input: &Batch<I>,
+        output: &mut Batch<O>,
+        activation: ActivationKind,
+        _cache: &mut DepthwiseCache,
+    ) {
+        Self::forward_with((&self.params).into(), input, output, activation);
+    }
 }
 
 #[cfg(test)]

@@ -15,8 +15,9 @@ use rayon::prelude::*;
 
 use super::pool::for_each_selecting_group;
 use super::{
-    BatchNorm, Conv2d, ConvCache, EpilogueFn, Layer, Max, MaxPool2d, Padding, ParamVec, Pool2d,
-    PoolCache, PoolOp, WeightBias, for_each_sample_group, min_task_values,
+    BatchNorm, Conv2d, ConvCache, DepthwiseCache, DepthwiseConv2d, EpilogueFn, Layer, Max,
+    MaxPool2d, Padding, ParamVec, Pool2d, PoolCache, PoolOp, WeightBias, for_each_sample_group,
+    min_task_values,
 };
 use crate::kernels::elementwise::ActivationKind;
 use crate::kernels::simd::{SimdF32, VectorKernel};
@@ -371,25 +372,46 @@ pub struct FoldedBatchNorm {
 /// convolution alone computes both layers (up to rounding). It costs a few operations per
 /// filter, so it is redone on every call and never stale after training; the weights
 /// themselves are used as they are.
-pub fn fold_batchnorm<'a, I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>(
-    conv: &'a Conv2d<I, O, K, STRIDE, P>,
+pub fn fold_batchnorm<'a, O: Shape>(
+    params: &'a WeightBias,
     batchnorm: &BatchNorm<O>,
     folded: &'a mut FoldedBatchNorm,
 ) -> ConvWeights<'a> {
     let FoldedBatchNorm { scale, bias } = folded;
     scale.clear();
-    scale.extend((0..O::C).map(|f| {
+    scale.extend((0..O::CHANNELS).map(|f| {
         batchnorm.params.weight[f] / (batchnorm.running_var[f] + batchnorm.epsilon).sqrt()
     }));
     bias.clear();
-    bias.extend((0..O::C).map(|f| {
-        (conv.params.bias[f] - batchnorm.running_mean[f]) * scale[f] + batchnorm.params.bias[f]
+    bias.extend((0..O::CHANNELS).map(|f| {
+        (params.bias[f] - batchnorm.running_mean[f]) * scale[f] + batchnorm.params.bias[f]
     }));
     ConvWeights {
-        weight: &conv.params.weight,
+        weight: &params.weight,
         scale: Some(scale),
         bias,
     }
+}
+
+/// Inference of a depthwise convolution with `weights` ([`ConvWeights::from`] its parameters,
+/// or [`fold_batchnorm`]'s) and `activation` applied in its epilogue, as
+/// [`conv_params_forward`] runs a convolution.
+pub fn depthwise_params_forward<
+    I: Image,
+    O: Image,
+    const K: usize,
+    const STRIDE: usize,
+    P: Padding,
+>(
+    // Only names the type: the weights come in `weights`.
+    _depthwise: &DepthwiseConv2d<I, O, K, STRIDE, P>,
+    weights: ConvWeights<'_>,
+    activation: ActivationKind,
+    input: &Batch<I>,
+    output: &mut Batch<O>,
+    _cache: &mut DepthwiseCache,
+) {
+    DepthwiseConv2d::<I, O, K, STRIDE, P>::forward_with(weights, input, output, activation);
 }
 
 #[cfg(test)]
@@ -654,6 +676,57 @@ mod tests {
         );
     }
 
+    /// Inference of a depthwise convolution with batch normalisation folded in and each
+    /// activation in its epilogue, against the three layers, at channel counts with and without
+    /// a remainder past the last whole vector.
+    #[test]
+    fn depthwise_with_folded_batchnorm_and_activation_matches_the_layers() {
+        use crate::layers::{BatchNorm, DepthwiseConv2d, Pads};
+        fn check<I: Image, O: Image>(seed: u64) {
+            let mut rng = seeded_rng(seed);
+            let mut depthwise = DepthwiseConv2d::<I, O, 3, 2, Pads<1, 1, 1, 1>>::new(&mut rng);
+            let mut batchnorm = BatchNorm::<O>::new();
+            for values in [
+                &mut depthwise.params.bias[..],
+                &mut batchnorm.params.weight[..],
+                &mut batchnorm.params.bias[..],
+                &mut batchnorm.running_mean[..],
+            ] {
+                values
+                    .iter_mut()
+                    .for_each(|v| *v = rng.random_range(-2.0..2.0));
+            }
+            let variances = batchnorm.running_var.iter_mut();
+            variances.for_each(|v| *v = rng.random_range(0.01..4.0));
+            let x = random::<I>(3, seed);
+            let (mut y, mut normalized) = (Batch::default(), Batch::default());
+            depthwise.forward(&x, &mut y, &mut Default::default());
+            batchnorm.forward(&y, &mut normalized, &mut Default::default());
+            for activation in [
+                ActivationKind::Identity,
+                ActivationKind::Relu,
+                ActivationKind::LeakyRelu(0.1),
+                ActivationKind::Sigmoid,
+                ActivationKind::Tanh,
+            ] {
+                let want: Vec<f32> = normalized
+                    .as_slice()
+                    .iter()
+                    .map(|&v| activation.apply(v))
+                    .collect();
+                let mut folded = FoldedBatchNorm::default();
+                let weights = fold_batchnorm(&depthwise.params, &batchnorm, &mut folded);
+                let mut got = Batch::default();
+                let cache = &mut Default::default();
+                depthwise_params_forward(&depthwise, weights, activation, &x, &mut got, cache);
+                let what = format!("depthwise {} {activation:?}", I::describe());
+                assert_close(&what, got.as_slice(), &want, 1e-5);
+            }
+        }
+        check::<Hwc<8, 7, 32>, Hwc<4, 4, 32>>(21);
+        check::<Hwc<7, 8, 19>, Hwc<4, 4, 19>>(22);
+    }
+
     /// Inference of a convolution with batch normalisation folded in, against the two layers
     /// (and ReLU), with running statistics, scale and shift far from their initial values.
     #[test]
@@ -680,7 +753,7 @@ mod tests {
         batchnorm.forward(&y, &mut normalized, &mut Default::default());
         Relu::new().forward(&normalized, &mut want, &mut ());
         let mut folded = FoldedBatchNorm::default();
-        let weights = fold_batchnorm(&conv, &batchnorm, &mut folded);
+        let weights = fold_batchnorm(&conv.params, &batchnorm, &mut folded);
         let mut got = Batch::default();
         let mut cache = ConvCache::default();
         conv_params_forward(

@@ -39,8 +39,9 @@ pub use dropout::{Dropout, DropoutCache};
 pub use flatten::Flatten;
 pub use fused::{
     ConvWeights, FoldedBatchNorm, Linear, conv_activation_pool_forward,
-    conv_activation_pool_forward_train, conv_params_forward, conv_residual_forward, fold_batchnorm,
-    linear_activation_backward, linear_activation_forward,
+    conv_activation_pool_forward_train, conv_params_forward, conv_residual_forward,
+    depthwise_params_forward, fold_batchnorm, linear_activation_backward,
+    linear_activation_forward,
 };
 pub use global_pool::{GlobalAvgPool2d, GlobalMaxPool2d, GlobalPool2d, GlobalPoolCache};
 pub use params::{
