@@ -35,8 +35,6 @@ pub enum Step {
     Gelu,
     /// `Mul(x, Sigmoid(x))`: swish.
     Swish {
-        /// The `Sigmoid` node.
-        sigmoid: usize,
         /// The `Mul` node.
         mul: usize,
     },
@@ -217,7 +215,7 @@ fn swish(model: &Model, mul: usize, a: &str, b: &str) -> Result<(Step, String), 
         };
         let node = &model.nodes[sigmoid];
         if node.op_type == "Sigmoid" && node.input.first().map(String::as_str) == Some(x) {
-            return Ok((Step::Swish { sigmoid, mul }, x.to_string()));
+            return Ok((Step::Swish { mul }, x.to_string()));
         }
     }
     Err(node_error(

@@ -114,11 +114,6 @@ pub(super) fn input_value(model: &Model, steps: &[Step]) -> (Vec<usize>, Value) 
     (vec![h, w, c], value)
 }
 
-/// An element-wise op keeps its input's shape and layout.
-pub(super) fn same_value(_node: &proto::Node, value: Value) -> Result<Value, ImportError> {
-    Ok(value)
-}
-
 /// `(h, w, c)` of an image in `order`, or the node's error.
 pub(super) fn image(
     node: &proto::Node,

@@ -21,7 +21,7 @@ use crate::ImportError;
 use crate::attributes::float;
 use crate::model::{Constant, Model, node_error};
 use crate::structure::Step;
-use layout::{Order, Value, image, input_value, same_value, transpose};
+use layout::{Order, Value, image, input_value, transpose};
 use window::stride_text;
 
 /// One layer of the list: how it is written, and its tensors in constnet's layouts.
@@ -124,11 +124,7 @@ impl Translator<'_> {
                 let [mul, add] = [mul, add].map(|n| n.map(|n| &self.model.nodes[n]));
                 self.affine(mul, add, value)
             }
-            Step::Swish { mul, .. } => {
-                let node = &self.model.nodes[mul];
-                let layer = plain_layer("swish");
-                Ok((vec![Item::Layer(layer)], same_value(node, value)?))
-            }
+            Step::Swish { .. } => Ok((vec![Item::Layer(plain_layer("swish"))], value)),
             Step::Block {
                 ref body,
                 ref shortcut,
@@ -279,9 +275,9 @@ impl Translator<'_> {
                 one(plain_layer(name), value)
             }
             "BatchNormalization" => self.batchnorm(node, value),
-            "Relu" => one(plain_layer("relu"), same_value(node, value)?),
-            "Sigmoid" => one(plain_layer("sigmoid"), same_value(node, value)?),
-            "Tanh" => one(plain_layer("tanh"), same_value(node, value)?),
+            "Relu" => one(plain_layer("relu"), value),
+            "Sigmoid" => one(plain_layer("sigmoid"), value),
+            "Tanh" => one(plain_layer("tanh"), value),
             "Gelu" => self.gelu(node, value),
             "LeakyRelu" => {
                 let alpha = float(node, "alpha").unwrap_or(0.01);
@@ -291,7 +287,7 @@ impl Translator<'_> {
                     kind: checked_kind(node, "leaky_relu", vec![number(alpha)], vec![])?,
                     tensors: Vec::new(),
                 };
-                one(layer, same_value(node, value)?)
+                one(layer, value)
             }
             "Softmax" => self.softmax(node, value),
             "Dropout" => {
@@ -306,7 +302,7 @@ impl Translator<'_> {
                     kind: checked_kind(node, "dropout", vec![number(rate)], vec![])?,
                     tensors: Vec::new(),
                 };
-                one(layer, same_value(node, value)?)
+                one(layer, value)
             }
             "Identity" => none(value),
             "Transpose" => none(transpose(node, value)?),

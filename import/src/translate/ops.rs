@@ -4,7 +4,7 @@
 use constnet_catalogue::{ArgValue, LayerKind, Shape};
 use constnet_onnx_proto as proto;
 
-use super::layout::{Order, Value, conv_kernel, depthwise_kernel, image, same_value};
+use super::layout::{Order, Value, conv_kernel, depthwise_kernel, image};
 use super::window::square_window;
 use super::{Item, Layer, Translated, Translator, checked_kind, number, output_shape, plain_layer};
 use crate::attributes::{float, int, ints, text};
@@ -253,10 +253,7 @@ impl Translator<'_> {
                 "is the tanh approximation of GELU; `gelu` is the exact form".into(),
             ));
         }
-        Ok((
-            vec![Item::Layer(plain_layer("gelu"))],
-            same_value(node, value)?,
-        ))
+        Ok((vec![Item::Layer(plain_layer("gelu"))], value))
     }
 
     pub(super) fn softmax(&mut self, node: &proto::Node, value: Value) -> Translated {
