@@ -28,7 +28,8 @@ use std::ops::Range;
 use rand::Rng;
 
 use super::fused::{ConvWeights, Linear, RowSplit, for_each_output_rows};
-use super::{Layer, ParamVec, Version, WeightBias, grouped_backward, max};
+use super::padding::window_output_is;
+use super::{Layer, Padding, ParamVec, Valid, Version, WeightBias, grouped_backward, max};
 use crate::aligned::AlignedVec;
 use crate::context::{self, ConvPolicy};
 use crate::init::Init;
@@ -38,56 +39,6 @@ use crate::kernels::winograd::{self, Tile};
 use crate::kernels::with_scratch;
 use crate::shape::Image;
 use crate::tensor::Batch;
-
-/// How a window treats the border, as a type: [`Valid`], [`Same`] or [`Pads`]. The rule is the
-/// catalogue's [`Padding`](constnet_catalogue::Padding), evaluated at compile time.
-pub trait Padding: 'static + Copy + Default + Debug + Send + Sync {
-    /// The padding this type stands for.
-    const PADDING: constnet_catalogue::Padding;
-}
-
-/// No padding: the kernel only visits positions where it fits entirely inside the input.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Valid;
-
-impl Padding for Valid {
-    const PADDING: constnet_catalogue::Padding = constnet_catalogue::Padding::Valid;
-}
-
-/// Zero padding so the output has `ceil(input / stride)` rows and columns; as in Keras, an odd
-/// total padding puts the extra row (column) at the bottom (right).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Same;
-
-impl Padding for Same {
-    const PADDING: constnet_catalogue::Padding = constnet_catalogue::Padding::Same;
-}
-
-/// `TOP` rows above the input, `BOTTOM` below, `LEFT` columns before and `RIGHT` after (PyTorch's
-/// `padding=p` is `Pads<p, p, p, p>`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Pads<const TOP: usize, const BOTTOM: usize, const LEFT: usize, const RIGHT: usize>;
-
-impl<const TOP: usize, const BOTTOM: usize, const LEFT: usize, const RIGHT: usize> Padding
-    for Pads<TOP, BOTTOM, LEFT, RIGHT>
-{
-    const PADDING: constnet_catalogue::Padding =
-        constnet_catalogue::Padding::Explicit(constnet_catalogue::Pads {
-            top: TOP,
-            bottom: BOTTOM,
-            left: LEFT,
-            right: RIGHT,
-        });
-}
-
-/// Whether a window of `kernel` x `kernel`, `stride` apart and padded by `P`, turns an `I` into
-/// an `O` (rows and columns only).
-pub(crate) const fn window_output_is<I: Image, O: Image, P: Padding>(
-    kernel: usize,
-    stride: usize,
-) -> bool {
-    matches!(P::PADDING.output((I::H, I::W), kernel, stride), Some((h, w)) if h == O::H && w == O::W)
-}
 
 /// How an op runs its convolution, as functions of the batch size.
 #[derive(Clone, Copy, Debug)]
@@ -777,6 +728,7 @@ mod tests {
     use super::*;
     use crate::context::Settings;
     use crate::init::seeded_rng;
+    use crate::layers::{Pads, Same};
     use crate::reference::{
         Geometry, assert_close, assert_gradients_close, conv2d_backward, conv2d_forward,
     };

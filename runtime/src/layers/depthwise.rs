@@ -16,8 +16,8 @@ use std::ops::Range;
 
 use rand::Rng;
 
-use super::conv::window_output_is;
 use super::fused::{ConvWeights, Linear};
+use super::padding::window_output_is;
 use super::{Layer, Padding, WeightBias, for_each_sample_group, grouped_backward};
 use crate::aligned::AlignedVec;
 use crate::init::Init;

@@ -24,6 +24,7 @@ mod dropout;
 mod flatten;
 mod fused;
 mod global_pool;
+mod padding;
 mod pool;
 mod residual;
 mod softmax;
@@ -32,7 +33,7 @@ mod upsample;
 // Every activation function and its layer alias, so a new one needs no line here.
 pub use activation::*;
 pub use batchnorm::{BatchNorm, BatchNormCache};
-pub use conv::{Conv2d, ConvAlgorithm, ConvCache, ConvOp, Padding, Pads, Same, Valid};
+pub use conv::{Conv2d, ConvAlgorithm, ConvCache, ConvOp};
 pub use dense::Dense;
 pub use depthwise::{DepthwiseCache, DepthwiseConv2d};
 pub use dropout::{Dropout, DropoutCache};
@@ -44,6 +45,7 @@ pub use fused::{
     linear_activation_forward,
 };
 pub use global_pool::{GlobalAvgPool2d, GlobalMaxPool2d, GlobalPool2d, GlobalPoolCache};
+pub use padding::{Padding, Pads, Same, Valid};
 pub use params::{
     NoParams, ParamSet, ParamVec, TensorVisitor, TensorVisitorMut, UpdateVisitor, Version,
     WeightBias,

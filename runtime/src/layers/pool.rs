@@ -19,7 +19,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::activation::{ActivationFn, EpilogueFn};
-use super::conv::window_output_is;
+use super::padding::window_output_is;
 use super::{Layer, Padding, Valid, for_each_sample_group, samples_per_task};
 use crate::kernels::elementwise::{ActivationKind, max_keep_nan};
 use crate::kernels::{self, simd::SimdF32, simd::VectorKernel};
