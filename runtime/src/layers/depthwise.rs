@@ -133,15 +133,13 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     ) {
         let () = Self::SHAPES_AGREE;
         for_each_sample_group(input, output, |images, outputs| {
-            for (image, out) in images.chunks(I::LEN).zip(outputs.chunks_mut(O::LEN)) {
-                kernels::run_vectorized(DepthwiseForward::<I, O, K, STRIDE, P> {
-                    image,
-                    weights,
-                    activation,
-                    out,
-                    shapes: PhantomData,
-                });
-            }
+            kernels::run_vectorized(DepthwiseForward::<I, O, K, STRIDE, P> {
+                images,
+                weights,
+                activation,
+                outputs,
+                shapes: PhantomData,
+            });
         });
     }
 
@@ -183,16 +181,17 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding>
     }
 }
 
-/// The forward pass over one image, compiled for the active instruction set: each output
+/// The forward pass over a group of images, compiled for the active instruction set (chosen
+/// once per group): each output
 /// pixel's channels a vector at a time, its sum in a register over every tap inside the image,
 /// then scaled (a folded batch normalisation), biased and, for ReLU, activated there; the
 /// channels past the last whole vector one at a time, and other activations over the pixel
 /// while it is in L1.
 struct DepthwiseForward<'a, I, O, const K: usize, const STRIDE: usize, P> {
-    image: &'a [f32],
+    images: &'a [f32],
     weights: ConvWeights<'a>,
     activation: ActivationKind,
-    out: &'a mut [f32],
+    outputs: &'a mut [f32],
     shapes: PhantomData<(I, O, P)>,
 }
 
@@ -210,58 +209,66 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Vector
             bias,
         } = self.weights;
         assert!(
-            self.image.len() == I::LEN && self.out.len() == O::LEN && weight.len() == K * K * I::C,
-            "one image, one output, one filter per channel"
+            self.images.len() / I::LEN == self.outputs.len() / O::LEN
+                && self.images.len() % I::LEN == 0
+                && self.outputs.len() % O::LEN == 0
+                && weight.len() == K * K * I::C,
+            "whole images, one output each, one filter per channel"
         );
         assert!(bias.len() == I::C && scale.is_none_or(|scale| scale.len() == I::C));
         let relu = self.activation == ActivationKind::Relu;
-        let (image, weight) = (self.image.as_ptr(), weight.as_ptr());
-        for (pixel, y) in self.out.chunks_exact_mut(I::C).enumerate() {
-            let (oh, ow) = (pixel / O::W, pixel % O::W);
-            let (rows, columns) = DepthwiseConv2d::<I, O, K, STRIDE, P>::inside(oh, ow);
-            let first_row =
-                oh * STRIDE + rows.start - DepthwiseConv2d::<I, O, K, STRIDE, P>::PAD_TOP;
-            let first_column =
-                ow * STRIDE + columns.start - DepthwiseConv2d::<I, O, K, STRIDE, P>::PAD_LEFT;
-            // SAFETY: the taps visited are those `inside` keeps, whose input rows and columns lie
-            // in the image (`image` holds `I::LEN` values, asserted above); tap `(kh, kw)` is in
-            // `weight` (`K · K · C` values, asserted); `y`, `bias` and `scale` hold `C` values.
-            unsafe {
-                let mut c = 0;
-                while c < whole_vectors {
-                    let mut acc = S::zero();
-                    for (row, kh) in (first_row..).zip(rows.clone()) {
-                        for (column, kw) in (first_column..).zip(columns.clone()) {
-                            let x = S::load(image.add((row * I::W + column) * I::C + c));
-                            let w = S::load(weight.add((kh * K + kw) * I::C + c));
-                            acc = x.mul_add(w, acc);
+        let weight = weight.as_ptr();
+        let images = self.images.chunks_exact(I::LEN);
+        for (image, out) in images.zip(self.outputs.chunks_exact_mut(O::LEN)) {
+            let image = image.as_ptr();
+            for (pixel, y) in out.chunks_exact_mut(I::C).enumerate() {
+                let (oh, ow) = (pixel / O::W, pixel % O::W);
+                let (rows, columns) = DepthwiseConv2d::<I, O, K, STRIDE, P>::inside(oh, ow);
+                let first_row =
+                    oh * STRIDE + rows.start - DepthwiseConv2d::<I, O, K, STRIDE, P>::PAD_TOP;
+                let first_column =
+                    ow * STRIDE + columns.start - DepthwiseConv2d::<I, O, K, STRIDE, P>::PAD_LEFT;
+                // SAFETY: the taps visited are those `inside` keeps, whose input rows and
+                // columns lie in the image (`image` holds `I::LEN` values: whole images,
+                // asserted above); tap `(kh, kw)` is in `weight` (`K · K · C` values, asserted);
+                // `y`, `bias` and `scale` hold `C` values.
+                unsafe {
+                    let mut c = 0;
+                    while c < whole_vectors {
+                        let mut acc = S::zero();
+                        for (row, kh) in (first_row..).zip(rows.clone()) {
+                            for (column, kw) in (first_column..).zip(columns.clone()) {
+                                let x = S::load(image.add((row * I::W + column) * I::C + c));
+                                let w = S::load(weight.add((kh * K + kw) * I::C + c));
+                                acc = x.mul_add(w, acc);
+                            }
                         }
-                    }
-                    let b = S::load(bias.as_ptr().add(c));
-                    acc = match scale {
-                        Some(scale) => acc.mul_add(S::load(scale.as_ptr().add(c)), b),
-                        None => acc.add(b),
-                    };
-                    if relu {
-                        acc = acc.relu();
-                    }
-                    acc.store(y.as_mut_ptr().add(c));
-                    c += S::LANES;
-                }
-                for (c, y) in y.iter_mut().enumerate().skip(whole_vectors) {
-                    let mut acc = 0.0;
-                    for (row, kh) in (first_row..).zip(rows.clone()) {
-                        for (column, kw) in (first_column..).zip(columns.clone()) {
-                            let x = *image.add((row * I::W + column) * I::C + c);
-                            acc += x * *weight.add((kh * K + kw) * I::C + c);
+                        let b = S::load(bias.as_ptr().add(c));
+                        acc = match scale {
+                            Some(scale) => acc.mul_add(S::load(scale.as_ptr().add(c)), b),
+                            None => acc.add(b),
+                        };
+                        if relu {
+                            acc = acc.relu();
                         }
+                        acc.store(y.as_mut_ptr().add(c));
+                        c += S::LANES;
                     }
-                    let acc = acc * scale.map_or(1.0, |scale| scale[c]) + bias[c];
-                    *y = if relu { acc.max(0.0) } else { acc };
+                    for (c, y) in y.iter_mut().enumerate().skip(whole_vectors) {
+                        let mut acc = 0.0;
+                        for (row, kh) in (first_row..).zip(rows.clone()) {
+                            for (column, kw) in (first_column..).zip(columns.clone()) {
+                                let x = *image.add((row * I::W + column) * I::C + c);
+                                acc += x * *weight.add((kh * K + kw) * I::C + c);
+                            }
+                        }
+                        let acc = acc * scale.map_or(1.0, |scale| scale[c]) + bias[c];
+                        *y = if relu { acc.max(0.0) } else { acc };
+                    }
                 }
-            }
-            if !relu && self.activation != ActivationKind::Identity {
-                y.iter_mut().for_each(|y| *y = self.activation.apply(*y));
+                if !relu && self.activation != ActivationKind::Identity {
+                    y.iter_mut().for_each(|y| *y = self.activation.apply(*y));
+                }
             }
         }
     }

@@ -215,13 +215,6 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize, P: Pad
         }
     }
 
-    /// Offsets (into one image) of the window values of output pixel `(oh, ow)` inside the
-    /// image, channel 0.
-    fn window(oh: usize, ow: usize) -> impl Iterator<Item = usize> {
-        let (first, rows, columns) = Self::window_start(oh, ow);
-        (0..rows).flat_map(move |kh| (0..columns).map(move |kw| first + (kh * I::W + kw) * I::C))
-    }
-
     /// A selecting op's training pass over whole images (`images`, `outputs` and `selected` hold
     /// the same number of them): each output value and the offset, in its image, of the input
     /// value it is.
@@ -308,12 +301,14 @@ impl<I: Image, O: Image, Op: PoolOp, const K: usize, const STRIDE: usize, P: Pad
     /// over the input values its window pooled.
     fn spread_image(dx: &mut [f32], dy: &[f32]) {
         for (pixel, dy) in dy.chunks(O::C).enumerate() {
-            let (oh, ow) = (pixel / O::W, pixel % O::W);
-            let (_, rows, columns) = Self::window_start(oh, ow);
+            let (first, rows, columns) = Self::window_start(pixel / O::W, pixel % O::W);
             let pooled = (rows * columns) as f32;
-            for offset in Self::window(oh, ow) {
-                for (dx, &dy) in dx[offset..offset + I::C].iter_mut().zip(dy) {
-                    *dx += dy / pooled;
+            for kh in 0..rows {
+                for kw in 0..columns {
+                    let offset = first + (kh * I::W + kw) * I::C;
+                    for (dx, &dy) in dx[offset..offset + I::C].iter_mut().zip(dy) {
+                        *dx += dy / pooled;
+                    }
                 }
             }
         }
