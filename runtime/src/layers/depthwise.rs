@@ -210,8 +210,8 @@ impl<I: Image, O: Image, const K: usize, const STRIDE: usize, P: Padding> Vector
         } = self.weights;
         assert!(
             self.images.len() / I::LEN == self.outputs.len() / O::LEN
-                && self.images.len() % I::LEN == 0
-                && self.outputs.len() % O::LEN == 0
+                && self.images.len().is_multiple_of(I::LEN)
+                && self.outputs.len().is_multiple_of(O::LEN)
                 && weight.len() == K * K * I::C,
             "whole images, one output each, one filter per channel"
         );
