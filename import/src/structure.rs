@@ -146,43 +146,53 @@ fn matmul_before(model: &Model, value: &str) -> Option<usize> {
 /// The `x` of GELU's nodes ending in the `Mul` node `index`, in either form exporters write:
 /// `x · ((1 + erf(x · (1/√2))) · 0.5)` (constnet) or `(x · (1 + erf(x / √2))) · 0.5` (PyTorch).
 fn gelu_input(model: &Model, index: usize) -> Option<String> {
-    let node = &model.nodes[index];
-    let data = data_inputs(model, index);
-    match data.as_slice() {
-        [a, b] => [(a, b), (b, a)].into_iter().find_map(|(x, cdf)| {
-            let half = model.producer(cdf)?;
-            let [plus_one] = <[String; 1]>::try_from(data_inputs(model, half)).ok()?;
-            let is_half = model.nodes[half].op_type == "Mul" && constant_is(model, half, 0.5);
-            (is_half && erf_input(model, &plus_one).as_deref() == Some(x.as_str()))
-                .then(|| x.clone())
-        }),
-        [product] if constant_is(model, index, 0.5) && node.op_type == "Mul" => {
-            let times = model.producer(product)?;
-            let [a, b] = <[String; 2]>::try_from(data_inputs(model, times)).ok()?;
-            (model.nodes[times].op_type == "Mul")
-                .then(|| {
-                    [(a.clone(), b.clone()), (b, a)]
-                        .into_iter()
-                        .find(|(x, plus_one)| erf_input(model, plus_one).as_ref() == Some(x))
-                        .map(|(x, _)| x)
-                })
-                .flatten()
-        }
-        _ => None,
+    let halved_cdf = |cdf: &str| {
+        let half = model.producer(cdf)?;
+        let plus_one = single_input(model, half)?;
+        let is_half = model.nodes[half].op_type == "Mul" && constant_is(model, half, 0.5);
+        is_half.then(|| erf_input(model, &plus_one))?
+    };
+    product_of_input(model, index, halved_cdf).or_else(|| {
+        let product = single_input(model, index)?;
+        let is_half = model.nodes[index].op_type == "Mul" && constant_is(model, index, 0.5);
+        let times = model.producer(&product).filter(|_| is_half)?;
+        product_of_input(model, times, |plus_one| erf_input(model, plus_one))
+    })
+}
+
+/// The `x` of the `Mul` node `index` of two values, `x` and one that `made_from` (given that
+/// value) finds computed from `x`.
+fn product_of_input(
+    model: &Model,
+    index: usize,
+    made_from: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let [a, b] = <[String; 2]>::try_from(data_inputs(model, index)).ok()?;
+    if model.nodes[index].op_type != "Mul" {
+        return None;
     }
+    [(a.clone(), b.clone()), (b, a)]
+        .into_iter()
+        .find(|(x, other)| made_from(other).as_ref() == Some(x))
+        .map(|(x, _)| x)
+}
+
+/// The one input of node `index` that is not a constant, if it has exactly one.
+fn single_input(model: &Model, index: usize) -> Option<String> {
+    let [input] = <[String; 1]>::try_from(data_inputs(model, index)).ok()?;
+    Some(input)
 }
 
 /// The `x` of `1 + erf(x · (1/√2))` or `1 + erf(x / √2)` making `value`.
 fn erf_input(model: &Model, value: &str) -> Option<String> {
     let add = model.producer(value)?;
-    let [erf_out] = <[String; 1]>::try_from(data_inputs(model, add)).ok()?;
+    let erf_out = single_input(model, add)?;
     if model.nodes[add].op_type != "Add" || !constant_is(model, add, 1.0) {
         return None;
     }
     let erf = model.producer(&erf_out)?;
-    let [scaled] = <[String; 1]>::try_from(data_inputs(model, erf)).ok()?;
-    let scale = model.producer(&scaled)?;
-    let [x] = <[String; 1]>::try_from(data_inputs(model, scale)).ok()?;
+    let scale = model.producer(&single_input(model, erf)?)?;
+    let x = single_input(model, scale)?;
     let scales = match model.nodes[scale].op_type.as_str() {
         "Mul" => constant_is(model, scale, std::f32::consts::FRAC_1_SQRT_2),
         "Div" => constant_is(model, scale, std::f32::consts::SQRT_2),
@@ -297,7 +307,7 @@ fn shortcut_path(
             return None;
         }
         let index = model.producer(&current)?;
-        let [input] = data_inputs(model, index).try_into().ok()?;
+        let input = single_input(model, index)?;
         nodes.push(index);
         current = input;
     }

@@ -79,7 +79,7 @@ struct Translator<'m> {
 
 type Translated = Result<(Vec<Item>, Value), ImportError>;
 
-impl Translator<'_> {
+impl<'m> Translator<'m> {
     fn steps(&mut self, steps: &[Step], mut value: Value) -> Translated {
         let mut items = Vec::new();
         for step in steps {
@@ -116,7 +116,7 @@ impl Translator<'_> {
             Step::MatMulAdd { matmul, add } => {
                 let (node, add) = (&self.model.nodes[matmul], &self.model.nodes[add]);
                 let weight = self.weight_input(node, 1)?;
-                let bias = self.bias_input(add)?;
+                let bias = Some(self.bias_input(add)?);
                 self.dense(node, value, weight, false, bias)
             }
             Step::Gelu => Ok((vec![Item::Layer(plain_layer("gelu"))], value)),
@@ -324,13 +324,17 @@ impl Translator<'_> {
         }
     }
 
-    fn input_constant(&self, node: &proto::Node, input: usize) -> Result<Constant, ImportError> {
+    fn input_constant(
+        &self,
+        node: &proto::Node,
+        input: usize,
+    ) -> Result<&'m Constant, ImportError> {
         let name = node
             .input
             .get(input)
             .filter(|n| !n.is_empty())
             .ok_or_else(|| node_error(node, format!("has no input {input}")))?;
-        self.model.constant(name).cloned().ok_or_else(|| {
+        self.model.constant(name).ok_or_else(|| {
             node_error(
                 node,
                 format!("reads `{name}` as a weight, but it is computed, not a constant"),
@@ -339,7 +343,7 @@ impl Translator<'_> {
     }
 
     /// Input `input` of `node`, a constant matrix.
-    fn weight_input(&self, node: &proto::Node, input: usize) -> Result<Constant, ImportError> {
+    fn weight_input(&self, node: &proto::Node, input: usize) -> Result<&'m Constant, ImportError> {
         let weight = self.input_constant(node, input)?;
         if weight.dims.len() != 2 {
             return Err(node_error(
@@ -351,13 +355,13 @@ impl Translator<'_> {
     }
 
     /// The bias a bias `Add` adds: its constant input, one value per unit.
-    fn bias_input(&self, add: &proto::Node) -> Result<Option<Vec<f32>>, ImportError> {
+    fn bias_input(&self, add: &proto::Node) -> Result<Vec<f32>, ImportError> {
         let constant = add
             .input
             .iter()
             .find_map(|input| self.model.constant(input))
             .ok_or_else(|| node_error(add, "adds no constant bias".into()))?;
-        Ok(Some(constant.values.clone()))
+        Ok(constant.values.clone())
     }
 }
 

@@ -349,7 +349,7 @@ impl Translator<'_> {
         &mut self,
         node: &proto::Node,
         value: Value,
-        weight: Constant,
+        weight: &Constant,
         transposed: bool,
         bias: Option<Vec<f32>>,
     ) -> Translated {
