@@ -27,6 +27,7 @@ pub mod network;
 pub mod onnx;
 pub mod optim;
 pub mod plan;
+pub mod quant;
 #[cfg(test)]
 mod reference;
 mod schedule;

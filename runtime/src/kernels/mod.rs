@@ -9,6 +9,7 @@
 
 pub mod elementwise;
 pub mod gemm;
+pub mod int8;
 pub mod peak;
 mod portable;
 pub mod simd;

@@ -9,7 +9,7 @@
 //! that produces a NaN or an infinity is not applied: `fit` returns an error naming where it
 //! first appeared (`divergence`), with the network and optimiser as they were before that step.
 
-mod checks;
+pub(crate) mod checks;
 mod divergence;
 mod inference;
 mod progress;

@@ -209,7 +209,7 @@ fn load_checked<L: Layer>(
 
 /// Reads `path` whole, unless it is longer than `tensor_bytes` of tensors and the largest
 /// header allow: memory stays within the network's own size (plus the header) whatever the file.
-fn read_bounded(path: &Path, tensor_bytes: u64) -> Result<Vec<u8>, WeightsError> {
+pub(crate) fn read_bounded(path: &Path, tensor_bytes: u64) -> Result<Vec<u8>, WeightsError> {
     let io = |source| WeightsError::Io {
         origin: path.into(),
         source,
@@ -228,7 +228,7 @@ fn read_bounded(path: &Path, tensor_bytes: u64) -> Result<Vec<u8>, WeightsError>
 }
 
 /// The safetensors file in `bytes`, read from `origin`.
-fn parse<'a>(origin: &Origin, bytes: &'a [u8]) -> Result<SafeTensors<'a>, WeightsError> {
+pub(crate) fn parse<'a>(origin: &Origin, bytes: &'a [u8]) -> Result<SafeTensors<'a>, WeightsError> {
     SafeTensors::deserialize(bytes).map_err(|e| WeightsError::Format {
         origin: origin.clone(),
         problem: e.to_string(),

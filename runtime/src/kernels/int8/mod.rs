@@ -1,0 +1,555 @@
+//! Integer matrix multiplication for int8 inference: `C = A·B` with `A` unsigned 8-bit values
+//! (quantized activations, row-major), `B` signed 8-bit weights packed once into
+//! [`PackedWeights`], sums exact in `i32`, and an epilogue ([`Int8Output`]) that, as each
+//! register tile is stored, either requantizes every sum to an unsigned 8-bit value (with its
+//! column's fixed-point multiplier, the output's zero point and a lower clamp that is ReLU) or
+//! scales it to `f32`.
+//!
+//! The packed layout is the same on every path: `B` in panels of [`LANES`] columns, each panel
+//! in groups of [`GROUP`] consecutive rows, a group's 64 bytes holding the four values of
+//! column 0, then column 1, and so on: exactly what one AVX-512 VNNI `vpdpbusd` multiplies by
+//! four broadcast bytes of a row of `A`. Rows of `A` and `B` beyond `K` up to a whole group are
+//! zero in `B`, so whatever `A` holds there adds nothing.
+//!
+//! Each path ([`Int8Isa`]) is one implementation of [`DotPath`] in its own file, and one
+//! generic tile loop (`gemm_tiles`) compiled for each. Integer sums are exact, and the epilogue
+//! is the same integer arithmetic ([`Requantizer::apply`]) on every path, so every path gives
+//! bit-identical results; the tests check each against the plain reference ([`gemm_reference`]).
+
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512_vnni;
+
+use std::ops::Range;
+
+use crate::context::Isa;
+
+/// Columns of a packed panel: one 512-bit vector of `i32` sums.
+pub const LANES: usize = 16;
+/// Rows of `B` (values of one row of `A`) that one step of a lane multiplies and adds.
+pub const GROUP: usize = 4;
+/// Bytes of one group of one panel.
+const GROUP_BYTES: usize = LANES * GROUP;
+
+/// The instruction-set path of the int8 kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Int8Isa {
+    /// AVX-512 VNNI: `vpdpbusd` multiplies 64 byte pairs and adds them in fours to 16 sums.
+    Avx512Vnni,
+    /// AVX2: bytes widened to 16 bits and multiplied in pairs by `vpmaddwd`. (`vpmaddubsw`
+    /// would take the bytes as they are, but its 16-bit pair sums saturate: 255·127·2 > 32,767.)
+    Avx2,
+    /// Plain Rust.
+    Portable,
+}
+
+impl Int8Isa {
+    /// Every path, fastest first.
+    pub const ALL: [Int8Isa; 3] = [Int8Isa::Avx512Vnni, Int8Isa::Avx2, Int8Isa::Portable];
+
+    /// The path's name, for tables and test output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Isa::Avx512Vnni => "avx512-vnni",
+            Int8Isa::Avx2 => "avx2",
+            Int8Isa::Portable => "portable",
+        }
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn is_supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Int8Isa::Avx512Vnni => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Int8Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            Int8Isa::Portable => true,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The path for the f32 kernels' path `isa`: the fastest int8 path that needs no more of
+    /// the CPU than `isa` does (so `CONSTNET_ISA=avx2` runs the AVX2 int8 path).
+    pub fn for_isa(isa: Isa) -> Int8Isa {
+        let allowed: &[Int8Isa] = match isa {
+            Isa::Avx512 => &Int8Isa::ALL,
+            Isa::Avx2 => &[Int8Isa::Avx2, Int8Isa::Portable],
+            Isa::Portable => &[Int8Isa::Portable],
+        };
+        let supported = allowed.iter().copied().find(|path| path.is_supported());
+        supported.unwrap_or(Int8Isa::Portable)
+    }
+
+    /// The path int8 kernels take on this thread ([`Isa::active`]'s).
+    pub fn active() -> Int8Isa {
+        Int8Isa::for_isa(Isa::active())
+    }
+}
+
+/// Signed 8-bit weights `K × N`, packed into panels of [`LANES`] columns and groups of
+/// [`GROUP`] rows (the layout the module documentation describes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedWeights {
+    data: Vec<i8>,
+    k: usize,
+    n: usize,
+}
+
+impl PackedWeights {
+    /// Packs `weights`, row-major `k × n`.
+    ///
+    /// # Panics
+    /// If `weights` does not hold `k · n` values.
+    pub fn pack(weights: &[i8], k: usize, n: usize) -> Self {
+        assert_eq!(weights.len(), k * n, "a {k}x{n} weight matrix");
+        let mut packed = PackedWeights {
+            data: Vec::new(),
+            k,
+            n,
+        };
+        packed.data = vec![0; packed.panels() * packed.panel_bytes()];
+        for (row, values) in weights.chunks(n.max(1)).enumerate() {
+            for (col, &value) in values.iter().enumerate() {
+                let at = packed.index(row, col);
+                packed.data[at] = value;
+            }
+        }
+        packed
+    }
+
+    /// Rows (`K`).
+    pub fn rows(&self) -> usize {
+        self.k
+    }
+
+    /// Columns (`N`).
+    pub fn cols(&self) -> usize {
+        self.n
+    }
+
+    /// Panels of [`LANES`] columns, the last zero-padded.
+    pub fn panels(&self) -> usize {
+        self.n.div_ceil(LANES)
+    }
+
+    /// Groups of [`GROUP`] rows, the last zero-padded: `A`'s rows hold at least this many
+    /// groups of values.
+    pub fn groups(&self) -> usize {
+        self.k.div_ceil(GROUP)
+    }
+
+    /// `K` rounded up to a whole group: the least row stride of `A`.
+    pub fn padded_rows(&self) -> usize {
+        self.groups() * GROUP
+    }
+
+    /// Bytes of one panel.
+    fn panel_bytes(&self) -> usize {
+        self.groups() * GROUP_BYTES
+    }
+
+    /// Where `(row, col)` is kept.
+    fn index(&self, row: usize, col: usize) -> usize {
+        let (panel, lane) = (col / LANES, col % LANES);
+        let (group, step) = (row / GROUP, row % GROUP);
+        panel * self.panel_bytes() + group * GROUP_BYTES + lane * GROUP + step
+    }
+
+    /// The weight at `(row, col)`.
+    pub fn get(&self, row: usize, col: usize) -> i8 {
+        self.data[self.index(row, col)]
+    }
+
+    /// The sum of each column, padded with zeros to whole panels (what a zero point of `A`
+    /// takes off each sum).
+    pub fn column_sums(&self) -> Vec<i32> {
+        let mut sums = vec![0i32; self.panels() * LANES];
+        for (col, sum) in sums.iter_mut().enumerate().take(self.n) {
+            *sum = (0..self.k).map(|row| i32::from(self.get(row, col))).sum();
+        }
+        sums
+    }
+
+    /// The packed bytes.
+    pub fn as_bytes(&self) -> &[i8] {
+        &self.data
+    }
+}
+
+/// A fixed-point multiplier: `x ↦ round(x · multiplier / 2^shift)`, halves rounded up, in exact
+/// integer arithmetic. It stands for a real scale in (0, 2^30), to about 31 significant bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Requantizer {
+    /// In [2^30, 2^31) for scales above 2^−32; smaller for the rest.
+    pub multiplier: i32,
+    /// Between 1 and 62.
+    pub shift: u32,
+}
+
+impl Requantizer {
+    /// The multiplier nearest `scale`.
+    ///
+    /// # Panics
+    /// If `scale` is not a positive number below 2^30 (the caller's range check).
+    pub fn from_scale(scale: f64) -> Self {
+        assert!(
+            scale > 0.0 && scale < (1u64 << 30) as f64,
+            "a requantization scale of {scale}"
+        );
+        // scale = mantissa · 2^exponent with mantissa in [0.5, 1).
+        let exponent = scale.log2().floor() as i32 + 1;
+        let shift = (31 - exponent).clamp(1, 62) as u32;
+        let multiplier = (scale * (1u64 << shift) as f64).round();
+        let (multiplier, shift) = if multiplier >= (1u64 << 31) as f64 {
+            // A mantissa that rounded up to 1.
+            ((multiplier / 2.0).round(), shift - 1)
+        } else {
+            (multiplier, shift)
+        };
+        Requantizer {
+            multiplier: multiplier as i32,
+            shift,
+        }
+    }
+
+    /// The real scale it stands for.
+    pub fn scale(self) -> f64 {
+        f64::from(self.multiplier) / (1u64 << self.shift) as f64
+    }
+
+    /// `round(x · scale)`, halves rounded up. `|x| < 2^31` and `multiplier < 2^31` keep the
+    /// product and its rounding inside `i64`.
+    #[inline(always)]
+    pub fn apply(self, x: i64) -> i64 {
+        (x * i64::from(self.multiplier) + (1i64 << (self.shift - 1))) >> self.shift
+    }
+}
+
+/// How an op's sums become its `u8` output: `q = clamp(z + R_j(sum + offset_j), low, 255)`,
+/// `R_j` column `j`'s [`Requantizer`]. `low` is `z` for a fused ReLU (`q ≥ z` is a value of at
+/// least 0), else 0. The per-column vectors are padded to whole panels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Requantization {
+    /// Added to each column's sum first: the bias in sum units, less the input zero point times
+    /// the column's weight sum.
+    pub offset: Vec<i32>,
+    /// Each column's multiplier: input scale × weight scale / output scale.
+    pub requantizer: Vec<Requantizer>,
+    /// The output's zero point.
+    pub zero_point: i32,
+    /// The lowest output value.
+    pub low: i32,
+}
+
+impl Requantization {
+    /// Column `col`'s output for the sum `sum`.
+    #[inline(always)]
+    pub fn output(&self, col: usize, sum: i32) -> u8 {
+        let x = i64::from(sum) + i64::from(self.offset[col]);
+        let q = self.requantizer[col].apply(x) + i64::from(self.zero_point);
+        q.clamp(i64::from(self.low), 255) as u8
+    }
+}
+
+/// How an op's `f32` output is made from its sums: `y_j = (sum + offset_j) · scale_j`. The
+/// vectors are padded to whole panels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dequantization {
+    /// Added to each column's sum first, as in [`Requantization::offset`].
+    pub offset: Vec<i32>,
+    /// Input scale × weight scale, per column.
+    pub scale: Vec<f32>,
+}
+
+impl Dequantization {
+    /// Column `col`'s output for the sum `sum`.
+    #[inline(always)]
+    pub fn output(&self, col: usize, sum: i32) -> f32 {
+        (sum + self.offset[col]) as f32 * self.scale[col]
+    }
+}
+
+/// Where a product's rows go, and how.
+pub enum Int8Output<'a> {
+    /// Requantized to `u8`: row `i` of the product at `out[i · row_stride..]`, `out` starting at
+    /// the first column of the product's panels.
+    U8 {
+        /// The output rows.
+        out: &'a mut [u8],
+        /// Values between the starts of two rows.
+        row_stride: usize,
+        /// How sums become values.
+        requantization: &'a Requantization,
+    },
+    /// Scaled to `f32`, laid out as [`Int8Output::U8`].
+    F32 {
+        /// The output rows.
+        out: &'a mut [f32],
+        /// Values between the starts of two rows.
+        row_stride: usize,
+        /// How sums become values.
+        dequantization: &'a Dequantization,
+    },
+}
+
+impl Int8Output<'_> {
+    /// Values a row stride must leave, and the least length of the output for `rows` rows of
+    /// `cols` values.
+    fn check(&self, rows: usize, cols: usize, padded_cols: usize) {
+        let (len, stride, columns) = match self {
+            Int8Output::U8 {
+                out,
+                row_stride,
+                requantization,
+            } => (out.len(), *row_stride, requantization.offset.len()),
+            Int8Output::F32 {
+                out,
+                row_stride,
+                dequantization,
+            } => (out.len(), *row_stride, dequantization.offset.len()),
+        };
+        assert!(columns >= padded_cols, "per-column values for every panel");
+        if rows > 0 {
+            assert!(
+                (rows - 1) * stride + cols <= len && cols <= stride,
+                "{rows} output rows of stride {stride} need {} values, the output has {len}",
+                (rows - 1) * stride + cols
+            );
+        }
+    }
+}
+
+/// `A` as the product reads it: `rows` rows of at least [`PackedWeights::padded_rows`] bytes,
+/// `row_stride` apart.
+#[derive(Clone, Copy)]
+pub struct Int8Lhs<'a> {
+    /// The rows.
+    pub data: &'a [u8],
+    /// Rows to multiply.
+    pub rows: usize,
+    /// Bytes between the starts of two rows.
+    pub row_stride: usize,
+}
+
+/// `C = A·B` for the columns of panels `panels` of `b`, through `output`'s epilogue (whose rows
+/// start at the first of those columns), on this thread's path ([`Int8Isa::active`]).
+///
+/// # Panics
+/// If the shapes do not agree.
+pub fn gemm_u8i8(a: Int8Lhs<'_>, b: &PackedWeights, panels: Range<usize>, output: Int8Output<'_>) {
+    gemm_u8i8_with(Int8Isa::active(), a, b, panels, output);
+}
+
+/// [`gemm_u8i8`] on the path `isa`.
+///
+/// # Panics
+/// If the shapes do not agree, or the CPU does not support `isa`.
+pub fn gemm_u8i8_with(
+    isa: Int8Isa,
+    a: Int8Lhs<'_>,
+    b: &PackedWeights,
+    panels: Range<usize>,
+    output: Int8Output<'_>,
+) {
+    assert!(isa.is_supported(), "this CPU has no {} path", isa.name());
+    assert!(
+        panels.end <= b.panels(),
+        "panels {panels:?} of {}",
+        b.panels()
+    );
+    let k = b.padded_rows();
+    assert!(a.row_stride >= k, "rows of A hold {k} values");
+    if a.rows > 0 {
+        assert!(
+            (a.rows - 1) * a.row_stride + k <= a.data.len(),
+            "A holds its rows"
+        );
+    }
+    let cols = (panels.end * LANES)
+        .min(b.n)
+        .saturating_sub(panels.start * LANES);
+    output.check(a.rows, cols, b.panels() * LANES);
+    let args = TileArgs {
+        a,
+        b,
+        panels,
+        output,
+    };
+    match isa {
+        // SAFETY: the path is supported, and the arguments were checked above.
+        #[cfg(target_arch = "x86_64")]
+        Int8Isa::Avx512Vnni => unsafe { x86_avx512_vnni::gemm(args) },
+        #[cfg(target_arch = "x86_64")]
+        Int8Isa::Avx2 => unsafe { x86_avx2::gemm(args) },
+        Int8Isa::Portable => portable::gemm(args),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("non-x86 paths are never supported"),
+    }
+}
+
+/// A checked product, for a path's tile loop.
+struct TileArgs<'a> {
+    a: Int8Lhs<'a>,
+    b: &'a PackedWeights,
+    panels: Range<usize>,
+    output: Int8Output<'a>,
+}
+
+/// One instruction set's multiply-add of bytes into `i32` sums: the vectors [`gemm_tiles`]
+/// works with.
+///
+/// # Safety
+/// Its functions may be called only when the CPU supports the path, and with pointers to as
+/// many readable bytes as they read.
+unsafe trait DotPath {
+    /// The sums of one panel's [`LANES`] columns, in whatever form the path keeps them.
+    type Sums: Copy;
+    /// One group of a row of `A`, made ready to multiply a panel's group.
+    type Lhs: Copy;
+    /// One group of a panel of `B`, made ready to multiply.
+    type Rhs: Copy;
+
+    /// Zero sums.
+    unsafe fn zero() -> Self::Sums;
+    /// The [`GROUP`] bytes of `A` at `a`.
+    unsafe fn lhs(a: *const u8) -> Self::Lhs;
+    /// The [`GROUP_BYTES`] bytes of `B` at `b`.
+    unsafe fn rhs(b: *const i8) -> Self::Rhs;
+    /// `sums + a·b`, lane by lane over the group.
+    unsafe fn dot(sums: Self::Sums, a: Self::Lhs, b: Self::Rhs) -> Self::Sums;
+    /// The sums as 16 integers, column by column.
+    unsafe fn to_array(sums: Self::Sums) -> [i32; LANES];
+}
+
+/// The product of `args` with register tiles of `MR` rows by `NV` panels on path `P`.
+///
+/// # Safety
+/// The CPU supports `P`, and `args` was checked by [`gemm_u8i8_with`].
+#[inline(always)]
+unsafe fn gemm_tiles<P: DotPath, const MR: usize, const NV: usize>(args: TileArgs<'_>) {
+    let TileArgs {
+        a,
+        b,
+        panels,
+        mut output,
+    } = args;
+    let mut panel = panels.start;
+    while panel < panels.end {
+        let wide = panels.end - panel >= NV;
+        let mut row = 0;
+        while row < a.rows {
+            // SAFETY: the rows and panels are inside the checked shapes.
+            unsafe {
+                match (a.rows - row >= MR, wide) {
+                    (true, true) => tile::<P, MR, NV>(&a, b, row, panel, panels.start, &mut output),
+                    (true, false) => tile::<P, MR, 1>(&a, b, row, panel, panels.start, &mut output),
+                    (false, true) => tile::<P, 1, NV>(&a, b, row, panel, panels.start, &mut output),
+                    (false, false) => tile::<P, 1, 1>(&a, b, row, panel, panels.start, &mut output),
+                }
+            }
+            row += if a.rows - row >= MR { MR } else { 1 };
+        }
+        panel += if wide { NV } else { 1 };
+    }
+}
+
+/// Rows `row..row + R` of the product, panels `panel..panel + V`, summed in registers, then
+/// stored through the epilogue (whose rows start at panel `first_panel`).
+///
+/// # Safety
+/// As [`gemm_tiles`]; the rows and panels exist.
+#[inline(always)]
+unsafe fn tile<P: DotPath, const R: usize, const V: usize>(
+    a: &Int8Lhs<'_>,
+    b: &PackedWeights,
+    row: usize,
+    panel: usize,
+    first_panel: usize,
+    output: &mut Int8Output<'_>,
+) {
+    let panel_bytes = b.panel_bytes();
+    let first_col = first_panel * LANES;
+    let a_rows = a.data.as_ptr().wrapping_add(row * a.row_stride);
+    let b_panels = b.data.as_ptr().wrapping_add(panel * panel_bytes);
+    // SAFETY (every pointer below): group `g` of rows `row..row + R` lies inside `A` and of
+    // panels `panel..panel + V` inside `B`, as the caller checked.
+    let mut sums = [[unsafe { P::zero() }; V]; R];
+    for group in 0..b.groups() {
+        let rhs: [P::Rhs; V] = std::array::from_fn(|v| unsafe {
+            P::rhs(b_panels.add(v * panel_bytes + group * GROUP_BYTES))
+        });
+        for (r, sums) in sums.iter_mut().enumerate() {
+            let lhs = unsafe { P::lhs(a_rows.add(r * a.row_stride + group * GROUP)) };
+            for (sum, rhs) in sums.iter_mut().zip(rhs) {
+                *sum = unsafe { P::dot(*sum, lhs, rhs) };
+            }
+        }
+    }
+    for (r, sums) in sums.iter().enumerate() {
+        for (v, sum) in sums.iter().enumerate() {
+            let values = unsafe { P::to_array(*sum) };
+            let first = (panel + v) * LANES;
+            store(output, row + r, first, first - first_col, b.n, &values);
+        }
+    }
+}
+
+/// Stores one row's sums of the panel starting at column `col0` (of `n`), `at` columns into the
+/// output's rows, through the epilogue.
+#[inline(always)]
+fn store(
+    output: &mut Int8Output<'_>,
+    row: usize,
+    col0: usize,
+    at: usize,
+    n: usize,
+    sums: &[i32; LANES],
+) {
+    let cols = (n - col0).min(LANES);
+    match output {
+        Int8Output::U8 {
+            out,
+            row_stride,
+            requantization,
+        } => {
+            let values: [u8; LANES] =
+                std::array::from_fn(|lane| requantization.output(col0 + lane, sums[lane]));
+            let start = row * *row_stride + at;
+            out[start..start + cols].copy_from_slice(&values[..cols]);
+        }
+        Int8Output::F32 {
+            out,
+            row_stride,
+            dequantization,
+        } => {
+            let values: [f32; LANES] =
+                std::array::from_fn(|lane| dequantization.output(col0 + lane, sums[lane]));
+            let start = row * *row_stride + at;
+            out[start..start + cols].copy_from_slice(&values[..cols]);
+        }
+    }
+}
+
+/// The plain reference: each sum `Σ_k a[i][k] · b[k][j]` in `i32`, for `a` row-major
+/// `rows × k` (stride `k`) and `b` row-major `k × n`.
+pub fn gemm_reference(a: &[u8], b: &[i8], rows: usize, k: usize, n: usize) -> Vec<i32> {
+    let mut sums = vec![0i32; rows * n];
+    for i in 0..rows {
+        for j in 0..n {
+            sums[i * n + j] = (0..k)
+                .map(|l| i32::from(a[i * k + l]) * i32::from(b[l * n + j]))
+                .sum();
+        }
+    }
+    sums
+}
+
+#[cfg(test)]
+mod tests;

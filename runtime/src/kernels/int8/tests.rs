@@ -1,0 +1,197 @@
+//! Every int8 path against the plain integer reference, bit for bit.
+
+use super::*;
+use rand::{RngExt, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// `A` as `gemm_u8i8` reads it (rows padded to whole groups with junk the zero rows of `B`
+/// must cancel) and as the reference reads it (`rows × k`).
+struct Operands {
+    padded_a: Vec<u8>,
+    a: Vec<u8>,
+    b: Vec<i8>,
+    stride: usize,
+}
+
+fn operands(rows: usize, k: usize, n: usize, seed: u64) -> Operands {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let stride = k.div_ceil(GROUP) * GROUP + 4;
+    let padded_a: Vec<u8> = (0..rows * stride).map(|_| rng.random()).collect();
+    let a = (0..rows)
+        .flat_map(|i| padded_a[i * stride..i * stride + k].to_vec())
+        .collect();
+    let b = (0..k * n).map(|_| rng.random_range(-127..=127)).collect();
+    Operands {
+        padded_a,
+        a,
+        b,
+        stride,
+    }
+}
+
+fn requantization(n: usize, seed: u64, relu: bool) -> Requantization {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let padded = n.div_ceil(LANES) * LANES;
+    let zero_point = rng.random_range(0..=255);
+    Requantization {
+        offset: (0..padded)
+            .map(|_| rng.random_range(-50_000..50_000))
+            .collect(),
+        requantizer: (0..padded)
+            .map(|_| Requantizer::from_scale(rng.random_range(1e-5..2e-3)))
+            .collect(),
+        zero_point,
+        low: if relu { zero_point } else { 0 },
+    }
+}
+
+/// Shapes with every remainder: rows not a whole tile, `K` not a whole group, `N` not a whole
+/// panel or tile of panels, and the shapes of the MNIST networks' layers.
+const SHAPES: [(usize, usize, usize); 8] = [
+    (1, 1, 1),
+    (3, 9, 32),
+    (17, 13, 10),
+    (9, 288, 64),
+    (2, 300, 50),
+    (11, 64, 128),
+    (1, 9216, 128),
+    (20, 37, 33),
+];
+
+#[test]
+fn every_path_requantizes_as_the_reference() {
+    for (shape, &(rows, k, n)) in SHAPES.iter().enumerate() {
+        let ops = operands(rows, k, n, shape as u64);
+        let sums = gemm_reference(&ops.a, &ops.b, rows, k, n);
+        let packed = PackedWeights::pack(&ops.b, k, n);
+        for relu in [false, true] {
+            let rq = requantization(n, shape as u64 + 100, relu);
+            let expected: Vec<u8> = (0..rows * n)
+                .map(|at| rq.output(at % n, sums[at]))
+                .collect();
+            for isa in Int8Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
+                let mut out = vec![0u8; rows * n];
+                let lhs = Int8Lhs {
+                    data: &ops.padded_a,
+                    rows,
+                    row_stride: ops.stride,
+                };
+                let output = Int8Output::U8 {
+                    out: &mut out,
+                    row_stride: n,
+                    requantization: &rq,
+                };
+                gemm_u8i8_with(isa, lhs, &packed, 0..packed.panels(), output);
+                assert_eq!(out, expected, "{} path, {rows}x{k}x{n}", isa.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn every_path_dequantizes_as_the_reference() {
+    for (shape, &(rows, k, n)) in SHAPES.iter().enumerate() {
+        let ops = operands(rows, k, n, shape as u64 + 7);
+        let sums = gemm_reference(&ops.a, &ops.b, rows, k, n);
+        let packed = PackedWeights::pack(&ops.b, k, n);
+        let padded = packed.panels() * LANES;
+        let dq = Dequantization {
+            offset: (0..padded).map(|j| j as i32 * 31 - 200).collect(),
+            scale: (0..padded).map(|j| 1e-4 * (j + 1) as f32).collect(),
+        };
+        let expected: Vec<f32> = (0..rows * n)
+            .map(|at| dq.output(at % n, sums[at]))
+            .collect();
+        for isa in Int8Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
+            let mut out = vec![0f32; rows * n];
+            let lhs = Int8Lhs {
+                data: &ops.padded_a,
+                rows,
+                row_stride: ops.stride,
+            };
+            let output = Int8Output::F32 {
+                out: &mut out,
+                row_stride: n,
+                dequantization: &dq,
+            };
+            gemm_u8i8_with(isa, lhs, &packed, 0..packed.panels(), output);
+            let (got, want): (Vec<u32>, Vec<u32>) = (
+                out.iter().map(|v| v.to_bits()).collect(),
+                expected.iter().map(|v| v.to_bits()).collect(),
+            );
+            assert_eq!(got, want, "{} path, {rows}x{k}x{n}", isa.name());
+        }
+    }
+}
+
+#[test]
+fn a_range_of_panels_writes_only_its_columns() {
+    let (rows, k, n) = (5, 40, 70);
+    let ops = operands(rows, k, n, 3);
+    let packed = PackedWeights::pack(&ops.b, k, n);
+    let rq = requantization(n, 4, false);
+    let sums = gemm_reference(&ops.a, &ops.b, rows, k, n);
+    for isa in Int8Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
+        let mut out = vec![7u8; rows * n];
+        let lhs = Int8Lhs {
+            data: &ops.padded_a,
+            rows,
+            row_stride: ops.stride,
+        };
+        let output = Int8Output::U8 {
+            out: &mut out[16..],
+            row_stride: n,
+            requantization: &rq,
+        };
+        gemm_u8i8_with(isa, lhs, &packed, 1..3, output);
+        for (at, &value) in out.iter().enumerate() {
+            let col = at % n;
+            let want = if (16..48).contains(&col) {
+                rq.output(col, sums[at])
+            } else {
+                7
+            };
+            assert_eq!(value, want, "{} path, column {col}", isa.name());
+        }
+    }
+}
+
+#[test]
+fn requantizers_round_to_nearest_with_halves_up() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+    for _ in 0..10_000 {
+        let scale: f64 = rng.random_range(1e-9..4.0);
+        let requantizer = Requantizer::from_scale(scale);
+        assert!((requantizer.scale() / scale - 1.0).abs() < 1e-9, "{scale}");
+        let x: i64 = rng.random_range(-(1 << 31)..(1 << 31));
+        let exact = i128::from(x) * i128::from(requantizer.multiplier);
+        let divisor = 1i128 << requantizer.shift;
+        // floor((exact + divisor / 2) / divisor), the nearest integer with halves up.
+        let want = (exact + divisor / 2).div_euclid(divisor);
+        assert_eq!(i128::from(requantizer.apply(x)), want, "{x} · {scale}");
+    }
+}
+
+#[test]
+fn packing_keeps_every_weight_and_pads_with_zeros() {
+    let (k, n) = (7, 19);
+    let weights: Vec<i8> = (0..k * n).map(|i| (i % 251) as i8).collect();
+    let packed = PackedWeights::pack(&weights, k, n);
+    for row in 0..packed.padded_rows() {
+        for col in 0..packed.panels() * LANES {
+            let want = if row < k && col < n {
+                weights[row * n + col]
+            } else {
+                0
+            };
+            assert_eq!(packed.get(row, col), want, "({row}, {col})");
+        }
+    }
+    let sums = packed.column_sums();
+    assert_eq!(sums.len(), 32);
+    assert_eq!(
+        sums[3],
+        (0..k).map(|r| i32::from(weights[r * n + 3])).sum::<i32>()
+    );
+    assert_eq!(sums[20], 0);
+}

@@ -1,0 +1,70 @@
+//! The AVX2 int8 path. A panel's group (16 columns × 4 bytes) is widened to 16-bit values in
+//! four 256-bit registers of 4 columns each, and `vpmaddwd` multiplies them by the row's four
+//! bytes (widened, repeated) and adds pairs: each column keeps two partial sums, of its first
+//! and its last two products, which are added when the tile is stored. A pair of products is
+//! at most 2 · 255 · 127, far inside `i32`, so nothing saturates. A tile is 2 rows by 1 panel.
+
+use std::arch::x86_64::*;
+
+use super::{DotPath, LANES, TileArgs, gemm_tiles};
+
+/// A panel's sums as four registers of 4 columns × 2 partial sums.
+#[derive(Clone, Copy)]
+struct Avx2;
+
+// SAFETY: only reached through `gemm`, which the dispatcher calls when the CPU has AVX2.
+unsafe impl DotPath for Avx2 {
+    type Sums = [__m256i; 4];
+    type Lhs = __m256i;
+    type Rhs = [__m256i; 4];
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn zero() -> Self::Sums {
+        [_mm256_setzero_si256(); 4]
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn lhs(a: *const u8) -> Self::Lhs {
+        // SAFETY: the caller's: four readable bytes.
+        let bytes = unsafe { a.cast::<i32>().read_unaligned() };
+        // The four bytes as 16-bit values, repeated in every 64-bit lane.
+        let widened = _mm_cvtepu8_epi16(_mm_cvtsi32_si128(bytes));
+        _mm256_set1_epi64x(_mm_cvtsi128_si64(widened))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rhs(b: *const i8) -> Self::Rhs {
+        // SAFETY: the caller's: 64 readable bytes, read 16 at a time.
+        std::array::from_fn(|quarter| unsafe {
+            _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(16 * quarter).cast()))
+        })
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot(sums: Self::Sums, a: Self::Lhs, b: Self::Rhs) -> Self::Sums {
+        std::array::from_fn(|q| _mm256_add_epi32(sums[q], _mm256_madd_epi16(a, b[q])))
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn to_array(sums: Self::Sums) -> [i32; LANES] {
+        // Register `q` holds columns 4q..4q+4 as [c0 c0' c1 c1' | c2 c2' c3 c3']; adding
+        // neighbours of two registers gives [c0 c1 c4 c5 | c2 c3 c6 c7] of their 8 columns,
+        // which a lane permutation puts in order.
+        let order = |x: __m256i| _mm256_permute4x64_epi64::<0b11_01_10_00>(x);
+        let low = order(_mm256_hadd_epi32(sums[0], sums[1]));
+        let high = order(_mm256_hadd_epi32(sums[2], sums[3]));
+        // SAFETY: two 256-bit vectors are 16 `i32`s.
+        unsafe { std::mem::transmute::<[__m256i; 2], [i32; LANES]>([low, high]) }
+    }
+}
+
+/// The product on the AVX2 path.
+///
+/// # Safety
+/// The CPU supports AVX2; `args` was checked.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn gemm(args: TileArgs<'_>) {
+    // SAFETY: the caller's.
+    unsafe { gemm_tiles::<Avx2, 2, 1>(args) }
+}

@@ -1,0 +1,683 @@
+//! Int8 inference by post-training quantization: [`Quantized::calibrate`] turns a trained
+//! network into its int8 form from a few hundred sample inputs, and [`Quantized::infer`] runs
+//! it on the int8 kernels ([`crate::kernels::int8`]: AVX-512 VNNI, AVX2 or portable, chosen as
+//! the f32 kernels are).
+//!
+//! The scheme ([`scheme`]) is the one ONNX Runtime's and TensorFlow Lite's quantizers use:
+//! weights in signed bytes with a scale per output channel, every activation tensor in unsigned
+//! bytes with a scale and zero point from the range calibration saw, biases in `i32`. Each
+//! convolution and dense layer folds the batch normalisation after it into its weights,
+//! multiplies bytes into exact `i32` sums, and requantizes them to its output's bytes with a
+//! fixed-point multiplier per channel in the epilogue of its product, where a ReLU after it is
+//! a clamp. Pooling works on the bytes; other activations are a table of 256 bytes. The input
+//! is quantized on entry; the last dense layer's sums are scaled to `f32` and the network's
+//! softmax or sigmoid applied to them.
+//!
+//! A quantized network is typed by its `f32` network: it takes and returns the same shapes,
+//! and calibration data of another shape does not compile. Like the `f32` network it is
+//! immutable while it runs (share it between threads), and its [`QuantizedWorkspace`] makes
+//! repeated calls allocation-free. The README shows the whole path from a trained network to
+//! its int8 accuracy.
+
+mod file;
+mod float;
+mod ops;
+pub mod scheme;
+
+use std::fmt::Write as _;
+use std::marker::PhantomData;
+
+use rayon::prelude::*;
+
+use crate::data::Dataset;
+use crate::loss::{
+    FitsHead, Head as _, Loss, OutputActivation, SparseCategoricalCrossentropy, argmax,
+};
+use crate::metrics::{ConfusionMatrix, Evaluation};
+use crate::network::Network;
+use crate::schedule::{self, Placement};
+use crate::shape::{Flat, Shape};
+use crate::tensor::Batch;
+use crate::train::TrainError;
+use crate::train::checks::{check_batch_size, check_not_empty, check_targets};
+use crate::weights::WeightsError;
+use float::{FloatOp, FloatStep, FloatSteps};
+use ops::{Destination, LinearOutput, Op, padded};
+use scheme::{Quantization, QuantizedWeights, Range};
+
+use crate::kernels::int8::{Dequantization, LANES, PackedWeights, Requantization, Requantizer};
+
+/// What can go wrong quantizing a network.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    /// A layer int8 inference cannot run.
+    #[error("layer `{layer}` ({op}) cannot be quantized: {reason}")]
+    Unsupported {
+        /// The layer's name.
+        layer: String,
+        /// What it computes.
+        op: String,
+        /// Why it cannot be quantized.
+        reason: String,
+    },
+    /// No calibration samples.
+    #[error("calibration needs at least one sample")]
+    NoCalibrationData,
+    /// A value calibration saw was NaN or infinite.
+    #[error("calibration saw a value that is NaN or infinite in `{tensor}`")]
+    NotFinite {
+        /// The tensor: `input` or the step that made it.
+        tensor: String,
+    },
+    /// A value does not fit the integer arithmetic.
+    #[error("layer `{layer}` cannot be quantized: {what}")]
+    OutOfRange {
+        /// The layer's name.
+        layer: String,
+        /// What does not fit.
+        what: String,
+    },
+    /// A quantized network's file could not be saved or loaded.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+}
+
+/// One op of the quantized network.
+#[derive(Clone, Debug, PartialEq)]
+struct Step {
+    /// Its layers, `conv1+bn1+relu1`.
+    name: String,
+    /// The first layer's name, which prefixes the step's tensors in a file.
+    key: String,
+    op: Op,
+    /// The quantization of its bytes.
+    output: Quantization,
+    /// Values per sample.
+    output_len: usize,
+    /// A convolution's or dense layer's quantized weights and bias, as a file keeps them.
+    linear: Option<LinearParams>,
+}
+
+/// A convolution's or dense layer's integer parameters.
+#[derive(Clone, Debug, PartialEq)]
+struct LinearParams {
+    weights: QuantizedWeights,
+    /// In units of input scale × weight scale.
+    bias: Vec<i32>,
+}
+
+/// The int8 form of network `N` ([the module documentation](self) describes it).
+pub struct Quantized<N: Network> {
+    input: Quantization,
+    steps: Vec<Step>,
+    /// The softmax or sigmoid the network ends with, applied in `f32`.
+    head: OutputActivation,
+    /// The last step's quantization when its output is bytes, `None` when it is `f32`.
+    dequantize: Option<Quantization>,
+    _network: PhantomData<fn() -> N>,
+}
+
+impl<N: Network> Clone for Quantized<N> {
+    fn clone(&self) -> Self {
+        Quantized {
+            input: self.input,
+            steps: self.steps.clone(),
+            head: self.head,
+            dequantize: self.dequantize,
+            _network: PhantomData,
+        }
+    }
+}
+
+impl<N: Network> std::fmt::Debug for Quantized<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quantized")
+            .field("network", &N::NAME)
+            .field(
+                "steps",
+                &self.steps.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Calibration samples run through the `f32` network at a time.
+const CALIBRATION_BATCH: usize = 64;
+
+impl<N: Network> Quantized<N> {
+    /// The int8 form of `network`, its activations' ranges taken from `samples` (a few hundred
+    /// representative inputs: training images, say).
+    ///
+    /// # Errors
+    /// [`QuantizeError::Unsupported`] naming the first layer int8 inference cannot run (residual
+    /// blocks, depthwise convolutions, upsampling and layers of one's own are not quantized
+    /// yet); [`QuantizeError::NoCalibrationData`]; [`QuantizeError::NotFinite`];
+    /// [`QuantizeError::OutOfRange`] for weights or biases the integer sums cannot hold.
+    pub fn calibrate(network: &N, samples: &Batch<N::Input>) -> Result<Self, QuantizeError> {
+        let float = FloatSteps::of(network)?;
+        if samples.is_empty() {
+            return Err(QuantizeError::NoCalibrationData);
+        }
+        let ranges = observe_ranges(&float, samples.as_slice())?;
+        let mut params = Vec::new();
+        let mut input = ranges[0].quantization();
+        for (step, range) in float.steps.iter().zip(&ranges[1..]) {
+            params.push(StepParams {
+                output: output_quantization(step, input, *range),
+                linear: quantize_linear(step, input)?,
+            });
+            input = params.last().map_or(input, |p| p.output);
+        }
+        Self::build(&float, ranges[0].quantization(), params)
+    }
+
+    /// The network from its steps' quantizations and integer parameters.
+    fn build(
+        float: &FloatSteps,
+        input: Quantization,
+        params: Vec<StepParams>,
+    ) -> Result<Self, QuantizeError> {
+        let count = float.steps.len();
+        let mut steps = Vec::with_capacity(count);
+        let mut step_input = input;
+        for (index, (step, params)) in float.steps.iter().zip(params).enumerate() {
+            let last = index + 1 == count;
+            let built = build_step(step, step_input, params, last && writes_f32(step))?;
+            step_input = built.output;
+            steps.push(built);
+        }
+        let dequantize = match float.steps.last() {
+            Some(step) if writes_f32(step) => None,
+            _ => Some(step_input),
+        };
+        Ok(Quantized {
+            input,
+            steps,
+            head: float.head,
+            dequantize,
+            _network: PhantomData,
+        })
+    }
+
+    /// Inference of `input` on the int8 kernels; the result lives in `workspace`, which keeps
+    /// its buffers between calls. Batches of at least as many samples as the pool has threads
+    /// are split between the threads by samples; smaller ones split each convolution's pixels
+    /// and each dense layer's outputs.
+    pub fn infer<'w>(
+        &self,
+        input: &Batch<N::Input>,
+        workspace: &'w mut QuantizedWorkspace<N>,
+    ) -> &'w Batch<N::Output> {
+        let samples = input.len();
+        workspace.output.resize(samples);
+        if samples == 0 {
+            return &workspace.output;
+        }
+        let muls = self.steps.iter().map(|step| step.op.muls()).sum();
+        let run = || {
+            let parts = schedule::pass_threads().min(samples).max(1);
+            let per_part = samples.div_ceil(parts);
+            workspace.prepare(self, parts);
+            let (parts_scratch, output) = (&mut workspace.parts, &mut workspace.output);
+            let inputs = input.as_slice().par_chunks(per_part * N::Input::LEN);
+            let outputs = output
+                .as_mut_slice()
+                .par_chunks_mut(per_part * N::Output::LEN);
+            inputs
+                .zip(outputs)
+                .zip(parts_scratch.par_iter_mut())
+                .for_each(|((input, output), scratch)| self.run_part(input, output, scratch));
+        };
+        match schedule::placement(samples, muls) {
+            Placement::CallingThread => schedule::on_calling_thread(run),
+            Placement::Pool { keep_awake } => schedule::on_pool_thread(keep_awake, || {}, run),
+        }
+        &workspace.output
+    }
+
+    /// Runs the samples of `input` through every step into `output`, a few at a time.
+    fn run_part(&self, input: &[f32], output: &mut [f32], scratch: &mut Scratch) {
+        let (in_len, out_len) = (N::Input::LEN, N::Output::LEN);
+        let chunk = self.chunk_samples();
+        for (input, output) in input
+            .chunks(chunk * in_len)
+            .zip(output.chunks_mut(chunk * out_len))
+        {
+            let samples = input.len() / in_len;
+            let in_stride = padded(in_len);
+            for (values, bytes) in input
+                .chunks(in_len)
+                .zip(scratch.current.chunks_mut(in_stride))
+            {
+                bytes
+                    .iter_mut()
+                    .zip(values)
+                    .for_each(|(q, &x)| *q = self.input.quantize(x));
+            }
+            let (mut stride, mut zero) = (in_stride, self.input.zero_point);
+            for step in &self.steps {
+                let destination = match step.op {
+                    Op::Conv {
+                        output: LinearOutput::F32(_),
+                        ..
+                    }
+                    | Op::Dense {
+                        output: LinearOutput::F32(_),
+                        ..
+                    } => Destination::Floats(&mut scratch.logits),
+                    _ => Destination::Bytes(&mut scratch.next),
+                };
+                let out_stride = match destination {
+                    Destination::Floats(_) => out_len,
+                    Destination::Bytes(_) => padded(step.output_len),
+                };
+                step.op.run(
+                    &scratch.current,
+                    stride,
+                    samples,
+                    zero,
+                    destination,
+                    out_stride,
+                    &mut scratch.patches,
+                );
+                std::mem::swap(&mut scratch.current, &mut scratch.next);
+                (stride, zero) = (out_stride, step.output.zero_point);
+            }
+            if let Some(quantization) = self.dequantize {
+                for (values, bytes) in scratch
+                    .logits
+                    .chunks_mut(out_len)
+                    .zip(scratch.current.chunks(stride))
+                    .take(samples)
+                {
+                    values
+                        .iter_mut()
+                        .zip(bytes)
+                        .for_each(|(x, &q)| *x = quantization.dequantize(q));
+                }
+            }
+            for (logits, values) in scratch
+                .logits
+                .chunks(out_len)
+                .zip(output.chunks_mut(out_len))
+            {
+                self.head.apply(logits, values);
+            }
+        }
+    }
+
+    /// Samples a part runs through each op at a time: as many as keep the largest op's output
+    /// within 256 KiB (a core's L2 holds it and the next op's), at least 1 and at most 64.
+    fn chunk_samples(&self) -> usize {
+        (256 * 1024 / self.largest_stride()).clamp(1, 64)
+    }
+
+    /// The most bytes a sample takes in any op's input or output.
+    fn largest_stride(&self) -> usize {
+        let outputs = self.steps.iter().map(|step| padded(step.output_len));
+        outputs.chain([padded(N::Input::LEN)]).max().unwrap_or(1)
+    }
+
+    /// Bytes of im2col patches the largest convolution needs for one sample.
+    fn patch_bytes(&self) -> usize {
+        let patches = self.steps.iter().map(|step| match &step.op {
+            Op::Conv {
+                window, weights, ..
+            } => window.pixels() * weights.padded_rows(),
+            _ => 0,
+        });
+        patches.max().unwrap_or(0)
+    }
+
+    /// Loss, accuracy and confusion matrix of the int8 network on `data`, as
+    /// [`evaluate`](crate::train::evaluate) gives them for the `f32` network.
+    ///
+    /// # Errors
+    /// [`TrainError::BatchSize`] for a batch size of 0, [`TrainError::EmptyData`] for an empty
+    /// data set, [`TrainError::InvalidTarget`] for a label the network has no output for.
+    pub fn evaluate<const C: usize>(
+        &self,
+        data: &Dataset<N::Input>,
+        batch_size: usize,
+    ) -> Result<Evaluation, TrainError>
+    where
+        N: Network<Output = Flat<C>>,
+        SparseCategoricalCrossentropy: FitsHead<N::Head>,
+    {
+        check_batch_size(batch_size)?;
+        check_not_empty("evaluation", data.len())?;
+        check_targets::<_, SparseCategoricalCrossentropy, C>("evaluation", data)?;
+        let mut workspace = QuantizedWorkspace::<N>::default();
+        let (mut batch, mut probabilities) = (Batch::default(), vec![0.0; C]);
+        let mut confusion = ConfusionMatrix::new(C);
+        let mut loss_sum = 0.0f64;
+        let chunks = data.images().as_slice().chunks(batch_size * N::Input::LEN);
+        for (chunk, values) in chunks.enumerate() {
+            batch.set_samples(values);
+            let outputs = self.infer(&batch, &mut workspace);
+            let labels = &data.labels()[chunk * batch_size..];
+            for ((row, predicted), label) in outputs
+                .as_slice()
+                .chunks(C)
+                .zip(argmax(outputs))
+                .zip(labels)
+            {
+                probabilities.copy_from_slice(row);
+                if N::Head::ACTIVATION != OutputActivation::Softmax {
+                    OutputActivation::Softmax.apply(row, &mut probabilities);
+                }
+                loss_sum +=
+                    Loss::<C>::sample_loss(&SparseCategoricalCrossentropy, &probabilities, label);
+                confusion.add(*label, predicted);
+            }
+        }
+        Ok(Evaluation {
+            loss: (loss_sum / data.len() as f64) as f32,
+            accuracy: confusion.accuracy(),
+            confusion,
+        })
+    }
+
+    /// The ops the int8 network runs, with each output's quantization and multiply-adds.
+    pub fn plan(&self) -> String {
+        let mut table = format!(
+            "{} (int8), input scale {:.6}, zero point {}\n{:<28} {:<12} {:>10} {:>5} {:>12}\n",
+            N::NAME,
+            self.input.scale,
+            self.input.zero_point,
+            "op",
+            "runs",
+            "scale",
+            "zero",
+            "mul-adds"
+        );
+        for step in &self.steps {
+            let runs = match &step.op {
+                Op::Conv {
+                    output: LinearOutput::F32(_),
+                    ..
+                }
+                | Op::Dense {
+                    output: LinearOutput::F32(_),
+                    ..
+                } => "int8 → f32",
+                Op::Conv { .. } => "int8 conv",
+                Op::Dense { .. } => "int8 dense",
+                Op::Pool { .. } | Op::GlobalPool { .. } => "byte pool",
+                Op::Lookup { .. } => "table",
+            };
+            let _ = writeln!(
+                table,
+                "{:<28} {:<12} {:>10.6} {:>5} {:>12}",
+                step.name,
+                runs,
+                step.output.scale,
+                step.output.zero_point,
+                crate::plan::thousands(step.op.muls())
+            );
+        }
+        table
+    }
+}
+
+/// What quantization decided for one step.
+struct StepParams {
+    output: Quantization,
+    linear: Option<LinearParams>,
+}
+
+/// Runs the calibration samples through the `f32` steps; the range of the input (index 0) and
+/// of each step's output.
+fn observe_ranges(float: &FloatSteps, samples: &[f32]) -> Result<Vec<Range>, QuantizeError> {
+    let mut ranges = vec![Range::default(); float.steps.len() + 1];
+    let mut problem = None;
+    for chunk in samples.chunks(CALIBRATION_BATCH * float.input_len) {
+        let count = chunk.len() / float.input_len;
+        float.run(chunk, count, &mut |step, values| {
+            let (index, name) = match step {
+                None => (0, "input"),
+                Some(i) => (i + 1, float.steps[i].name.as_str()),
+            };
+            if problem.is_none() {
+                problem = ranges[index].observe(name, values).err();
+            }
+        });
+        if let Some(error) = problem {
+            return Err(error);
+        }
+    }
+    Ok(ranges)
+}
+
+/// The quantization of `step`'s output: its input's for a pooling (a maximum or mean of bytes
+/// is a byte of the same scale), else the range calibration saw.
+fn output_quantization(step: &FloatStep, input: Quantization, range: Range) -> Quantization {
+    match step.op {
+        FloatOp::Pool { .. } | FloatOp::GlobalPool { .. } => input,
+        _ => range.quantization(),
+    }
+}
+
+/// Whether `step`, as the last, writes `f32` directly: a convolution or dense layer without a
+/// fused ReLU (whose clamp is applied to bytes).
+fn writes_f32(step: &FloatStep) -> bool {
+    matches!(
+        step.op,
+        FloatOp::Conv { relu: false, .. } | FloatOp::Dense { relu: false, .. }
+    )
+}
+
+/// The integer weights and bias of a convolution or dense layer reading `input`.
+fn quantize_linear(
+    step: &FloatStep,
+    input: Quantization,
+) -> Result<Option<LinearParams>, QuantizeError> {
+    let (weight, bias) = match &step.op {
+        FloatOp::Conv { weight, bias, .. } | FloatOp::Dense { weight, bias, .. } => (weight, bias),
+        _ => return Ok(None),
+    };
+    let weights = QuantizedWeights::of(weight, bias.len());
+    let bias = scheme::quantize_bias(&step.name, bias, input.scale, &weights.scales)?;
+    Ok(Some(LinearParams { weights, bias }))
+}
+
+/// Most rows of a product: `K · 255 · 127` must stay below 2^30 so a sum and its offset fit in
+/// `i32` and their product with a multiplier in `i64`.
+const MAX_PRODUCT_ROWS: usize = (1 << 30) / (255 * 127);
+
+/// The op of `step` reading `input`, writing `params.output` (or `f32` when `f32_output`).
+fn build_step(
+    step: &FloatStep,
+    input: Quantization,
+    params: StepParams,
+    f32_output: bool,
+) -> Result<Step, QuantizeError> {
+    let key = step.name.split('+').next().unwrap_or_default().to_string();
+    let op = match (&step.op, &params.linear) {
+        (FloatOp::Conv { window, relu, .. }, Some(linear)) => {
+            let weights = pack(step, linear)?;
+            let output = linear_output(
+                step,
+                input,
+                params.output,
+                linear,
+                &weights,
+                *relu,
+                f32_output,
+            )?;
+            Op::Conv {
+                window: *window,
+                weights,
+                output,
+            }
+        }
+        (FloatOp::Dense { relu, .. }, Some(linear)) => {
+            let weights = pack(step, linear)?;
+            let output = linear_output(
+                step,
+                input,
+                params.output,
+                linear,
+                &weights,
+                *relu,
+                f32_output,
+            )?;
+            Op::Dense { weights, output }
+        }
+        (FloatOp::Pool { max, window }, _) => Op::Pool {
+            max: *max,
+            window: *window,
+        },
+        (
+            FloatOp::GlobalPool {
+                max,
+                pixels,
+                channels,
+            },
+            _,
+        ) => Op::GlobalPool {
+            max: *max,
+            pixels: *pixels,
+            channels: *channels,
+        },
+        (FloatOp::Activation(function), _) => Op::Lookup {
+            function: *function,
+            table: ops::lookup_table(*function, input, params.output),
+        },
+        _ => unreachable!("a convolution or dense layer always has integer parameters"),
+    };
+    Ok(Step {
+        name: step.name.clone(),
+        key,
+        op,
+        output: params.output,
+        output_len: step.output_len,
+        linear: params.linear,
+    })
+}
+
+/// The packed weights of a convolution or dense layer.
+fn pack(step: &FloatStep, linear: &LinearParams) -> Result<PackedWeights, QuantizeError> {
+    let n = linear.bias.len();
+    let k = linear.weights.values.len() / n.max(1);
+    if k > MAX_PRODUCT_ROWS {
+        return Err(QuantizeError::OutOfRange {
+            layer: step.name.clone(),
+            what: format!(
+                "its products sum {k} values, more than the {MAX_PRODUCT_ROWS} int8 sums hold"
+            ),
+        });
+    }
+    Ok(PackedWeights::pack(&linear.weights.values, k, n))
+}
+
+/// How a convolution or dense layer reading `input`, its weights `packed`, stores its sums: requantized to `output`
+/// (clamped at its zero point for a fused ReLU), or scaled to `f32`.
+#[allow(clippy::too_many_arguments)]
+fn linear_output(
+    step: &FloatStep,
+    input: Quantization,
+    output: Quantization,
+    linear: &LinearParams,
+    packed: &PackedWeights,
+    relu: bool,
+    f32_output: bool,
+) -> Result<LinearOutput, QuantizeError> {
+    let padded_cols = packed.panels() * LANES;
+    let zero = i64::from(input.zero_point);
+    let mut offset = vec![0i32; padded_cols];
+    for ((offset, &bias), &sum) in offset
+        .iter_mut()
+        .zip(&linear.bias)
+        .zip(&packed.column_sums())
+    {
+        let value = i64::from(bias) - zero * i64::from(sum);
+        if value.abs() >= 1 << 30 {
+            return Err(QuantizeError::OutOfRange {
+                layer: step.name.clone(),
+                what: "its bias and input zero point make an offset beyond 2^30".to_string(),
+            });
+        }
+        *offset = value as i32;
+    }
+    let column_scale = |j: usize| {
+        f64::from(input.scale) * f64::from(linear.weights.scales.get(j).copied().unwrap_or(0.0))
+    };
+    if f32_output {
+        let scale = (0..padded_cols).map(|j| column_scale(j) as f32).collect();
+        return Ok(LinearOutput::F32(Dequantization { offset, scale }));
+    }
+    let mut requantizer = vec![Requantizer::from_scale(1.0); padded_cols];
+    for (j, requantizer) in requantizer.iter_mut().enumerate().take(linear.bias.len()) {
+        let scale = column_scale(j) / f64::from(output.scale);
+        if !(scale > 0.0 && scale < f64::from(1 << 30)) {
+            return Err(QuantizeError::OutOfRange {
+                layer: step.name.clone(),
+                what: format!("output channel {j} needs a requantization scale of {scale}"),
+            });
+        }
+        *requantizer = Requantizer::from_scale(scale);
+    }
+    let zero_point = i32::from(output.zero_point);
+    Ok(LinearOutput::U8(Requantization {
+        offset,
+        requantizer,
+        zero_point,
+        low: if relu { zero_point } else { 0 },
+    }))
+}
+
+/// One part's buffers: the bytes an op reads and those it writes, swapped after each op, one
+/// sample's im2col patches, and the outputs before the head.
+#[derive(Default)]
+struct Scratch {
+    current: Vec<u8>,
+    next: Vec<u8>,
+    patches: Vec<u8>,
+    /// The last op's `f32` output, before the network's head.
+    logits: Vec<f32>,
+}
+
+/// The buffers of [`Quantized::infer`], kept between calls: after the first call at a batch
+/// size (on the same pool), a call allocates nothing.
+pub struct QuantizedWorkspace<N: Network> {
+    parts: Vec<Scratch>,
+    output: Batch<N::Output>,
+}
+
+impl<N: Network> Default for QuantizedWorkspace<N> {
+    fn default() -> Self {
+        QuantizedWorkspace {
+            parts: Vec::new(),
+            output: Batch::default(),
+        }
+    }
+}
+
+impl<N: Network> QuantizedWorkspace<N> {
+    /// Makes room for `parts` parts of `network`'s passes; allocates only to grow.
+    fn prepare(&mut self, network: &Quantized<N>, parts: usize) {
+        if self.parts.len() < parts {
+            self.parts.resize_with(parts, Scratch::default);
+        }
+        let bytes = network.chunk_samples() * network.largest_stride();
+        let patches = network.patch_bytes();
+        for part in &mut self.parts[..parts] {
+            for buffer in [&mut part.current, &mut part.next] {
+                if buffer.len() < bytes {
+                    buffer.resize(bytes, 0);
+                }
+            }
+            if part.patches.len() < patches {
+                part.patches.resize(patches, 0);
+            }
+            let logits = network.chunk_samples() * N::Output::LEN;
+            if part.logits.len() < logits {
+                part.logits.resize(logits, 0.0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

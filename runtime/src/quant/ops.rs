@@ -1,0 +1,329 @@
+//! The int8 ops and how each runs on a part of a batch: a convolution (im2col of bytes, then
+//! the int8 GEMM), a dense layer (the int8 GEMM over the part's samples), a pooling on bytes
+//! (a maximum of bytes is the byte of the maximum; a mean keeps its input's scale), and an
+//! element-wise activation as a table of 256 bytes. Each op reads its input's bytes and writes
+//! its own, every sample's values padded to a whole number of [`GROUP`]s so a dense layer can
+//! read them as rows of `A`.
+
+use super::float::{Elementwise, Window, im2col};
+use super::scheme::Quantization;
+use crate::kernels::int8::{
+    Dequantization, GROUP, Int8Lhs, Int8Output, PackedWeights, Requantization, gemm_u8i8,
+};
+use crate::schedule;
+
+/// What an op computes.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Op {
+    /// A convolution through im2col.
+    Conv {
+        window: Window,
+        weights: PackedWeights,
+        output: LinearOutput,
+    },
+    /// A dense layer.
+    Dense {
+        weights: PackedWeights,
+        output: LinearOutput,
+    },
+    /// Max or average pooling; the output keeps the input's quantization.
+    Pool { max: bool, window: Window },
+    /// Max or mean of each channel; the output keeps the input's quantization.
+    GlobalPool {
+        max: bool,
+        pixels: usize,
+        channels: usize,
+    },
+    /// An element-wise function, as the output byte of each input byte.
+    Lookup {
+        function: Elementwise,
+        table: Box<[u8; 256]>,
+    },
+}
+
+/// How a convolution or dense layer stores its sums.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum LinearOutput {
+    /// As bytes, for the next op.
+    U8(Requantization),
+    /// As `f32`: the network's last op, before its head.
+    F32(Dequantization),
+}
+
+/// Bytes per sample of a tensor of `len` values: `len` rounded up to whole groups.
+pub(crate) fn padded(len: usize) -> usize {
+    len.div_ceil(GROUP) * GROUP
+}
+
+/// The values of a step's table: each input byte's value through `function`, quantized.
+pub(crate) fn lookup_table(
+    function: Elementwise,
+    input: Quantization,
+    output: Quantization,
+) -> Box<[u8; 256]> {
+    Box::new(std::array::from_fn(|q| {
+        output.quantize(function.apply(input.dequantize(q as u8)))
+    }))
+}
+
+/// Where an op writes: bytes or, for the last op, `f32`s.
+pub(crate) enum Destination<'a> {
+    Bytes(&'a mut [u8]),
+    Floats(&'a mut [f32]),
+}
+
+impl<'a> Destination<'a> {
+    /// The first `at` values and the rest.
+    fn split_at(self, at: usize) -> (Destination<'a>, Destination<'a>) {
+        match self {
+            Destination::Bytes(values) => {
+                let (first, rest) = values.split_at_mut(at);
+                (Destination::Bytes(first), Destination::Bytes(rest))
+            }
+            Destination::Floats(values) => {
+                let (first, rest) = values.split_at_mut(at);
+                (Destination::Floats(first), Destination::Floats(rest))
+            }
+        }
+    }
+
+    /// The bytes, for an op that writes bytes.
+    fn bytes(self) -> &'a mut [u8] {
+        match self {
+            Destination::Bytes(values) => values,
+            Destination::Floats(_) => unreachable!("only a linear op writes f32"),
+        }
+    }
+}
+
+impl Op {
+    /// Multiply-adds per sample.
+    pub fn muls(&self) -> usize {
+        match self {
+            Op::Conv {
+                window, weights, ..
+            } => window.pixels() * weights.rows() * weights.cols(),
+            Op::Dense { weights, .. } => weights.rows() * weights.cols(),
+            _ => 0,
+        }
+    }
+
+    /// Runs the op on `samples` samples of `input` (`in_stride` bytes apart) into `output`
+    /// (`out_stride` values apart), with `patches` as im2col scratch for one sample, `zero` the
+    /// input's zero point (a convolution's pad).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &self,
+        input: &[u8],
+        in_stride: usize,
+        samples: usize,
+        zero: u8,
+        output: Destination<'_>,
+        out_stride: usize,
+        patches: &mut [u8],
+    ) {
+        let inputs = input.chunks(in_stride).take(samples);
+        match self {
+            Op::Conv {
+                window,
+                weights,
+                output: how,
+            } => {
+                let mut output = output;
+                for image in inputs {
+                    let len = out_stride.min(rest_len(&output));
+                    let (out, rest) = output.split_at(len);
+                    conv(window, weights, how, image, zero, out, patches);
+                    output = rest;
+                }
+            }
+            Op::Dense {
+                weights,
+                output: how,
+            } => {
+                let lhs = Int8Lhs {
+                    data: input,
+                    rows: samples,
+                    row_stride: in_stride,
+                };
+                linear(lhs, weights, how, output, out_stride);
+            }
+            Op::Pool { max, window } => {
+                for (image, out) in inputs.zip(output.bytes().chunks_mut(out_stride)) {
+                    pool(window, *max, image, out);
+                }
+            }
+            Op::GlobalPool {
+                max,
+                pixels,
+                channels,
+            } => {
+                for (image, out) in inputs.zip(output.bytes().chunks_mut(out_stride)) {
+                    global_pool(*max, *pixels, *channels, image, out);
+                }
+            }
+            Op::Lookup { table, .. } => {
+                for (image, out) in inputs.zip(output.bytes().chunks_mut(out_stride)) {
+                    for (o, &q) in out.iter_mut().zip(image) {
+                        *o = table[usize::from(q)];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Values left in `destination`.
+fn rest_len(destination: &Destination<'_>) -> usize {
+    match destination {
+        Destination::Bytes(values) => values.len(),
+        Destination::Floats(values) => values.len(),
+    }
+}
+
+/// One image through a convolution: its patches, then the product. On a pass that may split
+/// (batches smaller than the pool), the output pixels are split between two threads when each
+/// half has enough work.
+fn conv(
+    window: &Window,
+    weights: &PackedWeights,
+    how: &LinearOutput,
+    image: &[u8],
+    zero: u8,
+    output: Destination<'_>,
+    patches: &mut [u8],
+) {
+    let row_len = weights.padded_rows();
+    let filters = weights.cols();
+    let pixels = 0..window.pixels();
+    let muls = window.pixels() * weights.rows() * filters;
+    let split =
+        schedule::pass_threads() > 1 && muls / 2 >= schedule::splits().gemm_min_muls_per_awake_part;
+    let run = |pixels: std::ops::Range<usize>, patches: &mut [u8], output: Destination<'_>| {
+        im2col(window, image, zero, patches, row_len, pixels.clone());
+        let lhs = Int8Lhs {
+            data: patches,
+            rows: pixels.len(),
+            row_stride: row_len,
+        };
+        linear(lhs, weights, how, output, filters);
+    };
+    if !split {
+        return run(pixels, patches, output);
+    }
+    let middle = pixels.end / 2;
+    let (first, second) = patches.split_at_mut(middle * row_len);
+    let (top, bottom) = output.split_at(middle * filters);
+    rayon::join(
+        || run(0..middle, first, top),
+        || run(middle..pixels.end, second, bottom),
+    );
+}
+
+/// The product of `lhs` and `weights` into `output` (rows `stride` apart). A single row (one
+/// sample through a dense layer) splits its panels between two threads on a pass that may
+/// split, when each half has enough work.
+fn linear(
+    lhs: Int8Lhs<'_>,
+    weights: &PackedWeights,
+    how: &LinearOutput,
+    output: Destination<'_>,
+    stride: usize,
+) {
+    let panels = weights.panels();
+    let muls = lhs.rows * weights.rows() * weights.cols();
+    let split = lhs.rows == 1
+        && panels > 1
+        && schedule::pass_threads() > 1
+        && muls / 2 >= schedule::splits().gemm_min_muls_per_column_part;
+    if !split {
+        return store(lhs, weights, 0..panels, how, output, stride);
+    }
+    let middle = panels / 2;
+    let (left, right) = output.split_at(middle * crate::kernels::int8::LANES);
+    rayon::join(
+        || store(lhs, weights, 0..middle, how, left, stride),
+        || store(lhs, weights, middle..panels, how, right, stride),
+    );
+}
+
+/// The product for panels `panels`, stored as `how` says.
+fn store(
+    lhs: Int8Lhs<'_>,
+    weights: &PackedWeights,
+    panels: std::ops::Range<usize>,
+    how: &LinearOutput,
+    output: Destination<'_>,
+    row_stride: usize,
+) {
+    let output = match (how, output) {
+        (LinearOutput::U8(requantization), Destination::Bytes(out)) => Int8Output::U8 {
+            out,
+            row_stride,
+            requantization,
+        },
+        (LinearOutput::F32(dequantization), Destination::Floats(out)) => Int8Output::F32 {
+            out,
+            row_stride,
+            dequantization,
+        },
+        _ => unreachable!("an op's destination is what its output says"),
+    };
+    gemm_u8i8(lhs, weights, panels, output);
+}
+
+/// Pooling of bytes over the clipped windows of `window`: the largest byte, or the mean
+/// rounded to nearest (halves up).
+fn pool(window: &Window, max: bool, image: &[u8], out: &mut [u8]) {
+    let [_, width, channels] = window.input;
+    let mut sums = [0u32; 512];
+    for (pixel, out) in out.chunks_mut(channels).take(window.pixels()).enumerate() {
+        let rows = window.span(0, pixel / window.output[1]);
+        let cols = window.span(1, pixel % window.output[1]);
+        let count = (rows.len() * cols.len()) as u32;
+        for (start, out) in (0..channels)
+            .step_by(sums.len())
+            .zip(out.chunks_mut(sums.len()))
+        {
+            let sums = &mut sums[..out.len()];
+            if max {
+                out.fill(0);
+            } else {
+                sums.fill(0);
+            }
+            for y in rows.clone() {
+                for x in cols.clone() {
+                    let at = (y * width + x) * channels + start;
+                    let values = &image[at..at + out.len()];
+                    if max {
+                        out.iter_mut()
+                            .zip(values)
+                            .for_each(|(o, &v)| *o = (*o).max(v));
+                    } else {
+                        sums.iter_mut()
+                            .zip(values)
+                            .for_each(|(s, &v)| *s += u32::from(v));
+                    }
+                }
+            }
+            if !max {
+                out.iter_mut()
+                    .zip(sums.iter())
+                    .for_each(|(o, &s)| *o = ((s + count / 2) / count) as u8);
+            }
+        }
+    }
+}
+
+/// The largest byte, or the rounded mean, of each channel over `pixels` pixels.
+fn global_pool(max: bool, pixels: usize, channels: usize, image: &[u8], out: &mut [u8]) {
+    for (c, out) in out.iter_mut().take(channels).enumerate() {
+        let values = image.iter().skip(c).step_by(channels).take(pixels);
+        *out = if max {
+            values.copied().max().unwrap_or(0)
+        } else {
+            let sum: usize = values.map(|&v| usize::from(v)).sum();
+            ((sum + pixels / 2) / pixels) as u8
+        };
+    }
+}

@@ -1,0 +1,202 @@
+//! The int8 ops against plain integer references: a convolution with padding and stride, the
+//! poolings over clipped windows, and the table of an activation.
+
+use constnet_catalogue::{Padding, Pads};
+use rand::{RngExt, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use super::float::{Elementwise, FloatOp, FloatStep, Window};
+use super::ops::{Destination, LinearOutput, Op};
+use super::scheme::Quantization;
+use super::*;
+
+/// A window over `input` with `pads`, its output size computed.
+fn window(input: [usize; 3], size: usize, stride: usize, pads: Pads) -> Window {
+    let padding = Padding::Explicit(pads);
+    let (h, w) = padding
+        .output((input[0], input[1]), size, stride)
+        .expect("fits");
+    Window {
+        input,
+        output: [h, w],
+        size,
+        stride,
+        pads,
+    }
+}
+
+/// The int8 convolution of `step` built with calibrated-looking quantizations.
+fn conv_op(window: Window, filters: usize, relu: bool, seed: u64) -> (Op, Quantization, Step) {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let k = window.size * window.size * window.input[2];
+    let float = FloatStep {
+        name: "conv1+relu1".to_string(),
+        op: FloatOp::Conv {
+            window,
+            filters,
+            weight: (0..k * filters)
+                .map(|_| rng.random_range(-0.5..0.5))
+                .collect(),
+            bias: (0..filters).map(|_| rng.random_range(-0.2..0.2)).collect(),
+            relu,
+        },
+        output_len: window.pixels() * filters,
+    };
+    let input = Quantization {
+        scale: 0.02,
+        zero_point: 37,
+    };
+    let output = Quantization::of_range(-3.0, 4.0);
+    let params = StepParams {
+        output,
+        linear: quantize_linear(&float, input).expect("in range"),
+    };
+    let step = build_step(&float, input, params, false).expect("in range");
+    (step.op.clone(), input, step)
+}
+
+/// A direct convolution over bytes, padded with the input's zero point, requantized as the
+/// op's epilogue defines.
+fn conv_reference(window: &Window, step: &Step, input: Quantization, image: &[u8]) -> Vec<u8> {
+    let Op::Conv {
+        weights,
+        output: LinearOutput::U8(requantization),
+        ..
+    } = &step.op
+    else {
+        unreachable!()
+    };
+    let [height, width, channels] = window.input;
+    let filters = weights.cols();
+    let mut out = Vec::new();
+    for oy in 0..window.output[0] {
+        for ox in 0..window.output[1] {
+            for f in 0..filters {
+                let mut sum = 0i32;
+                for ky in 0..window.size {
+                    for kx in 0..window.size {
+                        let y = (oy * window.stride + ky) as isize - window.pads.top as isize;
+                        let x = (ox * window.stride + kx) as isize - window.pads.left as isize;
+                        let inside =
+                            (0..height as isize).contains(&y) && (0..width as isize).contains(&x);
+                        for c in 0..channels {
+                            let value = if inside {
+                                image[(y as usize * width + x as usize) * channels + c]
+                            } else {
+                                input.zero_point
+                            };
+                            let row = (ky * window.size + kx) * channels + c;
+                            sum += i32::from(value) * i32::from(weights.get(row, f));
+                        }
+                    }
+                }
+                out.push(requantization.output(f, sum));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn convolutions_match_the_direct_integer_convolution() {
+    let cases = [
+        (window([9, 9, 1], 3, 1, Pads::default()), 5),
+        (
+            window(
+                [8, 7, 4],
+                3,
+                2,
+                Pads {
+                    top: 1,
+                    bottom: 1,
+                    left: 0,
+                    right: 2,
+                },
+            ),
+            20,
+        ),
+        (window([6, 6, 3], 5, 1, Pads::uniform(2)), 17),
+    ];
+    for (case, (window, filters)) in cases.into_iter().enumerate() {
+        for relu in [false, true] {
+            let (op, input, step) = conv_op(window, filters, relu, case as u64);
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(case as u64 + 50);
+            let len: usize = window.input.iter().product();
+            let image: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let expected = conv_reference(&window, &step, input, &image);
+            let mut out = vec![0u8; expected.len()];
+            let Op::Conv { weights, .. } = &op else {
+                unreachable!()
+            };
+            let mut patches = vec![0u8; window.pixels() * weights.padded_rows()];
+            let destination = Destination::Bytes(&mut out);
+            op.run(
+                &image,
+                len,
+                1,
+                input.zero_point,
+                destination,
+                expected.len(),
+                &mut patches,
+            );
+            assert_eq!(out, expected, "case {case}, relu {relu}");
+            if relu {
+                assert!(out.iter().all(|&q| q >= step.output.zero_point));
+            }
+        }
+    }
+}
+
+#[test]
+fn poolings_take_the_maximum_and_rounded_mean_of_clipped_windows() {
+    let window = window(
+        [5, 5, 3],
+        2,
+        2,
+        Pads {
+            top: 0,
+            bottom: 1,
+            left: 0,
+            right: 1,
+        },
+    );
+    let image: Vec<u8> = (0..75).map(|i| (i * 37 % 256) as u8).collect();
+    for max in [true, false] {
+        let op = Op::Pool { max, window };
+        let mut out = vec![0u8; 27];
+        op.run(&image, 76, 1, 0, Destination::Bytes(&mut out), 28, &mut []);
+        for oy in 0..3 {
+            for ox in 0..3 {
+                for c in 0..3 {
+                    let values: Vec<u32> = (oy * 2..(oy * 2 + 2).min(5))
+                        .flat_map(|y| (ox * 2..(ox * 2 + 2).min(5)).map(move |x| (y, x)))
+                        .map(|(y, x)| u32::from(image[(y * 5 + x) * 3 + c]))
+                        .collect();
+                    let count = values.len() as u32;
+                    let want = if max {
+                        *values.iter().max().unwrap()
+                    } else {
+                        (values.iter().sum::<u32>() + count / 2) / count
+                    };
+                    assert_eq!(
+                        u32::from(out[(oy * 3 + ox) * 3 + c]),
+                        want,
+                        "max {max}, ({oy}, {ox}, {c})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn activation_tables_quantize_the_function_of_each_byte() {
+    let input = Quantization::of_range(-4.0, 4.0);
+    let output = Quantization::of_range(0.0, 1.0);
+    let table = ops::lookup_table(Elementwise::Sigmoid, input, output);
+    for q in 0..=255u8 {
+        let x = input.dequantize(q);
+        let y = 1.0 / (1.0 + (-x).exp());
+        assert!((output.dequantize(table[usize::from(q)]) - y).abs() <= output.scale / 2.0 + 1e-6);
+    }
+}
