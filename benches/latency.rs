@@ -9,7 +9,9 @@
 //! - from the main thread: `infer` called directly, as most programs call it, on rayon's global
 //!   pool (as many threads as cores, or `RAYON_NUM_THREADS`; the other row shows "–").
 //!
-//! Run with `cargo bench --bench latency`; `-- W1` times one workload, `--calls N` sets the
+//! `W1 int8` and the other `int8` rows time the workload's int8 form ([`Quantized`]).
+//!
+//! Run with `cargo bench --bench latency`; `-- W1` times one workload (and its int8 form), `--calls N` sets the
 //! number of timed calls (default 3000), `--export DIR` writes each workload as ONNX instead.
 
 #[path = "benchmarks/workloads.rs"]
@@ -19,6 +21,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use constnet::network::Network;
+use constnet::quant::{Quantized, QuantizedWorkspace};
 use constnet::{Batch, Flat};
 use rayon::ThreadPoolBuilder;
 use workloads::{C20, L5, M1, R1, W1, W2, W3};
@@ -60,6 +63,11 @@ fn time_calls(calls: usize, mut call: impl FnMut()) -> Summary {
     Summary::of(micros)
 }
 
+/// One image of `N`'s input.
+fn image<N: Network>() -> Batch<N::Input> {
+    Batch::from_fn(1, |i| ((i * 37) % 101) as f32 / 101.0)
+}
+
 /// Times network `N` at batch 1 on a pool of `threads` threads, from one of its threads, and
 /// from the main thread when the global pool has that many.
 fn workload<N>(threads: usize, calls: usize) -> [Option<Summary>; 2]
@@ -67,11 +75,31 @@ where
     N: Network<Output = Flat<10>>,
 {
     let network = N::new(0);
-    let image = Batch::<N::Input>::from_fn(1, |i| ((i * 37) % 101) as f32 / 101.0);
+    let image = image::<N>();
     let mut workspace = N::Cache::default();
-    let mut infer = || {
+    time_both(threads, calls, || {
         std::hint::black_box(network.infer(&image, &mut workspace));
-    };
+    })
+}
+
+/// Times the int8 form of network `N` ([`Quantized`], calibrated on 256 images of noise) as
+/// [`workload`] times `N`.
+fn workload_int8<N>(threads: usize, calls: usize) -> [Option<Summary>; 2]
+where
+    N: Network<Output = Flat<10>>,
+{
+    let calibration = Batch::<N::Input>::from_fn(256, |i| ((i * 7919) % 251) as f32 / 251.0);
+    let int8 = Quantized::calibrate(&N::new(0), &calibration).expect("the workload quantizes");
+    let image = image::<N>();
+    let mut workspace = QuantizedWorkspace::default();
+    time_both(threads, calls, || {
+        std::hint::black_box(int8.infer(&image, &mut workspace));
+    })
+}
+
+/// Times `infer` on a pool of `threads` threads, from one of its threads, and from the main
+/// thread when the global pool has that many.
+fn time_both(threads: usize, calls: usize, mut infer: impl FnMut() + Send) -> [Option<Summary>; 2] {
     let pool = ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -116,24 +144,29 @@ fn main() {
     let filter = filter.unwrap_or_default();
     type Run = fn(usize, usize) -> [Option<Summary>; 2];
     type Export = fn(&std::path::Path);
-    let workloads: [(&str, Run, Export); 7] = [
+    let workloads: [(&str, Run, Export); 11] = [
         ("W1", workload::<W1>, export::<W1>),
+        ("W1 int8", workload_int8::<W1>, export::<W1>),
         ("W2", workload::<W2>, export::<W2>),
+        ("W2 int8", workload_int8::<W2>, export::<W2>),
         ("W3", workload::<W3>, export::<W3>),
+        ("W3 int8", workload_int8::<W3>, export::<W3>),
         ("R1", workload::<R1>, export::<R1>),
         ("L5", workload::<L5>, export::<L5>),
+        ("L5 int8", workload_int8::<L5>, export::<L5>),
         ("C20", workload::<C20>, export::<C20>),
         ("M1", workload::<M1>, export::<M1>),
     ];
     let chosen = workloads.iter().filter(|(name, ..)| name.contains(&filter));
     if let Some(dir) = export_dir {
+        let chosen = chosen.filter(|(name, ..)| !name.ends_with("int8"));
         std::fs::create_dir_all(&dir).expect("the export directory");
         chosen.for_each(|(.., write)| write(&dir));
         return;
     }
     println!("Batch-1 inference, µs per call: median / p99 / mean of {calls} calls");
     println!(
-        "{:<9}{:<9}{:>26}{:>26}",
+        "{:<10}{:<9}{:>26}{:>26}",
         "network", "threads", "from a pool thread", "from the main thread"
     );
     for (name, run, _) in chosen {
@@ -143,7 +176,7 @@ fn main() {
                     format!("{:.1} / {:.1} / {:.1}", s.median, s.p99, s.mean)
                 })
             });
-            println!("{name:<9}{threads:<9}{:>26}{:>26}", cells[0], cells[1]);
+            println!("{name:<10}{threads:<9}{:>26}{:>26}", cells[0], cells[1]);
         }
     }
 }

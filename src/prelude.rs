@@ -29,6 +29,7 @@ pub use constnet_runtime::loss::{
 };
 pub use constnet_runtime::network::Network;
 pub use constnet_runtime::optim::{Adadelta, Adam, OptimizerState, RmsProp, Schedule, Sgd};
+pub use constnet_runtime::quant::{Quantized, QuantizedWorkspace};
 pub use constnet_runtime::train::{
     EarlyStopping, FitConfig, History, Validation, evaluate, evaluate_with, fit, fit_with, predict,
     predict_outputs,

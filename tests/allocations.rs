@@ -1,5 +1,5 @@
-//! After warm-up, an inference call and a whole training step (forward, loss, backward,
-//! optimiser update) allocate nothing, at batch 1 (each image split between threads) and at a
+//! After warm-up, an inference call (f32 or int8) and a whole training step (forward, loss,
+//! backward, optimiser update) allocate nothing, at batch 1 (each image split between threads) and at a
 //! batch of several images per thread. A counting global allocator observes every allocation
 //! of the process, rayon's worker threads included; this file holds one test so no other test
 //! runs beside it.
@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use constnet::loss::sparse_softmax_cross_entropy;
 use constnet::network::Network;
 use constnet::optim::{Adadelta, OptimizerState};
+use constnet::quant::{Quantized, QuantizedWorkspace};
 use constnet::{Batch, Flat};
 
 /// The system allocator, counting allocations and reallocations.
@@ -126,5 +127,30 @@ fn allocation_free_on_a_pool_thread() {
             "ResidualCnn, batch {batch}: allocations in forward + loss, backward, optimiser \
              step, inference"
         );
+        assert_eq!(
+            int8_allocations(&MnistCnn::new(0), batch),
+            0,
+            "MnistCnn in int8, batch {batch}: allocations in inference"
+        );
+        assert_eq!(
+            int8_allocations(&BatchNormCnn::new(0), batch),
+            0,
+            "BatchNormCnn in int8, batch {batch}: allocations in inference"
+        );
     }
+}
+
+/// Allocations in five int8 inference calls at `batch` samples after one warm-up call.
+fn int8_allocations<N: Network>(net: &N, batch: usize) -> usize {
+    let input = Batch::<N::Input>::from_fn(batch, |i| ((i * 7919) % 255) as f32 / 255.0);
+    let int8 = Quantized::calibrate(net, &input).expect("the network quantizes");
+    let mut workspace = QuantizedWorkspace::default();
+    int8.infer(&input, &mut workspace);
+    (0..5)
+        .map(|_| {
+            allocations_of(|| {
+                int8.infer(&input, &mut workspace);
+            })
+        })
+        .sum()
 }

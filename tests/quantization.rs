@@ -32,7 +32,7 @@ constnet::network! {
 /// `samples` random inputs of `N`, in [0, 1).
 fn inputs<N: Network>(samples: usize, seed: u64) -> Batch<N::Input> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    Batch::from_fn(samples * N::Input::LEN, |_| rng.random())
+    Batch::from_fn(samples, |_| rng.random())
 }
 
 /// A network whose batch normalisation has statistics of its own, not the identity.

@@ -2,12 +2,14 @@
 //! (`docs/benchmarks.md`): a training step (training forward to the logits, fused softmax cross-entropy, backward,
 //! optimiser update) at the example's batch size, inference at batch 128, and batch-1 inference
 //! (criterion's time is the mean latency; `cargo bench --bench latency` gives each call's
-//! median and 99th percentile), each on 1 and 2 threads. The networks are in
+//! median and 99th percentile), each on 1 and 2 threads; and, for the networks int8 runs, the
+//! same two inference benchmarks of the int8 network ([`Quantized`], calibrated on noise). The networks are in
 //! [`super::workloads`].
 
 use constnet::loss::sparse_softmax_cross_entropy;
 use constnet::network::Network;
 use constnet::optim::{Adadelta, Adam, OptimizerState};
+use constnet::quant::{Quantized, QuantizedWorkspace};
 use constnet::{Batch, Flat};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
@@ -19,6 +21,7 @@ fn workload<N>(
     c: &mut Criterion<WallClock>,
     batch_size: usize,
     optimizer: impl Fn() -> OptimizerState,
+    precision: Precision,
 ) where
     N: Network<Output = Flat<10>>,
 {
@@ -63,16 +66,44 @@ fn workload<N>(
                 |b| pool.install(|| b.iter(|| network.infer(&batch, &mut workspace).len())),
             );
         }
+        if precision == Precision::WithInt8 {
+            let int8 = Quantized::calibrate(&N::new(0), &noise::<N::Input>(256))
+                .expect("the workload quantizes");
+            let mut workspace = QuantizedWorkspace::default();
+            for samples in [128, 1] {
+                let batch = noise::<N::Input>(samples);
+                group.throughput(Throughput::Elements(samples as u64));
+                group.bench_function(
+                    BenchmarkId::new(format!("int8 inference, batch {samples}"), &threads_label),
+                    |b| pool.install(|| b.iter(|| int8.infer(&batch, &mut workspace).len())),
+                );
+            }
+        }
     }
     group.finish();
 }
 
+/// Whether a workload is also timed in int8 ([`Quantized`]: networks of convolutions, dense
+/// layers and poolings without residual blocks or depthwise convolutions).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Precision {
+    F32,
+    WithInt8,
+}
+
 pub fn bench(c: &mut Criterion<WallClock>) {
-    workload::<W1>(c, 128, || OptimizerState::new(Adadelta::default()));
-    workload::<W2>(c, 32, || OptimizerState::new(Adam::default()));
-    workload::<W3>(c, 32, || OptimizerState::new(Adam::default()));
-    workload::<R1>(c, 128, || OptimizerState::new(Adam::default()));
-    workload::<L5>(c, 128, || OptimizerState::new(Adam::default()));
-    workload::<C20>(c, 128, || OptimizerState::new(Adam::default()));
-    workload::<M1>(c, 128, || OptimizerState::new(Adam::default()));
+    use Precision::{F32, WithInt8};
+    let adam = || OptimizerState::new(Adam::default());
+    workload::<W1>(
+        c,
+        128,
+        || OptimizerState::new(Adadelta::default()),
+        WithInt8,
+    );
+    workload::<W2>(c, 32, adam, WithInt8);
+    workload::<W3>(c, 32, adam, WithInt8);
+    workload::<R1>(c, 128, adam, F32);
+    workload::<L5>(c, 128, adam, WithInt8);
+    workload::<C20>(c, 128, adam, F32);
+    workload::<M1>(c, 128, adam, F32);
 }

@@ -618,13 +618,12 @@ fn linear_output(
         }
         *requantizer = Requantizer::from_scale(scale);
     }
-    let zero_point = i32::from(output.zero_point);
-    Ok(LinearOutput::U8(Requantization {
+    Ok(LinearOutput::U8(Requantization::new(
         offset,
-        requantizer,
-        zero_point,
-        low: if relu { zero_point } else { 0 },
-    }))
+        &requantizer,
+        output.zero_point,
+        relu,
+    )))
 }
 
 /// One part's buffers: the bytes an op reads and those it writes, swapped after each op, one

@@ -234,27 +234,78 @@ impl Requantizer {
 
 /// How an op's sums become its `u8` output: `q = clamp(z + R_j(sum + offset_j), low, 255)`,
 /// `R_j` column `j`'s [`Requantizer`]. `low` is `z` for a fused ReLU (`q ≥ z` is a value of at
-/// least 0), else 0. The per-column vectors are padded to whole panels.
+/// least 0), else 0. The per-column vectors are padded to whole panels, and kept apart (not as
+/// a vector of [`Requantizer`]s) so the epilogue reads each as a vector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Requantization {
     /// Added to each column's sum first: the bias in sum units, less the input zero point times
-    /// the column's weight sum.
-    pub offset: Vec<i32>,
-    /// Each column's multiplier: input scale × weight scale / output scale.
-    pub requantizer: Vec<Requantizer>,
+    /// the column's weight sum. `|sum + offset| < 2^31` is the caller's to keep.
+    offset: Vec<i32>,
+    /// Each column's [`Requantizer::multiplier`].
+    multiplier: Vec<i32>,
+    /// Each column's [`Requantizer::shift`].
+    shift: Vec<u32>,
     /// The output's zero point.
-    pub zero_point: i32,
+    zero_point: i32,
     /// The lowest output value.
-    pub low: i32,
+    low: i32,
 }
 
 impl Requantization {
-    /// Column `col`'s output for the sum `sum`.
-    #[inline(always)]
+    /// The requantization of columns with `offset`s and `requantizer`s (as many, a whole
+    /// number of panels), to an output of zero point `zero_point`, clamped below at it when
+    /// `relu`.
+    ///
+    /// # Panics
+    /// If the lengths differ or are not whole panels.
+    pub fn new(offset: Vec<i32>, requantizer: &[Requantizer], zero_point: u8, relu: bool) -> Self {
+        assert!(
+            offset.len() == requantizer.len() && offset.len().is_multiple_of(LANES),
+            "whole panels of columns"
+        );
+        let zero_point = i32::from(zero_point);
+        Requantization {
+            offset,
+            multiplier: requantizer.iter().map(|r| r.multiplier).collect(),
+            shift: requantizer.iter().map(|r| r.shift).collect(),
+            zero_point,
+            low: if relu { zero_point } else { 0 },
+        }
+    }
+
+    /// Column `col`'s output for the sum `sum`: the definition every path's epilogue keeps.
     pub fn output(&self, col: usize, sum: i32) -> u8 {
-        let x = i64::from(sum) + i64::from(self.offset[col]);
-        let q = self.requantizer[col].apply(x) + i64::from(self.zero_point);
-        q.clamp(i64::from(self.low), 255) as u8
+        let requantizer = Requantizer {
+            multiplier: self.multiplier[col],
+            shift: self.shift[col],
+        };
+        let q = requantizer.apply(i64::from(sum) + i64::from(self.offset[col]));
+        (q + i64::from(self.zero_point)).clamp(i64::from(self.low), 255) as u8
+    }
+
+    /// [`Requantization::output`] of one panel's row of sums, starting at column `col0`, in a
+    /// loop the compiler vectorises.
+    #[inline(always)]
+    fn panel(&self, col0: usize, sums: &[i32; LANES]) -> [u8; LANES] {
+        let offset: &[i32; LANES] = self.offset[col0..col0 + LANES].try_into().expect("a panel");
+        let multiplier: &[i32; LANES] = self.multiplier[col0..col0 + LANES]
+            .try_into()
+            .expect("a panel");
+        let shift: &[u32; LANES] = self.shift[col0..col0 + LANES].try_into().expect("a panel");
+        let (zero_point, low) = (i64::from(self.zero_point), i64::from(self.low));
+        let mut out = [0u8; LANES];
+        for lane in 0..LANES {
+            let x = i64::from(sums[lane].wrapping_add(offset[lane]));
+            let rounding = 1i64 << (shift[lane] - 1);
+            let q = (x * i64::from(multiplier[lane]) + rounding) >> shift[lane];
+            out[lane] = (q + zero_point).clamp(low, 255) as u8;
+        }
+        out
+    }
+
+    /// Columns it covers.
+    fn columns(&self) -> usize {
+        self.offset.len()
     }
 }
 
@@ -270,9 +321,20 @@ pub struct Dequantization {
 
 impl Dequantization {
     /// Column `col`'s output for the sum `sum`.
-    #[inline(always)]
     pub fn output(&self, col: usize, sum: i32) -> f32 {
-        (sum + self.offset[col]) as f32 * self.scale[col]
+        sum.wrapping_add(self.offset[col]) as f32 * self.scale[col]
+    }
+
+    /// [`Dequantization::output`] of one panel's row of sums, starting at column `col0`.
+    #[inline(always)]
+    fn panel(&self, col0: usize, sums: &[i32; LANES]) -> [f32; LANES] {
+        let offset: &[i32; LANES] = self.offset[col0..col0 + LANES].try_into().expect("a panel");
+        let scale: &[f32; LANES] = self.scale[col0..col0 + LANES].try_into().expect("a panel");
+        let mut out = [0.0; LANES];
+        for lane in 0..LANES {
+            out[lane] = sums[lane].wrapping_add(offset[lane]) as f32 * scale[lane];
+        }
+        out
     }
 }
 
@@ -308,7 +370,7 @@ impl Int8Output<'_> {
                 out,
                 row_stride,
                 requantization,
-            } => (out.len(), *row_stride, requantization.offset.len()),
+            } => (out.len(), *row_stride, requantization.columns()),
             Int8Output::F32 {
                 out,
                 row_stride,
@@ -519,8 +581,7 @@ fn store(
             row_stride,
             requantization,
         } => {
-            let values: [u8; LANES] =
-                std::array::from_fn(|lane| requantization.output(col0 + lane, sums[lane]));
+            let values = requantization.panel(col0, sums);
             let start = row * *row_stride + at;
             out[start..start + cols].copy_from_slice(&values[..cols]);
         }
@@ -529,8 +590,7 @@ fn store(
             row_stride,
             dequantization,
         } => {
-            let values: [f32; LANES] =
-                std::array::from_fn(|lane| dequantization.output(col0 + lane, sums[lane]));
+            let values = dequantization.panel(col0, sums);
             let start = row * *row_stride + at;
             out[start..start + cols].copy_from_slice(&values[..cols]);
         }

@@ -33,16 +33,13 @@ fn requantization(n: usize, seed: u64, relu: bool) -> Requantization {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let padded = n.div_ceil(LANES) * LANES;
     let zero_point = rng.random_range(0..=255);
-    Requantization {
-        offset: (0..padded)
-            .map(|_| rng.random_range(-50_000..50_000))
-            .collect(),
-        requantizer: (0..padded)
-            .map(|_| Requantizer::from_scale(rng.random_range(1e-5..2e-3)))
-            .collect(),
-        zero_point,
-        low: if relu { zero_point } else { 0 },
-    }
+    let offset = (0..padded)
+        .map(|_| rng.random_range(-50_000..50_000))
+        .collect();
+    let requantizer: Vec<Requantizer> = (0..padded)
+        .map(|_| Requantizer::from_scale(rng.random_range(1e-5..2e-3)))
+        .collect();
+    Requantization::new(offset, &requantizer, zero_point, relu)
 }
 
 /// Shapes with every remainder: rows not a whole tile, `K` not a whole group, `N` not a whole
