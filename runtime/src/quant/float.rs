@@ -516,7 +516,7 @@ pub(crate) fn im2col<T: Copy>(
             let x0 = (ox * window.stride) as isize - window.pads.left as isize;
             if x0 >= 0 && x0 as usize + window.size <= width {
                 let start = (y as usize * width + x0 as usize) * channels;
-                line.copy_from_slice(&image[start..start + run]);
+                copy_run(line, &image[start..start + run]);
                 continue;
             }
             for kx in 0..window.size {
@@ -526,10 +526,32 @@ pub(crate) fn im2col<T: Copy>(
                     cell.fill(pad);
                 } else {
                     let start = (y as usize * width + x as usize) * channels;
-                    cell.copy_from_slice(&image[start..start + channels]);
+                    copy_run(cell, &image[start..start + channels]);
                 }
             }
         }
+    }
+}
+
+/// Copies `source` into `target`, of the same length. Runs of a few values (a small kernel's
+/// row of one or two channels) are copied as fixed-size arrays, which compile to a few moves,
+/// where a run of unknown length is a call to `memcpy` costing more than the copy.
+#[inline(always)]
+fn copy_run<T: Copy>(target: &mut [T], source: &[T]) {
+    /// The first `N` values.
+    #[inline(always)]
+    fn fixed<T: Copy, const N: usize>(target: &mut [T], source: &[T]) {
+        target[..N].copy_from_slice(&source[..N]);
+    }
+    match target.len() {
+        1 => fixed::<T, 1>(target, source),
+        2 => fixed::<T, 2>(target, source),
+        3 => fixed::<T, 3>(target, source),
+        4 => fixed::<T, 4>(target, source),
+        5 => fixed::<T, 5>(target, source),
+        6 => fixed::<T, 6>(target, source),
+        7 => fixed::<T, 7>(target, source),
+        _ => target.copy_from_slice(source),
     }
 }
 

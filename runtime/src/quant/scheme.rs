@@ -32,12 +32,13 @@ impl Quantization {
         }
     }
 
-    /// The byte nearest `x`, clamped to the range.
+    /// The byte nearest `x`, clamped to the range (NaN to 0). Clamped first, the value is
+    /// not negative, so adding a half and truncating rounds it to nearest, halves up: a loop of
+    /// it vectorises on any x86-64, where `f32::round` is a call per value.
     #[inline]
     pub fn quantize(self, x: f32) -> u8 {
-        (x / self.scale + f32::from(self.zero_point))
-            .round()
-            .clamp(0.0, 255.0) as u8
+        let steps = (x / self.scale + f32::from(self.zero_point)).clamp(0.0, 255.0);
+        (steps + 0.5) as u8
     }
 
     /// The real value of byte `q`.
