@@ -11,7 +11,7 @@
 //! four broadcast bytes of a row of `A`. Rows of `A` and `B` beyond `K` up to a whole group are
 //! zero in `B`, so whatever `A` holds there adds nothing.
 //!
-//! Each path ([`Int8Isa`]) is one implementation of [`DotPath`] in its own file, and one
+//! Each path ([`Int8Isa`]) is one implementation of `DotPath` in its own file, and one
 //! generic tile loop (`gemm_tiles`) compiled for each. Integer sums are exact, and the epilogue
 //! is the same integer arithmetic ([`Requantizer::apply`]) on every path, so every path gives
 //! bit-identical results; the tests check each against the plain reference ([`gemm_reference`]).
@@ -313,7 +313,7 @@ impl Requantization {
 /// vectors are padded to whole panels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dequantization {
-    /// Added to each column's sum first, as in [`Requantization::offset`].
+    /// Added to each column's sum first, as in a [`Requantization`].
     pub offset: Vec<i32>,
     /// Input scale × weight scale, per column.
     pub scale: Vec<f32>,
