@@ -40,7 +40,8 @@ struct Cli {
     #[arg(long, value_enum, default_value_t)]
     model: Model,
     /// Also make the int8 network (calibrated on 500 training images), report its test
-    /// accuracy beside the f32 one, and save it beside the f32 weights (`NAME-int8.safetensors`).
+    /// accuracy beside the f32 one, and save it (`NAME-int8.safetensors`) and export it
+    /// (`NAME-int8.onnx`, QDQ) beside the f32 weights and model.
     #[arg(long)]
     quantize: bool,
     #[command(flatten)]
@@ -122,6 +123,17 @@ where
         ));
         int8.save(&int8_path)?;
         println!("Saved the int8 network to {}", int8_path.display());
+    }
+    if let Some(path) = &args.export_onnx {
+        let int8_path = path.with_file_name(format!(
+            "{}-int8.onnx",
+            path.file_stem().unwrap_or_default().to_string_lossy()
+        ));
+        constnet::onnx::export_quantized(&int8, &int8_path)?;
+        println!(
+            "Exported the int8 network to {} (ONNX, QDQ)",
+            int8_path.display()
+        );
     }
     Ok(())
 }

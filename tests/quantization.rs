@@ -207,3 +207,90 @@ fn a_quantized_network_is_shared_between_threads() {
         }
     });
 }
+
+/// The operators of a QDQ export, in order.
+fn operators(model: &[u8]) -> Vec<String> {
+    use constnet_onnx_proto::Message;
+    let model = constnet_onnx_proto::Model::decode(model).expect("a model");
+    let graph = model.graph.expect("a graph");
+    graph.node.into_iter().map(|node| node.op_type).collect()
+}
+
+#[test]
+fn the_qdq_export_quantizes_every_tensor_the_int8_network_keeps_in_bytes() {
+    let int8 = Quantized::calibrate(&mixed(), &inputs::<Mixed>(50, 18)).unwrap();
+    let model = constnet::onnx::quantized_to_bytes(&int8);
+    let ops = operators(&model);
+    let count = |op: &str| ops.iter().filter(|o| *o == op).count();
+    // The input and the outputs of conv1+bn1+relu1, maxpool1, conv2, sigmoid1, avgpool1 and
+    // dense1+relu: seven pairs; dense2 writes f32.
+    assert_eq!(count("QuantizeLinear"), 7, "{ops:?}");
+    // Those seven, and the weight and bias of each of the four layers with weights.
+    assert_eq!(count("DequantizeLinear"), 7 + 8, "{ops:?}");
+    for op in ["Conv", "MaxPool", "AveragePool", "Sigmoid", "Gemm", "Relu"] {
+        assert!(count(op) >= 1, "no {op} in {ops:?}");
+    }
+    assert_eq!(
+        ops.last().map(String::as_str),
+        Some("Gemm"),
+        "logits are the output"
+    );
+    if let Some(dir) = std::env::var_os("CONSTNET_INT8_ONNX_DIR") {
+        write_for_onnx_runtime(
+            std::path::Path::new(&dir),
+            "mixed",
+            &int8,
+            &inputs::<Mixed>(64, 19),
+        );
+        let small = Quantized::calibrate(&Small::new(20), &inputs::<Small>(64, 21)).unwrap();
+        write_for_onnx_runtime(
+            std::path::Path::new(&dir),
+            "small",
+            &small,
+            &inputs::<Small>(64, 22),
+        );
+    }
+}
+
+/// Writes `int8` as `dir/name.onnx` and, in `dir/name.safetensors`, inputs, constnet's
+/// outputs for them and the step of the last tensor the network quantizes, for
+/// `scripts/check_int8_onnx_runtime.py`.
+fn write_for_onnx_runtime<N: Network>(
+    dir: &std::path::Path,
+    name: &str,
+    int8: &Quantized<N>,
+    input: &Batch<N::Input>,
+) {
+    use safetensors::{Dtype, tensor::TensorView};
+    std::fs::create_dir_all(dir).unwrap();
+    constnet::onnx::export_quantized(int8, dir.join(format!("{name}.onnx"))).unwrap();
+    let mut workspace = QuantizedWorkspace::default();
+    let output = int8.infer(input, &mut workspace).clone();
+    let bytes = |values: &[f32]| {
+        values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+    };
+    let samples = input.len();
+    let mut input_dims = vec![samples];
+    input_dims.extend_from_slice(<N::Input as Shape>::DIMS);
+    let step = int8.output_step();
+    let data = [
+        ("input", input_dims, bytes(input.as_slice())),
+        (
+            "output",
+            vec![samples, <N::Output as Shape>::LEN],
+            bytes(output.as_slice()),
+        ),
+        ("step", vec![1], bytes(&[step])),
+    ];
+    let views = data.iter().map(|(name, dims, bytes)| {
+        (
+            *name,
+            TensorView::new(Dtype::F32, dims.clone(), bytes).unwrap(),
+        )
+    });
+    let file = safetensors::serialize(views, None).unwrap();
+    std::fs::write(dir.join(format!("{name}.safetensors")), file).unwrap();
+}

@@ -107,13 +107,18 @@ pub struct Tensor {
     pub int64_data: Vec<i64>,
     #[prost(string, tag = "8")]
     pub name: String,
-    /// The values as little-endian bytes, where `float_data` (or `int64_data`) is empty.
+    /// The values as little-endian bytes, where `float_data` (or `int64_data`) is empty (and
+    /// always for 8-bit types).
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
 }
 
 /// `TensorProto.DataType.FLOAT`.
 pub const FLOAT: i32 = 1;
+/// `TensorProto.DataType.UINT8`.
+pub const UINT8: i32 = 2;
+/// `TensorProto.DataType.INT8`.
+pub const INT8: i32 = 3;
 /// `TensorProto.DataType.INT32`.
 pub const INT32: i32 = 6;
 /// `TensorProto.DataType.INT64`.

@@ -9,6 +9,13 @@
 //! inference); batch normalisation uses its running statistics. A network whose output is an
 //! image gives it back NHWC. A layer type of the user's (`layer(T)`) cannot be described, and
 //! is refused with an error naming it.
+//!
+//! [`export_quantized`] writes an int8 network ([`crate::quant::Quantized`]) in the QDQ form
+//! ONNX Runtime's quantizer writes.
+
+mod quantized;
+
+pub use quantized::{export_quantized, quantized_to_bytes};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -80,11 +87,7 @@ pub fn to_bytes<N: Network>(network: &N) -> Result<Vec<u8>, OnnxError> {
     };
     network.visit_params(&mut collect);
     network.visit_buffers(&mut collect);
-    let mut builder = Builder {
-        tensors,
-        nodes: Vec::new(),
-        initializers: Vec::new(),
-    };
+    let mut builder = Builder::new(tensors);
     let input = builder.input(N::Input::DIMS);
     let mut values = vec![input];
     for node in network.graph() {
@@ -93,36 +96,7 @@ pub fn to_bytes<N: Network>(network: &N) -> Result<Vec<u8>, OnnxError> {
         values.push(value);
     }
     let output = values.last().expect("value 0 is the input").clone();
-    let output_name = builder.output(&output);
-    let graph = proto::Graph {
-        node: builder.nodes,
-        name: N::NAME.to_string(),
-        initializer: builder.initializers,
-        input: vec![value_info("input", N::Input::DIMS)],
-        output: vec![value_info(&output_name, &output.dims())],
-    };
-    let model = proto::Model {
-        ir_version: IR_VERSION,
-        producer_name: "constnet".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        doc_string: format!(
-            "{}: input {:?} ({}), output {:?}",
-            N::NAME,
-            N::Input::DIMS,
-            if N::Input::DIMS.len() == 3 {
-                "NHWC"
-            } else {
-                "batch, features"
-            },
-            output.dims()
-        ),
-        graph: Some(graph),
-        opset_import: vec![proto::OperatorSetId {
-            domain: String::new(),
-            version: OPSET,
-        }],
-    };
-    Ok(model.encode_to_vec())
+    Ok(builder.model(N::NAME, N::Input::DIMS, &output))
 }
 
 /// A value of the exported graph: its ONNX name and layout.
@@ -160,6 +134,48 @@ struct Builder {
 }
 
 impl Builder {
+    /// A builder with the network's tensors `tensors` to write.
+    fn new(tensors: HashMap<String, (Vec<usize>, Vec<f32>)>) -> Self {
+        Builder {
+            tensors,
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+        }
+    }
+
+    /// The serialised model named `name`, its graph the nodes written, reading an input of
+    /// `input` dimensions and giving `output`.
+    fn model(mut self, name: &str, input: &[usize], output: &Value) -> Vec<u8> {
+        let output_name = self.output(output);
+        let graph = proto::Graph {
+            node: self.nodes,
+            name: name.to_string(),
+            initializer: self.initializers,
+            input: vec![value_info("input", input)],
+            output: vec![value_info(&output_name, &output.dims())],
+        };
+        let layout = if input.len() == 3 {
+            "NHWC"
+        } else {
+            "batch, features"
+        };
+        let model = proto::Model {
+            ir_version: IR_VERSION,
+            producer_name: "constnet".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            doc_string: format!(
+                "{name}: input {input:?} ({layout}), output {:?}",
+                output.dims()
+            ),
+            graph: Some(graph),
+            opset_import: vec![proto::OperatorSetId {
+                domain: String::new(),
+                version: OPSET,
+            }],
+        };
+        model.encode_to_vec()
+    }
+
     /// The graph's input, as an image transposed to NCHW or a vector.
     fn input(&mut self, dims: &[usize]) -> Value {
         match *dims {

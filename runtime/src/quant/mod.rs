@@ -20,8 +20,8 @@
 //! its int8 accuracy.
 
 mod file;
-mod float;
-mod ops;
+pub(crate) mod float;
+pub(crate) mod ops;
 pub mod scheme;
 
 use std::fmt::Write as _;
@@ -84,34 +84,34 @@ pub enum QuantizeError {
 
 /// One op of the quantized network.
 #[derive(Clone, Debug, PartialEq)]
-struct Step {
+pub(crate) struct Step {
     /// Its layers, `conv1+bn1+relu1`.
-    name: String,
+    pub name: String,
     /// The first layer's name, which prefixes the step's tensors in a file.
-    key: String,
-    op: Op,
+    pub key: String,
+    pub op: Op,
     /// The quantization of its bytes.
-    output: Quantization,
+    pub output: Quantization,
     /// Values per sample.
-    output_len: usize,
+    pub output_len: usize,
     /// A convolution's or dense layer's quantized weights and bias, as a file keeps them.
-    linear: Option<LinearParams>,
+    pub linear: Option<LinearParams>,
 }
 
 /// A convolution's or dense layer's integer parameters.
 #[derive(Clone, Debug, PartialEq)]
-struct LinearParams {
-    weights: QuantizedWeights,
+pub(crate) struct LinearParams {
+    pub weights: QuantizedWeights,
     /// In units of input scale × weight scale.
-    bias: Vec<i32>,
+    pub bias: Vec<i32>,
 }
 
 /// The int8 form of network `N` ([the module documentation](self) describes it).
 pub struct Quantized<N: Network> {
-    input: Quantization,
-    steps: Vec<Step>,
+    pub(crate) input: Quantization,
+    pub(crate) steps: Vec<Step>,
     /// The softmax or sigmoid the network ends with, applied in `f32`.
-    head: OutputActivation,
+    pub(crate) head: OutputActivation,
     /// The last step's quantization when its output is bytes, `None` when it is `f32`.
     dequantize: Option<Quantization>,
     _network: PhantomData<fn() -> N>,
@@ -376,6 +376,15 @@ impl<N: Network> Quantized<N> {
             accuracy: confusion.accuracy(),
             confusion,
         })
+    }
+
+    /// The real value of one step of the last tensor the network quantizes (for a network
+    /// whose last op writes `f32`, of the range calibration saw in its output): the least two
+    /// int8 runtimes rounding a half differently may differ by.
+    pub fn output_step(&self) -> f32 {
+        self.steps
+            .last()
+            .map_or(self.input.scale, |step| step.output.scale)
     }
 
     /// The ops the int8 network runs, with each output's quantization and multiply-adds.

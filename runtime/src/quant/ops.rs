@@ -273,7 +273,7 @@ fn store(
 }
 
 /// Pooling of bytes over the clipped windows of `window`: the largest byte, or the mean
-/// rounded to nearest (halves up).
+/// rounded to nearest ([`mean_byte`]).
 fn pool(window: &Window, max: bool, image: &[u8], out: &mut [u8]) {
     let [_, width, channels] = window.input;
     let mut sums = [0u32; 512];
@@ -309,21 +309,31 @@ fn pool(window: &Window, max: bool, image: &[u8], out: &mut [u8]) {
             if !max {
                 out.iter_mut()
                     .zip(sums.iter())
-                    .for_each(|(o, &s)| *o = ((s + count / 2) / count) as u8);
+                    .for_each(|(o, &s)| *o = mean_byte(s, count));
             }
         }
     }
 }
 
-/// The largest byte, or the rounded mean, of each channel over `pixels` pixels.
+/// `sum / count` rounded to nearest, halves to even: as ONNX's `QuantizeLinear` rounds the
+/// mean a float average pooling makes (halves are common: a quarter of 2x2 windows), and
+/// without the bias of rounding halves up.
+pub(crate) fn mean_byte(sum: u32, count: u32) -> u8 {
+    let (quotient, remainder) = (sum / count, sum % count);
+    let up = 2 * remainder > count || (2 * remainder == count && quotient % 2 == 1);
+    (quotient + u32::from(up)) as u8
+}
+
+/// The largest byte, or the rounded mean ([`mean_byte`]), of each channel over `pixels`
+/// pixels.
 fn global_pool(max: bool, pixels: usize, channels: usize, image: &[u8], out: &mut [u8]) {
     for (c, out) in out.iter_mut().take(channels).enumerate() {
         let values = image.iter().skip(c).step_by(channels).take(pixels);
         *out = if max {
             values.copied().max().unwrap_or(0)
         } else {
-            let sum: usize = values.map(|&v| usize::from(v)).sum();
-            ((sum + pixels / 2) / pixels) as u8
+            let sum: u32 = values.map(|&v| u32::from(v)).sum();
+            mean_byte(sum, pixels as u32)
         };
     }
 }

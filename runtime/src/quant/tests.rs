@@ -148,7 +148,7 @@ fn convolutions_match_the_direct_integer_convolution() {
 }
 
 #[test]
-fn poolings_take_the_maximum_and_rounded_mean_of_clipped_windows() {
+fn poolings_take_the_maximum_and_the_mean_rounded_halves_to_even_of_clipped_windows() {
     let window = window(
         [5, 5, 3],
         2,
@@ -176,7 +176,8 @@ fn poolings_take_the_maximum_and_rounded_mean_of_clipped_windows() {
                     let want = if max {
                         *values.iter().max().unwrap()
                     } else {
-                        (values.iter().sum::<u32>() + count / 2) / count
+                        let mean = f64::from(values.iter().sum::<u32>()) / f64::from(count);
+                        mean.round_ties_even() as u32
                     };
                     assert_eq!(
                         u32::from(out[(oy * 3 + ox) * 3 + c]),

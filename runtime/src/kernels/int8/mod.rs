@@ -249,6 +249,8 @@ pub struct Requantization {
     zero_point: i32,
     /// The lowest output value.
     low: i32,
+    /// Whether `low` is the zero point for a fused ReLU.
+    relu: bool,
 }
 
 impl Requantization {
@@ -270,7 +272,13 @@ impl Requantization {
             shift: requantizer.iter().map(|r| r.shift).collect(),
             zero_point,
             low: if relu { zero_point } else { 0 },
+            relu,
         }
+    }
+
+    /// Whether the output is clamped at its zero point: a fused ReLU.
+    pub fn relu(&self) -> bool {
+        self.relu
     }
 
     /// Column `col`'s output for the sum `sum`: the definition every path's epilogue keeps.
@@ -582,8 +590,7 @@ fn store(
             requantization,
         } => {
             let values = requantization.panel(col0, sums);
-            let start = row * *row_stride + at;
-            out[start..start + cols].copy_from_slice(&values[..cols]);
+            copy_panel(&mut out[row * *row_stride + at..], &values, cols);
         }
         Int8Output::F32 {
             out,
@@ -591,9 +598,22 @@ fn store(
             dequantization,
         } => {
             let values = dequantization.panel(col0, sums);
-            let start = row * *row_stride + at;
-            out[start..start + cols].copy_from_slice(&values[..cols]);
+            copy_panel(&mut out[row * *row_stride + at..], &values, cols);
         }
+    }
+}
+
+/// Copies the first `cols` of a panel's values to the start of `out`: a whole panel as one
+/// fixed-size copy (a few vector moves), a last partial one value by value (a copy of unknown
+/// length is a call to `memcpy`, costing more than the panel's epilogue).
+#[inline(always)]
+fn copy_panel<T: Copy>(out: &mut [T], values: &[T; LANES], cols: usize) {
+    if cols == LANES {
+        out[..LANES].copy_from_slice(values);
+    } else {
+        out.iter_mut()
+            .zip(&values[..cols])
+            .for_each(|(o, v)| *o = *v);
     }
 }
 
