@@ -42,6 +42,7 @@
 //!   [`evaluate_with`](train::evaluate_with).
 //! - [`optim`], [`loss`], [`metrics`], [`data`], [`weights`] (safetensors files and bytes),
 //!   `onnx` (export), [`graph`] (a network's layers as exporters read them).
+//! - [`quant`]: int8 inference by post-training quantization ([`quant::Quantized`]).
 //! - [`context`]: where and how passes run: a thread pool and its settings.
 //! - [`layers`], [`tensor`], [`shape`], [`kernels`]: the typed layers, tensors and SIMD kernels
 //!   generated networks are made of, usable on their own.
@@ -52,7 +53,7 @@
 //! | `data` | yes | IDX files (gzip or raw) and MNIST-style data sets (`load_mnist`, `Dataset::from_idx`) |
 //! | `progress` | yes | a progress bar while [`fit`](train::fit) trains |
 //! | `download` | no | fetching data sets over HTTPS, checked by SHA-256 (`data::download`) |
-//! | `onnx` | no | `onnx::export`: a network as an ONNX model |
+//! | `onnx` | no | `onnx::export`: a network as an ONNX model; `onnx::export_quantized`: an int8 network as QDQ ONNX |
 //!
 //! With `default-features = false`, constnet is the macro, tensors, layers, kernels, training,
 //! inference and weights (files and bytes), without the crates for data files, progress bars,

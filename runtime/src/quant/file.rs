@@ -12,9 +12,10 @@ use std::path::Path;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
+use super::build::StepParams;
 use super::float::{FloatOp, FloatStep, FloatSteps};
 use super::scheme::{Quantization, QuantizedWeights};
-use super::{LinearParams, QuantizeError, Quantized, StepParams};
+use super::{LinearParams, QuantizeError, Quantized};
 use crate::network::Network;
 use crate::weights::{self, Origin, WeightsError};
 

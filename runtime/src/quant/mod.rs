@@ -19,6 +19,7 @@
 //! repeated calls allocation-free. The README shows the whole path from a trained network to
 //! its int8 accuracy.
 
+mod build;
 mod file;
 pub(crate) mod float;
 pub(crate) mod ops;
@@ -41,11 +42,12 @@ use crate::tensor::Batch;
 use crate::train::TrainError;
 use crate::train::checks::{check_batch_size, check_not_empty, check_targets};
 use crate::weights::WeightsError;
-use float::{FloatOp, FloatStep, FloatSteps};
+use build::{
+    StepParams, build_step, observe_ranges, output_quantization, quantize_linear, writes_f32,
+};
+use float::FloatSteps;
 use ops::{Destination, LinearOutput, Op, padded};
-use scheme::{Quantization, QuantizedWeights, Range};
-
-use crate::kernels::int8::{Dequantization, LANES, PackedWeights, Requantization, Requantizer};
+use scheme::{Quantization, QuantizedWeights};
 
 /// What can go wrong quantizing a network.
 #[derive(Debug, thiserror::Error)]
@@ -140,9 +142,6 @@ impl<N: Network> std::fmt::Debug for Quantized<N> {
             .finish()
     }
 }
-
-/// Calibration samples run through the `f32` network at a time.
-const CALIBRATION_BATCH: usize = 64;
 
 impl<N: Network> Quantized<N> {
     /// The int8 form of `network`, its activations' ranges taken from `samples` (a few hundred
@@ -239,70 +238,76 @@ impl<N: Network> Quantized<N> {
     fn run_part(&self, input: &[f32], output: &mut [f32], scratch: &mut Scratch) {
         let (in_len, out_len) = (N::Input::LEN, N::Output::LEN);
         let chunk = self.chunk_samples();
-        for (input, output) in input
-            .chunks(chunk * in_len)
-            .zip(output.chunks_mut(chunk * out_len))
-        {
+        let chunks = input.chunks(chunk * in_len);
+        for (input, output) in chunks.zip(output.chunks_mut(chunk * out_len)) {
             let samples = input.len() / in_len;
-            let in_stride = padded(in_len);
-            for (values, bytes) in input
-                .chunks(in_len)
-                .zip(scratch.current.chunks_mut(in_stride))
-            {
-                bytes
-                    .iter_mut()
-                    .zip(values)
-                    .for_each(|(q, &x)| *q = self.input.quantize(x));
+            self.quantize_input(input, &mut scratch.current);
+            let stride = self.run_steps(samples, scratch);
+            self.finish(samples, stride, scratch, output);
+        }
+    }
+
+    /// Quantizes the samples of `input` into `bytes`, each padded to whole groups.
+    fn quantize_input(&self, input: &[f32], bytes: &mut [u8]) {
+        let in_len = N::Input::LEN;
+        for (values, bytes) in input.chunks(in_len).zip(bytes.chunks_mut(padded(in_len))) {
+            for (q, &x) in bytes.iter_mut().zip(values) {
+                *q = self.input.quantize(x);
             }
-            let (mut stride, mut zero) = (in_stride, self.input.zero_point);
-            for step in &self.steps {
-                let destination = match step.op {
-                    Op::Conv {
-                        output: LinearOutput::F32(_),
-                        ..
-                    }
-                    | Op::Dense {
-                        output: LinearOutput::F32(_),
-                        ..
-                    } => Destination::Floats(&mut scratch.logits),
-                    _ => Destination::Bytes(&mut scratch.next),
-                };
-                let out_stride = match destination {
-                    Destination::Floats(_) => out_len,
-                    Destination::Bytes(_) => padded(step.output_len),
-                };
-                step.op.run(
-                    &scratch.current,
-                    stride,
-                    samples,
-                    zero,
-                    destination,
-                    out_stride,
-                    &mut scratch.patches,
-                );
+        }
+    }
+
+    /// Runs every step on `samples` quantized samples in `scratch.current`, each op's output
+    /// becoming the next one's input; returns the stride of the last bytes written (the last
+    /// op's `f32`s, if it writes them, are in `scratch.logits`).
+    fn run_steps(&self, samples: usize, scratch: &mut Scratch) -> usize {
+        let (mut stride, mut zero) = (padded(N::Input::LEN), self.input.zero_point);
+        for step in &self.steps {
+            let (destination, out_stride) = if step.op.writes_f32() {
+                (Destination::Floats(&mut scratch.logits), N::Output::LEN)
+            } else {
+                (
+                    Destination::Bytes(&mut scratch.next),
+                    padded(step.output_len),
+                )
+            };
+            let input = &scratch.current;
+            let patches = &mut scratch.patches;
+            step.op.run(
+                input,
+                stride,
+                samples,
+                zero,
+                destination,
+                out_stride,
+                patches,
+            );
+            if !step.op.writes_f32() {
                 std::mem::swap(&mut scratch.current, &mut scratch.next);
                 (stride, zero) = (out_stride, step.output.zero_point);
             }
-            if let Some(quantization) = self.dequantize {
-                for (values, bytes) in scratch
-                    .logits
-                    .chunks_mut(out_len)
-                    .zip(scratch.current.chunks(stride))
-                    .take(samples)
-                {
-                    values
-                        .iter_mut()
-                        .zip(bytes)
-                        .for_each(|(x, &q)| *x = quantization.dequantize(q));
+        }
+        stride
+    }
+
+    /// Dequantizes the last bytes (when the last op wrote bytes) and applies the network's
+    /// head into `output`.
+    fn finish(&self, samples: usize, stride: usize, scratch: &mut Scratch, output: &mut [f32]) {
+        let out_len = N::Output::LEN;
+        if let Some(quantization) = self.dequantize {
+            let rows = scratch.logits.chunks_mut(out_len).take(samples);
+            for (values, bytes) in rows.zip(scratch.current.chunks(stride)) {
+                for (x, &q) in values.iter_mut().zip(bytes) {
+                    *x = quantization.dequantize(q);
                 }
             }
-            for (logits, values) in scratch
-                .logits
-                .chunks(out_len)
-                .zip(output.chunks_mut(out_len))
-            {
-                self.head.apply(logits, values);
-            }
+        }
+        for (logits, values) in scratch
+            .logits
+            .chunks(out_len)
+            .zip(output.chunks_mut(out_len))
+        {
+            self.head.apply(logits, values);
         }
     }
 
@@ -427,212 +432,6 @@ impl<N: Network> Quantized<N> {
         }
         table
     }
-}
-
-/// What quantization decided for one step.
-struct StepParams {
-    output: Quantization,
-    linear: Option<LinearParams>,
-}
-
-/// Runs the calibration samples through the `f32` steps; the range of the input (index 0) and
-/// of each step's output.
-fn observe_ranges(float: &FloatSteps, samples: &[f32]) -> Result<Vec<Range>, QuantizeError> {
-    let mut ranges = vec![Range::default(); float.steps.len() + 1];
-    let mut problem = None;
-    for chunk in samples.chunks(CALIBRATION_BATCH * float.input_len) {
-        let count = chunk.len() / float.input_len;
-        float.run(chunk, count, &mut |step, values| {
-            let (index, name) = match step {
-                None => (0, "input"),
-                Some(i) => (i + 1, float.steps[i].name.as_str()),
-            };
-            if problem.is_none() {
-                problem = ranges[index].observe(name, values).err();
-            }
-        });
-        if let Some(error) = problem {
-            return Err(error);
-        }
-    }
-    Ok(ranges)
-}
-
-/// The quantization of `step`'s output: its input's for a pooling (a maximum or mean of bytes
-/// is a byte of the same scale), else the range calibration saw.
-fn output_quantization(step: &FloatStep, input: Quantization, range: Range) -> Quantization {
-    match step.op {
-        FloatOp::Pool { .. } | FloatOp::GlobalPool { .. } => input,
-        _ => range.quantization(),
-    }
-}
-
-/// Whether `step`, as the last, writes `f32` directly: a convolution or dense layer without a
-/// fused ReLU (whose clamp is applied to bytes).
-fn writes_f32(step: &FloatStep) -> bool {
-    matches!(
-        step.op,
-        FloatOp::Conv { relu: false, .. } | FloatOp::Dense { relu: false, .. }
-    )
-}
-
-/// The integer weights and bias of a convolution or dense layer reading `input`.
-fn quantize_linear(
-    step: &FloatStep,
-    input: Quantization,
-) -> Result<Option<LinearParams>, QuantizeError> {
-    let (weight, bias) = match &step.op {
-        FloatOp::Conv { weight, bias, .. } | FloatOp::Dense { weight, bias, .. } => (weight, bias),
-        _ => return Ok(None),
-    };
-    let weights = QuantizedWeights::of(weight, bias.len());
-    let bias = scheme::quantize_bias(&step.name, bias, input.scale, &weights.scales)?;
-    Ok(Some(LinearParams { weights, bias }))
-}
-
-/// Most rows of a product: `K · 255 · 127` must stay below 2^30 so a sum and its offset fit in
-/// `i32` and their product with a multiplier in `i64`.
-const MAX_PRODUCT_ROWS: usize = (1 << 30) / (255 * 127);
-
-/// The op of `step` reading `input`, writing `params.output` (or `f32` when `f32_output`).
-fn build_step(
-    step: &FloatStep,
-    input: Quantization,
-    params: StepParams,
-    f32_output: bool,
-) -> Result<Step, QuantizeError> {
-    let key = step.name.split('+').next().unwrap_or_default().to_string();
-    let op = match (&step.op, &params.linear) {
-        (FloatOp::Conv { window, relu, .. }, Some(linear)) => {
-            let weights = pack(step, linear)?;
-            let output = linear_output(
-                step,
-                input,
-                params.output,
-                linear,
-                &weights,
-                *relu,
-                f32_output,
-            )?;
-            Op::Conv {
-                window: *window,
-                weights,
-                output,
-            }
-        }
-        (FloatOp::Dense { relu, .. }, Some(linear)) => {
-            let weights = pack(step, linear)?;
-            let output = linear_output(
-                step,
-                input,
-                params.output,
-                linear,
-                &weights,
-                *relu,
-                f32_output,
-            )?;
-            Op::Dense { weights, output }
-        }
-        (FloatOp::Pool { max, window }, _) => Op::Pool {
-            max: *max,
-            window: *window,
-        },
-        (
-            FloatOp::GlobalPool {
-                max,
-                pixels,
-                channels,
-            },
-            _,
-        ) => Op::GlobalPool {
-            max: *max,
-            pixels: *pixels,
-            channels: *channels,
-        },
-        (FloatOp::Activation(function), _) => Op::Lookup {
-            function: *function,
-            table: ops::lookup_table(*function, input, params.output),
-        },
-        _ => unreachable!("a convolution or dense layer always has integer parameters"),
-    };
-    Ok(Step {
-        name: step.name.clone(),
-        key,
-        op,
-        output: params.output,
-        output_len: step.output_len,
-        linear: params.linear,
-    })
-}
-
-/// The packed weights of a convolution or dense layer.
-fn pack(step: &FloatStep, linear: &LinearParams) -> Result<PackedWeights, QuantizeError> {
-    let n = linear.bias.len();
-    let k = linear.weights.values.len() / n.max(1);
-    if k > MAX_PRODUCT_ROWS {
-        return Err(QuantizeError::OutOfRange {
-            layer: step.name.clone(),
-            what: format!(
-                "its products sum {k} values, more than the {MAX_PRODUCT_ROWS} int8 sums hold"
-            ),
-        });
-    }
-    Ok(PackedWeights::pack(&linear.weights.values, k, n))
-}
-
-/// How a convolution or dense layer reading `input`, its weights `packed`, stores its sums: requantized to `output`
-/// (clamped at its zero point for a fused ReLU), or scaled to `f32`.
-#[allow(clippy::too_many_arguments)]
-fn linear_output(
-    step: &FloatStep,
-    input: Quantization,
-    output: Quantization,
-    linear: &LinearParams,
-    packed: &PackedWeights,
-    relu: bool,
-    f32_output: bool,
-) -> Result<LinearOutput, QuantizeError> {
-    let padded_cols = packed.panels() * LANES;
-    let zero = i64::from(input.zero_point);
-    let mut offset = vec![0i32; padded_cols];
-    for ((offset, &bias), &sum) in offset
-        .iter_mut()
-        .zip(&linear.bias)
-        .zip(&packed.column_sums())
-    {
-        let value = i64::from(bias) - zero * i64::from(sum);
-        if value.abs() >= 1 << 30 {
-            return Err(QuantizeError::OutOfRange {
-                layer: step.name.clone(),
-                what: "its bias and input zero point make an offset beyond 2^30".to_string(),
-            });
-        }
-        *offset = value as i32;
-    }
-    let column_scale = |j: usize| {
-        f64::from(input.scale) * f64::from(linear.weights.scales.get(j).copied().unwrap_or(0.0))
-    };
-    if f32_output {
-        let scale = (0..padded_cols).map(|j| column_scale(j) as f32).collect();
-        return Ok(LinearOutput::F32(Dequantization { offset, scale }));
-    }
-    let mut requantizer = vec![Requantizer::from_scale(1.0); padded_cols];
-    for (j, requantizer) in requantizer.iter_mut().enumerate().take(linear.bias.len()) {
-        let scale = column_scale(j) / f64::from(output.scale);
-        if !(scale > 0.0 && scale < f64::from(1 << 30)) {
-            return Err(QuantizeError::OutOfRange {
-                layer: step.name.clone(),
-                what: format!("output channel {j} needs a requantization scale of {scale}"),
-            });
-        }
-        *requantizer = Requantizer::from_scale(scale);
-    }
-    Ok(LinearOutput::U8(Requantization::new(
-        offset,
-        &requantizer,
-        output.zero_point,
-        relu,
-    )))
 }
 
 /// One part's buffers: the bytes an op reads and those it writes, swapped after each op, one

@@ -97,6 +97,21 @@ impl<'a> Destination<'a> {
 }
 
 impl Op {
+    /// Whether it writes `f32`s (the network's last op, a convolution or dense layer whose
+    /// sums are scaled to `f32`), not bytes.
+    pub fn writes_f32(&self) -> bool {
+        matches!(
+            self,
+            Op::Conv {
+                output: LinearOutput::F32(_),
+                ..
+            } | Op::Dense {
+                output: LinearOutput::F32(_),
+                ..
+            }
+        )
+    }
+
     /// Multiply-adds per sample.
     pub fn muls(&self) -> usize {
         match self {

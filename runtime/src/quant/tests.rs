@@ -5,6 +5,7 @@ use constnet_catalogue::{Padding, Pads};
 use rand::{RngExt, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+use super::build::{StepParams, build_step, quantize_linear};
 use super::float::{Elementwise, FloatOp, FloatStep, Window};
 use super::ops::{Destination, LinearOutput, Op};
 use super::scheme::Quantization;
