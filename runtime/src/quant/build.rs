@@ -51,9 +51,10 @@ pub(super) fn output_quantization(
     input: Quantization,
     range: Range,
 ) -> Quantization {
-    match step.op {
-        FloatOp::Pool { .. } | FloatOp::GlobalPool { .. } => input,
-        _ => range.quantization(),
+    if step.op.keeps_input_quantization() {
+        input
+    } else {
+        range.quantization()
     }
 }
 

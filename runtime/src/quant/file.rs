@@ -144,7 +144,7 @@ impl<N: Network> Quantized<N> {
         let mut step_input = input;
         for step in &float.steps {
             let key = step.name.split('+').next().unwrap_or_default();
-            let output = if matches!(step.op, FloatOp::Pool { .. } | FloatOp::GlobalPool { .. }) {
+            let output = if step.op.keeps_input_quantization() {
                 step_input
             } else {
                 reader.quantization(

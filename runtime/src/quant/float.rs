@@ -99,6 +99,14 @@ pub(crate) enum FloatOp {
     Activation(Elementwise),
 }
 
+impl FloatOp {
+    /// Whether its output keeps its input's quantization: a pooling's maximum or mean of bytes
+    /// is a byte of the same scale, so it makes no quantization of its own.
+    pub fn keeps_input_quantization(&self) -> bool {
+        matches!(self, FloatOp::Pool { .. } | FloatOp::GlobalPool { .. })
+    }
+}
+
 /// An element-wise activation the quantized network runs as a table of its 256 values.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Elementwise {

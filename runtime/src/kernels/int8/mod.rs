@@ -370,8 +370,11 @@ pub enum Int8Output<'a> {
 }
 
 impl Int8Output<'_> {
-    /// Values a row stride must leave, and the least length of the output for `rows` rows of
-    /// `cols` values.
+    /// Checks that the output holds `rows` rows of `cols` values at its row stride, and its
+    /// epilogue values for all `padded_cols` columns of the weights' panels.
+    ///
+    /// # Panics
+    /// If it does not.
     fn check(&self, rows: usize, cols: usize, padded_cols: usize) {
         let (len, stride, columns) = match self {
             Int8Output::U8 {
