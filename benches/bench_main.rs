@@ -24,13 +24,15 @@ criterion_group! {
     name = kernels;
     config = config(WallClock::flops());
     targets = benchmarks::peak::bench,
+        benchmarks::peak::bench_int8,
         benchmarks::conv::bench,
         benchmarks::winograd::bench,
         benchmarks::fused::bench,
         benchmarks::pool::bench,
         benchmarks::dense::bench,
         benchmarks::elementwise::bench,
-        benchmarks::gemm::bench
+        benchmarks::gemm::bench,
+        benchmarks::gemm::bench_int8
 }
 criterion_group! {
     name = networks;

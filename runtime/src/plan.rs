@@ -160,7 +160,7 @@ impl<O: Shape, const N: usize> InferenceBuffers<O, N> {
 ///
 /// A pass that would run on one thread anyway (a pool of one thread, or fewer samples than
 /// threads and too little work to keep the pool awake), called from outside the pool, runs on
-/// the calling thread instead, splitting nothing (`on_calling_thread`): handing it over would
+/// the calling thread instead, splitting nothing (`unsplit`): handing it over would
 /// cost more than the pass.
 ///
 /// Each pass also reverses the order in which products split along `K` visit their parts
@@ -174,7 +174,7 @@ pub fn on_pool<N: Layer, R: Send>(samples: usize, f: impl FnOnce() -> R + Send) 
                 kernels::reserve_thread_scratch(N::SCRATCH);
             }
             schedule::reverse_k_part_order();
-            schedule::on_calling_thread(|| kernels::with_denormals_flushed(f))
+            schedule::unsplit(|| kernels::with_denormals_flushed(f))
         }
         Placement::Pool { keep_awake } => {
             let prepare = || {

@@ -55,8 +55,8 @@ pub(crate) fn placement(samples: usize, muls_per_sample: usize) -> Placement {
 /// What this thread's pass is, and the order its next products split along `K` take.
 #[derive(Clone, Copy)]
 struct PassState {
-    /// Whether this thread is running a pass of [`on_calling_thread`].
-    on_calling_thread: bool,
+    /// Whether this thread is running a pass, or a share of one, of [`unsplit`].
+    unsplit: bool,
     /// Whether this thread is running a pass while [`with_pool_awake`] keeps the others
     /// spinning.
     pool_awake: bool,
@@ -69,7 +69,7 @@ thread_local! {
     /// given back by a [`RestoreFlag`] guard; the third alternates from pass to pass.
     static PASS: Cell<PassState> = const {
         Cell::new(PassState {
-            on_calling_thread: false,
+            unsplit: false,
             pool_awake: false,
             k_parts_reversed: false,
         })
@@ -113,7 +113,7 @@ impl Drop for RestoreFlag {
 /// Threads the current pass may split its work between: the pool's, or one in a pass that
 /// runs on the caller's thread, which never hands the pool work.
 pub(crate) fn pass_threads() -> usize {
-    if PASS.get().on_calling_thread {
+    if PASS.get().unsplit {
         1
     } else {
         rayon::current_num_threads()
@@ -144,10 +144,11 @@ pub(crate) fn k_parts_reversed() -> bool {
     PASS.get().k_parts_reversed
 }
 
-/// Runs `f` on this thread (outside the pool) as a pass that splits nothing: [`pass_threads`]
-/// is 1 until it returns or panics.
-pub(crate) fn on_calling_thread<R>(f: impl FnOnce() -> R) -> R {
-    let _restore = RestoreFlag::set(|state| &mut state.on_calling_thread);
+/// Runs `f` on this thread as a pass that splits nothing (one called outside the pool that
+/// would not gain from it), or as one thread's share of a pass already split between the
+/// threads: [`pass_threads`] is 1 until it returns or panics.
+pub(crate) fn unsplit<R>(f: impl FnOnce() -> R) -> R {
+    let _restore = RestoreFlag::set(|state| &mut state.unsplit);
     f()
 }
 

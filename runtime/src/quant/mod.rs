@@ -225,10 +225,17 @@ impl<N: Network> Quantized<N> {
             inputs
                 .zip(outputs)
                 .zip(parts_scratch.par_iter_mut())
-                .for_each(|((input, output), scratch)| self.run_part(input, output, scratch));
+                .for_each(|((input, output), scratch)| {
+                    if parts > 1 {
+                        // A share of a batch split by samples: its ops split nothing again.
+                        schedule::unsplit(|| self.run_part(input, output, scratch));
+                    } else {
+                        self.run_part(input, output, scratch);
+                    }
+                });
         };
         match schedule::placement(samples, muls) {
-            Placement::CallingThread => schedule::on_calling_thread(run),
+            Placement::CallingThread => schedule::unsplit(run),
             Placement::Pool { keep_awake } => schedule::on_pool_thread(keep_awake, || {}, run),
         }
         &workspace.output

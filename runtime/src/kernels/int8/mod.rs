@@ -620,6 +620,61 @@ fn copy_panel<T: Copy>(out: &mut [T], values: &[T; LANES], cols: usize) {
     }
 }
 
+/// Independent sums [`dot_loop`] keeps in flight: more than `vpdpbusd`'s latency × issue width.
+const PEAK_CHAINS: usize = 12;
+
+/// Multiply-adds of bytes one [`dot_loop`] iteration performs (on every path: a panel's group
+/// of 64 byte products per sum).
+pub fn muls_per_iteration() -> u64 {
+    (PEAK_CHAINS * GROUP_BYTES) as u64
+}
+
+/// The int8 ceiling of one core: `iterations` rounds of independent multiply-adds of a group
+/// of bytes on path `isa`, nothing but their throughput limiting them. Returns a value that
+/// depends on every sum, so nothing is optimised away.
+///
+/// # Panics
+/// If the CPU does not support `isa`.
+pub fn dot_loop(isa: Int8Isa, iterations: u64) -> i32 {
+    assert!(isa.is_supported(), "this CPU has no {} path", isa.name());
+    match isa {
+        // SAFETY: support was just checked.
+        #[cfg(target_arch = "x86_64")]
+        Int8Isa::Avx512Vnni => unsafe { x86_avx512_vnni::dot_loop(iterations) },
+        #[cfg(target_arch = "x86_64")]
+        Int8Isa::Avx2 => unsafe { x86_avx2::dot_loop(iterations) },
+        Int8Isa::Portable => unsafe { dot_chains::<portable::Portable>(iterations) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("non-x86 paths are never supported"),
+    }
+}
+
+/// [`dot_loop`] on path `P`.
+///
+/// # Safety
+/// The CPU supports `P`.
+#[inline(always)]
+unsafe fn dot_chains<P: DotPath>(iterations: u64) -> i32 {
+    let bytes: [u8; GROUP_BYTES] = std::array::from_fn(|i| (i % 3) as u8);
+    let bytes = std::hint::black_box(bytes);
+    // SAFETY (every call): the caller's, and the pointers read within `bytes`.
+    unsafe {
+        // A different group of `A` for each sum, and `B` read again each round (one load
+        // for all the sums), so every product is computed: none can be hoisted or shared.
+        let lhs: [P::Lhs; PEAK_CHAINS] = std::array::from_fn(|i| P::lhs(bytes.as_ptr().add(4 * i)));
+        let mut sums = [P::zero(); PEAK_CHAINS];
+        for _ in 0..iterations {
+            let rhs = P::rhs(std::hint::black_box(&bytes).as_ptr().cast());
+            for (sum, lhs) in sums.iter_mut().zip(lhs) {
+                *sum = P::dot(*sum, lhs, rhs);
+            }
+        }
+        sums.iter()
+            .map(|sum| P::to_array(*sum)[0])
+            .fold(0, i32::wrapping_add)
+    }
+}
+
 /// The plain reference: each sum `Σ_k a[i][k] · b[k][j]` in `i32`, for `a` row-major
 /// `rows × k` (stride `k`) and `b` row-major `k × n`.
 pub fn gemm_reference(a: &[u8], b: &[i8], rows: usize, k: usize, n: usize) -> Vec<i32> {

@@ -5,7 +5,7 @@ use super::{DotPath, GROUP, GROUP_BYTES, LANES, TileArgs, gemm_tiles};
 
 /// Sums kept as one array of 16 integers.
 #[derive(Clone, Copy)]
-struct Portable;
+pub(super) struct Portable;
 
 // SAFETY: plain Rust; the pointers are read within the bytes the caller vouches for.
 unsafe impl DotPath for Portable {

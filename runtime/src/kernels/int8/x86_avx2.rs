@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{DotPath, LANES, TileArgs, gemm_tiles};
+use super::{DotPath, LANES, TileArgs, dot_chains, gemm_tiles};
 
 /// A panel's sums as four registers of 4 columns × 2 partial sums.
 #[derive(Clone, Copy)]
@@ -67,4 +67,14 @@ unsafe impl DotPath for Avx2 {
 pub(super) unsafe fn gemm(args: TileArgs<'_>) {
     // SAFETY: the caller's.
     unsafe { gemm_tiles::<Avx2, 2, 1>(args) }
+}
+
+/// [`super::dot_loop`] on this path.
+///
+/// # Safety
+/// The CPU supports the path.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn dot_loop(iterations: u64) -> i32 {
+    // SAFETY: the caller's.
+    unsafe { dot_chains::<Avx2>(iterations) }
 }

@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{DotPath, LANES, TileArgs, gemm_tiles};
+use super::{DotPath, LANES, TileArgs, dot_chains, gemm_tiles};
 
 /// Sixteen `i32` sums in a 512-bit register.
 #[derive(Clone, Copy)]
@@ -55,4 +55,14 @@ unsafe impl DotPath for Vnni512 {
 pub(super) unsafe fn gemm(args: TileArgs<'_>) {
     // SAFETY: the caller's.
     unsafe { gemm_tiles::<Vnni512, 8, 2>(args) }
+}
+
+/// [`super::dot_loop`] on this path.
+///
+/// # Safety
+/// The CPU supports the path.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn dot_loop(iterations: u64) -> i32 {
+    // SAFETY: the caller's.
+    unsafe { dot_chains::<Vnni512>(iterations) }
 }
