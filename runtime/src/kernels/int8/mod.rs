@@ -241,10 +241,12 @@ pub struct Requantization {
     /// Added to each column's sum first: the bias in sum units, less the input zero point times
     /// the column's weight sum. `|sum + offset| < 2^31` is the caller's to keep.
     offset: Vec<i32>,
-    /// Each column's [`Requantizer::multiplier`].
-    multiplier: Vec<i32>,
-    /// Each column's [`Requantizer::shift`].
-    shift: Vec<u32>,
+    /// Each column's [`Requantizer::multiplier`], widened to the 64 bits it is multiplied in.
+    multiplier: Vec<i64>,
+    /// Each column's [`Requantizer::shift`], as a 64-bit shift count.
+    shift: Vec<u64>,
+    /// Each column's rounding term, `2^(shift − 1)`.
+    rounding: Vec<i64>,
     /// The output's zero point.
     zero_point: i32,
     /// The lowest output value.
@@ -268,8 +270,12 @@ impl Requantization {
         let zero_point = i32::from(zero_point);
         Requantization {
             offset,
-            multiplier: requantizer.iter().map(|r| r.multiplier).collect(),
-            shift: requantizer.iter().map(|r| r.shift).collect(),
+            multiplier: requantizer
+                .iter()
+                .map(|r| i64::from(r.multiplier))
+                .collect(),
+            shift: requantizer.iter().map(|r| u64::from(r.shift)).collect(),
+            rounding: requantizer.iter().map(|r| 1i64 << (r.shift - 1)).collect(),
             zero_point,
             low: if relu { zero_point } else { 0 },
             relu,
@@ -284,36 +290,64 @@ impl Requantization {
     /// Column `col`'s output for the sum `sum`: the definition every path's epilogue keeps.
     pub fn output(&self, col: usize, sum: i32) -> u8 {
         let requantizer = Requantizer {
-            multiplier: self.multiplier[col],
-            shift: self.shift[col],
+            multiplier: self.multiplier[col] as i32,
+            shift: self.shift[col] as u32,
         };
         let q = requantizer.apply(i64::from(sum) + i64::from(self.offset[col]));
         (q + i64::from(self.zero_point)).clamp(i64::from(self.low), 255) as u8
     }
 
-    /// [`Requantization::output`] of one panel's row of sums, starting at column `col0`, in a
-    /// loop the compiler vectorises.
+    /// The per-column values of the panel starting at column `col0`, and the output's
+    /// bounds less its zero point.
     #[inline(always)]
-    fn panel(&self, col0: usize, sums: &[i32; LANES]) -> [u8; LANES] {
-        let offset: &[i32; LANES] = self.offset[col0..col0 + LANES].try_into().expect("a panel");
-        let multiplier: &[i32; LANES] = self.multiplier[col0..col0 + LANES]
-            .try_into()
-            .expect("a panel");
-        let shift: &[u32; LANES] = self.shift[col0..col0 + LANES].try_into().expect("a panel");
-        let (zero_point, low) = (i64::from(self.zero_point), i64::from(self.low));
-        let mut out = [0u8; LANES];
-        for lane in 0..LANES {
-            let x = i64::from(sums[lane].wrapping_add(offset[lane]));
-            let rounding = 1i64 << (shift[lane] - 1);
-            let q = (x * i64::from(multiplier[lane]) + rounding) >> shift[lane];
-            out[lane] = (q + zero_point).clamp(low, 255) as u8;
+    fn panel(&self, col0: usize) -> RequantizationPanel<'_> {
+        let columns = col0..col0 + LANES;
+        RequantizationPanel {
+            offset: self.offset[columns.clone()].try_into().expect("a panel"),
+            multiplier: self.multiplier[columns.clone()]
+                .try_into()
+                .expect("a panel"),
+            shift: self.shift[columns.clone()].try_into().expect("a panel"),
+            rounding: self.rounding[columns].try_into().expect("a panel"),
+            zero_point: self.zero_point,
+            low: self.low - self.zero_point,
+            high: 255 - self.zero_point,
         }
-        out
     }
 
     /// Columns it covers.
     fn columns(&self) -> usize {
         self.offset.len()
+    }
+}
+
+/// One panel's columns of a [`Requantization`], as an epilogue reads them.
+pub(crate) struct RequantizationPanel<'a> {
+    pub offset: &'a [i32; LANES],
+    pub multiplier: &'a [i64; LANES],
+    pub shift: &'a [u64; LANES],
+    pub rounding: &'a [i64; LANES],
+    pub zero_point: i32,
+    /// The lowest output less the zero point.
+    pub low: i32,
+    /// The highest output (255) less the zero point.
+    pub high: i32,
+}
+
+impl RequantizationPanel<'_> {
+    /// [`Requantization::output`] of one row of the panel's sums, lane by lane, in a loop the
+    /// compiler vectorises: the value is clamped before the zero point is added, so it is a
+    /// byte when it is narrowed.
+    #[inline(always)]
+    pub fn apply(&self, sums: &[i32; LANES]) -> [u8; LANES] {
+        let mut out = [0u8; LANES];
+        for lane in 0..LANES {
+            let x = i64::from(sums[lane].wrapping_add(self.offset[lane]));
+            let q = (x * self.multiplier[lane] + self.rounding[lane]) >> self.shift[lane];
+            let q = q.clamp(i64::from(self.low), i64::from(self.high)) as i32;
+            out[lane] = (q + self.zero_point) as u8;
+        }
+        out
     }
 }
 
@@ -499,6 +533,14 @@ unsafe trait DotPath {
     unsafe fn dot(sums: Self::Sums, a: Self::Lhs, b: Self::Rhs) -> Self::Sums;
     /// The sums as 16 integers, column by column.
     unsafe fn to_array(sums: Self::Sums) -> [i32; LANES];
+
+    /// One row of a panel's sums requantized to bytes: [`RequantizationPanel::apply`], which a
+    /// path may do in its own instructions, giving the same bytes.
+    #[inline(always)]
+    unsafe fn requantize(sums: Self::Sums, panel: &RequantizationPanel<'_>) -> [u8; LANES] {
+        // SAFETY: the caller's.
+        panel.apply(&unsafe { Self::to_array(sums) })
+    }
 }
 
 /// The product of `args` with register tiles of `MR` rows by `NV` panels on path `P`.
@@ -565,43 +607,33 @@ unsafe fn tile<P: DotPath, const R: usize, const V: usize>(
             }
         }
     }
-    for (r, sums) in sums.iter().enumerate() {
-        for (v, sum) in sums.iter().enumerate() {
-            let values = unsafe { P::to_array(*sum) };
-            let first = (panel + v) * LANES;
-            store(output, row + r, first, first - first_col, b.n, &values);
-        }
-    }
-}
-
-/// Stores one row's sums of the panel starting at column `col0` (of `n`), `at` columns into the
-/// output's rows, through the epilogue.
-#[inline(always)]
-fn store(
-    output: &mut Int8Output<'_>,
-    row: usize,
-    col0: usize,
-    at: usize,
-    n: usize,
-    sums: &[i32; LANES],
-) {
-    let cols = (n - col0).min(LANES);
-    match output {
-        Int8Output::U8 {
-            out,
-            row_stride,
-            requantization,
-        } => {
-            let values = requantization.panel(col0, sums);
-            copy_panel(&mut out[row * *row_stride + at..], &values, cols);
-        }
-        Int8Output::F32 {
-            out,
-            row_stride,
-            dequantization,
-        } => {
-            let values = dequantization.panel(col0, sums);
-            copy_panel(&mut out[row * *row_stride + at..], &values, cols);
+    for v in 0..V {
+        let col0 = (panel + v) * LANES;
+        let (at, cols) = (col0 - first_col, (b.n - col0).min(LANES));
+        match output {
+            Int8Output::U8 {
+                out,
+                row_stride,
+                requantization,
+            } => {
+                let panel = requantization.panel(col0);
+                for (r, sums) in sums.iter().enumerate() {
+                    // SAFETY: the CPU supports `P`.
+                    let values = unsafe { P::requantize(sums[v], &panel) };
+                    copy_panel(&mut out[(row + r) * *row_stride + at..], &values, cols);
+                }
+            }
+            Int8Output::F32 {
+                out,
+                row_stride,
+                dequantization,
+            } => {
+                for (r, sums) in sums.iter().enumerate() {
+                    // SAFETY: the CPU supports `P`.
+                    let values = dequantization.panel(col0, &unsafe { P::to_array(sums[v]) });
+                    copy_panel(&mut out[(row + r) * *row_stride + at..], &values, cols);
+                }
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{DotPath, LANES, TileArgs, dot_chains, gemm_tiles};
+use super::{DotPath, LANES, RequantizationPanel, TileArgs, dot_chains, gemm_tiles};
 
 /// Sixteen `i32` sums in a 512-bit register.
 #[derive(Clone, Copy)]
@@ -44,6 +44,33 @@ unsafe impl DotPath for Vnni512 {
     unsafe fn to_array(sums: Self::Sums) -> [i32; LANES] {
         // SAFETY: a 512-bit vector is 16 `i32`s.
         unsafe { std::mem::transmute::<__m512i, [i32; LANES]>(sums) }
+    }
+    /// [`RequantizationPanel::apply`] in sixteen lanes: each half of the sums widened to
+    /// 64 bits, multiplied (`vpmuldq`), rounded and shifted (`vpsravq`), narrowed with
+    /// saturation (which the clamp to a byte's range then makes exact), clamped, shifted by the
+    /// zero point and packed to bytes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn requantize(sums: Self::Sums, panel: &RequantizationPanel<'_>) -> [u8; LANES] {
+        // SAFETY: every pointer reads a whole array of the panel.
+        unsafe {
+            let x = _mm512_add_epi32(sums, _mm512_loadu_si512(panel.offset.as_ptr().cast()));
+            let half = |x: __m256i, at: usize| {
+                let wide = _mm512_cvtepi32_epi64(x);
+                let multiplier = _mm512_loadu_si512(panel.multiplier.as_ptr().add(at).cast());
+                let rounding = _mm512_loadu_si512(panel.rounding.as_ptr().add(at).cast());
+                let shift = _mm512_loadu_si512(panel.shift.as_ptr().add(at).cast());
+                let product = _mm512_add_epi64(_mm512_mul_epi32(wide, multiplier), rounding);
+                _mm512_cvtsepi64_epi32(_mm512_srav_epi64(product, shift))
+            };
+            let low = half(_mm512_castsi512_si256(x), 0);
+            let high = half(_mm512_extracti64x4_epi64::<1>(x), 8);
+            let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high);
+            let q = _mm512_max_epi32(q, _mm512_set1_epi32(panel.low));
+            let q = _mm512_min_epi32(q, _mm512_set1_epi32(panel.high));
+            let q = _mm512_add_epi32(q, _mm512_set1_epi32(panel.zero_point));
+            std::mem::transmute::<__m128i, [u8; LANES]>(_mm512_cvtepi32_epi8(q))
+        }
     }
 }
 
