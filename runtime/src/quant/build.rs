@@ -95,16 +95,7 @@ pub(super) fn build_step(
     let key = step.name.split('+').next().unwrap_or_default().to_string();
     let op = match (&step.op, &params.linear) {
         (FloatOp::Conv { window, relu, .. }, Some(linear)) => {
-            let weights = pack(step, linear)?;
-            let output = linear_output(
-                step,
-                input,
-                params.output,
-                linear,
-                &weights,
-                *relu,
-                f32_output,
-            )?;
+            let (weights, output) = linear_op(step, input, &params, linear, *relu, f32_output)?;
             Op::Conv {
                 window: *window,
                 weights,
@@ -112,16 +103,7 @@ pub(super) fn build_step(
             }
         }
         (FloatOp::Dense { relu, .. }, Some(linear)) => {
-            let weights = pack(step, linear)?;
-            let output = linear_output(
-                step,
-                input,
-                params.output,
-                linear,
-                &weights,
-                *relu,
-                f32_output,
-            )?;
+            let (weights, output) = linear_op(step, input, &params, linear, *relu, f32_output)?;
             Op::Dense { weights, output }
         }
         (FloatOp::Pool { max, window }, _) => Op::Pool {
@@ -154,6 +136,29 @@ pub(super) fn build_step(
         output_len: step.output_len,
         linear: params.linear,
     })
+}
+
+/// The packed weights of a convolution or dense layer reading `input`, and how it stores its
+/// sums.
+fn linear_op(
+    step: &FloatStep,
+    input: Quantization,
+    params: &StepParams,
+    linear: &LinearParams,
+    relu: bool,
+    f32_output: bool,
+) -> Result<(PackedWeights, LinearOutput), QuantizeError> {
+    let weights = pack(step, linear)?;
+    let output = linear_output(
+        step,
+        input,
+        params.output,
+        linear,
+        &weights,
+        relu,
+        f32_output,
+    )?;
+    Ok((weights, output))
 }
 
 /// The packed weights of a convolution or dense layer.

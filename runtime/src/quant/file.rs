@@ -39,7 +39,7 @@ impl<N: Network> Quantized<N> {
         ];
         for step in &self.steps {
             if let Some(linear) = &step.linear {
-                let dims = weight_dims(&step_structure(step));
+                let dims = step_weight_dims(&step.op);
                 let weight = linear.weights.values.iter().map(|&v| v as u8).collect();
                 entries.push((format!("{}.weight", step.key), Dtype::I8, dims, weight));
                 let scales = linear
@@ -187,24 +187,14 @@ fn makes_quantization(op: &super::Op) -> bool {
     !matches!(op, super::Op::Pool { .. } | super::Op::GlobalPool { .. })
 }
 
-/// The structure of a quantized step, for its weight's dimensions.
-fn step_structure(step: &super::Step) -> FloatOp {
-    let linear = step.linear.as_ref().expect("a step with weights");
-    match &step.op {
-        super::Op::Conv { window, .. } => FloatOp::Conv {
-            window: *window,
-            filters: linear.bias.len(),
-            weight: Vec::new(),
-            bias: Vec::new(),
-            relu: false,
-        },
-        _ => FloatOp::Dense {
-            inputs: linear.weights.values.len() / linear.bias.len().max(1),
-            units: linear.bias.len(),
-            weight: Vec::new(),
-            bias: Vec::new(),
-            relu: false,
-        },
+/// The `f32` layer's weight dimensions of a quantized convolution or dense layer.
+fn step_weight_dims(op: &super::Op) -> Vec<usize> {
+    match op {
+        super::Op::Conv {
+            window, weights, ..
+        } => vec![window.size, window.size, window.input[2], weights.cols()],
+        super::Op::Dense { weights, .. } => vec![weights.rows(), weights.cols()],
+        _ => Vec::new(),
     }
 }
 

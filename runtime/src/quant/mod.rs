@@ -31,16 +31,13 @@ use std::marker::PhantomData;
 use rayon::prelude::*;
 
 use crate::data::Dataset;
-use crate::loss::{
-    FitsHead, Head as _, Loss, OutputActivation, SparseCategoricalCrossentropy, argmax,
-};
-use crate::metrics::{ConfusionMatrix, Evaluation};
+use crate::loss::{FitsHead, OutputActivation, SparseCategoricalCrossentropy};
+use crate::metrics::Evaluation;
 use crate::network::Network;
 use crate::schedule::{self, Placement};
 use crate::shape::{Flat, Shape};
 use crate::tensor::Batch;
-use crate::train::TrainError;
-use crate::train::checks::{check_batch_size, check_not_empty, check_targets};
+use crate::train::{BatchInference, TrainError};
 use crate::weights::WeightsError;
 use build::{
     StepParams, build_step, observe_ranges, output_quantization, quantize_linear, writes_f32,
@@ -356,38 +353,7 @@ impl<N: Network> Quantized<N> {
         N: Network<Output = Flat<C>>,
         SparseCategoricalCrossentropy: FitsHead<N::Head>,
     {
-        check_batch_size(batch_size)?;
-        check_not_empty("evaluation", data.len())?;
-        check_targets::<_, SparseCategoricalCrossentropy, C>("evaluation", data)?;
-        let mut workspace = QuantizedWorkspace::<N>::default();
-        let (mut batch, mut probabilities) = (Batch::default(), vec![0.0; C]);
-        let mut confusion = ConfusionMatrix::new(C);
-        let mut loss_sum = 0.0f64;
-        let chunks = data.images().as_slice().chunks(batch_size * N::Input::LEN);
-        for (chunk, values) in chunks.enumerate() {
-            batch.set_samples(values);
-            let outputs = self.infer(&batch, &mut workspace);
-            let labels = &data.labels()[chunk * batch_size..];
-            for ((row, predicted), label) in outputs
-                .as_slice()
-                .chunks(C)
-                .zip(argmax(outputs))
-                .zip(labels)
-            {
-                probabilities.copy_from_slice(row);
-                if N::Head::ACTIVATION != OutputActivation::Softmax {
-                    OutputActivation::Softmax.apply(row, &mut probabilities);
-                }
-                loss_sum +=
-                    Loss::<C>::sample_loss(&SparseCategoricalCrossentropy, &probabilities, label);
-                confusion.add(*label, predicted);
-            }
-        }
-        Ok(Evaluation {
-            loss: (loss_sum / data.len() as f64) as f32,
-            accuracy: confusion.accuracy(),
-            confusion,
-        })
+        crate::train::evaluate_classes(self, data, batch_size)
     }
 
     /// The real value of one step of the last tensor the network quantizes (for a network
@@ -450,6 +416,20 @@ struct Scratch {
     patches: Vec<u8>,
     /// The last op's `f32` output, before the network's head.
     logits: Vec<f32>,
+}
+
+impl<N: Network<Output = Flat<C>>, const C: usize> BatchInference<C> for Quantized<N> {
+    type Input = N::Input;
+    type Workspace = QuantizedWorkspace<N>;
+    const ACTIVATION: OutputActivation = <N::Head as crate::loss::Head>::ACTIVATION;
+
+    fn infer_batch<'w>(
+        &self,
+        input: &Batch<N::Input>,
+        workspace: &'w mut QuantizedWorkspace<N>,
+    ) -> &'w Batch<Flat<C>> {
+        self.infer(input, workspace)
+    }
 }
 
 /// The buffers of [`Quantized::infer`], kept between calls: after the first call at a batch

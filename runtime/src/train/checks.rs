@@ -9,7 +9,7 @@ use crate::loss::Loss;
 use crate::shape::Shape;
 
 /// A batch size of at least one sample.
-pub(crate) fn check_batch_size(batch_size: usize) -> Result<(), TrainError> {
+pub(super) fn check_batch_size(batch_size: usize) -> Result<(), TrainError> {
     if batch_size == 0 {
         return Err(TrainError::BatchSize);
     }
@@ -17,7 +17,7 @@ pub(crate) fn check_batch_size(batch_size: usize) -> Result<(), TrainError> {
 }
 
 /// At least one sample in the set called `set`.
-pub(crate) fn check_not_empty(set: &'static str, samples: usize) -> Result<(), TrainError> {
+pub(super) fn check_not_empty(set: &'static str, samples: usize) -> Result<(), TrainError> {
     if samples == 0 {
         return Err(TrainError::EmptyData { set });
     }
@@ -25,7 +25,7 @@ pub(crate) fn check_not_empty(set: &'static str, samples: usize) -> Result<(), T
 }
 
 /// Every target of `data` one that loss `L` can train a network of `C` outputs on.
-pub(crate) fn check_targets<S: Shape, L: Loss<C>, const C: usize>(
+pub(super) fn check_targets<S: Shape, L: Loss<C>, const C: usize>(
     set: &'static str,
     data: &Dataset<S, L::Target>,
 ) -> Result<(), TrainError> {

@@ -11,28 +11,58 @@ use crate::network::Network;
 use crate::shape::{Flat, Shape};
 use crate::tensor::Batch;
 
+/// What inference over a data set runs batch by batch: a network, or its int8 form
+/// ([`crate::quant::Quantized`]), giving `C` outputs per sample.
+pub(crate) trait BatchInference<const C: usize> {
+    /// One sample's shape.
+    type Input: Shape;
+    /// The buffers a call keeps its values in.
+    type Workspace: Default;
+    /// What the last layer applies to the outputs.
+    const ACTIVATION: OutputActivation;
+
+    /// Inference of one batch; the result lives in `workspace`.
+    fn infer_batch<'w>(
+        &self,
+        input: &Batch<Self::Input>,
+        workspace: &'w mut Self::Workspace,
+    ) -> &'w Batch<Flat<C>>;
+}
+
+impl<N: Network<Output = Flat<C>>, const C: usize> BatchInference<C> for N {
+    type Input = N::Input;
+    type Workspace = N::Cache;
+    const ACTIVATION: OutputActivation = <N::Head as Head>::ACTIVATION;
+
+    fn infer_batch<'w>(
+        &self,
+        input: &Batch<N::Input>,
+        workspace: &'w mut N::Cache,
+    ) -> &'w Batch<Flat<C>> {
+        self.infer(input, workspace)
+    }
+}
+
 /// Runs inference over `images` in batches of `batch_size` (at least 1), calling
 /// `visit(first_index, outputs)` for each batch's outputs with `activation` applied, unless
 /// the network's last layer already applies it.
-fn infer_batches<N, const C: usize>(
-    network: &N,
-    images: &Batch<N::Input>,
+fn infer_batches<I: BatchInference<C>, const C: usize>(
+    network: &I,
+    images: &Batch<I::Input>,
     batch_size: usize,
     activation: OutputActivation,
     mut visit: impl FnMut(usize, &Batch<Flat<C>>),
-) where
-    N: Network<Output = Flat<C>>,
-{
-    let mut workspace = N::Cache::default();
+) {
+    let mut workspace = I::Workspace::default();
     let (mut batch, mut activated) = (Batch::default(), Batch::default());
     for (chunk, values) in images
         .as_slice()
-        .chunks(batch_size * N::Input::LEN)
+        .chunks(batch_size * I::Input::LEN)
         .enumerate()
     {
         batch.set_samples(values);
-        let output = network.infer(&batch, &mut workspace);
-        if <N::Head as Head>::ACTIVATION == activation {
+        let output = network.infer_batch(&batch, &mut workspace);
+        if I::ACTIVATION == activation {
             visit(chunk * batch_size, output);
             continue;
         }
@@ -63,6 +93,15 @@ where
     N: Network<Output = Flat<C>>,
     SparseCategoricalCrossentropy: FitsHead<N::Head>,
 {
+    evaluate_classes(network, data, batch_size)
+}
+
+/// [`evaluate`] of anything that runs inference batch by batch: a network or its int8 form.
+pub(crate) fn evaluate_classes<I: BatchInference<C>, const C: usize>(
+    network: &I,
+    data: &Dataset<I::Input>,
+    batch_size: usize,
+) -> Result<Evaluation, TrainError> {
     let loss = SparseCategoricalCrossentropy;
     check_batch_size(batch_size)?;
     check_not_empty("evaluation", data.len())?;

@@ -9,7 +9,7 @@
 //! that produces a NaN or an infinity is not applied: `fit` returns an error naming where it
 //! first appeared (`divergence`), with the network and optimiser as they were before that step.
 
-pub(crate) mod checks;
+mod checks;
 mod divergence;
 mod inference;
 mod progress;
@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 pub use divergence::NonFinite;
+pub(crate) use inference::{BatchInference, evaluate_classes};
 pub use inference::{Predictions, Score, evaluate, evaluate_with, predict, predict_outputs};
 
 use crate::data::{Augment, DataError, Dataset, shuffled_indices};
