@@ -425,7 +425,8 @@ impl FloatStep {
                 let k = window.size * window.size * window.input[2];
                 let mut patches = vec![0.0; window.pixels() * k];
                 for (image, out) in input.chunks(in_len).zip(output.chunks_mut(self.output_len)) {
-                    im2col(window, image, 0.0, &mut patches, k, 0..window.pixels());
+                    let pixels = row_major(window.output[1], 0..window.pixels());
+                    im2col(window, image, 0.0, &mut patches, k, pixels);
                     let (a, b) = (
                         MatRef::row_major(&patches, window.pixels(), k),
                         MatRef::row_major(weight, k, *filters),
@@ -499,68 +500,123 @@ fn finish_linear(rows: &mut [f32], bias: &[f32], relu: bool) {
     }
 }
 
-/// Writes the patches of `image` under `window` for output pixels `pixels`, one row of
-/// `row_len` values per pixel (`kernel · kernel · channels` values, then whatever was there),
-/// `pad` outside the image.
+/// Writes the patches of `image` under `window` for output pixels `pixels` (each `[row,
+/// column]`, in the order the rows of `patches` take them), one row of `row_len` values per
+/// pixel (`kernel · kernel · channels` values, then whatever was there), `pad` outside the
+/// image.
+///
+/// A window inside the image is copied a kernel row at a time, each row's run of values as a
+/// whole number of 16-byte blocks whose count is a constant of the loop, so each block is one
+/// vector move (a copy of unknown length is a call to `memcpy`, costing more than a short run).
+/// The last block may write past the run: into the next run of the same patch row, or past
+/// the last one into the row's padding and the next patch row. Runs are written in increasing
+/// order and each is written whole, so every value past a run is overwritten by its own run
+/// later, or lies in padding the weights' zero rows ignore. Where a block would leave either
+/// slice, the run is copied exactly.
 pub(crate) fn im2col<T: Copy>(
     window: &Window,
     image: &[T],
     pad: T,
     patches: &mut [T],
     row_len: usize,
-    pixels: std::ops::Range<usize>,
+    pixels: impl Iterator<Item = [usize; 2]>,
 ) {
-    let [_, width, channels] = window.input;
+    let block = (16 / size_of::<T>()).max(1);
+    let (image, pixels) = (PatchSource { window, image, pad }, pixels);
+    match (window.size * window.input[2]).div_ceil(block) {
+        1 => im2col_blocks::<T, 1>(image, patches, row_len, pixels),
+        2 => im2col_blocks::<T, 2>(image, patches, row_len, pixels),
+        3 => im2col_blocks::<T, 3>(image, patches, row_len, pixels),
+        4 => im2col_blocks::<T, 4>(image, patches, row_len, pixels),
+        5 => im2col_blocks::<T, 5>(image, patches, row_len, pixels),
+        6 => im2col_blocks::<T, 6>(image, patches, row_len, pixels),
+        7 => im2col_blocks::<T, 7>(image, patches, row_len, pixels),
+        8 => im2col_blocks::<T, 8>(image, patches, row_len, pixels),
+        _ => im2col_blocks::<T, 0>(image, patches, row_len, pixels),
+    }
+}
+
+/// An image under a window, and the value outside it.
+#[derive(Clone, Copy)]
+struct PatchSource<'a, T> {
+    window: &'a Window,
+    image: &'a [T],
+    pad: T,
+}
+
+/// [`im2col`] copying each kernel row of a window inside the image as `BLOCKS` blocks of 16
+/// bytes, or exactly when `BLOCKS` is 0.
+#[inline(always)]
+fn im2col_blocks<T: Copy, const BLOCKS: usize>(
+    source: PatchSource<'_, T>,
+    patches: &mut [T],
+    row_len: usize,
+    pixels: impl Iterator<Item = [usize; 2]>,
+) {
+    let PatchSource { window, image, .. } = source;
+    let [height, width, channels] = window.input;
+    let (size, run, line) = (window.size, window.size * channels, width * channels);
+    let covered = match BLOCKS {
+        0 => run,
+        blocks => blocks * (16 / size_of::<T>()).max(1),
+    };
+    for (index, [oy, ox]) in pixels.enumerate() {
+        let row = &mut patches[index * row_len..];
+        let y0 = (oy * window.stride) as isize - window.pads.top as isize;
+        let x0 = (ox * window.stride) as isize - window.pads.left as isize;
+        let inside =
+            y0 >= 0 && x0 >= 0 && y0 as usize + size <= height && x0 as usize + size <= width;
+        if !inside {
+            border_patch(source, &mut row[..size * run], y0, x0);
+            continue;
+        }
+        let mut from = (y0 as usize * width + x0 as usize) * channels;
+        for ky in 0..size {
+            let at = ky * run;
+            if row.len() >= at + covered && image.len() >= from + covered {
+                row[at..at + covered].copy_from_slice(&image[from..from + covered]);
+            } else {
+                row[at..at + run].copy_from_slice(&image[from..from + run]);
+            }
+            from += line;
+        }
+    }
+}
+
+/// The patch of a window reaching outside the image, its top-left corner at `(y0, x0)`:
+/// `pad` where it is outside.
+fn border_patch<T: Copy>(source: PatchSource<'_, T>, patch: &mut [T], y0: isize, x0: isize) {
+    let PatchSource { window, image, pad } = source;
+    let [height, width, channels] = window.input;
     let run = window.size * channels;
-    for (pixel, row) in pixels.zip(patches.chunks_mut(row_len)) {
-        let (oy, ox) = (pixel / window.output[1], pixel % window.output[1]);
-        for ky in 0..window.size {
-            let y = (oy * window.stride + ky) as isize - window.pads.top as isize;
-            let line = &mut row[ky * run..(ky + 1) * run];
-            if y < 0 || y >= window.input[0] as isize {
-                line.fill(pad);
-                continue;
-            }
-            let x0 = (ox * window.stride) as isize - window.pads.left as isize;
-            if x0 >= 0 && x0 as usize + window.size <= width {
-                let start = (y as usize * width + x0 as usize) * channels;
-                copy_run(line, &image[start..start + run]);
-                continue;
-            }
-            for kx in 0..window.size {
-                let x = x0 + kx as isize;
-                let cell = &mut line[kx * channels..(kx + 1) * channels];
-                if x < 0 || x >= width as isize {
-                    cell.fill(pad);
-                } else {
-                    let start = (y as usize * width + x as usize) * channels;
-                    copy_run(cell, &image[start..start + channels]);
-                }
+    for (ky, line) in patch.chunks_mut(run).enumerate() {
+        let y = y0 + ky as isize;
+        for (kx, cell) in line.chunks_mut(channels).enumerate() {
+            let x = x0 + kx as isize;
+            if y < 0 || y >= height as isize || x < 0 || x >= width as isize {
+                cell.fill(pad);
+            } else {
+                let start = (y as usize * width + x as usize) * channels;
+                cell.copy_from_slice(&image[start..start + channels]);
             }
         }
     }
 }
 
-/// Copies `source` into `target`, of the same length. Runs of a few values (a small kernel's
-/// row of one or two channels) are copied as fixed-size arrays, which compile to a few moves,
-/// where a run of unknown length is a call to `memcpy` costing more than the copy.
-#[inline(always)]
-fn copy_run<T: Copy>(target: &mut [T], source: &[T]) {
-    /// The first `N` values.
-    #[inline(always)]
-    fn fixed<T: Copy, const N: usize>(target: &mut [T], source: &[T]) {
-        target[..N].copy_from_slice(&source[..N]);
-    }
-    match target.len() {
-        1 => fixed::<T, 1>(target, source),
-        2 => fixed::<T, 2>(target, source),
-        3 => fixed::<T, 3>(target, source),
-        4 => fixed::<T, 4>(target, source),
-        5 => fixed::<T, 5>(target, source),
-        6 => fixed::<T, 6>(target, source),
-        7 => fixed::<T, 7>(target, source),
-        _ => target.copy_from_slice(source),
-    }
+/// Output pixels `pixels` of an image `columns` wide, in row-major order, as `[row, column]`.
+pub(crate) fn row_major(
+    columns: usize,
+    pixels: std::ops::Range<usize>,
+) -> impl Iterator<Item = [usize; 2]> {
+    let (mut y, mut x) = (pixels.start / columns, pixels.start % columns);
+    pixels.map(move |_| {
+        let pixel = [y, x];
+        x += 1;
+        if x == columns {
+            (y, x) = (y + 1, 0);
+        }
+        pixel
+    })
 }
 
 /// `f32` pooling over the clipped windows of `window`.

@@ -5,7 +5,7 @@
 //! its own, every sample's values padded to a whole number of [`GROUP`]s so a dense layer can
 //! read them as rows of `A`.
 
-use super::float::{Elementwise, Window, im2col};
+use super::float::{Elementwise, Window, im2col, row_major};
 use super::scheme::Quantization;
 use crate::kernels::int8::{
     Dequantization, GROUP, Int8Lhs, Int8Output, PackedWeights, Requantization, gemm_u8i8,
@@ -215,7 +215,8 @@ fn conv(
     let split =
         schedule::pass_threads() > 1 && muls / 2 >= schedule::splits().gemm_min_muls_per_awake_part;
     let run = |pixels: std::ops::Range<usize>, patches: &mut [u8], output: Destination<'_>| {
-        im2col(window, image, zero, patches, row_len, pixels.clone());
+        let order = row_major(window.output[1], pixels.clone());
+        im2col(window, image, zero, patches, row_len, order);
         let lhs = Int8Lhs {
             data: patches,
             rows: pixels.len(),
