@@ -78,6 +78,7 @@ pub fn bench_int8(c: &mut Criterion<WallClock>) {
                             out: &mut out,
                             row_stride: n,
                             requantization: &requantization,
+                            max_of: 1,
                         };
                         gemm_u8i8_with(isa, lhs, &packed, 0..packed.panels(), output)
                     })

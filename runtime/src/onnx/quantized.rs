@@ -43,6 +43,15 @@ pub fn quantized_to_bytes<N: Network>(network: &Quantized<N>) -> Vec<u8> {
     let mut quantization = network.input;
     for step in &network.steps {
         value = builder.step(step, &value, quantization);
+        if let Op::Conv {
+            pool: Some(window), ..
+        } = &step.op
+        {
+            // The pooling in the convolution's epilogue, on the bytes it keeps.
+            let key = format!("{}.max", step.key);
+            let pooled = builder.pool(&key, true, window, &value);
+            value = builder.qdq(&pooled, &key, step.output);
+        }
         quantization = step.output;
     }
     value = match network.head {
@@ -83,13 +92,7 @@ impl Builder {
                 self.push("Gemm", &[&flat, &weight, &bias], &name, vec![]);
                 (flat_value(name, &[linear.bias.len()]), relu_of(output))
             }
-            (Op::Pool { max, window }, _) => {
-                let name = format!("{key}.pool");
-                let op = if *max { "MaxPool" } else { "AveragePool" };
-                self.push(op, &[&input.name], &name, window_attributes(window));
-                let dims = [window.output[0], window.output[1], window.input[2]];
-                (image_value(name, &dims), false)
-            }
+            (Op::Pool { max, window }, _) => (self.pool(key, *max, window, input), false),
             (Op::GlobalPool { max, channels, .. }, _) => {
                 let (pooled, name) = (format!("{key}.pooled"), format!("{key}.pool"));
                 let op = if *max {
@@ -125,6 +128,15 @@ impl Builder {
             } => value,
             _ => self.qdq(&value, key, step.output),
         }
+    }
+
+    /// A max or average pooling of `input` under `window`, named after `key`.
+    fn pool(&mut self, key: &str, max: bool, window: &Window, input: &Value) -> Value {
+        let name = format!("{key}.pool");
+        let op = if max { "MaxPool" } else { "AveragePool" };
+        self.push(op, &[&input.name], &name, window_attributes(window));
+        let dims = [window.output[0], window.output[1], window.input[2]];
+        image_value(name, &dims)
     }
 
     /// `value` quantized to `uint8` by `quantization` and dequantized again, named after `key`.

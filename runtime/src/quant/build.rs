@@ -100,6 +100,7 @@ pub(super) fn build_step(
                 window: *window,
                 weights,
                 output,
+                pool: None,
             }
         }
         (FloatOp::Dense { relu, .. }, Some(linear)) => {
@@ -136,6 +137,39 @@ pub(super) fn build_step(
         output_len: step.output_len,
         linear: params.linear,
     })
+}
+
+/// The steps with each max pooling that can run in the epilogue of the convolution before it
+/// ([`ops::is_fusable_pool`]) folded into that convolution's step, which then writes the
+/// pooled bytes (a pooling keeps its input's quantization, so the step's is unchanged).
+pub(super) fn fuse_max_pools(steps: Vec<Step>) -> Vec<Step> {
+    let mut fused: Vec<Step> = Vec::with_capacity(steps.len());
+    for step in steps {
+        if let (
+            Some(Step {
+                op:
+                    Op::Conv {
+                        output: LinearOutput::U8(_),
+                        pool: pool @ None,
+                        ..
+                    },
+                name,
+                output_len,
+                ..
+            }),
+            Op::Pool { max: true, window },
+        ) = (fused.last_mut(), &step.op)
+            && ops::is_fusable_pool(window)
+        {
+            *pool = Some(*window);
+            name.push('+');
+            name.push_str(&step.name);
+            *output_len = step.output_len;
+            continue;
+        }
+        fused.push(step);
+    }
+    fused
 }
 
 /// The packed weights of a convolution or dense layer reading `input`, and how it stores its

@@ -619,6 +619,19 @@ pub(crate) fn row_major(
     })
 }
 
+/// The pixels under windows `windows` of a `size`×`size` pooling moved by `size` over an
+/// image, `columns` windows wide: each window's pixels row by row, the windows in row-major
+/// order.
+pub(crate) fn pooled_order(
+    columns: usize,
+    size: usize,
+    windows: std::ops::Range<usize>,
+) -> impl Iterator<Item = [usize; 2]> {
+    row_major(columns, windows).flat_map(move |[y, x]| {
+        (0..size).flat_map(move |dy| (0..size).map(move |dx| [y * size + dy, x * size + dx]))
+    })
+}
+
 /// `f32` pooling over the clipped windows of `window`.
 fn pool_f32(window: &Window, max: bool, image: &[f32], out: &mut [f32]) {
     let [_, width, channels] = window.input;

@@ -40,7 +40,8 @@ use crate::tensor::Batch;
 use crate::train::{BatchInference, TrainError};
 use crate::weights::WeightsError;
 use build::{
-    StepParams, build_step, observe_ranges, output_quantization, quantize_linear, writes_f32,
+    StepParams, build_step, fuse_max_pools, observe_ranges, output_quantization, quantize_linear,
+    writes_f32,
 };
 use float::FloatSteps;
 use ops::{Destination, LinearOutput, Op, padded};
@@ -84,7 +85,8 @@ pub enum QuantizeError {
 /// One op of the quantized network.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Step {
-    /// Its layers, `conv1+bn1+relu1`.
+    /// Its layers, `conv1+bn1+relu1`, or `conv2+relu2+pool2` with a max pooling in the
+    /// convolution's epilogue.
     pub name: String,
     /// The first layer's name, which prefixes the step's tensors in a file.
     pub key: String,
@@ -188,7 +190,7 @@ impl<N: Network> Quantized<N> {
         };
         Ok(Quantized {
             input,
-            steps,
+            steps: fuse_max_pools(steps),
             head: float.head,
             dequantize,
             _network: PhantomData,
@@ -388,6 +390,7 @@ impl<N: Network> Quantized<N> {
                     output: LinearOutput::F32(_),
                     ..
                 } => "int8 → f32",
+                Op::Conv { pool: Some(_), .. } => "conv+maxpool",
                 Op::Conv { .. } => "int8 conv",
                 Op::Dense { .. } => "int8 dense",
                 Op::Pool { .. } | Op::GlobalPool { .. } => "byte pool",

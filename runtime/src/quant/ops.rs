@@ -1,25 +1,28 @@
 //! The int8 ops and how each runs on a part of a batch: a convolution (im2col of bytes, then
-//! the int8 GEMM), a dense layer (the int8 GEMM over the part's samples), a pooling on bytes
+//! the int8 GEMM, with a 2x2 max pooling after it in the GEMM's epilogue), a dense layer (the int8 GEMM over the part's samples), a pooling on bytes
 //! (a maximum of bytes is the byte of the maximum; a mean keeps its input's scale), and an
 //! element-wise activation as a table of 256 bytes. Each op reads its input's bytes and writes
 //! its own, every sample's values padded to a whole number of [`GROUP`]s so a dense layer can
 //! read them as rows of `A`.
 
-use super::float::{Elementwise, Window, im2col, row_major};
+use super::float::{Elementwise, Window, im2col, pooled_order, row_major};
 use super::scheme::Quantization;
 use crate::kernels::int8::{
-    Dequantization, GROUP, Int8Lhs, Int8Output, PackedWeights, Requantization, gemm_u8i8,
+    Dequantization, GROUP, Int8Lhs, Int8Output, POOLED_ROWS, PackedWeights, Requantization,
+    gemm_u8i8,
 };
 use crate::schedule;
 
 /// What an op computes.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Op {
-    /// A convolution through im2col.
+    /// A convolution through im2col, and the 2x2 max pooling after it when the pooling runs
+    /// in its epilogue ([`is_fusable_pool`]).
     Conv {
         window: Window,
         weights: PackedWeights,
         output: LinearOutput,
+        pool: Option<Window>,
     },
     /// A dense layer.
     Dense {
@@ -48,6 +51,14 @@ pub(crate) enum LinearOutput {
     U8(Requantization),
     /// As `f32`: the network's last op, before its head.
     F32(Dequantization),
+}
+
+/// Whether a max pooling of `window` can run in the epilogue of the convolution before it: a
+/// 2x2 window moved by 2 without padding, so each of its windows is four of the convolution's
+/// pixels (a last odd row or column is never read).
+pub(crate) fn is_fusable_pool(window: &Window) -> bool {
+    let pads = window.pads;
+    window.size == 2 && window.stride == 2 && pads.top + pads.bottom + pads.left + pads.right == 0
 }
 
 /// Bytes per sample of a tensor of `len` values: `len` rounded up to whole groups.
@@ -116,8 +127,11 @@ impl Op {
     pub fn muls(&self) -> usize {
         match self {
             Op::Conv {
-                window, weights, ..
-            } => window.pixels() * weights.rows() * weights.cols(),
+                window,
+                weights,
+                pool,
+                ..
+            } => conv_rows(window, pool.as_ref()) * weights.rows() * weights.cols(),
             Op::Dense { weights, .. } => weights.rows() * weights.cols(),
             _ => 0,
         }
@@ -143,12 +157,19 @@ impl Op {
                 window,
                 weights,
                 output: how,
+                pool,
             } => {
                 let mut output = output;
                 for image in inputs {
                     let len = out_stride.min(rest_len(&output));
                     let (out, rest) = output.split_at(len);
-                    conv(window, weights, how, image, zero, out, patches);
+                    let conv = Convolution {
+                        window,
+                        pool: pool.as_ref(),
+                        weights,
+                        how,
+                    };
+                    conv.run(image, zero, out, patches);
                     output = rest;
                 }
             }
@@ -161,7 +182,7 @@ impl Op {
                     rows: samples,
                     row_stride: in_stride,
                 };
-                linear(lhs, weights, how, output, out_stride);
+                linear(lhs, weights, how, output, [out_stride, 1]);
             }
             Op::Pool { max, window } => {
                 for (image, out) in inputs.zip(output.bytes().chunks_mut(out_stride)) {
@@ -196,55 +217,88 @@ fn rest_len(destination: &Destination<'_>) -> usize {
     }
 }
 
-/// One image through a convolution: its patches, then the product. On a pass that may split
-/// (batches smaller than the pool), the output pixels are split between two threads when each
-/// half has enough work.
-fn conv(
-    window: &Window,
-    weights: &PackedWeights,
-    how: &LinearOutput,
-    image: &[u8],
-    zero: u8,
-    output: Destination<'_>,
-    patches: &mut [u8],
-) {
-    let row_len = weights.padded_rows();
-    let filters = weights.cols();
-    let pixels = 0..window.pixels();
-    let muls = window.pixels() * weights.rows() * filters;
-    let split =
-        schedule::pass_threads() > 1 && muls / 2 >= schedule::splits().gemm_min_muls_per_awake_part;
-    let run = |pixels: std::ops::Range<usize>, patches: &mut [u8], output: Destination<'_>| {
-        let order = row_major(window.output[1], pixels.clone());
-        im2col(window, image, zero, patches, row_len, order);
-        let lhs = Int8Lhs {
-            data: patches,
-            rows: pixels.len(),
-            row_stride: row_len,
-        };
-        linear(lhs, weights, how, output, filters);
-    };
-    if !split {
-        return run(pixels, patches, output);
-    }
-    let middle = pixels.end / 2;
-    let (first, second) = patches.split_at_mut(middle * row_len);
-    let (top, bottom) = output.split_at(middle * filters);
-    rayon::join(
-        || run(0..middle, first, top),
-        || run(middle..pixels.end, second, bottom),
-    );
+/// Rows of a convolution's product: a row per pixel, or [`POOLED_ROWS`] per window of the
+/// max pooling in its epilogue.
+fn conv_rows(window: &Window, pool: Option<&Window>) -> usize {
+    pool.map_or(window.pixels(), |pool| pool.pixels() * POOLED_ROWS)
 }
 
-/// The product of `lhs` and `weights` into `output` (rows `stride` apart). A single row (one
-/// sample through a dense layer) splits its panels between two threads on a pass that may
-/// split, when each half has enough work.
+/// A convolution as one image runs through it.
+struct Convolution<'a> {
+    window: &'a Window,
+    /// The max pooling in its epilogue.
+    pool: Option<&'a Window>,
+    weights: &'a PackedWeights,
+    how: &'a LinearOutput,
+}
+
+impl Convolution<'_> {
+    /// One image (`zero` its zero point) through the convolution: its patches, then the
+    /// product. On a pass that may split (batches smaller than the pool), the output pixels
+    /// are split between two threads when each half has enough work.
+    fn run(&self, image: &[u8], zero: u8, output: Destination<'_>, patches: &mut [u8]) {
+        let (row_len, filters) = (self.weights.padded_rows(), self.weights.cols());
+        let (pixels, rows_per_pixel) = match self.pool {
+            Some(pool) => (pool.pixels(), POOLED_ROWS),
+            None => (self.window.pixels(), 1),
+        };
+        let muls = pixels * rows_per_pixel * self.weights.rows() * filters;
+        let split = schedule::pass_threads() > 1
+            && muls / 2 >= schedule::splits().gemm_min_muls_per_awake_part;
+        if !split {
+            return self.pixels(0..pixels, image, zero, patches, output);
+        }
+        let middle = pixels / 2;
+        let (first, second) = patches.split_at_mut(middle * rows_per_pixel * row_len);
+        let (top, bottom) = output.split_at(middle * filters);
+        rayon::join(
+            || self.pixels(0..middle, image, zero, first, top),
+            || self.pixels(middle..pixels, image, zero, second, bottom),
+        );
+    }
+
+    /// Output pixels `pixels` of one image: their patches, then their product.
+    fn pixels(
+        &self,
+        pixels: std::ops::Range<usize>,
+        image: &[u8],
+        zero: u8,
+        patches: &mut [u8],
+        output: Destination<'_>,
+    ) {
+        let (window, row_len) = (self.window, self.weights.padded_rows());
+        let rows_per_pixel = match self.pool {
+            Some(pool) => {
+                let order = pooled_order(pool.output[1], pool.size, pixels.clone());
+                im2col(window, image, zero, patches, row_len, order);
+                POOLED_ROWS
+            }
+            None => {
+                let order = row_major(window.output[1], pixels.clone());
+                im2col(window, image, zero, patches, row_len, order);
+                1
+            }
+        };
+        let lhs = Int8Lhs {
+            data: patches,
+            rows: pixels.len() * rows_per_pixel,
+            row_stride: row_len,
+        };
+        let layout = [self.weights.cols(), rows_per_pixel];
+        linear(lhs, self.weights, self.how, output, layout);
+    }
+}
+
+/// The product of `lhs` and `weights` into `output`, whose `layout` is `[row stride, rows of
+/// the product each output row is the largest of]`. A single row (one sample through a dense
+/// layer) splits its panels between two threads on a pass that may split, when each half has
+/// enough work.
 fn linear(
     lhs: Int8Lhs<'_>,
     weights: &PackedWeights,
     how: &LinearOutput,
     output: Destination<'_>,
-    stride: usize,
+    layout: [usize; 2],
 ) {
     let panels = weights.panels();
     let muls = lhs.rows * weights.rows() * weights.cols();
@@ -253,30 +307,31 @@ fn linear(
         && schedule::pass_threads() > 1
         && muls / 2 >= schedule::splits().gemm_min_muls_per_column_part;
     if !split {
-        return store(lhs, weights, 0..panels, how, output, stride);
+        return store(lhs, weights, 0..panels, how, output, layout);
     }
     let middle = panels / 2;
     let (left, right) = output.split_at(middle * crate::kernels::int8::LANES);
     rayon::join(
-        || store(lhs, weights, 0..middle, how, left, stride),
-        || store(lhs, weights, middle..panels, how, right, stride),
+        || store(lhs, weights, 0..middle, how, left, layout),
+        || store(lhs, weights, middle..panels, how, right, layout),
     );
 }
 
-/// The product for panels `panels`, stored as `how` says.
+/// The product for panels `panels`, stored as `how` says in `layout` (as [`linear`]'s).
 fn store(
     lhs: Int8Lhs<'_>,
     weights: &PackedWeights,
     panels: std::ops::Range<usize>,
     how: &LinearOutput,
     output: Destination<'_>,
-    row_stride: usize,
+    [row_stride, max_of]: [usize; 2],
 ) {
     let output = match (how, output) {
         (LinearOutput::U8(requantization), Destination::Bytes(out)) => Int8Output::U8 {
             out,
             row_stride,
             requantization,
+            max_of,
         },
         (LinearOutput::F32(dequantization), Destination::Floats(out)) => Int8Output::F32 {
             out,

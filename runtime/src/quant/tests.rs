@@ -149,6 +149,60 @@ fn convolutions_match_the_direct_integer_convolution() {
 }
 
 #[test]
+fn a_max_pooling_in_the_convolution_epilogue_equals_the_pooling_of_its_bytes() {
+    // An odd output (its last row and column never pooled), padding, and filters filling
+    // one panel, part of one and several.
+    let cases = [
+        (window([9, 9, 1], 3, 1, Pads::default()), 16),
+        (window([10, 10, 3], 3, 1, Pads::uniform(1)), 20),
+        (window([8, 8, 2], 3, 1, Pads::default()), 40),
+    ];
+    for (case, (conv_window, filters)) in cases.into_iter().enumerate() {
+        let (_, input, conv) = conv_op(conv_window, filters, case != 1, case as u64 + 9);
+        let [height, width] = conv_window.output;
+        let pool_window = window([height, width, filters], 2, 2, Pads::default());
+        let pool = Step {
+            name: "pool1".to_string(),
+            key: "pool1".to_string(),
+            op: Op::Pool {
+                max: true,
+                window: pool_window,
+            },
+            output: conv.output,
+            output_len: pool_window.pixels() * filters,
+            linear: None,
+        };
+        let fused = build::fuse_max_pools(vec![conv.clone(), pool.clone()]);
+        assert_eq!(fused.len(), 1, "case {case}: one step");
+        assert_eq!(fused[0].name, "conv1+relu1+pool1");
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(case as u64 + 70);
+        let len: usize = conv_window.input.iter().product();
+        let image: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        let conv_bytes = run_op(&conv.op, &image, input.zero_point, conv.output_len);
+        let pooled = run_op(&pool.op, &conv_bytes, 0, pool.output_len);
+        let fused_bytes = run_op(&fused[0].op, &image, input.zero_point, pool.output_len);
+        assert_eq!(fused_bytes, pooled, "case {case}");
+    }
+}
+
+/// The `out_len` bytes `op` makes of one sample, `input`, of zero point `zero`.
+fn run_op(op: &Op, input: &[u8], zero: u8, out_len: usize) -> Vec<u8> {
+    let mut patches = vec![0u8; 64 * 1024];
+    let mut out = vec![0u8; out_len];
+    let destination = Destination::Bytes(&mut out);
+    op.run(
+        input,
+        input.len(),
+        1,
+        zero,
+        destination,
+        out_len,
+        &mut patches,
+    );
+    out
+}
+
+#[test]
 fn poolings_take_the_maximum_and_the_mean_rounded_halves_to_even_of_clipped_windows() {
     let window = window(
         [5, 5, 3],

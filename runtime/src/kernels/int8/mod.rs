@@ -11,6 +11,12 @@
 //! four broadcast bytes of a row of `A`. Rows of `A` and `B` beyond `K` up to a whole group are
 //! zero in `B`, so whatever `A` holds there adds nothing.
 //!
+//! A 2x2 max pooling after a convolution can run in the epilogue: with each pooling window's
+//! four pixels consecutive rows of `A`, the output row of a window is the largest of its
+//! rows, column by column ([`Int8Output::U8`]'s `max_of`). Requantization never decreases, so
+//! the byte of the largest sum is the largest byte: the pooled bytes are exactly those a
+//! pooling of the requantized bytes makes, without their writing and reading.
+//!
 //! Each path ([`Int8Isa`]) is one implementation of `DotPath` in its own file, and one
 //! generic tile loop (`gemm_tiles`) compiled for each. Integer sums are exact, and the epilogue
 //! is the same integer arithmetic ([`Requantizer::apply`]) on every path, so every path gives
@@ -32,6 +38,8 @@ pub const LANES: usize = 16;
 pub const GROUP: usize = 4;
 /// Bytes of one group of one panel.
 const GROUP_BYTES: usize = LANES * GROUP;
+/// Rows of the product a 2x2 max pooling in the epilogue makes one output row of.
+pub const POOLED_ROWS: usize = 4;
 
 /// The instruction-set path of the int8 kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -391,6 +399,10 @@ pub enum Int8Output<'a> {
         row_stride: usize,
         /// How sums become values.
         requantization: &'a Requantization,
+        /// Consecutive rows of the product each output row is the largest of, column by
+        /// column: 1, or [`POOLED_ROWS`] for a 2x2 max pooling in the epilogue (the product's
+        /// rows a whole number of windows).
+        max_of: usize,
     },
     /// Scaled to `f32`, laid out as [`Int8Output::U8`].
     F32 {
@@ -404,17 +416,33 @@ pub enum Int8Output<'a> {
 }
 
 impl Int8Output<'_> {
-    /// Checks that the output holds `rows` rows of `cols` values at its row stride, and its
-    /// epilogue values for all `padded_cols` columns of the weights' panels.
+    /// Rows of the product each output row is the largest of.
+    fn max_of(&self) -> usize {
+        match self {
+            Int8Output::U8 { max_of, .. } => *max_of,
+            Int8Output::F32 { .. } => 1,
+        }
+    }
+
+    /// Checks that the output holds the rows a product of `rows` rows makes, of `cols` values
+    /// at its row stride, and its epilogue values for all `padded_cols` columns of the
+    /// weights' panels.
     ///
     /// # Panics
     /// If it does not.
     fn check(&self, rows: usize, cols: usize, padded_cols: usize) {
+        let max_of = self.max_of();
+        assert!(
+            (max_of == 1 || max_of == POOLED_ROWS) && rows.is_multiple_of(max_of),
+            "{rows} rows pooled in {max_of}s"
+        );
+        let rows = rows / max_of;
         let (len, stride, columns) = match self {
             Int8Output::U8 {
                 out,
                 row_stride,
                 requantization,
+                ..
             } => (out.len(), *row_stride, requantization.columns()),
             Int8Output::F32 {
                 out,
@@ -533,6 +561,8 @@ unsafe trait DotPath {
     unsafe fn dot(sums: Self::Sums, a: Self::Lhs, b: Self::Rhs) -> Self::Sums;
     /// The sums as 16 integers, column by column.
     unsafe fn to_array(sums: Self::Sums) -> [i32; LANES];
+    /// The larger of two rows' sums, column by column.
+    unsafe fn max(a: Self::Sums, b: Self::Sums) -> Self::Sums;
 
     /// One row of a panel's sums requantized to bytes: [`RequantizationPanel::apply`], which a
     /// path may do in its own instructions, giving the same bytes.
@@ -549,6 +579,23 @@ unsafe trait DotPath {
 /// The CPU supports `P`, and `args` was checked by [`gemm_u8i8_with`].
 #[inline(always)]
 unsafe fn gemm_tiles<P: DotPath, const MR: usize, const NV: usize>(args: TileArgs<'_>) {
+    // SAFETY: the caller's.
+    unsafe {
+        match args.output.max_of() {
+            1 => pooled_tiles::<P, MR, NV, 1>(args),
+            _ => pooled_tiles::<P, MR, NV, POOLED_ROWS>(args),
+        }
+    }
+}
+
+/// [`gemm_tiles`] with each output row the largest of `POOL` rows of the product.
+///
+/// # Safety
+/// As [`gemm_tiles`]; `args.output`'s rows are pooled in `POOL`s.
+#[inline(always)]
+unsafe fn pooled_tiles<P: DotPath, const MR: usize, const NV: usize, const POOL: usize>(
+    args: TileArgs<'_>,
+) {
     let TileArgs {
         a,
         b,
@@ -562,11 +609,12 @@ unsafe fn gemm_tiles<P: DotPath, const MR: usize, const NV: usize>(args: TileArg
         while row < a.rows {
             // SAFETY: the rows and panels are inside the checked shapes.
             unsafe {
+                let at = [row, panel, panels.start];
                 match (a.rows - row >= MR, wide) {
-                    (true, true) => tile::<P, MR, NV>(&a, b, row, panel, panels.start, &mut output),
-                    (true, false) => tile::<P, MR, 1>(&a, b, row, panel, panels.start, &mut output),
-                    (false, true) => tile::<P, 1, NV>(&a, b, row, panel, panels.start, &mut output),
-                    (false, false) => tile::<P, 1, 1>(&a, b, row, panel, panels.start, &mut output),
+                    (true, true) => tile::<P, MR, NV, POOL>(&a, b, at, &mut output),
+                    (true, false) => tile::<P, MR, 1, POOL>(&a, b, at, &mut output),
+                    (false, true) => tile::<P, 1, NV, POOL>(&a, b, at, &mut output),
+                    (false, false) => tile::<P, 1, 1, POOL>(&a, b, at, &mut output),
                 }
             }
             row += if a.rows - row >= MR { MR } else { 1 };
@@ -575,18 +623,19 @@ unsafe fn gemm_tiles<P: DotPath, const MR: usize, const NV: usize>(args: TileArg
     }
 }
 
-/// Rows `row..row + R` of the product, panels `panel..panel + V`, summed in registers, then
-/// stored through the epilogue (whose rows start at panel `first_panel`).
+/// Rows `row..row + R` of the product, panels `panel..panel + V` (`at` is `[row, panel,
+/// first_panel]`), summed in registers, then stored through the epilogue (whose rows start at
+/// panel `first_panel`), each output row the largest of `POOL` rows. A tile of whole pooling
+/// windows takes their largest sums in registers and requantizes those; a tile of fewer rows
+/// stores a window's first row and takes the largest byte of the others.
 ///
 /// # Safety
-/// As [`gemm_tiles`]; the rows and panels exist.
+/// As [`gemm_tiles`]; the rows and panels exist, and a tile of whole windows starts at one.
 #[inline(always)]
-unsafe fn tile<P: DotPath, const R: usize, const V: usize>(
+unsafe fn tile<P: DotPath, const R: usize, const V: usize, const POOL: usize>(
     a: &Int8Lhs<'_>,
     b: &PackedWeights,
-    row: usize,
-    panel: usize,
-    first_panel: usize,
+    [row, panel, first_panel]: [usize; 3],
     output: &mut Int8Output<'_>,
 ) {
     let panel_bytes = b.panel_bytes();
@@ -615,12 +664,32 @@ unsafe fn tile<P: DotPath, const R: usize, const V: usize>(
                 out,
                 row_stride,
                 requantization,
+                ..
             } => {
                 let panel = requantization.panel(col0);
-                for (r, sums) in sums.iter().enumerate() {
-                    // SAFETY: the CPU supports `P`.
-                    let values = unsafe { P::requantize(sums[v], &panel) };
-                    copy_panel(&mut out[(row + r) * *row_stride + at..], &values, cols);
+                let stride = *row_stride;
+                if R.is_multiple_of(POOL) {
+                    for window in 0..R / POOL {
+                        let rows = &sums[window * POOL..(window + 1) * POOL];
+                        // SAFETY (both): the CPU supports `P`.
+                        let largest = rows[1..]
+                            .iter()
+                            .fold(rows[0][v], |m, sums| unsafe { P::max(m, sums[v]) });
+                        let values = unsafe { P::requantize(largest, &panel) };
+                        let out_row = row / POOL + window;
+                        copy_panel(&mut out[out_row * stride + at..], &values, cols);
+                    }
+                } else {
+                    for (r, sums) in sums.iter().enumerate() {
+                        // SAFETY: the CPU supports `P`.
+                        let values = unsafe { P::requantize(sums[v], &panel) };
+                        let out = &mut out[(row + r) / POOL * stride + at..];
+                        if (row + r).is_multiple_of(POOL) {
+                            copy_panel(out, &values, cols);
+                        } else {
+                            max_into_panel(out, &values, cols);
+                        }
+                    }
                 }
             }
             Int8Output::F32 {
@@ -650,6 +719,14 @@ fn copy_panel<T: Copy>(out: &mut [T], values: &[T; LANES], cols: usize) {
             .zip(&values[..cols])
             .for_each(|(o, v)| *o = *v);
     }
+}
+
+/// Takes the larger of each of the first `cols` bytes of `out` and of a panel's `values`.
+#[inline(always)]
+fn max_into_panel(out: &mut [u8], values: &[u8; LANES], cols: usize) {
+    out.iter_mut()
+        .zip(&values[..cols])
+        .for_each(|(o, v)| *o = (*o).max(*v));
 }
 
 /// Independent sums [`dot_loop`] keeps in flight: more than `vpdpbusd`'s latency × issue width.

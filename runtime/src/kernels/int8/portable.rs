@@ -37,6 +37,9 @@ unsafe impl DotPath for Portable {
     unsafe fn to_array(sums: Self::Sums) -> [i32; LANES] {
         sums
     }
+    unsafe fn max(a: Self::Sums, b: Self::Sums) -> Self::Sums {
+        std::array::from_fn(|lane| a[lane].max(b[lane]))
+    }
 }
 
 /// The product on the portable path, 4 rows by 1 panel per tile.

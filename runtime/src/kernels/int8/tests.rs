@@ -77,10 +77,50 @@ fn every_path_requantizes_as_the_reference() {
                     out: &mut out,
                     row_stride: n,
                     requantization: &rq,
+                    max_of: 1,
                 };
                 gemm_u8i8_with(isa, lhs, &packed, 0..packed.panels(), output);
                 assert_eq!(out, expected, "{} path, {rows}x{k}x{n}", isa.name());
             }
+        }
+    }
+}
+
+#[test]
+fn every_path_pools_rows_in_fours_as_the_largest_requantized_byte() {
+    // Rows in whole windows of four: whole tiles, tiles and remainder rows, a window split
+    // between a tile and the remainder on paths with tiles of fewer rows.
+    for (shape, &(rows, k, n)) in [(4, 9, 32), (12, 288, 64), (20, 37, 33), (36, 13, 10)]
+        .iter()
+        .enumerate()
+    {
+        let ops = operands(rows, k, n, shape as u64 + 20);
+        let sums = gemm_reference(&ops.a, &ops.b, rows, k, n);
+        let packed = PackedWeights::pack(&ops.b, k, n);
+        let rq = requantization(n, shape as u64 + 40, shape % 2 == 0);
+        let expected: Vec<u8> = (0..rows / POOLED_ROWS * n)
+            .map(|at| {
+                let (window, col) = (at / n, at % n);
+                let rows = window * POOLED_ROWS..(window + 1) * POOLED_ROWS;
+                let bytes = rows.map(|row| rq.output(col, sums[row * n + col]));
+                bytes.max().expect("four rows")
+            })
+            .collect();
+        for isa in Int8Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
+            let mut out = vec![0u8; expected.len()];
+            let lhs = Int8Lhs {
+                data: &ops.padded_a,
+                rows,
+                row_stride: ops.stride,
+            };
+            let output = Int8Output::U8 {
+                out: &mut out,
+                row_stride: n,
+                requantization: &rq,
+                max_of: POOLED_ROWS,
+            };
+            gemm_u8i8_with(isa, lhs, &packed, 0..packed.panels(), output);
+            assert_eq!(out, expected, "{} path, {rows}x{k}x{n}", isa.name());
         }
     }
 }
@@ -139,6 +179,7 @@ fn a_range_of_panels_writes_only_its_columns() {
             out: &mut out[16..],
             row_stride: n,
             requantization: &rq,
+            max_of: 1,
         };
         gemm_u8i8_with(isa, lhs, &packed, 1..3, output);
         for (at, &value) in out.iter().enumerate() {

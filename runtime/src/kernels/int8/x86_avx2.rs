@@ -48,15 +48,39 @@ unsafe impl DotPath for Avx2 {
     #[inline]
     #[target_feature(enable = "avx2")]
     unsafe fn to_array(sums: Self::Sums) -> [i32; LANES] {
-        // Register `q` holds columns 4q..4q+4 as [c0 c0' c1 c1' | c2 c2' c3 c3']; adding
-        // neighbours of two registers gives [c0 c1 c4 c5 | c2 c3 c6 c7] of their 8 columns,
-        // which a lane permutation puts in order.
-        let order = |x: __m256i| _mm256_permute4x64_epi64::<0b11_01_10_00>(x);
-        let low = order(_mm256_hadd_epi32(sums[0], sums[1]));
-        let high = order(_mm256_hadd_epi32(sums[2], sums[3]));
         // SAFETY: two 256-bit vectors are 16 `i32`s.
-        unsafe { std::mem::transmute::<[__m256i; 2], [i32; LANES]>([low, high]) }
+        unsafe { std::mem::transmute::<[__m256i; 2], [i32; LANES]>(totals(sums)) }
     }
+    /// The larger totals, kept as sums whose second partial sums are zero.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn max(a: Self::Sums, b: Self::Sums) -> Self::Sums {
+        let (a, b) = (totals(a), totals(b));
+        let larger = [_mm256_max_epi32(a[0], b[0]), _mm256_max_epi32(a[1], b[1])];
+        // Each column's total as its first partial sum, zero-extended to 64 bits: a
+        // second partial sum of 0.
+        let quarters = [
+            _mm256_castsi256_si128(larger[0]),
+            _mm256_extracti128_si256::<1>(larger[0]),
+            _mm256_castsi256_si128(larger[1]),
+            _mm256_extracti128_si256::<1>(larger[1]),
+        ];
+        quarters.map(|quarter| _mm256_cvtepu32_epi64(quarter))
+    }
+}
+
+/// Each column's two partial sums added: columns 0..8 and 8..16 in order. Register `q` holds
+/// columns 4q..4q+4 as [c0 c0' c1 c1' | c2 c2' c3 c3']; adding neighbours of two registers
+/// gives [c0 c1 c4 c5 | c2 c3 c6 c7] of their 8 columns, which a lane permutation puts in
+/// order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn totals(sums: [__m256i; 4]) -> [__m256i; 2] {
+    let order = |x: __m256i| _mm256_permute4x64_epi64::<0b11_01_10_00>(x);
+    [
+        order(_mm256_hadd_epi32(sums[0], sums[1])),
+        order(_mm256_hadd_epi32(sums[2], sums[3])),
+    ]
 }
 
 /// The product on the AVX2 path.

@@ -45,6 +45,11 @@ unsafe impl DotPath for Vnni512 {
         // SAFETY: a 512-bit vector is 16 `i32`s.
         unsafe { std::mem::transmute::<__m512i, [i32; LANES]>(sums) }
     }
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn max(a: Self::Sums, b: Self::Sums) -> Self::Sums {
+        _mm512_max_epi32(a, b)
+    }
     /// [`RequantizationPanel::apply`] in sixteen lanes: each half of the sums widened to
     /// 64 bits, multiplied (`vpmuldq`), rounded and shifted (`vpsravq`), narrowed with
     /// saturation (which the clamp to a byte's range then makes exact), clamped, shifted by the
