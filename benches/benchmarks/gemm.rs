@@ -69,11 +69,7 @@ pub fn bench_int8(c: &mut Criterion<WallClock>) {
             group.bench_function(BenchmarkId::new(isa.name(), label), |bench| {
                 pool.install(|| {
                     bench.iter(|| {
-                        let lhs = Int8Lhs {
-                            data: &a,
-                            rows: m,
-                            row_stride: packed.padded_rows(),
-                        };
+                        let lhs = Int8Lhs::strided(&a, m, packed.padded_rows());
                         let output = Int8Output::U8 {
                             out: &mut out,
                             row_stride: n,

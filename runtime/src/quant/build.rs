@@ -101,6 +101,7 @@ pub(super) fn build_step(
                 weights,
                 output,
                 pool: None,
+                in_place: ops::in_place_starts(window, None),
             }
         }
         (FloatOp::Dense { relu, .. }, Some(linear)) => {
@@ -149,8 +150,10 @@ pub(super) fn fuse_max_pools(steps: Vec<Step>) -> Vec<Step> {
             Some(Step {
                 op:
                     Op::Conv {
+                        window: conv_window,
                         output: LinearOutput::U8(_),
                         pool: pool @ None,
+                        in_place,
                         ..
                     },
                 name,
@@ -162,6 +165,7 @@ pub(super) fn fuse_max_pools(steps: Vec<Step>) -> Vec<Step> {
             && ops::is_fusable_pool(window)
         {
             *pool = Some(*window);
+            *in_place = ops::in_place_starts(conv_window, Some(window));
             name.push('+');
             name.push_str(&step.name);
             *output_len = step.output_len;

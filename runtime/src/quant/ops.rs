@@ -1,5 +1,6 @@
-//! The int8 ops and how each runs on a part of a batch: a convolution (im2col of bytes, then
-//! the int8 GEMM, with a 2x2 max pooling after it in the GEMM's epilogue), a dense layer (the int8 GEMM over the part's samples), a pooling on bytes
+//! The int8 ops and how each runs on a part of a batch: a convolution (the int8 GEMM of its
+//! windows, read in place from the image where they can be, else copied by im2col, with a 2x2
+//! max pooling after it in the GEMM's epilogue), a dense layer (the int8 GEMM over the part's samples), a pooling on bytes
 //! (a maximum of bytes is the byte of the maximum; a mean keeps its input's scale), and an
 //! element-wise activation as a table of 256 bytes. Each op reads its input's bytes and writes
 //! its own, every sample's values padded to a whole number of [`GROUP`]s so a dense layer can
@@ -23,6 +24,9 @@ pub(crate) enum Op {
         weights: PackedWeights,
         output: LinearOutput,
         pool: Option<Window>,
+        /// Where each row of the product starts in the image, when the product reads the
+        /// windows in place ([`in_place_starts`]); `None` when im2col copies them.
+        in_place: Option<Vec<usize>>,
     },
     /// A dense layer.
     Dense {
@@ -59,6 +63,25 @@ pub(crate) enum LinearOutput {
 pub(crate) fn is_fusable_pool(window: &Window) -> bool {
     let pads = window.pads;
     window.size == 2 && window.stride == 2 && pads.top + pads.bottom + pads.left + pads.right == 0
+}
+
+/// Where each window of a convolution over `window` starts in its image (the windows of
+/// `pool`'s max pooling four at a time, when it has one), when its product can read them in
+/// place: without padding every window lies inside the image, and kernel rows of whole groups
+/// of bytes are runs of whole groups of `A` ([`Int8Lhs::windows`]).
+pub(crate) fn in_place_starts(window: &Window, pool: Option<&Window>) -> Option<Vec<usize>> {
+    let [_, width, channels] = window.input;
+    let pads = window.pads;
+    let padded = pads.top + pads.bottom + pads.left + pads.right > 0;
+    if padded || !(window.size * channels).is_multiple_of(GROUP) {
+        return None;
+    }
+    let pixels: Vec<[usize; 2]> = match pool {
+        Some(pool) => pooled_order(pool.output[1], pool.size, 0..pool.pixels()).collect(),
+        None => row_major(window.output[1], 0..window.pixels()).collect(),
+    };
+    let start = |[y, x]: [usize; 2]| (y * width + x) * window.stride * channels;
+    Some(pixels.into_iter().map(start).collect())
 }
 
 /// Bytes per sample of a tensor of `len` values: `len` rounded up to whole groups.
@@ -158,6 +181,7 @@ impl Op {
                 weights,
                 output: how,
                 pool,
+                in_place,
             } => {
                 let mut output = output;
                 for image in inputs {
@@ -166,6 +190,7 @@ impl Op {
                     let conv = Convolution {
                         window,
                         pool: pool.as_ref(),
+                        in_place: in_place.as_deref(),
                         weights,
                         how,
                     };
@@ -177,11 +202,7 @@ impl Op {
                 weights,
                 output: how,
             } => {
-                let lhs = Int8Lhs {
-                    data: input,
-                    rows: samples,
-                    row_stride: in_stride,
-                };
+                let lhs = Int8Lhs::strided(input, samples, in_stride);
                 linear(lhs, weights, how, output, [out_stride, 1]);
             }
             Op::Pool { max, window } => {
@@ -228,13 +249,15 @@ struct Convolution<'a> {
     window: &'a Window,
     /// The max pooling in its epilogue.
     pool: Option<&'a Window>,
+    /// Where each row of the product starts in the image, when it reads them in place.
+    in_place: Option<&'a [usize]>,
     weights: &'a PackedWeights,
     how: &'a LinearOutput,
 }
 
 impl Convolution<'_> {
-    /// One image (`zero` its zero point) through the convolution: its patches, then the
-    /// product. On a pass that may split (batches smaller than the pool), the output pixels
+    /// One image (`zero` its zero point) through the convolution: its windows' product (after
+    /// im2col when they are not read in place). On a pass that may split (batches smaller than the pool), the output pixels
     /// are split between two threads when each half has enough work.
     fn run(&self, image: &[u8], zero: u8, output: Destination<'_>, patches: &mut [u8]) {
         let (row_len, filters) = (self.weights.padded_rows(), self.weights.cols());
@@ -257,7 +280,8 @@ impl Convolution<'_> {
         );
     }
 
-    /// Output pixels `pixels` of one image: their patches, then their product.
+    /// Output pixels `pixels` of one image (of its pooling, when it has one): their windows'
+    /// product.
     fn pixels(
         &self,
         pixels: std::ops::Range<usize>,
@@ -267,22 +291,29 @@ impl Convolution<'_> {
         output: Destination<'_>,
     ) {
         let (window, row_len) = (self.window, self.weights.padded_rows());
-        let rows_per_pixel = match self.pool {
-            Some(pool) => {
-                let order = pooled_order(pool.output[1], pool.size, pixels.clone());
-                im2col(window, image, zero, patches, row_len, order);
-                POOLED_ROWS
+        let rows_per_pixel = if self.pool.is_some() { POOLED_ROWS } else { 1 };
+        let rows = pixels.start * rows_per_pixel..pixels.end * rows_per_pixel;
+        let lhs = match (self.in_place, self.pool) {
+            (Some(starts), _) => {
+                let image_row = window.input[1] * window.input[2];
+                Int8Lhs::windows(image, &starts[rows], window.size, image_row)
             }
-            None => {
-                let order = row_major(window.output[1], pixels.clone());
+            (None, Some(pool)) => {
+                let order = pooled_order(pool.output[1], pool.size, pixels);
                 im2col(window, image, zero, patches, row_len, order);
-                1
+                Int8Lhs::strided(patches, rows.len(), row_len)
             }
-        };
-        let lhs = Int8Lhs {
-            data: patches,
-            rows: pixels.len() * rows_per_pixel,
-            row_stride: row_len,
+            (None, None) => {
+                im2col(
+                    window,
+                    image,
+                    zero,
+                    patches,
+                    row_len,
+                    row_major(window.output[1], pixels),
+                );
+                Int8Lhs::strided(patches, rows.len(), row_len)
+            }
         };
         let layout = [self.weights.cols(), rows_per_pixel];
         linear(lhs, self.weights, self.how, output, layout);
@@ -301,8 +332,8 @@ fn linear(
     layout: [usize; 2],
 ) {
     let panels = weights.panels();
-    let muls = lhs.rows * weights.rows() * weights.cols();
-    let split = lhs.rows == 1
+    let muls = lhs.rows() * weights.rows() * weights.cols();
+    let split = lhs.rows() == 1
         && panels > 1
         && schedule::pass_threads() > 1
         && muls / 2 >= schedule::splits().gemm_min_muls_per_column_part;

@@ -117,6 +117,9 @@ fn convolutions_match_the_direct_integer_convolution() {
             20,
         ),
         (window([6, 6, 3], 5, 1, Pads::uniform(2)), 17),
+        // Read in place: kernel rows of whole groups, no padding.
+        (window([7, 9, 4], 3, 1, Pads::default()), 24),
+        (window([9, 9, 8], 3, 2, Pads::default()), 16),
     ];
     for (case, (window, filters)) in cases.into_iter().enumerate() {
         for relu in [false, true] {
@@ -126,9 +129,13 @@ fn convolutions_match_the_direct_integer_convolution() {
             let image: Vec<u8> = (0..len).map(|_| rng.random()).collect();
             let expected = conv_reference(&window, &step, input, &image);
             let mut out = vec![0u8; expected.len()];
-            let Op::Conv { weights, .. } = &op else {
+            let Op::Conv {
+                weights, in_place, ..
+            } = &op
+            else {
                 unreachable!()
             };
+            assert_eq!(in_place.is_some(), case >= 3, "case {case}");
             let mut patches = vec![0u8; window.pixels() * weights.padded_rows()];
             let destination = Destination::Bytes(&mut out);
             op.run(
@@ -156,6 +163,7 @@ fn a_max_pooling_in_the_convolution_epilogue_equals_the_pooling_of_its_bytes() {
         (window([9, 9, 1], 3, 1, Pads::default()), 16),
         (window([10, 10, 3], 3, 1, Pads::uniform(1)), 20),
         (window([8, 8, 2], 3, 1, Pads::default()), 40),
+        (window([9, 9, 4], 3, 1, Pads::default()), 32),
     ];
     for (case, (conv_window, filters)) in cases.into_iter().enumerate() {
         let (_, input, conv) = conv_op(conv_window, filters, case != 1, case as u64 + 9);
@@ -175,6 +183,10 @@ fn a_max_pooling_in_the_convolution_epilogue_equals_the_pooling_of_its_bytes() {
         let fused = build::fuse_max_pools(vec![conv.clone(), pool.clone()]);
         assert_eq!(fused.len(), 1, "case {case}: one step");
         assert_eq!(fused[0].name, "conv1+relu1+pool1");
+        let Op::Conv { in_place, .. } = &fused[0].op else {
+            unreachable!()
+        };
+        assert_eq!(in_place.is_some(), case == 3, "case {case}");
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(case as u64 + 70);
         let len: usize = conv_window.input.iter().product();
         let image: Vec<u8> = (0..len).map(|_| rng.random()).collect();

@@ -461,16 +461,98 @@ impl Int8Output<'_> {
     }
 }
 
-/// `A` as the product reads it: `rows` rows of at least [`PackedWeights::padded_rows`] bytes,
-/// `row_stride` apart.
+/// `A` as the product reads it: a matrix whose rows are [`PackedWeights::padded_rows`] bytes
+/// each, or a convolution's windows read in place from the image ([`Int8Lhs::windows`]).
 #[derive(Clone, Copy)]
 pub struct Int8Lhs<'a> {
-    /// The rows.
-    pub data: &'a [u8],
+    data: &'a [u8],
+    rows: usize,
+    starts: RowStarts<'a>,
+    /// Runs of bytes each row is made of: 1 for a matrix, a kernel's rows for windows.
+    segments: usize,
+    /// Bytes between the starts of two runs of a row.
+    segment_stride: usize,
+}
+
+/// Where each row of an [`Int8Lhs`] starts.
+#[derive(Clone, Copy)]
+enum RowStarts<'a> {
+    /// Row `i` at `i · stride`.
+    Strided(usize),
+    /// Row `i` at `starts[i]`.
+    Listed(&'a [usize]),
+}
+
+impl<'a> Int8Lhs<'a> {
+    /// `rows` rows of `data`, `row_stride` bytes apart.
+    pub fn strided(data: &'a [u8], rows: usize, row_stride: usize) -> Self {
+        Int8Lhs {
+            data,
+            rows,
+            starts: RowStarts::Strided(row_stride),
+            segments: 1,
+            segment_stride: 0,
+        }
+    }
+
+    /// A convolution's windows read in place from `image`, one row per window: row `i` is
+    /// `segments` runs (the kernel's rows) of `K / segments` bytes, `segment_stride` bytes
+    /// apart (an image row), the first at `starts[i]`. Each run must be whole groups.
+    pub fn windows(
+        image: &'a [u8],
+        starts: &'a [usize],
+        segments: usize,
+        segment_stride: usize,
+    ) -> Self {
+        Int8Lhs {
+            data: image,
+            rows: starts.len(),
+            starts: RowStarts::Listed(starts),
+            segments,
+            segment_stride,
+        }
+    }
+
     /// Rows to multiply.
-    pub rows: usize,
-    /// Bytes between the starts of two rows.
-    pub row_stride: usize,
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Where row `row` starts in the data.
+    #[inline(always)]
+    fn start(&self, row: usize) -> usize {
+        match self.starts {
+            RowStarts::Strided(stride) => row * stride,
+            RowStarts::Listed(starts) => starts[row],
+        }
+    }
+
+    /// Checks that every row holds the `k` bytes (whole groups) of `B`'s padded rows.
+    ///
+    /// # Panics
+    /// If one does not.
+    fn check(&self, k: usize) {
+        let segments = self.segments;
+        assert!(
+            segments > 0 && k.is_multiple_of(segments * GROUP),
+            "rows of {segments} runs of whole groups, {k} bytes in all"
+        );
+        let run = k / segments;
+        let extent = (segments - 1) * self.segment_stride + run;
+        let len = self.data.len();
+        match self.starts {
+            RowStarts::Strided(stride) => {
+                assert!(segments > 1 || stride >= k, "rows of A hold {k} values");
+                if self.rows > 0 {
+                    assert!((self.rows - 1) * stride + extent <= len, "A holds its rows");
+                }
+            }
+            RowStarts::Listed(starts) => assert!(
+                starts.iter().all(|&start| start + extent <= len),
+                "A holds its rows"
+            ),
+        }
+    }
 }
 
 /// `C = A·B` for the columns of panels `panels` of `b`, through `output`'s epilogue (whose rows
@@ -499,14 +581,7 @@ pub fn gemm_u8i8_with(
         "panels {panels:?} of {}",
         b.panels()
     );
-    let k = b.padded_rows();
-    assert!(a.row_stride >= k, "rows of A hold {k} values");
-    if a.rows > 0 {
-        assert!(
-            (a.rows - 1) * a.row_stride + k <= a.data.len(),
-            "A holds its rows"
-        );
-    }
+    a.check(b.padded_rows());
     let cols = (panels.end * LANES)
         .min(b.n)
         .saturating_sub(panels.start * LANES);
@@ -640,19 +715,26 @@ unsafe fn tile<P: DotPath, const R: usize, const V: usize, const POOL: usize>(
 ) {
     let panel_bytes = b.panel_bytes();
     let first_col = first_panel * LANES;
-    let a_rows = a.data.as_ptr().wrapping_add(row * a.row_stride);
+    let a_rows: [*const u8; R] =
+        std::array::from_fn(|r| a.data.as_ptr().wrapping_add(a.start(row + r)));
     let b_panels = b.data.as_ptr().wrapping_add(panel * panel_bytes);
-    // SAFETY (every pointer below): group `g` of rows `row..row + R` lies inside `A` and of
-    // panels `panel..panel + V` inside `B`, as the caller checked.
+    let segment_groups = b.groups() / a.segments;
+    // SAFETY (every pointer below): group `g` of run `s` of rows `row..row + R` lies inside
+    // `A` and group `s · segment_groups + g` of panels `panel..panel + V` inside `B`, as the
+    // caller checked.
     let mut sums = [[unsafe { P::zero() }; V]; R];
-    for group in 0..b.groups() {
-        let rhs: [P::Rhs; V] = std::array::from_fn(|v| unsafe {
-            P::rhs(b_panels.add(v * panel_bytes + group * GROUP_BYTES))
-        });
-        for (r, sums) in sums.iter_mut().enumerate() {
-            let lhs = unsafe { P::lhs(a_rows.add(r * a.row_stride + group * GROUP)) };
-            for (sum, rhs) in sums.iter_mut().zip(rhs) {
-                *sum = unsafe { P::dot(*sum, lhs, rhs) };
+    for segment in 0..a.segments {
+        let a_runs = a_rows.map(|row| row.wrapping_add(segment * a.segment_stride));
+        let b_groups = b_panels.wrapping_add(segment * segment_groups * GROUP_BYTES);
+        for group in 0..segment_groups {
+            let rhs: [P::Rhs; V] = std::array::from_fn(|v| unsafe {
+                P::rhs(b_groups.add(v * panel_bytes + group * GROUP_BYTES))
+            });
+            for (sums, run) in sums.iter_mut().zip(a_runs) {
+                let lhs = unsafe { P::lhs(run.add(group * GROUP)) };
+                for (sum, rhs) in sums.iter_mut().zip(rhs) {
+                    *sum = unsafe { P::dot(*sum, lhs, rhs) };
+                }
             }
         }
     }

@@ -68,11 +68,7 @@ fn every_path_requantizes_as_the_reference() {
                 .collect();
             for isa in Int8Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
                 let mut out = vec![0u8; rows * n];
-                let lhs = Int8Lhs {
-                    data: &ops.padded_a,
-                    rows,
-                    row_stride: ops.stride,
-                };
+                let lhs = Int8Lhs::strided(&ops.padded_a, rows, ops.stride);
                 let output = Int8Output::U8 {
                     out: &mut out,
                     row_stride: n,
@@ -108,11 +104,7 @@ fn every_path_pools_rows_in_fours_as_the_largest_requantized_byte() {
             .collect();
         for isa in Int8Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
             let mut out = vec![0u8; expected.len()];
-            let lhs = Int8Lhs {
-                data: &ops.padded_a,
-                rows,
-                row_stride: ops.stride,
-            };
+            let lhs = Int8Lhs::strided(&ops.padded_a, rows, ops.stride);
             let output = Int8Output::U8 {
                 out: &mut out,
                 row_stride: n,
@@ -122,6 +114,45 @@ fn every_path_pools_rows_in_fours_as_the_largest_requantized_byte() {
             gemm_u8i8_with(isa, lhs, &packed, 0..packed.panels(), output);
             assert_eq!(out, expected, "{} path, {rows}x{k}x{n}", isa.name());
         }
+    }
+}
+
+#[test]
+fn every_path_reads_windows_in_place_as_their_copied_rows() {
+    // A 6x7 image of 4 channels under a 3x3 kernel: rows of 3 runs of 12 bytes, 28 apart.
+    let (width, channels, size, n) = (7, 4, 3, 40);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(60);
+    let image: Vec<u8> = (0..6 * width * channels).map(|_| rng.random()).collect();
+    let (run, k) = (size * channels, size * size * channels);
+    let starts: Vec<usize> = (0..4)
+        .flat_map(|y| (0..5).map(move |x| (y * width + x) * channels))
+        .rev()
+        .collect();
+    let line = width * channels;
+    let copied: Vec<u8> = starts
+        .iter()
+        .flat_map(|&start| (0..size).map(move |ky| start + ky * line))
+        .flat_map(|from| image[from..from + run].to_vec())
+        .collect();
+    let b: Vec<i8> = (0..k * n).map(|_| rng.random_range(-127..=127)).collect();
+    let packed = PackedWeights::pack(&b, k, n);
+    let rq = requantization(n, 61, false);
+    let rows = starts.len();
+    let sums = gemm_reference(&copied, &b, rows, k, n);
+    let expected: Vec<u8> = (0..rows * n)
+        .map(|at| rq.output(at % n, sums[at]))
+        .collect();
+    for isa in Int8Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
+        let mut out = vec![0u8; rows * n];
+        let lhs = Int8Lhs::windows(&image, &starts, size, line);
+        let output = Int8Output::U8 {
+            out: &mut out,
+            row_stride: n,
+            requantization: &rq,
+            max_of: 1,
+        };
+        gemm_u8i8_with(isa, lhs, &packed, 0..packed.panels(), output);
+        assert_eq!(out, expected, "{} path", isa.name());
     }
 }
 
@@ -141,11 +172,7 @@ fn every_path_dequantizes_as_the_reference() {
             .collect();
         for isa in Int8Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
             let mut out = vec![0f32; rows * n];
-            let lhs = Int8Lhs {
-                data: &ops.padded_a,
-                rows,
-                row_stride: ops.stride,
-            };
+            let lhs = Int8Lhs::strided(&ops.padded_a, rows, ops.stride);
             let output = Int8Output::F32 {
                 out: &mut out,
                 row_stride: n,
@@ -170,11 +197,7 @@ fn a_range_of_panels_writes_only_its_columns() {
     let sums = gemm_reference(&ops.a, &ops.b, rows, k, n);
     for isa in Int8Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
         let mut out = vec![7u8; rows * n];
-        let lhs = Int8Lhs {
-            data: &ops.padded_a,
-            rows,
-            row_stride: ops.stride,
-        };
+        let lhs = Int8Lhs::strided(&ops.padded_a, rows, ops.stride);
         let output = Int8Output::U8 {
             out: &mut out[16..],
             row_stride: n,
