@@ -164,7 +164,7 @@ pub(super) fn fuse_max_pools(steps: Vec<Step>) -> Vec<Step> {
         ) = (fused.last_mut(), &step.op)
             && ops::is_fusable_pool(window)
         {
-            *pool = Some(*window);
+            *pool = Some(Box::new(*window));
             *in_place = ops::in_place_starts(conv_window, Some(window));
             name.push('+');
             name.push_str(&step.name);

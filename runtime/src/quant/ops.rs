@@ -23,7 +23,7 @@ pub(crate) enum Op {
         window: Window,
         weights: PackedWeights,
         output: LinearOutput,
-        pool: Option<Window>,
+        pool: Option<Box<Window>>,
         /// Where each row of the product starts in the image, when the product reads the
         /// windows in place ([`in_place_starts`]); `None` when im2col copies them.
         in_place: Option<Vec<usize>>,
@@ -154,7 +154,7 @@ impl Op {
                 weights,
                 pool,
                 ..
-            } => conv_rows(window, pool.as_ref()) * weights.rows() * weights.cols(),
+            } => conv_rows(window, pool.as_deref()) * weights.rows() * weights.cols(),
             Op::Dense { weights, .. } => weights.rows() * weights.cols(),
             _ => 0,
         }
@@ -189,7 +189,7 @@ impl Op {
                     let (out, rest) = output.split_at(len);
                     let conv = Convolution {
                         window,
-                        pool: pool.as_ref(),
+                        pool: pool.as_deref(),
                         in_place: in_place.as_deref(),
                         weights,
                         how,
