@@ -101,7 +101,7 @@ pub(super) fn build_step(
                 weights,
                 output,
                 pool: None,
-                in_place: ops::in_place_starts(window, None),
+                rows: ops::ProductRows::of(window, None),
             }
         }
         (FloatOp::Dense { relu, .. }, Some(linear)) => {
@@ -153,7 +153,7 @@ pub(super) fn fuse_max_pools(steps: Vec<Step>) -> Vec<Step> {
                         window: conv_window,
                         output: LinearOutput::U8(_),
                         pool: pool @ None,
-                        in_place,
+                        rows,
                         ..
                     },
                 name,
@@ -165,7 +165,7 @@ pub(super) fn fuse_max_pools(steps: Vec<Step>) -> Vec<Step> {
             && ops::is_fusable_pool(window)
         {
             *pool = Some(Box::new(*window));
-            *in_place = ops::in_place_starts(conv_window, Some(window));
+            *rows = ops::ProductRows::of(conv_window, Some(window));
             name.push('+');
             name.push_str(&step.name);
             *output_len = step.output_len;

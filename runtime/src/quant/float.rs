@@ -423,10 +423,10 @@ impl FloatStep {
                 relu,
             } => {
                 let k = window.size * window.size * window.input[2];
+                let pixels: Vec<_> = row_major(window.output[1], 0..window.pixels()).collect();
                 let mut patches = vec![0.0; window.pixels() * k];
                 for (image, out) in input.chunks(in_len).zip(output.chunks_mut(self.output_len)) {
-                    let pixels = row_major(window.output[1], 0..window.pixels());
-                    im2col(window, image, 0.0, &mut patches, k, pixels);
+                    im2col(window, image, 0.0, &mut patches, k, &pixels);
                     let (a, b) = (
                         MatRef::row_major(&patches, window.pixels(), k),
                         MatRef::row_major(weight, k, *filters),
@@ -501,7 +501,7 @@ fn finish_linear(rows: &mut [f32], bias: &[f32], relu: bool) {
 }
 
 /// Writes the patches of `image` under `window` for output pixels `pixels` (each `[row,
-/// column]`, in the order the rows of `patches` take them), one row of `row_len` values per
+/// column]`, in the order of the rows of `patches`), one row of `row_len` values per
 /// pixel (`kernel · kernel · channels` values, then whatever was there), `pad` outside the
 /// image.
 ///
@@ -519,7 +519,7 @@ pub(crate) fn im2col<T: Copy>(
     pad: T,
     patches: &mut [T],
     row_len: usize,
-    pixels: impl Iterator<Item = [usize; 2]>,
+    pixels: &[[usize; 2]],
 ) {
     let block = (16 / size_of::<T>()).max(1);
     let (image, pixels) = (PatchSource { window, image, pad }, pixels);
@@ -551,7 +551,7 @@ fn im2col_blocks<T: Copy, const BLOCKS: usize>(
     source: PatchSource<'_, T>,
     patches: &mut [T],
     row_len: usize,
-    pixels: impl Iterator<Item = [usize; 2]>,
+    pixels: &[[usize; 2]],
 ) {
     let PatchSource { window, image, .. } = source;
     let [height, width, channels] = window.input;
@@ -560,7 +560,7 @@ fn im2col_blocks<T: Copy, const BLOCKS: usize>(
         0 => run,
         blocks => blocks * (16 / size_of::<T>()).max(1),
     };
-    for (index, [oy, ox]) in pixels.enumerate() {
+    for (index, &[oy, ox]) in pixels.iter().enumerate() {
         let row = &mut patches[index * row_len..];
         let y0 = (oy * window.stride) as isize - window.pads.top as isize;
         let x0 = (ox * window.stride) as isize - window.pads.left as isize;

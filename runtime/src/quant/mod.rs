@@ -329,12 +329,12 @@ impl<N: Network> Quantized<N> {
         outputs.chain([padded(N::Input::LEN)]).max().unwrap_or(1)
     }
 
-    /// Bytes of im2col patches the largest convolution needs for one sample.
+    /// Bytes of im2col patches the largest convolution that copies them needs for one sample.
     fn patch_bytes(&self) -> usize {
         let patches = self.steps.iter().map(|step| match &step.op {
-            Op::Conv {
-                window, weights, ..
-            } => window.pixels() * weights.padded_rows(),
+            Op::Conv { weights, rows, .. } if rows.in_place.is_none() => {
+                rows.pixels.len() * weights.padded_rows()
+            }
             _ => 0,
         });
         patches.max().unwrap_or(0)

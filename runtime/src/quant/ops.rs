@@ -24,9 +24,8 @@ pub(crate) enum Op {
         weights: PackedWeights,
         output: LinearOutput,
         pool: Option<Box<Window>>,
-        /// Where each row of the product starts in the image, when the product reads the
-        /// windows in place ([`in_place_starts`]); `None` when im2col copies them.
-        in_place: Option<Vec<usize>>,
+        /// The product's rows: which window each is, and how it is read.
+        rows: Box<ProductRows>,
     },
     /// A dense layer.
     Dense {
@@ -65,23 +64,35 @@ pub(crate) fn is_fusable_pool(window: &Window) -> bool {
     window.size == 2 && window.stride == 2 && pads.top + pads.bottom + pads.left + pads.right == 0
 }
 
-/// Where each window of a convolution over `window` starts in its image (the windows of
-/// `pool`'s max pooling four at a time, when it has one), when its product can read them in
-/// place: without padding every window lies inside the image, and kernel rows of whole groups
-/// of bytes are runs of whole groups of `A` ([`Int8Lhs::windows`]).
-pub(crate) fn in_place_starts(window: &Window, pool: Option<&Window>) -> Option<Vec<usize>> {
-    let [_, width, channels] = window.input;
-    let pads = window.pads;
-    let padded = pads.top + pads.bottom + pads.left + pads.right > 0;
-    if padded || !(window.size * channels).is_multiple_of(GROUP) {
-        return None;
+/// The rows of a convolution's product: a row per output pixel, or per pixel under the
+/// windows of the max pooling in its epilogue, four at a time.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ProductRows {
+    /// The output pixel of each row, `[row, column]`, in order.
+    pub pixels: Vec<[usize; 2]>,
+    /// Where each row's window starts in the image, when the product reads the windows in
+    /// place: without padding every window lies inside the image, and kernel rows of whole
+    /// groups of bytes are runs of whole groups of `A` ([`Int8Lhs::windows`]). `None` when
+    /// im2col copies them.
+    pub in_place: Option<Vec<usize>>,
+}
+
+impl ProductRows {
+    /// The rows of a convolution over `window`, with `pool`'s max pooling in its epilogue.
+    pub fn of(window: &Window, pool: Option<&Window>) -> Box<Self> {
+        let pixels: Vec<[usize; 2]> = match pool {
+            Some(pool) => pooled_order(pool.output[1], pool.size, 0..pool.pixels()).collect(),
+            None => row_major(window.output[1], 0..window.pixels()).collect(),
+        };
+        let [_, width, channels] = window.input;
+        let pads = window.pads;
+        let padded = pads.top + pads.bottom + pads.left + pads.right > 0;
+        let in_place = (!padded && (window.size * channels).is_multiple_of(GROUP)).then(|| {
+            let start = |&[y, x]: &[usize; 2]| (y * width + x) * window.stride * channels;
+            pixels.iter().map(start).collect()
+        });
+        Box::new(ProductRows { pixels, in_place })
     }
-    let pixels: Vec<[usize; 2]> = match pool {
-        Some(pool) => pooled_order(pool.output[1], pool.size, 0..pool.pixels()).collect(),
-        None => row_major(window.output[1], 0..window.pixels()).collect(),
-    };
-    let start = |[y, x]: [usize; 2]| (y * width + x) * window.stride * channels;
-    Some(pixels.into_iter().map(start).collect())
 }
 
 /// Bytes per sample of a tensor of `len` values: `len` rounded up to whole groups.
@@ -149,12 +160,7 @@ impl Op {
     /// Multiply-adds per sample.
     pub fn muls(&self) -> usize {
         match self {
-            Op::Conv {
-                window,
-                weights,
-                pool,
-                ..
-            } => conv_rows(window, pool.as_deref()) * weights.rows() * weights.cols(),
+            Op::Conv { weights, rows, .. } => rows.pixels.len() * weights.rows() * weights.cols(),
             Op::Dense { weights, .. } => weights.rows() * weights.cols(),
             _ => 0,
         }
@@ -181,7 +187,7 @@ impl Op {
                 weights,
                 output: how,
                 pool,
-                in_place,
+                rows,
             } => {
                 let mut output = output;
                 for image in inputs {
@@ -190,7 +196,7 @@ impl Op {
                     let conv = Convolution {
                         window,
                         pool: pool.as_deref(),
-                        in_place: in_place.as_deref(),
+                        rows,
                         weights,
                         how,
                     };
@@ -238,41 +244,42 @@ fn rest_len(destination: &Destination<'_>) -> usize {
     }
 }
 
-/// Rows of a convolution's product: a row per pixel, or [`POOLED_ROWS`] per window of the
-/// max pooling in its epilogue.
-fn conv_rows(window: &Window, pool: Option<&Window>) -> usize {
-    pool.map_or(window.pixels(), |pool| pool.pixels() * POOLED_ROWS)
-}
-
 /// A convolution as one image runs through it.
 struct Convolution<'a> {
     window: &'a Window,
     /// The max pooling in its epilogue.
     pool: Option<&'a Window>,
-    /// Where each row of the product starts in the image, when it reads them in place.
-    in_place: Option<&'a [usize]>,
+    rows: &'a ProductRows,
     weights: &'a PackedWeights,
     how: &'a LinearOutput,
 }
 
 impl Convolution<'_> {
+    /// Output rows of the product each output pixel is made of.
+    fn rows_per_pixel(&self) -> usize {
+        if self.pool.is_some() { POOLED_ROWS } else { 1 }
+    }
+
     /// One image (`zero` its zero point) through the convolution: its windows' product (after
-    /// im2col when they are not read in place). On a pass that may split (batches smaller than the pool), the output pixels
-    /// are split between two threads when each half has enough work.
+    /// im2col when they are not read in place). On a pass that may split (batches smaller than
+    /// the pool), the output pixels are split between two threads when each half has enough
+    /// work.
     fn run(&self, image: &[u8], zero: u8, output: Destination<'_>, patches: &mut [u8]) {
         let (row_len, filters) = (self.weights.padded_rows(), self.weights.cols());
-        let (pixels, rows_per_pixel) = match self.pool {
-            Some(pool) => (pool.pixels(), POOLED_ROWS),
-            None => (self.window.pixels(), 1),
-        };
-        let muls = pixels * rows_per_pixel * self.weights.rows() * filters;
+        let rows_per_pixel = self.rows_per_pixel();
+        let pixels = self.rows.pixels.len() / rows_per_pixel;
+        let muls = self.rows.pixels.len() * self.weights.rows() * filters;
         let split = schedule::pass_threads() > 1
             && muls / 2 >= schedule::splits().gemm_min_muls_per_awake_part;
         if !split {
             return self.pixels(0..pixels, image, zero, patches, output);
         }
         let middle = pixels / 2;
-        let (first, second) = patches.split_at_mut(middle * rows_per_pixel * row_len);
+        let copied = match self.rows.in_place {
+            Some(_) => 0,
+            None => middle * rows_per_pixel * row_len,
+        };
+        let (first, second) = patches.split_at_mut(copied);
         let (top, bottom) = output.split_at(middle * filters);
         rayon::join(
             || self.pixels(0..middle, image, zero, first, top),
@@ -291,28 +298,17 @@ impl Convolution<'_> {
         output: Destination<'_>,
     ) {
         let (window, row_len) = (self.window, self.weights.padded_rows());
-        let rows_per_pixel = if self.pool.is_some() { POOLED_ROWS } else { 1 };
+        let rows_per_pixel = self.rows_per_pixel();
         let rows = pixels.start * rows_per_pixel..pixels.end * rows_per_pixel;
-        let lhs = match (self.in_place, self.pool) {
-            (Some(starts), _) => {
+        let lhs = match &self.rows.in_place {
+            Some(starts) => {
                 let image_row = window.input[1] * window.input[2];
                 Int8Lhs::windows(image, &starts[rows], window.size, image_row)
             }
-            (None, Some(pool)) => {
-                let order = pooled_order(pool.output[1], pool.size, pixels);
-                im2col(window, image, zero, patches, row_len, order);
-                Int8Lhs::strided(patches, rows.len(), row_len)
-            }
-            (None, None) => {
-                im2col(
-                    window,
-                    image,
-                    zero,
-                    patches,
-                    row_len,
-                    row_major(window.output[1], pixels),
-                );
-                Int8Lhs::strided(patches, rows.len(), row_len)
+            None => {
+                let pixels = &self.rows.pixels[rows];
+                im2col(window, image, zero, patches, row_len, pixels);
+                Int8Lhs::strided(patches, pixels.len(), row_len)
             }
         };
         let layout = [self.weights.cols(), rows_per_pixel];

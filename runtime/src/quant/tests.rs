@@ -129,13 +129,10 @@ fn convolutions_match_the_direct_integer_convolution() {
             let image: Vec<u8> = (0..len).map(|_| rng.random()).collect();
             let expected = conv_reference(&window, &step, input, &image);
             let mut out = vec![0u8; expected.len()];
-            let Op::Conv {
-                weights, in_place, ..
-            } = &op
-            else {
+            let Op::Conv { weights, rows, .. } = &op else {
                 unreachable!()
             };
-            assert_eq!(in_place.is_some(), case >= 3, "case {case}");
+            assert_eq!(rows.in_place.is_some(), case >= 3, "case {case}");
             let mut patches = vec![0u8; window.pixels() * weights.padded_rows()];
             let destination = Destination::Bytes(&mut out);
             op.run(
@@ -183,10 +180,10 @@ fn a_max_pooling_in_the_convolution_epilogue_equals_the_pooling_of_its_bytes() {
         let fused = build::fuse_max_pools(vec![conv.clone(), pool.clone()]);
         assert_eq!(fused.len(), 1, "case {case}: one step");
         assert_eq!(fused[0].name, "conv1+relu1+pool1");
-        let Op::Conv { in_place, .. } = &fused[0].op else {
+        let Op::Conv { rows, .. } = &fused[0].op else {
             unreachable!()
         };
-        assert_eq!(in_place.is_some(), case == 3, "case {case}");
+        assert_eq!(rows.in_place.is_some(), case == 3, "case {case}");
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(case as u64 + 70);
         let len: usize = conv_window.input.iter().product();
         let image: Vec<u8> = (0..len).map(|_| rng.random()).collect();
