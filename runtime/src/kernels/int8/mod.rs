@@ -700,9 +700,7 @@ unsafe fn pooled_tiles<P: DotPath, const MR: usize, const NV: usize, const POOL:
 
 /// Rows `row..row + R` of the product, panels `panel..panel + V` (`at` is `[row, panel,
 /// first_panel]`), summed in registers, then stored through the epilogue (whose rows start at
-/// panel `first_panel`), each output row the largest of `POOL` rows. A tile of whole pooling
-/// windows takes their largest sums in registers and requantizes those; a tile of fewer rows
-/// stores a window's first row and takes the largest byte of the others.
+/// panel `first_panel`), each output row the largest of `POOL` rows.
 ///
 /// # Safety
 /// As [`gemm_tiles`]; the rows and panels exist, and a tile of whole windows starts at one.
@@ -713,8 +711,53 @@ unsafe fn tile<P: DotPath, const R: usize, const V: usize, const POOL: usize>(
     [row, panel, first_panel]: [usize; 3],
     output: &mut Int8Output<'_>,
 ) {
+    // SAFETY: the caller's.
+    let sums = unsafe { tile_sums::<P, R, V>(a, b, row, panel) };
+    for v in 0..V {
+        let col0 = (panel + v) * LANES;
+        let (at, cols) = (col0 - first_panel * LANES, (b.n - col0).min(LANES));
+        match output {
+            Int8Output::U8 {
+                out,
+                row_stride,
+                requantization,
+                ..
+            } => {
+                let panel = requantization.panel(col0);
+                let rows: [P::Sums; R] = std::array::from_fn(|r| sums[r][v]);
+                let out = &mut out[at..];
+                // SAFETY: the caller's.
+                unsafe {
+                    store_requantized::<P, R, POOL>(&rows, row, &panel, out, *row_stride, cols)
+                };
+            }
+            Int8Output::F32 {
+                out,
+                row_stride,
+                dequantization,
+            } => {
+                for (r, sums) in sums.iter().enumerate() {
+                    // SAFETY: the CPU supports `P`.
+                    let values = dequantization.panel(col0, &unsafe { P::to_array(sums[v]) });
+                    copy_panel(&mut out[(row + r) * *row_stride + at..], &values, cols);
+                }
+            }
+        }
+    }
+}
+
+/// The sums of rows `row..row + R` and panels `panel..panel + V` of the product, in registers.
+///
+/// # Safety
+/// As [`tile`].
+#[inline(always)]
+unsafe fn tile_sums<P: DotPath, const R: usize, const V: usize>(
+    a: &Int8Lhs<'_>,
+    b: &PackedWeights,
+    row: usize,
+    panel: usize,
+) -> [[P::Sums; V]; R] {
     let panel_bytes = b.panel_bytes();
-    let first_col = first_panel * LANES;
     let a_rows: [*const u8; R] =
         std::array::from_fn(|r| a.data.as_ptr().wrapping_add(a.start(row + r)));
     let b_panels = b.data.as_ptr().wrapping_add(panel * panel_bytes);
@@ -738,53 +781,44 @@ unsafe fn tile<P: DotPath, const R: usize, const V: usize, const POOL: usize>(
             }
         }
     }
-    for v in 0..V {
-        let col0 = (panel + v) * LANES;
-        let (at, cols) = (col0 - first_col, (b.n - col0).min(LANES));
-        match output {
-            Int8Output::U8 {
-                out,
-                row_stride,
-                requantization,
-                ..
-            } => {
-                let panel = requantization.panel(col0);
-                let stride = *row_stride;
-                if R.is_multiple_of(POOL) {
-                    for window in 0..R / POOL {
-                        let rows = &sums[window * POOL..(window + 1) * POOL];
-                        // SAFETY (both): the CPU supports `P`.
-                        let largest = rows[1..]
-                            .iter()
-                            .fold(rows[0][v], |m, sums| unsafe { P::max(m, sums[v]) });
-                        let values = unsafe { P::requantize(largest, &panel) };
-                        let out_row = row / POOL + window;
-                        copy_panel(&mut out[out_row * stride + at..], &values, cols);
-                    }
-                } else {
-                    for (r, sums) in sums.iter().enumerate() {
-                        // SAFETY: the CPU supports `P`.
-                        let values = unsafe { P::requantize(sums[v], &panel) };
-                        let out = &mut out[(row + r) / POOL * stride + at..];
-                        if (row + r).is_multiple_of(POOL) {
-                            copy_panel(out, &values, cols);
-                        } else {
-                            max_into_panel(out, &values, cols);
-                        }
-                    }
-                }
-            }
-            Int8Output::F32 {
-                out,
-                row_stride,
-                dequantization,
-            } => {
-                for (r, sums) in sums.iter().enumerate() {
-                    // SAFETY: the CPU supports `P`.
-                    let values = dequantization.panel(col0, &unsafe { P::to_array(sums[v]) });
-                    copy_panel(&mut out[(row + r) * *row_stride + at..], &values, cols);
-                }
-            }
+    sums
+}
+
+/// Stores one panel's sums of product rows `row..row + R` requantized, `cols` of its columns,
+/// each output row (`stride` apart in `out`) the largest of `POOL` rows. A tile of whole
+/// pooling windows takes their largest sums in registers and requantizes those; a tile of
+/// fewer rows stores a window's first row and takes the largest byte of the others.
+///
+/// # Safety
+/// The CPU supports `P`; a tile of whole windows starts at one.
+#[inline(always)]
+unsafe fn store_requantized<P: DotPath, const R: usize, const POOL: usize>(
+    sums: &[P::Sums; R],
+    row: usize,
+    panel: &RequantizationPanel<'_>,
+    out: &mut [u8],
+    stride: usize,
+    cols: usize,
+) {
+    if R.is_multiple_of(POOL) {
+        for (window, rows) in sums.chunks_exact(POOL).enumerate() {
+            // SAFETY (both): the CPU supports `P`.
+            let largest = rows[1..]
+                .iter()
+                .fold(rows[0], |m, &sums| unsafe { P::max(m, sums) });
+            let values = unsafe { P::requantize(largest, panel) };
+            copy_panel(&mut out[(row / POOL + window) * stride..], &values, cols);
+        }
+        return;
+    }
+    for (r, &sums) in sums.iter().enumerate() {
+        // SAFETY: the CPU supports `P`.
+        let values = unsafe { P::requantize(sums, panel) };
+        let out = &mut out[(row + r) / POOL * stride..];
+        if (row + r).is_multiple_of(POOL) {
+            copy_panel(out, &values, cols);
+        } else {
+            max_into_panel(out, &values, cols);
         }
     }
 }
