@@ -17,8 +17,9 @@ use crate::schedule;
 /// What an op computes.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Op {
-    /// A convolution through im2col, and the 2x2 max pooling after it when the pooling runs
-    /// in its epilogue ([`is_fusable_pool`]).
+    /// A convolution: the int8 product of its windows (read in place or copied by im2col, as
+    /// `rows` says), and the 2x2 max pooling after it when the pooling runs in its epilogue
+    /// ([`is_fusable_pool`]).
     Conv {
         window: Window,
         weights: PackedWeights,
