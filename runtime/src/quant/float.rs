@@ -50,6 +50,12 @@ impl Window {
         }
     }
 
+    /// Whether the first or last window reaches outside the image on any side.
+    pub fn is_padded(&self) -> bool {
+        let pads = self.pads;
+        pads.top + pads.bottom + pads.left + pads.right > 0
+    }
+
     /// Output pixels.
     pub fn pixels(&self) -> usize {
         self.output[0] * self.output[1]

@@ -61,8 +61,7 @@ pub(crate) enum LinearOutput {
 /// 2x2 window moved by 2 without padding, so each of its windows is four of the convolution's
 /// pixels (a last odd row or column is never read).
 pub(crate) fn is_fusable_pool(window: &Window) -> bool {
-    let pads = window.pads;
-    window.size == 2 && window.stride == 2 && pads.top + pads.bottom + pads.left + pads.right == 0
+    window.size == 2 && window.stride == 2 && !window.is_padded()
 }
 
 /// The rows of a convolution's product: a row per output pixel, or per pixel under the
@@ -86,12 +85,11 @@ impl ProductRows {
             None => row_major(window.output[1], 0..window.pixels()).collect(),
         };
         let [_, width, channels] = window.input;
-        let pads = window.pads;
-        let padded = pads.top + pads.bottom + pads.left + pads.right > 0;
-        let in_place = (!padded && (window.size * channels).is_multiple_of(GROUP)).then(|| {
-            let start = |&[y, x]: &[usize; 2]| (y * width + x) * window.stride * channels;
-            pixels.iter().map(start).collect()
-        });
+        let in_place = (!window.is_padded() && (window.size * channels).is_multiple_of(GROUP))
+            .then(|| {
+                let start = |&[y, x]: &[usize; 2]| (y * width + x) * window.stride * channels;
+                pixels.iter().map(start).collect()
+            });
         Box::new(ProductRows { pixels, in_place })
     }
 }

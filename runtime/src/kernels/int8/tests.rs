@@ -55,6 +55,27 @@ const SHAPES: [(usize, usize, usize); 8] = [
     (20, 37, 33),
 ];
 
+/// The product of `lhs` and `packed` on path `isa`, requantized by `rq` into `len` bytes of
+/// rows as wide as `packed`, each the largest of `max_of` rows of the product.
+fn requantized(
+    isa: Int8Isa,
+    lhs: Int8Lhs<'_>,
+    packed: &PackedWeights,
+    rq: &Requantization,
+    max_of: usize,
+    len: usize,
+) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let output = Int8Output::U8 {
+        out: &mut out,
+        row_stride: packed.cols(),
+        requantization: rq,
+        max_of,
+    };
+    gemm_u8i8_with(isa, lhs, packed, 0..packed.panels(), output);
+    out
+}
+
 #[test]
 fn every_path_requantizes_as_the_reference() {
     for (shape, &(rows, k, n)) in SHAPES.iter().enumerate() {
@@ -67,15 +88,8 @@ fn every_path_requantizes_as_the_reference() {
                 .map(|at| rq.output(at % n, sums[at]))
                 .collect();
             for isa in Int8Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
-                let mut out = vec![0u8; rows * n];
                 let lhs = Int8Lhs::strided(&ops.padded_a, rows, ops.stride);
-                let output = Int8Output::U8 {
-                    out: &mut out,
-                    row_stride: n,
-                    requantization: &rq,
-                    max_of: 1,
-                };
-                gemm_u8i8_with(isa, lhs, &packed, 0..packed.panels(), output);
+                let out = requantized(isa, lhs, &packed, &rq, 1, rows * n);
                 assert_eq!(out, expected, "{} path, {rows}x{k}x{n}", isa.name());
             }
         }
@@ -103,15 +117,8 @@ fn every_path_pools_rows_in_fours_as_the_largest_requantized_byte() {
             })
             .collect();
         for isa in Int8Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
-            let mut out = vec![0u8; expected.len()];
             let lhs = Int8Lhs::strided(&ops.padded_a, rows, ops.stride);
-            let output = Int8Output::U8 {
-                out: &mut out,
-                row_stride: n,
-                requantization: &rq,
-                max_of: POOLED_ROWS,
-            };
-            gemm_u8i8_with(isa, lhs, &packed, 0..packed.panels(), output);
+            let out = requantized(isa, lhs, &packed, &rq, POOLED_ROWS, expected.len());
             assert_eq!(out, expected, "{} path, {rows}x{k}x{n}", isa.name());
         }
     }
@@ -143,15 +150,8 @@ fn every_path_reads_windows_in_place_as_their_copied_rows() {
         .map(|at| rq.output(at % n, sums[at]))
         .collect();
     for isa in Int8Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
-        let mut out = vec![0u8; rows * n];
         let lhs = Int8Lhs::windows(&image, &starts, size, line);
-        let output = Int8Output::U8 {
-            out: &mut out,
-            row_stride: n,
-            requantization: &rq,
-            max_of: 1,
-        };
-        gemm_u8i8_with(isa, lhs, &packed, 0..packed.panels(), output);
+        let out = requantized(isa, lhs, &packed, &rq, 1, rows * n);
         assert_eq!(out, expected, "{} path", isa.name());
     }
 }
