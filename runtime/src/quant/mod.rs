@@ -257,9 +257,7 @@ impl<N: Network> Quantized<N> {
     fn quantize_input(&self, input: &[f32], bytes: &mut [u8]) {
         let in_len = N::Input::LEN;
         for (values, bytes) in input.chunks(in_len).zip(bytes.chunks_mut(padded(in_len))) {
-            for (q, &x) in bytes.iter_mut().zip(values) {
-                *q = self.input.quantize(x);
-            }
+            self.input.quantize_all(values, &mut bytes[..in_len]);
         }
     }
 

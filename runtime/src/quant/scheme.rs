@@ -4,6 +4,7 @@
 //! `i32` in units of input scale × weight scale.
 
 use super::QuantizeError;
+use crate::kernels::int8;
 
 /// How a tensor's real values map to bytes: `x ≈ scale · (q − zero_point)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,13 +33,18 @@ impl Quantization {
         }
     }
 
-    /// The byte nearest `x`, clamped to the range (NaN to 0). Clamped first, the value is
-    /// not negative, so adding a half and truncating rounds it to nearest, halves up: a loop of
-    /// it vectorises on any x86-64, where `f32::round` is a call per value.
+    /// The byte nearest `x`, clamped to the range (NaN to 0): [`int8::quantize_value`].
     #[inline]
     pub fn quantize(self, x: f32) -> u8 {
-        let steps = (x / self.scale + f32::from(self.zero_point)).clamp(0.0, 255.0);
-        (steps + 0.5) as u8
+        int8::quantize_value(x, self.scale, self.zero_point)
+    }
+
+    /// [`Quantization::quantize`] of each of `values` into `bytes`, a vector of them at a time.
+    ///
+    /// # Panics
+    /// If `bytes` is not as long as `values`.
+    pub fn quantize_all(self, values: &[f32], bytes: &mut [u8]) {
+        int8::quantize(values, self.scale, self.zero_point, bytes);
     }
 
     /// The real value of byte `q`.

@@ -23,6 +23,7 @@
 //! bit-identical results; the tests check each against the plain reference ([`gemm_reference`]).
 
 mod portable;
+mod quantize;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
@@ -31,6 +32,8 @@ mod x86_avx512_vnni;
 use std::ops::Range;
 
 use crate::context::Isa;
+
+pub use quantize::{quantize, quantize_value, quantize_with};
 
 /// Columns of a packed panel: one 512-bit vector of `i32` sums.
 pub const LANES: usize = 16;

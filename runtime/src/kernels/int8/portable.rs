@@ -1,7 +1,7 @@
 //! The portable int8 path: plain Rust on arrays, which the compiler vectorises for the
 //! baseline target.
 
-use super::{DotPath, GROUP, GROUP_BYTES, LANES, TileArgs, gemm_tiles};
+use super::{DotPath, GROUP, GROUP_BYTES, LANES, TileArgs, gemm_tiles, quantize_value};
 
 /// Sums kept as one array of 16 integers.
 #[derive(Clone, Copy)]
@@ -46,4 +46,11 @@ unsafe impl DotPath for Portable {
 pub(super) fn gemm(args: TileArgs<'_>) {
     // SAFETY: the portable path needs nothing of the CPU; the arguments were checked.
     unsafe { gemm_tiles::<Portable, 4, 1>(args) }
+}
+
+/// [`super::quantize`] on the portable path: one value at a time.
+pub(super) fn quantize(values: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
+    for (q, &x) in out.iter_mut().zip(values) {
+        *q = quantize_value(x, scale, zero_point);
+    }
 }

@@ -268,3 +268,40 @@ fn every_path_computes_the_same_peak_loop() {
     // (byte `j` is `j % 3`), adding 5, 2, 2, 5, 2, 2, ... per round: 36 for the 12 sums.
     assert!(results.iter().all(|&r| r == 36 * 100), "{results:?}");
 }
+
+#[test]
+fn every_path_quantizes_as_the_scalar_definition_including_nan_infinities_and_halves() {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(27);
+    let special = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -0.0,
+        0.0,
+        f32::MIN_POSITIVE,
+        -f32::MAX,
+        f32::MAX,
+    ];
+    for (scale, zero_point) in [(0.01, 0), (0.5, 128), (1.0 / 255.0, 7), (3.0, 255)] {
+        // Values on and beside the halfway points of each step, and random ones around the range.
+        let halves = (0..600).map(|i| (i as f32 * 0.5 - f32::from(zero_point)) * scale);
+        let random = (0..500).map(|_| rng.random_range(-300.0..300.0) * scale);
+        let values: Vec<f32> = special.into_iter().chain(halves).chain(random).collect();
+        let expected: Vec<u8> = values
+            .iter()
+            .map(|&x| quantize_value(x, scale, zero_point))
+            .collect();
+        for isa in Int8Isa::ALL.into_iter().filter(|isa| isa.is_supported()) {
+            // Every length up to two vectors and more, so each tail is covered.
+            for len in (0..40).chain([values.len()]) {
+                let mut out = vec![0xAA; len];
+                quantize_with(isa, &values[..len], scale, zero_point, &mut out);
+                assert_eq!(out, expected[..len], "{} at length {len}", isa.name());
+            }
+        }
+    }
+    assert_eq!(quantize_value(f32::NAN, 0.1, 9), 0);
+    assert_eq!(quantize_value(0.25, 0.5, 0), 1, "a half rounds up");
+    assert_eq!(quantize_value(-1.0, 0.5, 0), 0);
+    assert_eq!(quantize_value(1e9, 0.5, 0), 255);
+}

@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{DotPath, LANES, TileArgs, dot_chains, gemm_tiles};
+use super::{DotPath, LANES, TileArgs, dot_chains, gemm_tiles, quantize_value};
 
 /// A panel's sums as four registers of 4 columns × 2 partial sums.
 #[derive(Clone, Copy)]
@@ -101,4 +101,34 @@ pub(super) unsafe fn gemm(args: TileArgs<'_>) {
 pub(super) unsafe fn dot_loop(iterations: u64) -> i32 {
     // SAFETY: the caller's.
     unsafe { dot_chains::<Avx2>(iterations) }
+}
+
+/// [`super::quantize`] on this path: 8 values a step, the rest one at a time.
+///
+/// # Safety
+/// The CPU supports AVX2; `out` is as long as `values`.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn quantize(values: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
+    let (scale_v, zero_v) = (_mm256_set1_ps(scale), _mm256_set1_ps(f32::from(zero_point)));
+    let (high, half) = (_mm256_set1_ps(255.0), _mm256_set1_ps(0.5));
+    let mut chunks = values.chunks_exact(8);
+    for (x, q) in chunks.by_ref().zip(out.chunks_exact_mut(8)) {
+        // SAFETY: `x` holds 8 values and `q` 8 bytes.
+        unsafe {
+            let x = _mm256_loadu_ps(x.as_ptr());
+            let steps = _mm256_add_ps(_mm256_div_ps(x, scale_v), zero_v);
+            let clamped = _mm256_min_ps(_mm256_max_ps(steps, _mm256_setzero_ps()), high);
+            let words = _mm256_cvttps_epi32(_mm256_add_ps(clamped, half));
+            let (first, last) = (
+                _mm256_castsi256_si128(words),
+                _mm256_extracti128_si256(words, 1),
+            );
+            let bytes = _mm_packus_epi16(_mm_packus_epi32(first, last), _mm_setzero_si128());
+            _mm_storel_epi64(q.as_mut_ptr().cast(), bytes);
+        }
+    }
+    let done = values.len() - chunks.remainder().len();
+    for (q, &x) in out[done..].iter_mut().zip(chunks.remainder()) {
+        *q = quantize_value(x, scale, zero_point);
+    }
 }

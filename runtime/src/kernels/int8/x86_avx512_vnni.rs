@@ -98,3 +98,26 @@ pub(super) unsafe fn dot_loop(iterations: u64) -> i32 {
     // SAFETY: the caller's.
     unsafe { dot_chains::<Vnni512>(iterations) }
 }
+
+/// [`super::quantize`] on this path: 16 values a step, the last step masked.
+///
+/// # Safety
+/// The CPU supports AVX-512F and AVX-512BW; `out` is as long as `values`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) unsafe fn quantize(values: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
+    let scale = _mm512_set1_ps(scale);
+    let zero_point = _mm512_set1_ps(f32::from(zero_point));
+    let (high, half) = (_mm512_set1_ps(255.0), _mm512_set1_ps(0.5));
+    for start in (0..values.len()).step_by(LANES) {
+        let lanes = (values.len() - start).min(LANES);
+        let mask = (u32::MAX >> (32 - lanes)) as __mmask16;
+        // SAFETY: the mask covers the `lanes` values and bytes from `start`, in both slices.
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(mask, values.as_ptr().add(start));
+            let steps = _mm512_add_ps(_mm512_div_ps(x, scale), zero_point);
+            let clamped = _mm512_min_ps(_mm512_max_ps(steps, _mm512_setzero_ps()), high);
+            let bytes = _mm512_cvttps_epi32(_mm512_add_ps(clamped, half));
+            _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(start).cast(), mask, bytes);
+        }
+    }
+}
