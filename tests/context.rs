@@ -3,7 +3,7 @@
 //! one thread or two), while the instruction set and the convolution algorithm change only the
 //! order of sums.
 
-use constnet::context::{Context, ConvPolicy, Isa, Settings, Splits};
+use constnet::context::{Context, ContextError, ConvPolicy, Isa, Settings, Splits};
 use constnet::layers::{Layer, ParamSet};
 use constnet::loss::sparse_softmax_cross_entropy;
 use constnet::network::Network;
@@ -130,4 +130,41 @@ fn the_plan_follows_the_context() {
     let inside = Context::builder().isa(Isa::Portable).build();
     let settings = inside.expect("portable builds").install(Settings::current);
     assert_eq!(settings.isa, Isa::Portable);
+}
+
+/// A context its building thread joins runs that thread's passes in place (the thread is the
+/// pool's first), gives the results any other context gives, from that thread and from
+/// another, and leaves the thread able to run passes alone once it is dropped.
+#[test]
+fn a_context_joined_by_its_thread_runs_its_passes_in_place_with_the_same_results() {
+    let default = run(&Context::default());
+    let caller = std::thread::spawn(move || {
+        let joined = Context::builder()
+            .threads(2)
+            .splits(FINEST)
+            .with_this_thread()
+            .build()
+            .expect("a fresh thread joins a new pool");
+        assert_eq!(rayon::current_thread_index(), Some(0));
+        assert_eq!(rayon::current_num_threads(), 2);
+        assert_eq!(Settings::current(), joined.settings());
+        let again = Context::builder().with_this_thread().build();
+        assert_eq!(again.unwrap_err(), ContextError::ThreadInPool);
+        let in_place = run(&joined);
+        let elsewhere = std::thread::scope(|scope| scope.spawn(|| run(&joined)).join());
+        let elsewhere = elsewhere.expect("a pass started on another thread ends");
+        drop(joined);
+        let alone = run(&Context::default());
+        [in_place, elsewhere, alone]
+    });
+    let results = caller.join().expect("the joined thread's passes end");
+    for (name, result) in ["in place", "from another thread", "after the drop"]
+        .iter()
+        .zip(results)
+    {
+        assert!(result == default, "{name}: a result changed");
+    }
+    let in_pool = context(1, Splits::default())
+        .install(|| Context::builder().with_this_thread().build().unwrap_err());
+    assert_eq!(in_pool, ContextError::ThreadInPool);
 }

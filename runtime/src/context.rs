@@ -272,7 +272,8 @@ fn default_settings() -> &'static Settings {
 
 thread_local! {
     /// The settings of the context whose pool this thread belongs to; set once, when the
-    /// thread starts, and never changed. Unset on every other thread.
+    /// thread starts (or joins the pool, [`ContextBuilder::with_this_thread`]), and never
+    /// changed. Unset on every other thread.
     static POOL_SETTINGS: OnceCell<Settings> = const { OnceCell::new() };
 }
 
@@ -329,6 +330,7 @@ impl Context {
     pub fn builder() -> ContextBuilder {
         ContextBuilder {
             threads: None,
+            with_this_thread: false,
             settings: *default_settings(),
         }
     }
@@ -363,6 +365,7 @@ impl Context {
 #[derive(Clone, Debug)]
 pub struct ContextBuilder {
     threads: Option<usize>,
+    with_this_thread: bool,
     settings: Settings,
 }
 
@@ -370,6 +373,39 @@ impl ContextBuilder {
     /// Threads of the pool (rayon's default, one per core, when not set).
     pub fn threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
+        self
+    }
+
+    /// Makes the thread that builds the context the first of its pool's threads (counted in
+    /// [`ContextBuilder::threads`]), as ONNX Runtime's intra-op pool counts its caller.
+    ///
+    /// A pass this thread starts then runs on it directly, the pool's other threads taking
+    /// their parts: no hand-off to a pool thread, and no wait for one to wake the caller again
+    /// at the end, so a call from this thread is as fast as one from inside the pool. Passes
+    /// it starts run with the context's settings whether or not they go through
+    /// [`Context::install`]. Passes started on other threads run on the pool's other threads.
+    ///
+    /// The thread stays in the pool for as long as it lives (rayon's `use_current_thread`): a
+    /// thread can be made part of one context only, so build such a context once, on the thread
+    /// that calls the network (a program's main thread, a request handler's own thread). Once
+    /// the context is dropped, this thread runs its passes alone, with the context's settings.
+    ///
+    /// ```
+    /// use constnet_runtime::context::{Context, Settings};
+    ///
+    /// let caller = std::thread::spawn(|| {
+    ///     let context = Context::builder().threads(2).with_this_thread().build()?;
+    ///     assert_eq!(rayon::current_thread_index(), Some(0));
+    ///     assert_eq!(Settings::current(), context.settings());
+    ///     // A second context cannot take this thread.
+    ///     assert!(Context::builder().with_this_thread().build().is_err());
+    ///     Ok::<(), constnet_runtime::context::ContextError>(())
+    /// });
+    /// caller.join().unwrap()?;
+    /// # Ok::<(), constnet_runtime::context::ContextError>(())
+    /// ```
+    pub fn with_this_thread(mut self) -> Self {
+        self.with_this_thread = true;
         self
     }
 
@@ -401,23 +437,36 @@ impl ContextBuilder {
     ///
     /// # Errors
     /// [`ContextError::UnsupportedIsa`] for a path this CPU lacks, [`ContextError::NoThreads`]
-    /// for a pool of 0 threads, [`ContextError::Pool`] when the threads cannot be started.
+    /// for a pool of 0 threads, [`ContextError::ThreadInPool`] when this thread is to join the
+    /// pool ([`ContextBuilder::with_this_thread`]) but belongs to one already,
+    /// [`ContextError::Pool`] when the threads cannot be started.
     pub fn build(self) -> Result<Context, ContextError> {
         check_supported(self.settings.isa)?;
         if self.threads == Some(0) {
             return Err(ContextError::NoThreads);
         }
+        if self.with_this_thread && rayon::current_thread_index().is_some() {
+            return Err(ContextError::ThreadInPool);
+        }
         let settings = self.settings;
-        let pool = rayon::ThreadPoolBuilder::new()
+        let give_settings = move || {
+            POOL_SETTINGS.with(|own| {
+                let _ = own.set(settings);
+            })
+        };
+        let mut pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.threads.unwrap_or(0))
             .thread_name(|index| format!("constnet-{index}"))
-            .start_handler(move |_| {
-                POOL_SETTINGS.with(|own| {
-                    let _ = own.set(settings);
-                })
-            })
+            .start_handler(move |_| give_settings());
+        if self.with_this_thread {
+            pool = pool.use_current_thread();
+        }
+        let pool = pool
             .build()
             .map_err(|error| ContextError::Pool(error.to_string()))?;
+        if self.with_this_thread {
+            give_settings();
+        }
         Ok(Context {
             pool: Some(Arc::new(pool)),
             settings,
@@ -461,6 +510,9 @@ pub enum ContextError {
     /// A pool of 0 threads.
     #[error("a context's pool needs at least one thread")]
     NoThreads,
+    /// A context to be joined by the thread that builds it, built on a thread of a pool.
+    #[error("this thread belongs to a thread pool already, so it cannot join a new context's pool")]
+    ThreadInPool,
     /// The pool's threads could not be started.
     #[error("the context's thread pool could not be started: {0}")]
     Pool(String),
