@@ -101,7 +101,7 @@ pub(super) fn build_step(
                 weights,
                 output,
                 pool: None,
-                rows: ops::ProductRows::of(window, None),
+                rows: ops::ProductRows::of(window, linear.bias.len(), None),
             }
         }
         (FloatOp::Dense { relu, .. }, Some(linear)) => {
@@ -165,7 +165,7 @@ pub(super) fn fuse_max_pools(steps: Vec<Step>) -> Vec<Step> {
             && ops::is_fusable_pool(window)
         {
             *pool = Some(Box::new(*window));
-            *rows = ops::ProductRows::of(conv_window, Some(window));
+            *rows = ops::ProductRows::of(conv_window, window.input[2], Some(window));
             name.push('+');
             name.push_str(&step.name);
             *output_len = step.output_len;
@@ -199,10 +199,24 @@ fn linear_op(
     Ok((weights, output))
 }
 
-/// The packed weights of a convolution or dense layer.
+/// The packed weights of a convolution or dense layer. A convolution that reads its windows
+/// in place has zero rows after each kernel row's weights, up to the run of bytes its product
+/// reads ([`ops::in_place_run`]).
 fn pack(step: &FloatStep, linear: &LinearParams) -> Result<PackedWeights, QuantizeError> {
     let n = linear.bias.len();
-    let k = linear.weights.values.len() / n.max(1);
+    let values = match &step.op {
+        FloatOp::Conv { window, .. } => match ops::in_place_run(window, n) {
+            Some(run) => with_zero_rows(
+                &linear.weights.values,
+                window.size * window.input[2],
+                run,
+                n,
+            ),
+            None => linear.weights.values.clone(),
+        },
+        _ => linear.weights.values.clone(),
+    };
+    let k = values.len() / n.max(1);
     if k > MAX_PRODUCT_ROWS {
         return Err(QuantizeError::OutOfRange {
             layer: step.name.clone(),
@@ -211,7 +225,17 @@ fn pack(step: &FloatStep, linear: &LinearParams) -> Result<PackedWeights, Quanti
             ),
         });
     }
-    Ok(PackedWeights::pack(&linear.weights.values, k, n))
+    Ok(PackedWeights::pack(&values, k, n))
+}
+
+/// `weights` (row-major, `n` columns) with each block of `rows` rows followed by zero rows up
+/// to `run` rows.
+fn with_zero_rows(weights: &[i8], rows: usize, run: usize, n: usize) -> Vec<i8> {
+    let zeros = (run - rows) * n;
+    let blocks = weights.chunks(rows * n);
+    blocks
+        .flat_map(|block| block.iter().copied().chain(std::iter::repeat_n(0, zeros)))
+        .collect()
 }
 
 /// How a convolution or dense layer reading `input`, its weights `packed`, stores its sums: requantized to `output`

@@ -31,6 +31,7 @@ use std::marker::PhantomData;
 use rayon::prelude::*;
 
 use crate::data::Dataset;
+use crate::kernels::int8::GROUP;
 use crate::loss::{FitsHead, OutputActivation, SparseCategoricalCrossentropy};
 use crate::metrics::Evaluation;
 use crate::network::Network;
@@ -455,7 +456,9 @@ impl<N: Network> QuantizedWorkspace<N> {
         if self.parts.len() < parts {
             self.parts.resize_with(parts, Scratch::default);
         }
-        let bytes = network.chunk_samples() * network.largest_stride();
+        // A group past the last sample: a window read in place may read past its image's
+        // last byte by less than a group (`ops::in_place_run`).
+        let bytes = network.chunk_samples() * network.largest_stride() + GROUP;
         let patches = network.patch_bytes();
         for part in &mut self.parts[..parts] {
             for buffer in [&mut part.current, &mut part.next] {
