@@ -666,7 +666,13 @@ unsafe fn gemm_tiles<P: DotPath, const MR: usize, const NV: usize>(args: TileArg
     }
 }
 
-/// [`gemm_tiles`] with each output row the largest of `POOL` rows of the product.
+/// Rows of the tile that takes the rows left below a path's full tile when that tile is
+/// taller: one window of a pooling in the epilogue, and a batch's last rows of a dense layer
+/// in four times fewer passes over its weights than rows one at a time.
+const SHORT_TILE_ROWS: usize = POOLED_ROWS;
+
+/// [`gemm_tiles`] with each output row the largest of `POOL` rows of the product. Rows go in
+/// tiles of `MR`, then of [`SHORT_TILE_ROWS`] (when shorter than `MR`), then one at a time.
 ///
 /// # Safety
 /// As [`gemm_tiles`]; `args.output`'s rows are pooled in `POOL`s.
@@ -685,19 +691,50 @@ unsafe fn pooled_tiles<P: DotPath, const MR: usize, const NV: usize, const POOL:
         let wide = panels.end - panel >= NV;
         let mut row = 0;
         while row < a.rows {
+            let rest = a.rows - row;
+            let rows = if rest >= MR {
+                MR
+            } else if MR > SHORT_TILE_ROWS && rest >= SHORT_TILE_ROWS {
+                SHORT_TILE_ROWS
+            } else {
+                1
+            };
+            let at = [row, panel, panels.start];
             // SAFETY: the rows and panels are inside the checked shapes.
             unsafe {
-                let at = [row, panel, panels.start];
-                match (a.rows - row >= MR, wide) {
-                    (true, true) => tile::<P, MR, NV, POOL>(&a, b, at, &mut output),
-                    (true, false) => tile::<P, MR, 1, POOL>(&a, b, at, &mut output),
-                    (false, true) => tile::<P, 1, NV, POOL>(&a, b, at, &mut output),
-                    (false, false) => tile::<P, 1, 1, POOL>(&a, b, at, &mut output),
+                if rows == MR {
+                    tile_panels::<P, MR, NV, POOL>(wide, &a, b, at, &mut output);
+                } else if rows == SHORT_TILE_ROWS {
+                    tile_panels::<P, SHORT_TILE_ROWS, NV, POOL>(wide, &a, b, at, &mut output);
+                } else {
+                    tile_panels::<P, 1, NV, POOL>(wide, &a, b, at, &mut output);
                 }
             }
-            row += if a.rows - row >= MR { MR } else { 1 };
+            row += rows;
         }
         panel += if wide { NV } else { 1 };
+    }
+}
+
+/// A tile of `R` rows by `NV` panels when `wide`, by one panel otherwise ([`tile`]).
+///
+/// # Safety
+/// As [`tile`].
+#[inline(always)]
+unsafe fn tile_panels<P: DotPath, const R: usize, const NV: usize, const POOL: usize>(
+    wide: bool,
+    a: &Int8Lhs<'_>,
+    b: &PackedWeights,
+    at: [usize; 3],
+    output: &mut Int8Output<'_>,
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        if wide {
+            tile::<P, R, NV, POOL>(a, b, at, output);
+        } else {
+            tile::<P, R, 1, POOL>(a, b, at, output);
+        }
     }
 }
 

@@ -42,9 +42,10 @@ fn requantization(n: usize, seed: u64, relu: bool) -> Requantization {
     Requantization::new(offset, &requantizer, zero_point, relu)
 }
 
-/// Shapes with every remainder: rows not a whole tile, `K` not a whole group, `N` not a whole
+/// Shapes with every remainder: rows not a whole tile (and past a short tile), `K` not a whole
+/// group, `N` not a whole
 /// panel or tile of panels, and the shapes of the MNIST networks' layers.
-const SHAPES: [(usize, usize, usize); 8] = [
+const SHAPES: [(usize, usize, usize); 10] = [
     (1, 1, 1),
     (3, 9, 32),
     (17, 13, 10),
@@ -53,6 +54,8 @@ const SHAPES: [(usize, usize, usize); 8] = [
     (11, 64, 128),
     (1, 9216, 128),
     (20, 37, 33),
+    (15, 40, 48),
+    (12, 700, 20),
 ];
 
 /// The product of `lhs` and `packed` on path `isa`, requantized by `rq` into `len` bytes of
