@@ -139,7 +139,9 @@ pub struct Splits {
     pub min_activation_values: usize,
     /// Fewest values a task of an optimiser's update of one tensor is given.
     pub min_update_values: usize,
-    /// Fewest multiply-adds a part of a product split by rows must have.
+    /// Fewest multiply-adds a part of a product split by rows must have, and any part handed
+    /// to the pool while it is not kept awake for the pass (a sleeping thread's wake-up must
+    /// be repaid).
     pub gemm_min_muls_per_part: usize,
     /// The same while the pool's threads are kept awake for the pass.
     pub gemm_min_muls_per_awake_part: usize,

@@ -127,6 +127,19 @@ pub(crate) fn pool_awake() -> bool {
     PASS.get().pool_awake
 }
 
+/// Fewest multiply-adds a part of this thread's pass must have to be handed to another thread,
+/// given `least_awake`, the least while the pool is kept awake for the pass: that, or, when the
+/// other threads may be asleep, at least [`Splits::gemm_min_muls_per_part`]. Waking a thread
+/// costs tens of microseconds, which only a part of that much work repays; a smaller part
+/// handed to a sleeping pool makes the pass slower on 2 threads than on 1.
+pub(crate) fn min_muls_per_part(least_awake: usize) -> usize {
+    if pool_awake() {
+        least_awake
+    } else {
+        least_awake.max(splits().gemm_min_muls_per_part)
+    }
+}
+
 /// Reverses the order in which this thread's next products split along `K` visit their parts;
 /// the pass runner (`plan::on_pool`) calls it once per pass.
 ///

@@ -581,11 +581,7 @@ pub fn gemm_parallel<'e>(
 ) {
     const PANEL: usize = 64;
     let splits = schedule::splits();
-    let min_muls_per_part = if schedule::pool_awake() {
-        splits.gemm_min_muls_per_awake_part
-    } else {
-        splits.gemm_min_muls_per_part
-    };
+    let min_muls_per_part = schedule::min_muls_per_part(splits.gemm_min_muls_per_awake_part);
     let epilogue = epilogue.into();
     let threads = schedule::pass_threads();
     let muls = c.rows * c.cols * a.cols;
@@ -599,7 +595,7 @@ pub fn gemm_parallel<'e>(
     }
     if c.rows == 1 && threads >= 2 {
         let parts = threads
-            .min(muls / splits.gemm_min_muls_per_column_part)
+            .min(muls / schedule::min_muls_per_part(splits.gemm_min_muls_per_column_part))
             .min(c.cols / PANEL);
         if parts >= 2 {
             let cols_per_part = c.cols.div_ceil(parts).next_multiple_of(PANEL);

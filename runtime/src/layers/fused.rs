@@ -67,14 +67,15 @@ impl RowSplit {
 
 /// How many parts to split each sample's `rows` output rows into (1: run whole samples per
 /// thread instead): only when the batch has fewer samples than the pool has threads and each
-/// part keeps enough work.
+/// part keeps enough work ([`schedule::min_muls_per_part`]).
 pub(crate) fn row_parts(samples: usize, rows: usize, muls_per_row: usize) -> usize {
     let threads = schedule::pass_threads();
     if samples >= threads {
         return 1;
     }
+    let least = schedule::min_muls_per_part(schedule::splits().row_split_min_muls_per_part);
     threads
-        .min(rows.saturating_mul(muls_per_row) / schedule::splits().row_split_min_muls_per_part)
+        .min(rows.saturating_mul(muls_per_row) / least)
         .min(rows)
         .max(1)
 }

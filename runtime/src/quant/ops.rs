@@ -293,7 +293,8 @@ impl Convolution<'_> {
         let pixels = self.rows.pixels.len() / rows_per_pixel;
         let muls = self.rows.pixels.len() * self.weights.rows() * filters;
         let split = schedule::pass_threads() > 1
-            && muls / 2 >= schedule::splits().gemm_min_muls_per_awake_part;
+            && muls / 2
+                >= schedule::min_muls_per_part(schedule::splits().gemm_min_muls_per_awake_part);
         if !split {
             return self.pixels(0..pixels, image, zero, patches, output);
         }
@@ -355,7 +356,8 @@ fn linear(
     let split = lhs.rows() == 1
         && panels > 1
         && schedule::pass_threads() > 1
-        && muls / 2 >= schedule::splits().gemm_min_muls_per_column_part;
+        && muls / 2
+            >= schedule::min_muls_per_part(schedule::splits().gemm_min_muls_per_column_part);
     if !split {
         return store(lhs, weights, 0..panels, how, output, layout);
     }
