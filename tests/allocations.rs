@@ -7,6 +7,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use constnet::context::Context;
 use constnet::loss::sparse_softmax_cross_entropy;
 use constnet::network::Network;
 use constnet::optim::{Adadelta, OptimizerState};
@@ -99,12 +100,23 @@ where
     counts
 }
 
-/// Counted on a thread of the rayon pool, as a server's request handlers in a rayon pool are: a
-/// call from outside the pool also hands one job to rayon's shared queue, which allocates a block
-/// for every 63 jobs handed to it (crossbeam's `Injector`), about 25 bytes per call.
+/// Counted on a thread of the rayon pool, as a server's request handlers in a rayon pool are,
+/// and on a thread that joined its context (`ContextBuilder::with_this_thread`), as a program's
+/// main thread can: a call from outside every pool also hands one job to rayon's shared queue,
+/// which allocates a block for every 63 jobs handed to it (crossbeam's `Injector`), about 25
+/// bytes per call. (One test, so that no other test allocates while it counts.)
 #[test]
 fn inference_and_training_steps_allocate_nothing_after_warm_up() {
     rayon::scope(|_| allocation_free_on_a_pool_thread());
+    let joined = std::thread::spawn(|| {
+        let _context = Context::builder()
+            .threads(2)
+            .with_this_thread()
+            .build()
+            .expect("a new thread joins its context");
+        allocation_free_on_a_pool_thread();
+    });
+    joined.join().expect("no allocation on the joined thread");
 }
 
 fn allocation_free_on_a_pool_thread() {
