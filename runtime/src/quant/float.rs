@@ -56,6 +56,16 @@ impl Window {
         pads.top + pads.bottom + pads.left + pads.right > 0
     }
 
+    /// The rows, columns and channels of the image with its padding around it.
+    pub fn padded_input(&self) -> [usize; 3] {
+        let ([height, width, channels], pads) = (self.input, self.pads);
+        [
+            height + pads.top + pads.bottom,
+            width + pads.left + pads.right,
+            channels,
+        ]
+    }
+
     /// Output pixels.
     pub fn pixels(&self) -> usize {
         self.output[0] * self.output[1]
@@ -605,6 +615,26 @@ fn border_patch<T: Copy>(source: PatchSource<'_, T>, patch: &mut [T], y0: isize,
                 let start = (y as usize * width + x as usize) * channels;
                 cell.copy_from_slice(&image[start..start + channels]);
             }
+        }
+    }
+}
+
+/// Writes `image` with `window`'s padding around it, each padded value `pad`, into the first
+/// [`Window::padded_input`] values of `out`.
+pub(crate) fn pad_image<T: Copy>(window: &Window, image: &[T], pad: T, out: &mut [T]) {
+    let [height, width, channels] = window.input;
+    let [padded_height, padded_width, _] = window.padded_input();
+    let (line, padded_line) = (width * channels, padded_width * channels);
+    let (left, right) = (window.pads.left * channels, window.pads.right * channels);
+    let rows = out[..padded_height * padded_line].chunks_exact_mut(padded_line);
+    for (y, row) in rows.enumerate() {
+        match y.checked_sub(window.pads.top).filter(|&y| y < height) {
+            Some(y) => {
+                row[..left].fill(pad);
+                row[left..left + line].copy_from_slice(&image[y * line..(y + 1) * line]);
+                row[padded_line - right..].fill(pad);
+            }
+            None => row.fill(pad),
         }
     }
 }

@@ -328,12 +328,20 @@ impl<N: Network> Quantized<N> {
         outputs.chain([padded(N::Input::LEN)]).max().unwrap_or(1)
     }
 
-    /// Bytes of im2col patches the largest convolution that copies them needs for one sample.
+    /// Bytes of scratch the convolution that needs most needs for one sample: its im2col
+    /// patches, or the padded copy of its image it reads in place.
     fn patch_bytes(&self) -> usize {
         let patches = self.steps.iter().map(|step| match &step.op {
-            Op::Conv { weights, rows, .. } if rows.in_place.is_none() => {
-                rows.pixels.len() * weights.padded_rows()
-            }
+            Op::Conv {
+                window,
+                weights,
+                rows,
+                ..
+            } => match rows.in_place {
+                None => rows.pixels.len() * weights.padded_rows(),
+                Some(_) if window.is_padded() => ops::padded_image_bytes(window),
+                Some(_) => 0,
+            },
             _ => 0,
         });
         patches.max().unwrap_or(0)

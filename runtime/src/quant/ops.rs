@@ -1,12 +1,13 @@
 //! The int8 ops and how each runs on a part of a batch: a convolution (the int8 GEMM of its
-//! windows, read in place from the image where they can be, else copied by im2col, with a 2x2
-//! max pooling after it in the GEMM's epilogue), a dense layer (the int8 GEMM over the part's samples), a pooling on bytes
+//! windows, read in place from the image, or from its padded copy, where they can be, else
+//! copied by im2col, with a 2x2 max pooling after it in the GEMM's epilogue), a dense layer
+//! (the int8 GEMM over the part's samples), a pooling on bytes
 //! (a maximum of bytes is the byte of the maximum; a mean keeps its input's scale), and an
 //! element-wise activation as a table of 256 bytes. Each op reads its input's bytes and writes
 //! its own, every sample's values padded to a whole number of [`GROUP`]s so a dense layer can
 //! read them as rows of `A`.
 
-use super::float::{Elementwise, Window, im2col, pooled_order, row_major};
+use super::float::{Elementwise, Window, im2col, pad_image, pooled_order, row_major};
 use super::scheme::Quantization;
 use crate::kernels::int8::{
     Dequantization, GROUP, Int8Lhs, Int8Output, POOLED_ROWS, PackedWeights, Requantization,
@@ -83,7 +84,7 @@ impl ProductRows {
             Some(pool) => pooled_order(pool.output[1], pool.size, 0..pool.pixels()).collect(),
             None => row_major(window.output[1], 0..window.pixels()).collect(),
         };
-        let [_, width, channels] = window.input;
+        let [_, width, channels] = window.padded_input();
         let in_place = in_place_run(window, filters).map(|_| {
             let start = |&[y, x]: &[usize; 2]| (y * width + x) * window.stride * channels;
             pixels.iter().map(start).collect()
@@ -105,14 +106,21 @@ const IN_PLACE_MAX_EXTRA_MULS: usize = 1024;
 ///
 /// In place, a window's kernel row is its `size · channels` bytes rounded up to whole groups;
 /// the bytes past them (the next pixels of the image row, or past the image's last byte by
-/// less than a group) meet zero rows of the weights, so they add nothing. A padded window is
-/// not all inside the image, so it is copied; so is a window whose rounded kernel rows would
-/// multiply more than [`IN_PLACE_MAX_EXTRA_MULS`] beyond its rounded patch.
+/// less than a group) meet zero rows of the weights, so they add nothing. A padded
+/// convolution reads its windows from a copy of the image with the padding around it
+/// ([`pad_image`], once per image). A window whose rounded kernel rows would multiply more
+/// than [`IN_PLACE_MAX_EXTRA_MULS`] beyond its rounded patch is copied.
 pub(crate) fn in_place_run(window: &Window, filters: usize) -> Option<usize> {
     let kernel_row = window.size * window.input[2];
     let run = padded(kernel_row);
     let extra = window.size * run - padded(window.size * kernel_row);
-    (!window.is_padded() && extra * filters <= IN_PLACE_MAX_EXTRA_MULS).then_some(run)
+    (extra * filters <= IN_PLACE_MAX_EXTRA_MULS).then_some(run)
+}
+
+/// Bytes of the padded copy of an image a padded convolution over `window` reads in place,
+/// with a group spare past its end ([`in_place_run`]).
+pub(crate) fn padded_image_bytes(window: &Window) -> usize {
+    window.padded_input().iter().product::<usize>() + GROUP
 }
 
 /// Bytes per sample of a tensor of `len` values: `len` rounded up to whole groups.
@@ -284,10 +292,19 @@ impl Convolution<'_> {
     }
 
     /// One image (`zero` its zero point) through the convolution: its windows' product (after
-    /// im2col when they are not read in place). On a pass that may split (batches smaller than
+    /// im2col when they are not read in place, or the image's padded copy when they are read
+    /// in place from it). On a pass that may split (batches smaller than
     /// the pool), the output pixels are split between two threads when each half has enough
     /// work.
     fn run(&self, image: &[u8], zero: u8, output: Destination<'_>, patches: &mut [u8]) {
+        let (image, patches) = match self.rows.in_place {
+            Some(_) if self.window.is_padded() => {
+                let (copy, rest) = patches.split_at_mut(padded_image_bytes(self.window));
+                pad_image(self.window, image, zero, copy);
+                (&*copy, rest)
+            }
+            _ => (image, patches),
+        };
         let (row_len, filters) = (self.weights.padded_rows(), self.weights.cols());
         let rows_per_pixel = self.rows_per_pixel();
         let pixels = self.rows.pixels.len() / rows_per_pixel;
@@ -326,8 +343,8 @@ impl Convolution<'_> {
         let rows = pixels.start * rows_per_pixel..pixels.end * rows_per_pixel;
         let lhs = match &self.rows.in_place {
             Some(starts) => {
-                let image_row = window.input[1] * window.input[2];
-                Int8Lhs::windows(image, &starts[rows], window.size, image_row)
+                let [_, width, channels] = window.padded_input();
+                Int8Lhs::windows(image, &starts[rows], window.size, width * channels)
             }
             None => {
                 let pixels = &self.rows.pixels[rows];

@@ -7,7 +7,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::build::{StepParams, build_step, quantize_linear};
 use super::float::{Elementwise, FloatOp, FloatStep, Window};
-use super::ops::{Destination, LinearOutput, Op};
+use super::ops::{Destination, LinearOutput, Op, padded_image_bytes};
 use super::scheme::Quantization;
 use super::*;
 
@@ -107,10 +107,11 @@ fn conv_reference(window: &Window, step: &Step, input: Quantization, image: &[u8
 
 #[test]
 fn convolutions_match_the_direct_integer_convolution() {
-    // Each case with whether its windows are read in place: not when padded, nor when kernel
-    // rows rounded up to whole groups would multiply too much more than the patch (3x3 of
-    // three channels into 130 filters); otherwise in place, kernel rows of whole groups or
-    // rounded up to them (one channel, 3x3 and 5x5; three channels, 1x1).
+    // Each case with whether its windows are read in place (from the image, or from its
+    // padded copy): not when kernel rows rounded up to whole groups would multiply too much
+    // more than the patch (3x3 of three channels into 130 filters, padded or not); otherwise
+    // in place, kernel rows of whole groups or rounded up to them (one channel, 3x3 and 5x5;
+    // three channels, 1x1 and 5x5).
     let cases = [
         (
             window(
@@ -125,11 +126,13 @@ fn convolutions_match_the_direct_integer_convolution() {
                 },
             ),
             20,
-            false,
+            true,
         ),
-        (window([6, 6, 3], 5, 1, Pads::uniform(2)), 17, false),
+        (window([6, 6, 3], 5, 1, Pads::uniform(2)), 17, true),
         (window([6, 6, 3], 3, 1, Pads::default()), 130, false),
+        (window([6, 6, 3], 3, 1, Pads::uniform(1)), 130, false),
         (window([9, 9, 1], 5, 1, Pads::default()), 8, true),
+        (window([9, 9, 1], 5, 2, Pads::uniform(2)), 6, true),
         (window([9, 9, 1], 3, 1, Pads::default()), 5, true),
         (window([7, 9, 4], 3, 1, Pads::default()), 24, true),
         (window([9, 9, 8], 3, 2, Pads::default()), 16, true),
@@ -148,7 +151,8 @@ fn convolutions_match_the_direct_integer_convolution() {
                 unreachable!()
             };
             assert_eq!(rows.in_place.is_some(), in_place, "case {case}");
-            let mut patches = vec![0u8; window.pixels() * weights.padded_rows()];
+            let scratch = window.pixels() * weights.padded_rows() + padded_image_bytes(&window);
+            let mut patches = vec![0u8; scratch];
             let destination = Destination::Bytes(&mut out);
             op.run(
                 &image,
@@ -173,7 +177,7 @@ fn a_max_pooling_in_the_convolution_epilogue_equals_the_pooling_of_its_bytes() {
     // one panel, part of one and several.
     let cases = [
         (window([9, 9, 1], 3, 1, Pads::default()), 16),
-        (window([10, 10, 3], 3, 1, Pads::uniform(1)), 20),
+        (window([10, 10, 3], 3, 1, Pads::uniform(1)), 136),
         (window([8, 8, 2], 3, 1, Pads::default()), 40),
         (window([9, 9, 4], 3, 1, Pads::default()), 32),
     ];
