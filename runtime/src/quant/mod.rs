@@ -328,8 +328,8 @@ impl<N: Network> Quantized<N> {
         outputs.chain([padded(N::Input::LEN)]).max().unwrap_or(1)
     }
 
-    /// Bytes of scratch the convolution that needs most needs for one sample: its im2col
-    /// patches, or the padded copy of its image it reads in place.
+    /// Bytes of scratch a sample needs in the convolution that needs the most: its im2col
+    /// patches, or the padded copy of the image it reads its windows from.
     fn patch_bytes(&self) -> usize {
         let patches = self.steps.iter().map(|step| match &step.op {
             Op::Conv {
