@@ -31,7 +31,7 @@ use std::marker::PhantomData;
 use rayon::prelude::*;
 
 use crate::data::Dataset;
-use crate::kernels::int8::GROUP;
+use crate::kernels::int8::{self, GROUP, Int8Isa};
 use crate::loss::{FitsHead, OutputActivation, SparseCategoricalCrossentropy};
 use crate::metrics::Evaluation;
 use crate::network::Network;
@@ -254,11 +254,13 @@ impl<N: Network> Quantized<N> {
         }
     }
 
-    /// Quantizes the samples of `input` into `bytes`, each padded to whole groups.
+    /// Quantizes the samples of `input` into `bytes`, each padded to whole groups, a vector
+    /// at a time on this thread's path (chosen once for all of them).
     fn quantize_input(&self, input: &[f32], bytes: &mut [u8]) {
-        let in_len = N::Input::LEN;
+        let (in_len, isa) = (N::Input::LEN, Int8Isa::active());
+        let Quantization { scale, zero_point } = self.input;
         for (values, bytes) in input.chunks(in_len).zip(bytes.chunks_mut(padded(in_len))) {
-            self.input.quantize_all(values, &mut bytes[..in_len]);
+            int8::quantize_with(isa, values, scale, zero_point, &mut bytes[..in_len]);
         }
     }
 

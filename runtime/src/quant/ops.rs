@@ -293,9 +293,8 @@ impl Convolution<'_> {
 
     /// One image (`zero` its zero point) through the convolution: its windows' product (after
     /// im2col when they are not read in place, or the image's padded copy when they are read
-    /// in place from it). On a pass that may split (batches smaller than
-    /// the pool), the output pixels are split between two threads when each half has enough
-    /// work.
+    /// in place from it). On a pass that may split (batches smaller than the pool), the output
+    /// pixels are split between two threads when each half has enough work.
     fn run(&self, image: &[u8], zero: u8, output: Destination<'_>, patches: &mut [u8]) {
         let (image, patches) = match self.rows.in_place {
             Some(_) if self.window.is_padded() => {

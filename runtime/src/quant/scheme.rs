@@ -39,14 +39,6 @@ impl Quantization {
         int8::quantize_value(x, self.scale, self.zero_point)
     }
 
-    /// [`Quantization::quantize`] of each of `values` into `bytes`, a vector of them at a time.
-    ///
-    /// # Panics
-    /// If `bytes` is not as long as `values`.
-    pub fn quantize_all(self, values: &[f32], bytes: &mut [u8]) {
-        int8::quantize(values, self.scale, self.zero_point, bytes);
-    }
-
     /// The real value of byte `q`.
     #[inline]
     pub fn dequantize(self, q: u8) -> f32 {
